@@ -1,0 +1,173 @@
+//! The request-level, async face of a model: submit a request, then await its output or
+//! stream its text. Requests queue to a dedicated inference thread, so callers never
+//! block the async runtime, and a scheduler that batches requests can replace the loop
+//! without changing them.
+
+use std::sync::Arc;
+use std::thread;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{EngineError, Result};
+use crate::generate::{generate, GenerateOutput, GenerateRequest};
+use crate::load::LoadedModel;
+use crate::tokenizer::Tokenizer;
+
+/// A piece of streamed output.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamEvent {
+    Text { token_id: u32, text: String },
+    Done(GenerateOutput),
+}
+
+struct Job {
+    request: GenerateRequest,
+    span: tracing::Span,
+    /// Streaming requests get their text here; `None` for plain requests.
+    events: Option<mpsc::UnboundedSender<StreamEvent>>,
+    done: oneshot::Sender<Result<GenerateOutput>>,
+}
+
+/// Static facts about the served model.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub name: String,
+    pub dtype: String,
+    pub device: String,
+    pub context_len: usize,
+    pub vocab_size: usize,
+}
+
+/// A handle to a model running on its own thread. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    jobs: mpsc::UnboundedSender<Job>,
+    tokenizer: Arc<Tokenizer>,
+    info: Arc<ModelInfo>,
+}
+
+impl Engine {
+    /// Starts the inference thread. It stops once every handle is dropped.
+    pub fn start(loaded: LoadedModel) -> Engine {
+        let info = ModelInfo {
+            name: loaded.name.clone(),
+            dtype: loaded.model.weight_dtype().to_string(),
+            device: format!("{:?}", loaded.model.device()),
+            context_len: loaded.model.context_len(),
+            vocab_size: loaded.model.config().vocab_size,
+        };
+        let tokenizer = Arc::new(loaded.tokenizer.clone());
+        let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
+        let thread_name = format!("umi-engine-{}", info.name);
+        let spawned = thread::Builder::new().name(thread_name).spawn(move || {
+            while let Some(job) = queue.blocking_recv() {
+                run_job(&loaded, job);
+            }
+        });
+        if let Err(e) = spawned {
+            // Without a thread every request fails with Shutdown; say why once.
+            tracing::error!(error = %e, "could not start the inference thread");
+        }
+        Engine {
+            jobs,
+            tokenizer,
+            info: Arc::new(info),
+        }
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Generates to completion.
+    pub async fn generate(&self, request: GenerateRequest) -> Result<GenerateOutput> {
+        let (done, rx) = oneshot::channel();
+        self.enqueue(Job {
+            request,
+            span: tracing::Span::current(),
+            events: None,
+            done,
+        })?;
+        rx.await.map_err(|_| EngineError::Shutdown)?
+    }
+
+    /// Generates, streaming text as it is produced; the last event is `Done`. Dropping
+    /// the receiver cancels the request.
+    pub fn stream(
+        &self,
+        request: GenerateRequest,
+    ) -> Result<mpsc::UnboundedReceiver<Result<StreamEvent>>> {
+        let (events_tx, mut events_rx) = mpsc::unbounded_channel();
+        let (done, done_rx) = oneshot::channel();
+        self.enqueue(Job {
+            request,
+            span: tracing::Span::current(),
+            events: Some(events_tx),
+            done,
+        })?;
+        // Merge the text events and the final result into one ordered stream.
+        let (out_tx, out_rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(event) = events_rx.recv().await {
+                if out_tx.send(Ok(event)).is_err() {
+                    return;
+                }
+            }
+            let last = match done_rx.await {
+                Ok(Ok(output)) => Ok(StreamEvent::Done(output)),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(EngineError::Shutdown),
+            };
+            let _ = out_tx.send(last);
+        });
+        Ok(out_rx)
+    }
+
+    fn enqueue(&self, job: Job) -> Result<()> {
+        self.jobs.send(job).map_err(|_| EngineError::Shutdown)
+    }
+}
+
+fn run_job(loaded: &LoadedModel, job: Job) {
+    let span = tracing::info_span!(
+        parent: &job.span,
+        "generate",
+        model = %loaded.name,
+        prompt_tokens = tracing::field::Empty,
+        generated_tokens = tracing::field::Empty,
+        finish_reason = tracing::field::Empty,
+    );
+    let _enter = span.enter();
+    if job.done.is_closed() {
+        return;
+    }
+    let events = job.events;
+    let result = generate(
+        &loaded.model,
+        &loaded.tokenizer,
+        &job.request,
+        |token_id, text| match &events {
+            Some(tx) => tx
+                .send(StreamEvent::Text {
+                    token_id,
+                    text: text.to_string(),
+                })
+                .is_ok(),
+            None => true,
+        },
+    );
+    drop(events);
+    match &result {
+        Ok(out) => {
+            span.record("prompt_tokens", out.prompt_tokens);
+            span.record("generated_tokens", out.generated_tokens());
+            span.record("finish_reason", tracing::field::debug(out.finish_reason));
+        }
+        Err(e) => tracing::warn!(error = %e, "generation failed"),
+    }
+    let _ = job.done.send(result);
+}

@@ -1,0 +1,68 @@
+use std::path::PathBuf;
+
+/// Everything that can go wrong while loading or running a model.
+///
+/// Load errors always carry the offending path so that a one-line message
+/// tells the user which file is wrong and why.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{path}: {message}")]
+    Load { path: PathBuf, message: String },
+
+    #[error("invalid {what}: {message}")]
+    InvalidArgument { what: &'static str, message: String },
+
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+
+    #[error("model: {0}")]
+    Candle(#[from] candle_core::Error),
+
+    #[error("prompt has {prompt} tokens but the model's context is {context} tokens")]
+    PromptTooLong { prompt: usize, context: usize },
+
+    #[error("the engine has shut down")]
+    Shutdown,
+
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, EngineError>;
+
+impl EngineError {
+    pub fn load(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
+        EngineError::Load {
+            path: path.into(),
+            message: one_line(&message.to_string()),
+        }
+    }
+
+    pub fn invalid(what: &'static str, message: impl std::fmt::Display) -> Self {
+        EngineError::InvalidArgument {
+            what,
+            message: message.to_string(),
+        }
+    }
+
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        EngineError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// candle errors can carry backtraces and multi-line context; users get the first line.
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}

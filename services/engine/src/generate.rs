@@ -1,0 +1,359 @@
+//! One sequence's generation loop: prefill, then decode token by token until a stop
+//! condition, with sampling and incremental detokenization.
+
+use std::time::{Duration, Instant};
+
+use candle_transformers::generation::{LogitsProcessor, Sampling};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{EngineError, Result};
+use crate::model::Llama;
+use crate::tokenizer::Tokenizer;
+
+/// What to generate from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Prompt {
+    /// Tokenized with the model's tokenizer (special-token strings become their ids,
+    /// and the tokenizer's BOS, if any, is prepended).
+    Text(String),
+    /// Used as is.
+    Tokens(Vec<u32>),
+}
+
+/// Sampling settings. `temperature == 0` (the default) is greedy decoding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SamplingParams {
+    pub temperature: f64,
+    pub top_p: Option<f64>,
+    pub top_k: Option<usize>,
+    pub seed: u64,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        SamplingParams {
+            temperature: 0.0,
+            top_p: None,
+            top_k: None,
+            seed: 299_792_458,
+        }
+    }
+}
+
+impl SamplingParams {
+    fn validate(&self) -> Result<()> {
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            return Err(EngineError::invalid(
+                "temperature",
+                format!("{} (must be >= 0)", self.temperature),
+            ));
+        }
+        if let Some(p) = self.top_p {
+            if !(p > 0.0 && p <= 1.0) {
+                return Err(EngineError::invalid(
+                    "top_p",
+                    format!("{p} (must be in (0, 1])"),
+                ));
+            }
+        }
+        if self.top_k == Some(0) {
+            return Err(EngineError::invalid("top_k", "0 (must be >= 1)"));
+        }
+        Ok(())
+    }
+
+    fn sampling(&self) -> Sampling {
+        if self.temperature == 0.0 {
+            return Sampling::ArgMax;
+        }
+        let temperature = self.temperature;
+        match (self.top_k, self.top_p) {
+            (None, None) => Sampling::All { temperature },
+            (Some(k), None) => Sampling::TopK { k, temperature },
+            (None, Some(p)) => Sampling::TopP { p, temperature },
+            (Some(k), Some(p)) => Sampling::TopKThenTopP { k, p, temperature },
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerateRequest {
+    pub prompt: Prompt,
+    pub max_new_tokens: usize,
+    pub sampling: SamplingParams,
+    /// Generation stops when the text ends with one of these; the stop string is not
+    /// part of the returned text.
+    pub stop_strings: Vec<String>,
+    /// Token ids that stop generation, in addition to the model's EOS ids.
+    pub stop_token_ids: Vec<u32>,
+    /// Keep generating past EOS (benchmarks want a fixed length).
+    #[serde(default)]
+    pub ignore_eos: bool,
+}
+
+impl GenerateRequest {
+    pub fn new(prompt: Prompt) -> Self {
+        GenerateRequest {
+            prompt,
+            max_new_tokens: 256,
+            sampling: SamplingParams::default(),
+            stop_strings: vec![],
+            stop_token_ids: vec![],
+            ignore_eos: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// An EOS or requested stop token was sampled.
+    StopToken,
+    /// The text reached a stop string.
+    StopString,
+    /// `max_new_tokens` were generated.
+    Length,
+    /// The model's context is full.
+    ContextFull,
+    /// The caller went away.
+    Cancelled,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerateOutput {
+    pub text: String,
+    pub token_ids: Vec<u32>,
+    pub prompt_tokens: usize,
+    pub finish_reason: FinishReason,
+    pub prefill_time: Duration,
+    pub decode_time: Duration,
+}
+
+impl GenerateOutput {
+    pub fn generated_tokens(&self) -> usize {
+        self.token_ids.len()
+    }
+
+    pub fn prefill_tokens_per_second(&self) -> f64 {
+        self.prompt_tokens as f64 / self.prefill_time.as_secs_f64().max(1e-9)
+    }
+
+    /// Tokens after the first (which prefill produced) over the decode time.
+    pub fn decode_tokens_per_second(&self) -> f64 {
+        self.token_ids.len().saturating_sub(1) as f64 / self.decode_time.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Runs one request to completion. `on_text` receives each new piece of text as soon as
+/// it is stable (complete UTF-8, not possibly the start of a stop string) and returns
+/// `false` to cancel.
+pub fn generate(
+    model: &Llama,
+    tokenizer: &Tokenizer,
+    request: &GenerateRequest,
+    mut on_text: impl FnMut(u32, &str) -> bool,
+) -> Result<GenerateOutput> {
+    request.sampling.validate()?;
+    let prompt = match &request.prompt {
+        Prompt::Text(text) => tokenizer.encode(text)?,
+        Prompt::Tokens(ids) => ids.clone(),
+    };
+    if prompt.is_empty() {
+        return Err(EngineError::invalid("prompt", "empty"));
+    }
+    let vocab = model.config().vocab_size as u32;
+    if let Some(bad) = prompt.iter().find(|&&id| id >= vocab) {
+        return Err(EngineError::invalid(
+            "prompt",
+            format!("token id {bad} is outside the vocabulary ({vocab})"),
+        ));
+    }
+    let context = model.context_len();
+    if prompt.len() >= context {
+        return Err(EngineError::PromptTooLong {
+            prompt: prompt.len(),
+            context,
+        });
+    }
+    let mut stop_ids: Vec<u32> = if request.ignore_eos {
+        vec![]
+    } else {
+        tokenizer.eos_ids().to_vec()
+    };
+    stop_ids.extend(&request.stop_token_ids);
+    let mut sampler =
+        LogitsProcessor::from_sampling(request.sampling.seed, request.sampling.sampling());
+    let mut cache = model.new_cache();
+    let mut stream = TextStream::new(tokenizer, &request.stop_strings);
+
+    let start = Instant::now();
+    let mut logits = model.forward(&prompt, &mut cache)?;
+    let prefill_time = start.elapsed();
+    let decode_start = Instant::now();
+    let mut generated: Vec<u32> = Vec::new();
+    let finish_reason = loop {
+        if generated.len() >= request.max_new_tokens {
+            break FinishReason::Length;
+        }
+        let next = sampler.sample(&logits)?;
+        if stop_ids.contains(&next) {
+            break FinishReason::StopToken;
+        }
+        generated.push(next);
+        let (piece, hit_stop) = stream.push(next)?;
+        if !piece.is_empty() && !on_text(next, &piece) {
+            break FinishReason::Cancelled;
+        }
+        if hit_stop {
+            break FinishReason::StopString;
+        }
+        if cache.len() + 1 >= context {
+            break FinishReason::ContextFull;
+        }
+        if generated.len() < request.max_new_tokens {
+            logits = model.forward(&[next], &mut cache)?;
+        }
+    };
+    let decode_time = decode_start.elapsed();
+    let tail = stream.finish();
+    if !tail.is_empty() && finish_reason != FinishReason::Cancelled {
+        on_text(generated.last().copied().unwrap_or(0), &tail);
+    }
+    Ok(GenerateOutput {
+        text: stream.text,
+        token_ids: generated,
+        prompt_tokens: prompt.len(),
+        finish_reason,
+        prefill_time,
+        decode_time,
+    })
+}
+
+/// Incremental detokenization with stop-string detection.
+///
+/// Decoding the whole sequence each step would be quadratic; decoding token by token
+/// breaks multi-byte characters and SentencePiece spacing. So, as TGI does, it decodes a
+/// short window of recent tokens and emits what the window added.
+struct TextStream<'a> {
+    tokenizer: &'a Tokenizer,
+    stops: &'a [String],
+    ids: Vec<u32>,
+    prefix_offset: usize,
+    read_offset: usize,
+    /// Text decoded so far (stop string removed once found).
+    decoded: String,
+    /// Length of `decoded` already handed out.
+    emitted: usize,
+    text: String,
+}
+
+impl<'a> TextStream<'a> {
+    fn new(tokenizer: &'a Tokenizer, stops: &'a [String]) -> Self {
+        TextStream {
+            tokenizer,
+            stops,
+            ids: vec![],
+            prefix_offset: 0,
+            read_offset: 0,
+            decoded: String::new(),
+            emitted: 0,
+            text: String::new(),
+        }
+    }
+
+    /// Adds a token; returns the newly stable text and whether a stop string was hit.
+    fn push(&mut self, id: u32) -> Result<(String, bool)> {
+        self.ids.push(id);
+        let before = self
+            .tokenizer
+            .decode(&self.ids[self.prefix_offset..self.read_offset])?;
+        let after = self.tokenizer.decode(&self.ids[self.prefix_offset..])?;
+        if after.len() > before.len() && !after.ends_with('\u{FFFD}') {
+            let new_text = after.get(before.len()..).unwrap_or_default();
+            self.decoded.push_str(new_text);
+            self.prefix_offset = self.read_offset;
+            self.read_offset = self.ids.len();
+        }
+        if let Some(at) = self
+            .stops
+            .iter()
+            .filter_map(|s| self.decoded.find(s.as_str()))
+            .min()
+        {
+            self.decoded.truncate(at);
+            let piece = self
+                .decoded
+                .get(self.emitted..)
+                .unwrap_or_default()
+                .to_string();
+            self.emitted = self.decoded.len();
+            self.text = self.decoded.clone();
+            return Ok((piece, true));
+        }
+        // Hold back any suffix that could still grow into a stop string.
+        let hold = self
+            .stops
+            .iter()
+            .map(|s| longest_prefix_suffix(&self.decoded, s))
+            .max()
+            .unwrap_or(0);
+        let stable = self.decoded.len() - hold;
+        let piece = self
+            .decoded
+            .get(self.emitted..stable)
+            .unwrap_or_default()
+            .to_string();
+        self.emitted = self.emitted.max(stable);
+        self.text = self.decoded.clone();
+        Ok((piece, false))
+    }
+
+    /// Text held back at the end (no stop string came).
+    fn finish(&mut self) -> String {
+        let rest = self
+            .decoded
+            .get(self.emitted..)
+            .unwrap_or_default()
+            .to_string();
+        self.emitted = self.decoded.len();
+        rest
+    }
+}
+
+/// Length of the longest suffix of `text` that is a proper prefix of `stop`.
+fn longest_prefix_suffix(text: &str, stop: &str) -> usize {
+    (1..stop.len())
+        .rev()
+        .find(|&n| stop.is_char_boundary(n) && text.ends_with(&stop[..n]))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_suffix_overlap() {
+        assert_eq!(longest_prefix_suffix("abc Ne", "Next:"), 2);
+        assert_eq!(longest_prefix_suffix("abc", "Next:"), 0);
+        assert_eq!(longest_prefix_suffix("Next", "Next:"), 4);
+    }
+
+    #[test]
+    fn sampling_params_are_validated() {
+        let mut p = SamplingParams::default();
+        assert!(matches!(p.sampling(), Sampling::ArgMax));
+        p.temperature = -1.0;
+        assert!(p
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("temperature"));
+        p.temperature = 0.6;
+        p.top_p = Some(1.5);
+        assert!(p.validate().unwrap_err().to_string().contains("top_p"));
+        p.top_p = Some(0.9);
+        assert!(p.validate().is_ok());
+        assert!(matches!(p.sampling(), Sampling::TopP { .. }));
+    }
+}

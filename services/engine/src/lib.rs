@@ -1,0 +1,23 @@
+//! umi's inference engine: loads LLaMA-family checkpoints (GGUF, or HuggingFace
+//! safetensors / PyTorch directories) with candle and generates text, behind an async,
+//! request-level API.
+
+pub mod config;
+pub mod convert;
+pub mod device;
+pub mod engine;
+pub mod error;
+pub mod generate;
+pub mod load;
+pub mod model;
+pub mod sentencepiece;
+pub mod tokenizer;
+pub mod weights;
+
+pub use config::LlamaConfig;
+pub use device::{parse_device, WeightDType};
+pub use engine::{Engine, ModelInfo, StreamEvent};
+pub use error::{EngineError, Result};
+pub use generate::{FinishReason, GenerateOutput, GenerateRequest, Prompt, SamplingParams};
+pub use load::{load, LoadOptions, LoadedModel};
+pub use tokenizer::Tokenizer;

@@ -1,0 +1,432 @@
+//! A LLaMA decoder on candle whose weights are either GGUF-quantized or dense.
+//!
+//! The key/value cache lives outside the model (`KvCache`), so one set of weights
+//! serves any number of sequences.
+
+use candle_core::quantized::{QMatMul, QStorage, QTensor};
+use candle_core::{DType, Device, Module, Tensor};
+
+use crate::config::LlamaConfig;
+use crate::device::WeightDType;
+use crate::error::{EngineError, Result};
+use crate::weights::{RawTensor, RopeLayout, TensorSource};
+
+struct Attention {
+    q: QMatMul,
+    k: QMatMul,
+    v: QMatMul,
+    o: QMatMul,
+}
+
+struct Mlp {
+    gate: QMatMul,
+    up: QMatMul,
+    down: QMatMul,
+}
+
+struct Layer {
+    attn_norm: Tensor,
+    attn: Attention,
+    ffn_norm: Tensor,
+    mlp: Mlp,
+}
+
+/// Precomputed rotary tables for every position of the context.
+struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+    layout: RopeLayout,
+}
+
+impl Rope {
+    fn new(
+        config: &LlamaConfig,
+        context: usize,
+        layout: RopeLayout,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let head_dim = config.head_dim();
+        let inv_freq: Vec<f32> = (0..head_dim)
+            .step_by(2)
+            .map(|i| 1.0 / (config.rope_theta.powf(i as f64 / head_dim as f64) as f32))
+            .collect();
+        let inv_freq = Tensor::from_vec(inv_freq, (1, head_dim / 2), device)?;
+        let positions = Tensor::arange(0u32, context as u32, device)?
+            .to_dtype(DType::F32)?
+            .reshape((context, 1))?;
+        let freqs = positions.matmul(&inv_freq)?;
+        Ok(Rope {
+            cos: freqs.cos()?.to_dtype(dtype)?,
+            sin: freqs.sin()?.to_dtype(dtype)?,
+            layout,
+        })
+    }
+
+    /// `x` is (batch, heads, seq, head_dim), starting at absolute position `offset`.
+    fn apply(&self, x: &Tensor, offset: usize) -> Result<Tensor> {
+        let seq = x.dim(2)?;
+        let cos = self.cos.narrow(0, offset, seq)?;
+        let sin = self.sin.narrow(0, offset, seq)?;
+        let x = x.contiguous()?;
+        Ok(match self.layout {
+            RopeLayout::Interleaved => candle_nn::rotary_emb::rope_i(&x, &cos, &sin)?,
+            RopeLayout::Halves => candle_nn::rotary_emb::rope(&x, &cos, &sin)?,
+        })
+    }
+}
+
+/// Per-sequence attention state: the keys and values of every position seen so far.
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    len: usize,
+}
+
+impl KvCache {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+pub struct Llama {
+    config: LlamaConfig,
+    embed: Tensor,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    lm_head: QMatMul,
+    rope: Rope,
+    /// Activation dtype: f32 for quantized weights, else the weights' dtype.
+    dtype: DType,
+    device: Device,
+    context: usize,
+    weight_dtype: WeightDType,
+}
+
+impl Llama {
+    /// Builds the model from `source`; `dtype` picks quantized or dense weights.
+    pub fn load(
+        config: LlamaConfig,
+        source: &mut dyn TensorSource,
+        dtype: WeightDType,
+        device: &Device,
+    ) -> Result<Self> {
+        let act_dtype = dtype.dense().unwrap_or(DType::F32);
+        let path = source.path().to_path_buf();
+        if dtype == WeightDType::Quantized && source.rope_layout() == RopeLayout::Halves {
+            return Err(EngineError::load(
+                &path,
+                "quantized weights need a GGUF file; pick --dtype f32, f16 or bf16 for a HuggingFace directory",
+            ));
+        }
+        let check = |name: &str, t: &RawTensor, expected: &[usize]| -> Result<()> {
+            if t.dims() != expected {
+                return Err(EngineError::load(
+                    &path,
+                    format!(
+                        "tensor {name} has shape {:?}, config expects {expected:?}",
+                        t.dims()
+                    ),
+                ));
+            }
+            Ok(())
+        };
+        let dense = |source: &mut dyn TensorSource,
+                     name: &str,
+                     shape: &[usize],
+                     dt: DType|
+         -> Result<Tensor> {
+            let raw = source.take(name, device)?;
+            check(name, &raw, shape)?;
+            Ok(raw.dequantize(device)?.to_dtype(dt)?)
+        };
+        let linear =
+            |source: &mut dyn TensorSource, name: &str, shape: &[usize]| -> Result<QMatMul> {
+                let raw = source.take(name, device)?;
+                check(name, &raw, shape)?;
+                Ok(match (raw, dtype.dense()) {
+                    (RawTensor::Quantized(q), None) => QMatMul::from_qtensor(q)?,
+                    (raw, dt) => {
+                        QMatMul::Tensor(raw.dequantize(device)?.to_dtype(dt.unwrap_or(DType::F32))?)
+                    }
+                })
+            };
+
+        let c = &config;
+        let (h, kv, ff, v) = (
+            c.hidden_size,
+            c.num_key_value_heads * c.head_dim(),
+            c.intermediate_size,
+            c.vocab_size,
+        );
+        let embed_raw = source.take("model.embed_tokens.weight", device)?;
+        check("model.embed_tokens.weight", &embed_raw, &[v, h])?;
+        // Tied embeddings with quantized weights: the output layer keeps the quantized table.
+        let tied_quantized = match (&embed_raw, dtype) {
+            (RawTensor::Quantized(q), WeightDType::Quantized)
+                if !source.contains("lm_head.weight") =>
+            {
+                let storage = QStorage::from_data(q.data()?, device, q.dtype())?;
+                Some(QMatMul::from_qtensor(QTensor::new(
+                    storage,
+                    q.shape().clone(),
+                )?)?)
+            }
+            _ => None,
+        };
+        let embed = embed_raw.dequantize(device)?.to_dtype(act_dtype)?;
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        for i in 0..c.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            layers.push(Layer {
+                attn_norm: dense(
+                    source,
+                    &format!("{p}.input_layernorm.weight"),
+                    &[h],
+                    act_dtype,
+                )?,
+                attn: Attention {
+                    q: linear(source, &format!("{p}.self_attn.q_proj.weight"), &[h, h])?,
+                    k: linear(source, &format!("{p}.self_attn.k_proj.weight"), &[kv, h])?,
+                    v: linear(source, &format!("{p}.self_attn.v_proj.weight"), &[kv, h])?,
+                    o: linear(source, &format!("{p}.self_attn.o_proj.weight"), &[h, h])?,
+                },
+                ffn_norm: dense(
+                    source,
+                    &format!("{p}.post_attention_layernorm.weight"),
+                    &[h],
+                    act_dtype,
+                )?,
+                mlp: Mlp {
+                    gate: linear(source, &format!("{p}.mlp.gate_proj.weight"), &[ff, h])?,
+                    up: linear(source, &format!("{p}.mlp.up_proj.weight"), &[ff, h])?,
+                    down: linear(source, &format!("{p}.mlp.down_proj.weight"), &[h, ff])?,
+                },
+            });
+        }
+        let norm = dense(source, "model.norm.weight", &[h], act_dtype)?;
+        let lm_head = if source.contains("lm_head.weight") {
+            linear(source, "lm_head.weight", &[v, h])?
+        } else if let Some(head) = tied_quantized {
+            head
+        } else {
+            QMatMul::Tensor(embed.clone())
+        };
+        let context = c.max_position_embeddings;
+        let rope = Rope::new(c, context, source.rope_layout(), act_dtype, device)?;
+        Ok(Llama {
+            embed,
+            layers,
+            norm,
+            lm_head,
+            rope,
+            dtype: act_dtype,
+            device: device.clone(),
+            context,
+            weight_dtype: dtype,
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn context_len(&self) -> usize {
+        self.context
+    }
+
+    pub fn weight_dtype(&self) -> WeightDType {
+        self.weight_dtype
+    }
+
+    pub fn new_cache(&self) -> KvCache {
+        KvCache {
+            layers: (0..self.layers.len()).map(|_| None).collect(),
+            len: 0,
+        }
+    }
+
+    /// Runs `tokens` (appended after what `cache` holds) and returns the f32 logits of
+    /// the last position, shape (vocab,).
+    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        let seq = tokens.len();
+        let offset = cache.len;
+        if seq == 0 {
+            return Err(EngineError::invalid("input", "no tokens to run"));
+        }
+        if offset + seq > self.context {
+            return Err(EngineError::PromptTooLong {
+                prompt: offset + seq,
+                context: self.context,
+            });
+        }
+        let ids = Tensor::new(tokens, &self.device)?;
+        let mut x = self.embed.index_select(&ids, 0)?.unsqueeze(0)?;
+        let mask = if seq > 1 {
+            Some(causal_mask(seq, offset, &self.device)?)
+        } else {
+            None
+        };
+        for (i, layer) in self.layers.iter().enumerate() {
+            let residual = x.clone();
+            let normed =
+                candle_nn::ops::rms_norm(&x, &layer.attn_norm, self.config.rms_norm_eps as f32)?;
+            let attn = self.attention(
+                &layer.attn,
+                &normed,
+                offset,
+                mask.as_ref(),
+                &mut cache.layers[i],
+            )?;
+            x = (attn + residual)?;
+            let residual = x.clone();
+            let normed =
+                candle_nn::ops::rms_norm(&x, &layer.ffn_norm, self.config.rms_norm_eps as f32)?;
+            let mlp = &layer.mlp;
+            let act =
+                (candle_nn::ops::silu(&mlp.gate.forward(&normed)?)? * mlp.up.forward(&normed)?)?;
+            x = (mlp.down.forward(&act)? + residual)?;
+        }
+        cache.len += seq;
+        let last = x.narrow(1, seq - 1, 1)?;
+        let last = candle_nn::ops::rms_norm(&last, &self.norm, self.config.rms_norm_eps as f32)?;
+        let logits = self.lm_head.forward(&last)?;
+        Ok(logits.flatten_all()?.to_dtype(DType::F32)?)
+    }
+
+    fn attention(
+        &self,
+        w: &Attention,
+        x: &Tensor,
+        offset: usize,
+        mask: Option<&Tensor>,
+        cache: &mut Option<(Tensor, Tensor)>,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let (b, seq, _) = x.dims3()?;
+        let hd = c.head_dim();
+        let q =
+            w.q.forward(x)?
+                .reshape((b, seq, c.num_attention_heads, hd))?
+                .transpose(1, 2)?;
+        let k =
+            w.k.forward(x)?
+                .reshape((b, seq, c.num_key_value_heads, hd))?
+                .transpose(1, 2)?;
+        let v =
+            w.v.forward(x)?
+                .reshape((b, seq, c.num_key_value_heads, hd))?
+                .transpose(1, 2)?;
+        let q = self.rope.apply(&q, offset)?;
+        let k = self.rope.apply(&k, offset)?;
+        let v = v.contiguous()?;
+        let (k, v) = match cache.take() {
+            Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+            None => (k, v),
+        };
+        *cache = Some((k.clone(), v.clone()));
+
+        let groups = c.num_attention_heads / c.num_key_value_heads;
+        let k = repeat_kv(&k, groups)?;
+        let v = repeat_kv(&v, groups)?;
+        let q = q.to_dtype(DType::F32)?;
+        let k = k.to_dtype(DType::F32)?;
+        let v = v.to_dtype(DType::F32)?;
+        let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
+        let scores = match mask {
+            Some(m) => scores.broadcast_add(m)?,
+            None => scores,
+        };
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let y = probs.matmul(&v)?.to_dtype(self.dtype)?;
+        let y = y.transpose(1, 2)?.reshape((b, seq, c.hidden_size))?;
+        Ok(w.o.forward(&y)?)
+    }
+}
+
+/// Additive mask for `seq` new positions after `offset` cached ones: 0 where a query may
+/// attend, -inf on future keys. Shape (seq, offset + seq).
+fn causal_mask(seq: usize, offset: usize, device: &Device) -> Result<Tensor> {
+    let total = offset + seq;
+    let mask: Vec<f32> = (0..seq)
+        .flat_map(|i| {
+            (0..total).map(move |j| {
+                if j > offset + i {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
+        .collect();
+    Ok(Tensor::from_vec(mask, (seq, total), device)?)
+}
+
+fn repeat_kv(x: &Tensor, groups: usize) -> Result<Tensor> {
+    if groups == 1 {
+        return Ok(x.clone());
+    }
+    let (b, heads, seq, hd) = x.dims4()?;
+    Ok(x.unsqueeze(2)?
+        .expand((b, heads, groups, seq, hd))?
+        .reshape((b, heads * groups, seq, hd))?)
+}
+
+/// Applies llama.cpp's Q/K row permutation (HF halves → interleaved) or undoes it.
+/// `w` is (heads * head_dim, in).
+pub fn permute_rope_rows(w: &Tensor, heads: usize, to: RopeLayout) -> candle_core::Result<Tensor> {
+    let (rows, cols) = w.dims2()?;
+    let half = rows / heads / 2;
+    match to {
+        // HF [h][2][half] -> GGUF [h][half][2]
+        RopeLayout::Interleaved => w
+            .reshape((heads, 2, half, cols))?
+            .transpose(1, 2)?
+            .reshape((rows, cols)),
+        // GGUF [h][half][2] -> HF [h][2][half]
+        RopeLayout::Halves => w
+            .reshape((heads, half, 2, cols))?
+            .transpose(1, 2)?
+            .reshape((rows, cols)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rope_permutation_round_trips_and_interleaves() {
+        // 2 heads, head_dim 4, 1 column: rows are [h0: a0 a1 b0 b1][h1: ...] in HF layout.
+        let w = Tensor::arange(0f32, 8., &Device::Cpu)
+            .unwrap()
+            .reshape((8, 1))
+            .unwrap();
+        let inter = permute_rope_rows(&w, 2, RopeLayout::Interleaved).unwrap();
+        let rows: Vec<f32> = inter.flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(rows, vec![0., 2., 1., 3., 4., 6., 5., 7.]);
+        let back = permute_rope_rows(&inter, 2, RopeLayout::Halves).unwrap();
+        assert_eq!(
+            back.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            (0..8).map(|i| i as f32).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn causal_mask_respects_offset() {
+        let m = causal_mask(2, 1, &Device::Cpu)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        assert_eq!(m[0], vec![0., 0., f32::NEG_INFINITY]);
+        assert_eq!(m[1], vec![0., 0., 0.]);
+    }
+}

@@ -1,0 +1,339 @@
+//! Reading checkpoint tensors, from GGUF files or HuggingFace directories, under
+//! HuggingFace tensor names.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::{gguf_file, QTensor};
+use candle_core::{Device, Tensor};
+
+use crate::error::{EngineError, Result};
+
+/// One stored tensor: still quantized (GGUF) or dense.
+pub enum RawTensor {
+    Quantized(QTensor),
+    Dense(Tensor),
+}
+
+impl RawTensor {
+    pub fn dims(&self) -> Vec<usize> {
+        match self {
+            RawTensor::Quantized(q) => q.shape().dims().to_vec(),
+            RawTensor::Dense(t) => t.dims().to_vec(),
+        }
+    }
+
+    pub fn dequantize(self, device: &Device) -> candle_core::Result<Tensor> {
+        match self {
+            RawTensor::Quantized(q) => q.dequantize(device),
+            RawTensor::Dense(t) => Ok(t),
+        }
+    }
+}
+
+/// Rope layout of the Q/K projection rows. llama.cpp's converter permutes the rows so
+/// that rotary pairs are adjacent (interleaved); HuggingFace keeps the two halves apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeLayout {
+    Interleaved,
+    Halves,
+}
+
+/// A source of tensors addressed by HuggingFace names (`model.layers.0.self_attn.q_proj.weight`).
+pub trait TensorSource {
+    fn path(&self) -> &Path;
+    fn rope_layout(&self) -> RopeLayout;
+    fn contains(&self, name: &str) -> bool;
+    fn take(&mut self, name: &str, device: &Device) -> Result<RawTensor>;
+}
+
+/// Maps a HuggingFace tensor name to its GGUF name (llama.cpp conventions).
+pub fn hf_to_gguf_name(name: &str) -> Option<String> {
+    let fixed = match name {
+        "model.embed_tokens.weight" => Some("token_embd.weight"),
+        "model.norm.weight" => Some("output_norm.weight"),
+        "lm_head.weight" => Some("output.weight"),
+        _ => None,
+    };
+    if let Some(f) = fixed {
+        return Some(f.to_string());
+    }
+    let rest = name.strip_prefix("model.layers.")?;
+    let (layer, suffix) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let gguf = match suffix {
+        "self_attn.q_proj.weight" => "attn_q.weight",
+        "self_attn.k_proj.weight" => "attn_k.weight",
+        "self_attn.v_proj.weight" => "attn_v.weight",
+        "self_attn.o_proj.weight" => "attn_output.weight",
+        "mlp.gate_proj.weight" => "ffn_gate.weight",
+        "mlp.up_proj.weight" => "ffn_up.weight",
+        "mlp.down_proj.weight" => "ffn_down.weight",
+        "input_layernorm.weight" => "attn_norm.weight",
+        "post_attention_layernorm.weight" => "ffn_norm.weight",
+        _ => return None,
+    };
+    Some(format!("blk.{layer}.{gguf}"))
+}
+
+/// Maps a GGUF tensor name back to its HuggingFace name.
+pub fn gguf_to_hf_name(name: &str) -> Option<String> {
+    let fixed = match name {
+        "token_embd.weight" => Some("model.embed_tokens.weight"),
+        "output_norm.weight" => Some("model.norm.weight"),
+        "output.weight" => Some("lm_head.weight"),
+        _ => None,
+    };
+    if let Some(f) = fixed {
+        return Some(f.to_string());
+    }
+    let rest = name.strip_prefix("blk.")?;
+    let (layer, suffix) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let hf = match suffix {
+        "attn_q.weight" => "self_attn.q_proj.weight",
+        "attn_k.weight" => "self_attn.k_proj.weight",
+        "attn_v.weight" => "self_attn.v_proj.weight",
+        "attn_output.weight" => "self_attn.o_proj.weight",
+        "ffn_gate.weight" => "mlp.gate_proj.weight",
+        "ffn_up.weight" => "mlp.up_proj.weight",
+        "ffn_down.weight" => "mlp.down_proj.weight",
+        "attn_norm.weight" => "input_layernorm.weight",
+        "ffn_norm.weight" => "post_attention_layernorm.weight",
+        _ => return None,
+    };
+    Some(format!("model.layers.{layer}.{hf}"))
+}
+
+/// Opens a GGUF file and reads its header; tensors are read on demand.
+pub struct GgufSource {
+    path: PathBuf,
+    reader: BufReader<File>,
+    pub content: gguf_file::Content,
+}
+
+impl GgufSource {
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| EngineError::load(path, e))?;
+        let mut reader = BufReader::new(file);
+        let content = gguf_file::Content::read(&mut reader)
+            .map_err(|e| EngineError::load(path, format!("not a readable GGUF file: {e}")))?;
+        Ok(GgufSource {
+            path: path.to_path_buf(),
+            reader,
+            content,
+        })
+    }
+}
+
+impl TensorSource for GgufSource {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn rope_layout(&self) -> RopeLayout {
+        RopeLayout::Interleaved
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        hf_to_gguf_name(name).is_some_and(|g| self.content.tensor_infos.contains_key(&g))
+    }
+
+    fn take(&mut self, name: &str, device: &Device) -> Result<RawTensor> {
+        let gguf_name = hf_to_gguf_name(name).ok_or_else(|| {
+            EngineError::load(&self.path, format!("no GGUF name for tensor {name}"))
+        })?;
+        if !self.content.tensor_infos.contains_key(&gguf_name) {
+            return Err(EngineError::load(
+                &self.path,
+                format!("missing tensor {gguf_name}"),
+            ));
+        }
+        self.content
+            .tensor(&mut self.reader, &gguf_name, device)
+            .map(RawTensor::Quantized)
+            .map_err(|e| {
+                EngineError::load(
+                    &self.path,
+                    format!("tensor {gguf_name}: {e} (file truncated or corrupt?)"),
+                )
+            })
+    }
+}
+
+/// All tensors of a HuggingFace checkpoint directory, read eagerly.
+pub struct HfSource {
+    dir: PathBuf,
+    tensors: HashMap<String, Tensor>,
+    origin: HashMap<String, PathBuf>,
+}
+
+impl HfSource {
+    /// Loads `*.safetensors` (single or sharded through `model.safetensors.index.json`) or
+    /// PyTorch `pytorch_model*.bin` shards.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let files = checkpoint_files(dir)?;
+        let mut tensors = HashMap::new();
+        let mut origin = HashMap::new();
+        for file in files {
+            let is_safetensors = file.extension().is_some_and(|e| e == "safetensors");
+            let loaded: Vec<(String, Tensor)> = if is_safetensors {
+                candle_core::safetensors::load(&file, &Device::Cpu)
+                    .map_err(|e| {
+                        EngineError::load(&file, format!("not a readable safetensors file: {e}"))
+                    })?
+                    .into_iter()
+                    .collect()
+            } else {
+                candle_core::pickle::read_all(&file).map_err(|e| {
+                    EngineError::load(&file, format!("not a readable PyTorch checkpoint: {e}"))
+                })?
+            };
+            for (name, tensor) in loaded {
+                origin.insert(name.clone(), file.clone());
+                tensors.insert(name, tensor);
+            }
+        }
+        Ok(HfSource {
+            dir: dir.to_path_buf(),
+            tensors,
+            origin,
+        })
+    }
+}
+
+impl TensorSource for HfSource {
+    fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    fn rope_layout(&self) -> RopeLayout {
+        RopeLayout::Halves
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    fn take(&mut self, name: &str, device: &Device) -> Result<RawTensor> {
+        let tensor = self
+            .tensors
+            .remove(name)
+            .ok_or_else(|| EngineError::load(&self.dir, format!("missing tensor {name}")))?;
+        let file = self
+            .origin
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| self.dir.clone());
+        tensor
+            .to_device(device)
+            .map(RawTensor::Dense)
+            .map_err(|e| EngineError::load(file, format!("tensor {name}: {e}")))
+    }
+}
+
+/// The weight files of a HuggingFace directory, in load order.
+fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    for index in [
+        "model.safetensors.index.json",
+        "pytorch_model.bin.index.json",
+    ] {
+        let index_path = dir.join(index);
+        if index_path.exists() {
+            return shard_files(&index_path);
+        }
+    }
+    for single in ["model.safetensors", "pytorch_model.bin"] {
+        let path = dir.join(single);
+        if path.exists() {
+            return Ok(vec![path]);
+        }
+    }
+    let entries = std::fs::read_dir(dir).map_err(|e| EngineError::load(dir, e))?;
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    found.sort();
+    if found.is_empty() {
+        return Err(EngineError::load(
+            dir,
+            "no weights found (expected model.safetensors, *.safetensors shards with an index, or pytorch_model*.bin)",
+        ));
+    }
+    Ok(found)
+}
+
+fn shard_files(index_path: &Path) -> Result<Vec<PathBuf>> {
+    let text = std::fs::read_to_string(index_path).map_err(|e| EngineError::load(index_path, e))?;
+    let index: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| EngineError::load(index_path, format!("invalid JSON: {e}")))?;
+    let map = index
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| EngineError::load(index_path, "no \"weight_map\" object"))?;
+    let dir = index_path.parent().unwrap_or(Path::new("."));
+    let mut files: Vec<PathBuf> = Vec::new();
+    for shard in map.values() {
+        let shard = shard
+            .as_str()
+            .ok_or_else(|| EngineError::load(index_path, "weight_map values must be file names"))?;
+        let path = dir.join(shard);
+        if !files.contains(&path) {
+            if !path.exists() {
+                return Err(EngineError::load(
+                    &path,
+                    "shard listed in the index is missing",
+                ));
+            }
+            files.push(path);
+        }
+    }
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_map_both_ways() {
+        for hf in [
+            "model.embed_tokens.weight",
+            "model.norm.weight",
+            "lm_head.weight",
+            "model.layers.12.self_attn.k_proj.weight",
+            "model.layers.0.mlp.down_proj.weight",
+            "model.layers.29.post_attention_layernorm.weight",
+        ] {
+            let gguf = hf_to_gguf_name(hf).unwrap();
+            assert_eq!(gguf_to_hf_name(&gguf).as_deref(), Some(hf));
+        }
+        assert_eq!(
+            hf_to_gguf_name("model.layers.3.self_attn.o_proj.weight").as_deref(),
+            Some("blk.3.attn_output.weight")
+        );
+        assert_eq!(hf_to_gguf_name("model.layers.x.mlp.up_proj.weight"), None);
+    }
+
+    #[test]
+    fn empty_directory_names_what_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = match HfSource::open(dir.path()) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("empty dir loaded"),
+        };
+        assert!(err.contains("no weights found"), "{err}");
+    }
+
+    #[test]
+    fn missing_gguf_names_the_file() {
+        let err = match GgufSource::open(Path::new("/nonexistent/model.gguf")) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("opened a missing file"),
+        };
+        assert!(err.starts_with("/nonexistent/model.gguf: "), "{err}");
+    }
+}

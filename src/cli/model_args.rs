@@ -1,0 +1,58 @@
+//! The flags every model-loading command shares, and where the default model lives.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use umi_engine::{LoadOptions, LoadedModel, WeightDType};
+
+/// Where `scripts/setup.sh` puts the bundled SmolLM2 model.
+pub const BUNDLED_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// A .gguf file or a HuggingFace model directory (default: the bundled SmolLM2).
+    #[arg(long, env = "UMI_MODEL")]
+    pub model: Option<PathBuf>,
+    /// tokenizer.json or tokenizer.model, overriding the one beside the weights.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Weight precision: quantized (GGUF only), f32, f16 or bf16.
+    #[arg(long, default_value = "f32")]
+    pub dtype: WeightDType,
+    /// cpu or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+impl ModelArgs {
+    pub fn model_path(&self) -> PathBuf {
+        self.model.clone().unwrap_or_else(bundled_model)
+    }
+
+    pub fn load(&self) -> anyhow::Result<LoadedModel> {
+        let device = umi_engine::parse_device(&self.device)?;
+        let opts = LoadOptions {
+            model: self.model_path(),
+            tokenizer: self.tokenizer.clone(),
+            dtype: self.dtype,
+            device,
+        };
+        let path = opts.model.display().to_string();
+        umi_engine::load(&opts).with_context(|| format!("loading model {path}"))
+    }
+}
+
+/// The bundled model: relative to the working directory, else to the repository that
+/// holds this binary (`target/<profile>/umi`).
+pub fn bundled_model() -> PathBuf {
+    let relative = PathBuf::from(BUNDLED_MODEL);
+    if relative.exists() {
+        return relative;
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.ancestors().nth(3).map(|root| root.join(BUNDLED_MODEL)))
+        .filter(|p| p.exists())
+        .unwrap_or(relative)
+}
