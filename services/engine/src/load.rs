@@ -10,13 +10,13 @@ use crate::device::WeightDType;
 use crate::error::{EngineError, Result};
 use crate::model::Llama;
 use crate::tokenizer::Tokenizer;
-use crate::weights::{GgufSource, HfSource};
+use crate::weights::{GgufSource, HfSource, TensorSource};
 
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
     /// A `.gguf` file or a HuggingFace model directory.
     pub model: PathBuf,
-    /// Overrides the tokenizer found beside the weights (`tokenizer.json` or `tokenizer.model`).
+    /// Overrides the tokenizer found with the weights (`tokenizer.json` or `tokenizer.model`).
     pub tokenizer: Option<PathBuf>,
     pub dtype: WeightDType,
     pub device: Device,
@@ -33,90 +33,69 @@ pub fn load(opts: &LoadOptions) -> Result<LoadedModel> {
     let path = &opts.model;
     let start = Instant::now();
     let meta = std::fs::metadata(path).map_err(|e| EngineError::load(path, e))?;
-    let (model, found_tokenizer) = if meta.is_dir() {
-        load_hf_dir(path, opts)?
+    // Header, config and tokenizer first: they are cheap, and a mismatch should be
+    // reported before gigabytes of weights are read.
+    let (config, mut source, found_tokenizer, tokenizer_origin): (_, Box<dyn TensorSource>, _, _) = if meta.is_dir() {
+        let config = LlamaConfig::from_hf_json(&path.join("config.json"))?;
+        let (tokenizer, origin) = match &opts.tokenizer {
+            Some(t) => (tokenizer_file(t)?, t.clone()),
+            None => hf_dir_tokenizer(path)?,
+        };
+        (config, Box::new(HfSource::open(path)?), tokenizer, origin)
     } else {
-        load_gguf(path, opts)?
+        let source = GgufSource::open(path)?;
+        let config = LlamaConfig::from_gguf(path, &source.content)?;
+        let (tokenizer, origin) = match &opts.tokenizer {
+            Some(t) => (tokenizer_file(t)?, t.clone()),
+            None => (Tokenizer::from_gguf(path, &source.content)?, path.clone()),
+        };
+        (config, Box::new(source), tokenizer, origin)
     };
-    let mut tokenizer = match &opts.tokenizer {
-        Some(t) => tokenizer_file(t)?,
-        None => found_tokenizer,
-    };
-    let tokenizer_path = opts.tokenizer.clone().unwrap_or_else(|| path.clone());
-    let vocab = model.config().vocab_size;
-    if tokenizer.vocab_size() > vocab {
+    let mut tokenizer = found_tokenizer;
+    if tokenizer.vocab_size() > config.vocab_size {
         return Err(EngineError::load(
-            tokenizer_path,
+            tokenizer_origin,
             format!(
-                "tokenizer has {} tokens but the model's vocabulary has {vocab}: tokenizer and weights do not match",
-                tokenizer.vocab_size()
+                "tokenizer has {} tokens but the model's vocabulary has {}: tokenizer and weights do not match",
+                tokenizer.vocab_size(),
+                config.vocab_size
             ),
         ));
     }
-    if !model.config().eos_token_ids.is_empty() && tokenizer.eos_ids().is_empty() {
-        tokenizer.set_eos_ids(model.config().eos_token_ids.clone());
+    if tokenizer.eos_ids().is_empty() {
+        tokenizer.set_eos_ids(config.eos_token_ids.clone());
     }
+    let dtype = match (opts.dtype, meta.is_dir()) {
+        // HuggingFace weights are dense; "quantized" means "as stored" there.
+        (WeightDType::Quantized, true) => WeightDType::F32,
+        (d, _) => d,
+    };
+    let model = Llama::load(config, source.as_mut(), dtype, &opts.device)?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().trim_end_matches(".gguf").to_string())
         .unwrap_or_else(|| path.display().to_string());
     tracing::info!(
         model = %name,
-        dtype = %opts.dtype,
+        dtype = %dtype,
         layers = model.config().num_hidden_layers,
-        vocab,
+        vocab = model.config().vocab_size,
         load_ms = start.elapsed().as_millis() as u64,
         "model loaded"
     );
-    Ok(LoadedModel {
-        name,
-        model,
-        tokenizer,
-    })
+    Ok(LoadedModel { name, model, tokenizer })
 }
 
-fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<(Llama, Tokenizer)> {
-    let mut source = GgufSource::open(path)?;
-    let config = LlamaConfig::from_gguf(path, &source.content)?;
-    let tokenizer = match &opts.tokenizer {
-        Some(_) => None,
-        None => Some(Tokenizer::from_gguf(path, &source.content)?),
-    };
-    let model = Llama::load(config, &mut source, opts.dtype, &opts.device)?;
-    // The tokenizer override (if any) is applied by the caller.
-    let tokenizer = match tokenizer {
-        Some(t) => t,
-        None => tokenizer_file(opts.tokenizer.as_deref().unwrap_or(path))?,
-    };
-    Ok((model, tokenizer))
-}
-
-fn load_hf_dir(dir: &Path, opts: &LoadOptions) -> Result<(Llama, Tokenizer)> {
-    let config = LlamaConfig::from_hf_json(&dir.join("config.json"))?;
-    let tokenizer = match &opts.tokenizer {
-        Some(t) => tokenizer_file(t)?,
-        None => {
-            let json = dir.join("tokenizer.json");
-            let spm = dir.join("tokenizer.model");
-            if json.exists() {
-                Tokenizer::from_json_file(&json)?
-            } else if spm.exists() {
-                Tokenizer::from_sentencepiece_file(&spm)?
-            } else {
-                return Err(EngineError::load(
-                    dir,
-                    "no tokenizer.json or tokenizer.model",
-                ));
-            }
-        }
-    };
-    let dtype = match opts.dtype {
-        WeightDType::Quantized => WeightDType::F32,
-        d => d,
-    };
-    let mut source = HfSource::open(dir)?;
-    let model = Llama::load(config, &mut source, dtype, &opts.device)?;
-    Ok((model, tokenizer))
+fn hf_dir_tokenizer(dir: &Path) -> Result<(Tokenizer, PathBuf)> {
+    let json = dir.join("tokenizer.json");
+    if json.exists() {
+        return Ok((Tokenizer::from_json_file(&json)?, json));
+    }
+    let spm = dir.join("tokenizer.model");
+    if spm.exists() {
+        return Ok((Tokenizer::from_sentencepiece_file(&spm)?, spm));
+    }
+    Err(EngineError::load(dir, "no tokenizer.json or tokenizer.model"))
 }
 
 /// A tokenizer given on its own: `tokenizer.json`, or a SentencePiece model.

@@ -157,7 +157,7 @@ impl TensorSource for GgufSource {
             .map_err(|e| {
                 EngineError::load(
                     &self.path,
-                    format!("tensor {gguf_name}: {e} (file truncated or corrupt?)"),
+                    format!("tensor {gguf_name} is truncated or corrupt: {e}"),
                 )
             })
     }

