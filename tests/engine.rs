@@ -26,7 +26,10 @@ fn chatml_prefix_tokenizes_to_the_reference_ids() {
         .unwrap();
     assert_eq!(
         ids,
-        [1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411, 407, 19712, 8182, 2, 198]
+        [
+            1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411,
+            407, 19712, 8182, 2, 198
+        ]
     );
     // Digits split one by one (SmolLM's pre-tokenizer), and text round-trips.
     let ids = loaded.tokenizer.encode("in 2024, café").unwrap();
@@ -37,7 +40,10 @@ fn chatml_prefix_tokenizes_to_the_reference_ids() {
 #[tokio::test(flavor = "multi_thread")]
 async fn f32_weights_answer_the_capital_of_france() {
     let engine = Engine::start(load(smollm2_gguf(), WeightDType::F32).unwrap());
-    let out = engine.generate(greedy(&chatml("What is the capital of France?"), 40)).await.unwrap();
+    let out = engine
+        .generate(greedy(&chatml("What is the capital of France?"), 40))
+        .await
+        .unwrap();
     assert_eq!(out.text, "The capital of France is Paris.");
     assert_eq!(out.finish_reason, FinishReason::StopToken);
     assert_eq!(out.prompt_tokens, 37);
@@ -113,11 +119,18 @@ async fn seeded_sampling_is_reproducible_and_concurrent_requests_all_finish() {
         .collect();
     let mut texts = Vec::new();
     for h in handles {
-        let out = tokio::time::timeout(Duration::from_secs(120), h).await.unwrap().unwrap().unwrap();
+        let out = tokio::time::timeout(Duration::from_secs(120), h)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         assert!(!out.token_ids.is_empty());
         texts.push(out.token_ids);
     }
-    assert!(texts.windows(2).all(|w| w[0] == w[1]), "same seed, different tokens: {texts:?}");
+    assert!(
+        texts.windows(2).all(|w| w[0] == w[1]),
+        "same seed, different tokens: {texts:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -144,7 +157,10 @@ async fn a_dropped_stream_cancels_and_the_engine_keeps_serving() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_requests_are_errors_not_panics() {
     let engine = Engine::start(load(smollm2_gguf(), WeightDType::F32).unwrap());
-    let err = engine.generate(GenerateRequest::new(Prompt::Tokens(vec![]))).await.unwrap_err();
+    let err = engine
+        .generate(GenerateRequest::new(Prompt::Tokens(vec![])))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("prompt"), "{err}");
     let err = engine
         .generate(GenerateRequest::new(Prompt::Tokens(vec![1, 999_999])))
@@ -152,7 +168,10 @@ async fn bad_requests_are_errors_not_panics() {
         .unwrap_err();
     assert!(err.to_string().contains("999999"), "{err}");
     let too_long = Prompt::Tokens(vec![198; 9000]);
-    let err = engine.generate(GenerateRequest::new(too_long)).await.unwrap_err();
+    let err = engine
+        .generate(GenerateRequest::new(too_long))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("8192"), "{err}");
 }
 
@@ -169,7 +188,10 @@ mod load_errors {
 
     fn assert_one_line_naming(err: &str, path: &Path, problem: &str) {
         assert_eq!(err.lines().count(), 1, "{err}");
-        assert!(err.contains(&path.display().to_string()), "path missing: {err}");
+        assert!(
+            err.contains(&path.display().to_string()),
+            "path missing: {err}"
+        );
         assert!(err.contains(problem), "expected {problem:?} in: {err}");
     }
 
@@ -197,8 +219,16 @@ mod load_errors {
     fn unknown_architecture_in_config_json() {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config.json");
-        std::fs::write(&config, r#"{"architectures": ["GPTNeoXForCausalLM"], "model_type": "gpt_neox"}"#).unwrap();
-        assert_one_line_naming(&load_err(dir.path()), &config, "unknown architecture \"GPTNeoXForCausalLM\"");
+        std::fs::write(
+            &config,
+            r#"{"architectures": ["GPTNeoXForCausalLM"], "model_type": "gpt_neox"}"#,
+        )
+        .unwrap();
+        assert_one_line_naming(
+            &load_err(dir.path()),
+            &config,
+            "unknown architecture \"GPTNeoXForCausalLM\"",
+        );
     }
 
     #[test]
@@ -212,6 +242,10 @@ mod load_errors {
         config["vocab_size"] = 32000.into();
         std::fs::write(&config_path, config.to_string()).unwrap();
         let tokenizer = hf.join("tokenizer.json");
-        assert_one_line_naming(&load_err(&hf), &tokenizer, "tokenizer has 49152 tokens but the model's vocabulary has 32000");
+        assert_one_line_naming(
+            &load_err(&hf),
+            &tokenizer,
+            "tokenizer has 49152 tokens but the model's vocabulary has 32000",
+        );
     }
 }

@@ -8,7 +8,8 @@ use umi_engine::{LoadOptions, LoadedModel, WeightDType};
 
 /// The bundled SmolLM2 GGUF that `scripts/setup.sh` fetches.
 pub fn smollm2_gguf() -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
     assert!(
         path.exists(),
         "{} is missing: run scripts/setup.sh first (it fetches the test model)",

@@ -39,6 +39,9 @@ pub fn parse_device(spec: &str) -> Result<Device> {
 pub enum WeightDType {
     /// Keep GGUF tensors in their quantized form (GGUF only).
     Quantized,
+    /// Re-quantize every matrix to 8-bit blocks (GGML Q8_0) at load: close to f32 in
+    /// quality, a quarter of its memory traffic. Works for GGUF and HuggingFace weights.
+    Q8_0,
     F32,
     F16,
     BF16,
@@ -47,7 +50,7 @@ pub enum WeightDType {
 impl WeightDType {
     pub fn dense(self) -> Option<DType> {
         match self {
-            WeightDType::Quantized => None,
+            WeightDType::Quantized | WeightDType::Q8_0 => None,
             WeightDType::F32 => Some(DType::F32),
             WeightDType::F16 => Some(DType::F16),
             WeightDType::BF16 => Some(DType::BF16),
@@ -61,12 +64,13 @@ impl std::str::FromStr for WeightDType {
     fn from_str(s: &str) -> Result<Self> {
         match s {
             "q" | "quantized" => Ok(WeightDType::Quantized),
+            "q8_0" => Ok(WeightDType::Q8_0),
             "f32" => Ok(WeightDType::F32),
             "f16" => Ok(WeightDType::F16),
             "bf16" => Ok(WeightDType::BF16),
             other => Err(EngineError::invalid(
                 "dtype",
-                format!("{other:?}: expected quantized, f32, f16 or bf16"),
+                format!("{other:?}: expected quantized, q8_0, f32, f16 or bf16"),
             )),
         }
     }
@@ -76,6 +80,7 @@ impl std::fmt::Display for WeightDType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             WeightDType::Quantized => "quantized",
+            WeightDType::Q8_0 => "q8_0",
             WeightDType::F32 => "f32",
             WeightDType::F16 => "f16",
             WeightDType::BF16 => "bf16",
@@ -107,7 +112,7 @@ mod tests {
 
     #[test]
     fn dtype_round_trips() {
-        for s in ["quantized", "f32", "f16", "bf16"] {
+        for s in ["quantized", "q8_0", "f32", "f16", "bf16"] {
             assert_eq!(s.parse::<WeightDType>().unwrap().to_string(), s);
         }
         assert!("f8".parse::<WeightDType>().is_err());

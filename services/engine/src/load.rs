@@ -35,22 +35,23 @@ pub fn load(opts: &LoadOptions) -> Result<LoadedModel> {
     let meta = std::fs::metadata(path).map_err(|e| EngineError::load(path, e))?;
     // Header, config and tokenizer first: they are cheap, and a mismatch should be
     // reported before gigabytes of weights are read.
-    let (config, mut source, found_tokenizer, tokenizer_origin): (_, Box<dyn TensorSource>, _, _) = if meta.is_dir() {
-        let config = LlamaConfig::from_hf_json(&path.join("config.json"))?;
-        let (tokenizer, origin) = match &opts.tokenizer {
-            Some(t) => (tokenizer_file(t)?, t.clone()),
-            None => hf_dir_tokenizer(path)?,
+    let (config, mut source, found_tokenizer, tokenizer_origin): (_, Box<dyn TensorSource>, _, _) =
+        if meta.is_dir() {
+            let config = LlamaConfig::from_hf_json(&path.join("config.json"))?;
+            let (tokenizer, origin) = match &opts.tokenizer {
+                Some(t) => (tokenizer_file(t)?, t.clone()),
+                None => hf_dir_tokenizer(path)?,
+            };
+            (config, Box::new(HfSource::open(path)?), tokenizer, origin)
+        } else {
+            let source = GgufSource::open(path)?;
+            let config = LlamaConfig::from_gguf(path, &source.content)?;
+            let (tokenizer, origin) = match &opts.tokenizer {
+                Some(t) => (tokenizer_file(t)?, t.clone()),
+                None => (Tokenizer::from_gguf(path, &source.content)?, path.clone()),
+            };
+            (config, Box::new(source), tokenizer, origin)
         };
-        (config, Box::new(HfSource::open(path)?), tokenizer, origin)
-    } else {
-        let source = GgufSource::open(path)?;
-        let config = LlamaConfig::from_gguf(path, &source.content)?;
-        let (tokenizer, origin) = match &opts.tokenizer {
-            Some(t) => (tokenizer_file(t)?, t.clone()),
-            None => (Tokenizer::from_gguf(path, &source.content)?, path.clone()),
-        };
-        (config, Box::new(source), tokenizer, origin)
-    };
     let mut tokenizer = found_tokenizer;
     if tokenizer.vocab_size() > config.vocab_size {
         return Err(EngineError::load(
@@ -83,7 +84,11 @@ pub fn load(opts: &LoadOptions) -> Result<LoadedModel> {
         load_ms = start.elapsed().as_millis() as u64,
         "model loaded"
     );
-    Ok(LoadedModel { name, model, tokenizer })
+    Ok(LoadedModel {
+        name,
+        model,
+        tokenizer,
+    })
 }
 
 fn hf_dir_tokenizer(dir: &Path) -> Result<(Tokenizer, PathBuf)> {
@@ -95,7 +100,10 @@ fn hf_dir_tokenizer(dir: &Path) -> Result<(Tokenizer, PathBuf)> {
     if spm.exists() {
         return Ok((Tokenizer::from_sentencepiece_file(&spm)?, spm));
     }
-    Err(EngineError::load(dir, "no tokenizer.json or tokenizer.model"))
+    Err(EngineError::load(
+        dir,
+        "no tokenizer.json or tokenizer.model",
+    ))
 }
 
 /// A tokenizer given on its own: `tokenizer.json`, or a SentencePiece model.

@@ -3,7 +3,7 @@
 //! The key/value cache lives outside the model (`KvCache`), so one set of weights
 //! serves any number of sequences.
 
-use candle_core::quantized::{QMatMul, QStorage, QTensor};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
 use crate::config::LlamaConfig;
@@ -147,12 +147,7 @@ impl Llama {
             |source: &mut dyn TensorSource, name: &str, shape: &[usize]| -> Result<QMatMul> {
                 let raw = source.take(name, device)?;
                 check(name, &raw, shape)?;
-                Ok(match (raw, dtype.dense()) {
-                    (RawTensor::Quantized(q), None) => QMatMul::from_qtensor(q)?,
-                    (raw, dt) => {
-                        QMatMul::Tensor(raw.dequantize(device)?.to_dtype(dt.unwrap_or(DType::F32))?)
-                    }
-                })
+                matmul_weight(raw, dtype, device)
             };
 
         let c = &config;
@@ -164,20 +159,13 @@ impl Llama {
         );
         let embed_raw = source.take("model.embed_tokens.weight", device)?;
         check("model.embed_tokens.weight", &embed_raw, &[v, h])?;
-        // Tied embeddings with quantized weights: the output layer keeps the quantized table.
-        let tied_quantized = match (&embed_raw, dtype) {
-            (RawTensor::Quantized(q), WeightDType::Quantized)
-                if !source.contains("lm_head.weight") =>
-            {
-                let storage = QStorage::from_data(q.data()?, device, q.dtype())?;
-                Some(QMatMul::from_qtensor(QTensor::new(
-                    storage,
-                    q.shape().clone(),
-                )?)?)
-            }
-            _ => None,
+        let embed = embed_raw.dequantize_ref(device)?.to_dtype(act_dtype)?;
+        // Tied embeddings: the output layer is the embedding table, in the weights' format.
+        let tied_head = if source.contains("lm_head.weight") {
+            None
+        } else {
+            Some(matmul_weight(embed_raw, dtype, device)?)
         };
-        let embed = embed_raw.dequantize(device)?.to_dtype(act_dtype)?;
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for i in 0..c.num_hidden_layers {
             let p = format!("model.layers.{i}");
@@ -208,12 +196,9 @@ impl Llama {
             });
         }
         let norm = dense(source, "model.norm.weight", &[h], act_dtype)?;
-        let lm_head = if source.contains("lm_head.weight") {
-            linear(source, "lm_head.weight", &[v, h])?
-        } else if let Some(head) = tied_quantized {
-            head
-        } else {
-            QMatMul::Tensor(embed.clone())
+        let lm_head = match tied_head {
+            Some(head) => head,
+            None => linear(source, "lm_head.weight", &[v, h])?,
         };
         let context = c.max_position_embeddings;
         let rope = Rope::new(c, context, source.rope_layout(), act_dtype, device)?;
@@ -350,6 +335,25 @@ impl Llama {
         let y = y.transpose(1, 2)?.reshape((b, seq, c.hidden_size))?;
         Ok(w.o.forward(&y)?)
     }
+}
+
+/// A linear layer's weight in the requested format: kept quantized, re-quantized to Q8_0,
+/// or dense.
+fn matmul_weight(raw: RawTensor, dtype: WeightDType, device: &Device) -> Result<QMatMul> {
+    Ok(match (raw, dtype) {
+        (RawTensor::Quantized(q), WeightDType::Quantized) => QMatMul::from_qtensor(q)?,
+        (RawTensor::Quantized(q), WeightDType::Q8_0) if q.dtype() == GgmlDType::Q8_0 => {
+            QMatMul::from_qtensor(q)?
+        }
+        (raw, WeightDType::Q8_0) => {
+            let dense = raw.dequantize(device)?.to_dtype(DType::F32)?;
+            QMatMul::from_qtensor(QTensor::quantize(&dense, GgmlDType::Q8_0)?)?
+        }
+        (raw, dt) => QMatMul::Tensor(
+            raw.dequantize(device)?
+                .to_dtype(dt.dense().unwrap_or(DType::F32))?,
+        ),
+    })
 }
 
 /// Additive mask for `seq` new positions after `offset` cached ones: 0 where a query may

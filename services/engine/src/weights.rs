@@ -25,6 +25,13 @@ impl RawTensor {
         }
     }
 
+    pub fn dequantize_ref(&self, device: &Device) -> candle_core::Result<Tensor> {
+        match self {
+            RawTensor::Quantized(q) => q.dequantize(device),
+            RawTensor::Dense(t) => Ok(t.clone()),
+        }
+    }
+
     pub fn dequantize(self, device: &Device) -> candle_core::Result<Tensor> {
         match self {
             RawTensor::Quantized(q) => q.dequantize(device),
