@@ -50,6 +50,20 @@ async fn f32_weights_answer_the_capital_of_france() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn quantized_weights_with_f32_activations_answer_like_f32() {
+    // candle's own quantized matmul quantizes activations to 8 bits and answers nonsense
+    // here; umi's CPU kernels keep activations in f32.
+    for dtype in [WeightDType::Quantized, WeightDType::Q8_0] {
+        let engine = Engine::start(load(smollm2_gguf(), dtype).unwrap());
+        let out = engine
+            .generate(greedy(&chatml("What is the capital of France?"), 40))
+            .await
+            .unwrap();
+        assert_eq!(out.text, "The capital of France is Paris.", "{dtype}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn converted_hf_directory_generates_the_same_tokens_as_the_gguf() {
     let dir = tempfile::tempdir().unwrap();
     let hf = dir.path().join("smollm2-hf");

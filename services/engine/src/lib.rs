@@ -8,6 +8,7 @@ pub mod device;
 pub mod engine;
 pub mod error;
 pub mod generate;
+pub mod linear;
 pub mod load;
 pub mod model;
 pub mod sentencepiece;

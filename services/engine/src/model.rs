@@ -4,24 +4,25 @@
 //! serves any number of sequences.
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use crate::config::LlamaConfig;
 use crate::device::WeightDType;
 use crate::error::{EngineError, Result};
+use crate::linear::Linear;
 use crate::weights::{RawTensor, RopeLayout, TensorSource};
 
 struct Attention {
-    q: QMatMul,
-    k: QMatMul,
-    v: QMatMul,
-    o: QMatMul,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
 }
 
 struct Mlp {
-    gate: QMatMul,
-    up: QMatMul,
-    down: QMatMul,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
 }
 
 struct Layer {
@@ -97,7 +98,7 @@ pub struct Llama {
     embed: Tensor,
     layers: Vec<Layer>,
     norm: Tensor,
-    lm_head: QMatMul,
+    lm_head: Linear,
     rope: Rope,
     /// Activation dtype: f32 for quantized weights, else the weights' dtype.
     dtype: DType,
@@ -144,10 +145,10 @@ impl Llama {
             Ok(raw.dequantize(device)?.to_dtype(dt)?)
         };
         let linear =
-            |source: &mut dyn TensorSource, name: &str, shape: &[usize]| -> Result<QMatMul> {
+            |source: &mut dyn TensorSource, name: &str, shape: &[usize]| -> Result<Linear> {
                 let raw = source.take(name, device)?;
                 check(name, &raw, shape)?;
-                matmul_weight(raw, dtype, device)
+                Ok(Linear::new(matmul_weight(raw, dtype, device)?))
             };
 
         let c = &config;
@@ -164,7 +165,7 @@ impl Llama {
         let tied_head = if source.contains("lm_head.weight") {
             None
         } else {
-            Some(matmul_weight(embed_raw, dtype, device)?)
+            Some(Linear::new(matmul_weight(embed_raw, dtype, device)?))
         };
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for i in 0..c.num_hidden_layers {

@@ -1,0 +1,213 @@
+//! Linear layers, with a matrix-vector fast path for CPU decode.
+//!
+//! Decoding one token multiplies a single activation row by every weight matrix. candle's
+//! general matmul packs the weights for each call, and its quantized path first quantizes
+//! the activations to 8 bits (which flips SmolLM2's greedy picks). For one row on the CPU
+//! this module instead streams each weight row once, in its stored format (f32, Q8_0 or
+//! Q4_1 blocks), against f32 activations, split across cores. For several rows (prefill)
+//! a quantized matrix is dequantized and multiplied in f32. Activations are never
+//! quantized on the CPU, so quantized weights answer as their dequantized f32 twins do.
+
+use candle_core::quantized::{GgmlDType, QMatMul};
+use candle_core::{DType, Device, Module, Storage, Tensor};
+use half::f16;
+use rayon::prelude::*;
+
+use crate::error::Result;
+
+/// Fewest output rows worth a parallel task: below this, waking a worker costs more than
+/// the rows take.
+const MIN_ROWS_PER_TASK: usize = 128;
+
+pub struct Linear {
+    weight: QMatMul,
+}
+
+impl Linear {
+    pub fn new(weight: QMatMul) -> Self {
+        Linear { weight }
+    }
+
+    /// `x` is (batch, seq, in); returns (batch, seq, out).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if x.device().is_cpu()
+            && x.dtype() == DType::F32
+            && x.elem_count() == x.dim(candle_core::D::Minus1)?
+        {
+            if let Some(y) = self.cpu_gemv(x)? {
+                return Ok(y);
+            }
+        }
+        if let QMatMul::QTensor(q) = &self.weight {
+            if x.device().is_cpu() && x.dtype() == DType::F32 {
+                // Several rows (prefill): dequantize this one matrix and use the f32 gemm,
+                // rather than quantizing the activations as candle's quantized matmul does.
+                let dense = QMatMul::Tensor(q.dequantize(x.device())?);
+                return Ok(dense.forward(x)?);
+            }
+        }
+        Ok(self.weight.forward(x)?)
+    }
+
+    fn cpu_gemv(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        let xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
+        let out = match &self.weight {
+            QMatMul::Tensor(w) if w.dtype() == DType::F32 => {
+                let (rows, cols) = w.dims2()?;
+                if cols != xs.len() {
+                    return Ok(None);
+                }
+                let (storage, layout) = w.storage_and_layout();
+                let Storage::Cpu(cpu) = &*storage else {
+                    return Ok(None);
+                };
+                if !layout.is_contiguous() {
+                    return Ok(None);
+                }
+                let data = &cpu.as_slice::<f32>()?[layout.start_offset()..][..rows * cols];
+                gemv(rows, |r| dot_f32(&xs, &data[r * cols..(r + 1) * cols]))
+            }
+            QMatMul::QTensor(q) if matches!(q.dtype(), GgmlDType::Q8_0 | GgmlDType::Q4_1) => {
+                let (rows, cols) = q.shape().dims2()?;
+                if cols != xs.len() || cols % 32 != 0 {
+                    return Ok(None);
+                }
+                let data = q.data()?;
+                let row_bytes = data.len() / rows;
+                let row = |r: usize| &data[r * row_bytes..(r + 1) * row_bytes];
+                match q.dtype() {
+                    GgmlDType::Q8_0 => gemv(rows, |r| dot_q8_0(&xs, row(r))),
+                    _ => {
+                        let x_sums: Vec<f32> =
+                            xs.chunks_exact(32).map(|b| b.iter().sum()).collect();
+                        gemv(rows, |r| dot_q4_1(&xs, &x_sums, row(r)))
+                    }
+                }
+            }
+            _ => return Ok(None),
+        };
+        let mut dims = x.dims().to_vec();
+        *dims.last_mut().unwrap_or(&mut 0) = out.len();
+        Ok(Some(Tensor::from_vec(out, dims, &Device::Cpu)?))
+    }
+}
+
+/// One task per core: a decode step runs ~200 of these, so scheduling overhead, not
+/// balance, is what matters.
+fn gemv(rows: usize, row_dot: impl Fn(usize) -> f32 + Sync) -> Vec<f32> {
+    let mut out = vec![0f32; rows];
+    let per_task = rows
+        .div_ceil(rayon::current_num_threads())
+        .max(MIN_ROWS_PER_TASK);
+    out.par_chunks_mut(per_task)
+        .enumerate()
+        .for_each(|(task, chunk)| {
+            let first = task * per_task;
+            for (i, o) in chunk.iter_mut().enumerate() {
+                *o = row_dot(first + i);
+            }
+        });
+    out
+}
+
+/// Sixteen independent partial sums let the compiler keep two vector registers busy
+/// (float addition is not reassociated on its own).
+fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let split = a.len() / 16 * 16;
+    for (x, y) in a[..split].chunks_exact(16).zip(b[..split].chunks_exact(16)) {
+        for i in 0..16 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let tail: f32 = a[split..].iter().zip(&b[split..]).map(|(x, y)| x * y).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// GGML Q8_0 block: f16 scale, 32 signed bytes. w = d * q.
+///
+/// Partial sums stay in sixteen lanes across all blocks and are reduced once per row: a
+/// reduction per block would serialise the loop on floating-point add latency.
+fn dot_q8_0(x: &[f32], row: &[u8]) -> f32 {
+    let mut acc = [0f32; 16];
+    for (xb, block) in x.chunks_exact(32).zip(row.chunks_exact(34)) {
+        let d = f16::from_le_bytes([block[0], block[1]]).to_f32();
+        let (lo, hi) = block[2..34].split_at(16);
+        for i in 0..16 {
+            let dot = xb[i] * f32::from(lo[i] as i8) + xb[16 + i] * f32::from(hi[i] as i8);
+            acc[i] += d * dot;
+        }
+    }
+    acc.iter().sum()
+}
+
+/// GGML Q4_1 block: f16 scale d, f16 minimum m, 16 bytes of nibbles (low nibbles are
+/// weights 0..16, high nibbles 16..32). w = d * q + m, so x·w = d (x·q) + m Σx, and Σx
+/// per block (`x_sums`) is the same for every row.
+fn dot_q4_1(x: &[f32], x_sums: &[f32], row: &[u8]) -> f32 {
+    let mut acc = [0f32; 16];
+    let mut offset = 0f32;
+    for ((xb, block), x_sum) in x.chunks_exact(32).zip(row.chunks_exact(20)).zip(x_sums) {
+        let d = f16::from_le_bytes([block[0], block[1]]).to_f32();
+        let m = f16::from_le_bytes([block[2], block[3]]).to_f32();
+        let qs = &block[4..20];
+        for i in 0..16 {
+            let dot = xb[i] * f32::from(qs[i] & 0x0f) + xb[16 + i] * f32::from(qs[i] >> 4);
+            acc[i] += d * dot;
+        }
+        offset += m * x_sum;
+    }
+    acc.iter().sum::<f32>() + offset
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::QTensor;
+
+    /// The fast path must agree with dequantize-then-matmul in f32.
+    fn check(dtype: GgmlDType) {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (96, 64), &dev).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (1, 1, 64), &dev).unwrap();
+        let weight = match dtype {
+            GgmlDType::F32 => QMatMul::Tensor(w.clone()),
+            q => QMatMul::QTensor(std::sync::Arc::new(QTensor::quantize(&w, q).unwrap())),
+        };
+        let dense = match &weight {
+            QMatMul::QTensor(q) => q.dequantize(&dev).unwrap(),
+            _ => w.clone(),
+        };
+        let want: Vec<f32> = x
+            .matmul(&dense.t().unwrap().unsqueeze(0).unwrap())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let got = Linear::new(weight).forward(&x).unwrap();
+        assert_eq!(got.dims(), &[1, 1, 96]);
+        let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
+        for (g, w) in got.iter().zip(&want) {
+            assert!(
+                (g - w).abs() < 1e-3 * (1.0 + w.abs()),
+                "{dtype:?}: {g} vs {w}"
+            );
+        }
+    }
+
+    #[test]
+    fn f32_gemv_matches_matmul() {
+        check(GgmlDType::F32);
+    }
+
+    #[test]
+    fn q8_0_gemv_matches_dequantized_matmul() {
+        check(GgmlDType::Q8_0);
+    }
+
+    #[test]
+    fn q4_1_gemv_matches_dequantized_matmul() {
+        check(GgmlDType::Q4_1);
+    }
+}
