@@ -334,7 +334,7 @@ impl Llama {
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         let y = probs.matmul(&v)?.to_dtype(self.dtype)?;
         let y = y.transpose(1, 2)?.reshape((b, seq, c.hidden_size))?;
-        Ok(w.o.forward(&y)?)
+        w.o.forward(&y)
     }
 }
 
