@@ -3,7 +3,7 @@
 //! The key/value cache lives outside the model (`KvCache`), so one set of weights
 //! serves any number of sequences.
 
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{DType, Device, Tensor};
 
 use crate::config::LlamaConfig;
@@ -12,16 +12,15 @@ use crate::error::{EngineError, Result};
 use crate::linear::Linear;
 use crate::weights::{RawTensor, RopeLayout, TensorSource};
 
+/// Q, K and V projections are stored stacked in one matrix (and gate/up in another): one
+/// pass over the input instead of three, which is what decode time is made of.
 struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    qkv: Linear,
     o: Linear,
 }
 
 struct Mlp {
-    gate: Linear,
-    up: Linear,
+    gate_up: Linear,
     down: Linear,
 }
 
@@ -150,6 +149,16 @@ impl Llama {
                 check(name, &raw, shape)?;
                 Ok(Linear::new(matmul_weight(raw, dtype, device)?))
             };
+        let stacked =
+            |source: &mut dyn TensorSource, parts: &[(String, [usize; 2])]| -> Result<Linear> {
+                let mut raws = Vec::with_capacity(parts.len());
+                for (name, shape) in parts {
+                    let raw = source.take(name, device)?;
+                    check(name, &raw, shape)?;
+                    raws.push(raw);
+                }
+                Ok(Linear::new(stack_rows(raws, dtype, device)?))
+            };
 
         let c = &config;
         let (h, kv, ff, v) = (
@@ -178,9 +187,14 @@ impl Llama {
                     act_dtype,
                 )?,
                 attn: Attention {
-                    q: linear(source, &format!("{p}.self_attn.q_proj.weight"), &[h, h])?,
-                    k: linear(source, &format!("{p}.self_attn.k_proj.weight"), &[kv, h])?,
-                    v: linear(source, &format!("{p}.self_attn.v_proj.weight"), &[kv, h])?,
+                    qkv: stacked(
+                        source,
+                        &[
+                            (format!("{p}.self_attn.q_proj.weight"), [h, h]),
+                            (format!("{p}.self_attn.k_proj.weight"), [kv, h]),
+                            (format!("{p}.self_attn.v_proj.weight"), [kv, h]),
+                        ],
+                    )?,
                     o: linear(source, &format!("{p}.self_attn.o_proj.weight"), &[h, h])?,
                 },
                 ffn_norm: dense(
@@ -190,8 +204,13 @@ impl Llama {
                     act_dtype,
                 )?,
                 mlp: Mlp {
-                    gate: linear(source, &format!("{p}.mlp.gate_proj.weight"), &[ff, h])?,
-                    up: linear(source, &format!("{p}.mlp.up_proj.weight"), &[ff, h])?,
+                    gate_up: stacked(
+                        source,
+                        &[
+                            (format!("{p}.mlp.gate_proj.weight"), [ff, h]),
+                            (format!("{p}.mlp.up_proj.weight"), [ff, h]),
+                        ],
+                    )?,
                     down: linear(source, &format!("{p}.mlp.down_proj.weight"), &[h, ff])?,
                 },
             });
@@ -277,8 +296,11 @@ impl Llama {
             let normed =
                 candle_nn::ops::rms_norm(&x, &layer.ffn_norm, self.config.rms_norm_eps as f32)?;
             let mlp = &layer.mlp;
-            let act =
-                (candle_nn::ops::silu(&mlp.gate.forward(&normed)?)? * mlp.up.forward(&normed)?)?;
+            let act = {
+                let gate_up = mlp.gate_up.forward(&normed)?;
+                let ff = self.config.intermediate_size;
+                (candle_nn::ops::silu(&gate_up.narrow(2, 0, ff)?)? * gate_up.narrow(2, ff, ff)?)?
+            };
             x = (mlp.down.forward(&act)? + residual)?;
         }
         cache.len += seq;
@@ -299,18 +321,20 @@ impl Llama {
         let c = &self.config;
         let (b, seq, _) = x.dims3()?;
         let hd = c.head_dim();
-        let q =
-            w.q.forward(x)?
-                .reshape((b, seq, c.num_attention_heads, hd))?
-                .transpose(1, 2)?;
-        let k =
-            w.k.forward(x)?
-                .reshape((b, seq, c.num_key_value_heads, hd))?
-                .transpose(1, 2)?;
-        let v =
-            w.v.forward(x)?
-                .reshape((b, seq, c.num_key_value_heads, hd))?
-                .transpose(1, 2)?;
+        let (qd, kvd) = (c.num_attention_heads * hd, c.num_key_value_heads * hd);
+        let qkv = w.qkv.forward(x)?;
+        let q = qkv
+            .narrow(2, 0, qd)?
+            .reshape((b, seq, c.num_attention_heads, hd))?
+            .transpose(1, 2)?;
+        let k = qkv
+            .narrow(2, qd, kvd)?
+            .reshape((b, seq, c.num_key_value_heads, hd))?
+            .transpose(1, 2)?;
+        let v = qkv
+            .narrow(2, qd + kvd, kvd)?
+            .reshape((b, seq, c.num_key_value_heads, hd))?
+            .transpose(1, 2)?;
         let q = self.rope.apply(&q, offset)?;
         let k = self.rope.apply(&k, offset)?;
         let v = v.contiguous()?;
@@ -355,6 +379,47 @@ fn matmul_weight(raw: RawTensor, dtype: WeightDType, device: &Device) -> Result<
                 .to_dtype(dt.dense().unwrap_or(DType::F32))?,
         ),
     })
+}
+
+/// Stacks matrices that share their input into one (rows of the first, then the next...).
+/// Quantized blocks are concatenated as stored, since each row is whole blocks.
+fn stack_rows(parts: Vec<RawTensor>, dtype: WeightDType, device: &Device) -> Result<QMatMul> {
+    let qtypes: Vec<Option<GgmlDType>> = parts
+        .iter()
+        .map(|p| match p {
+            RawTensor::Quantized(q) => Some(q.dtype()),
+            RawTensor::Dense(_) => None,
+        })
+        .collect();
+    let common = qtypes
+        .first()
+        .copied()
+        .flatten()
+        .filter(|t| qtypes.iter().all(|q| *q == Some(*t)));
+    match (dtype, common) {
+        (WeightDType::Quantized, Some(qtype))
+        | (WeightDType::Q8_0, Some(qtype @ GgmlDType::Q8_0)) => {
+            let mut bytes = Vec::new();
+            let (mut rows, mut cols) = (0, 0);
+            for part in &parts {
+                if let RawTensor::Quantized(q) = part {
+                    let (r, c) = q.shape().dims2()?;
+                    rows += r;
+                    cols = c;
+                    bytes.extend_from_slice(&q.data()?);
+                }
+            }
+            let storage = QStorage::from_data(std::borrow::Cow::Owned(bytes), device, qtype)?;
+            Ok(QMatMul::from_qtensor(QTensor::new(storage, (rows, cols))?)?)
+        }
+        _ => {
+            let dense: Vec<Tensor> = parts
+                .into_iter()
+                .map(|p| p.dequantize(device))
+                .collect::<candle_core::Result<_>>()?;
+            matmul_weight(RawTensor::Dense(Tensor::cat(&dense, 0)?), dtype, device)
+        }
+    }
 }
 
 /// Additive mask for `seq` new positions after `offset` cached ones: 0 where a query may
