@@ -61,7 +61,10 @@ impl Engine {
         let thread_name = format!("umi-engine-{}", info.name);
         let spawned = thread::Builder::new().name(thread_name).spawn(move || {
             while let Some(job) = queue.blocking_recv() {
-                run_job(&loaded, job);
+                // Running inside the pool makes this thread's own work a pool task, so the
+                // parallel kernels split it with the other workers instead of waking them
+                // all and sleeping until they finish (one context switch less per kernel).
+                rayon::scope(|_| run_job(&loaded, job));
             }
         });
         if let Err(e) = spawned {
