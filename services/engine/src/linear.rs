@@ -10,7 +10,7 @@
 
 use candle_core::quantized::{GgmlDType, QMatMul};
 use candle_core::{DType, Device, Module, Storage, Tensor};
-use half::f16;
+use half::{bf16, f16};
 use rayon::prelude::*;
 
 use crate::error::Result;
@@ -30,10 +30,8 @@ impl Linear {
 
     /// `x` is (batch, seq, in); returns (batch, seq, out).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if x.device().is_cpu()
-            && x.dtype() == DType::F32
-            && x.elem_count() == x.dim(candle_core::D::Minus1)?
-        {
+        let one_row = x.elem_count() == x.dim(candle_core::D::Minus1)?;
+        if x.device().is_cpu() && one_row {
             if let Some(y) = self.cpu_gemv(x)? {
                 return Ok(y);
             }
@@ -50,22 +48,34 @@ impl Linear {
     }
 
     fn cpu_gemv(&self, x: &Tensor) -> Result<Option<Tensor>> {
-        let xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
+        let xs: Vec<f32> = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
         let out = match &self.weight {
-            QMatMul::Tensor(w) if w.dtype() == DType::F32 => {
+            QMatMul::Tensor(w) => {
                 let (rows, cols) = w.dims2()?;
-                if cols != xs.len() {
-                    return Ok(None);
-                }
                 let (storage, layout) = w.storage_and_layout();
                 let Storage::Cpu(cpu) = &*storage else {
                     return Ok(None);
                 };
-                if !layout.is_contiguous() {
+                if cols != xs.len() || !layout.is_contiguous() {
                     return Ok(None);
                 }
-                let data = &cpu.as_slice::<f32>()?[layout.start_offset()..][..rows * cols];
-                gemv(rows, |r| dot_f32(&xs, &data[r * cols..(r + 1) * cols]))
+                let span = layout.start_offset()..layout.start_offset() + rows * cols;
+                let row = |r: usize| r * cols..(r + 1) * cols;
+                match w.dtype() {
+                    DType::F32 => {
+                        let data = &cpu.as_slice::<f32>()?[span];
+                        gemv(rows, |r| dot_f32(&xs, &data[row(r)]))
+                    }
+                    DType::F16 => {
+                        let data = &cpu.as_slice::<f16>()?[span];
+                        gemv(rows, |r| dot_half(&xs, &data[row(r)], f16::to_f32))
+                    }
+                    DType::BF16 => {
+                        let data = &cpu.as_slice::<bf16>()?[span];
+                        gemv(rows, |r| dot_half(&xs, &data[row(r)], bf16::to_f32))
+                    }
+                    _ => return Ok(None),
+                }
             }
             QMatMul::QTensor(q) if matches!(q.dtype(), GgmlDType::Q8_0 | GgmlDType::Q4_1) => {
                 let (rows, cols) = q.shape().dims2()?;
@@ -88,7 +98,9 @@ impl Linear {
         };
         let mut dims = x.dims().to_vec();
         *dims.last_mut().unwrap_or(&mut 0) = out.len();
-        Ok(Some(Tensor::from_vec(out, dims, &Device::Cpu)?))
+        Ok(Some(
+            Tensor::from_vec(out, dims, &Device::Cpu)?.to_dtype(x.dtype())?,
+        ))
     }
 }
 
@@ -121,6 +133,23 @@ fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
         }
     }
     let tail: f32 = a[split..].iter().zip(&b[split..]).map(|(x, y)| x * y).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// 16-bit weights, widened to f32 as they stream by.
+fn dot_half<T: Copy>(a: &[f32], b: &[T], widen: fn(T) -> f32) -> f32 {
+    let mut acc = [0f32; 16];
+    let split = a.len() / 16 * 16;
+    for (x, y) in a[..split].chunks_exact(16).zip(b[..split].chunks_exact(16)) {
+        for i in 0..16 {
+            acc[i] += x[i] * widen(y[i]);
+        }
+    }
+    let tail: f32 = a[split..]
+        .iter()
+        .zip(&b[split..])
+        .map(|(x, &y)| x * widen(y))
+        .sum();
     acc.iter().sum::<f32>() + tail
 }
 
@@ -165,21 +194,32 @@ mod tests {
     use super::*;
     use candle_core::quantized::QTensor;
 
-    /// The fast path must agree with dequantize-then-matmul in f32.
-    fn check(dtype: GgmlDType) {
+    /// The fast path must agree with dequantize-then-matmul in f32. `dense` is the dtype
+    /// of unquantized weights and of the activations.
+    fn check(quant: Option<GgmlDType>, dense: DType) {
         let dev = Device::Cpu;
         let w = Tensor::randn(0f32, 1.0, (96, 64), &dev).unwrap();
-        let x = Tensor::randn(0f32, 1.0, (1, 1, 64), &dev).unwrap();
-        let weight = match dtype {
-            GgmlDType::F32 => QMatMul::Tensor(w.clone()),
-            q => QMatMul::QTensor(std::sync::Arc::new(QTensor::quantize(&w, q).unwrap())),
+        let x = Tensor::randn(0f32, 1.0, (1, 1, 64), &dev)
+            .unwrap()
+            .to_dtype(dense)
+            .unwrap();
+        let (weight, reference) = match quant {
+            Some(q) => {
+                let q = QTensor::quantize(&w, q).unwrap();
+                let deq = q.dequantize(&dev).unwrap();
+                (QMatMul::QTensor(std::sync::Arc::new(q)), deq)
+            }
+            None => {
+                let wd = w.to_dtype(dense).unwrap();
+                (
+                    QMatMul::Tensor(wd.clone()),
+                    wd.to_dtype(DType::F32).unwrap(),
+                )
+            }
         };
-        let dense = match &weight {
-            QMatMul::QTensor(q) => q.dequantize(&dev).unwrap(),
-            _ => w.clone(),
-        };
-        let want: Vec<f32> = x
-            .matmul(&dense.t().unwrap().unsqueeze(0).unwrap())
+        let x32 = x.to_dtype(DType::F32).unwrap();
+        let want: Vec<f32> = x32
+            .broadcast_matmul(&reference.t().unwrap())
             .unwrap()
             .flatten_all()
             .unwrap()
@@ -187,27 +227,41 @@ mod tests {
             .unwrap();
         let got = Linear::new(weight).forward(&x).unwrap();
         assert_eq!(got.dims(), &[1, 1, 96]);
-        let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(got.dtype(), dense);
+        let got: Vec<f32> = got
+            .flatten_all()
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let tol = if dense == DType::F32 { 1e-3 } else { 2e-2 };
         for (g, w) in got.iter().zip(&want) {
             assert!(
-                (g - w).abs() < 1e-3 * (1.0 + w.abs()),
-                "{dtype:?}: {g} vs {w}"
+                (g - w).abs() < tol * (1.0 + w.abs()),
+                "{quant:?}/{dense:?}: {g} vs {w}"
             );
         }
     }
 
     #[test]
     fn f32_gemv_matches_matmul() {
-        check(GgmlDType::F32);
+        check(None, DType::F32);
+    }
+
+    #[test]
+    fn half_precision_gemv_matches_matmul() {
+        check(None, DType::F16);
+        check(None, DType::BF16);
     }
 
     #[test]
     fn q8_0_gemv_matches_dequantized_matmul() {
-        check(GgmlDType::Q8_0);
+        check(Some(GgmlDType::Q8_0), DType::F32);
     }
 
     #[test]
     fn q4_1_gemv_matches_dequantized_matmul() {
-        check(GgmlDType::Q4_1);
+        check(Some(GgmlDType::Q4_1), DType::F32);
     }
 }
