@@ -15,7 +15,7 @@ def bench_llama_cpp(gguf, prompt, gen, repeats, threads):
     from llama_cpp import Llama
     import numpy as np
 
-    llm = Llama(model_path=gguf, n_ctx=2048, n_threads=threads, n_batch=512, verbose=False)
+    llm = Llama(model_path=gguf, n_ctx=2048, n_threads=threads, n_batch=2048, verbose=False)
     def once():
         llm.reset()
         t0 = time.perf_counter()

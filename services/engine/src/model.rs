@@ -344,19 +344,31 @@ impl Llama {
         };
         *cache = Some((k.clone(), v.clone()));
 
-        let groups = c.num_attention_heads / c.num_key_value_heads;
-        let k = repeat_kv(&k, groups)?;
-        let v = repeat_kv(&v, groups)?;
-        let q = q.to_dtype(DType::F32)?;
+        // Grouped-query attention without copying K/V per query head: the query heads that
+        // share a K/V head (adjacent in HF order) are stacked as extra rows.
+        let (kv_heads, groups) = (
+            c.num_key_value_heads,
+            c.num_attention_heads / c.num_key_value_heads,
+        );
+        let total = k.dim(2)?;
+        let q = q
+            .to_dtype(DType::F32)?
+            .reshape((b, kv_heads, groups * seq, hd))?;
         let k = k.to_dtype(DType::F32)?;
         let v = v.to_dtype(DType::F32)?;
         let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
         let scores = match mask {
-            Some(m) => scores.broadcast_add(m)?,
+            Some(m) => scores
+                .reshape((b, kv_heads, groups, seq, total))?
+                .broadcast_add(m)?
+                .reshape((b, kv_heads, groups * seq, total))?,
             None => scores,
         };
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let y = probs.matmul(&v)?.to_dtype(self.dtype)?;
+        let y = probs
+            .matmul(&v)?
+            .reshape((b, c.num_attention_heads, seq, hd))?
+            .to_dtype(self.dtype)?;
         let y = y.transpose(1, 2)?.reshape((b, seq, c.hidden_size))?;
         w.o.forward(&y)
     }
@@ -438,16 +450,6 @@ fn causal_mask(seq: usize, offset: usize, device: &Device) -> Result<Tensor> {
         })
         .collect();
     Ok(Tensor::from_vec(mask, (seq, total), device)?)
-}
-
-fn repeat_kv(x: &Tensor, groups: usize) -> Result<Tensor> {
-    if groups == 1 {
-        return Ok(x.clone());
-    }
-    let (b, heads, seq, hd) = x.dims4()?;
-    Ok(x.unsqueeze(2)?
-        .expand((b, heads, groups, seq, hd))?
-        .reshape((b, heads * groups, seq, hd))?)
 }
 
 /// Applies llama.cpp's Q/K row permutation (HF halves → interleaved) or undoes it.
