@@ -1,0 +1,13 @@
+//! The α-UMi agent, without I/O: tool docs, prompts, output parsing, the static
+//! evaluation metrics, and the DFSDT search over abstract roles and tools.
+
+pub mod error;
+pub mod metrics;
+pub mod parse;
+pub mod prompt;
+pub mod pyjson;
+pub mod rouge;
+pub mod static_eval;
+pub mod tool;
+
+pub use error::{CoreError, Result};

@@ -1,0 +1,216 @@
+//! The static evaluation metrics of `evaluate-multi_agent.py`, with its definitions and
+//! quirks: hallucination over all samples, unparseable references skipped from Arg. F1,
+//! half credit for a present key with another value, `+ 1e-30` after each F1 mean, and
+//! the `rouge` package's ROUGE-L.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::parse::{parse_output, Plan};
+use crate::rouge::rouge_l_f;
+
+/// One scored step: the reference text, the prediction text, and the record's tools.
+pub struct Scored<'a> {
+    pub reference: &'a str,
+    pub prediction: &'a str,
+    pub tool_names: Vec<&'a str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    pub samples: usize,
+    pub plan_em: f64,
+    /// `None` when there is no call step (the reference divides by zero there).
+    pub action_em: Option<f64>,
+    pub hallu_rate: f64,
+    pub f1: Option<f64>,
+    pub easy_f1: Option<f64>,
+    pub hard_f1: Option<f64>,
+    pub rouge_l: Option<f64>,
+    /// Finish steps whose predicted answer the rouge package would reject (empty text);
+    /// the reference crashes on them, umi scores them 0.
+    pub rouge_rejected: usize,
+}
+
+/// Python `==` on parsed JSON: numbers compare by value (`1 == 1.0`, `True == 1`).
+fn py_eq(a: &Value, b: &Value) -> bool {
+    let num = |v: &Value| match v {
+        Value::Number(n) => n.as_f64(),
+        Value::Bool(b) => Some(f64::from(u8::from(*b))),
+        _ => None,
+    };
+    match (a, b) {
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| py_eq(p, q)),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| py_eq(v, w)))
+        }
+        (Value::String(x), Value::String(y)) => x == y,
+        (Value::Null, Value::Null) => true,
+        _ => match (num(a), num(b)) {
+            (Some(x), Some(y)) => x == y,
+            _ => false,
+        },
+    }
+}
+
+/// Arg. F1 of one call step whose action was right; `None` = skipped (reference input
+/// not JSON). Errors the reference catches score 0.
+fn argument_f1(reference: &str, prediction: &str) -> Option<f64> {
+    let reference: Value = serde_json::from_str(reference).ok()?;
+    let Ok(prediction) = serde_json::from_str::<Value>(prediction) else {
+        return Some(0.0);
+    };
+    let (Value::Object(r), Value::Object(p)) = (&reference, &prediction) else {
+        return Some(0.0);
+    };
+    if r.is_empty() {
+        return Some(if p.is_empty() { 1.0 } else { 0.0 });
+    }
+    let mut credit = 0.0;
+    for (k, v) in r {
+        if let Some(w) = p.get(k) {
+            credit += if py_eq(v, w) { 1.0 } else { 0.5 };
+        }
+    }
+    if p.is_empty() {
+        return Some(0.0); // precision divides by zero in the reference
+    }
+    let recall = credit / r.len() as f64;
+    let precision = credit / p.len() as f64;
+    if precision + recall == 0.0 {
+        return Some(0.0);
+    }
+    Some(2.0 * precision * recall / (precision + recall))
+}
+
+fn mean_plus_quirk(xs: &[f64]) -> Option<f64> {
+    (!xs.is_empty()).then(|| xs.iter().sum::<f64>() / xs.len() as f64 + 1e-30)
+}
+
+pub fn evaluate(samples: &[Scored<'_>]) -> Metrics {
+    let mut plan_hits = 0usize;
+    let mut action_hits = Vec::new();
+    let mut hallucinated = 0usize;
+    let (mut f1, mut easy, mut hard) = (Vec::new(), Vec::new(), Vec::new());
+    let mut rouge = Vec::new();
+    let mut rouge_rejected = 0;
+    for s in samples {
+        let reference = parse_output(s.reference);
+        let prediction = parse_output(s.prediction);
+        if reference.plan == prediction.plan {
+            plan_hits += 1;
+        }
+        if prediction.action != "none" && !s.tool_names.contains(&prediction.action.as_str()) {
+            hallucinated += 1;
+        }
+        match reference.plan {
+            Plan::Call => {
+                let same_action = prediction.action == reference.action;
+                action_hits.push(if same_action { 1.0 } else { 0.0 });
+                let is_easy = serde_json::from_str::<Value>(&reference.action_input)
+                    .is_ok_and(|v| v.as_object().is_some_and(|o| o.is_empty()));
+                let score = if same_action {
+                    argument_f1(&reference.action_input, &prediction.action_input)
+                } else {
+                    Some(0.0)
+                };
+                if let Some(score) = score {
+                    f1.push(score);
+                    if is_easy { easy.push(score) } else { hard.push(score) }
+                }
+            }
+            Plan::Finish => {
+                let hypothesis = if prediction.plan == Plan::Finish { prediction.answer.as_str() } else { "none" };
+                match rouge_l_f(hypothesis, &reference.answer) {
+                    Some(f) => rouge.push(f),
+                    None => {
+                        rouge_rejected += 1;
+                        rouge.push(0.0);
+                    }
+                }
+            }
+            Plan::GiveUp => {}
+        }
+    }
+    let n = samples.len().max(1) as f64;
+    Metrics {
+        samples: samples.len(),
+        plan_em: plan_hits as f64 / n,
+        action_em: (!action_hits.is_empty()).then(|| action_hits.iter().sum::<f64>() / action_hits.len() as f64),
+        hallu_rate: hallucinated as f64 / n,
+        f1: mean_plus_quirk(&f1),
+        easy_f1: mean_plus_quirk(&easy),
+        hard_f1: mean_plus_quirk(&hard),
+        rouge_l: (!rouge.is_empty()).then(|| rouge.iter().sum::<f64>() / rouge.len() as f64),
+        rouge_rejected,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s<'a>(reference: &'a str, prediction: &'a str) -> Scored<'a> {
+        Scored { reference, prediction, tool_names: vec!["f", "g"] }
+    }
+
+    const CALL_A1: &str = "assistant: x Next: caller.</s>caller: Action: f\nAction Input: {\"a\": 1, \"b\": \"x\"}</s>";
+    const CALL_EMPTY: &str = "assistant: x Next: caller.</s>caller: Action: g\nAction Input: {}</s>";
+    const FINISH: &str = "assistant: x Next: conclusion.</s>conclusion: Paris is the capital</s>";
+    const GIVE_UP: &str = "I cannot. Next: give up.";
+
+    #[test]
+    fn every_branch_worked_by_hand() {
+        let samples = [
+            // 1. call, exact: F1 1 (hard).
+            s(CALL_A1, "asssitant: x Next: caller.</s>caller: Action: f\nAction Input: {\"a\": 1.0, \"b\": \"x\"}"),
+            // 2. call, a right, b wrong value, extra key c: credit 1.5; R = 1.5/2, P = 1.5/3 → F1 = 0.6 (hard).
+            s(CALL_A1, "asssitant: x Next: caller.</s>caller: Action: f\nAction Input: {\"a\": 1, \"b\": \"y\", \"c\": 0}"),
+            // 3. call with the wrong action: F1 0 (hard), action miss.
+            s(CALL_A1, "asssitant: x Next: caller.</s>caller: Action: g\nAction Input: {\"a\": 1, \"b\": \"x\"}"),
+            // 4. call, unparseable JSON input: F1 0 (hard).
+            s(CALL_A1, "asssitant: x Next: caller.</s>caller: Action: f\nAction Input: {a: 1"),
+            // 5. empty inputs both: easy 1.
+            s(CALL_EMPTY, "asssitant: x Next: caller.</s>caller: Action: g\nAction Input: {}"),
+            // 6. hallucinated tool on an empty-input step: easy 0, action miss, hallucination.
+            s(CALL_EMPTY, "asssitant: x Next: caller.</s>caller: Action: made_up\nAction Input: {}"),
+            // 7. conclusion predicted for a call step: plan miss, action "none", easy 0.
+            s(CALL_EMPTY, "asssitant: x Next: conclusion.</s>conclusion: hi"),
+            // 8. conclusion, identical answer: ROUGE-L 2/(2+1e-8).
+            s(FINISH, "asssitant: x Next: conclusion.</s>conclusion: Paris is the capital"),
+            // 9. conclusion step answered with give up: hypothesis "none" → ROUGE-L 0, plan miss.
+            s(FINISH, "Next: give up."),
+            // 10. give up, matched.
+            s(GIVE_UP, "nothing works Next: give up."),
+        ];
+        let m = evaluate(&samples);
+        assert_eq!(m.samples, 10);
+        assert!((m.plan_em - 0.8).abs() < 1e-12, "{}", m.plan_em); // misses: 7, 9
+        assert!((m.action_em.unwrap() - 4.0 / 7.0).abs() < 1e-12); // hits: 1, 2, 4, 5
+        assert!((m.hallu_rate - 0.1).abs() < 1e-12);
+        let hard = (1.0 + 0.6 + 0.0 + 0.0) / 4.0;
+        let easy = (1.0 + 0.0 + 0.0) / 3.0;
+        assert!((m.hard_f1.unwrap() - hard).abs() < 1e-12, "{:?}", m.hard_f1);
+        assert!((m.easy_f1.unwrap() - easy).abs() < 1e-12);
+        assert!((m.f1.unwrap() - 2.6 / 7.0).abs() < 1e-12);
+        assert!((m.rouge_l.unwrap() - (2.0 / (2.0 + 1e-8)) / 2.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn unparseable_reference_input_is_skipped_and_empty_lists_are_none() {
+        let bad_ref = "assistant: x Next: caller.</s>caller: Action: f\nAction Input: not json</s>";
+        let m = evaluate(&[s(bad_ref, "a Next: caller.</s>caller: Action: f\nAction Input: {}")]);
+        assert_eq!(m.action_em, Some(1.0));
+        assert_eq!(m.f1, None);
+        assert_eq!(m.rouge_l, None);
+        let m = evaluate(&[s(GIVE_UP, "Next: give up.")]);
+        assert_eq!(m.action_em, None);
+        assert_eq!(m.plan_em, 1.0);
+    }
+
+    #[test]
+    fn mean_carries_the_reference_epsilon() {
+        let m = evaluate(&[s(CALL_A1, "a Next: caller.</s>caller: Action: g\nAction Input: {}")]);
+        assert_eq!(m.f1, Some(1e-30));
+    }
+}
