@@ -64,6 +64,42 @@ async fn quantized_weights_with_f32_activations_answer_like_f32() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn prefix_cache_reuses_shared_prompt_state_without_changing_output() {
+    let engine = Engine::start(load(smollm2_gguf(), WeightDType::F32).unwrap());
+    let first = engine
+        .generate(greedy(&chatml("What is the capital of France?"), 40))
+        .await
+        .unwrap();
+    assert_eq!(first.cached_tokens, 0);
+    let again = engine
+        .generate(greedy(&chatml("What is the capital of France?"), 40))
+        .await
+        .unwrap();
+    assert_eq!(again.cached_tokens, again.prompt_tokens - 1);
+    assert_eq!(again.text, first.text);
+    // A different question shares the system prompt and the user-turn header, and
+    // answers as a cold engine does.
+    let other = engine
+        .generate(greedy(&chatml("What is the capital of Germany?"), 40))
+        .await
+        .unwrap();
+    assert!(other.cached_tokens >= 25, "{}", other.cached_tokens);
+    let cold = Engine::start_with(
+        load(smollm2_gguf(), WeightDType::F32).unwrap(),
+        umi_engine::EngineConfig {
+            prefix_cache_entries: 0,
+        },
+    );
+    let uncached = cold
+        .generate(greedy(&chatml("What is the capital of Germany?"), 40))
+        .await
+        .unwrap();
+    assert_eq!(uncached.cached_tokens, 0);
+    assert_eq!(other.text, uncached.text);
+    assert_eq!(other.text, "The capital of Germany is Berlin.");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn converted_hf_directory_generates_the_same_tokens_as_the_gguf() {
     let dir = tempfile::tempdir().unwrap();
     let hf = dir.path().join("smollm2-hf");

@@ -13,7 +13,10 @@ fn root(path: &str) -> PathBuf {
 }
 
 fn records() -> Vec<umi_core::static_eval::StaticRecord> {
-    parse_records(&std::fs::read_to_string(root("data/toolbench-static/out_of_domain.json")).unwrap()).unwrap()
+    parse_records(
+        &std::fs::read_to_string(root("data/toolbench-static/out_of_domain.json")).unwrap(),
+    )
+    .unwrap()
 }
 
 /// Pins, for records 0, 45 (non-ASCII in a tool doc: `\u00e9` escapes), 101 and 399:
@@ -24,8 +27,10 @@ fn records() -> Vec<umi_core::static_eval::StaticRecord> {
 #[test]
 fn prompts_match_the_reference_rules_byte_for_byte() {
     let records = records();
-    let expected: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(root("tests/fixtures/static-prompts.expected.json")).unwrap()).unwrap();
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root("tests/fixtures/static-prompts.expected.json")).unwrap(),
+    )
+    .unwrap();
     let prompts = RolePrompts::toolbench();
     let mut samples = build_samples(&records, &prompts).unwrap();
     let mut checked = 0;
@@ -37,11 +42,19 @@ fn prompts_match_the_reference_rules_byte_for_byte() {
             .iter_mut()
             .find(|s| s.instruction == records[r].instruction && s.history.len() == turn)
             .unwrap();
-        assert_eq!(sample.model_input, case["planner"].as_str().unwrap(), "planner input, record {r} turn {turn}");
+        assert_eq!(
+            sample.model_input,
+            case["planner"].as_str().unwrap(),
+            "planner input, record {r} turn {turn}"
+        );
         let gold = sample.oracle_output();
         sample.route(&gold, &prompts);
         if let Some(caller) = case.get("caller") {
-            assert_eq!(sample.model_input_for_caller.as_deref(), caller.as_str(), "caller input, record {r} turn {turn}");
+            assert_eq!(
+                sample.model_input_for_caller.as_deref(),
+                caller.as_str(),
+                "caller input, record {r} turn {turn}"
+            );
         }
         if let Some(summarizer) = case.get("summarizer") {
             assert_eq!(
@@ -53,13 +66,18 @@ fn prompts_match_the_reference_rules_byte_for_byte() {
         checked += 1;
     }
     assert_eq!(checked, 14);
-    assert!(records[45].tools.iter().any(|t| t.render().contains("\\u00e9")));
+    assert!(records[45]
+        .tools
+        .iter()
+        .any(|t| t.render().contains("\\u00e9")));
 }
 
 #[test]
 fn rouge_l_equals_the_rouge_package() {
-    let expected: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(root("tests/fixtures/rouge-l.expected.json")).unwrap()).unwrap();
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root("tests/fixtures/rouge-l.expected.json")).unwrap(),
+    )
+    .unwrap();
     let mut sum = 0.0;
     let cases = expected["cases"].as_array().unwrap();
     for case in cases {
@@ -93,12 +111,19 @@ fn oracle_roles_score_perfectly_on_out_of_domain() {
     assert_eq!(m.hallu_rate, 0.0);
     // Identical texts: the package's F = 2PR/(P+R+1e-8) = 0.999999995, averaged over
     // 294 conclusions with sequential float sums as the package does.
-    assert!((m.rouge_l.unwrap() - 2.0 / (2.0 + 1e-8)).abs() < 1e-12, "{:?}", m.rouge_l);
+    assert!(
+        (m.rouge_l.unwrap() - 2.0 / (2.0 + 1e-8)).abs() < 1e-12,
+        "{:?}",
+        m.rouge_l
+    );
     assert!(m.rouge_l.unwrap() < 1.0);
     assert_eq!(m.rouge_rejected, 0);
     // Reference order: 1,146 caller samples, then 107 give-ups, then 294 conclusions.
     assert!(samples[0].model_input_for_caller.is_some());
-    assert!(samples[1146].model_input_for_caller.is_none() && samples[1146].model_input_for_summarizer.is_none());
+    assert!(
+        samples[1146].model_input_for_caller.is_none()
+            && samples[1146].model_input_for_summarizer.is_none()
+    );
     assert!(samples[1253].model_input_for_summarizer.is_some());
 }
 

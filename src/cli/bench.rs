@@ -1,7 +1,7 @@
 //! `umi bench engine`: prefill and decode throughput of one model, one stream.
 
 use clap::{Args, Subcommand};
-use umi_engine::{Engine, GenerateRequest, Prompt};
+use umi_engine::{Engine, EngineConfig, GenerateRequest, Prompt};
 
 use super::model_args::ModelArgs;
 
@@ -51,7 +51,14 @@ async fn engine(a: EngineBenchArgs) -> anyhow::Result<()> {
         "need --prompt-tokens >= 1 and --gen-tokens >= 2"
     );
     let loaded = a.model.load()?;
-    let engine = Engine::start(loaded);
+    // Every run repeats the same prompt: without this the prefix cache would make
+    // prefill look free.
+    let engine = Engine::start_with(
+        loaded,
+        EngineConfig {
+            prefix_cache_entries: 0,
+        },
+    );
     let mut prompt = Vec::new();
     while prompt.len() < a.prompt_tokens {
         prompt.extend(engine.tokenizer().encode(FILLER)?);

@@ -40,7 +40,9 @@ fn py_eq(a: &Value, b: &Value) -> bool {
         _ => None,
     };
     match (a, b) {
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| py_eq(p, q)),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| py_eq(p, q))
+        }
         (Value::Object(x), Value::Object(y)) => {
             x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| py_eq(v, w)))
         }
@@ -116,11 +118,19 @@ pub fn evaluate(samples: &[Scored<'_>]) -> Metrics {
                 };
                 if let Some(score) = score {
                     f1.push(score);
-                    if is_easy { easy.push(score) } else { hard.push(score) }
+                    if is_easy {
+                        easy.push(score)
+                    } else {
+                        hard.push(score)
+                    }
                 }
             }
             Plan::Finish => {
-                let hypothesis = if prediction.plan == Plan::Finish { prediction.answer.as_str() } else { "none" };
+                let hypothesis = if prediction.plan == Plan::Finish {
+                    prediction.answer.as_str()
+                } else {
+                    "none"
+                };
                 match rouge_l_f(hypothesis, &reference.answer) {
                     Some(f) => rouge.push(f),
                     None => {
@@ -136,7 +146,8 @@ pub fn evaluate(samples: &[Scored<'_>]) -> Metrics {
     Metrics {
         samples: samples.len(),
         plan_em: plan_hits as f64 / n,
-        action_em: (!action_hits.is_empty()).then(|| action_hits.iter().sum::<f64>() / action_hits.len() as f64),
+        action_em: (!action_hits.is_empty())
+            .then(|| action_hits.iter().sum::<f64>() / action_hits.len() as f64),
         hallu_rate: hallucinated as f64 / n,
         f1: mean_plus_quirk(&f1),
         easy_f1: mean_plus_quirk(&easy),
@@ -151,11 +162,16 @@ mod tests {
     use super::*;
 
     fn s<'a>(reference: &'a str, prediction: &'a str) -> Scored<'a> {
-        Scored { reference, prediction, tool_names: vec!["f", "g"] }
+        Scored {
+            reference,
+            prediction,
+            tool_names: vec!["f", "g"],
+        }
     }
 
     const CALL_A1: &str = "assistant: x Next: caller.</s>caller: Action: f\nAction Input: {\"a\": 1, \"b\": \"x\"}</s>";
-    const CALL_EMPTY: &str = "assistant: x Next: caller.</s>caller: Action: g\nAction Input: {}</s>";
+    const CALL_EMPTY: &str =
+        "assistant: x Next: caller.</s>caller: Action: g\nAction Input: {}</s>";
     const FINISH: &str = "assistant: x Next: conclusion.</s>conclusion: Paris is the capital</s>";
     const GIVE_UP: &str = "I cannot. Next: give up.";
 
@@ -199,7 +215,10 @@ mod tests {
     #[test]
     fn unparseable_reference_input_is_skipped_and_empty_lists_are_none() {
         let bad_ref = "assistant: x Next: caller.</s>caller: Action: f\nAction Input: not json</s>";
-        let m = evaluate(&[s(bad_ref, "a Next: caller.</s>caller: Action: f\nAction Input: {}")]);
+        let m = evaluate(&[s(
+            bad_ref,
+            "a Next: caller.</s>caller: Action: f\nAction Input: {}",
+        )]);
         assert_eq!(m.action_em, Some(1.0));
         assert_eq!(m.f1, None);
         assert_eq!(m.rouge_l, None);
@@ -210,7 +229,10 @@ mod tests {
 
     #[test]
     fn mean_carries_the_reference_epsilon() {
-        let m = evaluate(&[s(CALL_A1, "a Next: caller.</s>caller: Action: g\nAction Input: {}")]);
+        let m = evaluate(&[s(
+            CALL_A1,
+            "a Next: caller.</s>caller: Action: g\nAction Input: {}",
+        )]);
         assert_eq!(m.f1, Some(1e-30));
     }
 }

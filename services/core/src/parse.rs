@@ -40,7 +40,11 @@ pub fn postprocess_realtime(text: &str, is_planner: bool) -> String {
 /// up, conclusion, caller. With no marker it is a caller step and `fallback` is appended
 /// (`"Next: caller."` in the static pipeline, `" Next: caller."` in real time).
 pub fn cut_planner(text: &str, fallback: &str) -> (String, Decision) {
-    for (marker, decision) in [(GIVE_UP, Decision::GiveUp), (CONCLUSION, Decision::Conclusion), (CALLER, Decision::Caller)] {
+    for (marker, decision) in [
+        (GIVE_UP, Decision::GiveUp),
+        (CONCLUSION, Decision::Conclusion),
+        (CALLER, Decision::Caller),
+    ] {
         if let Some(at) = text.find(marker) {
             return (text[..at + marker.len()].to_string(), decision);
         }
@@ -73,7 +77,9 @@ pub fn parse_action(text: &str) -> (String, String) {
 /// Leniently extracts the JSON object a model meant as its API arguments: the first
 /// balanced `{...}` (ignoring code fences and trailing chatter), or an error saying why.
 pub fn lenient_json_object(text: &str) -> Result<serde_json::Value, String> {
-    let start = text.find('{').ok_or_else(|| format!("no JSON object in {text:?}"))?;
+    let start = text
+        .find('{')
+        .ok_or_else(|| format!("no JSON object in {text:?}"))?;
     let mut depth = 0usize;
     let mut in_string = false;
     let mut escaped = false;
@@ -94,7 +100,8 @@ pub fn lenient_json_object(text: &str) -> Result<serde_json::Value, String> {
                 depth -= 1;
                 if depth == 0 {
                     let candidate = &text[start..start + i + 1];
-                    return serde_json::from_str(candidate).map_err(|e| format!("invalid JSON {candidate:?}: {e}"));
+                    return serde_json::from_str(candidate)
+                        .map_err(|e| format!("invalid JSON {candidate:?}: {e}"));
                 }
             }
             _ => {}
@@ -192,13 +199,22 @@ mod tests {
 
     #[test]
     fn planner_cut_checks_give_up_then_conclusion_then_caller() {
-        let (cut, d) = cut_planner("try X. Next: caller. Next: give up. trailing", "Next: caller.");
+        let (cut, d) = cut_planner(
+            "try X. Next: caller. Next: give up. trailing",
+            "Next: caller.",
+        );
         assert_eq!(d, Decision::GiveUp);
         assert_eq!(cut, "try X. Next: caller. Next: give up.");
         let (cut, d) = cut_planner("done\n Next: conclusion.junk", "Next: caller.");
-        assert_eq!((cut.as_str(), d), ("done\n Next: conclusion.", Decision::Conclusion));
+        assert_eq!(
+            (cut.as_str(), d),
+            ("done\n Next: conclusion.", Decision::Conclusion)
+        );
         let (cut, d) = cut_planner("call it", " Next: caller.");
-        assert_eq!((cut.as_str(), d), ("call it Next: caller.", Decision::Caller));
+        assert_eq!(
+            (cut.as_str(), d),
+            ("call it Next: caller.", Decision::Caller)
+        );
     }
 
     #[test]
@@ -214,15 +230,25 @@ mod tests {
     fn caller_output_parsing() {
         assert_eq!(
             parse_action("Action: search_for_yt\nAction Input: {\n  \"q\": \"comedy\"\n}"),
-            ("search_for_yt".to_string(), "{\n  \"q\": \"comedy\"\n}".to_string())
+            (
+                "search_for_yt".to_string(),
+                "{\n  \"q\": \"comedy\"\n}".to_string()
+            )
         );
-        assert_eq!(parse_action("I will search."), ("none".to_string(), "{}".to_string()));
-        assert_eq!(parse_action("Action: a\nAction: b"), ("b".to_string(), "{}".to_string()));
+        assert_eq!(
+            parse_action("I will search."),
+            ("none".to_string(), "{}".to_string())
+        );
+        assert_eq!(
+            parse_action("Action: a\nAction: b"),
+            ("b".to_string(), "{}".to_string())
+        );
     }
 
     #[test]
     fn lenient_json_finds_the_object() {
-        let v = lenient_json_object("```json\n{\"q\": \"a}b\", \"n\": {\"x\": 1}}\n``` then more").unwrap();
+        let v = lenient_json_object("```json\n{\"q\": \"a}b\", \"n\": {\"x\": 1}}\n``` then more")
+            .unwrap();
         assert_eq!(v["q"], "a}b");
         assert!(lenient_json_object("no json").is_err());
         assert!(lenient_json_object("{\"a\": 1").is_err());
@@ -230,10 +256,18 @@ mod tests {
 
     #[test]
     fn evaluator_parsing() {
-        let call = parse_output("asssitant: go Next: caller.</s>caller: Action: f\nAction Input: {\"a\": 1}");
-        assert_eq!((call.plan, call.action.as_str(), call.action_input.as_str()), (Plan::Call, "f", "{\"a\": 1}"));
+        let call = parse_output(
+            "asssitant: go Next: caller.</s>caller: Action: f\nAction Input: {\"a\": 1}",
+        );
+        assert_eq!(
+            (call.plan, call.action.as_str(), call.action_input.as_str()),
+            (Plan::Call, "f", "{\"a\": 1}")
+        );
         let fin = parse_output("assistant: ok Next: conclusion.</s>conclusion: The answer</s>");
-        assert_eq!((fin.plan, fin.answer.as_str()), (Plan::Finish, "The answer"));
+        assert_eq!(
+            (fin.plan, fin.answer.as_str()),
+            (Plan::Finish, "The answer")
+        );
         assert_eq!(parse_output("hmm Next: give up.").plan, Plan::GiveUp);
         let no_sep = parse_output("Action: f");
         assert_eq!((no_sep.plan, no_sep.action.as_str()), (Plan::Call, "none"));

@@ -49,7 +49,10 @@ pub fn template(name: &str) -> Result<&'static str> {
         .map(|(_, t)| *t)
         .ok_or_else(|| {
             let known: Vec<&str> = TEMPLATES.iter().map(|(n, _)| *n).collect();
-            CoreError::invalid("template", format!("{name:?} (known: {})", known.join(", ")))
+            CoreError::invalid(
+                "template",
+                format!("{name:?} (known: {})", known.join(", ")),
+            )
         })
 }
 
@@ -100,7 +103,10 @@ pub struct Turn {
 
 impl Turn {
     pub fn new(from: Role, value: impl Into<String>) -> Self {
-        Turn { from, value: value.into() }
+        Turn {
+            from,
+            value: value.into(),
+        }
     }
 }
 

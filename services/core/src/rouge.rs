@@ -14,7 +14,7 @@ fn sentences(text: &str) -> Vec<String> {
 }
 
 /// `_split_into_words`: every sentence split on single spaces (`""` is a word).
-fn words<'a>(sentences: &'a [String]) -> Vec<&'a str> {
+fn words(sentences: &[String]) -> Vec<&str> {
     sentences.iter().flat_map(|s| s.split(' ')).collect()
 }
 
@@ -79,7 +79,10 @@ mod tests {
     //   Rouge().get_scores(h, r)[0]["rouge-l"]["f"]
     #[test]
     fn identical_texts_score_just_under_one() {
-        assert_eq!(rouge_l_f("The answer is 42.", "The answer is 42."), Some(2.0 * (1.0 / (2.0 + 1e-8))));
+        assert_eq!(
+            rouge_l_f("The answer is 42.", "The answer is 42."),
+            Some(2.0 * (1.0 / (2.0 + 1e-8)))
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{CoreError, Result};
 use crate::metrics::{evaluate, Metrics, Scored};
 use crate::parse::{cut_planner, postprocess, Decision, CALLER, CONCLUSION, GIVE_UP};
-use crate::prompt::{render_history, RolePrompts, Role, Turn};
+use crate::prompt::{render_history, Role, RolePrompts, Turn};
 use crate::tool::ToolDoc;
 
 /// One trajectory of the static test set.
@@ -24,8 +24,8 @@ pub struct StaticRecord {
 
 /// Parses a static test file, naming the record and field that is wrong.
 pub fn parse_records(text: &str) -> Result<Vec<StaticRecord>> {
-    let values: Vec<serde_json::Value> =
-        serde_json::from_str(text).map_err(|e| CoreError::invalid("static test file", format!("not a JSON array: {e}")))?;
+    let values: Vec<serde_json::Value> = serde_json::from_str(text)
+        .map_err(|e| CoreError::invalid("static test file", format!("not a JSON array: {e}")))?;
     values
         .into_iter()
         .enumerate()
@@ -81,14 +81,23 @@ pub fn build_samples(records: &[StaticRecord], prompts: &RolePrompts) -> Result<
             let history = turns[..i].to_vec();
             let dispath = render_history(&history);
             let next = turns.get(i + 1);
-            let reference = if turn.value.contains("Next: caller") || turn.value.contains(CONCLUSION) {
-                let next = next.ok_or_else(|| {
-                    CoreError::invalid(format!("record {r}"), format!("assistant turn {i} has no following turn"))
-                })?;
-                format!("assistant: {}</s>{}: {}</s>", turn.value, next.from.label(), next.value)
-            } else {
-                turn.value.clone()
-            };
+            let reference =
+                if turn.value.contains("Next: caller") || turn.value.contains(CONCLUSION) {
+                    let next = next.ok_or_else(|| {
+                        CoreError::invalid(
+                            format!("record {r}"),
+                            format!("assistant turn {i} has no following turn"),
+                        )
+                    })?;
+                    format!(
+                        "assistant: {}</s>{}: {}</s>",
+                        turn.value,
+                        next.from.label(),
+                        next.value
+                    )
+                } else {
+                    turn.value.clone()
+                };
             samples.push(Sample {
                 tools: record.tools.clone(),
                 instruction: record.instruction.clone(),
@@ -100,7 +109,10 @@ pub fn build_samples(records: &[StaticRecord], prompts: &RolePrompts) -> Result<
                 planner_prediction: None,
                 model_input_for_caller: None,
                 model_input_for_summarizer: None,
-                gold: Some(Gold { planner: turn.value.clone(), next: next.cloned() }),
+                gold: Some(Gold {
+                    planner: turn.value.clone(),
+                    next: next.cloned(),
+                }),
                 decision: None,
             });
         }
@@ -120,10 +132,12 @@ impl Sample {
         match decision {
             Decision::GiveUp => self.predictions = cut.clone(),
             Decision::Conclusion => {
-                self.model_input_for_summarizer = Some(prompts.summarizer_input(&self.tools, &history));
+                self.model_input_for_summarizer =
+                    Some(prompts.summarizer_input(&self.tools, &history));
             }
             Decision::Caller => {
-                self.model_input_for_caller = Some(prompts.caller_input(&self.tools, &cut, &history));
+                self.model_input_for_caller =
+                    Some(prompts.caller_input(&self.tools, &cut, &history));
             }
         }
         if decision != Decision::GiveUp {
@@ -146,10 +160,16 @@ impl Sample {
 
     /// The oracle's output for the role this sample needs next.
     pub fn oracle_output(&self) -> String {
-        let Some(gold) = &self.gold else { return String::new() };
+        let Some(gold) = &self.gold else {
+            return String::new();
+        };
         match self.decision {
             None => gold.planner.clone(),
-            Some(_) => gold.next.as_ref().map(|t| t.value.clone()).unwrap_or_default(),
+            Some(_) => gold
+                .next
+                .as_ref()
+                .map(|t| t.value.clone())
+                .unwrap_or_default(),
         }
     }
 }

@@ -38,7 +38,12 @@ impl TryFrom<Value> for ToolDoc {
         let name = doc
             .get("Name")
             .and_then(Value::as_str)
-            .ok_or_else(|| CoreError::invalid("tool doc", format!("no string \"Name\" in {}", pyjson::dumps(&doc))))?
+            .ok_or_else(|| {
+                CoreError::invalid(
+                    "tool doc",
+                    format!("no string \"Name\" in {}", pyjson::dumps(&doc)),
+                )
+            })?
             .to_string();
         if !doc.is_object() {
             return Err(CoreError::invalid("tool doc", "not a JSON object"));
@@ -60,7 +65,11 @@ pub fn render_docs(tools: &[ToolDoc]) -> String {
 
 /// `{tool_names}`: the names joined by `", "`.
 pub fn tool_names(tools: &[ToolDoc]) -> String {
-    tools.iter().map(ToolDoc::name).collect::<Vec<_>>().join(", ")
+    tools
+        .iter()
+        .map(ToolDoc::name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// One entry of a ToolBench query's `api_list`.
@@ -96,7 +105,10 @@ pub struct ApiParam {
 pub fn standardize(name: &str) -> String {
     let mut out = String::new();
     for c in name.chars() {
-        let keep = c.is_ascii_alphanumeric() || c == '_' || c == '^' || ('\u{4e00}'..='\u{9fa5}').contains(&c);
+        let keep = c.is_ascii_alphanumeric()
+            || c == '_'
+            || c == '^'
+            || ('\u{4e00}'..='\u{9fa5}').contains(&c);
         let c = if keep { c } else { '_' };
         if c == '_' && out.ends_with('_') {
             continue;
@@ -137,7 +149,11 @@ fn first_chars(s: &str, n: usize) -> &str {
 impl ApiSpec {
     /// The function name the models call: `<api>_for_<tool>`, last 64 characters.
     pub fn function_name(&self) -> String {
-        let full = format!("{}_for_{}", change_name(&standardize(&self.api_name)), standardize(&self.tool_name));
+        let full = format!(
+            "{}_for_{}",
+            change_name(&standardize(&self.api_name)),
+            standardize(&self.tool_name)
+        );
         last_chars(&full, 64).to_string()
     }
 
@@ -154,7 +170,11 @@ impl ApiSpec {
             .replace(&self.api_name, &name);
         let mut input = Map::new();
         if !self.required_parameters.is_empty() {
-            for p in self.required_parameters.iter().chain(&self.optional_parameters) {
+            for p in self
+                .required_parameters
+                .iter()
+                .chain(&self.optional_parameters)
+            {
                 let kind = match p.kind.as_str() {
                     "NUMBER" => "integer",
                     "STRING" => "string",
@@ -172,9 +192,15 @@ impl ApiSpec {
         }
         let mut doc = Map::new();
         doc.insert("Name".into(), Value::String(name.clone()));
-        doc.insert("function".into(), Value::String(first_chars(&description, 256).to_string()));
+        doc.insert(
+            "function".into(),
+            Value::String(first_chars(&description, 256).to_string()),
+        );
         doc.insert("input".into(), Value::Object(input));
-        ToolDoc { name, doc: Value::Object(doc) }
+        ToolDoc {
+            name,
+            doc: Value::Object(doc),
+        }
     }
 }
 
@@ -202,7 +228,10 @@ mod tests {
             method: None,
         };
         assert_eq!(api.function_name(), "is_from_for_my_tool");
-        let long = ApiSpec { api_name: "a".repeat(70), ..api };
+        let long = ApiSpec {
+            api_name: "a".repeat(70),
+            ..api
+        };
         assert_eq!(long.function_name().len(), 64);
         assert!(long.function_name().ends_with("_for_my_tool"));
     }
@@ -228,13 +257,18 @@ mod tests {
             api.doc().render(),
             r#"{"Name": "search_for_youtube_search", "function": "search_for_youtube_search videos", "input": {"q": "string, query", "n": "integer"}}"#
         );
-        let no_required = ApiSpec { required_parameters: vec![], ..api };
+        let no_required = ApiSpec {
+            required_parameters: vec![],
+            ..api
+        };
         assert_eq!(no_required.doc().doc()["input"], json!({}));
     }
 
     #[test]
     fn a_doc_without_a_name_is_rejected() {
-        let err = ToolDoc::try_from(json!({"function": "x"})).unwrap_err().to_string();
+        let err = ToolDoc::try_from(json!({"function": "x"}))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("Name"), "{err}");
     }
 }

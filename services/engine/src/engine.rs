@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::{EngineError, Result};
 use crate::generate::{generate, GenerateOutput, GenerateRequest};
 use crate::load::LoadedModel;
+use crate::prefix_cache::PrefixCache;
 use crate::tokenizer::Tokenizer;
 
 /// A piece of streamed output.
@@ -38,6 +39,21 @@ pub struct ModelInfo {
     pub vocab_size: usize,
 }
 
+/// How the engine runs requests.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Sequences whose key/value state is kept for prefix reuse (0 disables it).
+    pub prefix_cache_entries: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            prefix_cache_entries: 8,
+        }
+    }
+}
+
 /// A handle to a model running on its own thread. Cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
@@ -47,8 +63,13 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Starts the inference thread. It stops once every handle is dropped.
+    /// Starts the inference thread with the default configuration.
     pub fn start(loaded: LoadedModel) -> Engine {
+        Engine::start_with(loaded, EngineConfig::default())
+    }
+
+    /// Starts the inference thread. It stops once every handle is dropped.
+    pub fn start_with(loaded: LoadedModel, config: EngineConfig) -> Engine {
         let info = ModelInfo {
             name: loaded.name.clone(),
             dtype: loaded.model.weight_dtype().to_string(),
@@ -60,11 +81,12 @@ impl Engine {
         let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
         let thread_name = format!("umi-engine-{}", info.name);
         let spawned = thread::Builder::new().name(thread_name).spawn(move || {
+            let mut prefix_cache = PrefixCache::new(config.prefix_cache_entries);
             while let Some(job) = queue.blocking_recv() {
                 // Running inside the pool makes this thread's own work a pool task, so the
                 // parallel kernels split it with the other workers instead of waking them
                 // all and sleeping until they finish (one context switch less per kernel).
-                rayon::scope(|_| run_job(&loaded, job));
+                rayon::scope(|_| run_job(&loaded, &mut prefix_cache, job));
             }
         });
         if let Err(e) = spawned {
@@ -135,12 +157,13 @@ impl Engine {
     }
 }
 
-fn run_job(loaded: &LoadedModel, job: Job) {
+fn run_job(loaded: &LoadedModel, prefix_cache: &mut PrefixCache, job: Job) {
     let span = tracing::info_span!(
         parent: &job.span,
         "generate",
         model = %loaded.name,
         prompt_tokens = tracing::field::Empty,
+        cached_tokens = tracing::field::Empty,
         generated_tokens = tracing::field::Empty,
         finish_reason = tracing::field::Empty,
     );
@@ -153,6 +176,7 @@ fn run_job(loaded: &LoadedModel, job: Job) {
         &loaded.model,
         &loaded.tokenizer,
         &job.request,
+        prefix_cache,
         |token_id, text| match &events {
             Some(tx) => tx
                 .send(StreamEvent::Text {
@@ -167,6 +191,7 @@ fn run_job(loaded: &LoadedModel, job: Job) {
     match &result {
         Ok(out) => {
             span.record("prompt_tokens", out.prompt_tokens);
+            span.record("cached_tokens", out.cached_tokens);
             span.record("generated_tokens", out.generated_tokens());
             span.record("finish_reason", tracing::field::debug(out.finish_reason));
         }

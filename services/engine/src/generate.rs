@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{EngineError, Result};
 use crate::model::Llama;
+use crate::prefix_cache::PrefixCache;
 use crate::tokenizer::Tokenizer;
 
 /// What to generate from.
@@ -124,6 +125,9 @@ pub struct GenerateOutput {
     pub text: String,
     pub token_ids: Vec<u32>,
     pub prompt_tokens: usize,
+    /// Prompt tokens whose state came from the prefix cache instead of being computed.
+    #[serde(default)]
+    pub cached_tokens: usize,
     pub finish_reason: FinishReason,
     pub prefill_time: Duration,
     pub decode_time: Duration,
@@ -134,8 +138,9 @@ impl GenerateOutput {
         self.token_ids.len()
     }
 
+    /// Computed prompt tokens (cache hits excluded) per second.
     pub fn prefill_tokens_per_second(&self) -> f64 {
-        self.prompt_tokens as f64 / self.prefill_time.as_secs_f64().max(1e-9)
+        (self.prompt_tokens - self.cached_tokens) as f64 / self.prefill_time.as_secs_f64().max(1e-9)
     }
 
     /// Tokens after the first (which prefill produced) over the decode time.
@@ -151,6 +156,7 @@ pub fn generate(
     model: &Llama,
     tokenizer: &Tokenizer,
     request: &GenerateRequest,
+    prefix_cache: &mut PrefixCache,
     mut on_text: impl FnMut(u32, &str) -> bool,
 ) -> Result<GenerateOutput> {
     request.sampling.validate()?;
@@ -183,11 +189,14 @@ pub fn generate(
     stop_ids.extend(&request.stop_token_ids);
     let mut sampler =
         LogitsProcessor::from_sampling(request.sampling.seed, request.sampling.sampling());
-    let mut cache = model.new_cache();
+    let mut cache = prefix_cache
+        .lookup(&prompt)
+        .unwrap_or_else(|| model.new_cache());
+    let cached_tokens = cache.len();
     let mut stream = TextStream::new(tokenizer, &request.stop_strings);
 
     let start = Instant::now();
-    let mut logits = model.forward(&prompt, &mut cache)?;
+    let mut logits = model.forward(&prompt[cached_tokens..], &mut cache)?;
     let prefill_time = start.elapsed();
     let decode_start = Instant::now();
     let mut generated: Vec<u32> = Vec::new();
@@ -215,6 +224,10 @@ pub fn generate(
         }
     };
     let decode_time = decode_start.elapsed();
+    // The cache now holds the prompt and every generated token but the last.
+    let mut fed = prompt.clone();
+    fed.extend_from_slice(&generated[..cache.len() - prompt.len()]);
+    prefix_cache.insert(fed, cache);
     let tail = stream.finish();
     if !tail.is_empty() && finish_reason != FinishReason::Cancelled {
         on_text(generated.last().copied().unwrap_or(0), &tail);
@@ -223,6 +236,7 @@ pub fn generate(
         text: stream.text,
         token_ids: generated,
         prompt_tokens: prompt.len(),
+        cached_tokens,
         finish_reason,
         prefill_time,
         decode_time,

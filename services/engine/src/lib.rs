@@ -11,13 +11,14 @@ pub mod generate;
 pub mod linear;
 pub mod load;
 pub mod model;
+pub mod prefix_cache;
 pub mod sentencepiece;
 pub mod tokenizer;
 pub mod weights;
 
 pub use config::LlamaConfig;
 pub use device::{parse_device, WeightDType};
-pub use engine::{Engine, ModelInfo, StreamEvent};
+pub use engine::{Engine, EngineConfig, ModelInfo, StreamEvent};
 pub use error::{EngineError, Result};
 pub use generate::{FinishReason, GenerateOutput, GenerateRequest, Prompt, SamplingParams};
 pub use load::{load, LoadOptions, LoadedModel};

@@ -77,6 +77,8 @@ impl Rope {
 }
 
 /// Per-sequence attention state: the keys and values of every position seen so far.
+/// Cloning is cheap (tensors are shared, never mutated in place).
+#[derive(Clone)]
 pub struct KvCache {
     layers: Vec<Option<(Tensor, Tensor)>>,
     len: usize,
@@ -89,6 +91,25 @@ impl KvCache {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// The state after the first `n` positions (views, no copy).
+    pub fn truncated(&self, n: usize) -> Result<KvCache> {
+        if n > self.len {
+            return Err(EngineError::invalid(
+                "cache",
+                format!("cannot keep {n} of {} positions", self.len),
+            ));
+        }
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| match l {
+                Some((k, v)) => Ok(Some((k.narrow(2, 0, n)?, v.narrow(2, 0, n)?))),
+                None => Ok(None),
+            })
+            .collect::<candle_core::Result<_>>()?;
+        Ok(KvCache { layers, len: n })
     }
 }
 
