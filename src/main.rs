@@ -23,6 +23,9 @@ enum Command {
     /// Model file utilities.
     #[command(subcommand)]
     Model(cli::model::ModelCommand),
+    /// α-UMi evaluations.
+    #[command(subcommand)]
+    Eval(cli::eval::EvalCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -37,6 +40,7 @@ fn main() -> anyhow::Result<()> {
             Command::Generate(a) => cli::generate::run(a).await,
             Command::Bench(b) => cli::bench::run(b).await,
             Command::Model(m) => cli::model::run(m),
+            Command::Eval(e) => cli::eval::run(e).await,
         }
     })
 }

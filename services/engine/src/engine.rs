@@ -194,6 +194,14 @@ fn run_job(loaded: &LoadedModel, prefix_cache: &mut PrefixCache, job: Job) {
             span.record("cached_tokens", out.cached_tokens);
             span.record("generated_tokens", out.generated_tokens());
             span.record("finish_reason", tracing::field::debug(out.finish_reason));
+            tracing::debug!(
+                prompt = out.prompt_tokens,
+                cached = out.cached_tokens,
+                generated = out.generated_tokens(),
+                prefill_ms = out.prefill_time.as_millis() as u64,
+                decode_ms = out.decode_time.as_millis() as u64,
+                "request done"
+            );
         }
         Err(e) => tracing::warn!(error = %e, "generation failed"),
     }

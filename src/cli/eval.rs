@@ -1,0 +1,162 @@
+//! `umi eval static`: α-UMi's static evaluation (planner, then caller or summarizer on
+//! its decision, with the gold history) over a ToolBench static test file, written as
+//! the reference's `predictions.json` plus `metrics.json`, and printed as a table.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand, ValueEnum};
+use umi_core::metrics::Metrics;
+use umi_core::parse::{parse_output, Decision};
+use umi_core::prompt::RolePrompts;
+use umi_core::static_eval::{build_samples, parse_records, reference_order, score, Sample};
+
+use super::output::write_json_atomically;
+use super::progress::Progress;
+use super::roles::{Defaults, RoleArgs, RoleEngines};
+
+#[derive(Subcommand, Debug)]
+pub enum EvalCommand {
+    /// Step-level evaluation on a static test file (Plan ACC, Act. EM, Hallu., Arg. F1, R-L).
+    Static(StaticArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Roles {
+    /// The models given by --model / --planner-model / ...
+    Model,
+    /// Each role replays the reference's output for its step (checks the pipeline).
+    Oracle,
+}
+
+#[derive(Args, Debug)]
+pub struct StaticArgs {
+    /// A static test file (e.g. data/toolbench-static/out_of_domain.json).
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, value_enum, default_value = "model")]
+    pub roles: Roles,
+    /// Only the first N records.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Output directory (default: eval-out/<data file stem>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub role_args: RoleArgs,
+}
+
+pub async fn run(cmd: EvalCommand) -> anyhow::Result<()> {
+    match cmd {
+        EvalCommand::Static(a) => static_eval(a).await,
+    }
+}
+
+async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&a.data).with_context(|| format!("reading {}", a.data.display()))?;
+    let mut records = parse_records(&text).with_context(|| format!("{}", a.data.display()))?;
+    if let Some(limit) = a.limit {
+        records.truncate(limit);
+    }
+    let prompts = RolePrompts::toolbench();
+    let mut samples = build_samples(&records, &prompts).with_context(|| format!("{}", a.data.display()))?;
+    if samples.is_empty() {
+        bail!("{}: no planner steps to evaluate", a.data.display());
+    }
+    let engines = match a.roles {
+        Roles::Oracle => None,
+        // The static pipeline samples with the checkpoint's generation config (LLaMA-2
+        // defaults: temperature 0.6, top-p 0.9) and keeps the last 3750 prompt tokens.
+        Roles::Model => Some(a.role_args.start(Defaults { temperature: 0.6, top_p: Some(0.9), max_input_tokens: 3750 })?),
+    };
+    let start = Instant::now();
+    let mut progress = Progress::new("planner", samples.len());
+    for (i, s) in samples.iter_mut().enumerate() {
+        let output = role_output(&engines, s, |e| &e.planner, &s.model_input.clone(), i as u64).await?;
+        s.route(&output, &prompts);
+        progress.tick();
+    }
+    progress.finish();
+    let pending: Vec<usize> = (0..samples.len()).filter(|&i| samples[i].decision != Some(Decision::GiveUp)).collect();
+    let mut progress = Progress::new("caller/summarizer", pending.len());
+    for i in pending {
+        let s = &mut samples[i];
+        let (input, conclusion) = match (&s.model_input_for_caller, &s.model_input_for_summarizer) {
+            (Some(c), _) => (c.clone(), false),
+            (None, Some(m)) => (m.clone(), true),
+            (None, None) => continue,
+        };
+        let output = if conclusion {
+            role_output(&engines, s, |e| &e.summarizer, &input, i as u64).await?
+        } else {
+            role_output(&engines, s, |e| &e.caller, &input, i as u64).await?
+        };
+        s.finish(&output);
+        progress.tick();
+    }
+    progress.finish();
+    let elapsed = start.elapsed();
+    let samples = reference_order(samples);
+    let metrics = score(&samples);
+
+    let out = a.out.clone().unwrap_or_else(|| default_out(&a.data));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    write_json_atomically(&out.join("predictions.json"), &samples)?;
+    write_json_atomically(&out.join("metrics.json"), &metrics)?;
+    write_json_atomically(&out.join("hallu_cases.json"), &hallucinations(&samples))?;
+    print_table(&a.data, records.len(), &metrics, elapsed.as_secs_f64());
+    eprintln!("wrote {}/{{predictions,metrics,hallu_cases}}.json", out.display());
+    Ok(())
+}
+
+async fn role_output(
+    engines: &Option<RoleEngines>,
+    sample: &Sample,
+    pick: impl Fn(&RoleEngines) -> &umi_engine::Engine,
+    input: &str,
+    seed_offset: u64,
+) -> anyhow::Result<String> {
+    match engines {
+        None => Ok(sample.oracle_output()),
+        Some(e) => Ok(e.call(pick(e), input, seed_offset).await?.text),
+    }
+}
+
+fn hallucinations(samples: &[Sample]) -> Vec<&Sample> {
+    samples
+        .iter()
+        .filter(|s| {
+            let action = parse_output(&s.predictions).action;
+            action != "none" && !s.tools.iter().any(|t| t.name() == action)
+        })
+        .collect()
+}
+
+fn default_out(data: &Path) -> PathBuf {
+    let stem = data.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "static".into());
+    PathBuf::from("eval-out").join(stem)
+}
+
+fn pct(x: Option<f64>) -> String {
+    x.map_or_else(|| "n/a".to_string(), |v| format!("{:.2}", v * 100.0))
+}
+
+fn print_table(data: &Path, records: usize, m: &Metrics, secs: f64) {
+    println!("{} ({} records, {} steps, {:.0} s)", data.display(), records, m.samples, secs);
+    println!("| Plan ACC | Act. EM | Hallu. | Arg. F1 | easy F1 | hard F1 | R-L |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| {} | {} | {} | {} | {} | {} | {} |",
+        pct(Some(m.plan_em)),
+        pct(m.action_em),
+        pct(Some(m.hallu_rate)),
+        pct(m.f1),
+        pct(m.easy_f1),
+        pct(m.hard_f1),
+        pct(m.rouge_l)
+    );
+    if m.rouge_rejected > 0 {
+        println!("({} conclusion steps had an empty predicted answer: the rouge package rejects those; scored 0)", m.rouge_rejected);
+    }
+}

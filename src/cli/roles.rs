@@ -1,0 +1,112 @@
+//! Which model plays each α-UMi role, and how one role call is made on it: the prompt
+//! tokenized with BOS, left-truncated to the input budget (as the reference does, keeping
+//! the last tokens), then sampled.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use umi_engine::{Engine, GenerateOutput, GenerateRequest, Prompt, SamplingParams};
+
+use super::model_args::ModelArgs;
+
+#[derive(Args, Debug, Clone)]
+pub struct RoleArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Planner checkpoint (default: --model, the single-backbone case).
+    #[arg(long)]
+    pub planner_model: Option<PathBuf>,
+    /// Caller checkpoint (default: --model).
+    #[arg(long)]
+    pub caller_model: Option<PathBuf>,
+    /// Summarizer checkpoint (default: --model).
+    #[arg(long)]
+    pub summarizer_model: Option<PathBuf>,
+    /// Prompt tokens kept (the last ones) per call; the reference uses 3750 (static) or
+    /// 3576 (real time).
+    #[arg(long)]
+    pub max_input_tokens: Option<usize>,
+    /// New tokens per call (the reference: 512).
+    #[arg(long, default_value_t = 512)]
+    pub max_new_tokens: usize,
+    /// Sampling temperature (0 = greedy). Default: the reference's for the mode.
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+/// The three role engines; one engine (one copy of the weights) per distinct checkpoint.
+#[derive(Clone)]
+pub struct RoleEngines {
+    pub planner: Engine,
+    pub caller: Engine,
+    pub summarizer: Engine,
+    pub max_input_tokens: usize,
+    pub request: GenerateRequest,
+}
+
+/// Sampling the reference uses by default in a mode.
+pub struct Defaults {
+    pub temperature: f64,
+    pub top_p: Option<f64>,
+    pub max_input_tokens: usize,
+}
+
+impl RoleArgs {
+    pub fn start(&self, defaults: Defaults) -> anyhow::Result<RoleEngines> {
+        let mut engines: HashMap<PathBuf, Engine> = HashMap::new();
+        let base = self.model.model_path();
+        let mut engine_for = |path: Option<&PathBuf>| -> anyhow::Result<Engine> {
+            let path = path.cloned().unwrap_or_else(|| base.clone());
+            if let Some(e) = engines.get(&path) {
+                return Ok(e.clone());
+            }
+            let args = ModelArgs {
+                model: Some(path.clone()),
+                ..self.model.clone()
+            };
+            let engine = Engine::start(args.load()?);
+            engines.insert(path, engine.clone());
+            Ok(engine)
+        };
+        let planner = engine_for(self.planner_model.as_ref()).context("planner model")?;
+        let caller = engine_for(self.caller_model.as_ref()).context("caller model")?;
+        let summarizer = engine_for(self.summarizer_model.as_ref()).context("summarizer model")?;
+        let request = GenerateRequest {
+            max_new_tokens: self.max_new_tokens,
+            sampling: SamplingParams {
+                temperature: self.temperature.unwrap_or(defaults.temperature),
+                top_p: self.top_p.or(defaults.top_p),
+                top_k: None,
+                seed: self.seed,
+            },
+            ..GenerateRequest::new(Prompt::Tokens(vec![]))
+        };
+        Ok(RoleEngines {
+            planner,
+            caller,
+            summarizer,
+            max_input_tokens: self.max_input_tokens.unwrap_or(defaults.max_input_tokens),
+            request,
+        })
+    }
+}
+
+impl RoleEngines {
+    /// One role call: encode, keep the last `max_input_tokens`, generate.
+    pub async fn call(&self, engine: &Engine, prompt: &str, seed_offset: u64) -> anyhow::Result<GenerateOutput> {
+        let mut ids = engine.tokenizer().encode(prompt)?;
+        if ids.len() > self.max_input_tokens {
+            ids.drain(..ids.len() - self.max_input_tokens);
+        }
+        let mut request = self.request.clone();
+        request.prompt = Prompt::Tokens(ids);
+        request.sampling.seed = request.sampling.seed.wrapping_add(seed_offset);
+        Ok(engine.generate(request).await?)
+    }
+}
