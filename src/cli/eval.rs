@@ -54,13 +54,15 @@ pub async fn run(cmd: EvalCommand) -> anyhow::Result<()> {
 }
 
 async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&a.data).with_context(|| format!("reading {}", a.data.display()))?;
+    let text = std::fs::read_to_string(&a.data)
+        .with_context(|| format!("reading {}", a.data.display()))?;
     let mut records = parse_records(&text).with_context(|| format!("{}", a.data.display()))?;
     if let Some(limit) = a.limit {
         records.truncate(limit);
     }
     let prompts = RolePrompts::toolbench();
-    let mut samples = build_samples(&records, &prompts).with_context(|| format!("{}", a.data.display()))?;
+    let mut samples =
+        build_samples(&records, &prompts).with_context(|| format!("{}", a.data.display()))?;
     if samples.is_empty() {
         bail!("{}: no planner steps to evaluate", a.data.display());
     }
@@ -68,17 +70,30 @@ async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
         Roles::Oracle => None,
         // The static pipeline samples with the checkpoint's generation config (LLaMA-2
         // defaults: temperature 0.6, top-p 0.9) and keeps the last 3750 prompt tokens.
-        Roles::Model => Some(a.role_args.start(Defaults { temperature: 0.6, top_p: Some(0.9), max_input_tokens: 3750 })?),
+        Roles::Model => Some(a.role_args.start(Defaults {
+            temperature: 0.6,
+            top_p: Some(0.9),
+            max_input_tokens: 3750,
+        })?),
     };
     let start = Instant::now();
     let mut progress = Progress::new("planner", samples.len());
     for (i, s) in samples.iter_mut().enumerate() {
-        let output = role_output(&engines, s, |e| &e.planner, &s.model_input.clone(), i as u64).await?;
+        let output = role_output(
+            &engines,
+            s,
+            |e| &e.planner,
+            &s.model_input.clone(),
+            i as u64,
+        )
+        .await?;
         s.route(&output, &prompts);
         progress.tick();
     }
     progress.finish();
-    let pending: Vec<usize> = (0..samples.len()).filter(|&i| samples[i].decision != Some(Decision::GiveUp)).collect();
+    let pending: Vec<usize> = (0..samples.len())
+        .filter(|&i| samples[i].decision != Some(Decision::GiveUp))
+        .collect();
     let mut progress = Progress::new("caller/summarizer", pending.len());
     for i in pending {
         let s = &mut samples[i];
@@ -106,7 +121,10 @@ async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
     write_json_atomically(&out.join("metrics.json"), &metrics)?;
     write_json_atomically(&out.join("hallu_cases.json"), &hallucinations(&samples))?;
     print_table(&a.data, records.len(), &metrics, elapsed.as_secs_f64());
-    eprintln!("wrote {}/{{predictions,metrics,hallu_cases}}.json", out.display());
+    eprintln!(
+        "wrote {}/{{predictions,metrics,hallu_cases}}.json",
+        out.display()
+    );
     Ok(())
 }
 
@@ -134,7 +152,10 @@ fn hallucinations(samples: &[Sample]) -> Vec<&Sample> {
 }
 
 fn default_out(data: &Path) -> PathBuf {
-    let stem = data.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "static".into());
+    let stem = data
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "static".into());
     PathBuf::from("eval-out").join(stem)
 }
 
@@ -143,7 +164,13 @@ fn pct(x: Option<f64>) -> String {
 }
 
 fn print_table(data: &Path, records: usize, m: &Metrics, secs: f64) {
-    println!("{} ({} records, {} steps, {:.0} s)", data.display(), records, m.samples, secs);
+    println!(
+        "{} ({} records, {} steps, {:.0} s)",
+        data.display(),
+        records,
+        m.samples,
+        secs
+    );
     println!("| Plan ACC | Act. EM | Hallu. | Arg. F1 | easy F1 | hard F1 | R-L |");
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     println!(

@@ -99,7 +99,12 @@ impl RoleArgs {
 
 impl RoleEngines {
     /// One role call: encode, keep the last `max_input_tokens`, generate.
-    pub async fn call(&self, engine: &Engine, prompt: &str, seed_offset: u64) -> anyhow::Result<GenerateOutput> {
+    pub async fn call(
+        &self,
+        engine: &Engine,
+        prompt: &str,
+        seed_offset: u64,
+    ) -> anyhow::Result<GenerateOutput> {
         let mut ids = engine.tokenizer().encode(prompt)?;
         if ids.len() > self.max_input_tokens {
             ids.drain(..ids.len() - self.max_input_tokens);

@@ -1,6 +1,10 @@
 //! The α-UMi agent, without I/O: tool docs, prompts, output parsing, the static
 //! evaluation metrics, and the DFSDT search over abstract roles and tools.
 
+pub mod agent;
+pub mod answer;
+pub mod dfs;
+pub mod env;
 pub mod error;
 pub mod metrics;
 pub mod parse;

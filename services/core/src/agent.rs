@@ -1,0 +1,293 @@
+//! One α-UMi agent step in the real-time (DFSDT) pipeline, `CollbaAgentV3.prediction`:
+//! the planner decides, then the caller makes the call or the summarizer answers, and the
+//! combined text becomes the assistant message that the next step's history shows.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::parse::{cut_planner, parse_action, postprocess_realtime, Decision};
+use crate::prompt::RolePrompts;
+use crate::pyjson;
+use crate::tool::ToolDoc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoleKind {
+    Planner,
+    Caller,
+    Summarizer,
+}
+
+impl RoleKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoleKind::Planner => "planner",
+            RoleKind::Caller => "caller",
+            RoleKind::Summarizer => "summarizer",
+        }
+    }
+}
+
+/// What a role model returned.
+#[derive(Debug, Clone, Default)]
+pub struct Generated {
+    pub text: String,
+    pub prompt_tokens: usize,
+    pub generated_tokens: usize,
+}
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Whatever serves the three roles: in-process engines, remote workers, an API. The
+/// search never knows which.
+pub trait RoleModels: Send + Sync {
+    fn generate<'a>(
+        &'a self,
+        role: RoleKind,
+        prompt: String,
+    ) -> BoxFuture<'a, Result<Generated, String>>;
+}
+
+/// A chat message of the search state, in ToolBench's shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// The raw agent string (assistant) or the text shown to the models.
+    pub value: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub function_call: Option<FunctionCall>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub valid: Option<bool>,
+}
+
+impl Message {
+    pub fn user(text: &str) -> Self {
+        Message {
+            role: "user".into(),
+            content: Some(text.into()),
+            value: text.into(),
+            name: None,
+            function_call: None,
+            valid: None,
+        }
+    }
+
+    pub fn observation(function: &str, text: &str) -> Self {
+        Message {
+            role: "observation".into(),
+            content: Some(text.into()),
+            value: text.into(),
+            name: Some(function.into()),
+            function_call: None,
+            valid: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionCall {
+    pub name: String,
+    pub arguments: String,
+}
+
+/// The collab agent's history: assistant and user turns end with `</s>`, observations do
+/// not, other roles are skipped. Spent (`valid: false`) messages are *not* filtered out,
+/// as in the reference.
+pub fn render_messages(messages: &[Message]) -> String {
+    let mut out = String::new();
+    for m in messages {
+        match m.role.as_str() {
+            "assistant" | "user" => {
+                out.push_str(&m.role);
+                out.push_str(": ");
+                out.push_str(&m.value);
+                out.push_str("</s>");
+            }
+            "observation" => {
+                out.push_str("observation: ");
+                out.push_str(&m.value);
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// One agent step's result.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub decision: Decision,
+    /// The raw combined agent string (`<thought></s>caller: ...`).
+    pub value: String,
+    pub thought: String,
+    pub call: FunctionCall,
+    /// The planner prompt (the reference stores it as `model_input`).
+    pub planner_input: String,
+    pub tokens: usize,
+}
+
+/// Planner attempts while its output is empty (`none`).
+pub const PLANNER_ATTEMPTS: usize = 5;
+
+pub async fn agent_step(
+    models: &dyn RoleModels,
+    prompts: &RolePrompts,
+    tools: &[ToolDoc],
+    messages: &[Message],
+) -> Result<Step, String> {
+    let history = render_messages(messages);
+    let planner_input = prompts.planner_input(tools, &history);
+    let mut tokens = 0;
+    let mut planned = String::from("none");
+    for _ in 0..PLANNER_ATTEMPTS {
+        let out = models
+            .generate(RoleKind::Planner, planner_input.clone())
+            .await?;
+        tokens += out.prompt_tokens + out.generated_tokens;
+        planned = postprocess_realtime(&out.text, true);
+        if planned != "none" {
+            break;
+        }
+    }
+    let (cut, decision) = cut_planner(&planned, " Next: caller.");
+    let with_planner = format!("{history}assistant: {cut}</s>");
+    let value = match decision {
+        Decision::GiveUp => cut.clone(),
+        Decision::Conclusion => {
+            let out = models
+                .generate(
+                    RoleKind::Summarizer,
+                    prompts.summarizer_input(tools, &with_planner),
+                )
+                .await?;
+            tokens += out.prompt_tokens + out.generated_tokens;
+            format!(
+                "{cut}</s>conclusion: {}",
+                postprocess_realtime(&out.text, false)
+            )
+        }
+        Decision::Caller => {
+            let out = models
+                .generate(
+                    RoleKind::Caller,
+                    prompts.caller_input(tools, &cut, &with_planner),
+                )
+                .await?;
+            tokens += out.prompt_tokens + out.generated_tokens;
+            format!(
+                "{cut}</s>caller: {}",
+                postprocess_realtime(&out.text, false)
+            )
+        }
+    };
+    let (thought, call) = collab_parse(&value);
+    Ok(Step {
+        decision,
+        value,
+        thought,
+        call,
+        planner_input,
+        tokens,
+    })
+}
+
+/// `collab_agent_parser`: the agent string as a function call. Give-ups and conclusions
+/// become `Finish` with `json.dumps`-formatted arguments.
+pub fn collab_parse(value: &str) -> (String, FunctionCall) {
+    let thought_end = value.find("</s>").unwrap_or(value.len());
+    let thought_text = &value[..thought_end];
+    let strip_marker =
+        |t: &str, marker: &str| t.find(marker).map_or(t, |at| &t[..at]).trim().to_string();
+    if value.contains("Next: give up") {
+        let args = pyjson::dumps(&json!({"return_type": "give_up_and_restart"}));
+        return (
+            strip_marker(thought_text, "Next: give up"),
+            FunctionCall {
+                name: "Finish".into(),
+                arguments: args,
+            },
+        );
+    }
+    if value.contains("Next: conclusion") {
+        let answer = match value.rfind("conclusion: ") {
+            Some(at) if value.contains("conclusion:") => &value[at + "conclusion: ".len()..],
+            _ => value,
+        }
+        .replace("</s>", "");
+        let args = pyjson::dumps(&json!({"return_type": "give_answer", "final_answer": answer}));
+        return (
+            strip_marker(thought_text, "Next: conclusion"),
+            FunctionCall {
+                name: "Finish".into(),
+                arguments: args,
+            },
+        );
+    }
+    let after = value.split("</s>").nth(1).unwrap_or("");
+    let after = after.strip_prefix("caller: ").unwrap_or(after);
+    let (name, arguments) = parse_action(after);
+    (
+        strip_marker(thought_text, "Next: caller"),
+        FunctionCall { name, arguments },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_keeps_spent_messages_and_skips_unknown_roles() {
+        let mut retry = Message::user("try again");
+        retry.valid = Some(false);
+        let msgs = vec![
+            Message::user("q"),
+            Message {
+                role: "system".into(),
+                ..Message::user("sys")
+            },
+            Message {
+                role: "assistant".into(),
+                value: "t Next: caller.</s>caller: Action: f\nAction Input: {}".into(),
+                ..Message::user("")
+            },
+            Message::observation("f", "{\"a\": 1}"),
+            retry,
+        ];
+        assert_eq!(
+            render_messages(&msgs),
+            "user: q</s>assistant: t Next: caller.</s>caller: Action: f\nAction Input: {}</s>observation: {\"a\": 1}user: try again</s>"
+        );
+    }
+
+    #[test]
+    fn collab_parser_outcomes() {
+        let (thought, call) = collab_parse("I will search. Next: caller.</s>caller: Action: search_for_x\nAction Input: {\"q\": 1}");
+        assert_eq!(thought, "I will search.");
+        assert_eq!(
+            (call.name.as_str(), call.arguments.as_str()),
+            ("search_for_x", "{\"q\": 1}")
+        );
+        let (_, call) = collab_parse("Done. Next: conclusion.</s>conclusion: Café is open</s>");
+        assert_eq!(call.name, "Finish");
+        assert_eq!(
+            call.arguments,
+            r#"{"return_type": "give_answer", "final_answer": "Caf\u00e9 is open"}"#
+        );
+        let (thought, call) = collab_parse("No luck. Next: give up.");
+        assert_eq!(thought, "No luck.");
+        assert_eq!(call.arguments, r#"{"return_type": "give_up_and_restart"}"#);
+        let (_, call) = collab_parse("rambling with no call Next: caller.</s>caller: I don't know");
+        assert_eq!(
+            (call.name.as_str(), call.arguments.as_str()),
+            ("none", "{}")
+        );
+    }
+}

@@ -1,0 +1,7 @@
+//! Tool backends: where an agent's API calls go.
+
+pub mod http;
+pub mod local;
+pub mod rapidapi;
+pub mod router;
+pub mod simulator;

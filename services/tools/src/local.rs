@@ -1,0 +1,260 @@
+//! Local tools that need no network, so the embedded demo does something true end to end:
+//! arithmetic, text statistics and calendar arithmetic. They are described as ToolBench
+//! APIs (category `Local`, tool `umi local`) and called like any other.
+
+use serde_json::{json, Value};
+use umi_core::agent::BoxFuture;
+use umi_core::env::{ApiCall, ApiReply, BackendFailure, ToolBackend};
+use umi_core::tool::{ApiParam, ApiSpec};
+
+pub const TOOL_NAME: &str = "umi local";
+
+fn param(name: &str, kind: &str, description: &str) -> ApiParam {
+    ApiParam {
+        name: name.into(),
+        kind: kind.into(),
+        description: Some(description.into()),
+        default: None,
+    }
+}
+
+fn api(name: &str, description: &str, required: Vec<ApiParam>) -> ApiSpec {
+    ApiSpec {
+        category_name: "Local".into(),
+        tool_name: TOOL_NAME.into(),
+        api_name: name.into(),
+        api_description: Some(description.into()),
+        required_parameters: required,
+        optional_parameters: vec![],
+        method: Some("GET".into()),
+    }
+}
+
+/// The APIs this backend serves, as they appear in a query's `api_list`.
+pub fn apis() -> Vec<ApiSpec> {
+    vec![
+        api(
+            "calculator",
+            "Evaluates an arithmetic expression with + - * / ^ and parentheses, e.g. (3 + 4) * 2.",
+            vec![param(
+                "expression",
+                "STRING",
+                "The arithmetic expression to evaluate.",
+            )],
+        ),
+        api(
+            "text_stats",
+            "Counts the characters, words and sentences of a text.",
+            vec![param("text", "STRING", "The text to measure.")],
+        ),
+        api(
+            "days_between",
+            "Number of days from one calendar date to another (YYYY-MM-DD).",
+            vec![
+                param("start", "STRING", "First date, YYYY-MM-DD."),
+                param("end", "STRING", "Second date, YYYY-MM-DD."),
+            ],
+        ),
+    ]
+}
+
+pub struct LocalTools;
+
+impl LocalTools {
+    pub fn answer(api_name: &str, input: &str) -> ApiReply {
+        let args = match umi_core::parse::lenient_json_object(input) {
+            Ok(v) => v,
+            Err(e) => {
+                return ApiReply {
+                    error: format!("Tool input parse error...\n{e}"),
+                    response: String::new(),
+                }
+            }
+        };
+        let text = |k: &str| args.get(k).and_then(Value::as_str).map(str::to_string);
+        let result = match api_name {
+            "calculator" => text("expression")
+                .ok_or("missing \"expression\"".to_string())
+                .and_then(|e| evaluate(&e))
+                .map(|v| json!({"result": v})),
+            "text_stats" => text("text").ok_or("missing \"text\"".to_string()).map(|t| {
+                json!({
+                    "characters": t.chars().count(),
+                    "words": t.split_whitespace().count(),
+                    "sentences": t.split(['.', '!', '?']).filter(|s| !s.trim().is_empty()).count(),
+                })
+            }),
+            "days_between" => match (text("start"), text("end")) {
+                (Some(a), Some(b)) => {
+                    days(&a).and_then(|x| days(&b).map(|y| json!({"days": y - x})))
+                }
+                _ => Err("need \"start\" and \"end\"".to_string()),
+            },
+            other => Err(format!("unknown local API {other:?}")),
+        };
+        match result {
+            Ok(v) => ApiReply {
+                error: String::new(),
+                response: v.to_string(),
+            },
+            Err(e) => ApiReply {
+                error: format!("Function executing error...\n{e}"),
+                response: String::new(),
+            },
+        }
+    }
+}
+
+impl ToolBackend for LocalTools {
+    fn call<'a>(&'a self, call: &'a ApiCall) -> BoxFuture<'a, Result<ApiReply, BackendFailure>> {
+        Box::pin(async move { Ok(LocalTools::answer(&call.api_name, &call.tool_input)) })
+    }
+}
+
+/// Days since 1970-01-01 of a `YYYY-MM-DD` date (proleptic Gregorian).
+fn days(date: &str) -> Result<i64, String> {
+    let parts: Vec<i64> = date
+        .trim()
+        .split('-')
+        .map(|p| p.parse::<i64>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("bad date {date:?}"))?;
+    let [y, m, d] = parts[..] else {
+        return Err(format!("bad date {date:?}"));
+    };
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return Err(format!("bad date {date:?}"));
+    }
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Ok(era * 146_097 + doe - 719_468)
+}
+
+/// Recursive-descent evaluation of + - * / ^ ( ) over f64.
+pub fn evaluate(expr: &str) -> Result<f64, String> {
+    struct P<'a> {
+        s: &'a [u8],
+        i: usize,
+    }
+    impl P<'_> {
+        fn ws(&mut self) {
+            while self.s.get(self.i).is_some_and(|c| c.is_ascii_whitespace()) {
+                self.i += 1;
+            }
+        }
+        fn peek(&mut self) -> Option<u8> {
+            self.ws();
+            self.s.get(self.i).copied()
+        }
+        fn expr(&mut self) -> Result<f64, String> {
+            let mut v = self.term()?;
+            while let Some(op @ (b'+' | b'-')) = self.peek() {
+                self.i += 1;
+                let r = self.term()?;
+                v = if op == b'+' { v + r } else { v - r };
+            }
+            Ok(v)
+        }
+        fn term(&mut self) -> Result<f64, String> {
+            let mut v = self.power()?;
+            while let Some(op @ (b'*' | b'/')) = self.peek() {
+                self.i += 1;
+                let r = self.power()?;
+                if op == b'/' && r == 0.0 {
+                    return Err("division by zero".into());
+                }
+                v = if op == b'*' { v * r } else { v / r };
+            }
+            Ok(v)
+        }
+        fn power(&mut self) -> Result<f64, String> {
+            let base = self.unary()?;
+            if self.peek() == Some(b'^') {
+                self.i += 1;
+                return Ok(base.powf(self.power()?));
+            }
+            Ok(base)
+        }
+        fn unary(&mut self) -> Result<f64, String> {
+            match self.peek() {
+                Some(b'-') => {
+                    self.i += 1;
+                    Ok(-self.unary()?)
+                }
+                Some(b'(') => {
+                    self.i += 1;
+                    let v = self.expr()?;
+                    if self.peek() != Some(b')') {
+                        return Err("missing )".into());
+                    }
+                    self.i += 1;
+                    Ok(v)
+                }
+                _ => {
+                    let start = self.i;
+                    while self
+                        .s
+                        .get(self.i)
+                        .is_some_and(|c| c.is_ascii_digit() || *c == b'.')
+                    {
+                        self.i += 1;
+                    }
+                    std::str::from_utf8(&self.s[start..self.i])
+                        .ok()
+                        .and_then(|t| t.parse().ok())
+                        .ok_or_else(|| format!("expected a number at position {start}"))
+                }
+            }
+        }
+    }
+    let mut p = P {
+        s: expr.as_bytes(),
+        i: 0,
+    };
+    let v = p.expr()?;
+    if p.peek().is_some() {
+        return Err(format!("unexpected text at position {}", p.i));
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calculator() {
+        assert_eq!(evaluate("(3 + 4) * 2").unwrap(), 14.0);
+        assert_eq!(evaluate("2 ^ 3 ^ 2").unwrap(), 512.0);
+        assert_eq!(evaluate("-1.5 + 10 / 4").unwrap(), 1.0);
+        assert!(evaluate("1 / 0").is_err());
+        assert!(evaluate("2 +").is_err());
+    }
+
+    #[test]
+    fn tools_answer_and_reject_bad_input() {
+        assert_eq!(
+            LocalTools::answer("calculator", r#"{"expression": "6*7"}"#).response,
+            r#"{"result":42.0}"#
+        );
+        assert_eq!(
+            LocalTools::answer(
+                "days_between",
+                r#"{"start": "2024-02-28", "end": "2024-03-01"}"#
+            )
+            .response,
+            r#"{"days":2}"#
+        );
+        assert_eq!(
+            LocalTools::answer("text_stats", r#"{"text": "Hi there. Bye!"}"#).response,
+            r#"{"characters":14,"words":3,"sentences":2}"#
+        );
+        assert!(LocalTools::answer("calculator", "nonsense")
+            .error
+            .starts_with("Tool input parse error"));
+    }
+}

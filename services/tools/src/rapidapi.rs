@@ -1,0 +1,88 @@
+//! A client of ToolBench's RapidAPI service (`POST /rapidapi`), as the reference calls it:
+//! the request body and `toolbench_key` header, a pause between calls (the service allows
+//! 30 per minute), a 30 s timeout; failures become observations, not errors.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+use umi_core::agent::BoxFuture;
+use umi_core::env::{ApiCall, ApiReply, BackendFailure, ToolBackend};
+
+use crate::http::{post_json, HttpError};
+
+pub struct RapidApi {
+    pub url: String,
+    pub key: String,
+    pub timeout: Duration,
+    /// Minimum time between two calls.
+    pub pacing: Duration,
+    last_call: Mutex<Option<Instant>>,
+}
+
+impl RapidApi {
+    pub fn new(url: String, key: String) -> Self {
+        RapidApi {
+            url,
+            key,
+            timeout: Duration::from_secs(30),
+            pacing: Duration::from_secs(2),
+            last_call: Mutex::new(None),
+        }
+    }
+
+    async fn pace(&self) {
+        let mut last = self.last_call.lock().await;
+        if let Some(at) = *last {
+            tokio::time::sleep_until(at + self.pacing).await;
+        }
+        *last = Some(Instant::now());
+    }
+
+    async fn request(&self, call: &ApiCall) -> Result<ApiReply, BackendFailure> {
+        self.pace().await;
+        let body = json!({
+            "category": call.category,
+            "tool_name": call.tool_name,
+            "api_name": call.api_name,
+            "tool_input": call.tool_input,
+            "strip": "truncate",
+            "toolbench_key": self.key,
+        });
+        let response = post_json(
+            &self.url,
+            &[("toolbench_key", &self.key)],
+            body.to_string().as_bytes(),
+            self.timeout,
+        )
+        .await
+        .map_err(|e| match e {
+            HttpError::Timeout => BackendFailure("request time out".into()),
+            other => BackendFailure(format!("request time out ({other})")),
+        })?;
+        if response.status != 200 {
+            return Err(BackendFailure(format!(
+                "request invalid, data error. status_code={}",
+                response.status
+            )));
+        }
+        let value: serde_json::Value = serde_json::from_slice(&response.body)
+            .map_err(|_| BackendFailure("request invalid, data error".into()))?;
+        let text = |k: &str| match value.get(k) {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Null) | None => String::new(),
+            Some(other) => other.to_string(),
+        };
+        Ok(ApiReply {
+            error: text("error"),
+            response: text("response"),
+        })
+    }
+}
+
+impl ToolBackend for RapidApi {
+    fn call<'a>(&'a self, call: &'a ApiCall) -> BoxFuture<'a, Result<ApiReply, BackendFailure>> {
+        Box::pin(self.request(call))
+    }
+}
