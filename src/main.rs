@@ -15,6 +15,8 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Solve a ToolBench query file with α-UMi roles and DFSDT (the main job).
+    Run(cli::run::RunArgs),
     /// Generate text from a prompt with one model.
     Generate(cli::generate::GenerateArgs),
     /// Benchmarks.
@@ -37,6 +39,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         match args.command {
+            Command::Run(a) => cli::run::run(a).await,
             Command::Generate(a) => cli::generate::run(a).await,
             Command::Bench(b) => cli::bench::run(b).await,
             Command::Model(m) => cli::model::run(m),

@@ -74,6 +74,8 @@ async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
             temperature: 0.6,
             top_p: Some(0.9),
             max_input_tokens: 3750,
+            max_new_tokens: 512,
+            min_new_tokens: 0,
         })?),
     };
     let start = Instant::now();

@@ -6,3 +6,4 @@ pub mod model_args;
 pub mod output;
 pub mod progress;
 pub mod roles;
+pub mod run;

@@ -29,8 +29,8 @@ pub struct RoleArgs {
     #[arg(long)]
     pub max_input_tokens: Option<usize>,
     /// New tokens per call (the reference: 512).
-    #[arg(long, default_value_t = 512)]
-    pub max_new_tokens: usize,
+    #[arg(long)]
+    pub max_new_tokens: Option<usize>,
     /// Sampling temperature (0 = greedy). Default: the reference's for the mode.
     #[arg(long)]
     pub temperature: Option<f64>,
@@ -55,6 +55,9 @@ pub struct Defaults {
     pub temperature: f64,
     pub top_p: Option<f64>,
     pub max_input_tokens: usize,
+    pub max_new_tokens: usize,
+    /// 1 reproduces the real-time pipeline's `force_generate` (EOS at step 0 ignored).
+    pub min_new_tokens: usize,
 }
 
 impl RoleArgs {
@@ -78,7 +81,8 @@ impl RoleArgs {
         let caller = engine_for(self.caller_model.as_ref()).context("caller model")?;
         let summarizer = engine_for(self.summarizer_model.as_ref()).context("summarizer model")?;
         let request = GenerateRequest {
-            max_new_tokens: self.max_new_tokens,
+            max_new_tokens: self.max_new_tokens.unwrap_or(defaults.max_new_tokens),
+            min_new_tokens: defaults.min_new_tokens,
             sampling: SamplingParams {
                 temperature: self.temperature.unwrap_or(defaults.temperature),
                 top_p: self.top_p.or(defaults.top_p),
@@ -105,6 +109,7 @@ impl RoleEngines {
         prompt: &str,
         seed_offset: u64,
     ) -> anyhow::Result<GenerateOutput> {
+        let started = std::time::Instant::now();
         let mut ids = engine.tokenizer().encode(prompt)?;
         if ids.len() > self.max_input_tokens {
             ids.drain(..ids.len() - self.max_input_tokens);
@@ -112,6 +117,14 @@ impl RoleEngines {
         let mut request = self.request.clone();
         request.prompt = Prompt::Tokens(ids);
         request.sampling.seed = request.sampling.seed.wrapping_add(seed_offset);
-        Ok(engine.generate(request).await?)
+        let out = engine.generate(request).await?;
+        tracing::debug!(
+            prompt_tokens = out.prompt_tokens,
+            cached_tokens = out.cached_tokens,
+            generated_tokens = out.generated_tokens(),
+            latency_ms = started.elapsed().as_millis() as u64,
+            "role call"
+        );
+        Ok(out)
     }
 }

@@ -90,6 +90,10 @@ pub struct GenerateRequest {
     /// Keep generating past EOS (benchmarks want a fixed length).
     #[serde(default)]
     pub ignore_eos: bool,
+    /// Stop tokens sampled before this many tokens are kept and generation goes on
+    /// (ToolBench's `force_generate` is 1: an EOS at the first step does not stop).
+    #[serde(default)]
+    pub min_new_tokens: usize,
 }
 
 impl GenerateRequest {
@@ -101,6 +105,7 @@ impl GenerateRequest {
             stop_strings: vec![],
             stop_token_ids: vec![],
             ignore_eos: false,
+            min_new_tokens: 0,
         }
     }
 }
@@ -205,7 +210,7 @@ pub fn generate(
             break FinishReason::Length;
         }
         let next = sampler.sample(&logits)?;
-        if stop_ids.contains(&next) {
+        if stop_ids.contains(&next) && generated.len() >= request.min_new_tokens {
             break FinishReason::StopToken;
         }
         generated.push(next);
