@@ -364,6 +364,237 @@ fn python_indent2(value: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agent::{Generated, RoleKind};
+    use crate::env::{ApiCall, ApiReply, BackendFailure, ToolBackend};
+    use crate::tool::{ApiParam, ApiSpec};
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    /// Test double for the role models: replays scripted outputs per role and records
+    /// every prompt it was given.
+    struct ScriptedRoles {
+        outputs: Mutex<Vec<(RoleKind, VecDeque<&'static str>)>>,
+        prompts: Mutex<Vec<(RoleKind, String)>>,
+    }
+
+    impl ScriptedRoles {
+        fn new(
+            planner: &[&'static str],
+            caller: &[&'static str],
+            summarizer: &[&'static str],
+        ) -> Self {
+            ScriptedRoles {
+                outputs: Mutex::new(vec![
+                    (RoleKind::Planner, planner.iter().copied().collect()),
+                    (RoleKind::Caller, caller.iter().copied().collect()),
+                    (RoleKind::Summarizer, summarizer.iter().copied().collect()),
+                ]),
+                prompts: Mutex::new(vec![]),
+            }
+        }
+
+        fn planner_prompts(&self) -> Vec<String> {
+            let prompts = self.prompts.lock().unwrap();
+            prompts
+                .iter()
+                .filter(|(r, _)| *r == RoleKind::Planner)
+                .map(|(_, p)| p.clone())
+                .collect()
+        }
+    }
+
+    impl RoleModels for ScriptedRoles {
+        fn generate<'a>(
+            &'a self,
+            role: RoleKind,
+            prompt: String,
+        ) -> BoxFuture<'a, Result<Generated, String>> {
+            self.prompts.lock().unwrap().push((role, prompt));
+            let mut outputs = self.outputs.lock().unwrap();
+            let text = outputs
+                .iter_mut()
+                .find(|(r, _)| *r == role)
+                .and_then(|(_, q)| q.pop_front());
+            let result = text
+                .map(|t| Generated {
+                    text: t.to_string(),
+                    ..Generated::default()
+                })
+                .ok_or_else(|| "script exhausted".to_string());
+            Box::pin(async move { result })
+        }
+    }
+
+    /// Test double for a tool backend: answers every call with a fixed text.
+    struct FixedReply;
+
+    impl ToolBackend for FixedReply {
+        fn call<'a>(
+            &'a self,
+            _call: &'a ApiCall,
+        ) -> BoxFuture<'a, Result<ApiReply, BackendFailure>> {
+            Box::pin(async {
+                Ok(ApiReply {
+                    error: String::new(),
+                    response: "{'temp': 21}".into(),
+                })
+            })
+        }
+    }
+
+    fn weather() -> Vec<ApiSpec> {
+        vec![ApiSpec {
+            category_name: "Weather".into(),
+            tool_name: "Weather API".into(),
+            api_name: "Current".into(),
+            api_description: Some("Current weather".into()),
+            required_parameters: vec![ApiParam {
+                name: "city".into(),
+                kind: "STRING".into(),
+                description: None,
+                default: None,
+            }],
+            optional_parameters: vec![],
+            method: None,
+        }]
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        let mut f = std::pin::pin!(f);
+        let waker = std::task::Waker::noop();
+        match f.as_mut().poll(&mut std::task::Context::from_waker(waker)) {
+            std::task::Poll::Ready(v) => v,
+            std::task::Poll::Pending => panic!("the test doubles never wait"),
+        }
+    }
+
+    const CALL: &str = "Action: current_for_weather_api\nAction Input: {\"city\": \"Paris\"}";
+
+    fn search(roles: &ScriptedRoles, width: usize) -> Search {
+        let env = ToolEnv::new(weather(), &FixedReply);
+        let mut search = Search::new(
+            "Weather in Paris?",
+            SearchConfig {
+                tree_beam_size: width,
+                ..SearchConfig::default()
+            },
+        );
+        block_on(search.run(roles, &RolePrompts::toolbench(), &env));
+        search
+    }
+
+    #[test]
+    fn call_then_conclusion_answers_in_two_steps() {
+        let roles = ScriptedRoles::new(
+            &[
+                "I need the weather. Next: caller.",
+                "I know. Next: conclusion.",
+            ],
+            &[CALL],
+            &["21 degrees in Paris."],
+        );
+        let s = search(&roles, 2);
+        assert_eq!(s.outcome(), Outcome::Answered);
+        assert_eq!(s.query_count, 2);
+        // root, then Thought/Action/Action Input twice.
+        assert_eq!(s.nodes.len(), 7);
+        let terminal = &s.nodes[s.terminal[0]];
+        assert_eq!(terminal.depth, 6);
+        assert_eq!(terminal.observation_code, Some(3));
+        assert_eq!(
+            terminal.description,
+            r#"{"return_type": "give_answer", "final_answer": "21 degrees in Paris."}"#
+        );
+        assert_eq!(s.nodes[3].observation.as_deref(), Some(r#""{'temp': 21}""#));
+        // The second planner prompt shows the first step exactly as the model was trained on.
+        let second = &roles.planner_prompts()[1];
+        assert!(second.contains(&format!(
+            "user: Weather in Paris?</s>assistant: I need the weather. Next: caller.</s>caller: {}</s>observation: \"{{'temp': 21}}\"\nYou are the assistant",
+            CALL.replace("\\n", "\n")
+        )), "{second}");
+    }
+
+    #[test]
+    fn a_give_up_backtracks_and_the_retry_sees_the_diversity_prompt() {
+        let roles = ScriptedRoles::new(
+            &[
+                "Try it. Next: caller.",
+                "Hopeless. Next: give up.",
+                "Other idea. Next: conclusion.",
+            ],
+            &[CALL],
+            &["It is 21 degrees."],
+        );
+        let s = search(&roles, 2);
+        assert_eq!(s.outcome(), Outcome::Answered);
+        assert_eq!(s.give_up.len(), 1);
+        let prompts = roles.planner_prompts();
+        assert_eq!(prompts.len(), 3);
+        assert!(!prompts[1].contains("This is not the first time"));
+        let retry = &prompts[2];
+        assert!(
+            retry.contains("user: This is not the first time you try this task"),
+            "{retry}"
+        );
+        assert!(
+            retry.contains("\"name\": \"current_for_weather_api\""),
+            "{retry}"
+        );
+        assert!(
+            retry.contains("\"mento-carlo-action-value\": 0.0"),
+            "{retry}"
+        );
+        // The spent diversity message is kept but marked invalid on the root.
+        assert_eq!(s.nodes[0].messages.last().unwrap().valid, Some(false));
+    }
+
+    #[test]
+    fn hallucinated_functions_are_renamed_and_chains_end_at_max_depth() {
+        let roles = ScriptedRoles::new(
+            &["a Next: caller."; 30],
+            &["Action: no_such_api\nAction Input: {}"; 30],
+            &[],
+        );
+        let s = search(&roles, 1);
+        // Width 1: one chain of 4 steps (depth 12), then nothing else to try.
+        assert_eq!(s.query_count, 4);
+        assert_eq!(s.outcome(), Outcome::Exhausted);
+        let first_input = &s.nodes[3];
+        assert_eq!(first_input.observation_code, Some(1));
+        let call = first_input
+            .messages
+            .iter()
+            .rev()
+            .find(|m| m.role == "assistant")
+            .unwrap();
+        assert_eq!(
+            call.function_call.as_ref().unwrap().name,
+            "invalid_hallucination_function_name"
+        );
+    }
+
+    #[test]
+    fn the_step_budget_aborts_the_search() {
+        let roles = ScriptedRoles::new(&["a Next: caller."; 30], &[CALL; 30], &[]);
+        let env = ToolEnv::new(weather(), &FixedReply);
+        let mut s = Search::new(
+            "q",
+            SearchConfig {
+                max_query_count: 3,
+                ..SearchConfig::default()
+            },
+        );
+        block_on(s.run(&roles, &RolePrompts::toolbench(), &env));
+        assert_eq!(s.query_count, 3);
+        assert_eq!(s.outcome(), Outcome::Exhausted);
+    }
+
+    #[test]
+    fn a_failing_role_is_recorded_not_a_panic() {
+        let roles = ScriptedRoles::new(&[], &[], &[]);
+        let s = search(&roles, 2);
+        assert_eq!(s.failure.as_deref(), Some("script exhausted"));
+    }
 
     #[test]
     fn indent2_matches_python() {

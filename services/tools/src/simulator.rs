@@ -84,12 +84,7 @@ impl Simulator {
                 .and_then(Value::as_str)
                 .unwrap_or("");
             if function != "Finish" && !function.is_empty() {
-                // Recorded observations are the service's {"error", "response"} JSON.
-                let reply = serde_json::from_str::<ApiReply>(obs).unwrap_or(ApiReply {
-                    error: String::new(),
-                    response: obs.to_string(),
-                });
-                self.record(function, arguments, reply);
+                self.record(function, arguments, recorded_reply(obs));
                 *added += 1;
             }
         }
@@ -132,6 +127,35 @@ impl Simulator {
     }
 }
 
+/// A recorded observation is the service's `{"error", "response"}` JSON, but ToolBench
+/// stored it cut to 1024 characters plus `...`, which breaks the JSON: then the response
+/// string is recovered up to the cut.
+fn recorded_reply(obs: &str) -> ApiReply {
+    if let Ok(reply) = serde_json::from_str::<ApiReply>(obs) {
+        return reply;
+    }
+    const HEAD: &str = "{\"error\": \"\", \"response\": \"";
+    if let Some(rest) = obs.strip_prefix(HEAD) {
+        let rest = rest.strip_suffix("...").unwrap_or(rest);
+        // Drop a trailing partial escape until the prefix parses as a JSON string.
+        for cut in 0..8.min(rest.len()) {
+            let Some(prefix) = rest.get(..rest.len() - cut) else {
+                continue;
+            };
+            if let Ok(text) = serde_json::from_str::<String>(&format!("\"{prefix}\"")) {
+                return ApiReply {
+                    error: String::new(),
+                    response: text,
+                };
+            }
+        }
+    }
+    ApiReply {
+        error: String::new(),
+        response: obs.to_string(),
+    }
+}
+
 impl ToolBackend for Simulator {
     fn call<'a>(&'a self, call: &'a ApiCall) -> BoxFuture<'a, Result<ApiReply, BackendFailure>> {
         Box::pin(async move {
@@ -154,6 +178,22 @@ impl ToolBackend for Simulator {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn truncated_recordings_keep_their_response_text() {
+        let obs = r#"{"error": "", "response": "[{\"id\":\"EKVF\"},{\"name\":\"Cal\u00e9..."#;
+        assert_eq!(
+            recorded_reply(obs).response,
+            "[{\"id\":\"EKVF\"},{\"name\":\"Calé"
+        );
+        assert_eq!(
+            recorded_reply(r#"{"error": "x", "response": "y"}"#),
+            ApiReply {
+                error: "x".into(),
+                response: "y".into()
+            }
+        );
+    }
 
     #[test]
     fn answer_file_calls_replay_and_misses_say_so() {

@@ -1,0 +1,107 @@
+//! The RapidAPI client against local TCP peers: a server that never answers (the
+//! reference's timeout observation) and a stand-in service that answers in ToolBench's
+//! `{"error", "response"}` shape, checking the request it receives.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use umi_core::env::ToolEnv;
+use umi_core::tool::{ApiParam, ApiSpec};
+use umi_tools::rapidapi::RapidApi;
+
+fn api() -> Vec<ApiSpec> {
+    vec![ApiSpec {
+        category_name: "Weather".into(),
+        tool_name: "Weather API".into(),
+        api_name: "Current".into(),
+        api_description: None,
+        required_parameters: vec![ApiParam {
+            name: "city".into(),
+            kind: "STRING".into(),
+            description: None,
+            default: None,
+        }],
+        optional_parameters: vec![],
+        method: None,
+    }]
+}
+
+fn client(port: u16) -> RapidApi {
+    let mut c = RapidApi::new(format!("http://127.0.0.1:{port}/rapidapi"), "KEY".into());
+    c.timeout = Duration::from_millis(300);
+    c.pacing = Duration::ZERO;
+    c
+}
+
+#[tokio::test]
+async fn a_silent_server_times_out_into_an_observation() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            held.push(sock); // accept, never answer
+        }
+    });
+    let backend = client(port);
+    let env = ToolEnv::new(api(), &backend);
+    let (obs, status) = env
+        .step("current_for_weather_api", "{\"city\": \"Paris\"}")
+        .await;
+    assert_eq!(obs, r#"{"error": "request time out", "response": ""}"#);
+    assert_eq!(status, 12);
+}
+
+#[tokio::test]
+async fn replies_become_quoted_observations_and_the_request_has_toolbench_fields() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let mut got = Vec::new();
+        // Read headers and the body (Content-Length) before answering.
+        loop {
+            let n = sock.read(&mut buf).await.unwrap();
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got);
+            if let Some(end) = text.find("\r\n\r\n") {
+                let len: usize = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Content-Length: "))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if got.len() >= end + 4 + len {
+                    break;
+                }
+            }
+        }
+        let body = r#"{"error": "", "response": "{'temp': 21}"}"#;
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        sock.write_all(reply.as_bytes()).await.unwrap();
+        String::from_utf8_lossy(&got).into_owned()
+    });
+    let backend = client(port);
+    let env = ToolEnv::new(api(), &backend);
+    let (obs, status) = env
+        .step("current_for_weather_api", "{\"city\": \"Paris\"}")
+        .await;
+    assert_eq!((obs.as_str(), status), (r#""{'temp': 21}""#, 0));
+    let request = server.await.unwrap();
+    assert!(
+        request.starts_with("POST /rapidapi HTTP/1.1\r\n"),
+        "{request}"
+    );
+    assert!(request.contains("toolbench_key: KEY\r\n"), "{request}");
+    let body: serde_json::Value =
+        serde_json::from_str(request.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["category"], "Weather");
+    assert_eq!(body["tool_name"], "weather_api");
+    assert_eq!(body["api_name"], "Current");
+    assert_eq!(body["tool_input"], "{\"city\": \"Paris\"}");
+    assert_eq!(body["strip"], "truncate");
+}

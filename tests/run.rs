@@ -1,0 +1,173 @@
+//! `umi run` end to end on the real model: the embedded default over the shipped query
+//! set (small budgets so it fits a test), resume after a kill, and bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn umi() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_umi"));
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
+    cmd
+}
+
+fn answer_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    v.retain(|p| p.to_string_lossy().ends_with("_DFS_woFilter_w2.json"));
+    v.sort();
+    v
+}
+
+fn check_answer_file(path: &Path) {
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    for key in [
+        "win",
+        "tree",
+        "forward_args",
+        "compare_candidates",
+        "answer_generation",
+    ] {
+        assert!(v.get(key).is_some(), "{} lacks {key}", path.display());
+    }
+    let gen = &v["answer_generation"];
+    assert!(gen["query"].as_str().is_some_and(|q| !q.is_empty()));
+    assert_eq!(
+        gen["function"].as_array().unwrap().last().unwrap()["name"],
+        "Finish"
+    );
+    assert!(gen["query_count"].as_u64().unwrap() >= 1);
+    assert_eq!(v["tree"]["tree"]["node_type"], "Action Input");
+    assert_eq!(v["forward_args"]["tree_beam_size"], 2);
+}
+
+const BUDGET: [&str; 4] = ["--max-new-tokens", "24", "--max-steps", "2"];
+
+#[test]
+fn embedded_default_answers_every_shipped_query() {
+    let out = tempfile::tempdir().unwrap();
+    let status = umi()
+        .args(["run", "--out"])
+        .arg(out.path())
+        .args(BUDGET)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let files = answer_files(out.path());
+    let names: Vec<String> = files
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "1_DFS_woFilter_w2.json",
+            "2_DFS_woFilter_w2.json",
+            "9001_DFS_woFilter_w2.json",
+            "9002_DFS_woFilter_w2.json"
+        ]
+    );
+    for f in &files {
+        check_answer_file(f);
+    }
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["queries"], 4);
+    let ended = summary["solved"].as_u64().unwrap()
+        + summary["gave_up"].as_u64().unwrap()
+        + summary["failed"].as_u64().unwrap();
+    assert_eq!(ended, 4);
+    assert!(!out.path().read_dir().unwrap().any(|e| e
+        .unwrap()
+        .path()
+        .to_string_lossy()
+        .ends_with(".tmp")));
+}
+
+#[test]
+fn a_run_killed_midway_resumes_without_redoing_finished_queries() {
+    let out = tempfile::tempdir().unwrap();
+    let mut child = umi()
+        .args(["run", "--out"])
+        .arg(out.path())
+        .args(BUDGET)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while answer_files(out.path()).is_empty() {
+        assert!(Instant::now() < deadline, "no answer file within 300 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let finished: Vec<(PathBuf, std::time::SystemTime)> = answer_files(out.path())
+        .into_iter()
+        .map(|p| {
+            check_answer_file(&p); // never half-written
+            let t = std::fs::metadata(&p).unwrap().modified().unwrap();
+            (p, t)
+        })
+        .collect();
+    assert!(
+        finished.len() < 4,
+        "the run finished before it could be killed"
+    );
+
+    let output = umi()
+        .args(["run", "--out"])
+        .arg(out.path())
+        .args(BUDGET)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("{} of 4 queries already answered", finished.len())),
+        "{stderr}"
+    );
+    for (path, mtime) in &finished {
+        assert_eq!(
+            &std::fs::metadata(path).unwrap().modified().unwrap(),
+            mtime,
+            "{} was redone",
+            path.display()
+        );
+    }
+    assert_eq!(answer_files(out.path()).len(), 4);
+}
+
+#[test]
+fn malformed_query_files_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("{\"not\": \"a list\"}", "not a JSON array of queries"),
+        ("[{\"query\": \"q\", \"api_list\": []}]", "query 0 has no \"query_id\""),
+        (
+            "[{\"query\": \"q\", \"query_id\": 7, \"api_list\": [{\"category_name\": \"c\", \"tool_name\": \"T\", \"api_name\": \"a\"}]}]",
+            "query 7: API \"a\" of tool \"T\" has no documentation",
+        ),
+        (
+            "[{\"query\": \"q\", \"query_id\": 8, \"api_list\": [{\"category_name\": 3, \"tool_name\": \"T\", \"api_name\": \"a\", \"required_parameters\": []}]}]",
+            "query 8: bad api_list entry",
+        ),
+    ];
+    for (i, (text, expected)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("q{i}.json"));
+        std::fs::write(&path, text).unwrap();
+        let output = umi()
+            .args(["run", "--queries"])
+            .arg(&path)
+            .arg("--out")
+            .arg(dir.path().join("out"))
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{expected:?} not in: {stderr}");
+        assert!(stderr.contains(&path.display().to_string()), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
