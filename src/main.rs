@@ -33,11 +33,11 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     pin_thread_count();
-    telemetry::init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        let _telemetry = telemetry::init()?;
         match args.command {
             Command::Run(a) => cli::run::run(a).await,
             Command::Generate(a) => cli::generate::run(a).await,

@@ -1,11 +1,65 @@
-//! Logging setup: human-readable logs on stderr, filtered by `RUST_LOG` (default `warn`).
+//! Logging and tracing: human-readable logs on stderr, filtered by `RUST_LOG` (default
+//! `warn`), and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, every span (task, search step,
+//! role call, generation, tool call) exported over OTLP/gRPC.
 
+use anyhow::Context;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::Resource;
+use tracing_subscriber::layer::{Layer, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
-pub fn init() {
+/// Flushes exported spans when dropped (at the end of `main`).
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take() {
+            if let Err(e) = provider.shutdown() {
+                eprintln!("OTLP exporter shutdown: {e}");
+            }
+        }
+    }
+}
+
+/// Must run inside the tokio runtime (the OTLP exporter needs its reactor).
+pub fn init() -> anyhow::Result<Telemetry> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .ok()
+        .filter(|e| !e.is_empty());
+    let Some(endpoint) = endpoint else {
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .init();
+        return Ok(Telemetry { provider: None });
+    };
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint.clone())
+        .build()
+        .with_context(|| format!("OTLP exporter for {endpoint}"))?;
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(Resource::builder().with_service_name("umi").build())
+        .build();
+    let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("umi"));
+    // Spans reach the exporter at info level even when the console shows only warnings.
+    let otel_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter),
+        )
+        .with(otel.with_filter(otel_filter))
         .init();
+    Ok(Telemetry {
+        provider: Some(provider),
+    })
 }
