@@ -139,4 +139,14 @@ fn malformed_static_files_name_the_record() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("record 0") && err.contains("Name"), "{err}");
+    // A tool doc that is a string of broken JSON rather than an object.
+    let err = parse_records(
+        "[{\"tools\": [\"{\\\"Name\\\": \"], \"instruction\": \"x\", \"conversations\": []}]",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("record 0") && err.contains("tool doc"),
+        "{err}"
+    );
 }

@@ -366,7 +366,7 @@ mod tests {
     use super::*;
     use crate::agent::{Generated, RoleKind};
     use crate::env::{ApiCall, ApiReply, BackendFailure, ToolBackend};
-    use crate::tool::{ApiParam, ApiSpec};
+    use crate::testing::{block_on, weather_api};
     use std::collections::VecDeque;
     use std::sync::Mutex;
 
@@ -442,36 +442,10 @@ mod tests {
         }
     }
 
-    fn weather() -> Vec<ApiSpec> {
-        vec![ApiSpec {
-            category_name: "Weather".into(),
-            tool_name: "Weather API".into(),
-            api_name: "Current".into(),
-            api_description: Some("Current weather".into()),
-            required_parameters: vec![ApiParam {
-                name: "city".into(),
-                kind: "STRING".into(),
-                description: None,
-                default: None,
-            }],
-            optional_parameters: vec![],
-            method: None,
-        }]
-    }
-
-    fn block_on<F: std::future::Future>(f: F) -> F::Output {
-        let mut f = std::pin::pin!(f);
-        let waker = std::task::Waker::noop();
-        match f.as_mut().poll(&mut std::task::Context::from_waker(waker)) {
-            std::task::Poll::Ready(v) => v,
-            std::task::Poll::Pending => panic!("the test doubles never wait"),
-        }
-    }
-
     const CALL: &str = "Action: current_for_weather_api\nAction Input: {\"city\": \"Paris\"}";
 
     fn search(roles: &ScriptedRoles, width: usize) -> Search {
-        let env = ToolEnv::new(weather(), &FixedReply);
+        let env = ToolEnv::new(vec![weather_api()], &FixedReply);
         let mut search = Search::new(
             "Weather in Paris?",
             SearchConfig {
@@ -576,7 +550,7 @@ mod tests {
     #[test]
     fn the_step_budget_aborts_the_search() {
         let roles = ScriptedRoles::new(&["a Next: caller."; 30], &[CALL; 30], &[]);
-        let env = ToolEnv::new(weather(), &FixedReply);
+        let env = ToolEnv::new(vec![weather_api()], &FixedReply);
         let mut s = Search::new(
             "q",
             SearchConfig {

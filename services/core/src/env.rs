@@ -244,7 +244,7 @@ pub fn truncate_observation(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tool::ApiParam;
+    use crate::testing::{block_on, weather_api};
 
     struct Echo;
     impl ToolBackend for Echo {
@@ -268,36 +268,9 @@ mod tests {
         }
     }
 
-    fn api() -> ApiSpec {
-        ApiSpec {
-            category_name: "Data".into(),
-            tool_name: "Weather API".into(),
-            api_name: "Current".into(),
-            api_description: Some("Current weather".into()),
-            required_parameters: vec![ApiParam {
-                name: "city".into(),
-                kind: "STRING".into(),
-                description: None,
-                default: None,
-            }],
-            optional_parameters: vec![],
-            method: None,
-        }
-    }
-
-    fn block_on<F: std::future::Future>(f: F) -> F::Output {
-        // The futures here never wait on I/O: poll once with a no-op waker.
-        let mut f = std::pin::pin!(f);
-        let waker = std::task::Waker::noop();
-        match f.as_mut().poll(&mut std::task::Context::from_waker(waker)) {
-            std::task::Poll::Ready(v) => v,
-            std::task::Poll::Pending => panic!("future pending"),
-        }
-    }
-
     #[test]
     fn finish_and_suffix_resolution_and_statuses() {
-        let env = ToolEnv::new(vec![api()], &Echo);
+        let env = ToolEnv::new(vec![weather_api()], &Echo);
         assert_eq!(
             block_on(env.step("Finish", r#"{"return_type": "give_up_and_restart"}"#)).1,
             4
@@ -350,7 +323,7 @@ mod tests {
 
     #[test]
     fn functions_end_with_finish() {
-        let env = ToolEnv::new(vec![api()], &Echo);
+        let env = ToolEnv::new(vec![weather_api()], &Echo);
         let f = env.functions();
         assert_eq!(f[0]["name"], "current_for_weather_api");
         assert_eq!(f[0]["parameters"]["required"][0], "city");

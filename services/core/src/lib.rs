@@ -12,6 +12,8 @@ pub mod prompt;
 pub mod pyjson;
 pub mod rouge;
 pub mod static_eval;
+#[cfg(test)]
+mod testing;
 pub mod tool;
 
 pub use error::{CoreError, Result};

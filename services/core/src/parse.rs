@@ -129,14 +129,31 @@ pub struct Parsed {
     pub answer: String,
 }
 
-pub fn parse_output(text: &str) -> Parsed {
-    if text.contains("Next: give up") {
-        return Parsed {
-            plan: Plan::GiveUp,
+impl Parsed {
+    /// A give-up or a finish: no call (`none`, `{}`).
+    fn without_call(plan: Plan, answer: String) -> Self {
+        Parsed {
+            plan,
             action: "none".into(),
             action_input: "{}".into(),
+            answer,
+        }
+    }
+
+    fn call(text: &str) -> Self {
+        let (action, action_input) = parse_action(text);
+        Parsed {
+            plan: Plan::Call,
+            action,
+            action_input,
             answer: String::new(),
-        };
+        }
+    }
+}
+
+pub fn parse_output(text: &str) -> Parsed {
+    if text.contains("Next: give up") {
+        return Parsed::without_call(Plan::GiveUp, String::new());
     }
     if text.contains("Next: conclusion") {
         let answer = if text.contains("conclusion:") {
@@ -147,50 +164,22 @@ pub fn parse_output(text: &str) -> Parsed {
         } else {
             text
         };
-        return Parsed {
-            plan: Plan::Finish,
-            action: "none".into(),
-            action_input: "{}".into(),
-            answer: answer.replace("</s>", ""),
-        };
+        return Parsed::without_call(Plan::Finish, answer.replace("</s>", ""));
     }
     // Python's text.split("</s>")[1]: the part after the first </s>; with none, the
     // reference raises IndexError, which here yields an empty call.
-    let after = text.split("</s>").nth(1).unwrap_or("");
-    let (action, action_input) = parse_action(after);
-    Parsed {
-        plan: Plan::Call,
-        action,
-        action_input,
-        answer: String::new(),
-    }
+    Parsed::call(text.split("</s>").nth(1).unwrap_or(""))
 }
 
 /// `evaluate-backbone.py`'s reading of a single-model output.
 pub fn parse_backbone_output(text: &str) -> Parsed {
     if text.contains("conclusion: give up") {
-        return Parsed {
-            plan: Plan::GiveUp,
-            action: "none".into(),
-            action_input: "{}".into(),
-            answer: String::new(),
-        };
+        return Parsed::without_call(Plan::GiveUp, String::new());
     }
     if let Some(at) = text.rfind("conclusion: ") {
-        return Parsed {
-            plan: Plan::Finish,
-            action: "none".into(),
-            action_input: "{}".into(),
-            answer: text[at + "conclusion: ".len()..].to_string(),
-        };
+        return Parsed::without_call(Plan::Finish, text[at + "conclusion: ".len()..].to_string());
     }
-    let (action, action_input) = parse_action(text);
-    Parsed {
-        plan: Plan::Call,
-        action,
-        action_input,
-        answer: String::new(),
-    }
+    Parsed::call(text)
 }
 
 #[cfg(test)]
