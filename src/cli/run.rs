@@ -12,7 +12,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
 use tracing::Instrument;
-use umi_core::agent::{BoxFuture, Generated, RoleKind, RoleModels};
+use umi_core::agent::{BoxFuture, Generated, RoleKind, RoleModels, RoleRequest};
 use umi_core::answer::answer_json;
 use umi_core::dfs::{Outcome, Search, SearchConfig};
 use umi_core::env::{ToolBackend, ToolEnv};
@@ -126,16 +126,15 @@ fn read_queries(path: &Path) -> anyhow::Result<Vec<Query>> {
 /// Role calls on in-process engines, each in a `role_call` span.
 struct EngineRoles {
     engines: RoleEngines,
+    prompts: RolePrompts,
     calls: AtomicU64,
 }
 
 impl RoleModels for EngineRoles {
-    fn generate<'a>(
-        &'a self,
-        role: RoleKind,
-        prompt: String,
-    ) -> BoxFuture<'a, Result<Generated, String>> {
+    fn generate<'a>(&'a self, request: RoleRequest) -> BoxFuture<'a, Result<Generated, String>> {
         Box::pin(async move {
+            let role = request.role;
+            let prompt = request.render(&self.prompts);
             let engine = match role {
                 RoleKind::Planner => &self.engines.planner,
                 RoleKind::Caller => &self.engines.caller,
@@ -274,9 +273,9 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
     })?;
     let roles = EngineRoles {
         engines,
+        prompts: RolePrompts::toolbench(),
         calls: AtomicU64::new(0),
     };
-    let prompts = RolePrompts::toolbench();
 
     let answer_path = |q: &Query| out_dir.join(format!("{}_{}.json", q.id, method));
     let todo: Vec<&Query> = queries
@@ -299,13 +298,13 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let mut progress = Progress::new("queries", todo.len());
     let mut results = futures::stream::iter(todo.into_iter().map(|q| {
-        let (roles, prompts, backend, config, method) = (&roles, &prompts, &backend, config.clone(), method.clone());
+        let (roles, backend, config, method) = (&roles, &backend, config.clone(), method.clone());
         let path = answer_path(q);
         async move {
             let span = tracing::info_span!("task", task_id = %q.id, steps = tracing::field::Empty, outcome = tracing::field::Empty);
             let env = ToolEnv::new(q.apis.clone(), backend);
             let mut search = Search::new(&q.text, config);
-            search.run(roles, prompts, &env).instrument(span.clone()).await;
+            search.run(roles, &env).instrument(span.clone()).await;
             span.record("steps", search.query_count);
             span.record("outcome", tracing::field::debug(search.outcome()));
             let mut answer = answer_json(&search, env.functions(), &method);

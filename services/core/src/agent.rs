@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::parse::{cut_planner, parse_action, postprocess_realtime, Decision};
-use crate::prompt::RolePrompts;
+use crate::prompt::{render_turns, HistoryTurn, RolePrompts};
 use crate::pyjson;
 use crate::tool::ToolDoc;
 
@@ -41,14 +41,35 @@ pub struct Generated {
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// What a role is asked: the structured state its prompt is rendered from, so that the
+/// prompt is rendered in one place (`RoleRequest::render`) wherever the model runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoleRequest {
+    pub role: RoleKind,
+    pub tools: Vec<ToolDoc>,
+    /// The trajectory so far; for the caller and summarizer it ends with the planner turn.
+    pub history: Vec<HistoryTurn>,
+    /// The planner's (cut) output, for the caller.
+    pub thought: Option<String>,
+}
+
+impl RoleRequest {
+    pub fn render(&self, prompts: &RolePrompts) -> String {
+        let history = render_turns(&self.history);
+        match self.role {
+            RoleKind::Planner => prompts.planner_input(&self.tools, &history),
+            RoleKind::Caller => {
+                prompts.caller_input(&self.tools, self.thought.as_deref().unwrap_or(""), &history)
+            }
+            RoleKind::Summarizer => prompts.summarizer_input(&self.tools, &history),
+        }
+    }
+}
+
 /// Whatever serves the three roles: in-process engines, remote workers, an API. The
 /// search never knows which.
 pub trait RoleModels: Send + Sync {
-    fn generate<'a>(
-        &'a self,
-        role: RoleKind,
-        prompt: String,
-    ) -> BoxFuture<'a, Result<Generated, String>>;
+    fn generate<'a>(&'a self, request: RoleRequest) -> BoxFuture<'a, Result<Generated, String>>;
 }
 
 /// A chat message of the search state, in ToolBench's shape.
@@ -97,27 +118,20 @@ pub struct FunctionCall {
     pub arguments: String,
 }
 
-/// The collab agent's history: assistant and user turns end with `</s>`, observations do
-/// not, other roles are skipped. Spent (`valid: false`) messages are *not* filtered out,
-/// as in the reference.
+/// The collab agent's history turns: user, assistant and observation messages, other
+/// roles skipped. Spent (`valid: false`) messages are *not* filtered out, as in the
+/// reference.
+pub fn history_turns(messages: &[Message]) -> Vec<HistoryTurn> {
+    messages
+        .iter()
+        .filter(|m| matches!(m.role.as_str(), "assistant" | "user" | "observation"))
+        .map(|m| HistoryTurn::new(&m.role, &m.value))
+        .collect()
+}
+
+/// The rendered history (`{history}`) of a message list.
 pub fn render_messages(messages: &[Message]) -> String {
-    let mut out = String::new();
-    for m in messages {
-        match m.role.as_str() {
-            "assistant" | "user" => {
-                out.push_str(&m.role);
-                out.push_str(": ");
-                out.push_str(&m.value);
-                out.push_str("</s>");
-            }
-            "observation" => {
-                out.push_str("observation: ");
-                out.push_str(&m.value);
-            }
-            _ => {}
-        }
-    }
-    out
+    render_turns(&history_turns(messages))
 }
 
 /// One agent step's result.
@@ -128,8 +142,6 @@ pub struct Step {
     pub value: String,
     pub thought: String,
     pub call: FunctionCall,
-    /// The planner prompt (the reference stores it as `model_input`).
-    pub planner_input: String,
     pub tokens: usize,
 }
 
@@ -138,17 +150,22 @@ pub const PLANNER_ATTEMPTS: usize = 5;
 
 pub async fn agent_step(
     models: &dyn RoleModels,
-    prompts: &RolePrompts,
     tools: &[ToolDoc],
     messages: &[Message],
 ) -> Result<Step, String> {
-    let history = render_messages(messages);
-    let planner_input = prompts.planner_input(tools, &history);
+    let history = history_turns(messages);
+    let request =
+        |role: RoleKind, history: Vec<HistoryTurn>, thought: Option<String>| RoleRequest {
+            role,
+            tools: tools.to_vec(),
+            history,
+            thought,
+        };
     let mut tokens = 0;
     let mut planned = String::from("none");
     for _ in 0..PLANNER_ATTEMPTS {
         let out = models
-            .generate(RoleKind::Planner, planner_input.clone())
+            .generate(request(RoleKind::Planner, history.clone(), None))
             .await?;
         tokens += out.prompt_tokens + out.generated_tokens;
         planned = postprocess_realtime(&out.text, true);
@@ -157,15 +174,13 @@ pub async fn agent_step(
         }
     }
     let (cut, decision) = cut_planner(&planned, " Next: caller.");
-    let with_planner = format!("{history}assistant: {cut}</s>");
+    let mut with_planner = history;
+    with_planner.push(HistoryTurn::new("assistant", &cut));
     let value = match decision {
         Decision::GiveUp => cut.clone(),
         Decision::Conclusion => {
             let out = models
-                .generate(
-                    RoleKind::Summarizer,
-                    prompts.summarizer_input(tools, &with_planner),
-                )
+                .generate(request(RoleKind::Summarizer, with_planner, None))
                 .await?;
             tokens += out.prompt_tokens + out.generated_tokens;
             format!(
@@ -175,10 +190,7 @@ pub async fn agent_step(
         }
         Decision::Caller => {
             let out = models
-                .generate(
-                    RoleKind::Caller,
-                    prompts.caller_input(tools, &cut, &with_planner),
-                )
+                .generate(request(RoleKind::Caller, with_planner, Some(cut.clone())))
                 .await?;
             tokens += out.prompt_tokens + out.generated_tokens;
             format!(
@@ -193,7 +205,6 @@ pub async fn agent_step(
         value,
         thought,
         call,
-        planner_input,
         tokens,
     })
 }

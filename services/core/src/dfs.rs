@@ -11,7 +11,6 @@ use tracing::Instrument;
 use crate::agent::{agent_step, BoxFuture, FunctionCall, Message, RoleModels};
 use crate::env::ToolEnv;
 use crate::parse::Decision;
-use crate::prompt::RolePrompts;
 use crate::pyjson;
 
 pub const DIVERSITY_PROMPT: &str = "This is not the first time you try this task, all previous trails failed.\nBefore you generate my thought for this state, I will first show you your previous actions for this state, and then you must generate actions that is different from all of them. Here are some previous actions candidates:\n{previous_candidate}\nRemember you are now in the intermediate state of a trail, you will first analyze the now state and previous action candidates, then make actions that is different from all the previous.";
@@ -141,15 +140,14 @@ impl Search {
     }
 
     /// Runs the search from the root.
-    pub async fn run(&mut self, models: &dyn RoleModels, prompts: &RolePrompts, env: &ToolEnv<'_>) {
-        let _ = self.dfs(0, models, prompts, env).await;
+    pub async fn run(&mut self, models: &dyn RoleModels, env: &ToolEnv<'_>) {
+        let _ = self.dfs(0, models, env).await;
     }
 
     fn dfs<'a>(
         &'a mut self,
         id: usize,
         models: &'a dyn RoleModels,
-        prompts: &'a RolePrompts,
         env: &'a ToolEnv<'a>,
     ) -> BoxFuture<'a, Control> {
         Box::pin(async move {
@@ -181,7 +179,7 @@ impl Search {
                     decision = tracing::field::Empty,
                     function = tracing::field::Empty,
                 );
-                let step = agent_step(models, prompts, env.docs(), &messages)
+                let step = agent_step(models, env.docs(), &messages)
                     .instrument(step_span.clone())
                     .await;
                 self.query_count += 1;
@@ -247,7 +245,7 @@ impl Search {
                     }
                 }
                 debug_assert!(step.decision != Decision::GiveUp || status == 4 || status == 2);
-                match self.dfs(input, models, prompts, env).await {
+                match self.dfs(input, models, env).await {
                     Control::Abort => return Control::Abort,
                     Control::Answered => return Control::Answered,
                     _ if self.terminal.len() >= self.config.answer => return Control::Answered,
@@ -364,8 +362,9 @@ fn python_indent2(value: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::{Generated, RoleKind};
+    use crate::agent::{Generated, RoleKind, RoleRequest};
     use crate::env::{ApiCall, ApiReply, BackendFailure, ToolBackend};
+    use crate::prompt::RolePrompts;
     use crate::testing::{block_on, weather_api};
     use std::collections::VecDeque;
     use std::sync::Mutex;
@@ -406,10 +405,13 @@ mod tests {
     impl RoleModels for ScriptedRoles {
         fn generate<'a>(
             &'a self,
-            role: RoleKind,
-            prompt: String,
+            request: RoleRequest,
         ) -> BoxFuture<'a, Result<Generated, String>> {
-            self.prompts.lock().unwrap().push((role, prompt));
+            let role = request.role;
+            self.prompts
+                .lock()
+                .unwrap()
+                .push((role, request.render(&RolePrompts::toolbench())));
             let mut outputs = self.outputs.lock().unwrap();
             let text = outputs
                 .iter_mut()
@@ -453,7 +455,7 @@ mod tests {
                 ..SearchConfig::default()
             },
         );
-        block_on(search.run(roles, &RolePrompts::toolbench(), &env));
+        block_on(search.run(roles, &env));
         search
     }
 
@@ -558,7 +560,7 @@ mod tests {
                 ..SearchConfig::default()
             },
         );
-        block_on(s.run(&roles, &RolePrompts::toolbench(), &env));
+        block_on(s.run(&roles, &env));
         assert_eq!(s.query_count, 3);
         assert_eq!(s.outcome(), Outcome::Exhausted);
     }

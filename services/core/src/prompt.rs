@@ -110,19 +110,46 @@ impl Turn {
     }
 }
 
-/// Renders turns as `role: value</s>`, except observations, which carry no `</s>` (the
+/// A turn as it is rendered: its label and text. Labels are the five roles, plus
+/// `planner` (the static pipeline labels the planner turn so).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryTurn {
+    pub label: String,
+    pub value: String,
+}
+
+impl HistoryTurn {
+    pub fn new(label: &str, value: &str) -> Self {
+        HistoryTurn {
+            label: label.to_string(),
+            value: value.to_string(),
+        }
+    }
+}
+
+impl From<&Turn> for HistoryTurn {
+    fn from(t: &Turn) -> Self {
+        HistoryTurn::new(t.from.label(), &t.value)
+    }
+}
+
+/// Renders turns as `label: value</s>`, except observations, which carry no `</s>` (the
 /// next turn's label follows the observation text directly).
-pub fn render_history(turns: &[Turn]) -> String {
+pub fn render_turns(turns: &[HistoryTurn]) -> String {
     let mut out = String::new();
     for turn in turns {
-        out.push_str(turn.from.label());
+        out.push_str(&turn.label);
         out.push_str(": ");
         out.push_str(&turn.value);
-        if turn.from != Role::Observation {
+        if turn.label != Role::Observation.label() {
             out.push_str("</s>");
         }
     }
     out
+}
+
+pub fn render_history(turns: &[Turn]) -> String {
+    render_turns(&turns.iter().map(HistoryTurn::from).collect::<Vec<_>>())
 }
 
 /// The three α-UMi role templates in use (by default the `toolbench_*` ones).
