@@ -17,6 +17,8 @@ struct Args {
 enum Command {
     /// Solve a ToolBench query file with α-UMi roles and DFSDT (the main job).
     Run(cli::run::RunArgs),
+    /// Serve one α-UMi role over gRPC.
+    Worker(cli::worker::WorkerArgs),
     /// Generate text from a prompt with one model.
     Generate(cli::generate::GenerateArgs),
     /// Benchmarks.
@@ -41,6 +43,7 @@ fn main() -> anyhow::Result<()> {
         match args.command {
             Command::Run(a) => cli::run::run(a).await,
             Command::Generate(a) => cli::generate::run(a).await,
+            Command::Worker(a) => cli::worker::run(a).await,
             Command::Bench(b) => cli::bench::run(b).await,
             Command::Model(m) => cli::model::run(m),
             Command::Eval(e) => cli::eval::run(e).await,

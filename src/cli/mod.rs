@@ -7,3 +7,4 @@ pub mod output;
 pub mod progress;
 pub mod roles;
 pub mod run;
+pub mod worker;

@@ -80,6 +80,19 @@ impl RoleArgs {
         let planner = engine_for(self.planner_model.as_ref()).context("planner model")?;
         let caller = engine_for(self.caller_model.as_ref()).context("caller model")?;
         let summarizer = engine_for(self.summarizer_model.as_ref()).context("summarizer model")?;
+        let (request, max_input_tokens) = self.request(&defaults);
+        Ok(RoleEngines {
+            planner,
+            caller,
+            summarizer,
+            max_input_tokens,
+            request,
+        })
+    }
+
+    /// The generation settings of every role call (flags over the mode's defaults), and
+    /// the prompt-token budget.
+    pub fn request(&self, defaults: &Defaults) -> (GenerateRequest, usize) {
         let request = GenerateRequest {
             max_new_tokens: self.max_new_tokens.unwrap_or(defaults.max_new_tokens),
             min_new_tokens: defaults.min_new_tokens,
@@ -91,13 +104,10 @@ impl RoleArgs {
             },
             ..GenerateRequest::new(Prompt::Tokens(vec![]))
         };
-        Ok(RoleEngines {
-            planner,
-            caller,
-            summarizer,
-            max_input_tokens: self.max_input_tokens.unwrap_or(defaults.max_input_tokens),
+        (
             request,
-        })
+            self.max_input_tokens.unwrap_or(defaults.max_input_tokens),
+        )
     }
 }
 
@@ -110,14 +120,11 @@ impl RoleEngines {
         seed_offset: u64,
     ) -> anyhow::Result<GenerateOutput> {
         let started = std::time::Instant::now();
-        let mut ids = engine.tokenizer().encode(prompt)?;
-        if ids.len() > self.max_input_tokens {
-            ids.drain(..ids.len() - self.max_input_tokens);
-        }
         let mut request = self.request.clone();
-        request.prompt = Prompt::Tokens(ids);
         request.sampling.seed = request.sampling.seed.wrapping_add(seed_offset);
-        let out = engine.generate(request).await?;
+        let out = engine
+            .generate_truncated(prompt, self.max_input_tokens, request)
+            .await?;
         tracing::debug!(
             prompt_tokens = out.prompt_tokens,
             cached_tokens = out.cached_tokens,

@@ -21,6 +21,7 @@ use umi_core::tool::ApiSpec;
 use umi_tools::rapidapi::RapidApi;
 use umi_tools::router::Router;
 use umi_tools::simulator::Simulator;
+use umi_worker::client::RemoteRoles;
 
 use super::output::write_json_atomically;
 use super::progress::Progress;
@@ -65,6 +66,14 @@ pub struct RunArgs {
     /// Default: 200 (the reference), or 12 with the bundled demo model.
     #[arg(long)]
     pub max_steps: Option<usize>,
+    /// Role workers (`umi worker`) to use instead of in-process models, e.g.
+    /// http://127.0.0.1:50051; all three or none.
+    #[arg(long)]
+    pub planner_endpoint: Option<String>,
+    #[arg(long)]
+    pub caller_endpoint: Option<String>,
+    #[arg(long)]
+    pub summarizer_endpoint: Option<String>,
     /// Queries solved at once.
     #[arg(long, default_value_t = 1)]
     pub concurrency: usize,
@@ -264,17 +273,33 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
     let backend = Router::new(fallback);
     // The real-time pipeline: temperature 0.5 sampling, no top-p, 512 new tokens, the
     // last 3576 prompt tokens, EOS ignored at the first step.
-    let engines = a.role_args.start(Defaults {
+    let defaults = Defaults {
         temperature: 0.5,
         top_p: None,
         max_input_tokens: 3576,
         max_new_tokens: if demo { DEMO_MAX_NEW_TOKENS } else { 512 },
         min_new_tokens: 1,
-    })?;
-    let roles = EngineRoles {
-        engines,
-        prompts: RolePrompts::toolbench(),
-        calls: AtomicU64::new(0),
+    };
+    let roles: Box<dyn RoleModels> = match (&a.planner_endpoint, &a.caller_endpoint, &a.summarizer_endpoint) {
+        (None, None, None) => Box::new(EngineRoles {
+            engines: a.role_args.start(defaults)?,
+            prompts: RolePrompts::toolbench(),
+            calls: AtomicU64::new(0),
+        }),
+        (Some(p), Some(c), Some(s)) => {
+            let (request, max_input_tokens) = a.role_args.request(&defaults);
+            let sampling = umi_worker::pb::Sampling {
+                temperature: request.sampling.temperature,
+                top_p: request.sampling.top_p,
+                top_k: request.sampling.top_k.map(|k| k as u32),
+                seed: request.sampling.seed,
+                max_new_tokens: request.max_new_tokens as u32,
+                min_new_tokens: request.min_new_tokens as u32,
+                max_input_tokens: max_input_tokens as u32,
+            };
+            Box::new(RemoteRoles::new(p, c, s, sampling).map_err(anyhow::Error::msg)?)
+        }
+        _ => bail!("give all three of --planner-endpoint, --caller-endpoint and --summarizer-endpoint, or none"),
     };
 
     let answer_path = |q: &Query| out_dir.join(format!("{}_{}.json", q.id, method));
@@ -298,7 +323,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let mut progress = Progress::new("queries", todo.len());
     let mut results = futures::stream::iter(todo.into_iter().map(|q| {
-        let (roles, backend, config, method) = (&roles, &backend, config.clone(), method.clone());
+        let (roles, backend, config, method) = (roles.as_ref(), &backend, config.clone(), method.clone());
         let path = answer_path(q);
         async move {
             let span = tracing::info_span!("task", task_id = %q.id, steps = tracing::field::Empty, outcome = tracing::field::Empty);

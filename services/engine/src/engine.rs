@@ -120,6 +120,22 @@ impl Engine {
         rx.await.map_err(|_| EngineError::Shutdown)?
     }
 
+    /// Generates from `prompt` tokenized with this model's tokenizer, keeping only its
+    /// last `keep_last` tokens (0 keeps all) as α-UMi's pipelines truncate from the left.
+    pub async fn generate_truncated(
+        &self,
+        prompt: &str,
+        keep_last: usize,
+        mut request: GenerateRequest,
+    ) -> Result<GenerateOutput> {
+        let mut ids = self.tokenizer.encode(prompt)?;
+        if keep_last > 0 && ids.len() > keep_last {
+            ids.drain(..ids.len() - keep_last);
+        }
+        request.prompt = crate::generate::Prompt::Tokens(ids);
+        self.generate(request).await
+    }
+
     /// Generates, streaming text as it is produced; the last event is `Done`. Dropping
     /// the receiver cancels the request.
     pub fn stream(
