@@ -237,7 +237,11 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
         )
     });
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    let demo = a.role_args.model.model.is_none();
+    // The bundled demo model runs in process: no --model and no remote workers.
+    let remote = a.planner_endpoint.is_some()
+        || a.caller_endpoint.is_some()
+        || a.summarizer_endpoint.is_some();
+    let demo = a.role_args.model.model.is_none() && !remote;
     let config = SearchConfig {
         tree_beam_size: a.width,
         max_query_count: a
