@@ -2,16 +2,14 @@
 //! workers gives the same answer as the in-process run with the same greedy model, and
 //! workers shut down cleanly on SIGTERM.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-fn umi() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_umi"));
-    cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
-    cmd
-}
+use support::umi;
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -1,15 +1,13 @@
 //! `umi run` end to end on the real model: the embedded default over the shipped query
 //! set (small budgets so it fits a test), resume after a kill, and bad input.
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-fn umi() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_umi"));
-    cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
-    cmd
-}
+use support::umi;
 
 fn answer_files(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)

@@ -33,3 +33,10 @@ pub fn chatml(user: &str) -> String {
          <|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
     )
 }
+
+/// The `umi` binary, run from the repository root.
+pub fn umi() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_umi"));
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
+    cmd
+}
