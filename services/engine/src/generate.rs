@@ -238,7 +238,7 @@ pub fn generate(
         on_text(generated.last().copied().unwrap_or(0), &tail);
     }
     Ok(GenerateOutput {
-        text: stream.text,
+        text: stream.decoded,
         token_ids: generated,
         prompt_tokens: prompt.len(),
         cached_tokens,
@@ -263,7 +263,6 @@ struct TextStream<'a> {
     decoded: String,
     /// Length of `decoded` already handed out.
     emitted: usize,
-    text: String,
 }
 
 impl<'a> TextStream<'a> {
@@ -276,7 +275,6 @@ impl<'a> TextStream<'a> {
             read_offset: 0,
             decoded: String::new(),
             emitted: 0,
-            text: String::new(),
         }
     }
 
@@ -306,7 +304,6 @@ impl<'a> TextStream<'a> {
                 .unwrap_or_default()
                 .to_string();
             self.emitted = self.decoded.len();
-            self.text = self.decoded.clone();
             return Ok((piece, true));
         }
         // Hold back any suffix that could still grow into a stop string.
@@ -323,7 +320,6 @@ impl<'a> TextStream<'a> {
             .unwrap_or_default()
             .to_string();
         self.emitted = self.emitted.max(stable);
-        self.text = self.decoded.clone();
         Ok((piece, false))
     }
 
