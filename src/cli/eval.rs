@@ -12,6 +12,7 @@ use umi_core::parse::{parse_output, Decision};
 use umi_core::prompt::RolePrompts;
 use umi_core::static_eval::{build_samples, parse_records, reference_order, score, Sample};
 
+use super::journal::Journal;
 use super::output::write_json_atomically;
 use super::progress::Progress;
 use super::roles::{Defaults, RoleArgs, RoleEngines};
@@ -78,17 +79,38 @@ async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
             min_new_tokens: 0,
         })?),
     };
+    let out = a.out.clone().unwrap_or_else(|| default_out(&a.data));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    // Every finished call is journaled, so an interrupted run resumes where it stopped.
+    // The fingerprint ties the journal to these inputs and settings.
+    let fingerprint = format!(
+        "{} limit={:?} roles={:?} {:?}",
+        a.data.display(),
+        a.limit,
+        a.roles,
+        a.role_args
+    );
+    let mut journal = Journal::open(&out.join("journal.jsonl"), &fingerprint)?;
+    if journal.len() > 0 {
+        eprintln!(
+            "resuming: {} model calls already done in {}",
+            journal.len(),
+            out.display()
+        );
+    }
+
     let start = Instant::now();
     let mut progress = Progress::new("planner", samples.len());
     for (i, s) in samples.iter_mut().enumerate() {
-        let output = role_output(
-            &engines,
-            s,
-            |e| &e.planner,
-            &s.model_input.clone(),
-            i as u64,
-        )
-        .await?;
+        let output = match journal.get("planner", i) {
+            Some(done) => done.to_string(),
+            None => {
+                let input = s.model_input.clone();
+                let output = role_output(&engines, s, |e| &e.planner, &input, i as u64).await?;
+                journal.record("planner", i, &output)?;
+                output
+            }
+        };
         s.route(&output, &prompts);
         progress.tick();
     }
@@ -104,10 +126,17 @@ async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
             (None, Some(m)) => (m.clone(), true),
             (None, None) => continue,
         };
-        let output = if conclusion {
-            role_output(&engines, s, |e| &e.summarizer, &input, i as u64).await?
-        } else {
-            role_output(&engines, s, |e| &e.caller, &input, i as u64).await?
+        let output = match journal.get("answer", i) {
+            Some(done) => done.to_string(),
+            None => {
+                let output = if conclusion {
+                    role_output(&engines, s, |e| &e.summarizer, &input, i as u64).await?
+                } else {
+                    role_output(&engines, s, |e| &e.caller, &input, i as u64).await?
+                };
+                journal.record("answer", i, &output)?;
+                output
+            }
         };
         s.finish(&output);
         progress.tick();
@@ -117,8 +146,6 @@ async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
     let samples = reference_order(samples);
     let metrics = score(&samples);
 
-    let out = a.out.clone().unwrap_or_else(|| default_out(&a.data));
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     write_json_atomically(&out.join("predictions.json"), &samples)?;
     write_json_atomically(&out.join("metrics.json"), &metrics)?;
     write_json_atomically(&out.join("hallu_cases.json"), &hallucinations(&samples))?;

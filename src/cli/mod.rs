@@ -1,6 +1,7 @@
 pub mod bench;
 pub mod eval;
 pub mod generate;
+pub mod journal;
 pub mod model;
 pub mod model_args;
 pub mod output;

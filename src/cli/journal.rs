@@ -1,0 +1,157 @@
+//! An append-only journal of finished model calls, so a long evaluation that is
+//! interrupted resumes where it stopped instead of starting over.
+//!
+//! One JSON object per line. The first line names the run (its `fingerprint`); a
+//! journal written by a different run is refused rather than silently mixed in. A
+//! torn last line (the process died mid-write) is ignored: that call is redone.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    fingerprint: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Entry {
+    stage: String,
+    step: usize,
+    output: String,
+}
+
+pub struct Journal {
+    path: PathBuf,
+    file: File,
+    done: HashMap<(String, usize), String>,
+}
+
+impl Journal {
+    /// Opens (or starts) the journal at `path` for the run named by `fingerprint`.
+    pub fn open(path: &Path, fingerprint: &str) -> anyhow::Result<Self> {
+        let mut done = HashMap::new();
+        let exists = path.exists();
+        if exists {
+            let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+            let mut lines = BufReader::new(file).lines();
+            let header = lines
+                .next()
+                .transpose()
+                .with_context(|| format!("reading {}", path.display()))?;
+            let header: Option<Header> = header.and_then(|l| serde_json::from_str(&l).ok());
+            match header {
+                Some(h) if h.fingerprint == fingerprint => {}
+                Some(_) => bail!(
+                    "{} was written by a run with other inputs or settings; \
+                     use another --out or delete it to start over",
+                    path.display()
+                ),
+                None => bail!(
+                    "{} is not an evaluation journal (bad first line); delete it to start over",
+                    path.display()
+                ),
+            }
+            for line in lines {
+                let line = line.with_context(|| format!("reading {}", path.display()))?;
+                if let Ok(e) = serde_json::from_str::<Entry>(&line) {
+                    done.insert((e.stage, e.step), e.output);
+                }
+            }
+        }
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        if !exists {
+            let header = serde_json::to_string(&Header {
+                fingerprint: fingerprint.to_string(),
+            })?;
+            writeln!(file, "{header}").with_context(|| format!("writing {}", path.display()))?;
+        } else if std::fs::read(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .last()
+            != Some(&b'\n')
+        {
+            // A torn last line has no newline: start the next entry on a line of its own.
+            writeln!(file).with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(Journal {
+            path: path.to_path_buf(),
+            file,
+            done,
+        })
+    }
+
+    /// The output recorded for `stage`/`step` by an earlier run, if any.
+    pub fn get(&self, stage: &str, step: usize) -> Option<&str> {
+        self.done
+            .get(&(stage.to_string(), step))
+            .map(String::as_str)
+    }
+
+    pub fn len(&self) -> usize {
+        self.done.len()
+    }
+
+    /// Records a finished call. Each line is written in one `write` and flushed, so a
+    /// crash loses at most the call in progress.
+    pub fn record(&mut self, stage: &str, step: usize, output: &str) -> anyhow::Result<()> {
+        let mut line = serde_json::to_string(&Entry {
+            stage: stage.to_string(),
+            step,
+            output: output.to_string(),
+        })?;
+        line.push('\n');
+        self.file
+            .write_all(line.as_bytes())
+            .and_then(|_| self.file.flush())
+            .with_context(|| format!("writing {}", self.path.display()))?;
+        self.done
+            .insert((stage.to_string(), step), output.to_string());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resumes_recorded_calls_and_ignores_a_torn_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        {
+            let mut j = Journal::open(&path, "run-a").unwrap();
+            j.record("planner", 0, "Next: caller").unwrap();
+            j.record("answer", 0, "Action: x").unwrap();
+        }
+        // A crash mid-write leaves half a line.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(br#"{"stage":"planner","step":1,"out"#).unwrap();
+        drop(f);
+
+        let mut j = Journal::open(&path, "run-a").unwrap();
+        assert_eq!(j.len(), 2);
+        assert_eq!(j.get("planner", 0), Some("Next: caller"));
+        assert_eq!(j.get("planner", 1), None);
+        j.record("planner", 1, "Next: give up").unwrap();
+        let j = Journal::open(&path, "run-a").unwrap();
+        assert_eq!(j.get("planner", 1), Some("Next: give up"));
+        assert_eq!(j.len(), 3);
+    }
+
+    #[test]
+    fn refuses_a_journal_from_another_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        Journal::open(&path, "run-a").unwrap();
+        let err = Journal::open(&path, "run-b").err().unwrap().to_string();
+        assert!(err.contains("other inputs or settings"), "{err}");
+    }
+}
