@@ -19,6 +19,11 @@ enum Command {
     Run(cli::run::RunArgs),
     /// Serve one α-UMi role over gRPC.
     Worker(cli::worker::WorkerArgs),
+    /// Solve submitted tasks with DFSDT over discovered role workers, over gRPC.
+    Coordinator(cli::coordinator::CoordinatorArgs),
+    /// A local cluster: etcd, role workers and a coordinator.
+    #[command(subcommand)]
+    Cluster(cli::cluster::ClusterCommand),
     /// Generate text from a prompt with one model.
     Generate(cli::generate::GenerateArgs),
     /// Benchmarks.
@@ -44,6 +49,8 @@ fn main() -> anyhow::Result<()> {
             Command::Run(a) => cli::run::run(a).await,
             Command::Generate(a) => cli::generate::run(a).await,
             Command::Worker(a) => cli::worker::run(a).await,
+            Command::Coordinator(a) => cli::coordinator::run(a).await,
+            Command::Cluster(c) => cli::cluster::run(c).await,
             Command::Bench(b) => cli::bench::run(b).await,
             Command::Model(m) => cli::model::run(m),
             Command::Eval(e) => cli::eval::run(e).await,

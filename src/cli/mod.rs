@@ -1,4 +1,6 @@
 pub mod bench;
+pub mod cluster;
+pub mod coordinator;
 pub mod eval;
 pub mod generate;
 pub mod journal;
@@ -6,6 +8,10 @@ pub mod model;
 pub mod model_args;
 pub mod output;
 pub mod progress;
+pub mod remote;
 pub mod roles;
 pub mod run;
+pub mod shutdown;
+pub mod submit;
+pub mod tool_args;
 pub mod worker;

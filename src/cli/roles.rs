@@ -24,6 +24,13 @@ pub struct RoleArgs {
     /// Summarizer checkpoint (default: --model).
     #[arg(long)]
     pub summarizer_model: Option<PathBuf>,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+}
+
+/// How every role call samples (flags over the mode's defaults).
+#[derive(Args, Debug, Clone)]
+pub struct SamplingArgs {
     /// Prompt tokens kept (the last ones) per call; the reference uses 3750 (static) or
     /// 3576 (real time).
     #[arg(long)]
@@ -80,7 +87,7 @@ impl RoleArgs {
         let planner = engine_for(self.planner_model.as_ref()).context("planner model")?;
         let caller = engine_for(self.caller_model.as_ref()).context("caller model")?;
         let summarizer = engine_for(self.summarizer_model.as_ref()).context("summarizer model")?;
-        let (request, max_input_tokens) = self.request(&defaults);
+        let (request, max_input_tokens) = self.sampling.request(&defaults);
         Ok(RoleEngines {
             planner,
             caller,
@@ -89,7 +96,9 @@ impl RoleArgs {
             request,
         })
     }
+}
 
+impl SamplingArgs {
     /// The generation settings of every role call (flags over the mode's defaults), and
     /// the prompt-token budget.
     pub fn request(&self, defaults: &Defaults) -> (GenerateRequest, usize) {
@@ -108,6 +117,20 @@ impl RoleArgs {
             request,
             self.max_input_tokens.unwrap_or(defaults.max_input_tokens),
         )
+    }
+
+    /// The same settings as sent to a remote role worker.
+    pub fn wire(&self, defaults: &Defaults) -> umi_worker::pb::Sampling {
+        let (request, max_input_tokens) = self.request(defaults);
+        umi_worker::pb::Sampling {
+            temperature: request.sampling.temperature,
+            top_p: request.sampling.top_p,
+            top_k: request.sampling.top_k.map(|k| k as u32),
+            seed: request.sampling.seed,
+            max_new_tokens: request.max_new_tokens as u32,
+            min_new_tokens: request.min_new_tokens as u32,
+            max_input_tokens: max_input_tokens as u32,
+        }
     }
 }
 

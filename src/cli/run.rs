@@ -7,38 +7,27 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use futures::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
 use tracing::Instrument;
 use umi_core::agent::{BoxFuture, Generated, RoleKind, RoleModels, RoleRequest};
-use umi_core::answer::answer_json;
-use umi_core::dfs::{Outcome, Search, SearchConfig};
-use umi_core::env::{ToolBackend, ToolEnv};
+use umi_core::dfs::{Outcome, SearchConfig};
 use umi_core::prompt::RolePrompts;
-use umi_core::tool::ApiSpec;
-use umi_tools::rapidapi::RapidApi;
-use umi_tools::router::Router;
-use umi_tools::simulator::Simulator;
-use umi_worker::client::RemoteRoles;
+use umi_core::task::{method_name, solve, Query, Solved};
 
+use super::coordinator::REALTIME;
 use super::output::write_json_atomically;
 use super::progress::Progress;
+use super::remote::RemoteArgs;
 use super::roles::{Defaults, RoleArgs, RoleEngines};
+use super::tool_args::ToolArgs;
 
 /// Budgets for the bundled 135M demo model, which rarely emits EOS: with the reference's
 /// (512 tokens, 200 steps) the demo would run for hours.
 const DEMO_MAX_NEW_TOKENS: usize = 128;
 const DEMO_MAX_STEPS: usize = 12;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Tools {
-    /// Recorded responses (offline), plus the local tools.
-    Simulator,
-    /// ToolBench's RapidAPI service (needs --toolbench-key), plus the local tools.
-    Rapidapi,
-}
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -48,17 +37,13 @@ pub struct RunArgs {
     /// Directory for the answer files (default: runs/<query file stem>).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    #[arg(long, value_enum, default_value = "simulator")]
-    pub tools: Tools,
-    /// Recorded responses for the simulator: ToolBench answer files or directories of
-    /// them, or static trajectory files (repeatable). Default: the ToolBench answers and
-    /// the static set under data/.
+    /// Submit the queries to a coordinator (`umi coordinator`) at this address, e.g.
+    /// http://127.0.0.1:50050, instead of solving them here; the search, tools and
+    /// sampling are the coordinator's.
     #[arg(long)]
-    pub record: Vec<PathBuf>,
-    #[arg(long, default_value = "http://8.130.32.149:8080/rapidapi")]
-    pub rapidapi_url: String,
-    #[arg(long, env = "TOOLBENCH_KEY")]
-    pub toolbench_key: Option<String>,
+    pub coordinator: Option<String>,
+    #[command(flatten)]
+    pub tools: ToolArgs,
     /// Children tried per search node: 2 = DFS_woFilter_w2, 1 = a single chain (CoT).
     #[arg(long, default_value_t = 2)]
     pub width: usize,
@@ -66,14 +51,8 @@ pub struct RunArgs {
     /// Default: 200 (the reference), or 12 with the bundled demo model.
     #[arg(long)]
     pub max_steps: Option<usize>,
-    /// Role workers (`umi worker`) to use instead of in-process models, e.g.
-    /// http://127.0.0.1:50051; all three or none.
-    #[arg(long)]
-    pub planner_endpoint: Option<String>,
-    #[arg(long)]
-    pub caller_endpoint: Option<String>,
-    #[arg(long)]
-    pub summarizer_endpoint: Option<String>,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
     /// Queries solved at once.
     #[arg(long, default_value_t = 1)]
     pub concurrency: usize,
@@ -81,53 +60,17 @@ pub struct RunArgs {
     pub role_args: RoleArgs,
 }
 
-#[derive(Debug)]
-struct Query {
-    id: String,
-    text: String,
-    apis: Vec<ApiSpec>,
-}
-
-/// Reads a query file, naming the query and field at fault.
+/// Reads a query file, naming the file, the query and the field at fault.
 fn read_queries(path: &Path) -> anyhow::Result<Vec<Query>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let values: Vec<Value> = serde_json::from_str(&text)
         .map_err(|e| anyhow::anyhow!("{}: not a JSON array of queries: {e}", path.display()))?;
     values
-        .into_iter()
+        .iter()
         .enumerate()
         .map(|(i, v)| {
-            let id = match v.get("query_id") {
-                Some(Value::Number(n)) => n.to_string(),
-                Some(Value::String(s)) => s.clone(),
-                _ => bail!("{}: query {i} has no \"query_id\"", path.display()),
-            };
-            let text = v
-                .get("query")
-                .and_then(Value::as_str)
-                .ok_or_else(|| anyhow::anyhow!("{}: query {id} has no \"query\" text", path.display()))?
-                .to_string();
-            let list = v
-                .get("api_list")
-                .and_then(Value::as_array)
-                .ok_or_else(|| anyhow::anyhow!("{}: query {id} has no \"api_list\" (retrieval of tools is not supported)", path.display()))?;
-            let apis = list
-                .iter()
-                .map(|api| {
-                    if api.get("required_parameters").is_none() {
-                        let tool = api.get("tool_name").and_then(Value::as_str).unwrap_or("?");
-                        let name = api.get("api_name").and_then(Value::as_str).unwrap_or("?");
-                        bail!(
-                            "{}: query {id}: API {name:?} of tool {tool:?} has no documentation in the query file (ToolBench's tool folder is not supported)",
-                            path.display()
-                        );
-                    }
-                    serde_json::from_value::<ApiSpec>(api.clone())
-                        .map_err(|e| anyhow::anyhow!("{}: query {id}: bad api_list entry: {e}", path.display()))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            Ok(Query { id, text, apis })
+            Query::from_json(i, v).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
         })
         .collect()
 }
@@ -178,56 +121,11 @@ struct Summary {
     seconds: f64,
 }
 
-fn load_simulator(paths: &[PathBuf]) -> anyhow::Result<Simulator> {
-    let mut sim = Simulator::new();
-    for path in paths {
-        let files: Vec<PathBuf> = if path.is_dir() {
-            let mut v: Vec<PathBuf> = walk_json(path)?;
-            v.sort();
-            v
-        } else {
-            vec![path.clone()]
-        };
-        for file in files {
-            let text = std::fs::read_to_string(&file)
-                .with_context(|| format!("reading {}", file.display()))?;
-            let value: Value = serde_json::from_str(&text)
-                .with_context(|| format!("{}: not JSON", file.display()))?;
-            if value.is_array() {
-                let records = umi_core::static_eval::parse_records(&text)
-                    .with_context(|| format!("{}", file.display()))?;
-                sim.add_static_records(&records);
-            } else {
-                sim.add_answer_file(&value);
-            }
-        }
-    }
-    Ok(sim)
-}
-
-fn walk_json(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let path = entry?.path();
-        if path.is_dir() {
-            out.extend(walk_json(&path)?);
-        } else if path.extension().is_some_and(|e| e == "json") {
-            out.push(path);
-        }
-    }
-    Ok(out)
-}
-
 pub async fn run(a: RunArgs) -> anyhow::Result<()> {
     if a.width == 0 || a.concurrency == 0 {
         bail!("--width and --concurrency must be at least 1");
     }
     let queries = read_queries(&a.queries)?;
-    let method = if a.width == 1 {
-        "CoT@1".to_string()
-    } else {
-        format!("DFS_woFilter_w{}", a.width)
-    };
     let out_dir = a.out.clone().unwrap_or_else(|| {
         PathBuf::from("runs").join(
             a.queries
@@ -237,79 +135,11 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
         )
     });
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    // The bundled demo model runs in process: no --model and no remote workers.
-    let remote = a.planner_endpoint.is_some()
-        || a.caller_endpoint.is_some()
-        || a.summarizer_endpoint.is_some();
-    let demo = a.role_args.model.model.is_none() && !remote;
-    let config = SearchConfig {
-        tree_beam_size: a.width,
-        max_query_count: a
-            .max_steps
-            .unwrap_or(if demo { DEMO_MAX_STEPS } else { 200 }),
-        ..SearchConfig::default()
-    };
-    let fallback: Box<dyn ToolBackend> = match a.tools {
-        Tools::Simulator => {
-            let paths = if a.record.is_empty() {
-                vec![
-                    PathBuf::from("data/toolbench-real/answer"),
-                    PathBuf::from("data/toolbench-static/out_of_domain.json"),
-                ]
-                .into_iter()
-                .filter(|p| p.exists())
-                .collect()
-            } else {
-                a.record.clone()
-            };
-            let sim = load_simulator(&paths)?;
-            tracing::info!(responses = sim.len(), "simulator loaded");
-            Box::new(sim)
-        }
-        Tools::Rapidapi => {
-            let key = a
-                .toolbench_key
-                .clone()
-                .context("--tools rapidapi needs --toolbench-key (or $TOOLBENCH_KEY)")?;
-            Box::new(RapidApi::new(a.rapidapi_url.clone(), key))
-        }
-    };
-    let backend = Router::new(fallback);
-    // The real-time pipeline: temperature 0.5 sampling, no top-p, 512 new tokens, the
-    // last 3576 prompt tokens, EOS ignored at the first step.
-    let defaults = Defaults {
-        temperature: 0.5,
-        top_p: None,
-        max_input_tokens: 3576,
-        max_new_tokens: if demo { DEMO_MAX_NEW_TOKENS } else { 512 },
-        min_new_tokens: 1,
-    };
-    let roles: Box<dyn RoleModels> = match (&a.planner_endpoint, &a.caller_endpoint, &a.summarizer_endpoint) {
-        (None, None, None) => Box::new(EngineRoles {
-            engines: a.role_args.start(defaults)?,
-            prompts: RolePrompts::toolbench(),
-            calls: AtomicU64::new(0),
-        }),
-        (Some(p), Some(c), Some(s)) => {
-            let (request, max_input_tokens) = a.role_args.request(&defaults);
-            let sampling = umi_worker::pb::Sampling {
-                temperature: request.sampling.temperature,
-                top_p: request.sampling.top_p,
-                top_k: request.sampling.top_k.map(|k| k as u32),
-                seed: request.sampling.seed,
-                max_new_tokens: request.max_new_tokens as u32,
-                min_new_tokens: request.min_new_tokens as u32,
-                max_input_tokens: max_input_tokens as u32,
-            };
-            Box::new(RemoteRoles::new(p, c, s, sampling).map_err(anyhow::Error::msg)?)
-        }
-        _ => bail!("give all three of --planner-endpoint, --caller-endpoint and --summarizer-endpoint, or none"),
-    };
-
-    let answer_path = |q: &Query| out_dir.join(format!("{}_{}.json", q.id, method));
+    let method = method_name(a.width);
+    let answer_path = |id: &str| out_dir.join(format!("{id}_{method}.json"));
     let todo: Vec<&Query> = queries
         .iter()
-        .filter(|q| !is_done(&answer_path(q)))
+        .filter(|q| !is_done(&answer_path(&q.id)))
         .collect();
     let mut summary = Summary {
         queries: queries.len(),
@@ -324,35 +154,20 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
             out_dir.display()
         );
     }
+
     let start = Instant::now();
     let mut progress = Progress::new("queries", todo.len());
-    let mut results = futures::stream::iter(todo.into_iter().map(|q| {
-        let (roles, backend, config, method) = (roles.as_ref(), &backend, config.clone(), method.clone());
-        let path = answer_path(q);
-        async move {
-            let span = tracing::info_span!("task", task_id = %q.id, steps = tracing::field::Empty, outcome = tracing::field::Empty);
-            let env = ToolEnv::new(q.apis.clone(), backend);
-            let mut search = Search::new(&q.text, config);
-            search.run(roles, &env).instrument(span.clone()).await;
-            span.record("steps", search.query_count);
-            span.record("outcome", tracing::field::debug(search.outcome()));
-            let mut answer = answer_json(&search, env.functions(), &method);
-            if let Some(reason) = &search.failure {
-                answer["failure"] = Value::String(reason.clone());
-            }
-            let written = write_json_atomically(&path, &answer);
-            (q, search.outcome(), search.failure.clone(), search.query_count, search.total_tokens, written)
+    let mut finish = |id: &str, solved: Solved| -> anyhow::Result<()> {
+        if !solved.answer.is_null() {
+            write_json_atomically(&answer_path(id), &solved.answer)
+                .with_context(|| format!("writing the answer of query {id}"))?;
         }
-    }))
-    .buffer_unordered(a.concurrency);
-    while let Some((q, outcome, failure, steps, tokens, written)) = results.next().await {
-        written.with_context(|| format!("writing the answer of query {}", q.id))?;
-        summary.steps += steps;
-        summary.tokens += tokens;
-        match (outcome, failure) {
+        summary.steps += solved.steps;
+        summary.tokens += solved.tokens;
+        match (solved.outcome, &solved.failure) {
             (_, Some(reason)) => {
                 summary.failed += 1;
-                tracing::warn!(query = %q.id, %reason, "query failed");
+                tracing::warn!(query = %id, %reason, "query failed");
             }
             (Outcome::Answered, None) => summary.solved += 1,
             (Outcome::GaveUp, None) => summary.gave_up += 1,
@@ -363,6 +178,19 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
             summary.solved, summary.gave_up, summary.failed
         ));
         progress.tick();
+        Ok(())
+    };
+    match &a.coordinator {
+        Some(address) => {
+            if a.remote.is_set() || a.role_args.model.model.is_some() {
+                bail!("with --coordinator the coordinator's workers and models are used: drop the --model, --etcd and --*-endpoint flags");
+            }
+            if a.width != 2 || a.max_steps.is_some() {
+                bail!("with --coordinator the search settings are the coordinator's: drop --width and --max-steps");
+            }
+            super::submit::solve_all(address, &todo, &mut finish).await?;
+        }
+        None => solve_here(&a, &todo, &method, &mut finish).await?,
     }
     progress.finish();
     summary.seconds = start.elapsed().as_secs_f64();
@@ -382,9 +210,64 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// An answer file that exists and parses is finished work.
+/// Solves `todo` in this process: roles on in-process engines or remote workers.
+async fn solve_here(
+    a: &RunArgs,
+    todo: &[&Query],
+    method: &str,
+    finish: &mut impl FnMut(&str, Solved) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    // The bundled demo model runs in process: no --model and no remote workers.
+    let demo = a.role_args.model.model.is_none() && !a.remote.is_set();
+    let config = SearchConfig {
+        tree_beam_size: a.width,
+        max_query_count: a
+            .max_steps
+            .unwrap_or(if demo { DEMO_MAX_STEPS } else { 200 }),
+        ..SearchConfig::default()
+    };
+    let backend = a.tools.backend()?;
+    let defaults = Defaults {
+        max_new_tokens: if demo {
+            DEMO_MAX_NEW_TOKENS
+        } else {
+            REALTIME.max_new_tokens
+        },
+        ..REALTIME
+    };
+    let roles: Box<dyn RoleModels> =
+        match a.remote.roles(a.role_args.sampling.wire(&defaults)).await? {
+            Some(remote) => Box::new(remote),
+            None => Box::new(EngineRoles {
+                engines: a.role_args.start(defaults)?,
+                prompts: RolePrompts::toolbench(),
+                calls: AtomicU64::new(0),
+            }),
+        };
+    let mut results = futures::stream::iter(todo.iter().map(|q| {
+        let (roles, backend, config) = (roles.as_ref(), &backend, config.clone());
+        async move {
+            let span = tracing::info_span!("task", task_id = %q.id, steps = tracing::field::Empty, outcome = tracing::field::Empty);
+            let solved = solve(q, roles, backend, config, method)
+                .instrument(span.clone())
+                .await;
+            span.record("steps", solved.steps);
+            span.record("outcome", tracing::field::debug(solved.outcome));
+            (q, solved)
+        }
+    }))
+    .buffer_unordered(a.concurrency);
+    while let Some((q, solved)) = results.next().await {
+        finish(&q.id, solved)?;
+    }
+    Ok(())
+}
+
+/// An answer file that exists, parses and records no failure is finished work; a
+/// query that failed (a worker or tool unreachable) is tried again.
 fn is_done(path: &Path) -> bool {
     std::fs::read(path)
         .ok()
-        .is_some_and(|b| serde_json::from_slice::<Value>(&b).is_ok())
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .is_some_and(|v| v.get("failure").is_none())
 }

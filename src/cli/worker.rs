@@ -1,10 +1,14 @@
-//! `umi worker`: serve one α-UMi role over gRPC (`proto/umi/v1/roles.proto`).
+//! `umi worker`: serve one α-UMi role over gRPC (`proto/umi/v1/roles.proto`), and,
+//! with `--etcd`, register in etcd so coordinators find it.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use umi_core::agent::RoleKind;
+use umi_discovery::registry::Registration;
+use umi_discovery::WorkerInfo;
 use umi_engine::Engine;
 use umi_worker::server::{serve, RoleService};
 
@@ -22,9 +26,21 @@ pub struct WorkerArgs {
     /// The role this worker serves.
     #[arg(long, value_enum)]
     pub role: Role,
-    /// Address to listen on.
+    /// Address to listen on (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
+    /// The address clients should use, registered in etcd (default: http://<listen>;
+    /// set it when listening on 0.0.0.0, e.g. to the pod IP).
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// Register in etcd (e.g. http://127.0.0.1:2379; comma-separated for a cluster).
+    #[arg(long, value_delimiter = ',')]
+    pub etcd: Vec<String>,
+    #[arg(long, default_value = "/umi")]
+    pub etcd_prefix: String,
+    /// Seconds the registration outlives a worker that stops renewing it (a crash).
+    #[arg(long, default_value_t = 5)]
+    pub lease_ttl: u64,
     #[command(flatten)]
     pub model: ModelArgs,
 }
@@ -40,37 +56,52 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", a.listen))?;
     let addr = listener.local_addr()?;
-    drop(listener);
+    let info = engine.info();
+    let registration = if a.etcd.is_empty() {
+        None
+    } else {
+        let worker = WorkerInfo {
+            role: role.as_str().to_string(),
+            address: a
+                .advertise
+                .clone()
+                .unwrap_or_else(|| format!("http://{addr}")),
+            model: info.name.clone(),
+            device: info.device.clone(),
+            capacity: 1,
+        };
+        let r = Registration::register(
+            &a.etcd,
+            &a.etcd_prefix,
+            worker,
+            Duration::from_secs(a.lease_ttl),
+        )
+        .await
+        .context("registering in etcd")?;
+        eprintln!("umi worker: registered as {}", r.key());
+        Some(r)
+    };
     eprintln!(
         "umi worker: {} role on {addr} ({})",
         role.as_str(),
-        engine.info().name
+        info.name
     );
-    serve(addr, RoleService::new(role, engine), shutdown_signal())
+    let shutdown = async {
+        super::shutdown::signal().await;
+        // Leave the registry first, so no new calls are routed here while draining.
+        if let Some(r) = registration {
+            match r.deregister().await {
+                Ok(()) => eprintln!("umi worker: deregistered"),
+                Err(e) => {
+                    eprintln!("umi worker: could not deregister ({e}); the lease will expire")
+                }
+            }
+        }
+        eprintln!("umi worker: draining in-flight calls");
+    };
+    serve(listener, RoleService::new(role, engine), shutdown)
         .await
         .with_context(|| format!("serving on {addr}"))?;
     eprintln!("umi worker: drained, exiting");
     Ok(())
-}
-
-/// SIGTERM or Ctrl-C: stop accepting, let in-flight calls finish.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
 }

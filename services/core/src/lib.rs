@@ -12,6 +12,7 @@ pub mod prompt;
 pub mod pyjson;
 pub mod rouge;
 pub mod static_eval;
+pub mod task;
 #[cfg(test)]
 mod testing;
 pub mod tool;

@@ -128,12 +128,21 @@ impl Engine {
         keep_last: usize,
         mut request: GenerateRequest,
     ) -> Result<GenerateOutput> {
+        request.prompt = self.truncated_prompt(prompt, keep_last)?;
+        self.generate(request).await
+    }
+
+    /// `prompt` as tokens, only the last `keep_last` of them (0 keeps all).
+    pub fn truncated_prompt(
+        &self,
+        prompt: &str,
+        keep_last: usize,
+    ) -> Result<crate::generate::Prompt> {
         let mut ids = self.tokenizer.encode(prompt)?;
         if keep_last > 0 && ids.len() > keep_last {
             ids.drain(..ids.len() - keep_last);
         }
-        request.prompt = crate::generate::Prompt::Tokens(ids);
-        self.generate(request).await
+        Ok(crate::generate::Prompt::Tokens(ids))
     }
 
     /// Generates, streaming text as it is produced; the last event is `Done`. Dropping

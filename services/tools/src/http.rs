@@ -49,11 +49,28 @@ pub async fn post_json(
     body: &[u8],
     timeout: Duration,
 ) -> Result<Response, HttpError> {
+    let mut with_type = vec![("Content-Type", "application/json")];
+    with_type.extend_from_slice(headers);
+    exchange("POST", url, &with_type, body, timeout).await
+}
+
+/// A GET (e.g. a health endpoint).
+pub async fn get(url: &str, timeout: Duration) -> Result<Response, HttpError> {
+    exchange("GET", url, &[], b"", timeout).await
+}
+
+async fn exchange(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> Result<Response, HttpError> {
     let (addr, host, path) = split_url(url)?;
     let exchange = async {
         let mut stream = TcpStream::connect(&addr).await?;
         let mut request = format!(
-            "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\nConnection: close\r\n",
             body.len()
         );
         for (k, v) in headers {

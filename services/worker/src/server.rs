@@ -1,12 +1,17 @@
 //! The gRPC service of one role worker.
 
-use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
+use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use umi_core::agent::RoleKind;
 use umi_core::prompt::RolePrompts;
-use umi_engine::{Engine, GenerateRequest, Prompt, SamplingParams};
+use umi_engine::{
+    Engine, EngineError, GenerateOutput, GenerateRequest, SamplingParams, StreamEvent,
+};
 
 use crate::convert::{request_from_pb, role_to_pb};
 use crate::pb;
@@ -16,6 +21,30 @@ pub struct RoleService {
     role: RoleKind,
     engine: Engine,
     prompts: RolePrompts,
+    load: Arc<Load>,
+}
+
+#[derive(Default)]
+struct Load {
+    served: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+/// Counts a call as in flight until dropped (also when the client goes away).
+struct InFlight(Arc<Load>);
+
+impl InFlight {
+    fn new(load: &Arc<Load>) -> Self {
+        load.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(load.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.served.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl RoleService {
@@ -24,23 +53,17 @@ impl RoleService {
             role,
             engine,
             prompts: RolePrompts::toolbench(),
+            load: Arc::default(),
         }
     }
 
     pub fn into_server(self) -> RoleWorkerServer<RoleService> {
         RoleWorkerServer::new(self)
     }
-}
 
-#[tonic::async_trait]
-impl RoleWorker for RoleService {
-    async fn generate(
-        &self,
-        request: Request<pb::GenerateRequest>,
-    ) -> Result<Response<pb::GenerateResponse>, Status> {
-        let started = Instant::now();
-        let wire = request.into_inner();
-        let role_request = request_from_pb(&wire).map_err(Status::invalid_argument)?;
+    /// Validates the request at the edge and turns it into an engine request.
+    fn engine_request(&self, wire: &pb::GenerateRequest) -> Result<GenerateRequest, Status> {
+        let role_request = request_from_pb(wire).map_err(Status::invalid_argument)?;
         if role_request.role != self.role {
             return Err(Status::invalid_argument(format!(
                 "this worker serves the {} role, not {}",
@@ -48,11 +71,13 @@ impl RoleWorker for RoleService {
                 role_request.role.as_str()
             )));
         }
-        let span = tracing::info_span!("worker_generate", role = self.role.as_str(), task_id = %wire.task_id);
-        let _enter = span.enter();
         let sampling = wire.sampling.unwrap_or_default();
         let prompt = role_request.render(&self.prompts);
-        let request = GenerateRequest {
+        let prompt = self
+            .engine
+            .truncated_prompt(&prompt, sampling.max_input_tokens as usize)
+            .map_err(engine_status)?;
+        Ok(GenerateRequest {
             max_new_tokens: sampling.max_new_tokens.max(1) as usize,
             min_new_tokens: sampling.min_new_tokens as usize,
             sampling: SamplingParams {
@@ -61,20 +86,44 @@ impl RoleWorker for RoleService {
                 top_k: sampling.top_k.map(|k| k as usize),
                 seed: sampling.seed,
             },
-            ..GenerateRequest::new(Prompt::Tokens(vec![]))
-        };
-        drop(_enter);
-        let out = self
-            .engine
-            .generate_truncated(&prompt, sampling.max_input_tokens as usize, request)
-            .await
-            .map_err(|e| match e {
-                umi_engine::EngineError::InvalidArgument { .. }
-                | umi_engine::EngineError::PromptTooLong { .. } => {
-                    Status::invalid_argument(e.to_string())
-                }
-                other => Status::internal(other.to_string()),
-            })?;
+            ..GenerateRequest::new(prompt)
+        })
+    }
+}
+
+fn engine_status(e: EngineError) -> Status {
+    match e {
+        EngineError::InvalidArgument { .. } | EngineError::PromptTooLong { .. } => {
+            Status::invalid_argument(e.to_string())
+        }
+        other => Status::internal(other.to_string()),
+    }
+}
+
+fn response(out: GenerateOutput) -> pb::GenerateResponse {
+    pb::GenerateResponse {
+        prompt_tokens: out.prompt_tokens as u32,
+        cached_tokens: out.cached_tokens as u32,
+        generated_tokens: out.generated_tokens() as u32,
+        finish_reason: format!("{:?}", out.finish_reason),
+        text: out.text,
+    }
+}
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::GenerateChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl RoleWorker for RoleService {
+    async fn generate(
+        &self,
+        request: Request<pb::GenerateRequest>,
+    ) -> Result<Response<pb::GenerateResponse>, Status> {
+        let _in_flight = InFlight::new(&self.load);
+        let started = Instant::now();
+        let wire = request.into_inner();
+        let span = tracing::info_span!("worker_generate", role = self.role.as_str(), task_id = %wire.task_id);
+        let request = span.in_scope(|| self.engine_request(&wire))?;
+        let out = self.engine.generate(request).await.map_err(engine_status)?;
         tracing::info!(
             parent: &span,
             prompt_tokens = out.prompt_tokens,
@@ -83,13 +132,43 @@ impl RoleWorker for RoleService {
             latency_ms = started.elapsed().as_millis() as u64,
             "role call served"
         );
-        Ok(Response::new(pb::GenerateResponse {
-            prompt_tokens: out.prompt_tokens as u32,
-            cached_tokens: out.cached_tokens as u32,
-            generated_tokens: out.generated_tokens() as u32,
-            finish_reason: format!("{:?}", out.finish_reason),
-            text: out.text,
-        }))
+        Ok(Response::new(response(out)))
+    }
+
+    type GenerateStreamStream = ChunkStream;
+
+    async fn generate_stream(
+        &self,
+        request: Request<pb::GenerateRequest>,
+    ) -> Result<Response<ChunkStream>, Status> {
+        let in_flight = InFlight::new(&self.load);
+        let wire = request.into_inner();
+        let span = tracing::info_span!("worker_generate_stream", role = self.role.as_str(), task_id = %wire.task_id);
+        let request = span.in_scope(|| self.engine_request(&wire))?;
+        let mut events = self.engine.stream(request).map_err(engine_status)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            let _in_flight = in_flight;
+            while let Some(event) = events.recv().await {
+                let chunk = match event {
+                    Ok(StreamEvent::Text { text, .. }) => {
+                        Ok(pb::GenerateChunk { text, done: None })
+                    }
+                    Ok(StreamEvent::Done(out)) => Ok(pb::GenerateChunk {
+                        text: String::new(),
+                        done: Some(response(out)),
+                    }),
+                    Err(e) => Err(engine_status(e)),
+                };
+                // A client that hung up cancels the generation (dropping `events`).
+                if tx.send(chunk).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn info(
@@ -103,18 +182,32 @@ impl RoleWorker for RoleService {
             dtype: info.dtype.clone(),
             device: info.device.clone(),
             context_len: info.context_len as u32,
+            served: self.load.served.load(Ordering::Relaxed),
+            in_flight: self.load.in_flight.load(Ordering::Relaxed) as u32,
         }))
     }
 }
 
-/// Serves until `shutdown` completes, then stops accepting and finishes in-flight calls.
+/// Serves on `listener` until `shutdown` completes, then stops accepting and finishes
+/// in-flight calls. `grpc.health.v1.Health` reports SERVING meanwhile.
 pub async fn serve(
-    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
     service: RoleService,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<RoleWorkerServer<RoleService>>().await;
     tonic::transport::Server::builder()
+        .add_service(health_service)
         .add_service(service.into_server())
-        .serve_with_shutdown(addr, shutdown)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            async {
+                shutdown.await;
+                health
+                    .set_not_serving::<RoleWorkerServer<RoleService>>()
+                    .await;
+            },
+        )
         .await
 }

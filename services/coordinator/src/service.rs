@@ -1,0 +1,241 @@
+//! `umi.v1.Coordinator` over the task table.
+
+use std::collections::HashSet;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+use umi_core::agent::RoleModels;
+use umi_core::dfs::SearchConfig;
+use umi_core::env::ToolBackend;
+use umi_core::task::Query;
+use umi_discovery::membership::Membership;
+
+use crate::pb;
+use crate::pb::coordinator_server::{Coordinator, CoordinatorServer};
+use crate::tasks::{is_terminal, Tasks};
+
+/// What the coordinator needs to run tasks.
+pub struct Settings {
+    pub roles: Arc<dyn RoleModels>,
+    pub membership: Membership,
+    pub backend: Arc<dyn ToolBackend>,
+    pub search: SearchConfig,
+    /// Tasks solved at once; the rest wait in the queue.
+    pub concurrency: usize,
+}
+
+pub struct CoordinatorService {
+    tasks: Arc<Tasks>,
+    membership: Membership,
+}
+
+impl CoordinatorService {
+    pub fn new(s: Settings) -> Self {
+        let method = umi_core::task::method_name(s.search.tree_beam_size);
+        CoordinatorService {
+            tasks: Tasks::new(s.roles, s.backend, s.search, method, s.concurrency),
+            membership: s.membership,
+        }
+    }
+}
+
+/// Validates a submitted task at the edge: the error names the task and what is wrong.
+fn query_from_pb(task: &pb::Task) -> Result<Query, Status> {
+    if task.id.is_empty() {
+        return Err(Status::invalid_argument("a task has an empty id"));
+    }
+    let list: Vec<Value> = serde_json::from_str(&task.api_list_json).map_err(|e| {
+        Status::invalid_argument(format!(
+            "task {}: api_list_json is not a JSON array: {e}",
+            task.id
+        ))
+    })?;
+    let apis = Query::apis(&task.id, &list).map_err(Status::invalid_argument)?;
+    Ok(Query {
+        id: task.id.clone(),
+        text: task.query.clone(),
+        apis,
+    })
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::TaskEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Coordinator for CoordinatorService {
+    async fn submit(
+        &self,
+        request: Request<pb::SubmitRequest>,
+    ) -> Result<Response<pb::SubmitResponse>, Status> {
+        // All or nothing: one bad task rejects the batch before any is queued.
+        let queries = request
+            .into_inner()
+            .tasks
+            .iter()
+            .map(query_from_pb)
+            .collect::<Result<Vec<_>, _>>()?;
+        let queued = queries
+            .into_iter()
+            .filter(|q| self.tasks.submit(q.clone()))
+            .count();
+        Ok(Response::new(pb::SubmitResponse {
+            queued: queued as u32,
+        }))
+    }
+
+    type WatchStream = EventStream;
+
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let ids: HashSet<String> = request.into_inner().task_ids.into_iter().collect();
+        let all = ids.is_empty();
+        // Subscribe before the snapshot so no event falls between the two.
+        let mut events = self.tasks.subscribe();
+        let snapshot = |ids: &HashSet<String>| -> Result<Vec<pb::TaskEvent>, Status> {
+            self.tasks.with_table(|t| {
+                if all {
+                    return Ok(t.values().map(|e| e.event.clone()).collect());
+                }
+                ids.iter()
+                    .map(|id| {
+                        t.get(id)
+                            .map(|e| e.event.clone())
+                            .ok_or_else(|| Status::not_found(format!("no task {id:?}")))
+                    })
+                    .collect()
+            })
+        };
+        let first = snapshot(&ids)?;
+        let tasks = self.tasks.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(async move {
+            let mut open: HashSet<String> = first
+                .iter()
+                .filter(|e| !is_terminal(e.state))
+                .map(|e| e.task_id.clone())
+                .collect();
+            for e in first {
+                if tx.send(Ok(e)).await.is_err() {
+                    return;
+                }
+            }
+            while all || !open.is_empty() {
+                let batch = match events.recv().await {
+                    Ok(e) => vec![e],
+                    // Fell behind: resend the current state of what is still open.
+                    Err(RecvError::Lagged(_)) => tasks.with_table(|t| {
+                        open.iter()
+                            .filter_map(|id| t.get(id).map(|e| e.event.clone()))
+                            .collect()
+                    }),
+                    Err(RecvError::Closed) => return,
+                };
+                for e in batch {
+                    if !all && !ids.contains(&e.task_id) {
+                        continue;
+                    }
+                    if is_terminal(e.state) {
+                        open.remove(&e.task_id);
+                    }
+                    if tx.send(Ok(e)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn fetch(
+        &self,
+        request: Request<pb::FetchRequest>,
+    ) -> Result<Response<pb::FetchResponse>, Status> {
+        let id = request.into_inner().task_id;
+        self.tasks
+            .with_table(|t| {
+                t.get(&id).map(|e| pb::FetchResponse {
+                    task: Some(e.event.clone()),
+                    answer_json: e.answer.clone().unwrap_or_default(),
+                })
+            })
+            .map(Response::new)
+            .ok_or_else(|| Status::not_found(format!("no task {id:?}")))
+    }
+
+    async fn cancel(
+        &self,
+        request: Request<pb::CancelRequest>,
+    ) -> Result<Response<pb::CancelResponse>, Status> {
+        let id = request.into_inner().task_id;
+        Ok(Response::new(pb::CancelResponse {
+            cancelled: self.tasks.cancel(&id),
+        }))
+    }
+
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let roles = ["planner", "caller", "summarizer"]
+            .into_iter()
+            .map(|role| pb::RoleWorkers {
+                role: role.to_string(),
+                addresses: self
+                    .membership
+                    .workers(role)
+                    .into_iter()
+                    .map(|w| w.address)
+                    .collect(),
+            })
+            .collect();
+        let (mut queued, mut running, mut ended) = (0, 0, 0);
+        self.tasks.with_table(|t| {
+            for e in t.values() {
+                match pb::TaskState::try_from(e.event.state) {
+                    Ok(pb::TaskState::Queued) => queued += 1,
+                    Ok(pb::TaskState::Running) => running += 1,
+                    _ => ended += 1,
+                }
+            }
+        });
+        Ok(Response::new(pb::StatusResponse {
+            roles,
+            queued,
+            running,
+            ended,
+        }))
+    }
+}
+
+/// Serves on `listener` until `shutdown` completes; then stops accepting and lets open
+/// calls finish. `grpc.health.v1.Health` reports SERVING meanwhile.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    service: CoordinatorService,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<CoordinatorServer<CoordinatorService>>()
+        .await;
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(CoordinatorServer::new(service))
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            async {
+                shutdown.await;
+                health
+                    .set_not_serving::<CoordinatorServer<CoordinatorService>>()
+                    .await;
+            },
+        )
+        .await
+}

@@ -1,0 +1,83 @@
+//! Where the role workers are. A worker registers itself in etcd under a per-role
+//! prefix, bound to a lease it keeps alive ([`registry`]); a client follows those
+//! prefixes and keeps a live set of workers per role ([`membership`]). On one machine
+//! the same set can be given statically, with no etcd at all.
+
+pub mod membership;
+pub mod registry;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// What a worker says about itself in the registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// planner, caller or summarizer.
+    pub role: String,
+    /// How clients reach it, e.g. `http://10.0.0.7:50051`.
+    pub address: String,
+    pub model: String,
+    pub device: String,
+    /// Requests it serves at once (the engine queues the rest).
+    pub capacity: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error("etcd at {endpoints}: {source}")]
+    Etcd {
+        endpoints: String,
+        #[source]
+        source: etcd_client::Error,
+    },
+    #[error("etcd at {endpoints} did not answer within {timeout:?}")]
+    Timeout {
+        endpoints: String,
+        timeout: Duration,
+    },
+}
+
+/// The key prefix of one role's workers.
+pub fn role_prefix(prefix: &str, role: &str) -> String {
+    format!("{}/workers/{role}/", prefix.trim_end_matches('/'))
+}
+
+/// The prefix under which all roles' workers live.
+pub fn workers_prefix(prefix: &str) -> String {
+    format!("{}/workers/", prefix.trim_end_matches('/'))
+}
+
+/// How long to wait for etcd on a single request before calling it unreachable.
+pub(crate) const ETCD_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub(crate) async fn connect(endpoints: &[String]) -> Result<etcd_client::Client, DiscoveryError> {
+    let options = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(ETCD_TIMEOUT)
+        .with_timeout(ETCD_TIMEOUT)
+        // Notice a vanished etcd (no RST, e.g. a partition) within seconds.
+        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+    within(
+        endpoints,
+        etcd_client::Client::connect(endpoints, Some(options)),
+    )
+    .await
+}
+
+/// Runs one etcd operation with [`ETCD_TIMEOUT`], naming the endpoints on failure.
+pub(crate) async fn within<T>(
+    endpoints: &[String],
+    op: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, DiscoveryError> {
+    match tokio::time::timeout(ETCD_TIMEOUT, op).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(source)) => Err(DiscoveryError::Etcd {
+            endpoints: endpoints.join(","),
+            source,
+        }),
+        Err(_) => Err(DiscoveryError::Timeout {
+            endpoints: endpoints.join(","),
+            timeout: ETCD_TIMEOUT,
+        }),
+    }
+}

@@ -1,0 +1,235 @@
+//! The live set of workers per role, as a `tokio::sync::watch` value: fixed (static
+//! discovery, the one-machine default) or following etcd. When etcd becomes
+//! unreachable the last known set stays in force, and the follower lists again and
+//! resumes watching once etcd is back.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{EventType, GetOptions, WatchOptions};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::{connect, within, workers_prefix, DiscoveryError, WorkerInfo};
+
+/// Registry key → worker.
+pub type Workers = BTreeMap<String, WorkerInfo>;
+
+#[derive(Clone)]
+pub struct Membership {
+    rx: watch::Receiver<Arc<Workers>>,
+    _source: Source,
+}
+
+/// What keeps the set alive: the sender of a fixed set, or the etcd follower task.
+#[derive(Clone)]
+enum Source {
+    Fixed(#[allow(dead_code)] Arc<watch::Sender<Arc<Workers>>>),
+    Etcd(#[allow(dead_code)] Arc<AbortOnDrop>),
+}
+
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Membership {
+    /// A set that never changes.
+    pub fn fixed(workers: impl IntoIterator<Item = WorkerInfo>) -> Self {
+        let map = workers
+            .into_iter()
+            .map(|w| (format!("static/{}/{}", w.role, w.address), w))
+            .collect();
+        let (tx, rx) = watch::channel(Arc::new(map));
+        Membership {
+            rx,
+            _source: Source::Fixed(Arc::new(tx)),
+        }
+    }
+
+    /// Follows `<prefix>/workers/` in etcd. Fails, naming etcd, if the first listing
+    /// cannot be made.
+    pub async fn etcd(endpoints: &[String], prefix: &str) -> Result<Self, DiscoveryError> {
+        let prefix = workers_prefix(prefix);
+        let mut client = connect(endpoints).await?;
+        let (workers, revision) = list(endpoints, &mut client, &prefix).await?;
+        let (tx, rx) = watch::channel(Arc::new(workers));
+        let follower = tokio::spawn(follow(
+            endpoints.to_vec(),
+            prefix,
+            Some((client, revision)),
+            tx,
+        ));
+        Ok(Membership {
+            rx,
+            _source: Source::Etcd(Arc::new(AbortOnDrop(follower))),
+        })
+    }
+
+    /// The live workers of `role`.
+    pub fn workers(&self, role: &str) -> Vec<WorkerInfo> {
+        self.rx
+            .borrow()
+            .values()
+            .filter(|w| w.role == role)
+            .cloned()
+            .collect()
+    }
+
+    /// Every live worker.
+    pub fn all(&self) -> Arc<Workers> {
+        self.rx.borrow().clone()
+    }
+
+    /// Waits until the set changes (forever for a fixed set).
+    pub async fn changed(&mut self) {
+        // The sender lives as long as `self`, so this only returns on a change.
+        let _ = self.rx.changed().await;
+    }
+}
+
+async fn list(
+    endpoints: &[String],
+    client: &mut etcd_client::Client,
+    prefix: &str,
+) -> Result<(Workers, i64), DiscoveryError> {
+    let reply = within(
+        endpoints,
+        client.get(prefix, Some(GetOptions::new().with_prefix())),
+    )
+    .await?;
+    let revision = reply.header().map_or(0, |h| h.revision());
+    let workers = reply
+        .kvs()
+        .iter()
+        .filter_map(|kv| parse(kv.key(), kv.value()))
+        .collect();
+    Ok((workers, revision))
+}
+
+fn parse(key: &[u8], value: &[u8]) -> Option<(String, WorkerInfo)> {
+    let key = String::from_utf8_lossy(key).into_owned();
+    match serde_json::from_slice::<WorkerInfo>(value) {
+        Ok(info) => Some((key, info)),
+        Err(e) => {
+            tracing::warn!(%key, error = %e, "ignoring a registry entry that is not a worker");
+            None
+        }
+    }
+}
+
+/// Lists, then watches from the listing's revision; on any error keeps the last set,
+/// waits (backing off up to 2 s), and starts over.
+async fn follow(
+    endpoints: Vec<String>,
+    prefix: String,
+    mut start: Option<(etcd_client::Client, i64)>,
+    tx: watch::Sender<Arc<Workers>>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let result = async {
+            let (mut client, revision) = match start.take() {
+                Some(s) => s,
+                None => {
+                    let mut client = connect(&endpoints).await?;
+                    let (workers, revision) = list(&endpoints, &mut client, &prefix).await?;
+                    tx.send_replace(Arc::new(workers));
+                    tracing::info!("etcd listing refreshed");
+                    (client, revision)
+                }
+            };
+            let options = WatchOptions::new()
+                .with_prefix()
+                .with_start_revision(revision + 1);
+            let mut stream =
+                within(&endpoints, client.watch(prefix.as_str(), Some(options))).await?;
+            backoff = Duration::from_millis(100);
+            while let Some(reply) =
+                stream
+                    .message()
+                    .await
+                    .map_err(|source| DiscoveryError::Etcd {
+                        endpoints: endpoints.join(","),
+                        source,
+                    })?
+            {
+                if reply.canceled() {
+                    break;
+                }
+                if reply.events().is_empty() {
+                    continue;
+                }
+                tx.send_modify(|workers| {
+                    let workers = Arc::make_mut(workers);
+                    for event in reply.events() {
+                        let Some(kv) = event.kv() else { continue };
+                        match event.event_type() {
+                            EventType::Put => {
+                                if let Some((key, info)) = parse(kv.key(), kv.value()) {
+                                    workers.insert(key, info);
+                                }
+                            }
+                            EventType::Delete => {
+                                workers.remove(&*String::from_utf8_lossy(kv.key()));
+                            }
+                        }
+                    }
+                });
+            }
+            Ok::<(), DiscoveryError>(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "etcd watch lost; keeping the last known workers");
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn worker(role: &str, address: &str) -> WorkerInfo {
+        WorkerInfo {
+            role: role.into(),
+            address: address.into(),
+            model: "m".into(),
+            device: "cpu".into(),
+            capacity: 1,
+        }
+    }
+
+    #[test]
+    fn a_fixed_set_answers_per_role() {
+        let m = Membership::fixed([
+            worker("planner", "http://a"),
+            worker("planner", "http://b"),
+            worker("caller", "http://c"),
+        ]);
+        let planners: Vec<String> = m
+            .workers("planner")
+            .into_iter()
+            .map(|w| w.address)
+            .collect();
+        assert_eq!(planners, ["http://a", "http://b"]);
+        assert_eq!(m.workers("summarizer"), []);
+    }
+
+    #[test]
+    fn role_prefixes_do_not_overlap() {
+        assert_eq!(
+            crate::role_prefix("/umi/", "planner"),
+            "/umi/workers/planner/"
+        );
+        assert!(
+            !crate::role_prefix("/umi", "planner").starts_with(&crate::role_prefix("/umi", "plan"))
+        );
+    }
+}

@@ -1,0 +1,81 @@
+//! `umi coordinator`: solve submitted ToolBench tasks with DFSDT over role workers found
+//! in etcd (or at fixed addresses), serving `umi.v1.Coordinator`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use umi_coordinator::service::{serve, CoordinatorService, Settings};
+use umi_core::dfs::SearchConfig;
+
+use super::remote::RemoteArgs;
+use super::roles::{Defaults, SamplingArgs};
+use super::tool_args::ToolArgs;
+
+#[derive(Args, Debug)]
+pub struct CoordinatorArgs {
+    /// Address to listen on (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:50050")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    #[command(flatten)]
+    pub tools: ToolArgs,
+    /// Children tried per search node: 2 = DFS_woFilter_w2, 1 = a single chain (CoT).
+    #[arg(long, default_value_t = 2)]
+    pub width: usize,
+    /// Agent steps (planner calls) per task before giving up on it.
+    #[arg(long, default_value_t = 200)]
+    pub max_steps: usize,
+    /// Tasks solved at once; the others wait in the queue.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+}
+
+/// The real-time pipeline's sampling: temperature 0.5, no top-p, 512 new tokens, the
+/// last 3576 prompt tokens, EOS ignored at the first step.
+pub const REALTIME: Defaults = Defaults {
+    temperature: 0.5,
+    top_p: None,
+    max_input_tokens: 3576,
+    max_new_tokens: 512,
+    min_new_tokens: 1,
+};
+
+pub async fn run(a: CoordinatorArgs) -> anyhow::Result<()> {
+    if a.width == 0 || a.concurrency == 0 || a.max_steps == 0 {
+        bail!("--width, --max-steps and --concurrency must be at least 1");
+    }
+    let roles = a.remote.roles(a.sampling.wire(&REALTIME)).await?.context(
+        "the coordinator needs role workers: give --etcd, or all three --*-endpoint flags",
+    )?;
+    let membership = roles.membership().clone();
+    let settings = Settings {
+        roles: Arc::new(roles),
+        membership,
+        backend: Arc::new(a.tools.backend()?),
+        search: SearchConfig {
+            tree_beam_size: a.width,
+            max_query_count: a.max_steps,
+            ..SearchConfig::default()
+        },
+        concurrency: a.concurrency,
+    };
+    let listener = tokio::net::TcpListener::bind(a.listen)
+        .await
+        .with_context(|| format!("listening on {}", a.listen))?;
+    let addr = listener.local_addr()?;
+    eprintln!("umi coordinator: listening on {addr}");
+    serve(
+        listener,
+        CoordinatorService::new(settings),
+        super::shutdown::signal(),
+    )
+    .await
+    .with_context(|| format!("serving on {addr}"))?;
+    eprintln!("umi coordinator: stopped");
+    Ok(())
+}

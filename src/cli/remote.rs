@@ -1,0 +1,98 @@
+//! Where remote role workers are found: fixed endpoints given as flags, or etcd.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use umi_discovery::membership::Membership;
+use umi_discovery::WorkerInfo;
+use umi_worker::client::{ClusterRoles, RetryPolicy};
+
+#[derive(Args, Debug, Clone)]
+pub struct RemoteArgs {
+    /// Role workers (`umi worker`) at fixed addresses, e.g. http://127.0.0.1:50051;
+    /// all three or none (repeat a flag for more replicas).
+    #[arg(long)]
+    pub planner_endpoint: Vec<String>,
+    #[arg(long)]
+    pub caller_endpoint: Vec<String>,
+    #[arg(long)]
+    pub summarizer_endpoint: Vec<String>,
+    /// Find role workers in etcd instead (e.g. http://127.0.0.1:2379; comma-separated
+    /// for a cluster).
+    #[arg(long, value_delimiter = ',')]
+    pub etcd: Vec<String>,
+    /// Key prefix of umi's entries in etcd.
+    #[arg(long, default_value = "/umi")]
+    pub etcd_prefix: String,
+    /// Seconds a role call may take, retries and waiting for a worker included.
+    #[arg(long, default_value_t = 600.0)]
+    pub role_deadline: f64,
+    /// Workers tried per role call.
+    #[arg(long, default_value_t = 3)]
+    pub role_attempts: usize,
+}
+
+impl RemoteArgs {
+    pub fn is_set(&self) -> bool {
+        !self.etcd.is_empty()
+            || !self.planner_endpoint.is_empty()
+            || !self.caller_endpoint.is_empty()
+            || !self.summarizer_endpoint.is_empty()
+    }
+
+    /// The live workers per role, if any remote source was given.
+    pub async fn membership(&self) -> anyhow::Result<Option<Membership>> {
+        let fixed = [
+            ("planner", &self.planner_endpoint),
+            ("caller", &self.caller_endpoint),
+            ("summarizer", &self.summarizer_endpoint),
+        ];
+        let given = fixed.iter().filter(|(_, e)| !e.is_empty()).count();
+        match (self.etcd.is_empty(), given) {
+            (true, 0) => Ok(None),
+            (true, 3) => Ok(Some(Membership::fixed(fixed.iter().flat_map(
+                |(role, addresses)| {
+                    addresses.iter().map(|a| WorkerInfo {
+                        role: role.to_string(),
+                        address: a.clone(),
+                        model: String::new(),
+                        device: String::new(),
+                        capacity: 1,
+                    })
+                },
+            )))),
+            (true, _) => bail!(
+                "give all three of --planner-endpoint, --caller-endpoint and --summarizer-endpoint, or none"
+            ),
+            (false, 0) => Ok(Some(
+                Membership::etcd(&self.etcd, &self.etcd_prefix)
+                    .await
+                    .context("discovering role workers")?,
+            )),
+            (false, _) => bail!("give --etcd or the --*-endpoint flags, not both"),
+        }
+    }
+
+    pub fn policy(&self) -> anyhow::Result<RetryPolicy> {
+        if !self.role_deadline.is_finite() || self.role_deadline <= 0.0 || self.role_attempts == 0 {
+            bail!("--role-deadline must be positive and --role-attempts at least 1");
+        }
+        Ok(RetryPolicy {
+            deadline: Duration::from_secs_f64(self.role_deadline),
+            max_attempts: self.role_attempts,
+            ..RetryPolicy::default()
+        })
+    }
+
+    pub async fn roles(
+        &self,
+        sampling: umi_worker::pb::Sampling,
+    ) -> anyhow::Result<Option<ClusterRoles>> {
+        let policy = self.policy()?;
+        Ok(self
+            .membership()
+            .await?
+            .map(|m| ClusterRoles::new(m, sampling, policy)))
+    }
+}

@@ -1,0 +1,101 @@
+//! `umi run --coordinator`: submit the queries to a coordinator, follow their events,
+//! and fetch each answer as its task ends.
+
+use std::collections::HashSet;
+
+use anyhow::{bail, Context};
+use serde_json::Value;
+use umi_coordinator::pb::coordinator_client::CoordinatorClient;
+use umi_coordinator::pb::{FetchRequest, SubmitRequest, Task, TaskState, WatchRequest};
+use umi_core::dfs::Outcome;
+use umi_core::task::{Query, Solved};
+
+pub async fn solve_all(
+    address: &str,
+    todo: &[&Query],
+    finish: &mut impl FnMut(&str, Solved) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    if todo.is_empty() {
+        return Ok(());
+    }
+    let mut client = CoordinatorClient::connect(address.to_string())
+        .await
+        .with_context(|| format!("connecting to the coordinator at {address}"))?
+        // Answers with long trajectories exceed tonic's 4 MB default.
+        .max_decoding_message_size(256 << 20);
+    let tasks = todo
+        .iter()
+        .map(|q| {
+            Ok(Task {
+                id: q.id.clone(),
+                query: q.text.clone(),
+                api_list_json: serde_json::to_string(&q.apis)?,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
+    client
+        .submit(SubmitRequest { tasks })
+        .await
+        .map_err(|s| anyhow::anyhow!("the coordinator refused the queries: {}", s.message()))?;
+    let mut events = client
+        .watch(WatchRequest {
+            task_ids: ids.clone(),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("watching the tasks: {}", s.message()))?
+        .into_inner();
+    let mut open: HashSet<String> = ids.into_iter().collect();
+    while !open.is_empty() {
+        let Some(event) = events.message().await.map_err(|s| {
+            anyhow::anyhow!("the coordinator's event stream broke: {}", s.message())
+        })?
+        else {
+            bail!(
+                "the coordinator ended the event stream with {} tasks open",
+                open.len()
+            );
+        };
+        let state = TaskState::try_from(event.state).unwrap_or(TaskState::Unspecified);
+        if matches!(state, TaskState::Queued | TaskState::Running) || !open.remove(&event.task_id) {
+            continue;
+        }
+        let fetched = client
+            .fetch(FetchRequest {
+                task_id: event.task_id.clone(),
+            })
+            .await
+            .map_err(|s| anyhow::anyhow!("fetching task {}: {}", event.task_id, s.message()))?
+            .into_inner();
+        let answer = if fetched.answer_json.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&fetched.answer_json)
+                .with_context(|| format!("the answer of task {} is not JSON", event.task_id))?
+        };
+        let failure = match state {
+            TaskState::Failed | TaskState::Cancelled => Some(if event.failure.is_empty() {
+                format!("{state:?}")
+            } else {
+                event.failure.clone()
+            }),
+            _ => None,
+        };
+        let outcome = match state {
+            TaskState::Answered => Outcome::Answered,
+            TaskState::GaveUp => Outcome::GaveUp,
+            _ => Outcome::Exhausted,
+        };
+        finish(
+            &event.task_id,
+            Solved {
+                answer,
+                outcome,
+                failure,
+                steps: event.steps as usize,
+                tokens: event.tokens as usize,
+            },
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! Which tools the agent calls: the offline simulator over recorded responses, or
+//! ToolBench's RapidAPI service; the local tools are always there.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use serde_json::Value;
+use umi_core::env::ToolBackend;
+use umi_tools::rapidapi::RapidApi;
+use umi_tools::router::Router;
+use umi_tools::simulator::Simulator;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Tools {
+    /// Recorded responses (offline), plus the local tools.
+    Simulator,
+    /// ToolBench's RapidAPI service (needs --toolbench-key), plus the local tools.
+    Rapidapi,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ToolArgs {
+    #[arg(long, value_enum, default_value = "simulator")]
+    pub tools: Tools,
+    /// Recorded responses for the simulator: ToolBench answer files or directories of
+    /// them, or static trajectory files (repeatable). Default: the ToolBench answers and
+    /// the static set under data/.
+    #[arg(long)]
+    pub record: Vec<PathBuf>,
+    #[arg(long, default_value = "http://8.130.32.149:8080/rapidapi")]
+    pub rapidapi_url: String,
+    #[arg(long, env = "TOOLBENCH_KEY")]
+    pub toolbench_key: Option<String>,
+}
+
+impl ToolArgs {
+    pub fn backend(&self) -> anyhow::Result<Router> {
+        let fallback: Box<dyn ToolBackend> = match self.tools {
+            Tools::Simulator => {
+                let paths = if self.record.is_empty() {
+                    vec![
+                        PathBuf::from("data/toolbench-real/answer"),
+                        PathBuf::from("data/toolbench-static/out_of_domain.json"),
+                    ]
+                    .into_iter()
+                    .filter(|p| p.exists())
+                    .collect()
+                } else {
+                    self.record.clone()
+                };
+                let sim = load_simulator(&paths)?;
+                tracing::info!(responses = sim.len(), "simulator loaded");
+                Box::new(sim)
+            }
+            Tools::Rapidapi => {
+                let key = self
+                    .toolbench_key
+                    .clone()
+                    .context("--tools rapidapi needs --toolbench-key (or $TOOLBENCH_KEY)")?;
+                Box::new(RapidApi::new(self.rapidapi_url.clone(), key))
+            }
+        };
+        Ok(Router::new(fallback))
+    }
+}
+
+fn load_simulator(paths: &[PathBuf]) -> anyhow::Result<Simulator> {
+    let mut sim = Simulator::new();
+    for path in paths {
+        let files: Vec<PathBuf> = if path.is_dir() {
+            let mut v: Vec<PathBuf> = walk_json(path)?;
+            v.sort();
+            v
+        } else {
+            vec![path.clone()]
+        };
+        for file in files {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let value: Value = serde_json::from_str(&text)
+                .with_context(|| format!("{}: not JSON", file.display()))?;
+            if value.is_array() {
+                let records = umi_core::static_eval::parse_records(&text)
+                    .with_context(|| format!("{}", file.display()))?;
+                sim.add_static_records(&records);
+            } else {
+                sim.add_answer_file(&value);
+            }
+        }
+    }
+    Ok(sim)
+}
+
+fn walk_json(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            out.extend(walk_json(&path)?);
+        } else if path.extension().is_some_and(|e| e == "json") {
+            out.push(path);
+        }
+    }
+    Ok(out)
+}
