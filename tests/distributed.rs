@@ -4,57 +4,14 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 
+use support::procs::{free_port, worker as start_worker};
 use support::umi;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts a worker and waits for its "listening" line.
-fn start_worker(role: &str) -> (Child, String) {
-    let port = free_port();
-    let mut child = umi()
-        .args([
-            "worker",
-            "--role",
-            role,
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let line = lines.next().expect("worker exited").unwrap();
-    assert!(
-        line.contains(&format!("{role} role on 127.0.0.1:{port}")),
-        "{line}"
-    );
-    // Keep draining stderr so the worker never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, format!("http://127.0.0.1:{port}"))
-}
-
-fn sigterm(child: &mut Child) -> std::process::ExitStatus {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    child.wait().unwrap()
-}
-
-const GREEDY: [&str; 8] = [
+const GREEDY: [&str; 10] = [
+    "--dtype",
+    "quantized",
     "--temperature",
     "0",
     "--max-new-tokens",
@@ -71,9 +28,9 @@ fn answer(dir: &Path) -> serde_json::Value {
 
 #[test]
 fn three_workers_answer_as_the_in_process_run() {
-    let (mut planner, p) = start_worker("planner");
-    let (mut caller, c) = start_worker("caller");
-    let (mut summarizer, s) = start_worker("summarizer");
+    let (mut planner, p) = start_worker("planner", None);
+    let (mut caller, c) = start_worker("caller", None);
+    let (mut summarizer, s) = start_worker("summarizer", None);
     let remote = tempfile::tempdir().unwrap();
     let status = umi()
         .args(["run", "--out"])
@@ -111,9 +68,9 @@ fn three_workers_answer_as_the_in_process_run() {
     );
     assert!(r.get("failure").is_none(), "{}", r["failure"]);
 
-    for child in [&mut planner, &mut caller, &mut summarizer] {
+    for worker in [&mut planner, &mut caller, &mut summarizer] {
         assert!(
-            sigterm(child).success(),
+            worker.terminate().success(),
             "a worker did not exit cleanly on SIGTERM"
         );
     }
@@ -155,4 +112,75 @@ fn an_unreachable_worker_is_a_recorded_failure_not_a_hang() {
         "{}",
         a["failure"]
     );
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+#[test]
+fn the_streamed_answer_is_the_plain_answer_and_health_says_serving() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    use umi_worker::pb;
+
+    let (mut worker, address) = start_worker("summarizer", None);
+    let request = pb::GenerateRequest {
+        role: pb::Role::Summarizer as i32,
+        tools_json: vec![],
+        history: vec![pb::HistoryTurn {
+            label: "user".into(),
+            value: "What is the capital of France?".into(),
+        }],
+        thought: None,
+        sampling: Some(pb::Sampling {
+            max_new_tokens: 16,
+            ..Default::default()
+        }),
+        task_id: "stream".into(),
+    };
+    block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(address.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut health = HealthClient::new(channel);
+        let status = health
+            .check(HealthCheckRequest {
+                service: "umi.v1.RoleWorker".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::Serving as i32);
+
+        let mut client = pb::role_worker_client::RoleWorkerClient::connect(address)
+            .await
+            .unwrap();
+        let plain = client.generate(request.clone()).await.unwrap().into_inner();
+        let mut stream = client.generate_stream(request).await.unwrap().into_inner();
+        let (mut text, mut chunks, mut done) = (String::new(), 0, None);
+        while let Some(chunk) = stream.message().await.unwrap() {
+            assert!(done.is_none(), "a chunk came after the last one");
+            text.push_str(&chunk.text);
+            chunks += 1;
+            done = chunk.done;
+        }
+        let done = done.expect("no final chunk");
+        assert!(
+            chunks > 2,
+            "the answer came in {chunks} chunk(s), not streamed"
+        );
+        assert_eq!(text, plain.text);
+        assert_eq!(done.text, plain.text);
+        assert_eq!(done.generated_tokens, plain.generated_tokens);
+    });
+    assert!(worker.terminate().success());
 }

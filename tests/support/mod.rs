@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod procs;
+
 use std::path::PathBuf;
 
 use umi_engine::{LoadOptions, LoadedModel, WeightDType};

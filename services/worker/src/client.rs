@@ -186,7 +186,7 @@ impl ClusterRoles {
                     status.message()
                 ));
             }
-            tracing::warn!(role = role.as_str(), %address, code = ?status.code(), error = status.message(), "role call failed; trying another replica");
+            tracing::warn!(role = role.as_str(), %address, code = ?status.code(), error = status.message(), "role call failed; retrying (another replica first)");
             if let Ok(mut t) = replica.failed_at.lock() {
                 *t = Some(Instant::now());
             }

@@ -1,0 +1,308 @@
+//! The distributed system as it runs on a cluster: a real etcd (random ports, fresh data
+//! dir), role workers that register in it, a coordinator that discovers them, and
+//! `umi run --coordinator` submitting tasks, all as real processes on loopback.
+
+mod support;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use support::procs::{coordinator, free_port, queries, worker, Etcd, Proc};
+use support::umi;
+use umi_coordinator::pb::coordinator_client::CoordinatorClient;
+use umi_coordinator::pb::StatusRequest;
+use umi_worker::pb::role_worker_client::RoleWorkerClient;
+use umi_worker::pb::InfoRequest;
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// (calls served, calls in flight) of a worker.
+fn load(worker: &str) -> (u64, u32) {
+    block_on(async {
+        let mut c = RoleWorkerClient::connect(worker.to_string()).await.unwrap();
+        let info = c.info(InfoRequest {}).await.unwrap().into_inner();
+        (info.served, info.in_flight)
+    })
+}
+
+/// The planner addresses the coordinator currently routes to.
+fn coordinator_sees(coordinator: &str, role: &str) -> HashSet<String> {
+    block_on(async {
+        let mut c = CoordinatorClient::connect(coordinator.to_string())
+            .await
+            .unwrap();
+        let status = c.status(StatusRequest {}).await.unwrap().into_inner();
+        status
+            .roles
+            .into_iter()
+            .filter(|r| r.role == role)
+            .flat_map(|r| r.addresses)
+            .collect()
+    })
+}
+
+fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    start.elapsed()
+}
+
+fn answers(dir: &Path) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.ends_with("_DFS_woFilter_w2.json") {
+            out.push(serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap());
+        }
+    }
+    out
+}
+
+fn run_via(coordinator: &str, queries: &Path, out: &Path) -> Proc {
+    let mut cmd = umi();
+    cmd.args(["run", "--coordinator", coordinator, "--queries"])
+        .arg(queries)
+        .arg("--out")
+        .arg(out);
+    Proc::spawn(&mut cmd)
+}
+
+#[test]
+fn a_second_planner_replica_is_used_within_a_second_of_registering() {
+    let etcd = Etcd::start();
+    let (_a, planner_a) = worker("planner", Some(&etcd.url));
+    let (_c, _) = worker("caller", Some(&etcd.url));
+    let (_s, _) = worker("summarizer", Some(&etcd.url));
+    let (_coord, coord) = coordinator(&etcd.url, &["--concurrency", "4"]);
+    wait_until(
+        "the coordinator sees planner A",
+        Duration::from_secs(5),
+        || coordinator_sees(&coord, "planner").contains(&planner_a),
+    );
+
+    let (mut b, planner_b) = worker("planner", Some(&etcd.url));
+    b.wait_for("registered as", Duration::from_secs(1));
+    let seen_after = wait_until(
+        "the coordinator sees planner B",
+        Duration::from_secs(1),
+        || coordinator_sees(&coord, "planner").contains(&planner_b),
+    );
+    eprintln!("planner B routable {seen_after:?} after it registered");
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut run = run_via(&coord, &queries(dir.path(), 4), dir.path());
+    assert!(run.child.wait().unwrap().success(), "{}", run.stderr());
+    assert_eq!(answers(dir.path()).len(), 4);
+    let (served_a, _) = load(&planner_a);
+    let (served_b, _) = load(&planner_b);
+    assert!(
+        served_b > 0,
+        "planner B served nothing (A served {served_a})"
+    );
+    assert!(
+        served_a > 0,
+        "planner A served nothing (B served {served_b})"
+    );
+}
+
+#[test]
+fn a_replica_killed_mid_run_costs_no_task() {
+    let etcd = Etcd::start();
+    let (mut a, planner_a) = worker("planner", Some(&etcd.url));
+    let (_b, planner_b) = worker("planner", Some(&etcd.url));
+    let (_c, _) = worker("caller", Some(&etcd.url));
+    let (_s, _) = worker("summarizer", Some(&etcd.url));
+    let (_coord, coord) = coordinator(&etcd.url, &["--concurrency", "20"]);
+    wait_until("both planners routable", Duration::from_secs(5), || {
+        coordinator_sees(&coord, "planner").len() == 2
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut run = run_via(&coord, &queries(dir.path(), 20), dir.path());
+    // Kill A while it is serving: its in-flight calls must move to B.
+    wait_until("planner A busy", Duration::from_secs(60), || {
+        load(&planner_a).1 > 0
+    });
+    a.signal("KILL");
+    let _ = a.child.wait();
+
+    let status = run.child.wait().unwrap();
+    assert!(status.success(), "{}", run.stderr());
+    let answers = answers(dir.path());
+    assert_eq!(answers.len(), 20, "{}", run.stderr());
+    for answer in &answers {
+        assert!(
+            answer.get("failure").is_none(),
+            "a task failed: {}",
+            answer["failure"]
+        );
+    }
+    assert!(load(&planner_b).0 > 0);
+}
+
+#[test]
+fn sigterm_drains_in_flight_calls_and_leaves_the_registry() {
+    let etcd = Etcd::start();
+    let (mut w, address) = worker("planner", Some(&etcd.url));
+    let etcd_url = etcd.url.clone();
+    let listed = move || {
+        block_on(async {
+            umi_discovery::membership::Membership::etcd(&[etcd_url.clone()], "/umi")
+                .await
+                .unwrap()
+                .workers("planner")
+                .len()
+        })
+    };
+    assert_eq!(listed(), 1);
+
+    // A long call (64 tokens, EOS ignored) in flight when SIGTERM arrives.
+    let call = {
+        let address = address.clone();
+        std::thread::spawn(move || {
+            block_on(async {
+                let mut c = RoleWorkerClient::connect(address).await.unwrap();
+                c.generate(umi_worker::pb::GenerateRequest {
+                    role: umi_worker::pb::Role::Planner as i32,
+                    tools_json: vec![],
+                    history: vec![umi_worker::pb::HistoryTurn {
+                        label: "user".into(),
+                        value: "Tell me a long story.".into(),
+                    }],
+                    thought: None,
+                    sampling: Some(umi_worker::pb::Sampling {
+                        max_new_tokens: 64,
+                        min_new_tokens: 64,
+                        ..Default::default()
+                    }),
+                    task_id: "drain".into(),
+                })
+                .await
+            })
+        })
+    };
+    wait_until("the call in flight", Duration::from_secs(10), || {
+        load(&address).1 == 1
+    });
+    let status = w.terminate();
+    let reply = call
+        .join()
+        .unwrap()
+        .expect("the in-flight call was cut off");
+    assert_eq!(reply.into_inner().generated_tokens, 64);
+    assert!(status.success(), "{}", w.stderr());
+    assert!(w.stderr().contains("deregistered"), "{}", w.stderr());
+    assert_eq!(listed(), 0, "the worker's entry outlived its shutdown");
+}
+
+#[test]
+fn the_coordinator_rides_out_an_etcd_outage() {
+    let mut etcd = Etcd::start();
+    let (_p, planner) = worker("planner", Some(&etcd.url));
+    let (_c, _) = worker("caller", Some(&etcd.url));
+    let (_s, _) = worker("summarizer", Some(&etcd.url));
+    let (mut coord_proc, coord) = coordinator(&etcd.url, &[]);
+    wait_until(
+        "the coordinator sees the planner",
+        Duration::from_secs(5),
+        || coordinator_sees(&coord, "planner").contains(&planner),
+    );
+
+    etcd.stop();
+    // With etcd gone, the last known workers still serve.
+    let dir = tempfile::tempdir().unwrap();
+    let mut run = run_via(&coord, &queries(dir.path(), 2), dir.path());
+    assert!(run.child.wait().unwrap().success(), "{}", run.stderr());
+    for answer in answers(dir.path()) {
+        assert!(answer.get("failure").is_none(), "{}", answer["failure"]);
+    }
+    assert!(coordinator_sees(&coord, "planner").contains(&planner));
+
+    // etcd returns: the coordinator follows it again, and sees a new replica.
+    etcd.restart();
+    let (_p2, planner2) = worker("planner", Some(&etcd.url));
+    wait_until(
+        "the coordinator sees the new planner",
+        Duration::from_secs(10),
+        || coordinator_sees(&coord, "planner").contains(&planner2),
+    );
+    assert!(
+        coord_proc.stderr().contains("etcd watch lost"),
+        "{}",
+        coord_proc.stderr()
+    );
+}
+
+#[test]
+fn a_role_with_no_live_worker_is_a_recorded_failure_after_the_deadline() {
+    let etcd = Etcd::start();
+    let (_coord, coord) = coordinator(&etcd.url, &["--role-deadline", "2"]);
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let mut run = run_via(&coord, &queries(dir.path(), 1), dir.path());
+    assert!(run.child.wait().unwrap().success(), "{}", run.stderr());
+    let took = started.elapsed();
+    let answers = answers(dir.path());
+    let failure = answers[0]["failure"].as_str().unwrap();
+    assert!(failure.contains("no live planner worker"), "{failure}");
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(30),
+        "{took:?}"
+    );
+}
+
+#[test]
+fn a_worker_that_cannot_reach_etcd_exits_with_a_clear_message() {
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let out = umi()
+        .args([
+            "worker",
+            "--role",
+            "planner",
+            "--listen",
+            "127.0.0.1:0",
+            "--dtype",
+            "quantized",
+            "--etcd",
+            &dead,
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("registering in etcd") && stderr.contains(&dead),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_worker_whose_model_fails_to_load_exits_with_a_clear_message() {
+    let out = umi()
+        .args([
+            "worker",
+            "--role",
+            "caller",
+            "--model",
+            "/nonexistent/model.gguf",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("loading model /nonexistent/model.gguf"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,271 @@
+//! Real processes for whole-system tests: etcd on loopback (random free ports, fresh
+//! data dir), `umi worker` and `umi coordinator`, each killed when dropped.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::umi;
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process whose stderr is collected line by line.
+pub struct Proc {
+    pub child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    pub fn spawn(cmd: &mut Command) -> Proc {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Proc { child, lines }
+    }
+
+    /// The first stderr line containing `needle`, waiting up to `timeout`.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            if let Some(l) = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(needle))
+            {
+                return l.clone();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                // Let the reader thread catch up before reporting.
+                std::thread::sleep(Duration::from_millis(100));
+                if let Some(l) = self
+                    .lines
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .find(|l| l.contains(needle))
+                {
+                    return l.clone();
+                }
+                panic!(
+                    "process exited ({status}) before {needle:?}:\n{}",
+                    self.stderr()
+                );
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "no {needle:?} within {timeout:?}:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{signal} failed");
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.signal("TERM");
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct Etcd {
+    pub url: String,
+    client_port: u16,
+    peer_port: u16,
+    dir: tempfile::TempDir,
+    proc: Option<Proc>,
+}
+
+impl Etcd {
+    pub fn start() -> Etcd {
+        let mut etcd = Etcd {
+            url: String::new(),
+            client_port: free_port(),
+            peer_port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            proc: None,
+        };
+        etcd.url = format!("http://127.0.0.1:{}", etcd.client_port);
+        etcd.restart();
+        etcd
+    }
+
+    /// Starts (again) on the same ports and data dir, and waits for /health.
+    pub fn restart(&mut self) {
+        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let mut cmd = Command::new("etcd");
+        cmd.args(["--name", "n1", "--data-dir"])
+            .arg(self.dir.path().join("data"))
+            .args(["--logger=zap", "--log-level=warn"])
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args(["--initial-cluster", &format!("n1={peer}")]);
+        let mut proc = Proc::spawn(&mut cmd);
+        let start = Instant::now();
+        while !healthy(self.client_port) {
+            if let Ok(Some(status)) = proc.child.try_wait() {
+                panic!("etcd exited ({status}):\n{}", proc.stderr());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "etcd not healthy:\n{}",
+                proc.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.proc = Some(proc);
+    }
+
+    /// Kills etcd and waits until its port is closed.
+    pub fn stop(&mut self) {
+        self.proc.take();
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", self.client_port)).is_ok() {
+            assert!(start.elapsed() < Duration::from_secs(10));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+fn healthy(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    use std::io::Write;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    if s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body.starts_with("HTTP/1.1 200") && body.contains("\"health\":\"true\"")
+}
+
+/// A role worker on a free port, registered in `etcd` when given; returns once it
+/// serves, with its address.
+pub fn worker(role: &str, etcd: Option<&str>) -> (Proc, String) {
+    let mut cmd = umi();
+    cmd.args([
+        "worker",
+        "--role",
+        role,
+        "--listen",
+        "127.0.0.1:0",
+        "--dtype",
+        "quantized",
+    ]);
+    if let Some(url) = etcd {
+        cmd.args(["--etcd", url]);
+    }
+    let mut p = Proc::spawn(&mut cmd);
+    let line = p.wait_for(" role on ", Duration::from_secs(60));
+    let addr = line
+        .split(" role on ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+    let url = format!("http://{addr}");
+    (p, url)
+}
+
+/// A coordinator following `etcd`, with small budgets so tests stay quick.
+pub fn coordinator(etcd: &str, extra: &[&str]) -> (Proc, String) {
+    let mut cmd = umi();
+    cmd.args(["coordinator", "--listen", "127.0.0.1:0", "--etcd", etcd])
+        .args([
+            "--temperature",
+            "0",
+            "--max-new-tokens",
+            "8",
+            "--max-steps",
+            "2",
+        ])
+        .args(extra);
+    let mut p = Proc::spawn(&mut cmd);
+    let line = p.wait_for("listening on ", Duration::from_secs(60));
+    let addr = line
+        .split("listening on ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_string();
+    (p, format!("http://{addr}"))
+}
+
+/// `n` copies of the one-query fixture (ids 1..=n), written to a file in `dir`.
+pub fn queries(dir: &Path, n: usize) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let one: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(root.join("tests/fixtures/one-query.json")).unwrap())
+            .unwrap();
+    let many: Vec<serde_json::Value> = (1..=n)
+        .map(|i| {
+            let mut q = one[0].clone();
+            q["query_id"] = serde_json::json!(i);
+            q
+        })
+        .collect();
+    let path = dir.join(format!("queries-{n}.json"));
+    std::fs::write(&path, serde_json::to_vec(&many).unwrap()).unwrap();
+    path
+}
