@@ -158,7 +158,7 @@ fn sigterm_drains_in_flight_calls_and_leaves_the_registry() {
     let etcd_url = etcd.url.clone();
     let listed = move || {
         block_on(async {
-            umi_discovery::membership::Membership::etcd(&[etcd_url.clone()], "/umi")
+            umi_discovery::membership::Membership::etcd(std::slice::from_ref(&etcd_url), "/umi")
                 .await
                 .unwrap()
                 .workers("planner")
@@ -212,7 +212,7 @@ fn the_coordinator_rides_out_an_etcd_outage() {
     let (_p, planner) = worker("planner", Some(&etcd.url));
     let (_c, _) = worker("caller", Some(&etcd.url));
     let (_s, _) = worker("summarizer", Some(&etcd.url));
-    let (mut coord_proc, coord) = coordinator(&etcd.url, &[]);
+    let (coord_proc, coord) = coordinator(&etcd.url, &[]);
     wait_until(
         "the coordinator sees the planner",
         Duration::from_secs(5),
