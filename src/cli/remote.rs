@@ -20,10 +20,10 @@ pub struct RemoteArgs {
     pub summarizer_endpoint: Vec<String>,
     /// Find role workers in etcd instead (e.g. http://127.0.0.1:2379; comma-separated
     /// for a cluster).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', env = "UMI_ETCD")]
     pub etcd: Vec<String>,
     /// Key prefix of umi's entries in etcd.
-    #[arg(long, default_value = "/umi")]
+    #[arg(long, default_value = "/umi", env = "UMI_ETCD_PREFIX")]
     pub etcd_prefix: String,
     /// Seconds a role call may take, retries and waiting for a worker included.
     #[arg(long, default_value_t = 600.0)]
@@ -34,8 +34,16 @@ pub struct RemoteArgs {
 }
 
 impl RemoteArgs {
+    fn etcd(&self) -> Vec<String> {
+        self.etcd
+            .iter()
+            .filter(|e| !e.is_empty())
+            .cloned()
+            .collect()
+    }
+
     pub fn is_set(&self) -> bool {
-        !self.etcd.is_empty()
+        !self.etcd().is_empty()
             || !self.planner_endpoint.is_empty()
             || !self.caller_endpoint.is_empty()
             || !self.summarizer_endpoint.is_empty()
@@ -49,7 +57,8 @@ impl RemoteArgs {
             ("summarizer", &self.summarizer_endpoint),
         ];
         let given = fixed.iter().filter(|(_, e)| !e.is_empty()).count();
-        match (self.etcd.is_empty(), given) {
+        let etcd = self.etcd();
+        match (etcd.is_empty(), given) {
             (true, 0) => Ok(None),
             (true, 3) => Ok(Some(Membership::fixed(fixed.iter().flat_map(
                 |(role, addresses)| {
@@ -66,7 +75,7 @@ impl RemoteArgs {
                 "give all three of --planner-endpoint, --caller-endpoint and --summarizer-endpoint, or none"
             ),
             (false, 0) => Ok(Some(
-                Membership::etcd(&self.etcd, &self.etcd_prefix)
+                Membership::etcd(&etcd, &self.etcd_prefix)
                     .await
                     .context("discovering role workers")?,
             )),

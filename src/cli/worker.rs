@@ -31,12 +31,12 @@ pub struct WorkerArgs {
     pub listen: SocketAddr,
     /// The address clients should use, registered in etcd (default: http://<listen>;
     /// set it when listening on 0.0.0.0, e.g. to the pod IP).
-    #[arg(long)]
+    #[arg(long, env = "UMI_ADVERTISE")]
     pub advertise: Option<String>,
     /// Register in etcd (e.g. http://127.0.0.1:2379; comma-separated for a cluster).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', env = "UMI_ETCD")]
     pub etcd: Vec<String>,
-    #[arg(long, default_value = "/umi")]
+    #[arg(long, default_value = "/umi", env = "UMI_ETCD_PREFIX")]
     pub etcd_prefix: String,
     /// Seconds the registration outlives a worker that stops renewing it (a crash).
     #[arg(long, default_value_t = 5)]
@@ -57,7 +57,9 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", a.listen))?;
     let addr = listener.local_addr()?;
     let info = engine.info();
-    let registration = if a.etcd.is_empty() {
+    let etcd: Vec<String> = a.etcd.iter().filter(|e| !e.is_empty()).cloned().collect();
+    let advertise = a.advertise.clone().filter(|a| !a.is_empty());
+    let registration = if etcd.is_empty() {
         None
     } else {
         let worker = WorkerInfo {
@@ -71,7 +73,7 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
             capacity: 1,
         };
         let r = Registration::register(
-            &a.etcd,
+            &etcd,
             &a.etcd_prefix,
             worker,
             Duration::from_secs(a.lease_ttl),
