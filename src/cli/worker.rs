@@ -64,10 +64,7 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
     } else {
         let worker = WorkerInfo {
             role: role.as_str().to_string(),
-            address: a
-                .advertise
-                .clone()
-                .unwrap_or_else(|| format!("http://{addr}")),
+            address: advertise.unwrap_or_else(|| format!("http://{addr}")),
             model: info.name.clone(),
             device: info.device.clone(),
             capacity: 1,
