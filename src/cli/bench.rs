@@ -9,6 +9,8 @@ use super::model_args::ModelArgs;
 pub enum BenchCommand {
     /// Prefill and decode tokens per second for a model, prompt length and dtype.
     Engine(EngineBenchArgs),
+    /// Calls per second of one role's replicas under concurrent load.
+    Role(super::bench_role::RoleBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -42,6 +44,7 @@ The summarizer writes the final answer from the whole trajectory. ";
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Engine(a) => engine(a).await,
+        BenchCommand::Role(a) => super::bench_role::run(a).await,
     }
 }
 

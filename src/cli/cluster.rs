@@ -36,6 +36,16 @@ pub struct UpArgs {
     pub callers: usize,
     #[arg(long, default_value_t = 1)]
     pub summarizers: usize,
+    /// The coordinator's agent steps per task (default: 12 with the bundled model, else 200).
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// The coordinator's new tokens per role call (default: 128 with the bundled model,
+    /// else 512).
+    #[arg(long)]
+    pub max_new_tokens: Option<usize>,
+    /// Tasks the coordinator solves at once.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
     #[command(flatten)]
     pub model: ModelArgs,
 }
@@ -112,17 +122,23 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
         }
     }
     let mut coordinator_cmd = Command::new(&exe);
+    // The bundled 135M model gets `umi run`'s demo budgets.
+    let demo = a.model.model.is_none();
+    let max_steps = a.max_steps.unwrap_or(if demo { 12 } else { 200 });
+    let max_new_tokens = a.max_new_tokens.unwrap_or(if demo { 128 } else { 512 });
     coordinator_cmd.args([
         "coordinator",
         "--listen",
         &format!("127.0.0.1:{}", a.coordinator_port),
         "--etcd",
         &etcd_url,
+        "--max-steps",
+        &max_steps.to_string(),
+        "--max-new-tokens",
+        &max_new_tokens.to_string(),
+        "--concurrency",
+        &a.concurrency.to_string(),
     ]);
-    if a.model.model.is_none() {
-        // The bundled 135M model gets `umi run`'s demo budgets.
-        coordinator_cmd.args(["--max-steps", "12", "--max-new-tokens", "128"]);
-    }
     let coordinator_log = a.dir.join("coordinator.log");
     let mut coordinator = spawn(&mut coordinator_cmd, &coordinator_log)?;
     let coordinator_url = format!("http://127.0.0.1:{}", a.coordinator_port);

@@ -1,4 +1,5 @@
 pub mod bench;
+pub mod bench_role;
 pub mod cluster;
 pub mod coordinator;
 pub mod eval;

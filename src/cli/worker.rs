@@ -45,12 +45,18 @@ pub struct WorkerArgs {
     pub model: ModelArgs,
 }
 
+impl Role {
+    pub fn kind(self) -> RoleKind {
+        match self {
+            Role::Planner => RoleKind::Planner,
+            Role::Caller => RoleKind::Caller,
+            Role::Summarizer => RoleKind::Summarizer,
+        }
+    }
+}
+
 pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
-    let role = match a.role {
-        Role::Planner => RoleKind::Planner,
-        Role::Caller => RoleKind::Caller,
-        Role::Summarizer => RoleKind::Summarizer,
-    };
+    let role = a.role.kind();
     let engine = Engine::start(a.model.load()?);
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await
