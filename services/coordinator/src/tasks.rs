@@ -224,3 +224,138 @@ impl RoleModels for CountedRoles<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use umi_core::env::{ApiCall, ApiReply, BackendFailure};
+
+    use super::*;
+
+    /// Test double for the roles: the planner concludes at once, the summarizer answers.
+    struct Concludes;
+    /// Test double for the roles: no call ever returns (a stuck worker).
+    struct Hangs;
+    /// Test double for the roles: the planner call panics.
+    struct Panics;
+
+    impl RoleModels for Concludes {
+        fn generate<'a>(&'a self, r: RoleRequest) -> BoxFuture<'a, Result<Generated, String>> {
+            let text = match r.role {
+                RoleKind::Planner => "I know. Next: conclusion.",
+                _ => "42 is the answer.",
+            };
+            Box::pin(async move {
+                Ok(Generated {
+                    text: text.into(),
+                    ..Generated::default()
+                })
+            })
+        }
+    }
+
+    impl RoleModels for Hangs {
+        fn generate<'a>(&'a self, _: RoleRequest) -> BoxFuture<'a, Result<Generated, String>> {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    impl RoleModels for Panics {
+        fn generate<'a>(&'a self, _: RoleRequest) -> BoxFuture<'a, Result<Generated, String>> {
+            Box::pin(async { panic!("a bug in a role client") })
+        }
+    }
+
+    /// Test double for the tools: never called by these scripts.
+    struct NoTools;
+
+    impl ToolBackend for NoTools {
+        fn call<'a>(&'a self, _: &'a ApiCall) -> BoxFuture<'a, Result<ApiReply, BackendFailure>> {
+            Box::pin(async { unreachable!("no tool calls in these tests") })
+        }
+    }
+
+    fn tasks(roles: impl RoleModels + 'static, concurrency: usize) -> Arc<Tasks> {
+        Tasks::new(
+            Arc::new(roles),
+            Arc::new(NoTools),
+            SearchConfig::default(),
+            "DFS_woFilter_w2".into(),
+            concurrency,
+        )
+    }
+
+    fn query(id: &str) -> Query {
+        Query {
+            id: id.into(),
+            text: "What is 6 x 7?".into(),
+            apis: vec![],
+        }
+    }
+
+    fn state(tasks: &Tasks, id: &str) -> TaskState {
+        tasks.with_table(|t| TaskState::try_from(t[id].event.state).unwrap())
+    }
+
+    async fn wait_for(tasks: &Tasks, id: &str, want: TaskState) {
+        for _ in 0..500 {
+            if state(tasks, id) == want {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("task {id} is {:?}, not {want:?}", state(tasks, id));
+    }
+
+    #[tokio::test]
+    async fn a_task_ends_answered_with_its_answer_and_is_not_run_twice() {
+        let t = tasks(Concludes, 4);
+        let mut events = t.subscribe();
+        assert!(t.submit(query("a")));
+        assert!(!t.submit(query("a")), "a known id was queued again");
+        wait_for(&t, "a", TaskState::Answered).await;
+        let answer: serde_json::Value =
+            serde_json::from_str(t.with_table(|t| t["a"].answer.clone()).unwrap().as_str())
+                .unwrap();
+        // ToolBench keeps the Finish call's arguments as the final answer.
+        assert_eq!(
+            answer["answer_generation"]["final_answer"],
+            r#"{"return_type": "give_answer", "final_answer": "42 is the answer."}"#
+        );
+        let mut seen = vec![];
+        while let Ok(e) = events.try_recv() {
+            seen.push(TaskState::try_from(e.state).unwrap());
+        }
+        assert_eq!(seen.first(), Some(&TaskState::Queued));
+        assert!(seen.contains(&TaskState::Running));
+        assert_eq!(seen.last(), Some(&TaskState::Answered));
+    }
+
+    #[tokio::test]
+    async fn concurrency_is_bounded_and_cancel_ends_queued_and_running_tasks() {
+        let t = tasks(Hangs, 1);
+        t.submit(query("first"));
+        t.submit(query("second"));
+        wait_for(&t, "first", TaskState::Running).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(state(&t, "second"), TaskState::Queued);
+
+        assert!(t.cancel("first"));
+        assert_eq!(state(&t, "first"), TaskState::Cancelled);
+        // The freed slot goes to the queued task.
+        wait_for(&t, "second", TaskState::Running).await;
+        assert!(t.cancel("second"));
+        assert!(!t.cancel("second"), "an ended task was cancelled again");
+        assert!(!t.cancel("unknown"));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_task_ends_failed_with_the_reason() {
+        let t = tasks(Panics, 1);
+        t.submit(query("p"));
+        wait_for(&t, "p", TaskState::Failed).await;
+        let failure = t.with_table(|t| t["p"].event.failure.clone());
+        assert!(failure.contains("internal error"), "{failure}");
+    }
+}

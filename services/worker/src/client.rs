@@ -6,7 +6,7 @@
 //! the call waits for one to register until the deadline, then fails with that reason.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -61,6 +61,9 @@ pub struct ClusterRoles {
     replicas: Arc<Mutex<HashMap<String, Arc<Replica>>>>,
     sampling: pb::Sampling,
     policy: RetryPolicy,
+    /// Calls made so far: each call's seed is the base seed plus this, as in process, so
+    /// sampled calls with equal prompts still differ.
+    calls: Arc<AtomicU64>,
 }
 
 impl ClusterRoles {
@@ -70,6 +73,7 @@ impl ClusterRoles {
             replicas: Arc::default(),
             sampling,
             policy,
+            calls: Arc::default(),
         }
     }
 
@@ -136,7 +140,11 @@ impl ClusterRoles {
         let role = request.role;
         let started = Instant::now();
         let deadline = started + self.policy.deadline;
-        let wire = request_to_pb(&request, self.sampling, "");
+        let mut sampling = self.sampling;
+        sampling.seed = sampling
+            .seed
+            .wrapping_add(self.calls.fetch_add(1, Ordering::Relaxed));
+        let wire = request_to_pb(&request, sampling, "");
         let mut tried = HashSet::new();
         let mut errors: Vec<String> = Vec::new();
         let mut membership = self.membership.clone();
