@@ -9,19 +9,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use support::procs::{coordinator, free_port, queries, worker, Etcd, Proc};
-use support::umi;
+use support::{block_on, umi};
 use umi_coordinator::pb::coordinator_client::CoordinatorClient;
 use umi_coordinator::pb::StatusRequest;
 use umi_worker::pb::role_worker_client::RoleWorkerClient;
 use umi_worker::pb::InfoRequest;
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
 
 /// (calls served, calls in flight) of a worker.
 fn load(worker: &str) -> (u64, u32) {

@@ -7,7 +7,7 @@ mod support;
 use std::path::Path;
 
 use support::procs::{free_port, worker as start_worker};
-use support::umi;
+use support::{block_on, umi};
 
 const GREEDY: [&str; 10] = [
     "--dtype",
@@ -112,14 +112,6 @@ fn an_unreachable_worker_is_a_recorded_failure_not_a_hang() {
         "{}",
         a["failure"]
     );
-}
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
 }
 
 #[test]

@@ -42,3 +42,13 @@ pub fn umi() -> std::process::Command {
     cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
     cmd
 }
+
+/// Runs a future to completion on a fresh single-thread runtime (gRPC calls from
+/// synchronous tests).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
