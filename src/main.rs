@@ -37,6 +37,17 @@ enum Command {
     Eval(cli::eval::EvalCommand),
 }
 
+impl Command {
+    /// How this process appears in traces: umi-coordinator, umi-planner, ...
+    fn service_name(&self) -> String {
+        match self {
+            Command::Worker(a) => format!("umi-{}", a.role.kind().as_str()),
+            Command::Coordinator(_) => "umi-coordinator".into(),
+            _ => "umi".into(),
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     pin_thread_count();
@@ -44,7 +55,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let _telemetry = telemetry::init()?;
+        let _telemetry = telemetry::init(&args.command.service_name())?;
         match args.command {
             Command::Run(a) => cli::run::run(a).await,
             Command::Generate(a) => cli::generate::run(a).await,

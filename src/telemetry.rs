@@ -27,7 +27,7 @@ impl Drop for Telemetry {
 }
 
 /// Must run inside the tokio runtime (the OTLP exporter needs its reactor).
-pub fn init() -> anyhow::Result<Telemetry> {
+pub fn init(service: &str) -> anyhow::Result<Telemetry> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
     let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
         .ok()
@@ -46,9 +46,17 @@ pub fn init() -> anyhow::Result<Telemetry> {
         .with_context(|| format!("OTLP exporter for {endpoint}"))?;
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
-        .with_resource(Resource::builder().with_service_name("umi").build())
+        .with_resource(
+            Resource::builder()
+                .with_service_name(service.to_string())
+                .build(),
+        )
         .build();
     let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("umi"));
+    // W3C trace context on gRPC calls: a worker's spans join the caller's trace.
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
     // Spans reach the exporter at info level even when the console shows only warnings.
     let otel_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::registry()

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
+use tracing::Instrument;
 use umi_core::agent::{BoxFuture, Generated, RoleKind, RoleModels, RoleRequest};
 use umi_discovery::membership::Membership;
 
@@ -173,11 +174,18 @@ impl ClusterRoles {
             let mut client = replica.client.clone();
             let mut grpc = tonic::Request::new(wire.clone());
             grpc.set_timeout(remaining);
+            crate::trace_context::inject(grpc.metadata_mut());
             let attempt = tokio::time::timeout(remaining, client.generate(grpc)).await;
             drop(guard);
             let status = match attempt {
                 Ok(Ok(reply)) => {
                     let reply = reply.into_inner();
+                    let span = tracing::Span::current();
+                    span.record("replica", address.as_str());
+                    span.record("attempts", errors.len() + 1);
+                    span.record("prompt_tokens", reply.prompt_tokens);
+                    span.record("generated_tokens", reply.generated_tokens);
+                    span.record("latency_ms", started.elapsed().as_millis() as u64);
                     return Ok(Generated {
                         text: reply.text,
                         prompt_tokens: reply.prompt_tokens as usize,
@@ -239,6 +247,15 @@ fn retryable(code: Code) -> bool {
 
 impl RoleModels for ClusterRoles {
     fn generate<'a>(&'a self, request: RoleRequest) -> BoxFuture<'a, Result<Generated, String>> {
-        Box::pin(self.call(request))
+        let span = tracing::info_span!(
+            "role_call",
+            role = request.role.as_str(),
+            replica = tracing::field::Empty,
+            attempts = tracing::field::Empty,
+            prompt_tokens = tracing::field::Empty,
+            generated_tokens = tracing::field::Empty,
+            latency_ms = tracing::field::Empty,
+        );
+        Box::pin(self.call(request).instrument(span))
     }
 }

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod convert;
 pub mod server;
+pub mod trace_context;
 
 /// Generated from `proto/umi/v1/roles.proto`.
 pub mod pb {

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 use umi_core::agent::RoleKind;
 use umi_core::prompt::RolePrompts;
 use umi_engine::{
@@ -120,10 +121,16 @@ impl RoleWorker for RoleService {
     ) -> Result<Response<pb::GenerateResponse>, Status> {
         let _in_flight = InFlight::new(&self.load);
         let started = Instant::now();
+        let span = tracing::info_span!("worker_generate", role = self.role.as_str());
+        crate::trace_context::adopt(&span, request.metadata());
         let wire = request.into_inner();
-        let span = tracing::info_span!("worker_generate", role = self.role.as_str(), task_id = %wire.task_id);
         let request = span.in_scope(|| self.engine_request(&wire))?;
-        let out = self.engine.generate(request).await.map_err(engine_status)?;
+        let out = self
+            .engine
+            .generate(request)
+            .instrument(span.clone())
+            .await
+            .map_err(engine_status)?;
         tracing::info!(
             parent: &span,
             prompt_tokens = out.prompt_tokens,
@@ -142,8 +149,9 @@ impl RoleWorker for RoleService {
         request: Request<pb::GenerateRequest>,
     ) -> Result<Response<ChunkStream>, Status> {
         let in_flight = InFlight::new(&self.load);
+        let span = tracing::info_span!("worker_generate_stream", role = self.role.as_str());
+        crate::trace_context::adopt(&span, request.metadata());
         let wire = request.into_inner();
-        let span = tracing::info_span!("worker_generate_stream", role = self.role.as_str(), task_id = %wire.task_id);
         let request = span.in_scope(|| self.engine_request(&wire))?;
         let mut events = self.engine.stream(request).map_err(engine_status)?;
         let (tx, rx) = tokio::sync::mpsc::channel(16);
