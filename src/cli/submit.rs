@@ -1,7 +1,7 @@
 //! `umi run --coordinator`: submit the queries to a coordinator, follow their events,
 //! and fetch each answer as its task ends.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use anyhow::{bail, Context};
 use serde_json::Value;
@@ -23,13 +23,20 @@ pub async fn solve_all(
         .with_context(|| format!("connecting to the coordinator at {address}"))?
         // Answers with long trajectories exceed tonic's 4 MB default.
         .max_decoding_message_size(256 << 20);
+    // A coordinator serves many clients, whose query files reuse ids (1, 2, 3...): the
+    // task id adds a digest of the query, so equal queries share a task and different
+    // ones never collide.
+    let mut query_of: HashMap<String, String> = HashMap::new();
     let tasks = todo
         .iter()
         .map(|q| {
+            let api_list_json = serde_json::to_string(&q.apis)?;
+            let id = format!("{}#{:016x}", q.id, digest(&q.text, &api_list_json));
+            query_of.insert(id.clone(), q.id.clone());
             Ok(Task {
-                id: q.id.clone(),
+                id,
                 query: q.text.clone(),
-                api_list_json: serde_json::to_string(&q.apis)?,
+                api_list_json,
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -87,7 +94,7 @@ pub async fn solve_all(
             _ => Outcome::Exhausted,
         };
         finish(
-            &event.task_id,
+            &query_of[&event.task_id],
             Solved {
                 answer,
                 outcome,
@@ -98,4 +105,14 @@ pub async fn solve_all(
         )?;
     }
     Ok(())
+}
+
+/// FNV-1a over the query text and its tools: stable across builds and platforms.
+fn digest(text: &str, api_list_json: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes().chain([0]).chain(api_list_json.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }

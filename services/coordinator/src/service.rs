@@ -70,17 +70,19 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<pb::SubmitRequest>,
     ) -> Result<Response<pb::SubmitResponse>, Status> {
-        // All or nothing: one bad task rejects the batch before any is queued.
+        // An invalid task rejects the batch before any is queued.
         let queries = request
             .into_inner()
             .tasks
             .iter()
             .map(query_from_pb)
             .collect::<Result<Vec<_>, _>>()?;
-        let queued = queries
-            .into_iter()
-            .filter(|q| self.tasks.submit(q.clone()))
-            .count();
+        let mut queued = 0;
+        for q in queries {
+            if self.tasks.submit(q).map_err(Status::already_exists)? {
+                queued += 1;
+            }
+        }
         Ok(Response::new(pb::SubmitResponse {
             queued: queued as u32,
         }))

@@ -18,6 +18,8 @@ use crate::pb::{TaskEvent, TaskState};
 
 pub struct Entry {
     pub event: TaskEvent,
+    /// The query text, to tell a resubmission from a different task under the same id.
+    query: String,
     pub answer: Option<String>,
     abort: Option<AbortHandle>,
 }
@@ -85,24 +87,27 @@ impl Tasks {
     }
 
     /// Queues `query` unless a task with its id exists; returns whether it was queued.
-    pub fn submit(self: &Arc<Self>, query: Query) -> bool {
+    /// The same id with another query text is refused.
+    pub fn submit(self: &Arc<Self>, query: Query) -> Result<bool, String> {
         let id = query.id.clone();
-        let queued = self.with_table(|t| {
-            if t.contains_key(&id) {
-                return false;
+        let queued = self.with_table(|t| match t.get(&id) {
+            Some(e) if e.query == query.text => Ok(false),
+            Some(_) => Err(format!("task {id:?} already exists with another query")),
+            None => {
+                t.insert(
+                    id.clone(),
+                    Entry {
+                        event: event(&id, TaskState::Queued),
+                        query: query.text.clone(),
+                        answer: None,
+                        abort: None,
+                    },
+                );
+                Ok(true)
             }
-            t.insert(
-                id.clone(),
-                Entry {
-                    event: event(&id, TaskState::Queued),
-                    answer: None,
-                    abort: None,
-                },
-            );
-            true
-        });
+        })?;
         if !queued {
-            return false;
+            return Ok(false);
         }
         let _ = self.events.send(event(&id, TaskState::Queued));
         let run = tokio::spawn(self.clone().run(query));
@@ -123,7 +128,7 @@ impl Tasks {
                 }
             }
         });
-        true
+        Ok(true)
     }
 
     async fn run(self: Arc<Self>, query: Query) {
@@ -312,8 +317,15 @@ mod tests {
     async fn a_task_ends_answered_with_its_answer_and_is_not_run_twice() {
         let t = tasks(Concludes, 4);
         let mut events = t.subscribe();
-        assert!(t.submit(query("a")));
-        assert!(!t.submit(query("a")), "a known id was queued again");
+        assert_eq!(t.submit(query("a")), Ok(true));
+        assert_eq!(
+            t.submit(query("a")),
+            Ok(false),
+            "a known id was queued again"
+        );
+        let mut other = query("a");
+        other.text = "Something else".into();
+        assert!(t.submit(other).unwrap_err().contains("another query"));
         wait_for(&t, "a", TaskState::Answered).await;
         let answer: serde_json::Value =
             serde_json::from_str(t.with_table(|t| t["a"].answer.clone()).unwrap().as_str())
@@ -335,8 +347,8 @@ mod tests {
     #[tokio::test]
     async fn concurrency_is_bounded_and_cancel_ends_queued_and_running_tasks() {
         let t = tasks(Hangs, 1);
-        t.submit(query("first"));
-        t.submit(query("second"));
+        t.submit(query("first")).unwrap();
+        t.submit(query("second")).unwrap();
         wait_for(&t, "first", TaskState::Running).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(state(&t, "second"), TaskState::Queued);
@@ -353,7 +365,7 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_task_ends_failed_with_the_reason() {
         let t = tasks(Panics, 1);
-        t.submit(query("p"));
+        t.submit(query("p")).unwrap();
         wait_for(&t, "p", TaskState::Failed).await;
         let failure = t.with_table(|t| t["p"].event.failure.clone());
         assert!(failure.contains("internal error"), "{failure}");
