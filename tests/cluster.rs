@@ -71,6 +71,42 @@ fn run_via(coordinator: &str, queries: &Path, out: &Path) -> Proc {
 }
 
 #[test]
+fn workers_found_in_etcd_answer_as_the_in_process_run() {
+    let etcd = Etcd::start();
+    let _workers = ["planner", "caller", "summarizer"].map(|r| worker(r, Some(&etcd.url)));
+    // The coordinator's budgets (support::procs::coordinator): greedy, 8 tokens, 2 steps.
+    let (_coord, coord) = coordinator(&etcd.url, &[]);
+    wait_until(
+        "the coordinator sees all roles",
+        Duration::from_secs(5),
+        || {
+            ["planner", "caller", "summarizer"]
+                .iter()
+                .all(|r| !coordinator_sees(&coord, r).is_empty())
+        },
+    );
+    let remote = tempfile::tempdir().unwrap();
+    let q = queries(remote.path(), 1);
+    let mut run = run_via(&coord, &q, remote.path());
+    assert!(run.child.wait().unwrap().success(), "{}", run.stderr());
+
+    let local = tempfile::tempdir().unwrap();
+    let status = umi()
+        .args(["run", "--dtype", "quantized", "--temperature", "0"])
+        .args(["--max-new-tokens", "8", "--max-steps", "2", "--queries"])
+        .arg(&q)
+        .arg("--out")
+        .arg(local.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (r, l) = (&answers(remote.path())[0], &answers(local.path())[0]);
+    assert!(r.get("failure").is_none(), "{}", r["failure"]);
+    assert_eq!(r["tree"], l["tree"]);
+    assert_eq!(r["answer_generation"], l["answer_generation"]);
+}
+
+#[test]
 fn a_second_planner_replica_is_used_within_a_second_of_registering() {
     let etcd = Etcd::start();
     let (_a, planner_a) = worker("planner", Some(&etcd.url));
