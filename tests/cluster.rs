@@ -273,21 +273,59 @@ fn the_coordinator_rides_out_an_etcd_outage() {
 }
 
 #[test]
-fn a_role_with_no_live_worker_is_a_recorded_failure_after_the_deadline() {
+fn a_role_with_no_live_worker_is_a_recorded_failure_after_the_deadline_and_retried_later() {
     let etcd = Etcd::start();
-    let (_coord, coord) = coordinator(&etcd.url, &["--role-deadline", "2"]);
+    let (mut coord_proc, coord) = coordinator(&etcd.url, &["--role-deadline", "2"]);
     let dir = tempfile::tempdir().unwrap();
+    let q = queries(dir.path(), 1);
     let started = Instant::now();
-    let mut run = run_via(&coord, &queries(dir.path(), 1), dir.path());
+    let mut run = run_via(&coord, &q, dir.path());
     assert!(run.child.wait().unwrap().success(), "{}", run.stderr());
     let took = started.elapsed();
-    let answers = answers(dir.path());
-    let failure = answers[0]["failure"].as_str().unwrap();
+    let failure = answers(dir.path())[0]["failure"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(failure.contains("no live planner worker"), "{failure}");
     assert!(
         took >= Duration::from_secs(2) && took < Duration::from_secs(30),
         "{took:?}"
     );
+
+    // Workers arrive; the same query file run again retries the failed task.
+    let _workers = ["planner", "caller", "summarizer"].map(|r| worker(r, Some(&etcd.url)));
+    wait_until(
+        "the coordinator sees a planner",
+        Duration::from_secs(5),
+        || !coordinator_sees(&coord, "planner").is_empty(),
+    );
+    let mut rerun = run_via(&coord, &q, dir.path());
+    assert!(rerun.child.wait().unwrap().success(), "{}", rerun.stderr());
+    let answer = &answers(dir.path())[0];
+    assert!(answer.get("failure").is_none(), "{}", answer["failure"]);
+
+    // SIGTERM with a client still watching: the coordinator does not wait for it.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let mut watcher = run_via(&coord, &queries(dir.path(), 3), elsewhere.path());
+    wait_until("tasks running", Duration::from_secs(10), || {
+        block_on(async {
+            let mut c = CoordinatorClient::connect(coord.clone()).await.unwrap();
+            c.status(StatusRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .running
+                > 0
+        })
+    });
+    let stopping = Instant::now();
+    assert!(coord_proc.terminate().success(), "{}", coord_proc.stderr());
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        stopping.elapsed()
+    );
+    assert!(!watcher.child.wait().unwrap().success());
 }
 
 #[test]

@@ -154,9 +154,8 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
     }
     eprintln!("umi cluster: stopping");
     stop(&mut coordinator).await;
-    for w in &mut workers {
-        stop(w).await;
-    }
+    // Workers drain at the same time; each leaves etcd first, so etcd stops last.
+    futures::future::join_all(workers.iter_mut().map(stop)).await;
     stop(&mut etcd).await;
     Ok(())
 }
@@ -164,6 +163,10 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
 fn spawn(cmd: &mut Command, log: &std::path::Path) -> anyhow::Result<Child> {
     let file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let err = file.try_clone()?;
+    // A process group of its own: Ctrl-C in the terminal reaches only `umi cluster`,
+    // which then stops the children in order (coordinator, workers, etcd last).
+    #[cfg(unix)]
+    cmd.process_group(0);
     cmd.stdin(Stdio::null())
         .stdout(file)
         .stderr(err)

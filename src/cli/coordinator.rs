@@ -31,6 +31,9 @@ pub struct CoordinatorArgs {
     /// Tasks solved at once; the others wait in the queue.
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
+    /// Seconds an ended task's answer is kept for clients to fetch.
+    #[arg(long, default_value_t = 3600)]
+    pub retention: u64,
     #[command(flatten)]
     pub sampling: SamplingArgs,
 }
@@ -63,6 +66,7 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<()> {
             ..SearchConfig::default()
         },
         concurrency: a.concurrency,
+        retention: std::time::Duration::from_secs(a.retention),
     };
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await

@@ -35,7 +35,8 @@ impl Journal {
     /// Opens (or starts) the journal at `path` for the run named by `fingerprint`.
     pub fn open(path: &Path, fingerprint: &str) -> anyhow::Result<Self> {
         let mut done = HashMap::new();
-        let exists = path.exists();
+        // An empty file is a journal whose run died before writing its first line.
+        let exists = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
         if exists {
             let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
             let mut lines = BufReader::new(file).lines();
@@ -99,8 +100,8 @@ impl Journal {
         self.done.len()
     }
 
-    /// Records a finished call. Each line is written in one `write` and flushed, so a
-    /// crash loses at most the call in progress.
+    /// Records a finished call. Each line is written in one `write` and synced to disk,
+    /// so a crash (of the process or the machine) loses at most the call in progress.
     pub fn record(&mut self, stage: &str, step: usize, output: &str) -> anyhow::Result<()> {
         let mut line = serde_json::to_string(&Entry {
             stage: stage.to_string(),
@@ -110,7 +111,7 @@ impl Journal {
         line.push('\n');
         self.file
             .write_all(line.as_bytes())
-            .and_then(|_| self.file.flush())
+            .and_then(|_| self.file.sync_data())
             .with_context(|| format!("writing {}", self.path.display()))?;
         self.done
             .insert((stage.to_string(), step), output.to_string());

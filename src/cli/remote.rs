@@ -42,6 +42,12 @@ impl RemoteArgs {
             .collect()
     }
 
+    pub fn has_endpoints(&self) -> bool {
+        !self.planner_endpoint.is_empty()
+            || !self.caller_endpoint.is_empty()
+            || !self.summarizer_endpoint.is_empty()
+    }
+
     pub fn is_set(&self) -> bool {
         !self.etcd().is_empty()
             || !self.planner_endpoint.is_empty()

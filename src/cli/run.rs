@@ -182,8 +182,8 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
     };
     match &a.coordinator {
         Some(address) => {
-            if a.remote.is_set() || a.role_args.model.model.is_some() {
-                bail!("with --coordinator the coordinator's workers and models are used: drop the --model, --etcd and --*-endpoint flags");
+            if a.remote.has_endpoints() || a.role_args.model.model.is_some() {
+                bail!("with --coordinator the coordinator's workers and models are used: drop the --model and --*-endpoint flags");
             }
             if a.width != 2 || a.max_steps.is_some() {
                 bail!("with --coordinator the search settings are the coordinator's: drop --width and --max-steps");

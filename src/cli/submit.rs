@@ -7,6 +7,7 @@ use anyhow::{bail, Context};
 use serde_json::Value;
 use umi_coordinator::pb::coordinator_client::CoordinatorClient;
 use umi_coordinator::pb::{FetchRequest, SubmitRequest, Task, TaskState, WatchRequest};
+use umi_coordinator::service::MAX_MESSAGE;
 use umi_core::dfs::Outcome;
 use umi_core::task::{Query, Solved};
 
@@ -22,7 +23,7 @@ pub async fn solve_all(
         .await
         .with_context(|| format!("connecting to the coordinator at {address}"))?
         // Answers with long trajectories exceed tonic's 4 MB default.
-        .max_decoding_message_size(256 << 20);
+        .max_decoding_message_size(MAX_MESSAGE);
     // A coordinator serves many clients, whose query files reuse ids (1, 2, 3...): the
     // task id adds a digest of the query, so equal queries share a task and different
     // ones never collide.
@@ -41,10 +42,24 @@ pub async fn solve_all(
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
-    client
-        .submit(SubmitRequest { tasks })
-        .await
-        .map_err(|s| anyhow::anyhow!("the coordinator refused the queries: {}", s.message()))?;
+    // In batches of about 1 MB: a whole query file can exceed any message limit.
+    let mut batch = Vec::new();
+    let mut size = 0;
+    for (i, task) in tasks.into_iter().enumerate() {
+        size += task.query.len() + task.api_list_json.len();
+        batch.push(task);
+        if size > (1 << 20) || i + 1 == ids.len() {
+            size = 0;
+            client
+                .submit(SubmitRequest {
+                    tasks: std::mem::take(&mut batch),
+                })
+                .await
+                .map_err(|s| {
+                    anyhow::anyhow!("the coordinator refused the queries: {}", s.message())
+                })?;
+        }
+    }
     let mut events = client
         .watch(WatchRequest {
             task_ids: ids.clone(),
@@ -63,7 +78,9 @@ pub async fn solve_all(
                 open.len()
             );
         };
-        let state = TaskState::try_from(event.state).unwrap_or(TaskState::Unspecified);
+        // A state this client does not know (a newer server) counts as failed, so the
+        // query is tried again on the next run.
+        let state = TaskState::try_from(event.state).unwrap_or(TaskState::Failed);
         if matches!(state, TaskState::Queued | TaskState::Running) || !open.remove(&event.task_id) {
             continue;
         }

@@ -65,6 +65,13 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
     let info = engine.info();
     let etcd: Vec<String> = a.etcd.iter().filter(|e| !e.is_empty()).cloned().collect();
     let advertise = a.advertise.clone().filter(|a| !a.is_empty());
+    if !etcd.is_empty() && advertise.is_none() && addr.ip().is_unspecified() {
+        anyhow::bail!(
+            "--listen {} is reachable at no single address: give --advertise (e.g. http://<this host's IP>:{}) so clients can find this worker in etcd",
+            a.listen,
+            addr.port()
+        );
+    }
     let registration = if etcd.is_empty() {
         None
     } else {

@@ -4,8 +4,11 @@ use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::watch;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use umi_core::agent::RoleModels;
@@ -26,19 +29,36 @@ pub struct Settings {
     pub search: SearchConfig,
     /// Tasks solved at once; the rest wait in the queue.
     pub concurrency: usize,
+    /// How long an ended task's answer is kept for clients to fetch.
+    pub retention: Duration,
 }
 
 pub struct CoordinatorService {
     tasks: Arc<Tasks>,
     membership: Membership,
+    /// Set when the server stops, so open Watch streams end instead of holding the
+    /// shutdown until their tasks finish.
+    stopping: watch::Receiver<bool>,
+    stop: Arc<watch::Sender<bool>>,
 }
 
 impl CoordinatorService {
+    /// Must be called inside the tokio runtime (the task table starts its janitor).
     pub fn new(s: Settings) -> Self {
         let method = umi_core::task::method_name(s.search.tree_beam_size);
+        let (stop, stopping) = watch::channel(false);
         CoordinatorService {
-            tasks: Tasks::new(s.roles, s.backend, s.search, method, s.concurrency),
+            tasks: Tasks::new(
+                s.roles,
+                s.backend,
+                s.search,
+                method,
+                s.concurrency,
+                s.retention,
+            ),
             membership: s.membership,
+            stopping,
+            stop: Arc::new(stop),
         }
     }
 }
@@ -62,6 +82,10 @@ fn query_from_pb(task: &pb::Task) -> Result<Query, Status> {
     })
 }
 
+/// The largest message the coordinator takes (a submission) or clients should accept
+/// (an answer with a long trajectory).
+pub const MAX_MESSAGE: usize = 256 << 20;
+
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::TaskEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -77,6 +101,9 @@ impl Coordinator for CoordinatorService {
             .iter()
             .map(query_from_pb)
             .collect::<Result<Vec<_>, _>>()?;
+        if let Some(conflict) = self.tasks.conflict(&queries) {
+            return Err(Status::already_exists(conflict));
+        }
         let mut queued = 0;
         for q in queries {
             if self.tasks.submit(q).map_err(Status::already_exists)? {
@@ -114,6 +141,7 @@ impl Coordinator for CoordinatorService {
         };
         let first = snapshot(&ids)?;
         let tasks = self.tasks.clone();
+        let mut stopping = self.stopping.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         tokio::spawn(async move {
             let mut open: HashSet<String> = first
@@ -127,13 +155,21 @@ impl Coordinator for CoordinatorService {
                 }
             }
             while all || !open.is_empty() {
-                let batch = match events.recv().await {
+                let received = tokio::select! {
+                    r = events.recv() => r,
+                    _ = stopping.wait_for(|s| *s) => return,
+                };
+                let batch = match received {
                     Ok(e) => vec![e],
-                    // Fell behind: resend the current state of what is still open.
+                    // Fell behind: resend the current state of every watched task.
                     Err(RecvError::Lagged(_)) => tasks.with_table(|t| {
-                        open.iter()
-                            .filter_map(|id| t.get(id).map(|e| e.event.clone()))
-                            .collect()
+                        if all {
+                            t.values().map(|e| e.event.clone()).collect()
+                        } else {
+                            open.iter()
+                                .filter_map(|id| t.get(id).map(|e| e.event.clone()))
+                                .collect()
+                        }
                     }),
                     Err(RecvError::Closed) => return,
                 };
@@ -227,9 +263,11 @@ pub async fn serve(
     health
         .set_serving::<CoordinatorServer<CoordinatorService>>()
         .await;
+    let stop = service.stop.clone();
     tonic::transport::Server::builder()
         .add_service(health_service)
-        .add_service(CoordinatorServer::new(service))
+        // Query files with large tool lists make large submissions.
+        .add_service(CoordinatorServer::new(service).max_decoding_message_size(MAX_MESSAGE))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener),
             async {
@@ -237,6 +275,10 @@ pub async fn serve(
                 health
                     .set_not_serving::<CoordinatorServer<CoordinatorService>>()
                     .await;
+                health
+                    .set_service_status("", tonic_health::ServingStatus::NotServing)
+                    .await;
+                let _ = stop.send(true);
             },
         )
         .await

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, Semaphore};
 use tokio::task::AbortHandle;
@@ -22,12 +23,24 @@ pub struct Entry {
     query: String,
     pub answer: Option<String>,
     abort: Option<AbortHandle>,
+    ended_at: Option<Instant>,
+    /// Which run of the task this entry is (a resubmitted task runs again): updates
+    /// from an earlier run are ignored.
+    run: u64,
 }
 
 pub fn is_terminal(state: i32) -> bool {
     !matches!(
         TaskState::try_from(state),
         Ok(TaskState::Queued | TaskState::Running)
+    )
+}
+
+/// Ended without an answer worth keeping: submitting the task again runs it again.
+fn is_retryable(state: i32) -> bool {
+    matches!(
+        TaskState::try_from(state),
+        Ok(TaskState::Failed | TaskState::Cancelled)
     )
 }
 
@@ -42,14 +55,17 @@ pub struct Tasks {
 }
 
 impl Tasks {
+    /// Ended tasks are forgotten `retention` after they end (their answers must be
+    /// fetched by then), so a long-running coordinator does not grow without bound.
     pub fn new(
         roles: Arc<dyn RoleModels>,
         backend: Arc<dyn ToolBackend>,
         config: SearchConfig,
         method: String,
         concurrency: usize,
+        retention: Duration,
     ) -> Arc<Self> {
-        Arc::new(Tasks {
+        let tasks = Arc::new(Tasks {
             roles,
             backend,
             config,
@@ -57,7 +73,19 @@ impl Tasks {
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
             table: Mutex::default(),
             events: broadcast::channel(4096).0,
-        })
+        });
+        let weak = Arc::downgrade(&tasks);
+        tokio::spawn(async move {
+            let period = (retention / 4).clamp(Duration::from_millis(10), Duration::from_secs(60));
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(tasks) = weak.upgrade() else { return };
+                tasks.with_table(|t| {
+                    t.retain(|_, e| e.ended_at.is_none_or(|at| at.elapsed() < retention))
+                });
+            }
+        });
+        tasks
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<TaskEvent> {
@@ -71,73 +99,94 @@ impl Tasks {
         f(&mut table)
     }
 
-    fn update(&self, event: TaskEvent, answer: Option<String>) {
+    /// Applies an event to a task that has not ended, and broadcasts it. Both happen
+    /// under the table's lock, so watchers see events in table order and never an
+    /// event after a task's end.
+    fn update(&self, run: u64, event: TaskEvent, answer: Option<String>) {
         self.with_table(|t| {
-            if let Some(entry) = t.get_mut(&event.task_id) {
-                if is_terminal(entry.event.state) {
-                    return;
-                }
-                entry.event = event.clone();
-                if answer.is_some() {
-                    entry.answer = answer;
-                }
+            let Some(entry) = t.get_mut(&event.task_id) else {
+                return;
+            };
+            if entry.run != run || is_terminal(entry.event.state) {
+                return;
             }
+            if is_terminal(event.state) {
+                entry.ended_at = Some(Instant::now());
+                entry.abort = None;
+            }
+            entry.event = event.clone();
+            if answer.is_some() {
+                entry.answer = answer;
+            }
+            let _ = self.events.send(event);
         });
-        let _ = self.events.send(event);
     }
 
-    /// Queues `query` unless a task with its id exists; returns whether it was queued.
-    /// The same id with another query text is refused.
+    /// The first task of `queries` whose id is taken by another query.
+    pub fn conflict(&self, queries: &[Query]) -> Option<String> {
+        self.with_table(|t| {
+            queries.iter().find_map(|q| match t.get(&q.id) {
+                Some(e) if e.query != q.text => {
+                    Some(format!("task {:?} already exists with another query", q.id))
+                }
+                _ => None,
+            })
+        })
+    }
+
+    /// Queues `query` unless a task with its id is queued, running or ended with a
+    /// result; returns whether it was queued. A task that failed or was cancelled runs
+    /// again. The same id with another query text is refused.
     pub fn submit(self: &Arc<Self>, query: Query) -> Result<bool, String> {
         let id = query.id.clone();
-        let queued = self.with_table(|t| match t.get(&id) {
-            Some(e) if e.query == query.text => Ok(false),
-            Some(_) => Err(format!("task {id:?} already exists with another query")),
-            None => {
-                t.insert(
-                    id.clone(),
-                    Entry {
-                        event: event(&id, TaskState::Queued),
-                        query: query.text.clone(),
-                        answer: None,
-                        abort: None,
-                    },
-                );
-                Ok(true)
-            }
-        })?;
-        if !queued {
-            return Ok(false);
-        }
-        let _ = self.events.send(event(&id, TaskState::Queued));
-        let run = tokio::spawn(self.clone().run(query));
         self.with_table(|t| {
-            if let Some(e) = t.get_mut(&id) {
-                e.abort = Some(run.abort_handle());
-            }
-        });
-        let tasks = self.clone();
-        tokio::spawn(async move {
-            match run.await {
-                Ok(()) => {}
-                Err(e) if e.is_cancelled() => {}
-                Err(e) => {
-                    let mut failed = event(&id, TaskState::Failed);
-                    failed.failure = format!("internal error in the task: {e}");
-                    tasks.update(failed, None);
+            let generation = match t.get(&id) {
+                Some(e) if e.query != query.text => {
+                    return Err(format!("task {id:?} already exists with another query"))
                 }
-            }
-        });
-        Ok(true)
+                Some(e) if !is_retryable(e.event.state) => return Ok(false),
+                Some(e) => e.run + 1,
+                None => 0,
+            };
+            // Spawned under the lock, so `cancel` always finds the abort handle; the
+            // task's own updates wait for the lock and so come after QUEUED.
+            let run = tokio::spawn(self.clone().run(query.clone(), generation));
+            t.insert(
+                id.clone(),
+                Entry {
+                    event: event(&id, TaskState::Queued),
+                    query: query.text.clone(),
+                    answer: None,
+                    abort: Some(run.abort_handle()),
+                    ended_at: None,
+                    run: generation,
+                },
+            );
+            let _ = self.events.send(event(&id, TaskState::Queued));
+            let tasks = self.clone();
+            tokio::spawn(async move {
+                match run.await {
+                    Ok(()) => {}
+                    Err(e) if e.is_cancelled() => {}
+                    Err(e) => {
+                        let mut failed = event(&id, TaskState::Failed);
+                        failed.failure = format!("internal error in the task: {e}");
+                        tasks.update(generation, failed, None);
+                    }
+                }
+            });
+            Ok(true)
+        })
     }
 
-    async fn run(self: Arc<Self>, query: Query) {
+    async fn run(self: Arc<Self>, query: Query, generation: u64) {
         let Ok(_permit) = self.permits.clone().acquire_owned().await else {
             return;
         };
         let id = query.id.clone();
-        self.update(event(&id, TaskState::Running), None);
+        self.update(generation, event(&id, TaskState::Running), None);
         let counted = CountedRoles {
+            generation,
             inner: self.roles.as_ref(),
             tasks: &self,
             task_id: &id,
@@ -169,25 +218,24 @@ impl Tasks {
             tokens: solved.tokens as u64,
             failure: solved.failure.clone().unwrap_or_default(),
         };
-        self.update(done, Some(solved.answer.to_string()));
+        self.update(generation, done, Some(solved.answer.to_string()));
     }
 
     /// Stops a task that has not ended; returns whether it did.
     pub fn cancel(&self, id: &str) -> bool {
-        let abort = self.with_table(|t| match t.get_mut(id) {
-            Some(e) if !is_terminal(e.event.state) => e.abort.take(),
+        let abort = self.with_table(|t| match t.get(id) {
+            Some(e) if !is_terminal(e.event.state) => e.abort.clone().map(|a| (a, e.run)),
             _ => None,
         });
-        match abort {
-            Some(handle) => {
-                handle.abort();
-                let mut cancelled = event(id, TaskState::Cancelled);
-                cancelled.failure = "cancelled".into();
-                self.update(cancelled, None);
-                true
-            }
-            None => false,
-        }
+        let Some((handle, generation)) = abort else {
+            return false;
+        };
+        // Ended first, so nothing the task still sends before it stops gets through.
+        let mut cancelled = event(id, TaskState::Cancelled);
+        cancelled.failure = "cancelled".into();
+        self.update(generation, cancelled, None);
+        handle.abort();
+        true
     }
 }
 
@@ -202,6 +250,7 @@ fn event(id: &str, state: TaskState) -> TaskEvent {
 /// Passes role calls through, sending a RUNNING event with the step count after each
 /// planner call, so watchers see progress inside a task.
 struct CountedRoles<'a> {
+    generation: u64,
     inner: &'a dyn RoleModels,
     tasks: &'a Tasks,
     task_id: &'a str,
@@ -223,7 +272,7 @@ impl RoleModels for CountedRoles<'_> {
                 let mut progress = event(self.task_id, TaskState::Running);
                 progress.steps = steps;
                 progress.tokens = tokens;
-                self.tasks.update(progress, None);
+                self.tasks.update(self.generation, progress, None);
             }
             Ok(reply)
         })
@@ -288,6 +337,7 @@ mod tests {
             SearchConfig::default(),
             "DFS_woFilter_w2".into(),
             concurrency,
+            Duration::from_secs(3600),
         )
     }
 
@@ -360,6 +410,32 @@ mod tests {
         assert!(t.cancel("second"));
         assert!(!t.cancel("second"), "an ended task was cancelled again");
         assert!(!t.cancel("unknown"));
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_task_runs_again_when_resubmitted() {
+        let t = tasks(Hangs, 1);
+        t.submit(query("c")).unwrap();
+        wait_for(&t, "c", TaskState::Running).await;
+        assert!(t.cancel("c"));
+        assert_eq!(t.submit(query("c")), Ok(true));
+        wait_for(&t, "c", TaskState::Running).await;
+    }
+
+    #[tokio::test]
+    async fn ended_tasks_are_forgotten_after_the_retention() {
+        let t = Tasks::new(
+            Arc::new(Concludes),
+            Arc::new(NoTools),
+            SearchConfig::default(),
+            "DFS_woFilter_w2".into(),
+            1,
+            Duration::from_millis(100),
+        );
+        t.submit(query("old")).unwrap();
+        wait_for(&t, "old", TaskState::Answered).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(t.with_table(|t| t.is_empty()));
     }
 
     #[tokio::test]

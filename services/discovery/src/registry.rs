@@ -4,9 +4,9 @@
 //! handle (or [`Registration::deregister`]) ends the keep-alive; `deregister` also
 //! revokes the lease so clients stop routing to the worker at once.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use etcd_client::PutOptions;
+use etcd_client::{LeaseKeepAliveStream, LeaseKeeper, PutOptions};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -102,7 +102,9 @@ async fn grant_and_put(
 }
 
 /// Renews the lease every third of its TTL until told to stop; returns the live lease
-/// (if any) so the caller can revoke it.
+/// (if any) so the caller can revoke it. A failed renewal is retried on the same lease;
+/// once the lease has expired (etcd away longer than the TTL), the entry is put again
+/// under a new one.
 async fn keep_alive(
     endpoints: Vec<String>,
     key: String,
@@ -111,47 +113,77 @@ async fn keep_alive(
     lease: Lease,
     mut stopped: oneshot::Receiver<()>,
 ) -> Option<Lease> {
-    let period = Duration::from_millis((ttl_s as u64 * 1000) / 3);
+    let ttl = Duration::from_secs(ttl_s as u64);
+    let period = ttl / 3;
     let mut lease = Some(lease);
+    let mut renewed = Instant::now();
+    let mut keeper: Option<(LeaseKeeper, LeaseKeepAliveStream)> = None;
     loop {
+        let wait = if renewed.elapsed() < period {
+            period
+        } else {
+            RETRY
+        };
         tokio::select! {
             _ = &mut stopped => return lease,
-            _ = tokio::time::sleep(period) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
-        lease = match lease.take() {
-            Some(l) => match renew(&endpoints, l).await {
-                Ok(l) => Some(l),
-                Err(e) => {
-                    tracing::warn!(%key, error = %e, "etcd lease renewal failed; will register again");
-                    None
-                }
-            },
-            None => match grant_and_put(&endpoints, &key, &value, ttl_s).await {
+        let Some(current) = lease.as_mut() else {
+            match grant_and_put(&endpoints, &key, &value, ttl_s).await {
                 Ok(l) => {
                     tracing::info!(%key, "registered again in etcd");
-                    Some(l)
+                    lease = Some(l);
+                    renewed = Instant::now();
                 }
-                Err(e) => {
-                    tracing::debug!(%key, error = %e, "etcd still unreachable");
-                    None
-                }
-            },
+                Err(e) => tracing::debug!(%key, error = %e, "etcd still unreachable"),
+            }
+            continue;
         };
+        match renew(&endpoints, current, &mut keeper).await {
+            Ok(true) => renewed = Instant::now(),
+            Ok(false) => {
+                tracing::warn!(%key, "etcd lease expired; registering again");
+                lease = None;
+                keeper = None;
+            }
+            Err(e) => {
+                keeper = None;
+                if renewed.elapsed() >= ttl {
+                    tracing::warn!(%key, error = %e, "etcd lease lost; will register again");
+                    lease = None;
+                } else {
+                    tracing::debug!(%key, error = %e, "etcd lease renewal failed; retrying");
+                }
+            }
+        }
     }
 }
 
-/// One keep-alive round trip. A TTL of 0 in the answer means the lease already expired
-/// (etcd was away longer than the TTL): the entry is gone and must be put again.
-async fn renew(endpoints: &[String], mut lease: Lease) -> Result<Lease, String> {
-    let (mut keeper, mut stream) = within(endpoints, lease.client.lease_keep_alive(lease.id))
-        .await
-        .map_err(|e| e.to_string())?;
-    keeper.keep_alive().await.map_err(|e| e.to_string())?;
-    let reply = within(endpoints, stream.message())
-        .await
-        .map_err(|e| e.to_string())?;
-    match reply {
-        Some(r) if r.ttl() > 0 => Ok(lease),
-        _ => Err("lease expired".into()),
-    }
+/// Pause between attempts while etcd is failing.
+const RETRY: Duration = Duration::from_millis(500);
+
+/// One keep-alive round trip on a long-lived stream (opened on first use; opening it
+/// sends the first keep-alive). Ok(false): the lease is gone (TTL 0 in the answer).
+async fn renew(
+    endpoints: &[String],
+    lease: &mut Lease,
+    keeper: &mut Option<(LeaseKeeper, LeaseKeepAliveStream)>,
+) -> Result<bool, DiscoveryError> {
+    let reply = match keeper {
+        Some((k, stream)) => {
+            within(endpoints, async {
+                k.keep_alive().await?;
+                stream.message().await
+            })
+            .await?
+        }
+        None => {
+            let (k, mut stream) =
+                within(endpoints, lease.client.lease_keep_alive(lease.id)).await?;
+            let reply = within(endpoints, stream.message()).await?;
+            *keeper = Some((k, stream));
+            reply
+        }
+    };
+    Ok(reply.is_some_and(|r| r.ttl() > 0))
 }

@@ -197,6 +197,7 @@ fn run_job(loaded: &LoadedModel, prefix_cache: &mut PrefixCache, job: Job) {
         return;
     }
     let events = job.events;
+    let done = &job.done;
     let result = generate(
         &loaded.model,
         &loaded.tokenizer,
@@ -209,7 +210,8 @@ fn run_job(loaded: &LoadedModel, prefix_cache: &mut PrefixCache, job: Job) {
                     text: text.to_string(),
                 })
                 .is_ok(),
-            None => true,
+            // A caller that went away (timed out, retried elsewhere) stops the work.
+            None => !done.is_closed(),
         },
     );
     drop(events);

@@ -1,7 +1,8 @@
 //! `ClusterRoles`: the three roles served by remote workers, behind the same trait as
 //! the in-process engines. Each call goes to the live replica of its role with the
 //! fewest calls outstanding from this client; a replica that fails (connection lost,
-//! worker killed, per-attempt timeout) is set aside for a moment and the call is retried
+//! worker killed, its host silent past the HTTP/2 keep-alive) is set aside for a moment
+//! and the call is retried
 //! on another one, within the call's deadline and attempt budget. With no live replica
 //! the call waits for one to register until the deadline, then fails with that reason.
 
@@ -103,10 +104,22 @@ impl ClusterRoles {
             let replica = match replicas.get(&worker.address) {
                 Some(r) => r.clone(),
                 None => {
-                    let endpoint = Endpoint::from_shared(worker.address.clone())
-                        .map_err(|e| format!("invalid worker address {:?}: {e}", worker.address))?
+                    let endpoint = match Endpoint::from_shared(worker.address.clone()) {
+                        Ok(e) => e,
+                        Err(e) => {
+                            // One bad registry entry must not stop the healthy replicas.
+                            tracing::warn!(address = %worker.address, error = %e, "skipping a worker with an invalid address");
+                            continue;
+                        }
+                    };
+                    let endpoint = endpoint
                         .connect_timeout(Duration::from_secs(3))
-                        .tcp_nodelay(true);
+                        .tcp_nodelay(true)
+                        // A worker whose host vanished (no RST) fails its calls within
+                        // seconds instead of holding them until the deadline.
+                        .http2_keep_alive_interval(Duration::from_secs(5))
+                        .keep_alive_timeout(Duration::from_secs(10))
+                        .keep_alive_while_idle(true);
                     let r = Arc::new(Replica {
                         client: RoleWorkerClient::new(endpoint.connect_lazy()),
                         outstanding: AtomicUsize::new(0),
