@@ -135,7 +135,10 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
         )
     });
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    let method = method_name(a.width);
+    let method = match &a.coordinator {
+        Some(address) => super::submit::method(address).await?,
+        None => method_name(a.width),
+    };
     let answer_path = |id: &str| out_dir.join(format!("{id}_{method}.json"));
     let todo: Vec<&Query> = queries
         .iter()

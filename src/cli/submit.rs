@@ -5,11 +5,33 @@ use std::collections::{HashMap, HashSet};
 
 use anyhow::{bail, Context};
 use serde_json::Value;
+use tonic::transport::Channel;
 use umi_coordinator::pb::coordinator_client::CoordinatorClient;
-use umi_coordinator::pb::{FetchRequest, SubmitRequest, Task, TaskState, WatchRequest};
+use umi_coordinator::pb::{
+    FetchRequest, StatusRequest, SubmitRequest, Task, TaskState, WatchRequest,
+};
 use umi_coordinator::service::MAX_MESSAGE;
 use umi_core::dfs::Outcome;
 use umi_core::task::{Query, Solved};
+
+async fn connect(address: &str) -> anyhow::Result<CoordinatorClient<Channel>> {
+    Ok(CoordinatorClient::connect(address.to_string())
+        .await
+        .with_context(|| format!("connecting to the coordinator at {address}"))?
+        // Answers with long trajectories exceed tonic's 4 MB default.
+        .max_decoding_message_size(MAX_MESSAGE))
+}
+
+/// The coordinator's search method, which names the answer files.
+pub async fn method(address: &str) -> anyhow::Result<String> {
+    let status = connect(address)
+        .await?
+        .status(StatusRequest {})
+        .await
+        .map_err(|s| anyhow::anyhow!("asking the coordinator at {address}: {}", s.message()))?
+        .into_inner();
+    Ok(status.method)
+}
 
 pub async fn solve_all(
     address: &str,
@@ -19,11 +41,7 @@ pub async fn solve_all(
     if todo.is_empty() {
         return Ok(());
     }
-    let mut client = CoordinatorClient::connect(address.to_string())
-        .await
-        .with_context(|| format!("connecting to the coordinator at {address}"))?
-        // Answers with long trajectories exceed tonic's 4 MB default.
-        .max_decoding_message_size(MAX_MESSAGE);
+    let mut client = connect(address).await?;
     // A coordinator serves many clients, whose query files reuse ids (1, 2, 3...): the
     // task id adds a digest of the query, so equal queries share a task and different
     // ones never collide.

@@ -248,6 +248,7 @@ impl Coordinator for CoordinatorService {
             queued,
             running,
             ended,
+            method: self.tasks.method.clone(),
         }))
     }
 }
