@@ -275,7 +275,8 @@ fn the_coordinator_rides_out_an_etcd_outage() {
 #[test]
 fn a_role_with_no_live_worker_is_a_recorded_failure_after_the_deadline_and_retried_later() {
     let etcd = Etcd::start();
-    let (mut coord_proc, coord) = coordinator(&etcd.url, &["--role-deadline", "2"]);
+    // Long enough for a loaded machine to serve a call, short enough for a test.
+    let (mut coord_proc, coord) = coordinator(&etcd.url, &["--role-deadline", "6"]);
     let dir = tempfile::tempdir().unwrap();
     let q = queries(dir.path(), 1);
     let started = Instant::now();
@@ -288,7 +289,7 @@ fn a_role_with_no_live_worker_is_a_recorded_failure_after_the_deadline_and_retri
         .to_string();
     assert!(failure.contains("no live planner worker"), "{failure}");
     assert!(
-        took >= Duration::from_secs(2) && took < Duration::from_secs(30),
+        took >= Duration::from_secs(6) && took < Duration::from_secs(40),
         "{took:?}"
     );
 
