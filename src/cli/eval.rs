@@ -82,15 +82,7 @@ async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
     let out = a.out.clone().unwrap_or_else(|| default_out(&a.data));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     // Every finished call is journaled, so an interrupted run resumes where it stopped.
-    // The fingerprint ties the journal to these inputs and settings.
-    let fingerprint = format!(
-        "{} limit={:?} roles={:?} {:?}",
-        a.data.display(),
-        a.limit,
-        a.roles,
-        a.role_args
-    );
-    let mut journal = Journal::open(&out.join("journal.jsonl"), &fingerprint)?;
+    let mut journal = Journal::open(&out.join("journal.jsonl"), &fingerprint(&a))?;
     if journal.len() > 0 {
         eprintln!(
             "resuming: {} model calls already done in {}",
@@ -106,8 +98,9 @@ async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
             Some(done) => done.to_string(),
             None => {
                 let input = s.model_input.clone();
+                let t = Instant::now();
                 let output = role_output(&engines, s, |e| &e.planner, &input, i as u64).await?;
-                journal.record("planner", i, &output)?;
+                journal.record("planner", i, &output, t.elapsed().as_secs_f64())?;
                 output
             }
         };
@@ -129,12 +122,13 @@ async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
         let output = match journal.get("answer", i) {
             Some(done) => done.to_string(),
             None => {
+                let t = Instant::now();
                 let output = if conclusion {
                     role_output(&engines, s, |e| &e.summarizer, &input, i as u64).await?
                 } else {
                     role_output(&engines, s, |e| &e.caller, &input, i as u64).await?
                 };
-                journal.record("answer", i, &output)?;
+                journal.record("answer", i, &output, t.elapsed().as_secs_f64())?;
                 output
             }
         };
@@ -150,11 +144,47 @@ async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
     write_json_atomically(&out.join("metrics.json"), &metrics)?;
     write_json_atomically(&out.join("hallu_cases.json"), &hallucinations(&samples))?;
     print_table(&a.data, records.len(), &metrics, elapsed.as_secs_f64());
+    let (model_seconds, untimed) = journal.seconds();
+    if model_seconds > elapsed.as_secs_f64() + 1.0 || untimed > 0 {
+        println!(
+            "(resumed run: {model_seconds:.0} s of model calls over all its runs{})",
+            if untimed > 0 {
+                format!(", plus {untimed} calls journaled without a duration")
+            } else {
+                String::new()
+            }
+        );
+    }
     eprintln!(
         "wrote {}/{{predictions,metrics,hallu_cases}}.json",
         out.display()
     );
     Ok(())
+}
+
+/// What makes two runs the same run, so a journal is resumed only by its own run. Named
+/// fields, so refactoring the flag structs does not orphan a journal.
+fn fingerprint(a: &StaticArgs) -> String {
+    let r = &a.role_args;
+    let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    serde_json::json!({
+        "data": a.data.display().to_string(),
+        "limit": a.limit,
+        "roles": format!("{:?}", a.roles),
+        "model": path(&r.model.model),
+        "tokenizer": path(&r.model.tokenizer),
+        "dtype": r.model.dtype.to_string(),
+        "device": r.model.device,
+        "planner_model": path(&r.planner_model),
+        "caller_model": path(&r.caller_model),
+        "summarizer_model": path(&r.summarizer_model),
+        "max_input_tokens": r.sampling.max_input_tokens,
+        "max_new_tokens": r.sampling.max_new_tokens,
+        "temperature": r.sampling.temperature,
+        "top_p": r.sampling.top_p,
+        "seed": r.sampling.seed,
+    })
+    .to_string()
 }
 
 async fn role_output(

@@ -23,18 +23,25 @@ struct Entry {
     stage: String,
     step: usize,
     output: String,
+    /// How long the call took (absent in journals written before this field existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    seconds: Option<f64>,
 }
 
 pub struct Journal {
     path: PathBuf,
     file: File,
     done: HashMap<(String, usize), String>,
+    /// Seconds of the recorded calls that carry a duration, and how many do not.
+    seconds: f64,
+    untimed: usize,
 }
 
 impl Journal {
     /// Opens (or starts) the journal at `path` for the run named by `fingerprint`.
     pub fn open(path: &Path, fingerprint: &str) -> anyhow::Result<Self> {
         let mut done = HashMap::new();
+        let (mut seconds, mut untimed) = (0.0, 0);
         // An empty file is a journal whose run died before writing its first line.
         let exists = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
         if exists {
@@ -60,6 +67,10 @@ impl Journal {
             for line in lines {
                 let line = line.with_context(|| format!("reading {}", path.display()))?;
                 if let Ok(e) = serde_json::from_str::<Entry>(&line) {
+                    match e.seconds {
+                        Some(s) => seconds += s,
+                        None => untimed += 1,
+                    }
                     done.insert((e.stage, e.step), e.output);
                 }
             }
@@ -86,6 +97,8 @@ impl Journal {
             path: path.to_path_buf(),
             file,
             done,
+            seconds,
+            untimed,
         })
     }
 
@@ -100,13 +113,25 @@ impl Journal {
         self.done.len()
     }
 
+    /// Model time of every recorded call that carries one, and how many do not.
+    pub fn seconds(&self) -> (f64, usize) {
+        (self.seconds, self.untimed)
+    }
+
     /// Records a finished call. Each line is written in one `write` and synced to disk,
     /// so a crash (of the process or the machine) loses at most the call in progress.
-    pub fn record(&mut self, stage: &str, step: usize, output: &str) -> anyhow::Result<()> {
+    pub fn record(
+        &mut self,
+        stage: &str,
+        step: usize,
+        output: &str,
+        seconds: f64,
+    ) -> anyhow::Result<()> {
         let mut line = serde_json::to_string(&Entry {
             stage: stage.to_string(),
             step,
             output: output.to_string(),
+            seconds: Some(seconds),
         })?;
         line.push('\n');
         self.file
@@ -115,6 +140,7 @@ impl Journal {
             .with_context(|| format!("writing {}", self.path.display()))?;
         self.done
             .insert((stage.to_string(), step), output.to_string());
+        self.seconds += seconds;
         Ok(())
     }
 }
@@ -129,8 +155,8 @@ mod tests {
         let path = dir.path().join("journal.jsonl");
         {
             let mut j = Journal::open(&path, "run-a").unwrap();
-            j.record("planner", 0, "Next: caller").unwrap();
-            j.record("answer", 0, "Action: x").unwrap();
+            j.record("planner", 0, "Next: caller", 1.5).unwrap();
+            j.record("answer", 0, "Action: x", 2.0).unwrap();
         }
         // A crash mid-write leaves half a line.
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
@@ -141,10 +167,11 @@ mod tests {
         assert_eq!(j.len(), 2);
         assert_eq!(j.get("planner", 0), Some("Next: caller"));
         assert_eq!(j.get("planner", 1), None);
-        j.record("planner", 1, "Next: give up").unwrap();
+        j.record("planner", 1, "Next: give up", 0.5).unwrap();
         let j = Journal::open(&path, "run-a").unwrap();
         assert_eq!(j.get("planner", 1), Some("Next: give up"));
         assert_eq!(j.len(), 3);
+        assert_eq!(j.seconds(), (4.0, 0));
     }
 
     #[test]
