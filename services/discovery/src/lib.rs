@@ -56,7 +56,10 @@ pub(crate) async fn connect(endpoints: &[String]) -> Result<etcd_client::Client,
         .with_connect_timeout(ETCD_TIMEOUT)
         .with_timeout(ETCD_TIMEOUT)
         // Notice a vanished etcd (no RST, e.g. a partition) within seconds.
-        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+        // A member cut off from its cluster's quorum refuses (and ends our watch)
+        // rather than serving a stale worker set.
+        .with_require_leader(true);
     within(
         endpoints,
         etcd_client::Client::connect(endpoints, Some(options)),
