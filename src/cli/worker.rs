@@ -39,7 +39,7 @@ pub struct WorkerArgs {
     #[arg(long, default_value = "/umi", env = "UMI_ETCD_PREFIX")]
     pub etcd_prefix: String,
     /// Seconds the registration outlives a worker that stops renewing it (a crash).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 10)]
     pub lease_ttl: u64,
     #[command(flatten)]
     pub model: ModelArgs,
