@@ -150,3 +150,62 @@ fn malformed_static_files_name_the_record() {
         "{err}"
     );
 }
+
+/// `umi eval static` in two shards sharing one output folder, then a scoring run, gives
+/// the files an unsharded run gives (oracle roles, so no model is needed).
+#[test]
+fn sharded_evaluation_scores_as_one_run() {
+    let umi = |out: &std::path::Path, shard: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_umi"));
+        cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["eval", "static", "--roles", "oracle", "--limit", "30"])
+            .args([
+                "--data",
+                "data/toolbench-static/out_of_domain.json",
+                "--out",
+            ])
+            .arg(out);
+        if let Some(s) = shard {
+            cmd.args(["--shard", s]);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let whole = tempfile::tempdir().unwrap();
+    umi(whole.path(), None);
+    let sharded = tempfile::tempdir().unwrap();
+    umi(sharded.path(), Some("0/2"));
+    assert!(
+        !sharded.path().join("metrics.json").exists(),
+        "a shard scored alone"
+    );
+    umi(sharded.path(), Some("1/2"));
+    let journal = || std::fs::read_to_string(sharded.path().join("journal.jsonl")).unwrap();
+    let after_shards = journal();
+    umi(sharded.path(), None);
+    // The scoring run found every call in the shards' journal and made none of its own.
+    assert_eq!(journal(), after_shards);
+    assert_eq!(
+        after_shards.matches(r#""stage":"planner""#).count(),
+        std::fs::read_to_string(whole.path().join("journal.jsonl"))
+            .unwrap()
+            .matches(r#""stage":"planner""#)
+            .count()
+    );
+    for file in ["predictions.json", "metrics.json"] {
+        assert_eq!(
+            std::fs::read(whole.path().join(file)).unwrap(),
+            std::fs::read(sharded.path().join(file)).unwrap(),
+            "{file} differs"
+        );
+    }
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_umi"))
+        .args(["eval", "static", "--data", "x.json", "--shard", "2/2"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("is not K/N"));
+}

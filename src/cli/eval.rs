@@ -44,8 +44,22 @@ pub struct StaticArgs {
     /// Output directory (default: eval-out/<data file stem>).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Only steps K, K+N, K+2N, ... (written as K/N): run N shards at once, e.g. one per
+    /// GPU with the same --out, then once without --shard to score them all.
+    #[arg(long, value_parser = parse_shard)]
+    pub shard: Option<(usize, usize)>,
     #[command(flatten)]
     pub role_args: RoleArgs,
+}
+
+fn parse_shard(s: &str) -> Result<(usize, usize), String> {
+    let parsed = s
+        .split_once('/')
+        .and_then(|(k, n)| Some((k.trim().parse().ok()?, n.trim().parse().ok()?)));
+    match parsed {
+        Some((k, n)) if n > 0 && k < n => Ok((k, n)),
+        _ => Err(format!("{s:?} is not K/N with 0 <= K < N (e.g. 0/2)")),
+    }
 }
 
 pub async fn run(cmd: EvalCommand) -> anyhow::Result<()> {
@@ -91,9 +105,16 @@ async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
         );
     }
 
+    // Each step's calls depend only on that step (and its seed on its index), so shards
+    // split the steps and share the journal.
+    let (shard, shards) = a.shard.unwrap_or((0, 1));
+    let mine = |i: usize| i % shards == shard;
     let start = Instant::now();
-    let mut progress = Progress::new("planner", samples.len());
+    let mut progress = Progress::new("planner", samples.len().div_ceil(shards));
     for (i, s) in samples.iter_mut().enumerate() {
+        if !mine(i) {
+            continue;
+        }
         let output = match journal.get("planner", i) {
             Some(done) => done.to_string(),
             None => {
@@ -109,7 +130,7 @@ async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
     }
     progress.finish();
     let pending: Vec<usize> = (0..samples.len())
-        .filter(|&i| samples[i].decision != Some(Decision::GiveUp))
+        .filter(|&i| mine(i) && samples[i].decision != Some(Decision::GiveUp))
         .collect();
     let mut progress = Progress::new("caller/summarizer", pending.len());
     for i in pending {
@@ -137,6 +158,13 @@ async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
     }
     progress.finish();
     let elapsed = start.elapsed();
+    if a.shard.is_some() {
+        eprintln!(
+            "shard {shard}/{shards} done in {:.0} s; when every shard is done, run again without --shard to score",
+            elapsed.as_secs_f64()
+        );
+        return Ok(());
+    }
     let samples = reference_order(samples);
     let metrics = score(&samples);
 
@@ -174,7 +202,8 @@ fn fingerprint(a: &StaticArgs) -> String {
         "model": path(&r.model.model),
         "tokenizer": path(&r.model.tokenizer),
         "dtype": r.model.dtype.to_string(),
-        "device": r.model.device,
+        // The kind of device, not its number: shards run on cuda:0, cuda:1, ...
+        "device": r.model.device.split(':').next(),
         "planner_model": path(&r.planner_model),
         "caller_model": path(&r.caller_model),
         "summarizer_model": path(&r.summarizer_model),
