@@ -44,8 +44,8 @@ pub struct StaticArgs {
     /// Output directory (default: eval-out/<data file stem>).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Only steps K, K+N, K+2N, ... (written as K/N): run N shards at once, e.g. one per
-    /// GPU with the same --out, then once without --shard to score them all.
+    /// Only the steps of records K, K+N, K+2N, ... (written as K/N): run N shards at once,
+    /// e.g. one per GPU with the same --out, then once without --shard to score them all.
     #[arg(long, value_parser = parse_shard)]
     pub shard: Option<(usize, usize)>,
     #[command(flatten)]
@@ -106,11 +106,22 @@ async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
     }
 
     // Each step's calls depend only on that step (and its seed on its index), so shards
-    // split the steps and share the journal.
+    // split the steps and share the journal. A record's steps stay in one shard: each
+    // step's prompt extends the previous one's, which the prefix cache reuses.
     let (shard, shards) = a.shard.unwrap_or((0, 1));
-    let mine = |i: usize| i % shards == shard;
+    let record_of: Vec<usize> = samples
+        .iter()
+        .scan((0usize, None::<&str>), |(n, last), s| {
+            if last.is_some_and(|l| l != s.instruction) {
+                *n += 1;
+            }
+            *last = Some(&s.instruction);
+            Some(*n)
+        })
+        .collect();
+    let mine = |i: usize| record_of[i] % shards == shard;
     let start = Instant::now();
-    let mut progress = Progress::new("planner", samples.len().div_ceil(shards));
+    let mut progress = Progress::new("planner", (0..samples.len()).filter(|&i| mine(i)).count());
     for (i, s) in samples.iter_mut().enumerate() {
         if !mine(i) {
             continue;
