@@ -8,7 +8,6 @@ mod support;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
@@ -16,7 +15,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use support::procs::Proc;
+use support::procs::{start_worker, worker_command};
 use support::umi;
 
 /// A span as received: (service name, span name, trace id, span id, parent span id).
@@ -89,26 +88,8 @@ fn a_workers_span_joins_the_trace_of_the_task_that_called_it() {
     let mut workers = Vec::new();
     let mut endpoints = Vec::new();
     for role in ["planner", "caller", "summarizer"] {
-        let mut cmd = umi();
-        cmd.args([
-            "worker",
-            "--role",
-            role,
-            "--listen",
-            "127.0.0.1:0",
-            "--dtype",
-            "quantized",
-        ]);
-        let mut w = Proc::spawn(traced(&mut cmd, addr));
-        let line = w.wait_for(" role on ", Duration::from_secs(60));
-        let at = line
-            .split(" role on ")
-            .nth(1)
-            .unwrap()
-            .split(' ')
-            .next()
-            .unwrap();
-        endpoints.push(format!("http://{at}"));
+        let (w, at) = start_worker(traced(&mut worker_command(role, None), addr));
+        endpoints.push(at);
         workers.push(w);
     }
     let out = tempfile::tempdir().unwrap();

@@ -55,13 +55,11 @@ pub async fn run(a: RoleBenchArgs) -> anyhow::Result<()> {
     let tools: Vec<_> = query.apis.iter().map(|api| api.doc()).collect();
 
     let membership = if a.etcd.is_empty() {
-        Membership::fixed(a.endpoint.iter().map(|address| WorkerInfo {
-            role: role.as_str().to_string(),
-            address: address.clone(),
-            model: String::new(),
-            device: String::new(),
-            capacity: 1,
-        }))
+        Membership::fixed(
+            a.endpoint
+                .iter()
+                .map(|address| WorkerInfo::at(role.as_str(), address)),
+        )
     } else {
         Membership::etcd(&a.etcd, &a.etcd_prefix).await?
     };

@@ -67,15 +67,7 @@ impl RemoteArgs {
         match (etcd.is_empty(), given) {
             (true, 0) => Ok(None),
             (true, 3) => Ok(Some(Membership::fixed(fixed.iter().flat_map(
-                |(role, addresses)| {
-                    addresses.iter().map(|a| WorkerInfo {
-                        role: role.to_string(),
-                        address: a.clone(),
-                        model: String::new(),
-                        device: String::new(),
-                        capacity: 1,
-                    })
-                },
+                |(role, addresses)| addresses.iter().map(|a| WorkerInfo::at(role, a)),
             )))),
             (true, _) => bail!(
                 "give all three of --planner-endpoint, --caller-endpoint and --summarizer-endpoint, or none"

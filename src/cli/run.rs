@@ -249,15 +249,7 @@ async fn solve_here(
         };
     let mut results = futures::stream::iter(todo.iter().map(|q| {
         let (roles, backend, config) = (roles.as_ref(), &backend, config.clone());
-        async move {
-            let span = tracing::info_span!("task", task_id = %q.id, steps = tracing::field::Empty, outcome = tracing::field::Empty);
-            let solved = solve(q, roles, backend, config, method)
-                .instrument(span.clone())
-                .await;
-            span.record("steps", solved.steps);
-            span.record("outcome", tracing::field::debug(solved.outcome));
-            (q, solved)
-        }
+        async move { (q, solve(q, roles, backend, config, method).await) }
     }))
     .buffer_unordered(a.concurrency);
     while let Some((q, solved)) = results.next().await {

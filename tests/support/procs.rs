@@ -47,26 +47,14 @@ impl Proc {
     pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
         let start = Instant::now();
         loop {
-            if let Some(l) = self
-                .lines
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|l| l.contains(needle))
-            {
-                return l.clone();
+            if let Some(l) = self.line_with(needle) {
+                return l;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 // Let the reader thread catch up before reporting.
                 std::thread::sleep(Duration::from_millis(100));
-                if let Some(l) = self
-                    .lines
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .find(|l| l.contains(needle))
-                {
-                    return l.clone();
+                if let Some(l) = self.line_with(needle) {
+                    return l;
                 }
                 panic!(
                     "process exited ({status}) before {needle:?}:\n{}",
@@ -80,6 +68,15 @@ impl Proc {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    fn line_with(&self, needle: &str) -> Option<String> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.contains(needle))
+            .cloned()
     }
 
     pub fn stderr(&self) -> String {
@@ -199,9 +196,9 @@ fn healthy(port: u16) -> bool {
     body.starts_with("HTTP/1.1 200") && body.contains("\"health\":\"true\"")
 }
 
-/// A role worker on a free port, registered in `etcd` when given; returns once it
-/// serves, with its address.
-pub fn worker(role: &str, etcd: Option<&str>) -> (Proc, String) {
+/// The command that starts a role worker on a free port, registered in `etcd` when
+/// given.
+pub fn worker_command(role: &str, etcd: Option<&str>) -> Command {
     let mut cmd = umi();
     cmd.args([
         "worker",
@@ -215,7 +212,12 @@ pub fn worker(role: &str, etcd: Option<&str>) -> (Proc, String) {
     if let Some(url) = etcd {
         cmd.args(["--etcd", url]);
     }
-    let mut p = Proc::spawn(&mut cmd);
+    cmd
+}
+
+/// Starts a worker command; returns once it serves, with its address.
+pub fn start_worker(cmd: &mut Command) -> (Proc, String) {
+    let mut p = Proc::spawn(cmd);
     let line = p.wait_for(" role on ", Duration::from_secs(60));
     let addr = line
         .split(" role on ")
@@ -226,6 +228,12 @@ pub fn worker(role: &str, etcd: Option<&str>) -> (Proc, String) {
         .unwrap();
     let url = format!("http://{addr}");
     (p, url)
+}
+
+/// A role worker on a free port, registered in `etcd` when given; returns once it
+/// serves, with its address.
+pub fn worker(role: &str, etcd: Option<&str>) -> (Proc, String) {
+    start_worker(&mut worker_command(role, etcd))
 }
 
 /// A coordinator following `etcd`, with small budgets so tests stay quick.

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, Semaphore};
 use tokio::task::AbortHandle;
-use tracing::Instrument;
 use umi_core::agent::{BoxFuture, Generated, RoleKind, RoleModels, RoleRequest};
 use umi_core::dfs::{Outcome, SearchConfig};
 use umi_core::env::ToolBackend;
@@ -193,7 +192,6 @@ impl Tasks {
             steps: AtomicU32::new(0),
             tokens: AtomicU64::new(0),
         };
-        let span = tracing::info_span!("task", task_id = %id, steps = tracing::field::Empty, outcome = tracing::field::Empty);
         let solved = solve(
             &query,
             &counted,
@@ -201,10 +199,7 @@ impl Tasks {
             self.config.clone(),
             &self.method,
         )
-        .instrument(span.clone())
         .await;
-        span.record("steps", solved.steps);
-        span.record("outcome", tracing::field::debug(solved.outcome));
         let state = match (&solved.failure, solved.outcome) {
             (Some(_), _) => TaskState::Failed,
             (None, Outcome::Answered) => TaskState::Answered,

@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 use serde_json::Value;
+use tracing::Instrument;
 
 use crate::agent::RoleModels;
 use crate::answer::answer_json;
@@ -67,7 +68,8 @@ pub struct Solved {
     pub tokens: usize,
 }
 
-/// Solves `query` with DFSDT; `method` names it in the answer (e.g. DFS_woFilter_w2).
+/// Solves `query` with DFSDT in a `task` span; `method` names it in the answer (e.g.
+/// DFS_woFilter_w2).
 pub async fn solve(
     query: &Query,
     roles: &dyn RoleModels,
@@ -75,9 +77,17 @@ pub async fn solve(
     config: SearchConfig,
     method: &str,
 ) -> Solved {
+    let span = tracing::info_span!(
+        "task",
+        task_id = %query.id,
+        steps = tracing::field::Empty,
+        outcome = tracing::field::Empty
+    );
     let env = ToolEnv::new(query.apis.clone(), backend);
     let mut search = Search::new(&query.text, config);
-    search.run(roles, &env).await;
+    search.run(roles, &env).instrument(span.clone()).await;
+    span.record("steps", search.query_count);
+    span.record("outcome", tracing::field::debug(search.outcome()));
     let mut answer = answer_json(&search, env.functions(), method);
     if let Some(reason) = &search.failure {
         answer["failure"] = Value::String(reason.clone());

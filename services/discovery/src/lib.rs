@@ -23,6 +23,19 @@ pub struct WorkerInfo {
     pub capacity: u32,
 }
 
+impl WorkerInfo {
+    /// A worker known only by its address (static discovery: nothing else was given).
+    pub fn at(role: &str, address: &str) -> Self {
+        WorkerInfo {
+            role: role.to_string(),
+            address: address.to_string(),
+            model: String::new(),
+            device: String::new(),
+            capacity: 1,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {
     #[error("etcd at {endpoints}: {source}")]

@@ -196,22 +196,12 @@ async fn follow(
 mod tests {
     use super::*;
 
-    fn worker(role: &str, address: &str) -> WorkerInfo {
-        WorkerInfo {
-            role: role.into(),
-            address: address.into(),
-            model: "m".into(),
-            device: "cpu".into(),
-            capacity: 1,
-        }
-    }
-
     #[test]
     fn a_fixed_set_answers_per_role() {
         let m = Membership::fixed([
-            worker("planner", "http://a"),
-            worker("planner", "http://b"),
-            worker("caller", "http://c"),
+            WorkerInfo::at("planner", "http://a"),
+            WorkerInfo::at("planner", "http://b"),
+            WorkerInfo::at("caller", "http://c"),
         ]);
         let planners: Vec<String> = m
             .workers("planner")
