@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The CUDA build on a GPU machine, in one run: the engine's greedy text on the GPU beside
+# the CPU's for each weight dtype, engine throughput on the GPU, the 50-record static
+# eval on the GPU (its metrics beside CI's CPU row), and `umi run` end to end on the GPU.
+#
+# Build first, on a machine with nvcc (CUDA 12.x or 13.x):
+#   CUDA_COMPUTE_CAP=90 cargo build --release --features cuda     # 90: H100/H200
+# then: scripts/bench_cuda.sh [cuda:N]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+UMI=${UMI:-./target/release/umi}
+DEV=${1:-cuda:0}
+WORK=${WORK:-target/bench-cuda}
+mkdir -p "$WORK"
+
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+
+echo "== greedy text, cpu vs $DEV (48 new tokens) =="
+prompt='Name three uses of a paperclip.'
+for dtype in quantized f32 f16 bf16; do
+  cpu=$($UMI generate --chat --prompt "$prompt" --dtype "$dtype" --device cpu --max-new-tokens 48)
+  gpu=$($UMI generate --chat --prompt "$prompt" --dtype "$dtype" --device "$DEV" --max-new-tokens 48)
+  if [ "$cpu" = "$gpu" ]; then verdict=same; else verdict=DIFFERENT; fi
+  echo "$dtype: $verdict"
+  echo "  cpu: ${cpu//$'\n'/ }"
+  echo "  gpu: ${gpu//$'\n'/ }"
+done
+
+echo "== engine throughput on $DEV =="
+for dtype in quantized f32 f16 bf16; do
+  $UMI bench engine --dtype "$dtype" --device "$DEV" --prompt-tokens 512 --gen-tokens 128
+done
+
+echo "== umi run (shipped queries, DFSDT, simulator) on $DEV =="
+rm -rf "$WORK/run"
+start=$(date +%s)
+$UMI run --device "$DEV" --dtype quantized --out "$WORK/run"
+echo "wall time: $(($(date +%s) - start)) s"
+
+echo "== umi eval static, first 50 records, on $DEV =="
+rm -rf "$WORK/eval"
+start=$(date +%s)
+$UMI eval static --data data/toolbench-static/out_of_domain.json --limit 50 --dtype quantized \
+  --max-new-tokens 64 --device "$DEV" --out "$WORK/eval"
+echo "wall time: $(($(date +%s) - start)) s"
