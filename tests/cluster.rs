@@ -272,6 +272,70 @@ fn the_coordinator_rides_out_an_etcd_outage() {
     );
 }
 
+/// (queued, running, ended) tasks of a coordinator.
+fn task_counts(coordinator: &str) -> (u32, u32, u32) {
+    block_on(async {
+        let mut c = CoordinatorClient::connect(coordinator.to_string())
+            .await
+            .unwrap();
+        let s = c.status(StatusRequest {}).await.unwrap().into_inner();
+        (s.queued, s.running, s.ended)
+    })
+}
+
+#[test]
+fn a_coordinator_killed_mid_run_resumes_from_its_task_journal() {
+    let etcd = Etcd::start();
+    let _workers = ["planner", "caller", "summarizer"].map(|r| worker(r, Some(&etcd.url)));
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("tasks.jsonl");
+    let flags = [
+        "--concurrency",
+        "1",
+        "--task-journal",
+        journal.to_str().unwrap(),
+    ];
+    let q = queries(dir.path(), 6);
+    let out = dir.path().join("answers");
+    std::fs::create_dir(&out).unwrap();
+
+    let (mut first, coord) = coordinator(&etcd.url, &flags);
+    let mut run = run_via(&coord, &q, &out);
+    wait_until("2 tasks ended", Duration::from_secs(120), || {
+        task_counts(&coord).2 >= 2
+    });
+    first.signal("KILL");
+    let _ = first.child.wait();
+    // The client loses its coordinator (unless every task had ended by then).
+    let _ = run.child.wait();
+
+    let (mut second, coord) = coordinator(&etcd.url, &flags);
+    // "task journal PATH: K ended tasks kept, R to run again"
+    let line = second.wait_for("task journal", Duration::from_secs(5));
+    let numbers: Vec<u32> = line
+        .rsplit(": ")
+        .next()
+        .unwrap()
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let [kept, rerun] = numbers[..] else {
+        panic!("{line}")
+    };
+    assert!(kept >= 2, "answers lost in the restart: {line}");
+    assert_eq!(kept + rerun, 6, "tasks lost in the restart: {line}");
+    let (queued, running, ended) = task_counts(&coord);
+    assert!(ended >= kept && queued + running + ended == 6);
+
+    let mut rerun = run_via(&coord, &q, &out);
+    assert!(rerun.child.wait().unwrap().success(), "{}", rerun.stderr());
+    let answers = answers(&out);
+    assert_eq!(answers.len(), 6, "{}", rerun.stderr());
+    for answer in &answers {
+        assert!(answer.get("failure").is_none(), "{}", answer["failure"]);
+    }
+}
+
 #[test]
 fn a_role_with_no_live_worker_is_a_recorded_failure_after_the_deadline_and_retried_later() {
     let etcd = Etcd::start();

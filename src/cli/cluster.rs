@@ -139,6 +139,9 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
         "--concurrency",
         &a.concurrency.to_string(),
     ]);
+    coordinator_cmd
+        .arg("--task-journal")
+        .arg(a.dir.join("tasks.jsonl"));
     let coordinator_log = a.dir.join("coordinator.log");
     let mut coordinator = spawn(&mut coordinator_cmd, &coordinator_log)?;
     let coordinator_url = format!("http://127.0.0.1:{}", a.coordinator_port);

@@ -2,6 +2,7 @@
 //! in etcd (or at fixed addresses), serving `umi.v1.Coordinator`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
@@ -34,6 +35,11 @@ pub struct CoordinatorArgs {
     /// Seconds an ended task's answer is kept for clients to fetch.
     #[arg(long, default_value_t = 3600)]
     pub retention: u64,
+    /// A file journaling every task and answer, so that a coordinator restarted on it
+    /// keeps the answers and runs again the tasks it had not finished. Without it, a
+    /// restart forgets all tasks.
+    #[arg(long, env = "UMI_TASK_JOURNAL")]
+    pub task_journal: Option<PathBuf>,
     #[command(flatten)]
     pub sampling: SamplingArgs,
 }
@@ -67,19 +73,24 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<()> {
         },
         concurrency: a.concurrency,
         retention: std::time::Duration::from_secs(a.retention),
+        journal: a.task_journal.clone(),
     };
+    let service = CoordinatorService::new(settings)?;
+    if let Some(path) = &a.task_journal {
+        let (queued, _, ended) = service.counts();
+        eprintln!(
+            "umi coordinator: task journal {}: {ended} ended tasks kept, {queued} to run again",
+            path.display()
+        );
+    }
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await
         .with_context(|| format!("listening on {}", a.listen))?;
     let addr = listener.local_addr()?;
     eprintln!("umi coordinator: listening on {addr}");
-    serve(
-        listener,
-        CoordinatorService::new(settings),
-        super::shutdown::signal(),
-    )
-    .await
-    .with_context(|| format!("serving on {addr}"))?;
+    serve(listener, service, super::shutdown::signal())
+        .await
+        .with_context(|| format!("serving on {addr}"))?;
     eprintln!("umi coordinator: stopped");
     Ok(())
 }

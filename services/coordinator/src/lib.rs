@@ -2,6 +2,7 @@
 //! search over remote role workers, and serves `umi.v1.Coordinator`
 //! (`proto/umi/v1/coordinator.proto`).
 
+pub mod journal;
 pub mod service;
 mod tasks;
 

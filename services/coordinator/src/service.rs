@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -17,9 +18,10 @@ use umi_core::env::ToolBackend;
 use umi_core::task::Query;
 use umi_discovery::membership::Membership;
 
+use crate::journal::{JournalError, TaskJournal};
 use crate::pb;
 use crate::pb::coordinator_server::{Coordinator, CoordinatorServer};
-use crate::tasks::{is_terminal, Tasks};
+use crate::tasks::{is_terminal, SubmitError, Tasks};
 
 /// What the coordinator needs to run tasks.
 pub struct Settings {
@@ -31,6 +33,9 @@ pub struct Settings {
     pub concurrency: usize,
     /// How long an ended task's answer is kept for clients to fetch.
     pub retention: Duration,
+    /// Where tasks are journaled, so a restart keeps answers and reruns unfinished
+    /// tasks; without one the task table lives in memory only.
+    pub journal: Option<PathBuf>,
 }
 
 pub struct CoordinatorService {
@@ -43,23 +48,57 @@ pub struct CoordinatorService {
 }
 
 impl CoordinatorService {
-    /// Must be called inside the tokio runtime (the task table starts its janitor).
-    pub fn new(s: Settings) -> Self {
+    /// Must be called inside the tokio runtime (the task table starts its janitor, and
+    /// tasks recovered from the journal start running).
+    pub fn new(s: Settings) -> Result<Self, JournalError> {
         let method = umi_core::task::method_name(s.search.tree_beam_size);
+        let (journal, recovered) = match &s.journal {
+            Some(path) => {
+                let (journal, recovered) = TaskJournal::open(path, s.retention)?;
+                tracing::info!(
+                    journal = %path.display(),
+                    answers = recovered.ended.len(),
+                    rerun = recovered.unfinished.len(),
+                    "task journal opened"
+                );
+                (Some(journal), Some(recovered))
+            }
+            None => (None, None),
+        };
+        let tasks = Tasks::new(
+            s.roles,
+            s.backend,
+            s.search,
+            method,
+            s.concurrency,
+            s.retention,
+            journal,
+        );
+        if let Some(recovered) = recovered {
+            tasks.recover(recovered);
+        }
         let (stop, stopping) = watch::channel(false);
-        CoordinatorService {
-            tasks: Tasks::new(
-                s.roles,
-                s.backend,
-                s.search,
-                method,
-                s.concurrency,
-                s.retention,
-            ),
+        Ok(CoordinatorService {
+            tasks,
             membership: s.membership,
             stopping,
             stop: Arc::new(stop),
-        }
+        })
+    }
+
+    /// Tasks in the table by state: (queued, running, ended).
+    pub fn counts(&self) -> (u32, u32, u32) {
+        let (mut queued, mut running, mut ended) = (0, 0, 0);
+        self.tasks.with_table(|t| {
+            for e in t.values() {
+                match pb::TaskState::try_from(e.event.state) {
+                    Ok(pb::TaskState::Queued) => queued += 1,
+                    Ok(pb::TaskState::Running) => running += 1,
+                    _ => ended += 1,
+                }
+            }
+        });
+        (queued, running, ended)
     }
 }
 
@@ -101,15 +140,10 @@ impl Coordinator for CoordinatorService {
             .iter()
             .map(query_from_pb)
             .collect::<Result<Vec<_>, _>>()?;
-        if let Some(conflict) = self.tasks.conflict(&queries) {
-            return Err(Status::already_exists(conflict));
-        }
-        let mut queued = 0;
-        for q in queries {
-            if self.tasks.submit(q).map_err(Status::already_exists)? {
-                queued += 1;
-            }
-        }
+        let queued = self.tasks.submit_all(queries).map_err(|e| match e {
+            SubmitError::Conflict(m) => Status::already_exists(m),
+            SubmitError::Journal(m) => Status::unavailable(m),
+        })?;
         Ok(Response::new(pb::SubmitResponse {
             queued: queued as u32,
         }))
@@ -233,16 +267,7 @@ impl Coordinator for CoordinatorService {
                     .collect(),
             })
             .collect();
-        let (mut queued, mut running, mut ended) = (0, 0, 0);
-        self.tasks.with_table(|t| {
-            for e in t.values() {
-                match pb::TaskState::try_from(e.event.state) {
-                    Ok(pb::TaskState::Queued) => queued += 1,
-                    Ok(pb::TaskState::Running) => running += 1,
-                    _ => ended += 1,
-                }
-            }
-        });
+        let (queued, running, ended) = self.counts();
         Ok(Response::new(pb::StatusResponse {
             roles,
             queued,

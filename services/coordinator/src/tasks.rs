@@ -14,6 +14,7 @@ use umi_core::dfs::{Outcome, SearchConfig};
 use umi_core::env::ToolBackend;
 use umi_core::task::{solve, Query};
 
+use crate::journal::{Recovered, TaskJournal};
 use crate::pb::{TaskEvent, TaskState};
 
 pub struct Entry {
@@ -51,6 +52,17 @@ pub struct Tasks {
     permits: Arc<Semaphore>,
     table: Mutex<HashMap<String, Entry>>,
     events: broadcast::Sender<TaskEvent>,
+    /// Where queued and ended tasks are recorded, when the coordinator has one.
+    journal: Option<TaskJournal>,
+}
+
+/// Why a submission queued nothing.
+#[derive(Debug, PartialEq)]
+pub enum SubmitError {
+    /// The id is taken by another query.
+    Conflict(String),
+    /// The tasks could not be recorded in the journal, so they were not queued.
+    Journal(String),
 }
 
 impl Tasks {
@@ -63,6 +75,7 @@ impl Tasks {
         method: String,
         concurrency: usize,
         retention: Duration,
+        journal: Option<TaskJournal>,
     ) -> Arc<Self> {
         let tasks = Arc::new(Tasks {
             roles,
@@ -72,6 +85,7 @@ impl Tasks {
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
             table: Mutex::default(),
             events: broadcast::channel(4096).0,
+            journal,
         });
         let weak = Arc::downgrade(&tasks);
         tokio::spawn(async move {
@@ -112,6 +126,12 @@ impl Tasks {
             if is_terminal(event.state) {
                 entry.ended_at = Some(Instant::now());
                 entry.abort = None;
+                if let Some(journal) = &self.journal {
+                    // The answer stays served from memory; only a restart would lose it.
+                    if let Err(e) = journal.ended(&event, answer.clone()) {
+                        tracing::error!(task_id = %event.task_id, "{e}");
+                    }
+                }
             }
             entry.event = event.clone();
             if answer.is_some() {
@@ -121,61 +141,112 @@ impl Tasks {
         });
     }
 
-    /// The first task of `queries` whose id is taken by another query.
-    pub fn conflict(&self, queries: &[Query]) -> Option<String> {
+    /// Queues `query` unless a task with its id is queued, running or ended with a
+    /// result; returns whether it was queued.
+    #[cfg(test)]
+    pub fn submit(self: &Arc<Self>, query: Query) -> Result<bool, SubmitError> {
+        self.submit_all(vec![query]).map(|queued| queued == 1)
+    }
+
+    /// Queues each query unless a task with its id is queued, running or ended with a
+    /// result (a task that failed or was cancelled runs again), recording the queued
+    /// ones in the journal first, in one write; returns how many were queued. The same
+    /// id with another query text refuses the whole batch.
+    pub fn submit_all(self: &Arc<Self>, queries: Vec<Query>) -> Result<usize, SubmitError> {
         self.with_table(|t| {
-            queries.iter().find_map(|q| match t.get(&q.id) {
-                Some(e) if e.query != q.text => {
-                    Some(format!("task {:?} already exists with another query", q.id))
+            let mut to_queue: Vec<(Query, u64)> = Vec::new();
+            for query in queries {
+                let id = &query.id;
+                let generation = match t.get(id) {
+                    Some(e) if e.query != query.text => {
+                        return Err(SubmitError::Conflict(format!(
+                            "task {id:?} already exists with another query"
+                        )))
+                    }
+                    Some(e) if !is_retryable(e.event.state) => continue,
+                    Some(e) => e.run + 1,
+                    None => 0,
+                };
+                match to_queue.iter().find(|(q, _)| q.id == *id) {
+                    Some((q, _)) if q.text != query.text => {
+                        return Err(SubmitError::Conflict(format!(
+                            "task {id:?} is submitted twice with different queries"
+                        )))
+                    }
+                    Some(_) => {}
+                    None => to_queue.push((query, generation)),
                 }
-                _ => None,
-            })
+            }
+            if let Some(journal) = &self.journal {
+                let queries: Vec<&Query> = to_queue.iter().map(|(q, _)| q).collect();
+                journal
+                    .queued(&queries)
+                    .map_err(|e| SubmitError::Journal(e.to_string()))?;
+            }
+            let queued = to_queue.len();
+            for (query, generation) in to_queue {
+                self.queue(t, query, generation);
+            }
+            Ok(queued)
         })
     }
 
-    /// Queues `query` unless a task with its id is queued, running or ended with a
-    /// result; returns whether it was queued. A task that failed or was cancelled runs
-    /// again. The same id with another query text is refused.
-    pub fn submit(self: &Arc<Self>, query: Query) -> Result<bool, String> {
-        let id = query.id.clone();
+    /// Takes back what a journal held: ended tasks are served again (and forgotten
+    /// `retention` after they first ended); unfinished ones run again from the start.
+    pub fn recover(self: &Arc<Self>, recovered: Recovered) {
         self.with_table(|t| {
-            let generation = match t.get(&id) {
-                Some(e) if e.query != query.text => {
-                    return Err(format!("task {id:?} already exists with another query"))
+            for task in recovered.ended {
+                let ended_at = Instant::now()
+                    .checked_sub(task.age)
+                    .unwrap_or_else(Instant::now);
+                t.insert(
+                    task.query.id.clone(),
+                    Entry {
+                        event: task.event,
+                        query: task.query.text,
+                        answer: task.answer,
+                        abort: None,
+                        ended_at: Some(ended_at),
+                        run: 0,
+                    },
+                );
+            }
+            for query in recovered.unfinished {
+                self.queue(t, query, 0);
+            }
+        });
+    }
+
+    /// Starts a task's run under its supervisor and enters it in the table as QUEUED.
+    fn queue(self: &Arc<Self>, t: &mut HashMap<String, Entry>, query: Query, generation: u64) {
+        let id = query.id.clone();
+        // Spawned under the lock, so `cancel` always finds the abort handle; the task's
+        // own updates wait for the lock and so come after QUEUED.
+        let run = tokio::spawn(self.clone().run(query.clone(), generation));
+        t.insert(
+            id.clone(),
+            Entry {
+                event: event(&id, TaskState::Queued),
+                query: query.text,
+                answer: None,
+                abort: Some(run.abort_handle()),
+                ended_at: None,
+                run: generation,
+            },
+        );
+        let _ = self.events.send(event(&id, TaskState::Queued));
+        let tasks = self.clone();
+        tokio::spawn(async move {
+            match run.await {
+                Ok(()) => {}
+                Err(e) if e.is_cancelled() => {}
+                Err(e) => {
+                    let mut failed = event(&id, TaskState::Failed);
+                    failed.failure = format!("internal error in the task: {e}");
+                    tasks.update(generation, failed, None);
                 }
-                Some(e) if !is_retryable(e.event.state) => return Ok(false),
-                Some(e) => e.run + 1,
-                None => 0,
-            };
-            // Spawned under the lock, so `cancel` always finds the abort handle; the
-            // task's own updates wait for the lock and so come after QUEUED.
-            let run = tokio::spawn(self.clone().run(query.clone(), generation));
-            t.insert(
-                id.clone(),
-                Entry {
-                    event: event(&id, TaskState::Queued),
-                    query: query.text.clone(),
-                    answer: None,
-                    abort: Some(run.abort_handle()),
-                    ended_at: None,
-                    run: generation,
-                },
-            );
-            let _ = self.events.send(event(&id, TaskState::Queued));
-            let tasks = self.clone();
-            tokio::spawn(async move {
-                match run.await {
-                    Ok(()) => {}
-                    Err(e) if e.is_cancelled() => {}
-                    Err(e) => {
-                        let mut failed = event(&id, TaskState::Failed);
-                        failed.failure = format!("internal error in the task: {e}");
-                        tasks.update(generation, failed, None);
-                    }
-                }
-            });
-            Ok(true)
-        })
+            }
+        });
     }
 
     async fn run(self: Arc<Self>, query: Query, generation: u64) {
@@ -281,6 +352,7 @@ mod tests {
     use umi_core::env::{ApiCall, ApiReply, BackendFailure};
 
     use super::*;
+    use crate::journal::TaskJournal;
 
     /// Test double for the roles: the planner concludes at once, the summarizer answers.
     struct Concludes;
@@ -333,6 +405,7 @@ mod tests {
             "DFS_woFilter_w2".into(),
             concurrency,
             Duration::from_secs(3600),
+            None,
         )
     }
 
@@ -370,7 +443,9 @@ mod tests {
         );
         let mut other = query("a");
         other.text = "Something else".into();
-        assert!(t.submit(other).unwrap_err().contains("another query"));
+        assert!(
+            matches!(t.submit(other), Err(SubmitError::Conflict(m)) if m.contains("another query"))
+        );
         wait_for(&t, "a", TaskState::Answered).await;
         let answer: serde_json::Value =
             serde_json::from_str(t.with_table(|t| t["a"].answer.clone()).unwrap().as_str())
@@ -426,11 +501,85 @@ mod tests {
             "DFS_woFilter_w2".into(),
             1,
             Duration::from_millis(100),
+            None,
         );
         t.submit(query("old")).unwrap();
         wait_for(&t, "old", TaskState::Answered).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(t.with_table(|t| t.is_empty()));
+    }
+
+    /// Test double for the roles: like `Concludes`, counting its calls, but never
+    /// answering a task whose query mentions "stuck" (its worker died with it).
+    #[derive(Default)]
+    struct CountsAndSticks {
+        calls: AtomicU32,
+    }
+
+    impl RoleModels for CountsAndSticks {
+        fn generate<'a>(&'a self, r: RoleRequest) -> BoxFuture<'a, Result<Generated, String>> {
+            if r.history.iter().any(|turn| turn.value.contains("stuck")) {
+                return Box::pin(std::future::pending());
+            }
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            Concludes.generate(r)
+        }
+    }
+
+    fn journaled(roles: Arc<CountsAndSticks>, journal: TaskJournal) -> Arc<Tasks> {
+        Tasks::new(
+            roles,
+            Arc::new(NoTools),
+            SearchConfig::default(),
+            "DFS_woFilter_w2".into(),
+            4,
+            Duration::from_secs(3600),
+            Some(journal),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_restarted_coordinator_serves_its_answers_and_reruns_unfinished_tasks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.jsonl");
+        let hour = Duration::from_secs(3600);
+        let mut stuck = query("stuck");
+        stuck.text = "a stuck question".into();
+
+        let (journal, _) = TaskJournal::open(&path, hour).unwrap();
+        let before = journaled(Arc::default(), journal);
+        assert_eq!(before.submit_all(vec![query("done"), stuck.clone()]), Ok(2));
+        wait_for(&before, "done", TaskState::Answered).await;
+        wait_for(&before, "stuck", TaskState::Running).await;
+        let answer = before.with_table(|t| t["done"].answer.clone()).unwrap();
+
+        // The coordinator dies here: nothing more reaches the journal.
+        let (journal, recovered) = TaskJournal::open(&path, hour).unwrap();
+        let roles = Arc::new(CountsAndSticks::default());
+        let after = journaled(roles.clone(), journal);
+        after.recover(recovered);
+        assert_eq!(state(&after, "done"), TaskState::Answered);
+        assert_eq!(
+            after.with_table(|t| t["done"].answer.clone()).as_deref(),
+            Some(answer.as_str())
+        );
+        assert_eq!(
+            after.submit(query("done")),
+            Ok(false),
+            "an answered task ran again"
+        );
+        wait_for(&after, "stuck", TaskState::Running).await;
+        assert_eq!(
+            after.submit(stuck),
+            Ok(false),
+            "the recovered task was queued twice"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            roles.calls.load(Ordering::Relaxed),
+            0,
+            "the answered task was solved again"
+        );
     }
 
     #[tokio::test]

@@ -1,0 +1,418 @@
+//! The coordinator's task journal: each queued task and how each task ended, one fsync'd
+//! JSON line per record. A coordinator restarted on the same file serves the answers it
+//! had and runs again the tasks that were queued or running when it stopped, so clients
+//! that resubmit or keep watching lose nothing.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use umi_core::task::Query;
+use umi_core::tool::ApiSpec;
+
+use crate::pb::TaskEvent;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("task journal {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("task journal {path}, line {line}: {message} (not a journal this version wrote?)")]
+    Corrupt {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "record", rename_all = "snake_case")]
+enum Record {
+    /// Queued (again, for a resubmitted task): anything it ended with before is void.
+    Queued {
+        id: String,
+        query: String,
+        apis: Vec<ApiSpec>,
+    },
+    Ended {
+        id: String,
+        state: i32,
+        steps: u32,
+        tokens: u64,
+        failure: String,
+        answer: Option<String>,
+        /// Seconds since the Unix epoch, so retention carries across restarts.
+        ended_at: u64,
+    },
+}
+
+/// A task that had ended when the journal was read.
+#[derive(Debug)]
+pub struct EndedTask {
+    pub query: Query,
+    pub event: TaskEvent,
+    pub answer: Option<String>,
+    /// How long ago it ended.
+    pub age: Duration,
+}
+
+/// What a journal held when it was opened.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Queued or running when the coordinator stopped, in the order they were queued.
+    pub unfinished: Vec<Query>,
+    pub ended: Vec<EndedTask>,
+}
+
+pub struct TaskJournal {
+    path: PathBuf,
+    file: Mutex<File>,
+}
+
+impl TaskJournal {
+    /// Reads the journal at `path` (a missing file is an empty journal), drops the tasks
+    /// that ended more than `retention` ago, and rewrites it with one record per fact
+    /// still true, so the file does not grow across restarts. A torn last line (the
+    /// process died while writing it) is dropped; any other unreadable line is an error.
+    pub fn open(
+        path: &Path,
+        retention: Duration,
+    ) -> Result<(TaskJournal, Recovered), JournalError> {
+        let io = |source| JournalError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let records = match File::open(path) {
+            Ok(file) => read_records(path, file)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io(e)),
+        };
+        let recovered = replay(records, retention);
+
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        let mut compacted = File::create(&tmp).map_err(io)?;
+        for query in &recovered.unfinished {
+            write_record(&mut compacted, &queued(query)).map_err(io)?;
+        }
+        for task in &recovered.ended {
+            write_record(&mut compacted, &queued(&task.query)).map_err(io)?;
+            let ended_at = now_unix().saturating_sub(task.age.as_secs());
+            write_record(
+                &mut compacted,
+                &ended(&task.event, task.answer.clone(), ended_at),
+            )
+            .map_err(io)?;
+        }
+        compacted.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)?;
+        let file = OpenOptions::new().append(true).open(path).map_err(io)?;
+        let journal = TaskJournal {
+            path: path.to_path_buf(),
+            file: Mutex::new(file),
+        };
+        Ok((journal, recovered))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Records tasks as queued, durably, in one write.
+    pub fn queued(&self, queries: &[&Query]) -> Result<(), JournalError> {
+        let records: Vec<Record> = queries.iter().map(|q| queued(q)).collect();
+        self.append(&records)
+    }
+
+    /// Records how a task ended, with its answer.
+    pub fn ended(&self, event: &TaskEvent, answer: Option<String>) -> Result<(), JournalError> {
+        self.append(&[ended(event, answer, now_unix())])
+    }
+
+    fn append(&self, records: &[Record]) -> Result<(), JournalError> {
+        let io = |source| JournalError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let mut bytes = Vec::new();
+        for record in records {
+            write_record(&mut bytes, record).map_err(io)?;
+        }
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        file.write_all(&bytes).map_err(io)?;
+        file.sync_data().map_err(io)
+    }
+}
+
+fn queued(query: &Query) -> Record {
+    Record::Queued {
+        id: query.id.clone(),
+        query: query.text.clone(),
+        apis: query.apis.clone(),
+    }
+}
+
+fn ended(event: &TaskEvent, answer: Option<String>, ended_at: u64) -> Record {
+    Record::Ended {
+        id: event.task_id.clone(),
+        state: event.state,
+        steps: event.steps,
+        tokens: event.tokens,
+        failure: event.failure.clone(),
+        answer,
+        ended_at,
+    }
+}
+
+fn write_record(out: &mut impl Write, record: &Record) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *out, record)?;
+    out.write_all(b"\n")
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn read_records(path: &Path, file: File) -> Result<Vec<Record>, JournalError> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut reader = BufReader::new(file);
+    loop {
+        let mut line = String::new();
+        let n = reader
+            .read_line(&mut line)
+            .map_err(|source| JournalError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        if n == 0 {
+            break;
+        }
+        lines.push(line);
+    }
+    let last = lines.len();
+    let mut records = Vec::with_capacity(last);
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Record>(line) {
+            Ok(record) => records.push(record),
+            // Only the last line can be torn by a crash, and it then lacks its newline.
+            Err(_) if i + 1 == last && !line.ends_with('\n') => break,
+            Err(e) => {
+                return Err(JournalError::Corrupt {
+                    path: path.to_path_buf(),
+                    line: i + 1,
+                    message: e.to_string(),
+                })
+            }
+        }
+    }
+    Ok(records)
+}
+
+fn replay(records: Vec<Record>, retention: Duration) -> Recovered {
+    struct State {
+        query: Query,
+        ended: Option<(TaskEvent, Option<String>, u64)>,
+    }
+    let mut order: Vec<String> = Vec::new();
+    let mut tasks: HashMap<String, State> = HashMap::new();
+    for record in records {
+        match record {
+            Record::Queued { id, query, apis } => {
+                if !tasks.contains_key(&id) {
+                    order.push(id.clone());
+                }
+                let query = Query {
+                    id: id.clone(),
+                    text: query,
+                    apis,
+                };
+                tasks.insert(id, State { query, ended: None });
+            }
+            Record::Ended {
+                id,
+                state,
+                steps,
+                tokens,
+                failure,
+                answer,
+                ended_at,
+            } => {
+                // An end without its queueing (compacted away) says nothing to serve.
+                if let Some(task) = tasks.get_mut(&id) {
+                    let event = TaskEvent {
+                        task_id: id,
+                        state,
+                        steps,
+                        tokens,
+                        failure,
+                    };
+                    task.ended = Some((event, answer, ended_at));
+                }
+            }
+        }
+    }
+    let now = now_unix();
+    let mut recovered = Recovered::default();
+    for id in order {
+        let Some(task) = tasks.remove(&id) else {
+            continue;
+        };
+        match task.ended {
+            None => recovered.unfinished.push(task.query),
+            Some((event, answer, ended_at)) => {
+                let age = Duration::from_secs(now.saturating_sub(ended_at));
+                if age < retention {
+                    recovered.ended.push(EndedTask {
+                        query: task.query,
+                        event,
+                        answer,
+                        age,
+                    });
+                }
+            }
+        }
+    }
+    recovered
+}
+
+#[cfg(test)]
+mod tests {
+    use umi_core::tool::ApiSpec;
+
+    use super::*;
+    use crate::pb::TaskState;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn query(id: &str) -> Query {
+        Query {
+            id: id.into(),
+            text: format!("question {id}"),
+            apis: vec![ApiSpec {
+                category_name: "Data".into(),
+                tool_name: "Numbers — ünïcode".into(),
+                api_name: "get_fact".into(),
+                api_description: Some("A fact about a number.".into()),
+                required_parameters: vec![],
+                optional_parameters: vec![],
+                method: Some("GET".into()),
+            }],
+        }
+    }
+
+    fn answered(id: &str) -> TaskEvent {
+        TaskEvent {
+            task_id: id.into(),
+            state: TaskState::Answered as i32,
+            steps: 3,
+            tokens: 900,
+            failure: String::new(),
+        }
+    }
+
+    #[test]
+    fn queued_tasks_come_back_unfinished_and_ended_ones_with_their_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.jsonl");
+        {
+            let (journal, recovered) = TaskJournal::open(&path, HOUR).unwrap();
+            assert!(recovered.unfinished.is_empty() && recovered.ended.is_empty());
+            journal
+                .queued(&[&query("a"), &query("b"), &query("c")])
+                .unwrap();
+            journal
+                .ended(&answered("b"), Some("{\"answer\": 1}".into()))
+                .unwrap();
+        }
+        let (_, recovered) = TaskJournal::open(&path, HOUR).unwrap();
+        let unfinished: Vec<&str> = recovered.unfinished.iter().map(|q| q.id.as_str()).collect();
+        assert_eq!(unfinished, ["a", "c"], "queue order is kept");
+        assert_eq!(recovered.unfinished[0].apis, query("a").apis);
+        assert_eq!(recovered.unfinished[0].text, "question a");
+        let [b] = &recovered.ended[..] else {
+            panic!("{:?}", recovered.ended)
+        };
+        assert_eq!(b.event, answered("b"));
+        assert_eq!(b.answer.as_deref(), Some("{\"answer\": 1}"));
+        assert_eq!(b.query.id, "b");
+    }
+
+    #[test]
+    fn a_task_queued_again_after_it_ended_is_unfinished() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.jsonl");
+        {
+            let (journal, _) = TaskJournal::open(&path, HOUR).unwrap();
+            journal.queued(&[&query("a")]).unwrap();
+            let mut cancelled = answered("a");
+            cancelled.state = TaskState::Cancelled as i32;
+            journal.ended(&cancelled, None).unwrap();
+            journal.queued(&[&query("a")]).unwrap();
+        }
+        let (_, recovered) = TaskJournal::open(&path, HOUR).unwrap();
+        assert_eq!(recovered.unfinished.len(), 1);
+        assert!(recovered.ended.is_empty());
+    }
+
+    #[test]
+    fn opening_compacts_and_drops_tasks_past_their_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.jsonl");
+        let old = Record::Ended {
+            id: "old".into(),
+            state: TaskState::Answered as i32,
+            steps: 1,
+            tokens: 1,
+            failure: String::new(),
+            answer: Some("{}".into()),
+            ended_at: now_unix() - 7200,
+        };
+        let mut text = Vec::new();
+        for r in [queued(&query("old")), old, queued(&query("new"))] {
+            write_record(&mut text, &r).unwrap();
+        }
+        // The same task queued twice before it ended: one record after compaction.
+        write_record(&mut text, &queued(&query("new"))).unwrap();
+        std::fs::write(&path, text).unwrap();
+
+        let (_, recovered) = TaskJournal::open(&path, HOUR).unwrap();
+        assert!(recovered.ended.is_empty(), "a task ended 2 h ago was kept");
+        assert_eq!(recovered.unfinished.len(), 1);
+        let lines = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(lines.lines().count(), 1, "{lines}");
+        assert!(lines.contains("\"new\""));
+    }
+
+    #[test]
+    fn a_torn_last_line_is_dropped_but_a_bad_line_inside_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.jsonl");
+        let mut text = Vec::new();
+        write_record(&mut text, &queued(&query("a"))).unwrap();
+        let whole = text.clone();
+        text.extend_from_slice(b"{\"record\":\"queued\",\"id\":\"b\",\"que");
+        std::fs::write(&path, &text).unwrap();
+        let (_, recovered) = TaskJournal::open(&path, HOUR).unwrap();
+        assert_eq!(recovered.unfinished.len(), 1);
+
+        let mut text = b"not json\n".to_vec();
+        text.extend_from_slice(&whole);
+        std::fs::write(&path, &text).unwrap();
+        let err = TaskJournal::open(&path, HOUR).err().unwrap().to_string();
+        assert!(err.contains("line 1"), "{err}");
+        assert!(err.contains(&path.display().to_string()), "{err}");
+    }
+}
