@@ -1,7 +1,7 @@
 //! One trace per task across processes: `umi run` with remote role workers, all
 //! exporting over OTLP to a stand-in collector (a test double that records what the real
 //! exporters send). The worker's span must sit under the `role_call` span that made the
-//! call, in the task's trace.
+//! call, in the task's trace, and name the task.
 
 mod support;
 
@@ -15,11 +15,13 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use support::procs::{start_worker, worker_command};
 use support::umi;
 
-/// A span as received: (service name, span name, trace id, span id, parent span id).
-type Received = (String, String, Vec<u8>, Vec<u8>, Vec<u8>);
+/// A span as received: (service name, span name, trace id, span id, parent span id,
+/// attributes as `key=value`).
+type Received = (String, String, Vec<u8>, Vec<u8>, Vec<u8>, Vec<String>);
 
 /// Test double for an OpenTelemetry collector: keeps every exported span.
 #[derive(Clone, Default)]
@@ -43,12 +45,24 @@ impl TraceService for RecordingCollector {
                 .unwrap_or_default();
             for ss in rs.scope_spans {
                 for s in ss.spans {
+                    let attributes = s
+                        .attributes
+                        .iter()
+                        .map(|a| {
+                            let value = match a.value.as_ref().and_then(|v| v.value.as_ref()) {
+                                Some(Value::StringValue(text)) => text.clone(),
+                                other => format!("{other:?}"),
+                            };
+                            format!("{}={value}", a.key)
+                        })
+                        .collect();
                     spans.push((
                         service.clone(),
                         s.name,
                         s.trace_id,
                         s.span_id,
                         s.parent_span_id,
+                        attributes,
                     ));
                 }
             }
@@ -139,5 +153,12 @@ fn a_workers_span_joins_the_trace_of_the_task_that_called_it() {
     assert_eq!(
         worker.4, role_call.3,
         "the worker's span is not under the role call"
+    );
+    // The worker's span names the task, for logs read without the trace.
+    let task_id = task.5.iter().find(|a| a.starts_with("task_id=")).unwrap();
+    assert!(
+        worker.5.contains(task_id),
+        "{task_id} not among the worker span's {:?}",
+        worker.5
     );
 }

@@ -80,6 +80,7 @@ pub async fn run(a: RoleBenchArgs) -> anyhow::Result<()> {
             &format!("{} (request {i})", query.text),
         )],
         thought: (role == RoleKind::Caller).then(|| "Call the first tool.".to_string()),
+        task_id: format!("bench-{i}"),
     };
     // One warm-up call per replica, so model loading and first connections are not timed.
     for i in 0..replicas {

@@ -51,6 +51,10 @@ pub struct RoleRequest {
     pub history: Vec<HistoryTurn>,
     /// The planner's (cut) output, for the caller.
     pub thought: Option<String>,
+    /// The task the call serves, for the worker's logs and spans (set by `task::solve`;
+    /// empty outside a task). Not part of the prompt.
+    #[serde(default)]
+    pub task_id: String,
 }
 
 impl RoleRequest {
@@ -160,6 +164,7 @@ pub async fn agent_step(
             tools: tools.to_vec(),
             history,
             thought,
+            task_id: String::new(),
         };
     let mut tokens = 0;
     let mut planned = String::from("none");

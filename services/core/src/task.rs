@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tracing::Instrument;
 
-use crate::agent::RoleModels;
+use crate::agent::{BoxFuture, Generated, RoleModels, RoleRequest};
 use crate::answer::answer_json;
 use crate::dfs::{Outcome, Search, SearchConfig};
 use crate::env::{ToolBackend, ToolEnv};
@@ -85,7 +85,11 @@ pub async fn solve(
     );
     let env = ToolEnv::new(query.apis.clone(), backend);
     let mut search = Search::new(&query.text, config);
-    search.run(roles, &env).instrument(span.clone()).await;
+    let roles = TaskRoles {
+        inner: roles,
+        task_id: &query.id,
+    };
+    search.run(&roles, &env).instrument(span.clone()).await;
     span.record("steps", search.query_count);
     span.record("outcome", tracing::field::debug(search.outcome()));
     let mut answer = answer_json(&search, env.functions(), method);
@@ -98,6 +102,22 @@ pub async fn solve(
         failure: search.failure.clone(),
         steps: search.query_count,
         tokens: search.total_tokens,
+    }
+}
+
+/// The roles, with each call tagged with the task it serves.
+struct TaskRoles<'r> {
+    inner: &'r dyn RoleModels,
+    task_id: &'r str,
+}
+
+impl RoleModels for TaskRoles<'_> {
+    fn generate<'a>(
+        &'a self,
+        mut request: RoleRequest,
+    ) -> BoxFuture<'a, Result<Generated, String>> {
+        request.task_id = self.task_id.to_string();
+        self.inner.generate(request)
     }
 }
 

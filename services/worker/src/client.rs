@@ -158,7 +158,7 @@ impl ClusterRoles {
         sampling.seed = sampling
             .seed
             .wrapping_add(self.calls.fetch_add(1, Ordering::Relaxed));
-        let wire = request_to_pb(&request, sampling, "");
+        let wire = request_to_pb(&request, sampling);
         let mut tried = HashSet::new();
         let mut errors: Vec<String> = Vec::new();
         let mut membership = self.membership.clone();

@@ -23,11 +23,7 @@ pub fn role_from_pb(role: pb::Role) -> Option<RoleKind> {
     }
 }
 
-pub fn request_to_pb(
-    request: &RoleRequest,
-    sampling: pb::Sampling,
-    task_id: &str,
-) -> pb::GenerateRequest {
+pub fn request_to_pb(request: &RoleRequest, sampling: pb::Sampling) -> pb::GenerateRequest {
     pb::GenerateRequest {
         role: role_to_pb(request.role) as i32,
         tools_json: request.tools.iter().map(|t| t.doc().to_string()).collect(),
@@ -41,7 +37,7 @@ pub fn request_to_pb(
             .collect(),
         thought: request.thought.clone(),
         sampling: Some(sampling),
-        task_id: task_id.to_string(),
+        task_id: request.task_id.clone(),
     }
 }
 
@@ -70,5 +66,6 @@ pub fn request_from_pb(request: &pb::GenerateRequest) -> Result<RoleRequest, Str
             .map(|t| HistoryTurn::new(&t.label, &t.value))
             .collect(),
         thought: request.thought.clone(),
+        task_id: request.task_id.clone(),
     })
 }

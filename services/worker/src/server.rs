@@ -121,7 +121,11 @@ impl RoleWorker for RoleService {
     ) -> Result<Response<pb::GenerateResponse>, Status> {
         let _in_flight = InFlight::new(&self.load);
         let started = Instant::now();
-        let span = tracing::info_span!("worker_generate", role = self.role.as_str());
+        let span = tracing::info_span!(
+            "worker_generate",
+            role = self.role.as_str(),
+            task_id = request.get_ref().task_id.as_str()
+        );
         crate::trace_context::adopt(&span, request.metadata());
         let wire = request.into_inner();
         let request = span.in_scope(|| self.engine_request(&wire))?;
@@ -149,7 +153,11 @@ impl RoleWorker for RoleService {
         request: Request<pb::GenerateRequest>,
     ) -> Result<Response<ChunkStream>, Status> {
         let in_flight = InFlight::new(&self.load);
-        let span = tracing::info_span!("worker_generate_stream", role = self.role.as_str());
+        let span = tracing::info_span!(
+            "worker_generate_stream",
+            role = self.role.as_str(),
+            task_id = request.get_ref().task_id.as_str()
+        );
         crate::trace_context::adopt(&span, request.metadata());
         let wire = request.into_inner();
         let request = span.in_scope(|| self.engine_request(&wire))?;
