@@ -155,6 +155,7 @@ impl Tasks {
     pub fn submit_all(self: &Arc<Self>, queries: Vec<Query>) -> Result<usize, SubmitError> {
         self.with_table(|t| {
             let mut to_queue: Vec<(Query, u64)> = Vec::new();
+            let mut in_batch: HashMap<String, usize> = HashMap::new();
             for query in queries {
                 let id = &query.id;
                 let generation = match t.get(id) {
@@ -167,14 +168,17 @@ impl Tasks {
                     Some(e) => e.run + 1,
                     None => 0,
                 };
-                match to_queue.iter().find(|(q, _)| q.id == *id) {
-                    Some((q, _)) if q.text != query.text => {
+                match in_batch.get(id) {
+                    Some(&i) if to_queue[i].0.text != query.text => {
                         return Err(SubmitError::Conflict(format!(
                             "task {id:?} is submitted twice with different queries"
                         )))
                     }
                     Some(_) => {}
-                    None => to_queue.push((query, generation)),
+                    None => {
+                        in_batch.insert(id.clone(), to_queue.len());
+                        to_queue.push((query, generation));
+                    }
                 }
             }
             if let Some(journal) = &self.journal {
@@ -480,6 +484,22 @@ mod tests {
         assert!(t.cancel("second"));
         assert!(!t.cancel("second"), "an ended task was cancelled again");
         assert!(!t.cancel("unknown"));
+    }
+
+    #[tokio::test]
+    async fn an_id_twice_in_a_batch_is_queued_once_and_refused_with_two_queries() {
+        let t = tasks(Hangs, 1);
+        assert_eq!(t.submit_all(vec![query("d"), query("d")]), Ok(1));
+        let mut other = query("e");
+        other.text = "Something else".into();
+        assert!(matches!(
+            t.submit_all(vec![query("e"), other]),
+            Err(SubmitError::Conflict(m)) if m.contains("twice")
+        ));
+        assert!(
+            t.with_table(|t| !t.contains_key("e")),
+            "a refused batch queued a task"
+        );
     }
 
     #[tokio::test]
