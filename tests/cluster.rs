@@ -311,7 +311,7 @@ fn a_coordinator_killed_mid_run_resumes_from_its_task_journal() {
 
     let (mut second, coord) = coordinator(&etcd.url, &flags);
     // "task journal PATH: K ended tasks kept, R to run again"
-    let line = second.wait_for("task journal", Duration::from_secs(5));
+    let line = second.wait_for("ended tasks kept", Duration::from_secs(5));
     let numbers: Vec<u32> = line
         .rsplit(": ")
         .next()
@@ -327,6 +327,9 @@ fn a_coordinator_killed_mid_run_resumes_from_its_task_journal() {
     let (queued, running, ended) = task_counts(&coord);
     assert!(ended >= kept && queued + running + ended == 6);
 
+    // A fresh answer directory, so the kept answers are fetched from the new coordinator.
+    let out = dir.path().join("answers-after");
+    std::fs::create_dir(&out).unwrap();
     let mut rerun = run_via(&coord, &q, &out);
     assert!(rerun.child.wait().unwrap().success(), "{}", rerun.stderr());
     let answers = answers(&out);

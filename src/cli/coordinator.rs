@@ -77,7 +77,7 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<()> {
     };
     let service = CoordinatorService::new(settings)?;
     if let Some(path) = &a.task_journal {
-        let (queued, _, ended) = service.counts();
+        let (ended, queued) = service.recovered();
         eprintln!(
             "umi coordinator: task journal {}: {ended} ended tasks kept, {queued} to run again",
             path.display()

@@ -114,6 +114,13 @@ impl TaskJournal {
         }
         compacted.sync_all().map_err(io)?;
         std::fs::rename(&tmp, path).map_err(io)?;
+        // The rename is durable only once the directory is: until then a power loss
+        // could bring back the old file and lose everything appended to the new one.
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
         let file = OpenOptions::new().append(true).open(path).map_err(io)?;
         let journal = TaskJournal {
             path: path.to_path_buf(),
@@ -147,8 +154,15 @@ impl TaskJournal {
             write_record(&mut bytes, record).map_err(io)?;
         }
         let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        file.write_all(&bytes).map_err(io)?;
-        file.sync_data().map_err(io)
+        let len = file.metadata().map_err(io)?.len();
+        let written = file.write_all(&bytes).and_then(|()| file.sync_data());
+        if let Err(e) = written {
+            // A partly written record would sit mid-file under the next one and make
+            // the journal unreadable at the next start: cut it off.
+            let _ = file.set_len(len);
+            return Err(io(e));
+        }
+        Ok(())
     }
 }
 
@@ -184,12 +198,13 @@ fn now_unix() -> u64 {
 }
 
 fn read_records(path: &Path, file: File) -> Result<Vec<Record>, JournalError> {
-    let mut lines: Vec<String> = Vec::new();
+    // Bytes, not text: a line torn inside a multi-byte character is not valid UTF-8.
+    let mut lines: Vec<Vec<u8>> = Vec::new();
     let mut reader = BufReader::new(file);
     loop {
-        let mut line = String::new();
+        let mut line = Vec::new();
         let n = reader
-            .read_line(&mut line)
+            .read_until(b'\n', &mut line)
             .map_err(|source| JournalError::Io {
                 path: path.to_path_buf(),
                 source,
@@ -202,13 +217,13 @@ fn read_records(path: &Path, file: File) -> Result<Vec<Record>, JournalError> {
     let last = lines.len();
     let mut records = Vec::with_capacity(last);
     for (i, line) in lines.iter().enumerate() {
-        if line.trim().is_empty() {
+        if line.trim_ascii().is_empty() {
             continue;
         }
-        match serde_json::from_str::<Record>(line) {
+        match serde_json::from_slice::<Record>(line) {
             Ok(record) => records.push(record),
             // Only the last line can be torn by a crash, and it then lacks its newline.
-            Err(_) if i + 1 == last && !line.ends_with('\n') => break,
+            Err(_) if i + 1 == last && !line.ends_with(b"\n") => break,
             Err(e) => {
                 return Err(JournalError::Corrupt {
                     path: path.to_path_buf(),
@@ -403,7 +418,8 @@ mod tests {
         let mut text = Vec::new();
         write_record(&mut text, &queued(&query("a"))).unwrap();
         let whole = text.clone();
-        text.extend_from_slice(b"{\"record\":\"queued\",\"id\":\"b\",\"que");
+        // Torn inside a two-byte character: not even valid UTF-8.
+        text.extend_from_slice(b"{\"record\":\"queued\",\"id\":\"b\",\"query\":\"\xc3");
         std::fs::write(&path, &text).unwrap();
         let (_, recovered) = TaskJournal::open(&path, HOUR).unwrap();
         assert_eq!(recovered.unfinished.len(), 1);

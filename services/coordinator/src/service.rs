@@ -40,6 +40,8 @@ pub struct Settings {
 
 pub struct CoordinatorService {
     tasks: Arc<Tasks>,
+    /// (ended tasks kept, tasks to run again) from the journal at start.
+    recovered: (usize, usize),
     membership: Membership,
     /// Set when the server stops, so open Watch streams end instead of holding the
     /// shutdown until their tasks finish.
@@ -74,20 +76,29 @@ impl CoordinatorService {
             s.retention,
             journal,
         );
+        let counts = recovered
+            .as_ref()
+            .map_or((0, 0), |r| (r.ended.len(), r.unfinished.len()));
         if let Some(recovered) = recovered {
             tasks.recover(recovered);
         }
         let (stop, stopping) = watch::channel(false);
         Ok(CoordinatorService {
             tasks,
+            recovered: counts,
             membership: s.membership,
             stopping,
             stop: Arc::new(stop),
         })
     }
 
+    /// What the journal held at start: (ended tasks kept, tasks to run again).
+    pub fn recovered(&self) -> (usize, usize) {
+        self.recovered
+    }
+
     /// Tasks in the table by state: (queued, running, ended).
-    pub fn counts(&self) -> (u32, u32, u32) {
+    fn counts(&self) -> (u32, u32, u32) {
         let (mut queued, mut running, mut ended) = (0, 0, 0);
         self.tasks.with_table(|t| {
             for e in t.values() {
