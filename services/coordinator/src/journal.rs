@@ -139,12 +139,27 @@ impl TaskJournal {
         self.append(&records)
     }
 
-    /// Records how a task ended, with its answer.
+    /// Records how a task ended, with its answer, without waiting for the disk, so the
+    /// caller can write under its lock (keeping the journal in table order) and `sync`
+    /// after letting go of it.
     pub fn ended(&self, event: &TaskEvent, answer: Option<String>) -> Result<(), JournalError> {
-        self.append(&[ended(event, answer, now_unix())])
+        self.write(&[ended(event, answer, now_unix())], false)
+    }
+
+    /// Waits until everything written so far is on disk.
+    pub fn sync(&self) -> Result<(), JournalError> {
+        let file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        file.sync_data().map_err(|source| JournalError::Io {
+            path: self.path.clone(),
+            source,
+        })
     }
 
     fn append(&self, records: &[Record]) -> Result<(), JournalError> {
+        self.write(records, true)
+    }
+
+    fn write(&self, records: &[Record], sync: bool) -> Result<(), JournalError> {
         let io = |source| JournalError::Io {
             path: self.path.clone(),
             source,
@@ -155,7 +170,9 @@ impl TaskJournal {
         }
         let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
         let len = file.metadata().map_err(io)?.len();
-        let written = file.write_all(&bytes).and_then(|()| file.sync_data());
+        let written = file
+            .write_all(&bytes)
+            .and_then(|()| if sync { file.sync_data() } else { Ok(()) });
         if let Err(e) = written {
             // A partly written record would sit mid-file under the next one and make
             // the journal unreadable at the next start: cut it off.

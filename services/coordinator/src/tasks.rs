@@ -116,29 +116,39 @@ impl Tasks {
     /// under the table's lock, so watchers see events in table order and never an
     /// event after a task's end.
     fn update(&self, run: u64, event: TaskEvent, answer: Option<String>) {
-        self.with_table(|t| {
-            let Some(entry) = t.get_mut(&event.task_id) else {
-                return;
-            };
+        let task_id = event.task_id.clone();
+        let journaled = self.with_table(|t| {
+            let entry = t.get_mut(&event.task_id)?;
             if entry.run != run || is_terminal(entry.event.state) {
-                return;
+                return None;
             }
+            let mut journaled = None;
             if is_terminal(event.state) {
                 entry.ended_at = Some(Instant::now());
                 entry.abort = None;
-                if let Some(journal) = &self.journal {
-                    // The answer stays served from memory; only a restart would lose it.
-                    if let Err(e) = journal.ended(&event, answer.clone()) {
-                        tracing::error!(task_id = %event.task_id, "{e}");
-                    }
-                }
+                journaled = self
+                    .journal
+                    .as_ref()
+                    .map(|journal| journal.ended(&event, answer.clone()));
             }
             entry.event = event.clone();
             if answer.is_some() {
                 entry.answer = answer;
             }
             let _ = self.events.send(event);
+            journaled
         });
+        // Synced outside the table's lock: an fsync per ended task must not stall every
+        // other task's progress, Watch, Fetch and Submit. The answer is served from
+        // memory meanwhile; only a restart before the sync would lose it.
+        let synced = match (journaled, &self.journal) {
+            (Some(Ok(())), Some(journal)) => journal.sync(),
+            (Some(Err(e)), _) => Err(e),
+            _ => Ok(()),
+        };
+        if let Err(e) = synced {
+            tracing::error!(task_id = %task_id, "{e}");
+        }
     }
 
     /// Queues `query` unless a task with its id is queued, running or ended with a
