@@ -129,10 +129,6 @@ impl TaskJournal {
         Ok((journal, recovered))
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Records tasks as queued, durably, in one write.
     pub fn queued(&self, queries: &[&Query]) -> Result<(), JournalError> {
         let records: Vec<Record> = queries.iter().map(|q| queued(q)).collect();

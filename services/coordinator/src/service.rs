@@ -57,12 +57,6 @@ impl CoordinatorService {
         let (journal, recovered) = match &s.journal {
             Some(path) => {
                 let (journal, recovered) = TaskJournal::open(path, s.retention)?;
-                tracing::info!(
-                    journal = %path.display(),
-                    answers = recovered.ended.len(),
-                    rerun = recovered.unfinished.len(),
-                    "task journal opened"
-                );
                 (Some(journal), Some(recovered))
             }
             None => (None, None),

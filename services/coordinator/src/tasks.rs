@@ -141,13 +141,10 @@ impl Tasks {
         // Synced outside the table's lock: an fsync per ended task must not stall every
         // other task's progress, Watch, Fetch and Submit. The answer is served from
         // memory meanwhile; only a restart before the sync would lose it.
-        let synced = match (journaled, &self.journal) {
-            (Some(Ok(())), Some(journal)) => journal.sync(),
-            (Some(Err(e)), _) => Err(e),
-            _ => Ok(()),
-        };
-        if let Err(e) = synced {
-            tracing::error!(task_id = %task_id, "{e}");
+        if let (Some(written), Some(journal)) = (journaled, &self.journal) {
+            if let Err(e) = written.and_then(|()| journal.sync()) {
+                tracing::error!(task_id = %task_id, "{e}");
+            }
         }
     }
 
