@@ -88,6 +88,7 @@ async fn prefix_cache_reuses_shared_prompt_state_without_changing_output() {
         load(smollm2_gguf(), WeightDType::F32).unwrap(),
         umi_engine::EngineConfig {
             prefix_cache_entries: 0,
+            ..Default::default()
         },
     );
     let uncached = cold
@@ -181,6 +182,61 @@ async fn seeded_sampling_is_reproducible_and_concurrent_requests_all_finish() {
         texts.windows(2).all(|w| w[0] == w[1]),
         "same seed, different tokens: {texts:?}"
     );
+}
+
+/// Continuous batching must not change what a request gets: requests of different
+/// lengths (one stops early, one samples with a seed) decoded together produce, token
+/// for token, what each produces alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_decoded_in_one_batch_answer_as_they_do_alone() {
+    let requests = [
+        greedy(&chatml("What is the capital of France?"), 40),
+        GenerateRequest {
+            ignore_eos: true,
+            ..greedy(&chatml("Name three uses of a paperclip."), 24)
+        },
+        GenerateRequest {
+            sampling: SamplingParams {
+                temperature: 0.6,
+                top_p: Some(0.9),
+                top_k: None,
+                seed: 7,
+            },
+            ignore_eos: true,
+            ..greedy(&chatml("Tell me a short story."), 32)
+        },
+    ];
+    let engine = |max_batch| {
+        Engine::start_with(
+            load(smollm2_gguf(), WeightDType::Quantized).unwrap(),
+            umi_engine::EngineConfig {
+                prefix_cache_entries: 0,
+                max_batch,
+            },
+        )
+    };
+    let alone = engine(1);
+    let mut expected = Vec::new();
+    for r in &requests {
+        let out = alone.generate(r.clone()).await.unwrap();
+        assert_eq!(out.peak_batch, 1);
+        expected.push(out);
+    }
+    assert_eq!(expected[0].text, "The capital of France is Paris.");
+
+    let batched = engine(4);
+    let outs = futures::future::try_join_all(requests.iter().map(|r| batched.generate(r.clone())))
+        .await
+        .unwrap();
+    for (i, (out, want)) in outs.iter().zip(&expected).enumerate() {
+        assert_eq!(out.token_ids, want.token_ids, "request {i}");
+        assert_eq!(out.text, want.text, "request {i}");
+        assert_eq!(out.finish_reason, want.finish_reason, "request {i}");
+        assert_eq!(
+            out.peak_batch, 3,
+            "request {i} was not decoded with the others"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,7 +1,10 @@
-//! `umi bench engine`: prefill and decode throughput of one model, one stream.
+//! `umi bench engine`: prefill and decode throughput of one model, for one stream or
+//! several at once (continuous batching).
+
+use std::time::Instant;
 
 use clap::{Args, Subcommand};
-use umi_engine::{Engine, EngineConfig, GenerateRequest, Prompt};
+use umi_engine::{Engine, EngineConfig, GenerateOutput, GenerateRequest, Prompt};
 
 use super::model_args::ModelArgs;
 
@@ -23,6 +26,9 @@ pub struct EngineBenchArgs {
     /// Tokens to generate (EOS is ignored so every run decodes this many).
     #[arg(long, default_value_t = 64)]
     pub gen_tokens: usize,
+    /// Requests in flight at once (the engine batches up to --max-batch of them).
+    #[arg(long, default_value_t = 1)]
+    pub streams: usize,
     /// Timed runs after one warm-up; the median is reported.
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
@@ -50,8 +56,8 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
 
 async fn engine(a: EngineBenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
-        a.prompt_tokens > 0 && a.gen_tokens > 1,
-        "need --prompt-tokens >= 1 and --gen-tokens >= 2"
+        a.prompt_tokens > 0 && a.gen_tokens > 1 && a.streams > 0,
+        "need --prompt-tokens >= 1, --gen-tokens >= 2 and --streams >= 1"
     );
     let loaded = a.model.load()?;
     // Every run repeats the same prompt: without this the prefix cache would make
@@ -60,6 +66,7 @@ async fn engine(a: EngineBenchArgs) -> anyhow::Result<()> {
         loaded,
         EngineConfig {
             prefix_cache_entries: 0,
+            ..a.model.engine_config()?
         },
     );
     let mut prompt = Vec::new();
@@ -76,15 +83,27 @@ async fn engine(a: EngineBenchArgs) -> anyhow::Result<()> {
         ignore_eos: true,
         ..GenerateRequest::new(Prompt::Tokens(prompt))
     };
-    engine.generate(request.clone()).await?;
-    let mut prefill = Vec::new();
-    let mut decode = Vec::new();
+    let run =
+        || futures::future::try_join_all((0..a.streams).map(|_| engine.generate(request.clone())));
+    run().await?;
+    let (mut prefill, mut decode, mut total) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..a.repeats.max(1) {
-        let out = engine.generate(request.clone()).await?;
-        prefill.push(out.prefill_tokens_per_second());
-        decode.push(out.decode_tokens_per_second());
+        let start = Instant::now();
+        let outs: Vec<GenerateOutput> = run().await?;
+        let wall = start.elapsed().as_secs_f64();
+        let generated: usize = outs.iter().map(|o| o.generated_tokens()).sum();
+        total.push(generated as f64 / wall);
+        let each =
+            |f: fn(&GenerateOutput) -> f64| median(&mut outs.iter().map(f).collect::<Vec<_>>());
+        prefill.push(each(GenerateOutput::prefill_tokens_per_second));
+        decode.push(each(GenerateOutput::decode_tokens_per_second));
     }
-    let (prefill, decode) = (median(&mut prefill), median(&mut decode));
+    // Per stream (medians) and, over all streams, generated tokens per second of wall time.
+    let (prefill, decode, total) = (
+        median(&mut prefill),
+        median(&mut decode),
+        median(&mut total),
+    );
     let info = engine.info();
     if a.json {
         println!(
@@ -92,7 +111,8 @@ async fn engine(a: EngineBenchArgs) -> anyhow::Result<()> {
             serde_json::json!({
                 "engine": "umi", "model": info.name, "dtype": info.dtype, "device": info.device,
                 "prompt_tokens": a.prompt_tokens, "gen_tokens": a.gen_tokens,
-                "prefill_tok_s": prefill, "decode_tok_s": decode,
+                "streams": a.streams, "max_batch": info.max_batch,
+                "prefill_tok_s": prefill, "decode_tok_s": decode, "total_tok_s": total,
             })
         );
     } else {
@@ -100,6 +120,12 @@ async fn engine(a: EngineBenchArgs) -> anyhow::Result<()> {
             "umi  {:<28} {:<9} prompt {:>5}  gen {:>4}  prefill {:>8.1} tok/s  decode {:>7.1} tok/s",
             info.name, info.dtype, a.prompt_tokens, a.gen_tokens, prefill, decode
         );
+        if a.streams > 1 {
+            println!(
+                "     {} streams, max batch {}: {total:.1} generated tok/s in all (per stream: the medians above)",
+                a.streams, info.max_batch
+            );
+        }
     }
     Ok(())
 }

@@ -91,9 +91,14 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
         a.model.dtype.to_string(),
         "--device".to_string(),
         a.model.device.clone(),
+        "--max-batch".to_string(),
+        a.model.max_batch.to_string(),
     ];
     if let Some(m) = &a.model.model {
         model_flags.extend(["--model".to_string(), m.to_string_lossy().into_owned()]);
+    }
+    if let Some(t) = &a.model.tokenizer {
+        model_flags.extend(["--tokenizer".to_string(), t.to_string_lossy().into_owned()]);
     }
     let mut workers = Vec::new();
     for (role, n) in [

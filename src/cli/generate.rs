@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use clap::Args;
-use umi_engine::{Engine, GenerateRequest, Prompt, SamplingParams, StreamEvent};
+use umi_engine::{GenerateRequest, Prompt, SamplingParams, StreamEvent};
 
 use super::model_args::ModelArgs;
 
@@ -44,8 +44,7 @@ pub fn chatml(system: &str, user: &str) -> String {
 }
 
 pub async fn run(args: GenerateArgs) -> anyhow::Result<()> {
-    let loaded = args.model.load()?;
-    let engine = Engine::start(loaded);
+    let engine = args.model.start()?;
     let prompt = if args.chat {
         chatml(&args.system, &args.prompt)
     } else {

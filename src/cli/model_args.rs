@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use umi_engine::{LoadOptions, LoadedModel, WeightDType};
+use umi_engine::{Engine, EngineConfig, LoadOptions, LoadedModel, WeightDType};
 
 /// Where `scripts/setup.sh` puts the bundled SmolLM2 model.
 pub const BUNDLED_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -23,6 +23,10 @@ pub struct ModelArgs {
     /// cpu or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Requests decoded together in one forward pass (continuous batching); more wait in
+    /// the queue. 1 serves requests one at a time.
+    #[arg(long, default_value_t = 8, env = "UMI_MAX_BATCH")]
+    pub max_batch: usize,
 }
 
 impl ModelArgs {
@@ -40,6 +44,20 @@ impl ModelArgs {
         };
         let path = opts.model.display().to_string();
         umi_engine::load(&opts).with_context(|| format!("loading model {path}"))
+    }
+
+    /// Loads the model and starts its engine.
+    pub fn start(&self) -> anyhow::Result<Engine> {
+        let config = self.engine_config()?;
+        Ok(Engine::start_with(self.load()?, config))
+    }
+
+    pub fn engine_config(&self) -> anyhow::Result<EngineConfig> {
+        anyhow::ensure!(self.max_batch >= 1, "--max-batch must be at least 1");
+        Ok(EngineConfig {
+            max_batch: self.max_batch,
+            ..EngineConfig::default()
+        })
     }
 }
 

@@ -80,7 +80,7 @@ impl RoleArgs {
                 model: Some(path.clone()),
                 ..self.model.clone()
             };
-            let engine = Engine::start(args.load()?);
+            let engine = args.start()?;
             engines.insert(path, engine.clone());
             Ok(engine)
         };

@@ -9,7 +9,6 @@ use clap::{Args, ValueEnum};
 use umi_core::agent::RoleKind;
 use umi_discovery::registry::Registration;
 use umi_discovery::WorkerInfo;
-use umi_engine::Engine;
 use umi_worker::server::{serve, RoleService};
 
 use super::model_args::ModelArgs;
@@ -57,7 +56,7 @@ impl Role {
 
 pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
     let role = a.role.kind();
-    let engine = Engine::start(a.model.load()?);
+    let engine = a.model.start()?;
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await
         .with_context(|| format!("listening on {}", a.listen))?;
@@ -80,7 +79,7 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
             address: advertise.unwrap_or_else(|| format!("http://{addr}")),
             model: info.name.clone(),
             device: info.device.clone(),
-            capacity: 1,
+            capacity: info.max_batch as u32,
         };
         let r = Registration::register(
             &etcd,

@@ -1,16 +1,21 @@
 //! The request-level, async face of a model: submit a request, then await its output or
 //! stream its text. Requests queue to a dedicated inference thread, so callers never
-//! block the async runtime, and a scheduler that batches requests can replace the loop
-//! without changing them.
+//! block the async runtime. That thread batches continuously, as vLLM and TGI do: before
+//! each decode step it admits waiting requests (prefilling each) up to `max_batch`, then
+//! advances every running sequence by one token in a single forward pass, and retires
+//! the ones that finished, so a request never waits for another to end.
 
 use std::sync::Arc;
 use std::thread;
 
 use tokio::sync::{mpsc, oneshot};
 
+use candle_core::{Device, Tensor};
+
 use crate::error::{EngineError, Result};
-use crate::generate::{generate, GenerateOutput, GenerateRequest};
+use crate::generate::{FinishReason, GenerateOutput, GenerateRequest, Sequence, Step};
 use crate::load::LoadedModel;
+use crate::model::{KvCache, Llama};
 use crate::prefix_cache::PrefixCache;
 use crate::tokenizer::Tokenizer;
 
@@ -37,6 +42,8 @@ pub struct ModelInfo {
     pub device: String,
     pub context_len: usize,
     pub vocab_size: usize,
+    /// Requests decoded together; more wait in the queue.
+    pub max_batch: usize,
 }
 
 /// How the engine runs requests.
@@ -44,12 +51,15 @@ pub struct ModelInfo {
 pub struct EngineConfig {
     /// Sequences whose key/value state is kept for prefix reuse (0 disables it).
     pub prefix_cache_entries: usize,
+    /// Sequences decoded together in one forward pass (1 runs requests one at a time).
+    pub max_batch: usize,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             prefix_cache_entries: 8,
+            max_batch: 8,
         }
     }
 }
@@ -76,18 +86,15 @@ impl Engine {
             device: format!("{:?}", loaded.model.device()),
             context_len: loaded.model.context_len(),
             vocab_size: loaded.model.config().vocab_size,
+            max_batch: config.max_batch.max(1),
         };
         let tokenizer = Arc::new(loaded.tokenizer.clone());
         let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
         let thread_name = format!("umi-engine-{}", info.name);
+        let max_batch = info.max_batch;
         let spawned = thread::Builder::new().name(thread_name).spawn(move || {
             let mut prefix_cache = PrefixCache::new(config.prefix_cache_entries);
-            while let Some(job) = queue.blocking_recv() {
-                // Running inside the pool makes this thread's own work a pool task, so the
-                // parallel kernels split it with the other workers instead of waking them
-                // all and sleeping until they finish (one context switch less per kernel).
-                rayon::scope(|_| run_job(&loaded, &mut prefix_cache, job));
-            }
+            schedule(&loaded, &mut prefix_cache, max_batch, &mut queue);
         });
         if let Err(e) = spawned {
             // Without a thread every request fails with Shutdown; say why once.
@@ -182,55 +189,211 @@ impl Engine {
     }
 }
 
-fn run_job(loaded: &LoadedModel, prefix_cache: &mut PrefixCache, job: Job) {
-    let span = tracing::info_span!(
-        parent: &job.span,
-        "generate",
-        model = %loaded.name,
-        prompt_tokens = tracing::field::Empty,
-        cached_tokens = tracing::field::Empty,
-        generated_tokens = tracing::field::Empty,
-        finish_reason = tracing::field::Empty,
-    );
-    let _enter = span.enter();
-    if job.done.is_closed() {
-        return;
+impl Job {
+    /// The caller went away (timed out, retried elsewhere): its work can stop.
+    fn is_abandoned(&self) -> bool {
+        self.done.is_closed() || self.events.as_ref().is_some_and(|e| e.is_closed())
     }
-    let events = job.events;
-    let done = &job.done;
-    let result = generate(
-        &loaded.model,
-        &loaded.tokenizer,
-        &job.request,
-        prefix_cache,
-        |token_id, text| match &events {
+
+    /// Hands a piece of text to a streaming caller; says whether anyone still listens.
+    fn emit(&self, token_id: u32, text: &str) -> bool {
+        match &self.events {
             Some(tx) => tx
                 .send(StreamEvent::Text {
                     token_id,
                     text: text.to_string(),
                 })
                 .is_ok(),
-            // A caller that went away (timed out, retried elsewhere) stops the work.
-            None => !done.is_closed(),
-        },
-    );
-    drop(events);
-    match &result {
-        Ok(out) => {
-            span.record("prompt_tokens", out.prompt_tokens);
-            span.record("cached_tokens", out.cached_tokens);
-            span.record("generated_tokens", out.generated_tokens());
-            span.record("finish_reason", tracing::field::debug(out.finish_reason));
-            tracing::debug!(
-                prompt = out.prompt_tokens,
-                cached = out.cached_tokens,
-                generated = out.generated_tokens(),
-                prefill_ms = out.prefill_time.as_millis() as u64,
-                decode_ms = out.decode_time.as_millis() as u64,
-                "request done"
-            );
+            None => !self.done.is_closed(),
         }
-        Err(e) => tracing::warn!(error = %e, "generation failed"),
     }
-    let _ = job.done.send(result);
+}
+
+/// The inference thread's loop; returns once every `Engine` handle is gone and the last
+/// running sequence has finished.
+fn schedule(
+    loaded: &LoadedModel,
+    prefix_cache: &mut PrefixCache,
+    max_batch: usize,
+    queue: &mut mpsc::UnboundedReceiver<Job>,
+) {
+    let mut running: Vec<Running> = Vec::new();
+    loop {
+        let mut arrived = Vec::new();
+        if running.is_empty() {
+            match queue.blocking_recv() {
+                Some(job) => arrived.push(job),
+                None => return,
+            }
+        }
+        while running.len() + arrived.len() < max_batch {
+            match queue.try_recv() {
+                Ok(job) => arrived.push(job),
+                Err(_) => break,
+            }
+        }
+        // Running inside the pool makes this thread's own work a pool task, so the
+        // parallel kernels split it with the other workers instead of waking them all and
+        // sleeping until they finish (one context switch less per kernel).
+        rayon::scope(|_| {
+            // A newcomer's prefill holds the running sequences back by its length (no
+            // chunked prefill yet).
+            for job in arrived {
+                running.extend(Running::admit(loaded, prefix_cache, job));
+            }
+            decode_step(&loaded.model, prefix_cache, &mut running);
+        });
+    }
+}
+
+/// Advances every running sequence by one token, retiring those that finish.
+fn decode_step(model: &Llama, prefix_cache: &mut PrefixCache, running: &mut Vec<Running>) {
+    let (mut live, gone): (Vec<_>, Vec<_>) = std::mem::take(running)
+        .into_iter()
+        .partition(|r| !r.job.is_abandoned());
+    for r in gone {
+        r.finish(FinishReason::Cancelled, prefix_cache);
+    }
+    if live.is_empty() {
+        return;
+    }
+    let batch = live.len();
+    let tokens: Vec<u32> = live.iter().map(|r| r.next).collect();
+    let logits = {
+        let _span = tracing::debug_span!("decode_step", batch).entered();
+        let mut caches: Vec<&mut KvCache> = live.iter_mut().map(|r| r.seq.cache_mut()).collect();
+        // Sampling reads every row on the host: one copy for the batch, not one per row.
+        model
+            .forward_batch(&tokens, &mut caches)
+            .and_then(|l| Ok(l.to_device(&Device::Cpu)?))
+    };
+    let logits = match logits {
+        Ok(logits) => logits,
+        Err(e) => {
+            let message = e.to_string();
+            for r in live {
+                r.fail(EngineError::Step(message.clone()));
+            }
+            return;
+        }
+    };
+    for (i, mut r) in live.into_iter().enumerate() {
+        r.peak_batch = r.peak_batch.max(batch);
+        match logits.get(i) {
+            Ok(row) => running.extend(r.advance(&row, prefix_cache)),
+            Err(e) => r.fail(e.into()),
+        }
+    }
+}
+
+/// A sequence being decoded, with the request it answers.
+struct Running<'t> {
+    seq: Sequence<'t>,
+    job: Job,
+    span: tracing::Span,
+    /// The token the next step feeds.
+    next: u32,
+    /// The most sequences it was decoded with at once.
+    peak_batch: usize,
+}
+
+impl<'t> Running<'t> {
+    /// Prefills `job` and samples its first token; `None` if it already ended (an error,
+    /// a stop at the first token, or nobody waiting for it).
+    fn admit(loaded: &'t LoadedModel, prefix_cache: &mut PrefixCache, job: Job) -> Option<Self> {
+        let span = tracing::info_span!(
+            parent: &job.span,
+            "generate",
+            model = %loaded.name,
+            prompt_tokens = tracing::field::Empty,
+            cached_tokens = tracing::field::Empty,
+            generated_tokens = tracing::field::Empty,
+            finish_reason = tracing::field::Empty,
+            peak_batch = tracing::field::Empty,
+        );
+        if job.is_abandoned() {
+            return None;
+        }
+        let started = span.in_scope(|| {
+            Sequence::start(&loaded.model, &loaded.tokenizer, &job.request, prefix_cache)
+        });
+        match started {
+            Ok((seq, logits)) => {
+                span.record("prompt_tokens", seq.prompt_tokens());
+                let running = Running {
+                    seq,
+                    job,
+                    span,
+                    next: 0,
+                    peak_batch: 1,
+                };
+                running.advance(&logits, prefix_cache)
+            }
+            Err(e) => {
+                let _enter = span.enter();
+                tracing::warn!(error = %e, "generation failed");
+                let _ = job.done.send(Err(e));
+                None
+            }
+        }
+    }
+
+    /// Samples from this step's logits; `None` once the sequence has finished.
+    fn advance(mut self, logits: &Tensor, prefix_cache: &mut PrefixCache) -> Option<Self> {
+        let step = {
+            let _enter = self.span.enter();
+            let job = &self.job;
+            self.seq.advance(logits, |id, text| job.emit(id, text))
+        };
+        match step {
+            Ok(Step::Feed(token)) => {
+                self.next = token;
+                Some(self)
+            }
+            Ok(Step::Done(reason)) => {
+                self.finish(reason, prefix_cache);
+                None
+            }
+            Err(e) => {
+                self.fail(e);
+                None
+            }
+        }
+    }
+
+    fn finish(self, reason: FinishReason, prefix_cache: &mut PrefixCache) {
+        let Running {
+            seq,
+            job,
+            span,
+            peak_batch,
+            ..
+        } = self;
+        let _enter = span.enter();
+        let mut out = seq.finish(reason, prefix_cache, |id, text| job.emit(id, text));
+        out.peak_batch = peak_batch;
+        span.record("cached_tokens", out.cached_tokens);
+        span.record("generated_tokens", out.generated_tokens());
+        span.record("finish_reason", tracing::field::debug(out.finish_reason));
+        span.record("peak_batch", peak_batch);
+        tracing::debug!(
+            prompt = out.prompt_tokens,
+            cached = out.cached_tokens,
+            generated = out.generated_tokens(),
+            prefill_ms = out.prefill_time.as_millis() as u64,
+            decode_ms = out.decode_time.as_millis() as u64,
+            peak_batch,
+            "request done"
+        );
+        // The stream's text events end before its final result is sent.
+        let Job { events, done, .. } = job;
+        drop(events);
+        let _ = done.send(Ok(out));
+    }
+
+    fn fail(self, e: EngineError) {
+        let _enter = self.span.enter();
+        tracing::warn!(error = %e, "generation failed");
+        let _ = self.job.done.send(Err(e));
+    }
 }

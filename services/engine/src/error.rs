@@ -21,6 +21,10 @@ pub enum EngineError {
     #[error("prompt has {prompt} tokens but the model's context is {context} tokens")]
     PromptTooLong { prompt: usize, context: usize },
 
+    /// A batched decode step failed; every sequence in it gets this.
+    #[error("decode step: {0}")]
+    Step(String),
+
     #[error("the engine has shut down")]
     Shutdown,
 

@@ -1,13 +1,15 @@
-//! One sequence's generation loop: prefill, then decode token by token until a stop
-//! condition, with sampling and incremental detokenization.
+//! One sequence's generation: prefill, then decode token by token until a stop
+//! condition, with sampling and incremental detokenization. The engine's scheduler
+//! advances many `Sequence`s at once.
 
 use std::time::{Duration, Instant};
 
+use candle_core::Tensor;
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EngineError, Result};
-use crate::model::Llama;
+use crate::model::{KvCache, Llama};
 use crate::prefix_cache::PrefixCache;
 use crate::tokenizer::Tokenizer;
 
@@ -136,6 +138,9 @@ pub struct GenerateOutput {
     pub finish_reason: FinishReason,
     pub prefill_time: Duration,
     pub decode_time: Duration,
+    /// The most requests it was decoded with at once (1: alone).
+    #[serde(default)]
+    pub peak_batch: usize,
 }
 
 impl GenerateOutput {
@@ -154,98 +159,179 @@ impl GenerateOutput {
     }
 }
 
-/// Runs one request to completion. `on_text` receives each new piece of text as soon as
-/// it is stable (complete UTF-8, not possibly the start of a stop string) and returns
-/// `false` to cancel.
-pub fn generate(
-    model: &Llama,
-    tokenizer: &Tokenizer,
-    request: &GenerateRequest,
-    prefix_cache: &mut PrefixCache,
-    mut on_text: impl FnMut(u32, &str) -> bool,
-) -> Result<GenerateOutput> {
-    request.sampling.validate()?;
-    let prompt = match &request.prompt {
-        Prompt::Text(text) => tokenizer.encode(text)?,
-        Prompt::Tokens(ids) => ids.clone(),
-    };
-    if prompt.is_empty() {
-        return Err(EngineError::invalid("prompt", "empty"));
-    }
-    let vocab = model.config().vocab_size as u32;
-    if let Some(bad) = prompt.iter().find(|&&id| id >= vocab) {
-        return Err(EngineError::invalid(
-            "prompt",
-            format!("token id {bad} is outside the vocabulary ({vocab})"),
-        ));
-    }
-    let context = model.context_len();
-    if prompt.len() >= context {
-        return Err(EngineError::PromptTooLong {
-            prompt: prompt.len(),
-            context,
-        });
-    }
-    let mut stop_ids: Vec<u32> = if request.ignore_eos {
-        vec![]
-    } else {
-        tokenizer.eos_ids().to_vec()
-    };
-    stop_ids.extend(&request.stop_token_ids);
-    let mut sampler =
-        LogitsProcessor::from_sampling(request.sampling.seed, request.sampling.sampling());
-    let mut cache = prefix_cache
-        .lookup(&prompt)
-        .unwrap_or_else(|| model.new_cache());
-    let cached_tokens = cache.len();
-    let mut stream = TextStream::new(tokenizer, &request.stop_strings);
+/// Prompt tokens run per forward pass. A whole 3-4k-token α-UMi prompt in one pass
+/// makes attention scores of tens of megabytes per layer; in chunks they stay in cache and
+/// each chunk attends only to the keys before it.
+const PREFILL_CHUNK: usize = 512;
 
-    let start = Instant::now();
-    let mut logits = model.forward(&prompt[cached_tokens..], &mut cache)?;
-    let prefill_time = start.elapsed();
-    let decode_start = Instant::now();
-    let mut generated: Vec<u32> = Vec::new();
-    let finish_reason = loop {
-        if generated.len() >= request.max_new_tokens {
-            break FinishReason::Length;
+/// What a sequence needs after a token is sampled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Run this token through the model and sample again.
+    Feed(u32),
+    /// Generation is over.
+    Done(FinishReason),
+}
+
+/// One request in flight: its key/value state, sampler and text between decode steps,
+/// so that a scheduler can advance many of them with one forward pass per step.
+///
+/// `start` validates and prefills; then `advance` samples from each step's logits until
+/// it returns `Step::Done`; `finish` hands back the output.
+pub struct Sequence<'t> {
+    prompt: Vec<u32>,
+    cache: KvCache,
+    sampler: LogitsProcessor,
+    stop_ids: Vec<u32>,
+    max_new_tokens: usize,
+    min_new_tokens: usize,
+    stream: TextStream<'t>,
+    generated: Vec<u32>,
+    cached_tokens: usize,
+    context: usize,
+    prefill_time: Duration,
+    decode_start: Instant,
+}
+
+impl<'t> Sequence<'t> {
+    /// Checks `request`, starts from the longest cached prefix of its prompt and runs the
+    /// rest. Returns the sequence and the logits its first token is sampled from.
+    pub fn start(
+        model: &Llama,
+        tokenizer: &'t Tokenizer,
+        request: &GenerateRequest,
+        prefix_cache: &mut PrefixCache,
+    ) -> Result<(Self, Tensor)> {
+        request.sampling.validate()?;
+        let prompt = match &request.prompt {
+            Prompt::Text(text) => tokenizer.encode(text)?,
+            Prompt::Tokens(ids) => ids.clone(),
+        };
+        if prompt.is_empty() {
+            return Err(EngineError::invalid("prompt", "empty"));
         }
-        let next = sampler.sample(&logits)?;
-        if stop_ids.contains(&next) && generated.len() >= request.min_new_tokens {
-            break FinishReason::StopToken;
+        let vocab = model.config().vocab_size as u32;
+        if let Some(bad) = prompt.iter().find(|&&id| id >= vocab) {
+            return Err(EngineError::invalid(
+                "prompt",
+                format!("token id {bad} is outside the vocabulary ({vocab})"),
+            ));
         }
-        generated.push(next);
-        let (piece, hit_stop) = stream.push(next)?;
+        let context = model.context_len();
+        if prompt.len() >= context {
+            return Err(EngineError::PromptTooLong {
+                prompt: prompt.len(),
+                context,
+            });
+        }
+        let mut stop_ids: Vec<u32> = if request.ignore_eos {
+            vec![]
+        } else {
+            tokenizer.eos_ids().to_vec()
+        };
+        stop_ids.extend(&request.stop_token_ids);
+        let mut cache = prefix_cache
+            .lookup(&prompt)
+            .unwrap_or_else(|| model.new_cache());
+        let cached_tokens = cache.len();
+        let start = Instant::now();
+        let mut logits = None;
+        for chunk in prompt[cached_tokens..].chunks(PREFILL_CHUNK) {
+            logits = Some(model.forward(chunk, &mut cache)?);
+        }
+        let logits = logits.ok_or_else(|| EngineError::invalid("prompt", "nothing to run"))?;
+        let prefill_time = start.elapsed();
+        let sequence = Sequence {
+            prompt,
+            cache,
+            sampler: LogitsProcessor::from_sampling(
+                request.sampling.seed,
+                request.sampling.sampling(),
+            ),
+            stop_ids,
+            max_new_tokens: request.max_new_tokens,
+            min_new_tokens: request.min_new_tokens,
+            stream: TextStream::new(tokenizer, request.stop_strings.clone()),
+            generated: Vec::new(),
+            cached_tokens,
+            context,
+            prefill_time,
+            decode_start: Instant::now(),
+        };
+        Ok((sequence, logits))
+    }
+
+    /// Samples the next token from `logits` (shape (vocab,)) and applies the stop
+    /// conditions. `on_text` receives each new piece of text as soon as it is stable
+    /// (complete UTF-8, not possibly the start of a stop string) and returns `false` to
+    /// cancel.
+    pub fn advance(
+        &mut self,
+        logits: &Tensor,
+        mut on_text: impl FnMut(u32, &str) -> bool,
+    ) -> Result<Step> {
+        if self.generated.len() >= self.max_new_tokens {
+            return Ok(Step::Done(FinishReason::Length));
+        }
+        let next = self.sampler.sample(logits)?;
+        if self.stop_ids.contains(&next) && self.generated.len() >= self.min_new_tokens {
+            return Ok(Step::Done(FinishReason::StopToken));
+        }
+        self.generated.push(next);
+        let (piece, hit_stop) = self.stream.push(next)?;
         if !piece.is_empty() && !on_text(next, &piece) {
-            break FinishReason::Cancelled;
+            return Ok(Step::Done(FinishReason::Cancelled));
         }
         if hit_stop {
-            break FinishReason::StopString;
+            return Ok(Step::Done(FinishReason::StopString));
         }
-        if cache.len() + 1 >= context {
-            break FinishReason::ContextFull;
+        if self.cache.len() + 1 >= self.context {
+            return Ok(Step::Done(FinishReason::ContextFull));
         }
-        if generated.len() < request.max_new_tokens {
-            logits = model.forward(&[next], &mut cache)?;
+        if self.generated.len() >= self.max_new_tokens {
+            return Ok(Step::Done(FinishReason::Length));
         }
-    };
-    let decode_time = decode_start.elapsed();
-    // The cache now holds the prompt and every generated token but the last.
-    let mut fed = prompt.clone();
-    fed.extend_from_slice(&generated[..cache.len() - prompt.len()]);
-    prefix_cache.insert(fed, cache);
-    let tail = stream.finish();
-    if !tail.is_empty() && finish_reason != FinishReason::Cancelled {
-        on_text(generated.last().copied().unwrap_or(0), &tail);
+        Ok(Step::Feed(next))
     }
-    Ok(GenerateOutput {
-        text: stream.decoded,
-        token_ids: generated,
-        prompt_tokens: prompt.len(),
-        cached_tokens,
-        finish_reason,
-        prefill_time,
-        decode_time,
-    })
+
+    /// The state the next `Feed` token runs against.
+    pub fn cache_mut(&mut self) -> &mut KvCache {
+        &mut self.cache
+    }
+
+    pub fn prompt_tokens(&self) -> usize {
+        self.prompt.len()
+    }
+
+    /// Ends the sequence: its state goes to `prefix_cache` for later prompts that share
+    /// it, and text held back for a stop string that never came goes to `on_text`.
+    pub fn finish(
+        mut self,
+        finish_reason: FinishReason,
+        prefix_cache: &mut PrefixCache,
+        mut on_text: impl FnMut(u32, &str) -> bool,
+    ) -> GenerateOutput {
+        let decode_time = self.decode_start.elapsed();
+        // The cache holds the prompt and every generated token but the last.
+        let fed = self.cache.len() - self.prompt.len();
+        let mut tokens = self.prompt.clone();
+        tokens.extend_from_slice(&self.generated[..fed.min(self.generated.len())]);
+        prefix_cache.insert(tokens, self.cache);
+        let tail = self.stream.finish();
+        if !tail.is_empty() && finish_reason != FinishReason::Cancelled {
+            on_text(self.generated.last().copied().unwrap_or(0), &tail);
+        }
+        GenerateOutput {
+            text: self.stream.decoded,
+            token_ids: self.generated,
+            prompt_tokens: self.prompt.len(),
+            cached_tokens: self.cached_tokens,
+            finish_reason,
+            prefill_time: self.prefill_time,
+            decode_time,
+            peak_batch: 1,
+        }
+    }
 }
 
 /// Incremental detokenization with stop-string detection.
@@ -255,7 +341,7 @@ pub fn generate(
 /// short window of recent tokens and emits what the window added.
 struct TextStream<'a> {
     tokenizer: &'a Tokenizer,
-    stops: &'a [String],
+    stops: Vec<String>,
     ids: Vec<u32>,
     prefix_offset: usize,
     read_offset: usize,
@@ -266,7 +352,7 @@ struct TextStream<'a> {
 }
 
 impl<'a> TextStream<'a> {
-    fn new(tokenizer: &'a Tokenizer, stops: &'a [String]) -> Self {
+    fn new(tokenizer: &'a Tokenizer, stops: Vec<String>) -> Self {
         TextStream {
             tokenizer,
             stops,

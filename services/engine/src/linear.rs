@@ -1,12 +1,15 @@
 //! Linear layers, with a matrix-vector fast path for CPU decode.
 //!
-//! Decoding one token multiplies a single activation row by every weight matrix. candle's
+//! Decoding multiplies one activation row per sequence by every weight matrix. candle's
 //! general matmul packs the weights for each call, and its quantized path first quantizes
-//! the activations to 8 bits (which flips SmolLM2's greedy picks). For one row on the CPU
-//! this module instead streams each weight row once, in its stored format (f32, Q8_0 or
-//! Q4_1 blocks), against f32 activations, split across cores. For several rows (prefill)
-//! a quantized matrix is dequantized and multiplied in f32. Activations are never
-//! quantized on the CPU, so quantized weights answer as their dequantized f32 twins do.
+//! the activations to 8 bits (which flips SmolLM2's greedy picks). For decode rows on the
+//! CPU this module instead streams each weight row once, in its stored format (f32, Q8_0
+//! or Q4_1 blocks), against f32 activations, split across cores; a batch of sequences
+//! shares that one pass over the weights, which is what decode time is made of where it
+//! is memory-bound (f32 and 16-bit weights; see BENCHMARKS.md). For prefill rows a
+//! quantized matrix is dequantized and multiplied in f32. Activations are never quantized
+//! on the CPU, so quantized weights answer as their dequantized f32 twins do, and a
+//! sequence decoded in a batch gets bit for bit the logits it gets alone.
 
 use candle_core::quantized::{GgmlDType, QMatMul};
 use candle_core::{DType, Device, Module, Storage, Tensor};
@@ -28,11 +31,12 @@ impl Linear {
         Linear { weight }
     }
 
-    /// `x` is (batch, seq, in); returns (batch, seq, out).
+    /// `x` is (batch, seq, in); returns (batch, seq, out). With `seq == 1` each row is
+    /// one sequence's next token (decode), else the rows are one prompt (prefill).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let one_row = x.elem_count() == x.dim(candle_core::D::Minus1)?;
-        if x.device().is_cpu() && one_row {
-            if let Some(y) = self.cpu_gemv(x)? {
+        let decode_rows = x.rank() >= 2 && x.dim(candle_core::D::Minus2)? == 1;
+        if x.device().is_cpu() && decode_rows {
+            if let Some(y) = self.cpu_rows(x)? {
                 return Ok(y);
             }
         }
@@ -47,16 +51,30 @@ impl Linear {
         Ok(self.weight.forward(x)?)
     }
 
-    fn cpu_gemv(&self, x: &Tensor) -> Result<Option<Tensor>> {
+    /// Every row of `x` times the weights, one pass over the weights for all rows.
+    fn cpu_rows(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        let cols = x.dim(candle_core::D::Minus1)?;
         let xs: Vec<f32> = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
-        let out = match &self.weight {
+        if cols == 0 || xs.is_empty() {
+            return Ok(None);
+        }
+        let inputs: Vec<&[f32]> = xs.chunks_exact(cols).collect();
+        // Weight row by weight row, each input in turn: the row is read from memory once
+        // and stays in cache for the others. (Widening a quantized block once for several
+        // inputs measured slower here than the fused single-input kernels.)
+        let each = |out: &mut [f32], dot: &dyn Fn(&[f32]) -> f32| {
+            for (o, x) in out.iter_mut().zip(&inputs) {
+                *o = dot(x);
+            }
+        };
+        let by_row = match &self.weight {
             QMatMul::Tensor(w) => {
-                let (rows, cols) = w.dims2()?;
+                let (rows, w_cols) = w.dims2()?;
                 let (storage, layout) = w.storage_and_layout();
                 let Storage::Cpu(cpu) = &*storage else {
                     return Ok(None);
                 };
-                if cols != xs.len() || !layout.is_contiguous() {
+                if w_cols != cols || !layout.is_contiguous() {
                     return Ok(None);
                 }
                 let span = layout.start_offset()..layout.start_offset() + rows * cols;
@@ -64,40 +82,66 @@ impl Linear {
                 match w.dtype() {
                     DType::F32 => {
                         let data = &cpu.as_slice::<f32>()?[span];
-                        gemv(rows, |r| dot_f32(&xs, &data[row(r)]))
+                        gemv(rows, inputs.len(), |r, out| {
+                            each(out, &|x| dot_f32(x, &data[row(r)]))
+                        })
                     }
                     DType::F16 => {
                         let data = &cpu.as_slice::<f16>()?[span];
-                        gemv(rows, |r| dot_half(&xs, &data[row(r)], f16::to_f32))
+                        gemv(rows, inputs.len(), |r, out| {
+                            each(out, &|x| dot_half(x, &data[row(r)], f16::to_f32))
+                        })
                     }
                     DType::BF16 => {
                         let data = &cpu.as_slice::<bf16>()?[span];
-                        gemv(rows, |r| dot_half(&xs, &data[row(r)], bf16::to_f32))
+                        gemv(rows, inputs.len(), |r, out| {
+                            each(out, &|x| dot_half(x, &data[row(r)], bf16::to_f32))
+                        })
                     }
                     _ => return Ok(None),
                 }
             }
             QMatMul::QTensor(q) if matches!(q.dtype(), GgmlDType::Q8_0 | GgmlDType::Q4_1) => {
-                let (rows, cols) = q.shape().dims2()?;
-                if cols != xs.len() || cols % 32 != 0 {
+                let (rows, w_cols) = q.shape().dims2()?;
+                if w_cols != cols || cols % 32 != 0 {
                     return Ok(None);
                 }
                 let data = q.data()?;
                 let row_bytes = data.len() / rows;
                 let row = |r: usize| &data[r * row_bytes..(r + 1) * row_bytes];
                 match q.dtype() {
-                    GgmlDType::Q8_0 => gemv(rows, |r| dot_q8_0(&xs, row(r))),
+                    GgmlDType::Q8_0 => gemv(rows, inputs.len(), |r, out| {
+                        each(out, &|x| dot_q8_0(x, row(r)))
+                    }),
                     _ => {
-                        let x_sums: Vec<f32> =
-                            xs.chunks_exact(32).map(|b| b.iter().sum()).collect();
-                        gemv(rows, |r| dot_q4_1(&xs, &x_sums, row(r)))
+                        let sums: Vec<Vec<f32>> = inputs
+                            .iter()
+                            .map(|x| x.chunks_exact(32).map(|b| b.iter().sum()).collect())
+                            .collect();
+                        gemv(rows, inputs.len(), |r, out| {
+                            for ((o, x), sums) in out.iter_mut().zip(&inputs).zip(&sums) {
+                                *o = dot_q4_1(x, sums, row(r));
+                            }
+                        })
                     }
                 }
             }
             _ => return Ok(None),
         };
+        // `by_row` holds weight row r's results for every input at r * n..(r + 1) * n.
+        let n = inputs.len();
+        let rows = by_row.len() / n;
+        let out: Vec<f32> = if n == 1 {
+            by_row
+        } else {
+            (0..n)
+                .flat_map(|j| by_row.iter().skip(j).step_by(n).copied())
+                .collect()
+        };
         let mut dims = x.dims().to_vec();
-        *dims.last_mut().unwrap_or(&mut 0) = out.len();
+        if let Some(last) = dims.last_mut() {
+            *last = rows;
+        }
         Ok(Some(
             Tensor::from_vec(out, dims, &Device::Cpu)?.to_dtype(x.dtype())?,
         ))
@@ -105,18 +149,19 @@ impl Linear {
 }
 
 /// One task per core: a decode step runs ~200 of these, so scheduling overhead, not
-/// balance, is what matters.
-fn gemv(rows: usize, row_dot: impl Fn(usize) -> f32 + Sync) -> Vec<f32> {
-    let mut out = vec![0f32; rows];
+/// balance, is what matters. `row_dots(r, out)` writes weight row r's product with each of
+/// the `n` inputs into `out`.
+fn gemv(rows: usize, n: usize, row_dots: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    let mut out = vec![0f32; rows * n];
     let per_task = rows
         .div_ceil(rayon::current_num_threads())
         .max(MIN_ROWS_PER_TASK);
-    out.par_chunks_mut(per_task)
+    out.par_chunks_mut(per_task * n)
         .enumerate()
         .for_each(|(task, chunk)| {
             let first = task * per_task;
-            for (i, o) in chunk.iter_mut().enumerate() {
-                *o = row_dot(first + i);
+            for (i, o) in chunk.chunks_exact_mut(n).enumerate() {
+                row_dots(first + i, o);
             }
         });
     out
@@ -263,5 +308,40 @@ mod tests {
     #[test]
     fn q4_1_gemv_matches_dequantized_matmul() {
         check(Some(GgmlDType::Q4_1), DType::F32);
+    }
+
+    /// A sequence decoded in a batch must get exactly the logits it gets alone, so a batch
+    /// of rows must give bit for bit what each row gives alone.
+    #[test]
+    fn a_batch_of_rows_matches_each_row_alone_bit_for_bit() {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (300, 64), &dev).unwrap();
+        let weights = [
+            ("f32", QMatMul::Tensor(w.clone())),
+            ("bf16", QMatMul::Tensor(w.to_dtype(DType::BF16).unwrap())),
+            ("q8_0", quantized(&w, GgmlDType::Q8_0)),
+            ("q4_1", quantized(&w, GgmlDType::Q4_1)),
+        ];
+        let x = Tensor::randn(0f32, 1.0, (11, 1, 64), &dev).unwrap();
+        for (name, weight) in weights {
+            let linear = Linear::new(weight);
+            let batched = linear.forward(&x).unwrap();
+            assert_eq!(batched.dims(), &[11, 1, 300], "{name}");
+            for r in 0..11 {
+                let alone = linear.forward(&x.narrow(0, r, 1).unwrap()).unwrap();
+                let want: Vec<u32> = bits(&alone);
+                let got: Vec<u32> = bits(&batched.narrow(0, r, 1).unwrap());
+                assert_eq!(got, want, "{name}, row {r}");
+            }
+        }
+    }
+
+    fn quantized(w: &Tensor, dtype: GgmlDType) -> QMatMul {
+        QMatMul::QTensor(std::sync::Arc::new(QTensor::quantize(w, dtype).unwrap()))
+    }
+
+    fn bits(t: &Tensor) -> Vec<u32> {
+        let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+        v.iter().map(|f| f.to_bits()).collect()
     }
 }

@@ -77,12 +77,26 @@ impl Rope {
 }
 
 /// Per-sequence attention state: the keys and values of every position seen so far.
-/// Cloning is cheap (tensors are shared, never mutated in place).
-#[derive(Clone)]
+///
+/// Each layer's keys and values live in buffers with room to spare and are written in
+/// place as tokens arrive. Growing them by concatenation instead copies the whole history
+/// at every step, which at α-UMi's 3-4k-token prompts moves more bytes than the weights.
+/// The buffers belong to one sequence: `prefix` copies.
 pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    layers: Vec<Option<LayerKv>>,
     len: usize,
 }
+
+/// Keys and values, each (1, kv_heads, capacity, head_dim); the first `KvCache::len`
+/// positions hold data.
+struct LayerKv {
+    k: Tensor,
+    v: Tensor,
+}
+
+/// Positions a buffer gets beyond what it needs when allocated or grown: a sequence
+/// decodes that many tokens before its buffers are copied again.
+const HEADROOM: usize = 256;
 
 impl KvCache {
     pub fn len(&self) -> usize {
@@ -93,8 +107,8 @@ impl KvCache {
         self.len == 0
     }
 
-    /// The state after the first `n` positions (views, no copy).
-    pub fn truncated(&self, n: usize) -> Result<KvCache> {
+    /// A copy of the state after the first `n` positions, with room to grow.
+    pub fn prefix(&self, n: usize) -> Result<KvCache> {
         if n > self.len {
             return Err(EngineError::invalid(
                 "cache",
@@ -105,12 +119,57 @@ impl KvCache {
             .layers
             .iter()
             .map(|l| match l {
-                Some((k, v)) => Ok(Some((k.narrow(2, 0, n)?, v.narrow(2, 0, n)?))),
+                Some(l) => Ok(Some(LayerKv {
+                    k: with_capacity(&l.k, n, n + HEADROOM)?,
+                    v: with_capacity(&l.v, n, n + HEADROOM)?,
+                })),
                 None => Ok(None),
             })
             .collect::<candle_core::Result<_>>()?;
         Ok(KvCache { layers, len: n })
     }
+}
+
+impl LayerKv {
+    /// Writes `k` and `v`, (1, kv_heads, seq, head_dim), at position `offset` of `slot`
+    /// (growing its buffers up to `max` positions if needed) and returns views of every
+    /// position up to them.
+    fn append(
+        slot: &mut Option<LayerKv>,
+        offset: usize,
+        k: &Tensor,
+        v: &Tensor,
+        max: usize,
+    ) -> Result<(Tensor, Tensor)> {
+        let needed = offset + k.dim(2)?;
+        let capacity = (needed + HEADROOM).min(max).max(needed);
+        let layer = match slot.take() {
+            Some(l) if l.k.dim(2)? >= needed => l,
+            Some(l) => LayerKv {
+                k: with_capacity(&l.k, offset, capacity)?,
+                v: with_capacity(&l.v, offset, capacity)?,
+            },
+            None => LayerKv {
+                k: with_capacity(k, 0, capacity)?,
+                v: with_capacity(v, 0, capacity)?,
+            },
+        };
+        layer.k.slice_set(k, 2, offset)?;
+        layer.v.slice_set(v, 2, offset)?;
+        let all = (layer.k.narrow(2, 0, needed)?, layer.v.narrow(2, 0, needed)?);
+        *slot = Some(layer);
+        Ok(all)
+    }
+}
+
+/// A new buffer of `capacity` positions (dim 2) holding the first `len` of `buf`'s.
+fn with_capacity(buf: &Tensor, len: usize, capacity: usize) -> candle_core::Result<Tensor> {
+    let (b, heads, _, dim) = buf.dims4()?;
+    let spare = Tensor::zeros((b, heads, capacity - len, dim), buf.dtype(), buf.device())?;
+    if len == 0 {
+        return Ok(spare);
+    }
+    Tensor::cat(&[&buf.narrow(2, 0, len)?, &spare], 2)
 }
 
 pub struct Llama {
@@ -288,12 +347,7 @@ impl Llama {
         if seq == 0 {
             return Err(EngineError::invalid("input", "no tokens to run"));
         }
-        if offset + seq > self.context {
-            return Err(EngineError::PromptTooLong {
-                prompt: offset + seq,
-                context: self.context,
-            });
-        }
+        self.check_room(offset + seq)?;
         let ids = Tensor::new(tokens, &self.device)?;
         let mut x = self.embed.index_select(&ids, 0)?.unsqueeze(0)?;
         let mask = if seq > 1 {
@@ -303,47 +357,104 @@ impl Llama {
         };
         for (i, layer) in self.layers.iter().enumerate() {
             let residual = x.clone();
-            let normed =
-                candle_nn::ops::rms_norm(&x, &layer.attn_norm, self.config.rms_norm_eps as f32)?;
-            let attn = self.attention(
-                &layer.attn,
-                &normed,
-                offset,
-                mask.as_ref(),
-                &mut cache.layers[i],
-            )?;
-            x = (attn + residual)?;
-            let residual = x.clone();
-            let normed =
-                candle_nn::ops::rms_norm(&x, &layer.ffn_norm, self.config.rms_norm_eps as f32)?;
-            let mlp = &layer.mlp;
-            let act = {
-                let gate_up = mlp.gate_up.forward(&normed)?;
-                let ff = self.config.intermediate_size;
-                (candle_nn::ops::silu(&gate_up.narrow(2, 0, ff)?)? * gate_up.narrow(2, ff, ff)?)?
-            };
-            x = (mlp.down.forward(&act)? + residual)?;
+            let normed = self.rms_norm(&x, &layer.attn_norm)?;
+            let qkv = layer.attn.qkv.forward(&normed)?;
+            let y = self.attend(&qkv, offset, mask.as_ref(), &mut cache.layers[i])?;
+            x = (layer.attn.o.forward(&y)? + residual)?;
+            x = self.mlp(layer, &x)?;
         }
         cache.len += seq;
         let last = x.narrow(1, seq - 1, 1)?;
-        let last = candle_nn::ops::rms_norm(&last, &self.norm, self.config.rms_norm_eps as f32)?;
-        let logits = self.lm_head.forward(&last)?;
+        let logits = self.lm_head.forward(&self.rms_norm(&last, &self.norm)?)?;
         Ok(logits.flatten_all()?.to_dtype(DType::F32)?)
     }
 
-    fn attention(
+    /// One decode step for several sequences at once: `tokens[i]` is appended after what
+    /// `caches[i]` holds. Returns the f32 logits, shape (batch, vocab).
+    ///
+    /// The matrix products run once for the whole batch (the weights are read once);
+    /// attention runs per sequence, since each has its own length. Row for row the
+    /// logits are those `forward` gives each sequence alone.
+    pub fn forward_batch(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor> {
+        if tokens.is_empty() || tokens.len() != caches.len() {
+            return Err(EngineError::invalid(
+                "batch",
+                format!("{} tokens for {} sequences", tokens.len(), caches.len()),
+            ));
+        }
+        if let ([token], [cache]) = (tokens, &mut *caches) {
+            return Ok(self.forward(&[*token], cache)?.unsqueeze(0)?);
+        }
+        for cache in caches.iter() {
+            self.check_room(cache.len + 1)?;
+        }
+        let ids = Tensor::new(tokens, &self.device)?;
+        // (batch, 1, hidden): each sequence is a batch row of length one.
+        let mut x = self.embed.index_select(&ids, 0)?.unsqueeze(1)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let residual = x.clone();
+            let normed = self.rms_norm(&x, &layer.attn_norm)?;
+            let qkv = layer.attn.qkv.forward(&normed)?;
+            let ys = caches
+                .iter_mut()
+                .enumerate()
+                .map(|(s, cache)| {
+                    let offset = cache.len;
+                    self.attend(&qkv.narrow(0, s, 1)?, offset, None, &mut cache.layers[i])
+                })
+                .collect::<Result<Vec<_>>>()?;
+            x = (layer.attn.o.forward(&Tensor::cat(&ys, 0)?)? + residual)?;
+            x = self.mlp(layer, &x)?;
+        }
+        for cache in caches.iter_mut() {
+            cache.len += 1;
+        }
+        let logits = self.lm_head.forward(&self.rms_norm(&x, &self.norm)?)?;
+        Ok(logits.squeeze(1)?.to_dtype(DType::F32)?)
+    }
+
+    fn check_room(&self, positions: usize) -> Result<()> {
+        if positions > self.context {
+            return Err(EngineError::PromptTooLong {
+                prompt: positions,
+                context: self.context,
+            });
+        }
+        Ok(())
+    }
+
+    fn rms_norm(&self, x: &Tensor, weight: &Tensor) -> Result<Tensor> {
+        Ok(candle_nn::ops::rms_norm(
+            x,
+            weight,
+            self.config.rms_norm_eps as f32,
+        )?)
+    }
+
+    /// The feed-forward block with its residual connection.
+    fn mlp(&self, layer: &Layer, x: &Tensor) -> Result<Tensor> {
+        let mlp = &layer.mlp;
+        let gate_up = mlp.gate_up.forward(&self.rms_norm(x, &layer.ffn_norm)?)?;
+        let ff = self.config.intermediate_size;
+        let act =
+            (candle_nn::ops::silu(&gate_up.narrow(2, 0, ff)?)? * gate_up.narrow(2, ff, ff)?)?;
+        Ok((mlp.down.forward(&act)? + x)?)
+    }
+
+    /// Attention of one sequence: `qkv` is its stacked Q/K/V projection, (1, seq, q+2kv),
+    /// for positions from `offset` on; `cache` is this layer's keys and values so far.
+    /// Returns the heads' outputs, (1, seq, hidden), before the output projection.
+    fn attend(
         &self,
-        w: &Attention,
-        x: &Tensor,
+        qkv: &Tensor,
         offset: usize,
         mask: Option<&Tensor>,
-        cache: &mut Option<(Tensor, Tensor)>,
+        cache: &mut Option<LayerKv>,
     ) -> Result<Tensor> {
         let c = &self.config;
-        let (b, seq, _) = x.dims3()?;
+        let (b, seq, _) = qkv.dims3()?;
         let hd = c.head_dim();
         let (qd, kvd) = (c.num_attention_heads * hd, c.num_key_value_heads * hd);
-        let qkv = w.qkv.forward(x)?;
         let q = qkv
             .narrow(2, 0, qd)?
             .reshape((b, seq, c.num_attention_heads, hd))?
@@ -359,11 +470,7 @@ impl Llama {
         let q = self.rope.apply(&q, offset)?;
         let k = self.rope.apply(&k, offset)?;
         let v = v.contiguous()?;
-        let (k, v) = match cache.take() {
-            Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
-            None => (k, v),
-        };
-        *cache = Some((k.clone(), v.clone()));
+        let (k, v) = LayerKv::append(cache, offset, &k, &v, self.context)?;
 
         // Grouped-query attention without copying K/V per query head: the query heads that
         // share a K/V head (adjacent in HF order) are stacked as extra rows.
@@ -390,8 +497,7 @@ impl Llama {
             .matmul(&v)?
             .reshape((b, c.num_attention_heads, seq, hd))?
             .to_dtype(self.dtype)?;
-        let y = y.transpose(1, 2)?.reshape((b, seq, c.hidden_size))?;
-        w.o.forward(&y)
+        Ok(y.transpose(1, 2)?.reshape((b, seq, c.hidden_size))?)
     }
 }
 
@@ -511,6 +617,55 @@ mod tests {
             back.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
             (0..8).map(|i| i as f32).collect::<Vec<_>>()
         );
+    }
+
+    /// Positions (dim 2) of a (1, 2, n, 4) tensor as a flat list.
+    fn positions(t: &Tensor) -> Vec<f32> {
+        t.contiguous().unwrap().flatten_all().unwrap().to_vec1().unwrap()
+    }
+
+    fn kv(n: usize, start: f32) -> Tensor {
+        Tensor::arange(start, start + (2 * n * 4) as f32, &Device::Cpu)
+            .unwrap()
+            .reshape((1, 2, n, 4))
+            .unwrap()
+    }
+
+    /// Written in place, grown past its headroom, and copied for a prefix: the views always
+    /// hold what concatenation would, and a sequence continued from a copied prefix never
+    /// writes into the buffers it was copied from.
+    #[test]
+    fn kv_buffers_grow_in_place_and_prefixes_are_copies() {
+        let mut slot = None;
+        let prompt = kv(5, 0.0);
+        let (k, _) = LayerKv::append(&mut slot, 0, &prompt, &prompt, 8192).unwrap();
+        assert_eq!(positions(&k), positions(&prompt));
+        let mut expected = prompt.clone();
+        for step in 0..HEADROOM + 3 {
+            let token = kv(1, 1000.0 + step as f32 * 8.0);
+            let at = expected.dim(2).unwrap();
+            let (k, v) = LayerKv::append(&mut slot, at, &token, &token, 8192).unwrap();
+            expected = Tensor::cat(&[&expected, &token], 2).unwrap();
+            assert_eq!(positions(&k), positions(&expected), "step {step}");
+            assert_eq!(positions(&v), positions(&expected), "step {step}");
+        }
+        let full = KvCache {
+            len: expected.dim(2).unwrap(),
+            layers: vec![slot],
+        };
+        let mut copy = full.prefix(3).unwrap();
+        let other = kv(2, -100.0);
+        let (k, _) = LayerKv::append(&mut copy.layers[0], 3, &other, &other, 8192).unwrap();
+        let continued = Tensor::cat(&[&expected.narrow(2, 0, 3).unwrap(), &other], 2).unwrap();
+        assert_eq!(positions(&k), positions(&continued));
+        let original = full.layers[0].as_ref().unwrap();
+        let len = expected.dim(2).unwrap();
+        assert_eq!(
+            positions(&original.k.narrow(2, 0, len).unwrap()),
+            positions(&expected),
+            "the copied-from buffers changed"
+        );
+        assert!(full.prefix(len + 1).is_err());
     }
 
     #[test]

@@ -31,8 +31,8 @@ impl PrefixCache {
         }
     }
 
-    /// The state after the longest cached prefix of `prompt`, always leaving at least
-    /// the last prompt token to run (its logits start generation).
+    /// A copy of the state after the longest cached prefix of `prompt`, always leaving at
+    /// least the last prompt token to run (its logits start generation).
     pub fn lookup(&mut self, prompt: &[u32]) -> Option<KvCache> {
         self.clock += 1;
         let (best, shared) = self
@@ -52,7 +52,7 @@ impl PrefixCache {
             return None;
         }
         best.last_used = self.clock;
-        best.kv.truncated(shared).ok()
+        best.kv.prefix(shared).ok()
     }
 
     /// Remembers the state of a finished sequence whose cache holds `tokens`.

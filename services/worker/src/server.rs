@@ -140,6 +140,7 @@ impl RoleWorker for RoleService {
             prompt_tokens = out.prompt_tokens,
             cached_tokens = out.cached_tokens,
             generated_tokens = out.generated_tokens(),
+            peak_batch = out.peak_batch,
             latency_ms = started.elapsed().as_millis() as u64,
             "role call served"
         );
