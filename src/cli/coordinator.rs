@@ -77,11 +77,19 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<()> {
     };
     let service = CoordinatorService::new(settings)?;
     if let Some(path) = &a.task_journal {
-        let (ended, queued) = service.recovered();
+        let r = service.recovered();
         eprintln!(
-            "umi coordinator: task journal {}: {ended} ended tasks kept, {queued} to run again",
-            path.display()
+            "umi coordinator: task journal {}: {} ended tasks kept, {} to run again",
+            path.display(),
+            r.kept,
+            r.rerun
         );
+        if r.failed_for_crashes > 0 {
+            eprintln!(
+                "umi coordinator: {} of them failed: they were running each time the coordinator crashed",
+                r.failed_for_crashes
+            );
+        }
     }
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await

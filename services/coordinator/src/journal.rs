@@ -1,7 +1,11 @@
-//! The coordinator's task journal: each queued task and how each task ended, one fsync'd
-//! JSON line per record. A coordinator restarted on the same file serves the answers it
-//! had and runs again the tasks that were queued or running when it stopped, so clients
-//! that resubmit or keep watching lose nothing.
+//! The coordinator's task journal: each queued task, each start and how each task ended,
+//! one JSON line per record (queued and ended ones fsync'd). A coordinator restarted on
+//! the same file serves the answers it had and runs again the tasks that were queued or
+//! running when it stopped, so clients that resubmit or keep watching lose nothing.
+//!
+//! A task that takes the coordinator down with it (a poison task) must not do so at every
+//! restart: a task found running after a stop that was not a clean shutdown counts a
+//! crash, and after `MAX_CRASHES` it ends FAILED instead of running again.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -14,7 +18,10 @@ use serde::{Deserialize, Serialize};
 use umi_core::task::Query;
 use umi_core::tool::ApiSpec;
 
-use crate::pb::TaskEvent;
+use crate::pb::{TaskEvent, TaskState};
+
+/// Crashes of the coordinator a task may be running through before it is failed.
+pub const MAX_CRASHES: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -24,6 +31,10 @@ pub enum JournalError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "task journal {path}: another coordinator has it open ({lock} is locked); give each coordinator its own --task-journal"
+    )]
+    Locked { path: PathBuf, lock: PathBuf },
     #[error("task journal {path}, line {line}: {message} (not a journal this version wrote?)")]
     Corrupt {
         path: PathBuf,
@@ -40,7 +51,15 @@ enum Record {
         id: String,
         query: String,
         apis: Vec<ApiSpec>,
+        /// Coordinator crashes it was running through (kept across compactions).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        crashes: u32,
     },
+    /// Began running.
+    Started { id: String },
+    /// The coordinator shut down cleanly: the tasks running then were interrupted, not
+    /// the cause of a crash.
+    Stopped,
     Ended {
         id: String,
         state: i32,
@@ -68,12 +87,18 @@ pub struct EndedTask {
 pub struct Recovered {
     /// Queued or running when the coordinator stopped, in the order they were queued.
     pub unfinished: Vec<Query>,
+    /// Ended tasks, including those failed now for crashing the coordinator too often.
     pub ended: Vec<EndedTask>,
+    /// How many of `ended` were failed for that.
+    pub failed_for_crashes: usize,
 }
 
 pub struct TaskJournal {
     path: PathBuf,
     file: Mutex<File>,
+    /// Held (an advisory lock) while this journal is open: a second coordinator on the
+    /// same file would interleave its records with ours and rerun our tasks.
+    _lock: File,
 }
 
 impl TaskJournal {
@@ -81,6 +106,7 @@ impl TaskJournal {
     /// that ended more than `retention` ago, and rewrites it with one record per fact
     /// still true, so the file does not grow across restarts. A torn last line (the
     /// process died while writing it) is dropped; any other unreadable line is an error.
+    /// Fails if another process (or another `TaskJournal`) has the journal open.
     pub fn open(
         path: &Path,
         retention: Duration,
@@ -89,19 +115,24 @@ impl TaskJournal {
             path: path.to_path_buf(),
             source,
         };
+        let lock = lock(path)?;
         let records = match File::open(path) {
             Ok(file) => read_records(path, file)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(io(e)),
         };
-        let recovered = replay(records, retention);
+        let (recovered, crashes) = replay(records, retention);
 
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(".tmp");
         let tmp = PathBuf::from(tmp);
         let mut compacted = File::create(&tmp).map_err(io)?;
         for query in &recovered.unfinished {
-            write_record(&mut compacted, &queued(query)).map_err(io)?;
+            let mut record = queued(query);
+            if let Record::Queued { crashes: c, .. } = &mut record {
+                *c = crashes.get(&query.id).copied().unwrap_or(0);
+            }
+            write_record(&mut compacted, &record).map_err(io)?;
         }
         for task in &recovered.ended {
             write_record(&mut compacted, &queued(&task.query)).map_err(io)?;
@@ -125,6 +156,7 @@ impl TaskJournal {
         let journal = TaskJournal {
             path: path.to_path_buf(),
             file: Mutex::new(file),
+            _lock: lock,
         };
         Ok((journal, recovered))
     }
@@ -133,6 +165,17 @@ impl TaskJournal {
     pub fn queued(&self, queries: &[&Query]) -> Result<(), JournalError> {
         let records: Vec<Record> = queries.iter().map(|q| queued(q)).collect();
         self.append(&records)
+    }
+
+    /// Records that a task began running. Not synced: what it guards against is the
+    /// process dying, and the kernel keeps what a dead process wrote.
+    pub fn started(&self, id: &str) -> Result<(), JournalError> {
+        self.write(&[Record::Started { id: id.to_string() }], false)
+    }
+
+    /// Records a clean shutdown, durably: the tasks running now did not crash anything.
+    pub fn stopped(&self) -> Result<(), JournalError> {
+        self.append(&[Record::Stopped])
     }
 
     /// Records how a task ended, with its answer, without waiting for the disk, so the
@@ -179,12 +222,44 @@ impl TaskJournal {
     }
 }
 
+/// Locks `<path>.lock`, a file beside the journal: the journal itself is replaced at
+/// each compaction, which a lock on it would not survive. The kernel releases the lock
+/// when the process ends, however it ends.
+fn lock(path: &Path) -> Result<File, JournalError> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    let io = |source| JournalError::Io {
+        path: lock_path.clone(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(JournalError::Locked {
+            path: path.to_path_buf(),
+            lock: lock_path,
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+    }
+}
+
 fn queued(query: &Query) -> Record {
     Record::Queued {
         id: query.id.clone(),
         query: query.text.clone(),
         apis: query.apis.clone(),
+        crashes: 0,
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 fn ended(event: &TaskEvent, answer: Option<String>, ended_at: u64) -> Record {
@@ -249,16 +324,25 @@ fn read_records(path: &Path, file: File) -> Result<Vec<Record>, JournalError> {
     Ok(records)
 }
 
-fn replay(records: Vec<Record>, retention: Duration) -> Recovered {
+/// What the records say now, and each unfinished task's crash count.
+fn replay(records: Vec<Record>, retention: Duration) -> (Recovered, HashMap<String, u32>) {
     struct State {
         query: Query,
         ended: Option<(TaskEvent, Option<String>, u64)>,
+        /// Started since the last clean shutdown, and not ended.
+        running: bool,
+        crashes: u32,
     }
     let mut order: Vec<String> = Vec::new();
     let mut tasks: HashMap<String, State> = HashMap::new();
     for record in records {
         match record {
-            Record::Queued { id, query, apis } => {
+            Record::Queued {
+                id,
+                query,
+                apis,
+                crashes,
+            } => {
                 if !tasks.contains_key(&id) {
                     order.push(id.clone());
                 }
@@ -267,8 +351,20 @@ fn replay(records: Vec<Record>, retention: Duration) -> Recovered {
                     text: query,
                     apis,
                 };
-                tasks.insert(id, State { query, ended: None });
+                let state = State {
+                    query,
+                    ended: None,
+                    running: false,
+                    crashes,
+                };
+                tasks.insert(id, state);
             }
+            Record::Started { id } => {
+                if let Some(task) = tasks.get_mut(&id) {
+                    task.running = task.ended.is_none();
+                }
+            }
+            Record::Stopped => tasks.values_mut().for_each(|t| t.running = false),
             Record::Ended {
                 id,
                 state,
@@ -288,18 +384,42 @@ fn replay(records: Vec<Record>, retention: Duration) -> Recovered {
                         failure,
                     };
                     task.ended = Some((event, answer, ended_at));
+                    task.running = false;
                 }
             }
         }
     }
     let now = now_unix();
     let mut recovered = Recovered::default();
+    let mut crashes = HashMap::new();
     for id in order {
-        let Some(task) = tasks.remove(&id) else {
+        let Some(mut task) = tasks.remove(&id) else {
             continue;
         };
+        // Still running at the end of the file: the process died under it.
+        if task.running {
+            task.crashes += 1;
+        }
+        if task.ended.is_none() && task.crashes >= MAX_CRASHES {
+            tracing::warn!(task_id = %id, crashes = task.crashes, "task failed: it was running each time the coordinator crashed");
+            let failed = TaskEvent {
+                task_id: id.clone(),
+                state: TaskState::Failed as i32,
+                steps: 0,
+                tokens: 0,
+                failure: format!(
+                    "the coordinator went down {} times while this task ran; it is not run again (submit it again to retry)",
+                    task.crashes
+                ),
+            };
+            task.ended = Some((failed, None, now));
+            recovered.failed_for_crashes += 1;
+        }
         match task.ended {
-            None => recovered.unfinished.push(task.query),
+            None => {
+                crashes.insert(id, task.crashes);
+                recovered.unfinished.push(task.query);
+            }
             Some((event, answer, ended_at)) => {
                 let age = Duration::from_secs(now.saturating_sub(ended_at));
                 if age < retention {
@@ -313,7 +433,7 @@ fn replay(records: Vec<Record>, retention: Duration) -> Recovered {
             }
         }
     }
-    recovered
+    (recovered, crashes)
 }
 
 #[cfg(test)]
@@ -321,7 +441,6 @@ mod tests {
     use umi_core::tool::ApiSpec;
 
     use super::*;
-    use crate::pb::TaskState;
 
     const HOUR: Duration = Duration::from_secs(3600);
 
@@ -376,6 +495,98 @@ mod tests {
         assert_eq!(b.event, answered("b"));
         assert_eq!(b.answer.as_deref(), Some("{\"answer\": 1}"));
         assert_eq!(b.query.id, "b");
+    }
+
+    #[test]
+    fn a_journal_open_elsewhere_is_refused_until_it_is_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.jsonl");
+        let (first, _) = TaskJournal::open(&path, HOUR).unwrap();
+        first.queued(&[&query("a")]).unwrap();
+        let Err(err) = TaskJournal::open(&path, HOUR) else {
+            panic!("two coordinators opened one journal")
+        };
+        assert!(matches!(err, JournalError::Locked { .. }), "{err}");
+        let message = err.to_string();
+        assert!(message.contains("tasks.jsonl") && message.contains("another coordinator"));
+        // The refused open changed nothing: the first one's task is still there.
+        drop(first);
+        let (_, recovered) = TaskJournal::open(&path, HOUR).unwrap();
+        assert_eq!(recovered.unfinished.len(), 1);
+    }
+
+    /// Opens the journal at `path` as a coordinator would, starts `running` tasks, and
+    /// stops cleanly or not; returns what the next open recovers.
+    fn lifetime(path: &Path, running: &[&str], clean: bool) -> Recovered {
+        let (journal, _) = TaskJournal::open(path, HOUR).unwrap();
+        for id in running {
+            journal.started(id).unwrap();
+        }
+        if clean {
+            journal.stopped().unwrap();
+        }
+        drop(journal);
+        TaskJournal::open(path, HOUR).unwrap().1
+    }
+
+    #[test]
+    fn a_task_running_through_three_crashes_fails_instead_of_running_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.jsonl");
+        let (journal, _) = TaskJournal::open(&path, HOUR).unwrap();
+        journal
+            .queued(&[&query("poison"), &query("queued")])
+            .unwrap();
+        drop(journal);
+        for crash in 1..MAX_CRASHES {
+            let recovered = lifetime(&path, &["poison"], false);
+            assert_eq!(recovered.unfinished.len(), 2, "after crash {crash}");
+            assert_eq!(recovered.failed_for_crashes, 0);
+        }
+        let recovered = lifetime(&path, &["poison"], false);
+        let ids: Vec<&str> = recovered.unfinished.iter().map(|q| q.id.as_str()).collect();
+        assert_eq!(ids, ["queued"], "a task that never started counts no crash");
+        assert_eq!(recovered.failed_for_crashes, 1);
+        let [poison] = &recovered.ended[..] else {
+            panic!("{:?}", recovered.ended)
+        };
+        assert_eq!(poison.event.state, TaskState::Failed as i32);
+        assert!(
+            poison.event.failure.contains("3 times"),
+            "{}",
+            poison.event.failure
+        );
+        // Kept as failed across the next restart, and a resubmission starts the count over.
+        let (journal, again) = TaskJournal::open(&path, HOUR).unwrap();
+        assert_eq!(again.ended.len(), 1);
+        assert_eq!(again.failed_for_crashes, 0, "reported once");
+        journal.queued(&[&query("poison")]).unwrap();
+        drop(journal);
+        let recovered = lifetime(&path, &["poison"], false);
+        assert_eq!(recovered.unfinished.len(), 2);
+    }
+
+    #[test]
+    fn clean_shutdowns_and_ended_tasks_count_no_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.jsonl");
+        let (journal, _) = TaskJournal::open(&path, HOUR).unwrap();
+        journal.queued(&[&query("a"), &query("b")]).unwrap();
+        drop(journal);
+        for _ in 0..MAX_CRASHES + 1 {
+            let recovered = lifetime(&path, &["a"], true);
+            assert_eq!(recovered.unfinished.len(), 2);
+        }
+        // A task that ended before a crash is not counted, whatever crashed.
+        let (journal, _) = TaskJournal::open(&path, HOUR).unwrap();
+        journal.started("b").unwrap();
+        journal.ended(&answered("b"), None).unwrap();
+        drop(journal);
+        let recovered = TaskJournal::open(&path, HOUR).unwrap().1;
+        assert_eq!(recovered.failed_for_crashes, 0);
+        let ids: Vec<&str> = recovered.unfinished.iter().map(|q| q.id.as_str()).collect();
+        assert_eq!(ids, ["a"]);
+        assert_eq!(recovered.ended[0].event, answered("b"));
     }
 
     #[test]

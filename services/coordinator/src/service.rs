@@ -40,13 +40,24 @@ pub struct Settings {
 
 pub struct CoordinatorService {
     tasks: Arc<Tasks>,
-    /// (ended tasks kept, tasks to run again) from the journal at start.
-    recovered: (usize, usize),
+    /// What the journal held at start.
+    recovered: RecoveredCounts,
     membership: Membership,
     /// Set when the server stops, so open Watch streams end instead of holding the
     /// shutdown until their tasks finish.
     stopping: watch::Receiver<bool>,
     stop: Arc<watch::Sender<bool>>,
+}
+
+/// What a coordinator took back from its task journal at start.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RecoveredCounts {
+    /// Ended tasks whose results are served again (including `failed_for_crashes`).
+    pub kept: usize,
+    /// Queued or running tasks, run again from their first step.
+    pub rerun: usize,
+    /// Tasks failed now: the coordinator crashed each time they ran.
+    pub failed_for_crashes: usize,
 }
 
 impl CoordinatorService {
@@ -72,7 +83,11 @@ impl CoordinatorService {
         );
         let counts = recovered
             .as_ref()
-            .map_or((0, 0), |r| (r.ended.len(), r.unfinished.len()));
+            .map_or(RecoveredCounts::default(), |r| RecoveredCounts {
+                kept: r.ended.len(),
+                rerun: r.unfinished.len(),
+                failed_for_crashes: r.failed_for_crashes,
+            });
         if let Some(recovered) = recovered {
             tasks.recover(recovered);
         }
@@ -86,8 +101,8 @@ impl CoordinatorService {
         })
     }
 
-    /// What the journal held at start: (ended tasks kept, tasks to run again).
-    pub fn recovered(&self) -> (usize, usize) {
+    /// What the journal held at start.
+    pub fn recovered(&self) -> RecoveredCounts {
         self.recovered
     }
 
@@ -295,7 +310,8 @@ pub async fn serve(
         .set_serving::<CoordinatorServer<CoordinatorService>>()
         .await;
     let stop = service.stop.clone();
-    tonic::transport::Server::builder()
+    let tasks = service.tasks.clone();
+    let served = tonic::transport::Server::builder()
         .add_service(health_service)
         // Query files with large tool lists make large submissions.
         .add_service(CoordinatorServer::new(service).max_decoding_message_size(MAX_MESSAGE))
@@ -312,5 +328,7 @@ pub async fn serve(
                 let _ = stop.send(true);
             },
         )
-        .await
+        .await;
+    tasks.shut_down();
+    served
 }

@@ -123,6 +123,12 @@ impl Tasks {
                 return None;
             }
             let mut journaled = None;
+            if event.state == TaskState::Running as i32 {
+                if let Some(Err(e)) = self.journal.as_ref().map(|j| j.started(&task_id)) {
+                    // Only the crash count of a poison task depends on it.
+                    tracing::error!(task_id = %task_id, "{e}");
+                }
+            }
             if is_terminal(event.state) {
                 entry.ended_at = Some(Instant::now());
                 entry.abort = None;
@@ -145,6 +151,15 @@ impl Tasks {
             if let Err(e) = written.and_then(|()| journal.sync()) {
                 tracing::error!(task_id = %task_id, "{e}");
             }
+        }
+    }
+
+    /// A clean shutdown: no queued task starts from now on, and the journal records that
+    /// the tasks still running were stopped, so they count no crash at the next start.
+    pub fn shut_down(&self) {
+        self.permits.close();
+        if let Some(Err(e)) = self.journal.as_ref().map(|j| j.stopped()) {
+            tracing::error!("{e}");
         }
     }
 
@@ -580,8 +595,27 @@ mod tests {
         wait_for(&before, "stuck", TaskState::Running).await;
         let answer = before.with_table(|t| t["done"].answer.clone()).unwrap();
 
-        // The coordinator dies here: nothing more reaches the journal.
+        // The coordinator dies here: its tasks stop where they are, nothing more reaches
+        // the journal, and the journal's lock is let go (the kernel's doing for a process).
+        let stuck_run = before.with_table(|t| t["stuck"].abort.clone()).unwrap();
+        stuck_run.abort();
+        let all_stopped = async {
+            while Arc::strong_count(&before) > 1 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), all_stopped)
+            .await
+            .expect("the stuck task did not stop");
+        drop(before);
         let (journal, recovered) = TaskJournal::open(&path, hour).unwrap();
+        // The stuck task was running when the coordinator died: one crash on its record.
+        let compacted = std::fs::read_to_string(&path).unwrap();
+        let stuck_record = compacted
+            .lines()
+            .find(|l| l.contains(r#""id":"stuck""#))
+            .unwrap();
+        assert!(stuck_record.contains(r#""crashes":1"#), "{stuck_record}");
         let roles = Arc::new(CountsAndSticks::default());
         let after = journaled(roles.clone(), journal);
         after.recover(recovered);

@@ -621,7 +621,12 @@ mod tests {
 
     /// Positions (dim 2) of a (1, 2, n, 4) tensor as a flat list.
     fn positions(t: &Tensor) -> Vec<f32> {
-        t.contiguous().unwrap().flatten_all().unwrap().to_vec1().unwrap()
+        t.contiguous()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
     }
 
     fn kv(n: usize, start: f32) -> Tensor {
