@@ -236,8 +236,9 @@ fn schedule(
         // parallel kernels split it with the other workers instead of waking them all and
         // sleeping until they finish (one context switch less per kernel).
         rayon::scope(|_| {
-            // A newcomer's prefill holds the running sequences back by its length (no
-            // chunked prefill yet).
+            // A newcomer's whole prefill runs before the next decode step, holding the
+            // running sequences back by its length (its chunks are not interleaved with
+            // decode steps yet).
             for job in arrived {
                 running.extend(Running::admit(loaded, prefix_cache, job));
             }
