@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use support::procs::{coordinator, free_port, queries, worker, Etcd, Proc};
 use support::{block_on, umi};
-use umi_coordinator::pb::coordinator_client::CoordinatorClient;
-use umi_coordinator::pb::StatusRequest;
-use umi_worker::pb::role_worker_client::RoleWorkerClient;
-use umi_worker::pb::InfoRequest;
+use umi_rpc::pb::coordinator_client::CoordinatorClient;
+use umi_rpc::pb::role_worker_client::RoleWorkerClient;
+use umi_rpc::pb::InfoRequest;
+use umi_rpc::pb::StatusRequest;
 
 /// (calls served, calls in flight) of a worker.
 fn load(worker: &str) -> (u64, u32) {
@@ -201,15 +201,15 @@ fn sigterm_drains_in_flight_calls_and_leaves_the_registry() {
         std::thread::spawn(move || {
             block_on(async {
                 let mut c = RoleWorkerClient::connect(address).await.unwrap();
-                c.generate(umi_worker::pb::GenerateRequest {
-                    role: umi_worker::pb::Role::Planner as i32,
+                c.generate(umi_rpc::pb::GenerateRequest {
+                    role: umi_rpc::pb::Role::Planner as i32,
                     tools_json: vec![],
-                    history: vec![umi_worker::pb::HistoryTurn {
+                    history: vec![umi_rpc::pb::HistoryTurn {
                         label: "user".into(),
                         value: "Tell me a long story.".into(),
                     }],
                     thought: None,
-                    sampling: Some(umi_worker::pb::Sampling {
+                    sampling: Some(umi_rpc::pb::Sampling {
                         max_new_tokens: 64,
                         min_new_tokens: 64,
                         ..Default::default()

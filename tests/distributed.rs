@@ -119,7 +119,7 @@ fn the_streamed_answer_is_the_plain_answer_and_health_says_serving() {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::HealthCheckRequest;
-    use umi_worker::pb;
+    use umi_rpc::pb;
 
     let (mut worker, address) = start_worker("summarizer", None);
     let request = pb::GenerateRequest {

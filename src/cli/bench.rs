@@ -6,7 +6,7 @@ use std::time::Instant;
 use clap::{Args, Subcommand};
 use umi_engine::{Engine, EngineConfig, GenerateOutput, GenerateRequest, Prompt};
 
-use super::model_args::ModelArgs;
+use super::args::model::ModelArgs;
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {

@@ -8,12 +8,14 @@ use clap::Args;
 use futures::StreamExt;
 use serde_json::Value;
 use umi_core::agent::{RoleKind, RoleModels, RoleRequest};
+use umi_core::presets::Sampling;
 use umi_core::prompt::HistoryTurn;
 use umi_core::task::Query;
 use umi_discovery::membership::Membership;
 use umi_discovery::WorkerInfo;
-use umi_worker::client::{ClusterRoles, RetryPolicy};
+use umi_rpc::cluster::{ClusterRoles, RetryPolicy};
 
+use super::args::etcd::EtcdArgs;
 use super::worker::Role;
 
 #[derive(Args, Debug)]
@@ -24,10 +26,8 @@ pub struct RoleBenchArgs {
     #[arg(long, required_unless_present = "etcd")]
     pub endpoint: Vec<String>,
     /// Or find the replicas in etcd.
-    #[arg(long, value_delimiter = ',')]
-    pub etcd: Vec<String>,
-    #[arg(long, default_value = "/umi")]
-    pub etcd_prefix: String,
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
     /// Calls made in all.
     #[arg(long, default_value_t = 64)]
     pub requests: usize,
@@ -51,24 +51,28 @@ pub async fn run(a: RoleBenchArgs) -> anyhow::Result<()> {
     let first = values
         .first()
         .with_context(|| format!("{}: no queries", a.queries.display()))?;
-    let query = Query::from_json(0, first).map_err(anyhow::Error::msg)?;
+    let query = Query::from_json(0, first).with_context(|| format!("{}", a.queries.display()))?;
     let tools: Vec<_> = query.apis.iter().map(|api| api.doc()).collect();
 
-    let membership = if a.etcd.is_empty() {
+    let membership = if !a.etcd.is_set() {
         Membership::fixed(
             a.endpoint
                 .iter()
                 .map(|address| WorkerInfo::at(role.as_str(), address)),
         )
     } else {
-        Membership::etcd(&a.etcd, &a.etcd_prefix).await?
+        Membership::etcd(&a.etcd.endpoints(), &a.etcd.etcd_prefix).await?
     };
     let replicas = membership.workers(role.as_str()).len();
-    let sampling = umi_worker::pb::Sampling {
+    // Greedy, the whole prompt, and exactly max_new_tokens new tokens per call.
+    let sampling = Sampling {
         temperature: 0.0,
-        max_new_tokens: a.max_new_tokens,
-        min_new_tokens: a.max_new_tokens,
-        ..Default::default()
+        top_p: None,
+        top_k: None,
+        seed: 0,
+        max_input_tokens: 0,
+        max_new_tokens: a.max_new_tokens as usize,
+        min_new_tokens: a.max_new_tokens as usize,
     };
     let roles = ClusterRoles::new(membership, sampling, RetryPolicy::default());
     let request = |i: usize| RoleRequest {

@@ -9,8 +9,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use tokio::process::{Child, Command};
+use umi_core::presets;
 
-use super::model_args::ModelArgs;
+use super::args::model::ModelArgs;
 
 #[derive(Subcommand, Debug)]
 pub enum ClusterCommand {
@@ -129,8 +130,10 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
     let mut coordinator_cmd = Command::new(&exe);
     // The bundled 135M model gets `umi run`'s demo budgets.
     let demo = a.model.model.is_none();
-    let max_steps = a.max_steps.unwrap_or(if demo { 12 } else { 200 });
-    let max_new_tokens = a.max_new_tokens.unwrap_or(if demo { 128 } else { 512 });
+    let max_steps = a.max_steps.unwrap_or(presets::max_steps(demo));
+    let max_new_tokens = a
+        .max_new_tokens
+        .unwrap_or(presets::realtime(demo).max_new_tokens);
     coordinator_cmd.args([
         "coordinator",
         "--listen",
@@ -157,7 +160,7 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
     );
 
     tokio::select! {
-        _ = super::shutdown::signal() => {}
+        _ = super::support::shutdown::signal() => {}
         status = coordinator.wait() => eprintln!("umi cluster: the coordinator exited ({status:?})"),
     }
     eprintln!("umi cluster: stopping");

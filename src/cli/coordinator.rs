@@ -8,11 +8,13 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::Args;
 use umi_coordinator::service::{serve, CoordinatorService, Settings};
+use umi_coordinator::tasks::TaskSettings;
 use umi_core::dfs::SearchConfig;
+use umi_core::presets::{REALTIME, REFERENCE_MAX_STEPS};
 
-use super::remote::RemoteArgs;
-use super::roles::{Defaults, SamplingArgs};
-use super::tool_args::ToolArgs;
+use super::args::remote::RemoteArgs;
+use super::args::roles::SamplingArgs;
+use super::args::tools::ToolArgs;
 
 #[derive(Args, Debug)]
 pub struct CoordinatorArgs {
@@ -27,7 +29,7 @@ pub struct CoordinatorArgs {
     #[arg(long, default_value_t = 2)]
     pub width: usize,
     /// Agent steps (planner calls) per task before giving up on it.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = REFERENCE_MAX_STEPS)]
     pub max_steps: usize,
     /// Tasks solved at once; the others wait in the queue.
     #[arg(long, default_value_t = 16)]
@@ -44,35 +46,27 @@ pub struct CoordinatorArgs {
     pub sampling: SamplingArgs,
 }
 
-/// The real-time pipeline's sampling: temperature 0.5, no top-p, 512 new tokens, the
-/// last 3576 prompt tokens, EOS ignored at the first step.
-pub const REALTIME: Defaults = Defaults {
-    temperature: 0.5,
-    top_p: None,
-    max_input_tokens: 3576,
-    max_new_tokens: 512,
-    min_new_tokens: 1,
-};
-
 pub async fn run(a: CoordinatorArgs) -> anyhow::Result<()> {
     if a.width == 0 || a.concurrency == 0 || a.max_steps == 0 {
         bail!("--width, --max-steps and --concurrency must be at least 1");
     }
-    let roles = a.remote.roles(a.sampling.wire(&REALTIME)).await?.context(
+    let roles = a.remote.roles(a.sampling.over(REALTIME)).await?.context(
         "the coordinator needs role workers: give --etcd, or all three --*-endpoint flags",
     )?;
     let membership = roles.membership().clone();
     let settings = Settings {
-        roles: Arc::new(roles),
-        membership,
-        backend: Arc::new(a.tools.backend()?),
-        search: SearchConfig {
-            tree_beam_size: a.width,
-            max_query_count: a.max_steps,
-            ..SearchConfig::default()
+        tasks: TaskSettings {
+            roles: Arc::new(roles),
+            backend: Arc::new(a.tools.backend()?),
+            search: SearchConfig {
+                tree_beam_size: a.width,
+                max_query_count: a.max_steps,
+                ..SearchConfig::default()
+            },
+            concurrency: a.concurrency,
+            retention: std::time::Duration::from_secs(a.retention),
         },
-        concurrency: a.concurrency,
-        retention: std::time::Duration::from_secs(a.retention),
+        membership,
         journal: a.task_journal.clone(),
     };
     let service = CoordinatorService::new(settings)?;
@@ -96,7 +90,7 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", a.listen))?;
     let addr = listener.local_addr()?;
     eprintln!("umi coordinator: listening on {addr}");
-    serve(listener, service, super::shutdown::signal())
+    serve(listener, service, super::support::shutdown::signal())
         .await
         .with_context(|| format!("serving on {addr}"))?;
     eprintln!("umi coordinator: stopped");

@@ -7,15 +7,18 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
+use umi_core::agent::RoleKind;
 use umi_core::metrics::Metrics;
 use umi_core::parse::{parse_output, Decision};
+use umi_core::presets;
 use umi_core::prompt::RolePrompts;
 use umi_core::static_eval::{build_samples, parse_records, reference_order, score, Sample};
+use umi_worker::roles::EngineRoles;
 
-use super::journal::Journal;
-use super::output::write_json_atomically;
-use super::progress::Progress;
-use super::roles::{Defaults, RoleArgs, RoleEngines};
+use super::args::roles::RoleArgs;
+use super::support::eval_journal::Journal;
+use super::support::output::write_json_atomically;
+use super::support::progress::Progress;
 
 #[derive(Subcommand, Debug)]
 pub enum EvalCommand {
@@ -83,15 +86,7 @@ async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
     }
     let engines = match a.roles {
         Roles::Oracle => None,
-        // The static pipeline samples with the checkpoint's generation config (LLaMA-2
-        // defaults: temperature 0.6, top-p 0.9) and keeps the last 3750 prompt tokens.
-        Roles::Model => Some(a.role_args.start(Defaults {
-            temperature: 0.6,
-            top_p: Some(0.9),
-            max_input_tokens: 3750,
-            max_new_tokens: 512,
-            min_new_tokens: 0,
-        })?),
+        Roles::Model => Some(a.role_args.start(presets::STATIC)?),
     };
     let out = a.out.clone().unwrap_or_else(|| default_out(&a.data));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
@@ -131,7 +126,7 @@ async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
             None => {
                 let input = s.model_input.clone();
                 let t = Instant::now();
-                let output = role_output(&engines, s, |e| &e.planner, &input, i as u64).await?;
+                let output = role_output(&engines, s, RoleKind::Planner, &input, i as u64).await?;
                 journal.record("planner", i, &output, t.elapsed().as_secs_f64())?;
                 output
             }
@@ -155,11 +150,12 @@ async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
             Some(done) => done.to_string(),
             None => {
                 let t = Instant::now();
-                let output = if conclusion {
-                    role_output(&engines, s, |e| &e.summarizer, &input, i as u64).await?
+                let role = if conclusion {
+                    RoleKind::Summarizer
                 } else {
-                    role_output(&engines, s, |e| &e.caller, &input, i as u64).await?
+                    RoleKind::Caller
                 };
+                let output = role_output(&engines, s, role, &input, i as u64).await?;
                 journal.record("answer", i, &output, t.elapsed().as_secs_f64())?;
                 output
             }
@@ -227,16 +223,17 @@ fn fingerprint(a: &StaticArgs) -> String {
     .to_string()
 }
 
+/// One step's output: the model's (seeded by the step's index), or the reference's.
 async fn role_output(
-    engines: &Option<RoleEngines>,
+    engines: &Option<EngineRoles>,
     sample: &Sample,
-    pick: impl Fn(&RoleEngines) -> &umi_engine::Engine,
+    role: RoleKind,
     input: &str,
     seed_offset: u64,
 ) -> anyhow::Result<String> {
     match engines {
         None => Ok(sample.oracle_output()),
-        Some(e) => Ok(e.call(pick(e), input, seed_offset).await?.text),
+        Some(e) => Ok(e.call_prompt(role, input, seed_offset).await?.text),
     }
 }
 

@@ -5,7 +5,7 @@ use std::io::Write;
 use clap::Args;
 use umi_engine::{GenerateRequest, Prompt, SamplingParams, StreamEvent};
 
-use super::model_args::ModelArgs;
+use super::args::model::ModelArgs;
 
 const SMOLLM_SYSTEM: &str = "You are a helpful AI assistant named SmolLM, trained by Hugging Face";
 

@@ -1,18 +1,17 @@
+//! The command line: one module per subcommand here; the flag groups several
+//! subcommands share in `args`; small helpers (atomic output, progress, signals, the
+//! static evaluation's journal) in `support`.
+
+pub mod args;
+pub mod support;
+
 pub mod bench;
 pub mod bench_role;
 pub mod cluster;
 pub mod coordinator;
 pub mod eval;
 pub mod generate;
-pub mod journal;
 pub mod model;
-pub mod model_args;
-pub mod output;
-pub mod progress;
-pub mod remote;
-pub mod roles;
 pub mod run;
-pub mod shutdown;
 pub mod submit;
-pub mod tool_args;
 pub mod worker;

@@ -3,7 +3,6 @@
 //! queries whose answer file exists, and prints a summary.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -11,23 +10,16 @@ use clap::Args;
 use futures::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
-use tracing::Instrument;
-use umi_core::agent::{BoxFuture, Generated, RoleKind, RoleModels, RoleRequest};
+use umi_core::agent::RoleModels;
 use umi_core::dfs::{Outcome, SearchConfig};
-use umi_core::prompt::RolePrompts;
+use umi_core::presets;
 use umi_core::task::{method_name, solve, Query, Solved};
 
-use super::coordinator::REALTIME;
-use super::output::write_json_atomically;
-use super::progress::Progress;
-use super::remote::RemoteArgs;
-use super::roles::{Defaults, RoleArgs, RoleEngines};
-use super::tool_args::ToolArgs;
-
-/// Budgets for the bundled 135M demo model, which rarely emits EOS: with the reference's
-/// (512 tokens, 200 steps) the demo would run for hours.
-const DEMO_MAX_NEW_TOKENS: usize = 128;
-const DEMO_MAX_STEPS: usize = 12;
+use super::args::remote::RemoteArgs;
+use super::args::roles::RoleArgs;
+use super::args::tools::ToolArgs;
+use super::support::output::write_json_atomically;
+use super::support::progress::Progress;
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -69,43 +61,30 @@ fn read_queries(path: &Path) -> anyhow::Result<Vec<Query>> {
     values
         .iter()
         .enumerate()
-        .map(|(i, v)| {
-            Query::from_json(i, v).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
-        })
+        .map(|(i, v)| Query::from_json(i, v).with_context(|| format!("{}", path.display())))
         .collect()
 }
 
-/// Role calls on in-process engines, each in a `role_call` span.
-struct EngineRoles {
-    engines: RoleEngines,
-    prompts: RolePrompts,
-    calls: AtomicU64,
+/// How one query ended, solved here or by a coordinator.
+pub struct Finished {
+    /// The answer file's content (null: nothing to write).
+    pub answer: Value,
+    pub outcome: Outcome,
+    /// Why it failed, if it did (a role or tool unreachable, or cancelled).
+    pub failure: Option<String>,
+    pub steps: usize,
+    pub tokens: usize,
 }
 
-impl RoleModels for EngineRoles {
-    fn generate<'a>(&'a self, request: RoleRequest) -> BoxFuture<'a, Result<Generated, String>> {
-        Box::pin(async move {
-            let role = request.role;
-            let prompt = request.render(&self.prompts);
-            let engine = match role {
-                RoleKind::Planner => &self.engines.planner,
-                RoleKind::Caller => &self.engines.caller,
-                RoleKind::Summarizer => &self.engines.summarizer,
-            };
-            let n = self.calls.fetch_add(1, Ordering::Relaxed);
-            let span = tracing::info_span!("role_call", role = role.as_str());
-            let out = self
-                .engines
-                .call(engine, &prompt, n)
-                .instrument(span)
-                .await
-                .map_err(|e| format!("{} call failed: {e:#}", role.as_str()))?;
-            Ok(Generated {
-                generated_tokens: out.generated_tokens(),
-                prompt_tokens: out.prompt_tokens,
-                text: out.text,
-            })
-        })
+impl From<Solved> for Finished {
+    fn from(s: Solved) -> Self {
+        Finished {
+            answer: s.answer,
+            outcome: s.outcome,
+            failure: s.failure.map(|e| e.to_string()),
+            steps: s.steps,
+            tokens: s.tokens,
+        }
     }
 }
 
@@ -160,7 +139,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
 
     let start = Instant::now();
     let mut progress = Progress::new("queries", todo.len());
-    let mut finish = |id: &str, solved: Solved| -> anyhow::Result<()> {
+    let mut finish = |id: &str, solved: Finished| -> anyhow::Result<()> {
         if !solved.answer.is_null() {
             write_json_atomically(&answer_path(id), &solved.answer)
                 .with_context(|| format!("writing the answer of query {id}"))?;
@@ -218,42 +197,29 @@ async fn solve_here(
     a: &RunArgs,
     todo: &[&Query],
     method: &str,
-    finish: &mut impl FnMut(&str, Solved) -> anyhow::Result<()>,
+    finish: &mut impl FnMut(&str, Finished) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     // The bundled demo model runs in process: no --model and no remote workers.
     let demo = a.role_args.model.model.is_none() && !a.remote.is_set();
     let config = SearchConfig {
         tree_beam_size: a.width,
-        max_query_count: a
-            .max_steps
-            .unwrap_or(if demo { DEMO_MAX_STEPS } else { 200 }),
+        max_query_count: a.max_steps.unwrap_or(presets::max_steps(demo)),
         ..SearchConfig::default()
     };
     let backend = a.tools.backend()?;
-    let defaults = Defaults {
-        max_new_tokens: if demo {
-            DEMO_MAX_NEW_TOKENS
-        } else {
-            REALTIME.max_new_tokens
-        },
-        ..REALTIME
+    let preset = presets::realtime(demo);
+    let sampling = a.role_args.sampling.over(preset);
+    let roles: Box<dyn RoleModels> = match a.remote.roles(sampling).await? {
+        Some(remote) => Box::new(remote),
+        None => Box::new(a.role_args.start(preset)?),
     };
-    let roles: Box<dyn RoleModels> =
-        match a.remote.roles(a.role_args.sampling.wire(&defaults)).await? {
-            Some(remote) => Box::new(remote),
-            None => Box::new(EngineRoles {
-                engines: a.role_args.start(defaults)?,
-                prompts: RolePrompts::toolbench(),
-                calls: AtomicU64::new(0),
-            }),
-        };
     let mut results = futures::stream::iter(todo.iter().map(|q| {
         let (roles, backend, config) = (roles.as_ref(), &backend, config.clone());
         async move { (q, solve(q, roles, backend, config, method).await) }
     }))
     .buffer_unordered(a.concurrency);
     while let Some((q, solved)) = results.next().await {
-        finish(&q.id, solved)?;
+        finish(&q.id, solved.into())?;
     }
     Ok(())
 }

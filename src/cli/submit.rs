@@ -6,13 +6,13 @@ use std::collections::{HashMap, HashSet};
 use anyhow::{bail, Context};
 use serde_json::Value;
 use tonic::transport::Channel;
-use umi_coordinator::pb::coordinator_client::CoordinatorClient;
-use umi_coordinator::pb::{
-    FetchRequest, StatusRequest, SubmitRequest, Task, TaskState, WatchRequest,
-};
 use umi_coordinator::service::MAX_MESSAGE;
 use umi_core::dfs::Outcome;
-use umi_core::task::{Query, Solved};
+use umi_core::task::Query;
+use umi_rpc::pb::coordinator_client::CoordinatorClient;
+use umi_rpc::pb::{FetchRequest, StatusRequest, SubmitRequest, Task, TaskState, WatchRequest};
+
+use super::run::Finished;
 
 async fn connect(address: &str) -> anyhow::Result<CoordinatorClient<Channel>> {
     Ok(CoordinatorClient::connect(address.to_string())
@@ -36,7 +36,7 @@ pub async fn method(address: &str) -> anyhow::Result<String> {
 pub async fn solve_all(
     address: &str,
     todo: &[&Query],
-    finish: &mut impl FnMut(&str, Solved) -> anyhow::Result<()>,
+    finish: &mut impl FnMut(&str, Finished) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     if todo.is_empty() {
         return Ok(());
@@ -130,7 +130,7 @@ pub async fn solve_all(
         };
         finish(
             &query_of[&event.task_id],
-            Solved {
+            Finished {
                 answer,
                 outcome,
                 failure,

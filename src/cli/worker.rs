@@ -11,7 +11,8 @@ use umi_discovery::registry::Registration;
 use umi_discovery::WorkerInfo;
 use umi_worker::server::{serve, RoleService};
 
-use super::model_args::ModelArgs;
+use super::args::etcd::EtcdArgs;
+use super::args::model::ModelArgs;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Role {
@@ -32,11 +33,9 @@ pub struct WorkerArgs {
     /// set it when listening on 0.0.0.0, e.g. to the pod IP).
     #[arg(long, env = "UMI_ADVERTISE")]
     pub advertise: Option<String>,
-    /// Register in etcd (e.g. http://127.0.0.1:2379; comma-separated for a cluster).
-    #[arg(long, value_delimiter = ',', env = "UMI_ETCD")]
-    pub etcd: Vec<String>,
-    #[arg(long, default_value = "/umi", env = "UMI_ETCD_PREFIX")]
-    pub etcd_prefix: String,
+    /// Register in etcd, so coordinators find this worker.
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
     /// Seconds the registration outlives a worker that stops renewing it (a crash).
     #[arg(long, default_value_t = 10)]
     pub lease_ttl: u64,
@@ -62,7 +61,7 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", a.listen))?;
     let addr = listener.local_addr()?;
     let info = engine.info();
-    let etcd: Vec<String> = a.etcd.iter().filter(|e| !e.is_empty()).cloned().collect();
+    let etcd = a.etcd.endpoints();
     let advertise = a.advertise.clone().filter(|a| !a.is_empty());
     if !etcd.is_empty() && advertise.is_none() && addr.ip().is_unspecified() {
         anyhow::bail!(
@@ -83,7 +82,7 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
         };
         let r = Registration::register(
             &etcd,
-            &a.etcd_prefix,
+            &a.etcd.etcd_prefix,
             worker,
             Duration::from_secs(a.lease_ttl),
         )
@@ -98,7 +97,7 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
         info.name
     );
     let shutdown = async {
-        super::shutdown::signal().await;
+        super::support::shutdown::signal().await;
         // Leave the registry first, so no new calls are routed here while draining.
         if let Some(r) = registration {
             match r.deregister().await {

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use umi_core::task::Query;
 use umi_core::tool::ApiSpec;
 
-use crate::pb::{TaskEvent, TaskState};
+use crate::state::{TaskState, TaskStatus};
 
 /// Crashes of the coordinator a task may be running through before it is failed.
 pub const MAX_CRASHES: u32 = 3;
@@ -62,7 +62,9 @@ enum Record {
     Stopped,
     Ended {
         id: String,
-        state: i32,
+        /// By name (`"answered"`); journals written before names held the protobuf
+        /// number, which is still read.
+        state: TaskState,
         steps: u32,
         tokens: u64,
         failure: String,
@@ -76,7 +78,7 @@ enum Record {
 #[derive(Debug)]
 pub struct EndedTask {
     pub query: Query,
-    pub event: TaskEvent,
+    pub status: TaskStatus,
     pub answer: Option<String>,
     /// How long ago it ended.
     pub age: Duration,
@@ -139,7 +141,7 @@ impl TaskJournal {
             let ended_at = now_unix().saturating_sub(task.age.as_secs());
             write_record(
                 &mut compacted,
-                &ended(&task.event, task.answer.clone(), ended_at),
+                &ended(&task.status, task.answer.clone(), ended_at),
             )
             .map_err(io)?;
         }
@@ -181,7 +183,7 @@ impl TaskJournal {
     /// Records how a task ended, with its answer, without waiting for the disk, so the
     /// caller can write under its lock (keeping the journal in table order) and `sync`
     /// after letting go of it.
-    pub fn ended(&self, event: &TaskEvent, answer: Option<String>) -> Result<(), JournalError> {
+    pub fn ended(&self, event: &TaskStatus, answer: Option<String>) -> Result<(), JournalError> {
         self.write(&[ended(event, answer, now_unix())], false)
     }
 
@@ -262,7 +264,7 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
-fn ended(event: &TaskEvent, answer: Option<String>, ended_at: u64) -> Record {
+fn ended(event: &TaskStatus, answer: Option<String>, ended_at: u64) -> Record {
     Record::Ended {
         id: event.task_id.clone(),
         state: event.state,
@@ -328,7 +330,7 @@ fn read_records(path: &Path, file: File) -> Result<Vec<Record>, JournalError> {
 fn replay(records: Vec<Record>, retention: Duration) -> (Recovered, HashMap<String, u32>) {
     struct State {
         query: Query,
-        ended: Option<(TaskEvent, Option<String>, u64)>,
+        ended: Option<(TaskStatus, Option<String>, u64)>,
         /// Started since the last clean shutdown, and not ended.
         running: bool,
         crashes: u32,
@@ -376,7 +378,7 @@ fn replay(records: Vec<Record>, retention: Duration) -> (Recovered, HashMap<Stri
             } => {
                 // An end without its queueing (compacted away) says nothing to serve.
                 if let Some(task) = tasks.get_mut(&id) {
-                    let event = TaskEvent {
+                    let event = TaskStatus {
                         task_id: id,
                         state,
                         steps,
@@ -402,9 +404,9 @@ fn replay(records: Vec<Record>, retention: Duration) -> (Recovered, HashMap<Stri
         }
         if task.ended.is_none() && task.crashes >= MAX_CRASHES {
             tracing::warn!(task_id = %id, crashes = task.crashes, "task failed: it was running each time the coordinator crashed");
-            let failed = TaskEvent {
+            let failed = TaskStatus {
                 task_id: id.clone(),
-                state: TaskState::Failed as i32,
+                state: TaskState::Failed,
                 steps: 0,
                 tokens: 0,
                 failure: format!(
@@ -425,7 +427,7 @@ fn replay(records: Vec<Record>, retention: Duration) -> (Recovered, HashMap<Stri
                 if age < retention {
                     recovered.ended.push(EndedTask {
                         query: task.query,
-                        event,
+                        status: event,
                         answer,
                         age,
                     });
@@ -460,10 +462,10 @@ mod tests {
         }
     }
 
-    fn answered(id: &str) -> TaskEvent {
-        TaskEvent {
+    fn answered(id: &str) -> TaskStatus {
+        TaskStatus {
             task_id: id.into(),
-            state: TaskState::Answered as i32,
+            state: TaskState::Answered,
             steps: 3,
             tokens: 900,
             failure: String::new(),
@@ -492,7 +494,7 @@ mod tests {
         let [b] = &recovered.ended[..] else {
             panic!("{:?}", recovered.ended)
         };
-        assert_eq!(b.event, answered("b"));
+        assert_eq!(b.status, answered("b"));
         assert_eq!(b.answer.as_deref(), Some("{\"answer\": 1}"));
         assert_eq!(b.query.id, "b");
     }
@@ -550,11 +552,11 @@ mod tests {
         let [poison] = &recovered.ended[..] else {
             panic!("{:?}", recovered.ended)
         };
-        assert_eq!(poison.event.state, TaskState::Failed as i32);
+        assert_eq!(poison.status.state, TaskState::Failed);
         assert!(
-            poison.event.failure.contains("3 times"),
+            poison.status.failure.contains("3 times"),
             "{}",
-            poison.event.failure
+            poison.status.failure
         );
         // Kept as failed across the next restart, and a resubmission starts the count over.
         let (journal, again) = TaskJournal::open(&path, HOUR).unwrap();
@@ -586,7 +588,7 @@ mod tests {
         assert_eq!(recovered.failed_for_crashes, 0);
         let ids: Vec<&str> = recovered.unfinished.iter().map(|q| q.id.as_str()).collect();
         assert_eq!(ids, ["a"]);
-        assert_eq!(recovered.ended[0].event, answered("b"));
+        assert_eq!(recovered.ended[0].status, answered("b"));
     }
 
     #[test]
@@ -597,7 +599,7 @@ mod tests {
             let (journal, _) = TaskJournal::open(&path, HOUR).unwrap();
             journal.queued(&[&query("a")]).unwrap();
             let mut cancelled = answered("a");
-            cancelled.state = TaskState::Cancelled as i32;
+            cancelled.state = TaskState::Cancelled;
             journal.ended(&cancelled, None).unwrap();
             journal.queued(&[&query("a")]).unwrap();
         }
@@ -612,7 +614,7 @@ mod tests {
         let path = dir.path().join("tasks.jsonl");
         let old = Record::Ended {
             id: "old".into(),
-            state: TaskState::Answered as i32,
+            state: TaskState::Answered,
             steps: 1,
             tokens: 1,
             failure: String::new(),
@@ -633,6 +635,27 @@ mod tests {
         let lines = std::fs::read_to_string(&path).unwrap();
         assert_eq!(lines.lines().count(), 1, "{lines}");
         assert!(lines.contains("\"new\""));
+    }
+
+    #[test]
+    fn states_are_journaled_by_name_and_old_numbered_journals_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.jsonl");
+        {
+            let (journal, _) = TaskJournal::open(&path, HOUR).unwrap();
+            journal.queued(&[&query("a")]).unwrap();
+            journal.ended(&answered("a"), Some("{}".into())).unwrap();
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(r#""state":"answered""#), "{text}");
+
+        // A journal of an earlier version: the state as its protobuf number (5 = exhausted).
+        let old = text.replace(r#""state":"answered""#, r#""state":5"#);
+        std::fs::write(&path, old).unwrap();
+        let (_, recovered) = TaskJournal::open(&path, HOUR).unwrap();
+        assert_eq!(recovered.ended[0].status.state, TaskState::Exhausted);
+        let compacted = std::fs::read_to_string(&path).unwrap();
+        assert!(compacted.contains(r#""state":"exhausted""#), "{compacted}");
     }
 
     #[test]

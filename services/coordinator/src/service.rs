@@ -1,38 +1,31 @@
 //! `umi.v1.Coordinator` over the task table.
 
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
-
-use std::path::PathBuf;
-use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
 use tokio_stream::Stream;
+use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
-use umi_core::agent::RoleModels;
-use umi_core::dfs::SearchConfig;
-use umi_core::env::ToolBackend;
 use umi_core::task::Query;
 use umi_discovery::membership::Membership;
+use umi_rpc::convert::status_from;
+use umi_rpc::pb;
+use umi_rpc::pb::coordinator_server::{Coordinator, CoordinatorServer};
 
 use crate::journal::{JournalError, TaskJournal};
-use crate::pb;
-use crate::pb::coordinator_server::{Coordinator, CoordinatorServer};
-use crate::tasks::{is_terminal, SubmitError, Tasks};
+use crate::state::{TaskState, TaskStatus};
+use crate::tasks::{SubmitError, TaskSettings, Tasks};
 
 /// What the coordinator needs to run tasks.
 pub struct Settings {
-    pub roles: Arc<dyn RoleModels>,
+    pub tasks: TaskSettings,
+    /// The live workers, reported by Status.
     pub membership: Membership,
-    pub backend: Arc<dyn ToolBackend>,
-    pub search: SearchConfig,
-    /// Tasks solved at once; the rest wait in the queue.
-    pub concurrency: usize,
-    /// How long an ended task's answer is kept for clients to fetch.
-    pub retention: Duration,
     /// Where tasks are journaled, so a restart keeps answers and reruns unfinished
     /// tasks; without one the task table lives in memory only.
     pub journal: Option<PathBuf>,
@@ -64,23 +57,14 @@ impl CoordinatorService {
     /// Must be called inside the tokio runtime (the task table starts its janitor, and
     /// tasks recovered from the journal start running).
     pub fn new(s: Settings) -> Result<Self, JournalError> {
-        let method = umi_core::task::method_name(s.search.tree_beam_size);
         let (journal, recovered) = match &s.journal {
             Some(path) => {
-                let (journal, recovered) = TaskJournal::open(path, s.retention)?;
+                let (journal, recovered) = TaskJournal::open(path, s.tasks.retention)?;
                 (Some(journal), Some(recovered))
             }
             None => (None, None),
         };
-        let tasks = Tasks::new(
-            s.roles,
-            s.backend,
-            s.search,
-            method,
-            s.concurrency,
-            s.retention,
-            journal,
-        );
+        let tasks = Tasks::new(s.tasks, journal);
         let counts = recovered
             .as_ref()
             .map_or(RecoveredCounts::default(), |r| RecoveredCounts {
@@ -111,9 +95,9 @@ impl CoordinatorService {
         let (mut queued, mut running, mut ended) = (0, 0, 0);
         self.tasks.with_table(|t| {
             for e in t.values() {
-                match pb::TaskState::try_from(e.event.state) {
-                    Ok(pb::TaskState::Queued) => queued += 1,
-                    Ok(pb::TaskState::Running) => running += 1,
+                match e.status.state {
+                    TaskState::Queued => queued += 1,
+                    TaskState::Running => running += 1,
                     _ => ended += 1,
                 }
             }
@@ -133,7 +117,7 @@ fn query_from_pb(task: &pb::Task) -> Result<Query, Status> {
             task.id
         ))
     })?;
-    let apis = Query::apis(&task.id, &list).map_err(Status::invalid_argument)?;
+    let apis = Query::apis(&task.id, &list).map_err(|e| status_from(&e))?;
     Ok(Query {
         id: task.id.clone(),
         text: task.query.clone(),
@@ -179,15 +163,15 @@ impl Coordinator for CoordinatorService {
         let all = ids.is_empty();
         // Subscribe before the snapshot so no event falls between the two.
         let mut events = self.tasks.subscribe();
-        let snapshot = |ids: &HashSet<String>| -> Result<Vec<pb::TaskEvent>, Status> {
+        let snapshot = |ids: &HashSet<String>| -> Result<Vec<TaskStatus>, Status> {
             self.tasks.with_table(|t| {
                 if all {
-                    return Ok(t.values().map(|e| e.event.clone()).collect());
+                    return Ok(t.values().map(|e| e.status.clone()).collect());
                 }
                 ids.iter()
                     .map(|id| {
                         t.get(id)
-                            .map(|e| e.event.clone())
+                            .map(|e| e.status.clone())
                             .ok_or_else(|| Status::not_found(format!("no task {id:?}")))
                     })
                     .collect()
@@ -200,11 +184,11 @@ impl Coordinator for CoordinatorService {
         tokio::spawn(async move {
             let mut open: HashSet<String> = first
                 .iter()
-                .filter(|e| !is_terminal(e.state))
+                .filter(|e| !e.state.is_terminal())
                 .map(|e| e.task_id.clone())
                 .collect();
             for e in first {
-                if tx.send(Ok(e)).await.is_err() {
+                if tx.send(Ok(event_to_pb(&e))).await.is_err() {
                     return;
                 }
             }
@@ -218,10 +202,10 @@ impl Coordinator for CoordinatorService {
                     // Fell behind: resend the current state of every watched task.
                     Err(RecvError::Lagged(_)) => tasks.with_table(|t| {
                         if all {
-                            t.values().map(|e| e.event.clone()).collect()
+                            t.values().map(|e| e.status.clone()).collect()
                         } else {
                             open.iter()
-                                .filter_map(|id| t.get(id).map(|e| e.event.clone()))
+                                .filter_map(|id| t.get(id).map(|e| e.status.clone()))
                                 .collect()
                         }
                     }),
@@ -231,10 +215,10 @@ impl Coordinator for CoordinatorService {
                     if !all && !ids.contains(&e.task_id) {
                         continue;
                     }
-                    if is_terminal(e.state) {
+                    if e.state.is_terminal() {
                         open.remove(&e.task_id);
                     }
-                    if tx.send(Ok(e)).await.is_err() {
+                    if tx.send(Ok(event_to_pb(&e))).await.is_err() {
                         return;
                     }
                 }
@@ -253,7 +237,7 @@ impl Coordinator for CoordinatorService {
         self.tasks
             .with_table(|t| {
                 t.get(&id).map(|e| pb::FetchResponse {
-                    task: Some(e.event.clone()),
+                    task: Some(event_to_pb(&e.status)),
                     answer_json: e.answer.clone().unwrap_or_default(),
                 })
             })
@@ -298,37 +282,50 @@ impl Coordinator for CoordinatorService {
     }
 }
 
-/// Serves on `listener` until `shutdown` completes; then stops accepting and lets open
-/// calls finish. `grpc.health.v1.Health` reports SERVING meanwhile.
+/// Serves on `listener` until `shutdown` completes; then stops accepting, ends open
+/// Watch streams and lets open calls finish. `grpc.health.v1.Health` reports SERVING
+/// meanwhile.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     service: CoordinatorService,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<CoordinatorServer<CoordinatorService>>()
-        .await;
     let stop = service.stop.clone();
     let tasks = service.tasks.clone();
-    let served = tonic::transport::Server::builder()
-        .add_service(health_service)
-        // Query files with large tool lists make large submissions.
-        .add_service(CoordinatorServer::new(service).max_decoding_message_size(MAX_MESSAGE))
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
-            async {
-                shutdown.await;
-                health
-                    .set_not_serving::<CoordinatorServer<CoordinatorService>>()
-                    .await;
-                health
-                    .set_service_status("", tonic_health::ServingStatus::NotServing)
-                    .await;
-                let _ = stop.send(true);
-            },
-        )
-        .await;
+    // Query files with large tool lists make large submissions.
+    let server = CoordinatorServer::new(service).max_decoding_message_size(MAX_MESSAGE);
+    let name = <CoordinatorServer<CoordinatorService> as NamedService>::NAME;
+    let shutdown = async {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
+    let served = umi_rpc::serve::serve(
+        listener,
+        name,
+        tonic::service::Routes::new(server),
+        shutdown,
+    )
+    .await;
     tasks.shut_down();
     served
+}
+
+/// A task's status as the wire has it.
+fn event_to_pb(s: &TaskStatus) -> pb::TaskEvent {
+    let state = match s.state {
+        TaskState::Queued => pb::TaskState::Queued,
+        TaskState::Running => pb::TaskState::Running,
+        TaskState::Answered => pb::TaskState::Answered,
+        TaskState::GaveUp => pb::TaskState::GaveUp,
+        TaskState::Exhausted => pb::TaskState::Exhausted,
+        TaskState::Failed => pb::TaskState::Failed,
+        TaskState::Cancelled => pb::TaskState::Cancelled,
+    };
+    pb::TaskEvent {
+        task_id: s.task_id.clone(),
+        state: state as i32,
+        steps: s.steps,
+        tokens: s.tokens,
+        failure: s.failure.clone(),
+    }
 }

@@ -10,15 +10,16 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, Semaphore};
 use tokio::task::AbortHandle;
 use umi_core::agent::{BoxFuture, Generated, RoleKind, RoleModels, RoleRequest};
-use umi_core::dfs::{Outcome, SearchConfig};
+use umi_core::dfs::SearchConfig;
 use umi_core::env::ToolBackend;
-use umi_core::task::{solve, Query};
+use umi_core::task::{method_name, solve, Query};
+use umi_core::CoreError;
 
 use crate::journal::{Recovered, TaskJournal};
-use crate::pb::{TaskEvent, TaskState};
+use crate::state::{TaskState, TaskStatus};
 
 pub struct Entry {
-    pub event: TaskEvent,
+    pub status: TaskStatus,
     /// The query text, to tell a resubmission from a different task under the same id.
     query: String,
     pub answer: Option<String>,
@@ -29,29 +30,28 @@ pub struct Entry {
     run: u64,
 }
 
-pub fn is_terminal(state: i32) -> bool {
-    !matches!(
-        TaskState::try_from(state),
-        Ok(TaskState::Queued | TaskState::Running)
-    )
-}
-
-/// Ended without an answer worth keeping: submitting the task again runs it again.
-fn is_retryable(state: i32) -> bool {
-    matches!(
-        TaskState::try_from(state),
-        Ok(TaskState::Failed | TaskState::Cancelled)
-    )
+/// How tasks are run: the roles and tools they use, how they are searched, how many run
+/// at once, and how long an ended task's answer is kept.
+pub struct TaskSettings {
+    pub roles: Arc<dyn RoleModels>,
+    pub backend: Arc<dyn ToolBackend>,
+    pub search: SearchConfig,
+    /// Tasks solved at once; the rest wait in the queue.
+    pub concurrency: usize,
+    /// Ended tasks are forgotten this long after they end (their answers must be
+    /// fetched by then), so a long-running coordinator does not grow without bound.
+    pub retention: Duration,
 }
 
 pub struct Tasks {
-    pub roles: Arc<dyn RoleModels>,
-    pub backend: Arc<dyn ToolBackend>,
-    pub config: SearchConfig,
+    roles: Arc<dyn RoleModels>,
+    backend: Arc<dyn ToolBackend>,
+    search: SearchConfig,
+    /// How ToolBench names the search (answer files are named after it).
     pub method: String,
     permits: Arc<Semaphore>,
     table: Mutex<HashMap<String, Entry>>,
-    events: broadcast::Sender<TaskEvent>,
+    events: broadcast::Sender<TaskStatus>,
     /// Where queued and ended tasks are recorded, when the coordinator has one.
     journal: Option<TaskJournal>,
 }
@@ -66,23 +66,16 @@ pub enum SubmitError {
 }
 
 impl Tasks {
-    /// Ended tasks are forgotten `retention` after they end (their answers must be
-    /// fetched by then), so a long-running coordinator does not grow without bound.
-    pub fn new(
-        roles: Arc<dyn RoleModels>,
-        backend: Arc<dyn ToolBackend>,
-        config: SearchConfig,
-        method: String,
-        concurrency: usize,
-        retention: Duration,
-        journal: Option<TaskJournal>,
-    ) -> Arc<Self> {
+    /// Starts the table's janitor, which forgets ended tasks after the retention: call
+    /// inside the tokio runtime.
+    pub fn new(settings: TaskSettings, journal: Option<TaskJournal>) -> Arc<Self> {
+        let retention = settings.retention;
         let tasks = Arc::new(Tasks {
-            roles,
-            backend,
-            config,
-            method,
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            roles: settings.roles,
+            backend: settings.backend,
+            method: method_name(settings.search.tree_beam_size),
+            search: settings.search,
+            permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
             table: Mutex::default(),
             events: broadcast::channel(4096).0,
             journal,
@@ -101,7 +94,7 @@ impl Tasks {
         tasks
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<TaskEvent> {
+    pub fn subscribe(&self) -> broadcast::Receiver<TaskStatus> {
         self.events.subscribe()
     }
 
@@ -115,21 +108,21 @@ impl Tasks {
     /// Applies an event to a task that has not ended, and broadcasts it. Both happen
     /// under the table's lock, so watchers see events in table order and never an
     /// event after a task's end.
-    fn update(&self, run: u64, event: TaskEvent, answer: Option<String>) {
+    fn update(&self, run: u64, event: TaskStatus, answer: Option<String>) {
         let task_id = event.task_id.clone();
         let journaled = self.with_table(|t| {
             let entry = t.get_mut(&event.task_id)?;
-            if entry.run != run || is_terminal(entry.event.state) {
+            if entry.run != run || entry.status.state.is_terminal() {
                 return None;
             }
             let mut journaled = None;
-            if event.state == TaskState::Running as i32 {
+            if event.state == TaskState::Running {
                 if let Some(Err(e)) = self.journal.as_ref().map(|j| j.started(&task_id)) {
                     // Only the crash count of a poison task depends on it.
                     tracing::error!(task_id = %task_id, "{e}");
                 }
             }
-            if is_terminal(event.state) {
+            if event.state.is_terminal() {
                 entry.ended_at = Some(Instant::now());
                 entry.abort = None;
                 journaled = self
@@ -137,7 +130,7 @@ impl Tasks {
                     .as_ref()
                     .map(|journal| journal.ended(&event, answer.clone()));
             }
-            entry.event = event.clone();
+            entry.status = event.clone();
             if answer.is_some() {
                 entry.answer = answer;
             }
@@ -186,7 +179,7 @@ impl Tasks {
                             "task {id:?} already exists with another query"
                         )))
                     }
-                    Some(e) if !is_retryable(e.event.state) => continue,
+                    Some(e) if !e.status.state.is_retryable() => continue,
                     Some(e) => e.run + 1,
                     None => 0,
                 };
@@ -228,7 +221,7 @@ impl Tasks {
                 t.insert(
                     task.query.id.clone(),
                     Entry {
-                        event: task.event,
+                        status: task.status,
                         query: task.query.text,
                         answer: task.answer,
                         abort: None,
@@ -252,7 +245,7 @@ impl Tasks {
         t.insert(
             id.clone(),
             Entry {
-                event: event(&id, TaskState::Queued),
+                status: TaskStatus::new(&id, TaskState::Queued),
                 query: query.text,
                 answer: None,
                 abort: Some(run.abort_handle()),
@@ -260,14 +253,14 @@ impl Tasks {
                 run: generation,
             },
         );
-        let _ = self.events.send(event(&id, TaskState::Queued));
+        let _ = self.events.send(TaskStatus::new(&id, TaskState::Queued));
         let tasks = self.clone();
         tokio::spawn(async move {
             match run.await {
                 Ok(()) => {}
                 Err(e) if e.is_cancelled() => {}
                 Err(e) => {
-                    let mut failed = event(&id, TaskState::Failed);
+                    let mut failed = TaskStatus::new(&id, TaskState::Failed);
                     failed.failure = format!("internal error in the task: {e}");
                     tasks.update(generation, failed, None);
                 }
@@ -280,7 +273,7 @@ impl Tasks {
             return;
         };
         let id = query.id.clone();
-        self.update(generation, event(&id, TaskState::Running), None);
+        self.update(generation, TaskStatus::new(&id, TaskState::Running), None);
         let counted = CountedRoles {
             generation,
             inner: self.roles.as_ref(),
@@ -293,49 +286,29 @@ impl Tasks {
             &query,
             &counted,
             self.backend.as_ref(),
-            self.config.clone(),
+            self.search.clone(),
             &self.method,
         )
         .await;
-        let state = match (&solved.failure, solved.outcome) {
-            (Some(_), _) => TaskState::Failed,
-            (None, Outcome::Answered) => TaskState::Answered,
-            (None, Outcome::GaveUp) => TaskState::GaveUp,
-            (None, Outcome::Exhausted) => TaskState::Exhausted,
-        };
-        let done = TaskEvent {
-            task_id: id,
-            state: state as i32,
-            steps: solved.steps as u32,
-            tokens: solved.tokens as u64,
-            failure: solved.failure.clone().unwrap_or_default(),
-        };
+        let done = TaskStatus::ended(&id, &solved);
         self.update(generation, done, Some(solved.answer.to_string()));
     }
 
     /// Stops a task that has not ended; returns whether it did.
     pub fn cancel(&self, id: &str) -> bool {
         let abort = self.with_table(|t| match t.get(id) {
-            Some(e) if !is_terminal(e.event.state) => e.abort.clone().map(|a| (a, e.run)),
+            Some(e) if !e.status.state.is_terminal() => e.abort.clone().map(|a| (a, e.run)),
             _ => None,
         });
         let Some((handle, generation)) = abort else {
             return false;
         };
         // Ended first, so nothing the task still sends before it stops gets through.
-        let mut cancelled = event(id, TaskState::Cancelled);
+        let mut cancelled = TaskStatus::new(id, TaskState::Cancelled);
         cancelled.failure = "cancelled".into();
         self.update(generation, cancelled, None);
         handle.abort();
         true
-    }
-}
-
-fn event(id: &str, state: TaskState) -> TaskEvent {
-    TaskEvent {
-        task_id: id.to_string(),
-        state: state as i32,
-        ..TaskEvent::default()
     }
 }
 
@@ -351,7 +324,7 @@ struct CountedRoles<'a> {
 }
 
 impl RoleModels for CountedRoles<'_> {
-    fn generate<'a>(&'a self, request: RoleRequest) -> BoxFuture<'a, Result<Generated, String>> {
+    fn generate<'a>(&'a self, request: RoleRequest) -> BoxFuture<'a, Result<Generated, CoreError>> {
         Box::pin(async move {
             let role = request.role;
             let reply = self.inner.generate(request).await?;
@@ -361,7 +334,7 @@ impl RoleModels for CountedRoles<'_> {
             ) + (reply.prompt_tokens + reply.generated_tokens) as u64;
             if role == RoleKind::Planner {
                 let steps = self.steps.fetch_add(1, Ordering::Relaxed) + 1;
-                let mut progress = event(self.task_id, TaskState::Running);
+                let mut progress = TaskStatus::new(self.task_id, TaskState::Running);
                 progress.steps = steps;
                 progress.tokens = tokens;
                 self.tasks.update(self.generation, progress, None);
@@ -388,7 +361,7 @@ mod tests {
     struct Panics;
 
     impl RoleModels for Concludes {
-        fn generate<'a>(&'a self, r: RoleRequest) -> BoxFuture<'a, Result<Generated, String>> {
+        fn generate<'a>(&'a self, r: RoleRequest) -> BoxFuture<'a, Result<Generated, CoreError>> {
             let text = match r.role {
                 RoleKind::Planner => "I know. Next: conclusion.",
                 _ => "42 is the answer.",
@@ -403,13 +376,13 @@ mod tests {
     }
 
     impl RoleModels for Hangs {
-        fn generate<'a>(&'a self, _: RoleRequest) -> BoxFuture<'a, Result<Generated, String>> {
+        fn generate<'a>(&'a self, _: RoleRequest) -> BoxFuture<'a, Result<Generated, CoreError>> {
             Box::pin(std::future::pending())
         }
     }
 
     impl RoleModels for Panics {
-        fn generate<'a>(&'a self, _: RoleRequest) -> BoxFuture<'a, Result<Generated, String>> {
+        fn generate<'a>(&'a self, _: RoleRequest) -> BoxFuture<'a, Result<Generated, CoreError>> {
             Box::pin(async { panic!("a bug in a role client") })
         }
     }
@@ -423,16 +396,18 @@ mod tests {
         }
     }
 
-    fn tasks(roles: impl RoleModels + 'static, concurrency: usize) -> Arc<Tasks> {
-        Tasks::new(
-            Arc::new(roles),
-            Arc::new(NoTools),
-            SearchConfig::default(),
-            "DFS_woFilter_w2".into(),
+    fn settings(roles: Arc<dyn RoleModels>, concurrency: usize) -> TaskSettings {
+        TaskSettings {
+            roles,
+            backend: Arc::new(NoTools),
+            search: SearchConfig::default(),
             concurrency,
-            Duration::from_secs(3600),
-            None,
-        )
+            retention: Duration::from_secs(3600),
+        }
+    }
+
+    fn tasks(roles: impl RoleModels + 'static, concurrency: usize) -> Arc<Tasks> {
+        Tasks::new(settings(Arc::new(roles), concurrency), None)
     }
 
     fn query(id: &str) -> Query {
@@ -444,7 +419,7 @@ mod tests {
     }
 
     fn state(tasks: &Tasks, id: &str) -> TaskState {
-        tasks.with_table(|t| TaskState::try_from(t[id].event.state).unwrap())
+        tasks.with_table(|t| t[id].status.state)
     }
 
     async fn wait_for(tasks: &Tasks, id: &str, want: TaskState) {
@@ -483,7 +458,7 @@ mod tests {
         );
         let mut seen = vec![];
         while let Ok(e) = events.try_recv() {
-            seen.push(TaskState::try_from(e.state).unwrap());
+            seen.push(e.state);
         }
         assert_eq!(seen.first(), Some(&TaskState::Queued));
         assert!(seen.contains(&TaskState::Running));
@@ -537,12 +512,10 @@ mod tests {
     #[tokio::test]
     async fn ended_tasks_are_forgotten_after_the_retention() {
         let t = Tasks::new(
-            Arc::new(Concludes),
-            Arc::new(NoTools),
-            SearchConfig::default(),
-            "DFS_woFilter_w2".into(),
-            1,
-            Duration::from_millis(100),
+            TaskSettings {
+                retention: Duration::from_millis(100),
+                ..settings(Arc::new(Concludes), 1)
+            },
             None,
         );
         t.submit(query("old")).unwrap();
@@ -559,7 +532,7 @@ mod tests {
     }
 
     impl RoleModels for CountsAndSticks {
-        fn generate<'a>(&'a self, r: RoleRequest) -> BoxFuture<'a, Result<Generated, String>> {
+        fn generate<'a>(&'a self, r: RoleRequest) -> BoxFuture<'a, Result<Generated, CoreError>> {
             if r.history.iter().any(|turn| turn.value.contains("stuck")) {
                 return Box::pin(std::future::pending());
             }
@@ -569,15 +542,7 @@ mod tests {
     }
 
     fn journaled(roles: Arc<CountsAndSticks>, journal: TaskJournal) -> Arc<Tasks> {
-        Tasks::new(
-            roles,
-            Arc::new(NoTools),
-            SearchConfig::default(),
-            "DFS_woFilter_w2".into(),
-            4,
-            Duration::from_secs(3600),
-            Some(journal),
-        )
+        Tasks::new(settings(roles, 4), Some(journal))
     }
 
     #[tokio::test]
@@ -643,12 +608,42 @@ mod tests {
         );
     }
 
+    /// Test double for the roles: every planner call fails as the cluster client
+    /// reports a planner that stayed unreachable.
+    struct Unreachable;
+
+    impl RoleModels for Unreachable {
+        fn generate<'a>(&'a self, r: RoleRequest) -> BoxFuture<'a, Result<Generated, CoreError>> {
+            let error = CoreError::role(
+                r.role,
+                umi_core::ErrorClass::Unavailable,
+                3,
+                "http://w1: connection refused",
+            );
+            Box::pin(async move { Err(error) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_role_failure_ends_the_task_failed_naming_the_role_and_class() {
+        let t = tasks(Unreachable, 1);
+        t.submit(query("u")).unwrap();
+        wait_for(&t, "u", TaskState::Failed).await;
+        let failure = t.with_table(|t| t["u"].status.failure.clone());
+        assert_eq!(
+            failure,
+            "planner: unavailable after 3 attempts: http://w1: connection refused"
+        );
+        // A failed task runs again when resubmitted.
+        assert_eq!(t.submit(query("u")), Ok(true));
+    }
+
     #[tokio::test]
     async fn a_panicking_task_ends_failed_with_the_reason() {
         let t = tasks(Panics, 1);
         t.submit(query("p")).unwrap();
         wait_for(&t, "p", TaskState::Failed).await;
-        let failure = t.with_table(|t| t["p"].event.failure.clone());
+        let failure = t.with_table(|t| t["p"].status.failure.clone());
         assert!(failure.contains("internal error"), "{failure}");
     }
 }

@@ -8,6 +8,7 @@ use std::pin::Pin;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::error::Result;
 use crate::parse::{cut_planner, parse_action, postprocess_realtime, Decision};
 use crate::prompt::{render_turns, HistoryTurn, RolePrompts};
 use crate::pyjson;
@@ -71,9 +72,9 @@ impl RoleRequest {
 }
 
 /// Whatever serves the three roles: in-process engines, remote workers, an API. The
-/// search never knows which.
+/// search never knows which. A failure is a `CoreError` classified where it arose.
 pub trait RoleModels: Send + Sync {
-    fn generate<'a>(&'a self, request: RoleRequest) -> BoxFuture<'a, Result<Generated, String>>;
+    fn generate<'a>(&'a self, request: RoleRequest) -> BoxFuture<'a, Result<Generated>>;
 }
 
 /// A chat message of the search state, in ToolBench's shape.
@@ -156,7 +157,7 @@ pub async fn agent_step(
     models: &dyn RoleModels,
     tools: &[ToolDoc],
     messages: &[Message],
-) -> Result<Step, String> {
+) -> Result<Step> {
     let history = history_turns(messages);
     let request =
         |role: RoleKind, history: Vec<HistoryTurn>, thought: Option<String>| RoleRequest {

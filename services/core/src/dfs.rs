@@ -9,7 +9,8 @@ use serde_json::{json, Value};
 use tracing::Instrument;
 
 use crate::agent::{agent_step, BoxFuture, FunctionCall, Message, RoleModels};
-use crate::env::ToolEnv;
+use crate::env::{status, ToolEnv};
+use crate::error::CoreError;
 use crate::parse::Decision;
 use crate::pyjson;
 
@@ -32,7 +33,7 @@ impl Default for SearchConfig {
         SearchConfig {
             single_chain_max_step: 12,
             tree_beam_size: 2,
-            max_query_count: 200,
+            max_query_count: crate::presets::REFERENCE_MAX_STEPS,
             answer: 1,
             with_filter: false,
         }
@@ -91,7 +92,7 @@ pub struct Search {
     pub give_up: Vec<usize>,
     pub query: String,
     /// Why the search stopped early, if it did (a role failure); the task records it.
-    pub failure: Option<String>,
+    pub failure: Option<CoreError>,
 }
 
 enum Control {
@@ -158,7 +159,7 @@ impl Search {
                     return Control::Up(2);
                 }
                 self.nodes[id].pruned = true;
-                if self.nodes[id].observation_code == Some(4) {
+                if self.nodes[id].observation_code == Some(status::GIVE_UP) {
                     self.give_up.push(id);
                     return Control::Up(2);
                 }
@@ -202,9 +203,9 @@ impl Search {
                 self.nodes[id].messages = messages.clone();
                 self.nodes[id].expand_num += 1;
 
-                let (observation, status) = env.step(&step.call.name, &step.call.arguments).await;
+                let (observation, code) = env.step(&step.call.name, &step.call.arguments).await;
                 let mut call = step.call.clone();
-                if status == 1 {
+                if code == status::NO_SUCH_FUNCTION {
                     call.name = "invalid_hallucination_function_name".into();
                 }
                 let assistant = Message {
@@ -234,17 +235,21 @@ impl Search {
                 {
                     let n = &mut self.nodes[input];
                     n.observation = Some(observation);
-                    n.observation_code = Some(status);
-                    match status {
-                        4 => n.pruned = true,
-                        3 => {
+                    n.observation_code = Some(code);
+                    match code {
+                        status::GIVE_UP => n.pruned = true,
+                        status::FINAL_ANSWER => {
                             n.is_terminal = true;
                             n.finished = true;
                         }
                         _ => {}
                     }
                 }
-                debug_assert!(step.decision != Decision::GiveUp || status == 4 || status == 2);
+                debug_assert!(
+                    step.decision != Decision::GiveUp
+                        || code == status::GIVE_UP
+                        || code == status::BAD_FINISH
+                );
                 match self.dfs(input, models, env).await {
                     Control::Abort => return Control::Abort,
                     Control::Answered => return Control::Answered,
@@ -364,6 +369,7 @@ mod tests {
     use super::*;
     use crate::agent::{Generated, RoleKind, RoleRequest};
     use crate::env::{ApiCall, ApiReply, BackendFailure, ToolBackend};
+    use crate::error::ErrorClass;
     use crate::prompt::RolePrompts;
     use crate::testing::{block_on, weather_api};
     use std::collections::VecDeque;
@@ -403,10 +409,7 @@ mod tests {
     }
 
     impl RoleModels for ScriptedRoles {
-        fn generate<'a>(
-            &'a self,
-            request: RoleRequest,
-        ) -> BoxFuture<'a, Result<Generated, String>> {
+        fn generate<'a>(&'a self, request: RoleRequest) -> BoxFuture<'a, crate::Result<Generated>> {
             let role = request.role;
             self.prompts
                 .lock()
@@ -422,7 +425,9 @@ mod tests {
                     text: t.to_string(),
                     ..Generated::default()
                 })
-                .ok_or_else(|| "script exhausted".to_string());
+                .ok_or_else(|| {
+                    CoreError::role(role, ErrorClass::Unavailable, 1, "script exhausted")
+                });
             Box::pin(async move { result })
         }
     }
@@ -476,7 +481,7 @@ mod tests {
         assert_eq!(s.nodes.len(), 7);
         let terminal = &s.nodes[s.terminal[0]];
         assert_eq!(terminal.depth, 6);
-        assert_eq!(terminal.observation_code, Some(3));
+        assert_eq!(terminal.observation_code, Some(status::FINAL_ANSWER));
         assert_eq!(
             terminal.description,
             r#"{"return_type": "give_answer", "final_answer": "21 degrees in Paris."}"#
@@ -536,7 +541,7 @@ mod tests {
         assert_eq!(s.query_count, 4);
         assert_eq!(s.outcome(), Outcome::Exhausted);
         let first_input = &s.nodes[3];
-        assert_eq!(first_input.observation_code, Some(1));
+        assert_eq!(first_input.observation_code, Some(status::NO_SUCH_FUNCTION));
         let call = first_input
             .messages
             .iter()
@@ -569,7 +574,12 @@ mod tests {
     fn a_failing_role_is_recorded_not_a_panic() {
         let roles = ScriptedRoles::new(&[], &[], &[]);
         let s = search(&roles, 2);
-        assert_eq!(s.failure.as_deref(), Some("script exhausted"));
+        let failure = s.failure.expect("the failure was not recorded");
+        assert_eq!(failure.class(), ErrorClass::Unavailable);
+        assert_eq!(
+            failure.to_string(),
+            "planner: unavailable: script exhausted"
+        );
     }
 
     #[test]

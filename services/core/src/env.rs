@@ -66,9 +66,31 @@ pub struct ToolEnv<'b> {
     backend: &'b dyn ToolBackend,
 }
 
-/// Status codes of `step` (ToolBench's): 0 ok, 1 no such function, 2 bad Finish call,
-/// 3 final answer, 4 give up, 6 to 11 API-side errors, 12 transport errors.
+/// A status code of `step` (ToolBench's `rapidapi_wrapper.step`), named in [`status`].
 pub type Status = u32;
+
+/// ToolBench's status codes, as the search and the answer files use them.
+pub mod status {
+    use super::Status;
+
+    pub const OK: Status = 0;
+    /// The model named a function the task does not have.
+    pub const NO_SUCH_FUNCTION: Status = 1;
+    /// A `Finish` call without a valid `return_type` (or a give-answer without answer).
+    pub const BAD_FINISH: Status = 2;
+    /// `Finish` with a final answer: the search ends.
+    pub const FINAL_ANSWER: Status = 3;
+    /// `Finish` giving up: the chain is pruned and the search backs up.
+    pub const GIVE_UP: Status = 4;
+    pub const API_NOT_WORKING: Status = 6;
+    pub const UNAUTHORIZED: Status = 7;
+    pub const UNSUBSCRIBED: Status = 8;
+    pub const TOO_MANY_REQUESTS: Status = 9;
+    pub const RATE_LIMIT: Status = 10;
+    pub const MESSAGE_ERROR: Status = 11;
+    /// The backend could not be reached or answered nonsense.
+    pub const TRANSPORT: Status = 12;
+}
 
 impl<'b> ToolEnv<'b> {
     pub fn new(apis: Vec<ApiSpec>, backend: &'b dyn ToolBackend) -> Self {
@@ -143,7 +165,7 @@ impl<'b> ToolEnv<'b> {
             let text = pyjson::dumps(
                 &json!({"error": format!("No such function name: {name}"), "response": ""}),
             );
-            return (text, 1);
+            return (text, status::NO_SUCH_FUNCTION);
         };
         let call = ApiCall {
             category: api.category_name.clone(),
@@ -156,37 +178,40 @@ impl<'b> ToolEnv<'b> {
         let reply = match self.backend.call(&call).instrument(span.clone()).await {
             Ok(reply) => reply,
             Err(BackendFailure(error)) => {
-                span.record("status", 12);
-                return (pyjson::dumps(&json!({"error": error, "response": ""})), 12);
+                span.record("status", status::TRANSPORT);
+                return (
+                    pyjson::dumps(&json!({"error": error, "response": ""})),
+                    status::TRANSPORT,
+                );
             }
         };
-        let status = reply_status(&reply.error);
-        span.record("status", status);
+        let code = reply_status(&reply.error);
+        span.record("status", code);
         // This fork shows the response as a JSON string literal, or the error message.
         let text = if reply.response.is_empty() {
             pyjson::dumps(&json!({"message": reply.error}))
         } else {
             pyjson::dumps(&Value::String(reply.response))
         };
-        (text, status)
+        (text, code)
     }
 }
 
 fn reply_status(error: &str) -> Status {
     if error.starts_with("API not working error") {
-        6
+        status::API_NOT_WORKING
     } else if error.starts_with("Unauthorized error") {
-        7
+        status::UNAUTHORIZED
     } else if error.starts_with("Unsubscribed error") {
-        8
+        status::UNSUBSCRIBED
     } else if error.starts_with("Too many requests error") {
-        9
+        status::TOO_MANY_REQUESTS
     } else if error.starts_with("Rate limit per minute error") {
-        10
+        status::RATE_LIMIT
     } else if error.starts_with("Message error") {
-        11
+        status::MESSAGE_ERROR
     } else {
-        0
+        status::OK
     }
 }
 
@@ -203,11 +228,11 @@ fn finish(arguments: &str) -> (String, Status) {
     match return_type {
         None => (
             pyjson::dumps(&json!({"error": "must have \"return_type\""})),
-            2,
+            status::BAD_FINISH,
         ),
         Some("give_up_and_restart") => (
             pyjson::dumps(&json!({"response": "chose to give up and restart"})),
-            4,
+            status::GIVE_UP,
         ),
         Some("give_answer") => {
             if parsed
@@ -217,18 +242,18 @@ fn finish(arguments: &str) -> (String, Status) {
             {
                 (
                     pyjson::dumps(&json!({"error": "must have \"final_answer\""})),
-                    2,
+                    status::BAD_FINISH,
                 )
             } else {
                 (
                     pyjson::dumps(&json!({"response": "successfully giving the final answer."})),
-                    3,
+                    status::FINAL_ANSWER,
                 )
             }
         }
         Some(other) => (
             pyjson::dumps(&json!({"error": format!("\"return_type\" is not valid: {other}")})),
-            2,
+            status::BAD_FINISH,
         ),
     }
 }

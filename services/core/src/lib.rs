@@ -8,6 +8,7 @@ pub mod env;
 pub mod error;
 pub mod metrics;
 pub mod parse;
+pub mod presets;
 pub mod prompt;
 pub mod pyjson;
 pub mod rouge;
@@ -17,4 +18,4 @@ pub mod task;
 mod testing;
 pub mod tool;
 
-pub use error::{CoreError, Result};
+pub use error::{CoreError, ErrorClass, Result};

@@ -9,6 +9,7 @@ use crate::agent::{BoxFuture, Generated, RoleModels, RoleRequest};
 use crate::answer::answer_json;
 use crate::dfs::{Outcome, Search, SearchConfig};
 use crate::env::{ToolBackend, ToolEnv};
+use crate::error::{CoreError, Result};
 use crate::tool::ApiSpec;
 
 #[derive(Debug, Clone)]
@@ -20,37 +21,45 @@ pub struct Query {
 
 impl Query {
     /// Reads entry `index` of a query file; the error names the query and the field.
-    pub fn from_json(index: usize, v: &Value) -> Result<Query, String> {
+    pub fn from_json(index: usize, v: &Value) -> Result<Query> {
         let id = match v.get("query_id") {
             Some(Value::Number(n)) => n.to_string(),
             Some(Value::String(s)) => s.clone(),
-            _ => return Err(format!("query {index} has no \"query_id\"")),
+            _ => {
+                return Err(CoreError::invalid_input(format!(
+                    "query {index} has no \"query_id\""
+                )))
+            }
         };
         let text = v
             .get("query")
             .and_then(Value::as_str)
-            .ok_or_else(|| format!("query {id} has no \"query\" text"))?
+            .ok_or_else(|| CoreError::invalid_input(format!("query {id} has no \"query\" text")))?
             .to_string();
         let list = v.get("api_list").and_then(Value::as_array).ok_or_else(|| {
-            format!("query {id} has no \"api_list\" (retrieval of tools is not supported)")
+            CoreError::invalid_input(format!(
+                "query {id} has no \"api_list\" (retrieval of tools is not supported)"
+            ))
         })?;
         let apis = Self::apis(&id, list)?;
         Ok(Query { id, text, apis })
     }
 
     /// Parses an `api_list`, naming the query and API at fault.
-    pub fn apis(id: &str, list: &[Value]) -> Result<Vec<ApiSpec>, String> {
+    pub fn apis(id: &str, list: &[Value]) -> Result<Vec<ApiSpec>> {
         list.iter()
             .map(|api| {
                 if api.get("required_parameters").is_none() {
                     let tool = api.get("tool_name").and_then(Value::as_str).unwrap_or("?");
                     let name = api.get("api_name").and_then(Value::as_str).unwrap_or("?");
-                    return Err(format!(
+                    return Err(CoreError::invalid_input(format!(
                         "query {id}: API {name:?} of tool {tool:?} has no documentation in the query file (ToolBench's tool folder is not supported)"
-                    ));
+                    )));
                 }
                 serde_json::from_value::<ApiSpec>(api.clone())
-                    .map_err(|e| format!("query {id}: bad api_list entry: {e}"))
+                    .map_err(|e| {
+                        CoreError::invalid_input(format!("query {id}: bad api_list entry: {e}"))
+                    })
             })
             .collect()
     }
@@ -63,7 +72,9 @@ pub struct Solved {
     /// could not be reached).
     pub answer: Value,
     pub outcome: Outcome,
-    pub failure: Option<String>,
+    /// Why the search stopped early (a role call failed), classified.
+    #[serde(skip)]
+    pub failure: Option<CoreError>,
     pub steps: usize,
     pub tokens: usize,
 }
@@ -94,7 +105,7 @@ pub async fn solve(
     span.record("outcome", tracing::field::debug(search.outcome()));
     let mut answer = answer_json(&search, env.functions(), method);
     if let Some(reason) = &search.failure {
-        answer["failure"] = Value::String(reason.clone());
+        answer["failure"] = Value::String(reason.to_string());
     }
     Solved {
         answer,
@@ -112,10 +123,7 @@ struct TaskRoles<'r> {
 }
 
 impl RoleModels for TaskRoles<'_> {
-    fn generate<'a>(
-        &'a self,
-        mut request: RoleRequest,
-    ) -> BoxFuture<'a, Result<Generated, String>> {
+    fn generate<'a>(&'a self, mut request: RoleRequest) -> BoxFuture<'a, Result<Generated>> {
         request.task_id = self.task_id.to_string();
         self.inner.generate(request)
     }

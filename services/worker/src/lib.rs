@@ -1,12 +1,7 @@
 //! A role worker: one α-UMi role (planner, caller or summarizer) served over gRPC from an
-//! in-process engine, and `RemoteRoles`, the client side the search uses.
+//! in-process engine (`server`), and `EngineRoles` (`roles`), the one place a role call
+//! is made on an engine: render → left-truncate → sample → generate, used by the worker
+//! and by `umi run` / `umi eval` in process.
 
-pub mod client;
-pub mod convert;
+pub mod roles;
 pub mod server;
-pub mod trace_context;
-
-/// Generated from `proto/umi/v1/roles.proto`.
-pub mod pb {
-    tonic::include_proto!("umi.v1");
-}

@@ -6,22 +6,20 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tokio_stream::Stream;
+use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 use umi_core::agent::RoleKind;
-use umi_core::prompt::RolePrompts;
-use umi_engine::{
-    Engine, EngineError, GenerateOutput, GenerateRequest, SamplingParams, StreamEvent,
-};
+use umi_engine::{Engine, GenerateOutput, GenerateRequest, StreamEvent};
+use umi_rpc::convert::{request_from_pb, role_to_pb, sampling_from_pb, status_from};
+use umi_rpc::pb;
+use umi_rpc::pb::role_worker_server::{RoleWorker, RoleWorkerServer};
 
-use crate::convert::{request_from_pb, role_to_pb};
-use crate::pb;
-use crate::pb::role_worker_server::{RoleWorker, RoleWorkerServer};
+use crate::roles::{classify, RoleEngine};
 
 pub struct RoleService {
     role: RoleKind,
-    engine: Engine,
-    prompts: RolePrompts,
+    engine: RoleEngine,
     load: Arc<Load>,
 }
 
@@ -52,8 +50,7 @@ impl RoleService {
     pub fn new(role: RoleKind, engine: Engine) -> Self {
         RoleService {
             role,
-            engine,
-            prompts: RolePrompts::toolbench(),
+            engine: RoleEngine::new(engine),
             load: Arc::default(),
         }
     }
@@ -64,7 +61,7 @@ impl RoleService {
 
     /// Validates the request at the edge and turns it into an engine request.
     fn engine_request(&self, wire: &pb::GenerateRequest) -> Result<GenerateRequest, Status> {
-        let role_request = request_from_pb(wire).map_err(Status::invalid_argument)?;
+        let role_request = request_from_pb(wire).map_err(|e| status_from(&e))?;
         if role_request.role != self.role {
             return Err(Status::invalid_argument(format!(
                 "this worker serves the {} role, not {}",
@@ -72,32 +69,9 @@ impl RoleService {
                 role_request.role.as_str()
             )));
         }
-        let sampling = wire.sampling.unwrap_or_default();
-        let prompt = role_request.render(&self.prompts);
-        let prompt = self
-            .engine
-            .truncated_prompt(&prompt, sampling.max_input_tokens as usize)
-            .map_err(engine_status)?;
-        Ok(GenerateRequest {
-            max_new_tokens: sampling.max_new_tokens.max(1) as usize,
-            min_new_tokens: sampling.min_new_tokens as usize,
-            sampling: SamplingParams {
-                temperature: sampling.temperature,
-                top_p: sampling.top_p,
-                top_k: sampling.top_k.map(|k| k as usize),
-                seed: sampling.seed,
-            },
-            ..GenerateRequest::new(prompt)
-        })
-    }
-}
-
-fn engine_status(e: EngineError) -> Status {
-    match e {
-        EngineError::InvalidArgument { .. } | EngineError::PromptTooLong { .. } => {
-            Status::invalid_argument(e.to_string())
-        }
-        other => Status::internal(other.to_string()),
+        self.engine
+            .request(&role_request, &sampling_from_pb(wire.sampling))
+            .map_err(|e| status_from(&e))
     }
 }
 
@@ -126,7 +100,7 @@ impl RoleWorker for RoleService {
             role = self.role.as_str(),
             task_id = request.get_ref().task_id.as_str()
         );
-        crate::trace_context::adopt(&span, request.metadata());
+        umi_rpc::trace_context::adopt(&span, request.metadata());
         let wire = request.into_inner();
         let request = span.in_scope(|| self.engine_request(&wire))?;
         let out = self
@@ -134,7 +108,7 @@ impl RoleWorker for RoleService {
             .generate(request)
             .instrument(span.clone())
             .await
-            .map_err(engine_status)?;
+            .map_err(|e| status_from(&e))?;
         tracing::info!(
             parent: &span,
             prompt_tokens = out.prompt_tokens,
@@ -159,10 +133,14 @@ impl RoleWorker for RoleService {
             role = self.role.as_str(),
             task_id = request.get_ref().task_id.as_str()
         );
-        crate::trace_context::adopt(&span, request.metadata());
+        umi_rpc::trace_context::adopt(&span, request.metadata());
         let wire = request.into_inner();
         let request = span.in_scope(|| self.engine_request(&wire))?;
-        let mut events = self.engine.stream(request).map_err(engine_status)?;
+        let mut events = self
+            .engine
+            .engine()
+            .stream(request)
+            .map_err(|e| status_from(&classify(e)))?;
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         tokio::spawn(async move {
             let _in_flight = in_flight;
@@ -175,7 +153,7 @@ impl RoleWorker for RoleService {
                         text: String::new(),
                         done: Some(response(out)),
                     }),
-                    Err(e) => Err(engine_status(e)),
+                    Err(e) => Err(status_from(&classify(e))),
                 };
                 // A client that hung up cancels the generation (dropping `events`).
                 if tx.send(chunk).await.is_err() {
@@ -192,7 +170,7 @@ impl RoleWorker for RoleService {
         &self,
         _request: Request<pb::InfoRequest>,
     ) -> Result<Response<pb::InfoResponse>, Status> {
-        let info = self.engine.info();
+        let info = self.engine.engine().info();
         Ok(Response::new(pb::InfoResponse {
             role: role_to_pb(self.role) as i32,
             model: info.name.clone(),
@@ -212,19 +190,7 @@ pub async fn serve(
     service: RoleService,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<RoleWorkerServer<RoleService>>().await;
-    tonic::transport::Server::builder()
-        .add_service(health_service)
-        .add_service(service.into_server())
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
-            async {
-                shutdown.await;
-                health
-                    .set_not_serving::<RoleWorkerServer<RoleService>>()
-                    .await;
-            },
-        )
-        .await
+    let name = <RoleWorkerServer<RoleService> as NamedService>::NAME;
+    let routes = tonic::service::Routes::new(service.into_server());
+    umi_rpc::serve::serve(listener, name, routes, shutdown).await
 }

@@ -4,9 +4,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
+use umi_core::presets::Sampling;
 use umi_discovery::membership::Membership;
 use umi_discovery::WorkerInfo;
-use umi_worker::client::{ClusterRoles, RetryPolicy};
+use umi_rpc::cluster::{ClusterRoles, RetryPolicy};
+
+use super::etcd::EtcdArgs;
 
 #[derive(Args, Debug, Clone)]
 pub struct RemoteArgs {
@@ -18,13 +21,9 @@ pub struct RemoteArgs {
     pub caller_endpoint: Vec<String>,
     #[arg(long)]
     pub summarizer_endpoint: Vec<String>,
-    /// Find role workers in etcd instead (e.g. http://127.0.0.1:2379; comma-separated
-    /// for a cluster).
-    #[arg(long, value_delimiter = ',', env = "UMI_ETCD")]
-    pub etcd: Vec<String>,
-    /// Key prefix of umi's entries in etcd.
-    #[arg(long, default_value = "/umi", env = "UMI_ETCD_PREFIX")]
-    pub etcd_prefix: String,
+    /// Or find role workers in etcd.
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
     /// Seconds a role call may take, retries and waiting for a worker included.
     #[arg(long, default_value_t = 600.0)]
     pub role_deadline: f64,
@@ -34,14 +33,6 @@ pub struct RemoteArgs {
 }
 
 impl RemoteArgs {
-    fn etcd(&self) -> Vec<String> {
-        self.etcd
-            .iter()
-            .filter(|e| !e.is_empty())
-            .cloned()
-            .collect()
-    }
-
     pub fn has_endpoints(&self) -> bool {
         !self.planner_endpoint.is_empty()
             || !self.caller_endpoint.is_empty()
@@ -49,7 +40,7 @@ impl RemoteArgs {
     }
 
     pub fn is_set(&self) -> bool {
-        !self.etcd().is_empty()
+        self.etcd.is_set()
             || !self.planner_endpoint.is_empty()
             || !self.caller_endpoint.is_empty()
             || !self.summarizer_endpoint.is_empty()
@@ -63,7 +54,7 @@ impl RemoteArgs {
             ("summarizer", &self.summarizer_endpoint),
         ];
         let given = fixed.iter().filter(|(_, e)| !e.is_empty()).count();
-        let etcd = self.etcd();
+        let etcd = self.etcd.endpoints();
         match (etcd.is_empty(), given) {
             (true, 0) => Ok(None),
             (true, 3) => Ok(Some(Membership::fixed(fixed.iter().flat_map(
@@ -73,7 +64,7 @@ impl RemoteArgs {
                 "give all three of --planner-endpoint, --caller-endpoint and --summarizer-endpoint, or none"
             ),
             (false, 0) => Ok(Some(
-                Membership::etcd(&etcd, &self.etcd_prefix)
+                Membership::etcd(&etcd, &self.etcd.etcd_prefix)
                     .await
                     .context("discovering role workers")?,
             )),
@@ -92,10 +83,9 @@ impl RemoteArgs {
         })
     }
 
-    pub async fn roles(
-        &self,
-        sampling: umi_worker::pb::Sampling,
-    ) -> anyhow::Result<Option<ClusterRoles>> {
+    /// The roles on remote workers, sampling as `sampling` says, if any remote source
+    /// was given.
+    pub async fn roles(&self, sampling: Sampling) -> anyhow::Result<Option<ClusterRoles>> {
         let policy = self.policy()?;
         Ok(self
             .membership()

@@ -1,0 +1,152 @@
+//! A task's state and status as the coordinator keeps them (in the table and the
+//! journal); the protobuf `TaskState`/`TaskEvent` exist only at the service's edge.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use umi_core::dfs::Outcome;
+use umi_core::task::Solved;
+use umi_core::ErrorClass;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    Queued,
+    Running,
+    /// Ended with a final answer.
+    Answered,
+    /// Every branch gave up.
+    GaveUp,
+    /// The step budget ran out, or every chain dead-ended.
+    Exhausted,
+    /// A role or tool could not be served; the status's `failure` says which and why.
+    Failed,
+    Cancelled,
+}
+
+impl TaskState {
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, TaskState::Queued | TaskState::Running)
+    }
+
+    /// Ended without an answer worth keeping: submitting the task again runs it again.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, TaskState::Failed | TaskState::Cancelled)
+    }
+
+    /// The state of a journal written before states were named: the protobuf numbers.
+    fn from_proto_number(n: i64) -> Option<TaskState> {
+        Some(match n {
+            1 => TaskState::Queued,
+            2 => TaskState::Running,
+            3 => TaskState::Answered,
+            4 => TaskState::GaveUp,
+            5 => TaskState::Exhausted,
+            6 => TaskState::Failed,
+            7 => TaskState::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+/// Reads a state by name (`"answered"`), or by number as journals before names had it.
+impl<'de> Deserialize<'de> for TaskState {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        enum Named {
+            Queued,
+            Running,
+            Answered,
+            GaveUp,
+            Exhausted,
+            Failed,
+            Cancelled,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OnDisk {
+            Named(Named),
+            Number(i64),
+        }
+        Ok(match OnDisk::deserialize(d)? {
+            OnDisk::Named(n) => match n {
+                Named::Queued => TaskState::Queued,
+                Named::Running => TaskState::Running,
+                Named::Answered => TaskState::Answered,
+                Named::GaveUp => TaskState::GaveUp,
+                Named::Exhausted => TaskState::Exhausted,
+                Named::Failed => TaskState::Failed,
+                Named::Cancelled => TaskState::Cancelled,
+            },
+            OnDisk::Number(n) => TaskState::from_proto_number(n)
+                .ok_or_else(|| serde::de::Error::custom(format!("{n} is not a task state")))?,
+        })
+    }
+}
+
+/// Where a task stands: what watchers are told and the journal keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskStatus {
+    pub task_id: String,
+    pub state: TaskState,
+    /// Planner calls so far.
+    pub steps: u32,
+    pub tokens: u64,
+    /// Why it failed or was cancelled; empty otherwise.
+    pub failure: String,
+}
+
+impl TaskStatus {
+    pub fn new(task_id: &str, state: TaskState) -> Self {
+        TaskStatus {
+            task_id: task_id.to_string(),
+            state,
+            steps: 0,
+            tokens: 0,
+            failure: String::new(),
+        }
+    }
+
+    /// How a solved task ended. A role failure of any class ends the task FAILED with
+    /// the error as its reason, which names the role and the class (`planner:
+    /// unavailable after 3 attempts: …`); a FAILED task runs again when resubmitted.
+    pub fn ended(task_id: &str, solved: &Solved) -> Self {
+        let (state, failure) = match (&solved.failure, solved.outcome) {
+            (Some(error), _) => match error.class() {
+                ErrorClass::Unavailable
+                | ErrorClass::DeadlineExceeded
+                | ErrorClass::ResourceExhausted
+                | ErrorClass::InvalidRequest
+                | ErrorClass::Internal => (TaskState::Failed, error.to_string()),
+            },
+            (None, Outcome::Answered) => (TaskState::Answered, String::new()),
+            (None, Outcome::GaveUp) => (TaskState::GaveUp, String::new()),
+            (None, Outcome::Exhausted) => (TaskState::Exhausted, String::new()),
+        };
+        TaskStatus {
+            task_id: task_id.to_string(),
+            state,
+            steps: solved.steps as u32,
+            tokens: solved.tokens as u64,
+            failure,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_are_written_by_name_and_read_by_name_or_old_number() {
+        assert_eq!(
+            serde_json::to_string(&TaskState::GaveUp).unwrap(),
+            r#""gave_up""#
+        );
+        let named: TaskState = serde_json::from_str(r#""answered""#).unwrap();
+        assert_eq!(named, TaskState::Answered);
+        let numbered: TaskState = serde_json::from_str("6").unwrap();
+        assert_eq!(numbered, TaskState::Failed);
+        assert!(serde_json::from_str::<TaskState>("0").is_err());
+        assert!(serde_json::from_str::<TaskState>(r#""done""#).is_err());
+    }
+}

@@ -1,0 +1,528 @@
+//! `ClusterRoles`: the three roles served by remote workers, behind the same trait as
+//! the in-process engines. Each call goes to the live replica of its role with the
+//! fewest calls outstanding from this client; a replica that fails (connection lost,
+//! worker killed, its host silent past the HTTP/2 keep-alive) is set aside for a moment
+//! and the call is retried on another one, within the call's deadline and attempt
+//! budget. With no live replica the call waits for one to register until the deadline,
+//! then fails with that reason. Failures are classified here, once, from the gRPC status
+//! (`convert::classify`), and a request refused as invalid is never retried.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tracing::Instrument;
+use umi_core::agent::{BoxFuture, Generated, RoleKind, RoleModels, RoleRequest};
+use umi_core::presets::Sampling;
+use umi_core::{CoreError, ErrorClass};
+use umi_discovery::membership::Membership;
+
+use crate::convert::{classify, request_to_pb};
+use crate::transport::{GrpcTransport, RoleTransport};
+
+/// How hard a call tries before it is a failure.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// For the whole call: waiting for a worker, every attempt, every retry.
+    pub deadline: Duration,
+    /// Workers tried per call.
+    pub max_attempts: usize,
+    /// How long a replica that failed is skipped by new calls.
+    pub cooldown: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            deadline: Duration::from_secs(600),
+            max_attempts: 3,
+            cooldown: Duration::from_secs(2),
+        }
+    }
+}
+
+struct Replica<C> {
+    connection: C,
+    outstanding: AtomicUsize,
+    failed_at: Mutex<Option<Instant>>,
+}
+
+/// Counts a call as outstanding on a replica until dropped.
+struct Outstanding<C>(Arc<Replica<C>>);
+
+impl<C> Drop for Outstanding<C> {
+    fn drop(&mut self) {
+        self.0.outstanding.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+type ReplicaTable<C> = HashMap<String, Arc<Replica<C>>>;
+
+/// A replica considered for a call: its rank, address and handle.
+type Choice<C> = ((bool, usize), String, Arc<Replica<C>>);
+
+pub struct ClusterRoles<T: RoleTransport = GrpcTransport> {
+    membership: Membership,
+    transport: T,
+    replicas: Mutex<ReplicaTable<T::Connection>>,
+    sampling: Sampling,
+    policy: RetryPolicy,
+    /// Calls made so far: each call's seed is the base seed plus this, as in process, so
+    /// sampled calls with equal prompts still differ.
+    calls: AtomicU64,
+}
+
+impl ClusterRoles<GrpcTransport> {
+    pub fn new(membership: Membership, sampling: Sampling, policy: RetryPolicy) -> Self {
+        Self::with_transport(membership, GrpcTransport, sampling, policy)
+    }
+}
+
+impl<T: RoleTransport> ClusterRoles<T> {
+    pub fn with_transport(
+        membership: Membership,
+        transport: T,
+        sampling: Sampling,
+        policy: RetryPolicy,
+    ) -> Self {
+        ClusterRoles {
+            membership,
+            transport,
+            replicas: Mutex::default(),
+            sampling,
+            policy,
+            calls: AtomicU64::new(0),
+        }
+    }
+
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    /// The live replica of `role` with the fewest outstanding calls, skipping those
+    /// already tried by this call and, while others exist, those that failed recently.
+    fn pick(
+        &self,
+        role: RoleKind,
+        tried: &HashSet<String>,
+    ) -> Option<(String, Arc<Replica<T::Connection>>)> {
+        let live = self.membership.workers(role.as_str());
+        // Every update of the table is a single insert or removal: a poisoned lock
+        // still holds a consistent table.
+        let mut replicas = self.replicas.lock().unwrap_or_else(|p| p.into_inner());
+        // Forget replicas that left, so their connections close.
+        let all = self.membership.all();
+        let addresses: HashSet<&str> = all.values().map(|w| w.address.as_str()).collect();
+        replicas.retain(|a, _| addresses.contains(a.as_str()));
+        // The best so far, ranked by (cooling, outstanding calls).
+        let mut best: Option<Choice<T::Connection>> = None;
+        for worker in live {
+            if tried.contains(&worker.address) {
+                continue;
+            }
+            let replica = match replicas.get(&worker.address) {
+                Some(r) => r.clone(),
+                None => match self.transport.connect(&worker.address) {
+                    Ok(connection) => {
+                        let r = Arc::new(Replica {
+                            connection,
+                            outstanding: AtomicUsize::new(0),
+                            failed_at: Mutex::new(None),
+                        });
+                        replicas.insert(worker.address.clone(), r.clone());
+                        r
+                    }
+                    Err(error) => {
+                        // One bad registry entry must not stop the healthy replicas.
+                        tracing::warn!(address = %worker.address, %error, "skipping a worker with an invalid address");
+                        continue;
+                    }
+                },
+            };
+            let cooling = replica
+                .failed_at
+                .lock()
+                .ok()
+                .and_then(|t| *t)
+                .is_some_and(|t| t.elapsed() < self.policy.cooldown);
+            let load = replica.outstanding.load(Ordering::Relaxed);
+            if best.as_ref().is_none_or(|(rank, _, _)| (cooling, load) < *rank) {
+                best = Some(((cooling, load), worker.address, replica));
+            }
+        }
+        best.map(|(_, address, replica)| {
+            replica.outstanding.fetch_add(1, Ordering::Relaxed);
+            (address, replica)
+        })
+    }
+
+    async fn call(&self, request: RoleRequest) -> Result<Generated, CoreError> {
+        let role = request.role;
+        let started = Instant::now();
+        let deadline = started + self.policy.deadline;
+        let mut sampling = self.sampling;
+        sampling.seed = sampling
+            .seed
+            .wrapping_add(self.calls.fetch_add(1, Ordering::Relaxed));
+        let wire = request_to_pb(&request, &sampling);
+        let mut tried = HashSet::new();
+        // (replica, class, message) of each failed attempt.
+        let mut errors: Vec<(String, ErrorClass, String)> = Vec::new();
+        let mut membership = self.membership.clone();
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() || errors.len() >= self.policy.max_attempts {
+                return Err(self.give_up(role, started, &errors));
+            }
+            let Some((address, replica)) = self.pick(role, &tried) else {
+                if !tried.is_empty() && errors.len() < self.policy.max_attempts {
+                    // Every live replica failed once: give them another go after a pause.
+                    tried.clear();
+                    tokio::time::sleep(remaining.min(Duration::from_millis(200))).await;
+                } else {
+                    // None registered: wait for one to appear (or poll, in case a
+                    // cooling replica's pause ended) until the deadline.
+                    let _ = tokio::time::timeout(
+                        remaining.min(Duration::from_millis(500)),
+                        membership.changed(),
+                    )
+                    .await;
+                }
+                continue;
+            };
+            let guard = Outstanding(replica.clone());
+            let attempt = self
+                .transport
+                .generate(&replica.connection, wire.clone(), remaining)
+                .await;
+            drop(guard);
+            let status = match attempt {
+                Ok(reply) => {
+                    let span = tracing::Span::current();
+                    span.record("replica", address.as_str());
+                    span.record("attempts", errors.len() + 1);
+                    span.record("prompt_tokens", reply.prompt_tokens);
+                    span.record("generated_tokens", reply.generated_tokens);
+                    span.record("latency_ms", started.elapsed().as_millis() as u64);
+                    return Ok(Generated {
+                        text: reply.text,
+                        prompt_tokens: reply.prompt_tokens as usize,
+                        generated_tokens: reply.generated_tokens as usize,
+                    });
+                }
+                Err(status) => status,
+            };
+            let class = classify(status.code());
+            if !class.is_retryable() {
+                return Err(CoreError::role(
+                    role,
+                    class,
+                    errors.len() + 1,
+                    format!("worker {address}: {}", status.message()),
+                ));
+            }
+            tracing::warn!(role = role.as_str(), %address, code = ?status.code(), error = status.message(), "role call failed; retrying (another replica first)");
+            if let Ok(mut t) = replica.failed_at.lock() {
+                *t = Some(Instant::now());
+            }
+            errors.push((address.clone(), class, status.message().to_string()));
+            tried.insert(address);
+        }
+    }
+
+    /// The call's failure: the class of its last attempt (or unavailable: no replica
+    /// ever registered), and every attempt's reason.
+    fn give_up(
+        &self,
+        role: RoleKind,
+        started: Instant,
+        errors: &[(String, ErrorClass, String)],
+    ) -> CoreError {
+        let waited = started.elapsed().as_secs_f64();
+        match errors.last() {
+            None => CoreError::role(
+                role,
+                ErrorClass::Unavailable,
+                0,
+                format!(
+                    "no live {} worker (waited {waited:.1} s for one to register)",
+                    role.as_str()
+                ),
+            ),
+            Some((_, class, _)) => {
+                let reasons: Vec<String> = errors
+                    .iter()
+                    .map(|(address, _, message)| format!("{address}: {message}"))
+                    .collect();
+                CoreError::role(
+                    role,
+                    *class,
+                    errors.len(),
+                    format!("{} in {waited:.1} s", reasons.join("; ")),
+                )
+            }
+        }
+    }
+}
+
+impl<T: RoleTransport> RoleModels for ClusterRoles<T> {
+    fn generate<'a>(&'a self, request: RoleRequest) -> BoxFuture<'a, Result<Generated, CoreError>> {
+        let span = tracing::info_span!(
+            "role_call",
+            role = request.role.as_str(),
+            replica = tracing::field::Empty,
+            attempts = tracing::field::Empty,
+            prompt_tokens = tracing::field::Empty,
+            generated_tokens = tracing::field::Empty,
+            latency_ms = tracing::field::Empty,
+        );
+        Box::pin(self.call(request).instrument(span))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use tonic::Code;
+    use umi_core::prompt::HistoryTurn;
+    use umi_discovery::WorkerInfo;
+
+    use super::*;
+    use crate::pb;
+
+    /// Test double for the network: each replica (by address) answers with its own
+    /// address, fails with a scripted code, or holds the call until released; every
+    /// attempt is logged.
+    struct ScriptedTransport {
+        /// Held calls wait for a permit.
+        failures: Mutex<HashMap<String, Vec<Code>>>,
+        hold: AtomicBool,
+        release: tokio::sync::Semaphore,
+        log: Mutex<Vec<String>>,
+    }
+
+    impl Default for ScriptedTransport {
+        fn default() -> Self {
+            ScriptedTransport {
+                release: tokio::sync::Semaphore::new(0),
+                failures: Mutex::default(),
+                hold: AtomicBool::new(false),
+                log: Mutex::default(),
+            }
+        }
+    }
+
+    impl ScriptedTransport {
+        /// `address` fails its next attempts with these codes, in order.
+        fn fail(self, address: &str, codes: &[Code]) -> Self {
+            self.failures
+                .lock()
+                .unwrap()
+                .insert(address.to_string(), codes.to_vec());
+            self
+        }
+
+        fn holding(self) -> Self {
+            self.hold.store(true, Ordering::SeqCst);
+            self
+        }
+
+        fn log(&self) -> Vec<String> {
+            self.log.lock().unwrap().clone()
+        }
+    }
+
+    impl RoleTransport for ScriptedTransport {
+        type Connection = String;
+
+        fn connect(&self, address: &str) -> Result<String, String> {
+            if address.contains(' ') {
+                return Err("not a URI".into());
+            }
+            Ok(address.to_string())
+        }
+
+        fn generate<'a>(
+            &'a self,
+            address: &'a String,
+            _request: pb::GenerateRequest,
+            timeout: Duration,
+        ) -> BoxFuture<'a, Result<pb::GenerateResponse, tonic::Status>> {
+            self.log.lock().unwrap().push(address.clone());
+            let failure = {
+                let mut failures = self.failures.lock().unwrap();
+                failures
+                    .get_mut(address)
+                    .filter(|codes| !codes.is_empty())
+                    .map(|codes| codes.remove(0))
+            };
+            Box::pin(async move {
+                if let Some(code) = failure {
+                    return Err(tonic::Status::new(code, format!("{code:?}")));
+                }
+                if self.hold.load(Ordering::SeqCst)
+                    && tokio::time::timeout(timeout, self.release.acquire())
+                        .await
+                        .is_err()
+                {
+                    return Err(tonic::Status::deadline_exceeded("held"));
+                }
+                Ok(pb::GenerateResponse {
+                    text: address.clone(),
+                    ..Default::default()
+                })
+            })
+        }
+    }
+
+    fn roles(
+        addresses: &[&str],
+        transport: ScriptedTransport,
+        policy: RetryPolicy,
+    ) -> Arc<ClusterRoles<ScriptedTransport>> {
+        let membership = Membership::fixed(addresses.iter().map(|a| WorkerInfo::at("planner", a)));
+        Arc::new(ClusterRoles::with_transport(
+            membership,
+            transport,
+            umi_core::presets::REALTIME,
+            policy,
+        ))
+    }
+
+    fn planner_request() -> RoleRequest {
+        RoleRequest {
+            role: RoleKind::Planner,
+            tools: vec![],
+            history: vec![HistoryTurn::new("user", "q")],
+            thought: None,
+            task_id: String::new(),
+        }
+    }
+
+    fn quick() -> RetryPolicy {
+        RetryPolicy {
+            deadline: Duration::from_secs(5),
+            max_attempts: 3,
+            cooldown: Duration::from_secs(60),
+        }
+    }
+
+    #[tokio::test]
+    async fn calls_go_to_the_replica_with_the_fewest_outstanding() {
+        let roles = roles(&["a", "b"], ScriptedTransport::default().holding(), quick());
+        let mut calls = Vec::new();
+        for _ in 0..4 {
+            let call = roles.clone();
+            calls.push(tokio::spawn(async move {
+                call.generate(planner_request()).await
+            }));
+            // Each call is outstanding before the next is made.
+            while roles.transport.log().len() < calls.len() {
+                tokio::task::yield_now().await;
+            }
+        }
+        let mut log = roles.transport.log();
+        log.sort();
+        assert_eq!(log, ["a", "a", "b", "b"], "calls were not spread by load");
+        roles.transport.release.add_permits(4);
+        for call in calls {
+            call.await.unwrap().unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_replica_is_retried_elsewhere_and_skipped_while_cooling() {
+        let transport = ScriptedTransport::default().fail("a", &[Code::Unavailable]);
+        let roles = roles(&["a", "b"], transport, quick());
+        let first = roles.generate(planner_request()).await.unwrap();
+        assert_eq!(
+            first.text, "b",
+            "the call was not retried on the other replica"
+        );
+        // a works again, but is cooling down: the next call goes to b first.
+        let second = roles.generate(planner_request()).await.unwrap();
+        assert_eq!(second.text, "b", "a replica that just failed was chosen");
+        assert_eq!(roles.transport.log(), ["a", "b", "b"]);
+    }
+
+    #[tokio::test]
+    async fn a_replica_is_chosen_again_once_its_cooldown_ends() {
+        let transport = ScriptedTransport::default().fail("a", &[Code::Unavailable]);
+        let policy = RetryPolicy {
+            cooldown: Duration::from_millis(50),
+            ..quick()
+        };
+        let roles = roles(&["a", "b"], transport, policy);
+        roles.generate(planner_request()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let again = roles.generate(planner_request()).await.unwrap();
+        assert_eq!(again.text, "a");
+    }
+
+    #[tokio::test]
+    async fn an_invalid_request_is_not_retried() {
+        let transport = ScriptedTransport::default().fail("a", &[Code::InvalidArgument]);
+        let roles = roles(&["a", "b"], transport, quick());
+        let error = roles.generate(planner_request()).await.unwrap_err();
+        assert_eq!(error.class(), ErrorClass::InvalidRequest);
+        assert_eq!(
+            roles.transport.log(),
+            ["a"],
+            "an invalid request was retried"
+        );
+        assert!(
+            error
+                .to_string()
+                .starts_with("planner: invalid request: worker a:"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_attempt_budget_ends_a_call_with_its_class_and_every_reason() {
+        let transport = ScriptedTransport::default()
+            .fail("a", &[Code::Unavailable, Code::Unavailable])
+            .fail("b", &[Code::ResourceExhausted, Code::Unavailable]);
+        let roles = roles(&["a", "b"], transport, quick());
+        let error = roles.generate(planner_request()).await.unwrap_err();
+        assert_eq!(roles.transport.log().len(), 3);
+        assert_eq!(error.class(), ErrorClass::Unavailable);
+        let text = error.to_string();
+        assert!(
+            text.starts_with("planner: unavailable after 3 attempts: "),
+            "{text}"
+        );
+        assert!(text.contains("b: ResourceExhausted"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_call_ends_at_its_deadline() {
+        let policy = RetryPolicy {
+            deadline: Duration::from_millis(200),
+            ..quick()
+        };
+        let roles = roles(&["a"], ScriptedTransport::default().holding(), policy);
+        let started = Instant::now();
+        let error = roles.generate(planner_request()).await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(error.class(), ErrorClass::DeadlineExceeded);
+    }
+
+    #[tokio::test]
+    async fn no_live_replica_is_unavailable_and_a_bad_address_is_skipped() {
+        let policy = RetryPolicy {
+            deadline: Duration::from_millis(100),
+            ..quick()
+        };
+        let roles = roles(&["not a uri"], ScriptedTransport::default(), policy);
+        let error = roles.generate(planner_request()).await.unwrap_err();
+        assert_eq!(error.class(), ErrorClass::Unavailable);
+        assert!(
+            error.to_string().contains("no live planner worker"),
+            "{error}"
+        );
+        assert!(roles.transport.log().is_empty());
+    }
+}

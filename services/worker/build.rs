@@ -1,6 +1,0 @@
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    println!("cargo:rerun-if-changed=../../proto/umi/v1/roles.proto");
-    tonic_prost_build::configure()
-        .compile_protos(&["../../proto/umi/v1/roles.proto"], &["../../proto"])?;
-    Ok(())
-}

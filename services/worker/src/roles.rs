@@ -1,0 +1,160 @@
+//! Role calls on in-process engines: the one implementation of render → left-truncate
+//! to the input budget → sampling → generate, shared by the worker's gRPC service and by
+//! `umi run` / `umi eval static` in process. Engine failures are classified here, where
+//! they arise.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use tracing::Instrument;
+use umi_core::agent::{BoxFuture, Generated, RoleKind, RoleModels, RoleRequest};
+use umi_core::presets::Sampling;
+use umi_core::prompt::RolePrompts;
+use umi_core::{CoreError, ErrorClass};
+use umi_engine::{Engine, EngineError, GenerateOutput, GenerateRequest, SamplingParams};
+
+/// One role's engine and the templates its prompts are rendered with.
+#[derive(Clone)]
+pub struct RoleEngine {
+    engine: Engine,
+    prompts: RolePrompts,
+}
+
+impl RoleEngine {
+    pub fn new(engine: Engine) -> Self {
+        RoleEngine {
+            engine,
+            prompts: RolePrompts::toolbench(),
+        }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The engine request of a role call: its prompt rendered, tokenized and cut to the
+    /// last `max_input_tokens` (as the reference truncates), sampled as `sampling` says.
+    pub fn request(
+        &self,
+        request: &RoleRequest,
+        sampling: &Sampling,
+    ) -> Result<GenerateRequest, CoreError> {
+        self.request_for_prompt(&request.render(&self.prompts), sampling)
+    }
+
+    /// The same, for a prompt already rendered (the static pipeline renders its own).
+    pub fn request_for_prompt(
+        &self,
+        prompt: &str,
+        sampling: &Sampling,
+    ) -> Result<GenerateRequest, CoreError> {
+        let prompt = self
+            .engine
+            .truncated_prompt(prompt, sampling.max_input_tokens)
+            .map_err(classify)?;
+        Ok(GenerateRequest {
+            max_new_tokens: sampling.max_new_tokens,
+            min_new_tokens: sampling.min_new_tokens,
+            sampling: SamplingParams {
+                temperature: sampling.temperature,
+                top_p: sampling.top_p,
+                top_k: sampling.top_k,
+                seed: sampling.seed,
+            },
+            ..GenerateRequest::new(prompt)
+        })
+    }
+
+    pub async fn generate(&self, request: GenerateRequest) -> Result<GenerateOutput, CoreError> {
+        self.engine.generate(request).await.map_err(classify)
+    }
+}
+
+/// An engine failure, classified: a prompt or setting the engine refuses is invalid
+/// (any replica would refuse it), a stopped engine is unavailable, the rest internal.
+pub fn classify(e: EngineError) -> CoreError {
+    let class = match &e {
+        EngineError::InvalidArgument { .. } | EngineError::PromptTooLong { .. } => {
+            ErrorClass::InvalidRequest
+        }
+        EngineError::Shutdown => ErrorClass::Unavailable,
+        _ => ErrorClass::Internal,
+    };
+    CoreError::new(class, e.to_string())
+}
+
+/// The three roles on in-process engines (one engine per distinct checkpoint may serve
+/// several roles), sampling with one setting; call `n` is seeded with the base seed + n.
+pub struct EngineRoles {
+    planner: RoleEngine,
+    caller: RoleEngine,
+    summarizer: RoleEngine,
+    sampling: Sampling,
+    calls: AtomicU64,
+}
+
+impl EngineRoles {
+    pub fn new(planner: Engine, caller: Engine, summarizer: Engine, sampling: Sampling) -> Self {
+        EngineRoles {
+            planner: RoleEngine::new(planner),
+            caller: RoleEngine::new(caller),
+            summarizer: RoleEngine::new(summarizer),
+            sampling,
+            calls: AtomicU64::new(0),
+        }
+    }
+
+    pub fn role(&self, role: RoleKind) -> &RoleEngine {
+        match role {
+            RoleKind::Planner => &self.planner,
+            RoleKind::Caller => &self.caller,
+            RoleKind::Summarizer => &self.summarizer,
+        }
+    }
+
+    /// One call on a rendered prompt, seeded with the base seed + `seed_offset` (the
+    /// static pipeline seeds each step by its index, so shards and resumed runs agree).
+    pub async fn call_prompt(
+        &self,
+        role: RoleKind,
+        prompt: &str,
+        seed_offset: u64,
+    ) -> Result<GenerateOutput, CoreError> {
+        let engine = self.role(role);
+        let mut sampling = self.sampling;
+        sampling.seed = sampling.seed.wrapping_add(seed_offset);
+        let started = Instant::now();
+        let out = async {
+            let request = engine.request_for_prompt(prompt, &sampling)?;
+            engine.generate(request).await
+        }
+        .await
+        .map_err(|e| CoreError::role(role, e.class(), 1, e.message()))?;
+        tracing::debug!(
+            role = role.as_str(),
+            prompt_tokens = out.prompt_tokens,
+            cached_tokens = out.cached_tokens,
+            generated_tokens = out.generated_tokens(),
+            latency_ms = started.elapsed().as_millis() as u64,
+            "role call"
+        );
+        Ok(out)
+    }
+}
+
+impl RoleModels for EngineRoles {
+    fn generate<'a>(&'a self, request: RoleRequest) -> BoxFuture<'a, Result<Generated, CoreError>> {
+        Box::pin(async move {
+            let role = request.role;
+            let prompt = request.render(&self.role(role).prompts);
+            let n = self.calls.fetch_add(1, Ordering::Relaxed);
+            let span = tracing::info_span!("role_call", role = role.as_str());
+            let out = self.call_prompt(role, &prompt, n).instrument(span).await?;
+            Ok(Generated {
+                generated_tokens: out.generated_tokens(),
+                prompt_tokens: out.prompt_tokens,
+                text: out.text,
+            })
+        })
+    }
+}

@@ -1,0 +1,6 @@
+//! Helpers of the subcommands.
+
+pub mod eval_journal;
+pub mod output;
+pub mod progress;
+pub mod shutdown;
