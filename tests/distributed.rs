@@ -107,8 +107,12 @@ fn an_unreachable_worker_is_a_recorded_failure_not_a_hang() {
         .unwrap();
     assert!(status.success());
     let a = answer(out_dir.path());
+    // The reason names the role, the class of failure and the attempts.
     assert!(
-        a["failure"].as_str().unwrap().contains("planner worker"),
+        a["failure"]
+            .as_str()
+            .unwrap()
+            .starts_with("planner: unavailable after 3 attempts: "),
         "{}",
         a["failure"]
     );

@@ -178,6 +178,14 @@ impl Etcd {
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
     }
+
+    /// Sends a signal to the running etcd (STOP makes it a silent host).
+    pub fn signal(&self, signal: &str) {
+        self.proc
+            .as_ref()
+            .expect("etcd is not running")
+            .signal(signal);
+    }
 }
 
 fn healthy(port: u16) -> bool {

@@ -64,6 +64,7 @@ enum Record {
         id: String,
         /// By name (`"answered"`); journals written before names held the protobuf
         /// number, which is still read.
+        #[serde(deserialize_with = "crate::state::state_by_name_or_number")]
         state: TaskState,
         steps: u32,
         tokens: u64,

@@ -6,7 +6,7 @@ use umi_core::dfs::Outcome;
 use umi_core::task::Solved;
 use umi_core::ErrorClass;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskState {
     Queued,
@@ -47,39 +47,19 @@ impl TaskState {
     }
 }
 
-/// Reads a state by name (`"answered"`), or by number as journals before names had it.
-impl<'de> Deserialize<'de> for TaskState {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "snake_case")]
-        enum Named {
-            Queued,
-            Running,
-            Answered,
-            GaveUp,
-            Exhausted,
-            Failed,
-            Cancelled,
-        }
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum OnDisk {
-            Named(Named),
-            Number(i64),
-        }
-        Ok(match OnDisk::deserialize(d)? {
-            OnDisk::Named(n) => match n {
-                Named::Queued => TaskState::Queued,
-                Named::Running => TaskState::Running,
-                Named::Answered => TaskState::Answered,
-                Named::GaveUp => TaskState::GaveUp,
-                Named::Exhausted => TaskState::Exhausted,
-                Named::Failed => TaskState::Failed,
-                Named::Cancelled => TaskState::Cancelled,
-            },
-            OnDisk::Number(n) => TaskState::from_proto_number(n)
-                .ok_or_else(|| serde::de::Error::custom(format!("{n} is not a task state")))?,
-        })
+/// Reads a journaled state: by name (`"answered"`), or by number as journals written
+/// before names had it (`Record::Ended`'s `deserialize_with`).
+pub fn state_by_name_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<TaskState, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OnDisk {
+        Named(TaskState),
+        Number(i64),
+    }
+    match OnDisk::deserialize(d)? {
+        OnDisk::Named(state) => Ok(state),
+        OnDisk::Number(n) => TaskState::from_proto_number(n)
+            .ok_or_else(|| serde::de::Error::custom(format!("{n} is not a task state"))),
     }
 }
 
@@ -142,11 +122,11 @@ mod tests {
             serde_json::to_string(&TaskState::GaveUp).unwrap(),
             r#""gave_up""#
         );
-        let named: TaskState = serde_json::from_str(r#""answered""#).unwrap();
-        assert_eq!(named, TaskState::Answered);
-        let numbered: TaskState = serde_json::from_str("6").unwrap();
-        assert_eq!(numbered, TaskState::Failed);
-        assert!(serde_json::from_str::<TaskState>("0").is_err());
-        assert!(serde_json::from_str::<TaskState>(r#""done""#).is_err());
+        let read =
+            |text: &str| state_by_name_or_number(&mut serde_json::Deserializer::from_str(text));
+        assert_eq!(read(r#""answered""#).unwrap(), TaskState::Answered);
+        assert_eq!(read("6").unwrap(), TaskState::Failed);
+        assert!(read("0").is_err());
+        assert!(read(r#""done""#).is_err());
     }
 }

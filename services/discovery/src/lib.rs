@@ -64,12 +64,20 @@ pub fn workers_prefix(prefix: &str) -> String {
 /// How long to wait for etcd on a single request before calling it unreachable.
 pub(crate) const ETCD_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// HTTP/2 pings to etcd: how often, and how long an answer may take. etcd refuses pings
+/// more frequent than its `--grpc-keepalive-min-time` (5 s by default) and closes the
+/// connection of a client that sends them, so the interval stays above it; a silent
+/// etcd host is noticed within interval + timeout (9 s).
+pub(crate) const PING_INTERVAL: Duration = Duration::from_secs(6);
+pub(crate) const PING_TIMEOUT: Duration = Duration::from_secs(3);
+
 pub(crate) async fn connect(endpoints: &[String]) -> Result<etcd_client::Client, DiscoveryError> {
+    // No client-wide request timeout: it would also bound the long-lived watch and lease
+    // keep-alive streams, which etcd then cancels every few seconds. Each unary call and
+    // each keep-alive round trip is bounded by `within` instead.
     let options = etcd_client::ConnectOptions::new()
         .with_connect_timeout(ETCD_TIMEOUT)
-        .with_timeout(ETCD_TIMEOUT)
-        // Notice a vanished etcd (no RST, e.g. a partition) within seconds.
-        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+        .with_keep_alive(PING_INTERVAL, PING_TIMEOUT)
         // A member cut off from its cluster's quorum refuses (and ends our watch)
         // rather than serving a stale worker set.
         .with_require_leader(true);

@@ -4,6 +4,7 @@
 //! resumes watching once etcd is back.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +20,9 @@ pub type Workers = BTreeMap<String, WorkerInfo>;
 #[derive(Clone)]
 pub struct Membership {
     rx: watch::Receiver<Arc<Workers>>,
+    /// Times the etcd watch broke and was started over (0 for a fixed set): an operator
+    /// alerts on it growing while nothing fails.
+    watch_losses: Arc<AtomicU64>,
     _source: Source,
 }
 
@@ -47,6 +51,7 @@ impl Membership {
         let (tx, rx) = watch::channel(Arc::new(map));
         Membership {
             rx,
+            watch_losses: Arc::default(),
             _source: Source::Fixed(Arc::new(tx)),
         }
     }
@@ -58,14 +63,17 @@ impl Membership {
         let mut client = connect(endpoints).await?;
         let (workers, revision) = list(endpoints, &mut client, &prefix).await?;
         let (tx, rx) = watch::channel(Arc::new(workers));
+        let watch_losses = Arc::new(AtomicU64::new(0));
         let follower = tokio::spawn(follow(
             endpoints.to_vec(),
             prefix,
             Some((client, revision)),
             tx,
+            watch_losses.clone(),
         ));
         Ok(Membership {
             rx,
+            watch_losses,
             _source: Source::Etcd(Arc::new(AbortOnDrop(follower))),
         })
     }
@@ -78,6 +86,11 @@ impl Membership {
             .filter(|w| w.role == role)
             .cloned()
             .collect()
+    }
+
+    /// How many times the etcd watch was lost and started over.
+    pub fn watch_losses(&self) -> u64 {
+        self.watch_losses.load(Ordering::Relaxed)
     }
 
     /// Every live worker.
@@ -129,6 +142,7 @@ async fn follow(
     prefix: String,
     mut start: Option<(etcd_client::Client, i64)>,
     tx: watch::Sender<Arc<Workers>>,
+    losses: Arc<AtomicU64>,
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -184,8 +198,12 @@ async fn follow(
             Ok::<(), DiscoveryError>(())
         }
         .await;
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "etcd watch lost; keeping the last known workers");
+        losses.fetch_add(1, Ordering::Relaxed);
+        match result {
+            Err(e) => {
+                tracing::warn!(error = %e, "etcd watch lost; keeping the last known workers")
+            }
+            Ok(()) => tracing::warn!("etcd ended the watch; keeping the last known workers"),
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(2));

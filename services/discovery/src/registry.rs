@@ -4,6 +4,8 @@
 //! handle (or [`Registration::deregister`]) ends the keep-alive; `deregister` also
 //! revokes the lease so clients stop routing to the worker at once.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_client::{LeaseKeepAliveStream, LeaseKeeper, PutOptions};
@@ -17,6 +19,17 @@ pub struct Registration {
     task: Option<JoinHandle<Option<Lease>>>,
     endpoints: Vec<String>,
     key: String,
+    health: Arc<LeaseHealth>,
+}
+
+/// What the keep-alive went through: an operator alerts on either growing while
+/// nothing fails.
+#[derive(Debug, Default)]
+pub struct LeaseHealth {
+    /// Renewals that failed (and were retried on the same lease).
+    pub failed_renewals: AtomicU64,
+    /// Leases lost (expired or given up on) and registered again.
+    pub lost: AtomicU64,
 }
 
 struct Lease {
@@ -38,11 +51,15 @@ impl Registration {
         let ttl_s = ttl.as_secs().max(2) as i64;
         let lease = grant_and_put(endpoints, &key, &value, ttl_s).await?;
         let (stop, stopped) = oneshot::channel();
+        let health = Arc::new(LeaseHealth::default());
         let task = tokio::spawn(keep_alive(
-            endpoints.to_vec(),
-            key.clone(),
-            value,
-            ttl_s,
+            KeepAlive {
+                endpoints: endpoints.to_vec(),
+                key: key.clone(),
+                value,
+                ttl_s,
+                health: health.clone(),
+            },
             lease,
             stopped,
         ));
@@ -51,11 +68,17 @@ impl Registration {
             task: Some(task),
             endpoints: endpoints.to_vec(),
             key,
+            health,
         })
     }
 
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// Failed renewals and lost leases so far.
+    pub fn health(&self) -> &LeaseHealth {
+        &self.health
     }
 
     /// Stops the keep-alive and revokes the lease, deleting the entry now rather than
@@ -106,13 +129,17 @@ async fn grant_and_put(
 /// once the lease has expired (etcd away longer than the TTL), the entry is put again
 /// under a new one.
 async fn keep_alive(
-    endpoints: Vec<String>,
-    key: String,
-    value: String,
-    ttl_s: i64,
+    entry: KeepAlive,
     lease: Lease,
     mut stopped: oneshot::Receiver<()>,
 ) -> Option<Lease> {
+    let KeepAlive {
+        endpoints,
+        key,
+        value,
+        ttl_s,
+        health,
+    } = entry;
     let ttl = Duration::from_secs(ttl_s as u64);
     let period = ttl / 3;
     let mut lease = Some(lease);
@@ -143,13 +170,16 @@ async fn keep_alive(
             Ok(true) => renewed = Instant::now(),
             Ok(false) => {
                 tracing::warn!(%key, "etcd lease expired; registering again");
+                health.lost.fetch_add(1, Ordering::Relaxed);
                 lease = None;
                 keeper = None;
             }
             Err(e) => {
                 keeper = None;
+                health.failed_renewals.fetch_add(1, Ordering::Relaxed);
                 if renewed.elapsed() >= ttl {
                     tracing::warn!(%key, error = %e, "etcd lease lost; will register again");
+                    health.lost.fetch_add(1, Ordering::Relaxed);
                     lease = None;
                 } else {
                     tracing::debug!(%key, error = %e, "etcd lease renewal failed; retrying");
@@ -159,31 +189,44 @@ async fn keep_alive(
     }
 }
 
+/// The entry a keep-alive task maintains.
+struct KeepAlive {
+    endpoints: Vec<String>,
+    key: String,
+    value: String,
+    ttl_s: i64,
+    health: Arc<LeaseHealth>,
+}
+
 /// Pause between attempts while etcd is failing.
 const RETRY: Duration = Duration::from_millis(500);
 
-/// One keep-alive round trip on a long-lived stream (opened on first use; opening it
-/// sends the first keep-alive). Ok(false): the lease is gone (TTL 0 in the answer).
+/// One keep-alive round trip on a long-lived stream. Ok(false): the lease is gone.
 async fn renew(
     endpoints: &[String],
     lease: &mut Lease,
     keeper: &mut Option<(LeaseKeeper, LeaseKeepAliveStream)>,
 ) -> Result<bool, DiscoveryError> {
-    let reply = match keeper {
-        Some((k, stream)) => {
-            within(endpoints, async {
-                k.keep_alive().await?;
-                stream.message().await
-            })
-            .await?
-        }
-        None => {
-            let (k, mut stream) =
-                within(endpoints, lease.client.lease_keep_alive(lease.id)).await?;
-            let reply = within(endpoints, stream.message()).await?;
-            *keeper = Some((k, stream));
-            reply
-        }
+    let Some((k, stream)) = keeper else {
+        // Opening the stream is itself a renewal: etcd-client sends the first keep-alive
+        // and reads its answer (so there is no answer left to wait for here), refusing
+        // a lease etcd no longer has.
+        return match within(endpoints, lease.client.lease_keep_alive(lease.id)).await {
+            Ok(opened) => {
+                *keeper = Some(opened);
+                Ok(true)
+            }
+            Err(DiscoveryError::Etcd {
+                source: etcd_client::Error::LeaseKeepAliveError(message),
+                ..
+            }) if message.contains("lease not found") => Ok(false),
+            Err(e) => Err(e),
+        };
     };
+    let reply = within(endpoints, async {
+        k.keep_alive().await?;
+        stream.message().await
+    })
+    .await?;
     Ok(reply.is_some_and(|r| r.ttl() > 0))
 }

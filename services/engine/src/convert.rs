@@ -13,7 +13,6 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::config::LlamaConfig;
 use crate::error::{EngineError, Result};
-use crate::model::permute_rope_rows;
 use crate::tokenizer::Tokenizer;
 use crate::weights::{
     gguf_to_hf_name, hf_to_gguf_name, GgufSource, HfSource, RopeLayout, TensorSource,
@@ -43,10 +42,10 @@ pub fn gguf_to_hf(gguf: &Path, out_dir: &Path, dtype: DType) -> Result<()> {
     write_atomically(&config_path, config_json.as_bytes())?;
     tokenizer.save_json(&out_dir.join("tokenizer.json"))?;
     let weights = out_dir.join("model.safetensors");
-    let tmp = weights.with_extension("safetensors.tmp");
-    candle_core::safetensors::save(&tensors, &tmp).map_err(|e| EngineError::load(&tmp, e))?;
-    std::fs::rename(&tmp, &weights).map_err(|e| EngineError::io(&weights, e))?;
-    Ok(())
+    crate::fsutil::replace_with(&weights, |tmp| {
+        candle_core::safetensors::save(&tensors, tmp).map_err(std::io::Error::other)
+    })
+    .map_err(|e| EngineError::io(&weights, e))
 }
 
 /// Writes a GGUF file (tensors in F32 or F16) from a HuggingFace directory. The
@@ -292,9 +291,48 @@ fn dir_name(dir: &Path) -> String {
 
 /// Writes beside the target, then renames, so a crash never leaves a half-written file.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes).map_err(|e| EngineError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| EngineError::io(path, e))
+    crate::fsutil::write_atomically(path, bytes).map_err(|e| EngineError::io(path, e))
+}
+
+/// Applies llama.cpp's Q/K row permutation (HF halves → interleaved) or undoes it.
+/// `w` is (heads * head_dim, in).
+pub fn permute_rope_rows(w: &Tensor, heads: usize, to: RopeLayout) -> candle_core::Result<Tensor> {
+    let (rows, cols) = w.dims2()?;
+    let half = rows / heads / 2;
+    match to {
+        // HF [h][2][half] -> GGUF [h][half][2]
+        RopeLayout::Interleaved => w
+            .reshape((heads, 2, half, cols))?
+            .transpose(1, 2)?
+            .reshape((rows, cols)),
+        // GGUF [h][half][2] -> HF [h][2][half]
+        RopeLayout::Halves => w
+            .reshape((heads, half, 2, cols))?
+            .transpose(1, 2)?
+            .reshape((rows, cols)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+
+    use super::*;
+
+    #[test]
+    fn rope_permutation_round_trips_and_interleaves() {
+        // 2 heads, head_dim 4, 1 column: rows are [h0: a0 a1 b0 b1][h1: ...] in HF layout.
+        let w = Tensor::arange(0f32, 8., &Device::Cpu)
+            .unwrap()
+            .reshape((8, 1))
+            .unwrap();
+        let inter = permute_rope_rows(&w, 2, RopeLayout::Interleaved).unwrap();
+        let rows: Vec<f32> = inter.flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(rows, vec![0., 2., 1., 3., 4., 6., 5., 7.]);
+        let back = permute_rope_rows(&inter, 2, RopeLayout::Halves).unwrap();
+        assert_eq!(
+            back.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            (0..8).map(|i| i as f32).collect::<Vec<_>>()
+        );
+    }
 }

@@ -56,62 +56,52 @@ pub trait TensorSource {
     fn take(&mut self, name: &str, device: &Device) -> Result<RawTensor>;
 }
 
-/// Maps a HuggingFace tensor name to its GGUF name (llama.cpp conventions).
-pub fn hf_to_gguf_name(name: &str) -> Option<String> {
-    let fixed = match name {
-        "model.embed_tokens.weight" => Some("token_embd.weight"),
-        "model.norm.weight" => Some("output_norm.weight"),
-        "lm_head.weight" => Some("output.weight"),
-        _ => None,
-    };
-    if let Some(f) = fixed {
-        return Some(f.to_string());
+/// HuggingFace ↔ GGUF names of the tensors outside the layers (llama.cpp conventions).
+const MODEL_TENSORS: [(&str, &str); 3] = [
+    ("model.embed_tokens.weight", "token_embd.weight"),
+    ("model.norm.weight", "output_norm.weight"),
+    ("lm_head.weight", "output.weight"),
+];
+
+/// HuggingFace ↔ GGUF names of each layer's tensors, after `model.layers.N.` / `blk.N.`.
+const LAYER_TENSORS: [(&str, &str); 9] = [
+    ("self_attn.q_proj.weight", "attn_q.weight"),
+    ("self_attn.k_proj.weight", "attn_k.weight"),
+    ("self_attn.v_proj.weight", "attn_v.weight"),
+    ("self_attn.o_proj.weight", "attn_output.weight"),
+    ("mlp.gate_proj.weight", "ffn_gate.weight"),
+    ("mlp.up_proj.weight", "ffn_up.weight"),
+    ("mlp.down_proj.weight", "ffn_down.weight"),
+    ("input_layernorm.weight", "attn_norm.weight"),
+    ("post_attention_layernorm.weight", "ffn_norm.weight"),
+];
+
+/// Renames a tensor with the tables above, from one side (`from` picks the pair's
+/// element, `from_layer`/`to_layer` the layer prefixes) to the other.
+fn rename(
+    name: &str,
+    from: fn(&(&'static str, &'static str)) -> &'static str,
+    to: fn(&(&'static str, &'static str)) -> &'static str,
+    from_layer: &str,
+    to_layer: &str,
+) -> Option<String> {
+    if let Some(pair) = MODEL_TENSORS.iter().find(|p| from(p) == name) {
+        return Some(to(pair).to_string());
     }
-    let rest = name.strip_prefix("model.layers.")?;
-    let (layer, suffix) = rest.split_once('.')?;
+    let (layer, suffix) = name.strip_prefix(from_layer)?.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
-    let gguf = match suffix {
-        "self_attn.q_proj.weight" => "attn_q.weight",
-        "self_attn.k_proj.weight" => "attn_k.weight",
-        "self_attn.v_proj.weight" => "attn_v.weight",
-        "self_attn.o_proj.weight" => "attn_output.weight",
-        "mlp.gate_proj.weight" => "ffn_gate.weight",
-        "mlp.up_proj.weight" => "ffn_up.weight",
-        "mlp.down_proj.weight" => "ffn_down.weight",
-        "input_layernorm.weight" => "attn_norm.weight",
-        "post_attention_layernorm.weight" => "ffn_norm.weight",
-        _ => return None,
-    };
-    Some(format!("blk.{layer}.{gguf}"))
+    let pair = LAYER_TENSORS.iter().find(|p| from(p) == suffix)?;
+    Some(format!("{to_layer}{layer}.{}", to(pair)))
+}
+
+/// Maps a HuggingFace tensor name to its GGUF name.
+pub fn hf_to_gguf_name(name: &str) -> Option<String> {
+    rename(name, |p| p.0, |p| p.1, "model.layers.", "blk.")
 }
 
 /// Maps a GGUF tensor name back to its HuggingFace name.
 pub fn gguf_to_hf_name(name: &str) -> Option<String> {
-    let fixed = match name {
-        "token_embd.weight" => Some("model.embed_tokens.weight"),
-        "output_norm.weight" => Some("model.norm.weight"),
-        "output.weight" => Some("lm_head.weight"),
-        _ => None,
-    };
-    if let Some(f) = fixed {
-        return Some(f.to_string());
-    }
-    let rest = name.strip_prefix("blk.")?;
-    let (layer, suffix) = rest.split_once('.')?;
-    let layer: usize = layer.parse().ok()?;
-    let hf = match suffix {
-        "attn_q.weight" => "self_attn.q_proj.weight",
-        "attn_k.weight" => "self_attn.k_proj.weight",
-        "attn_v.weight" => "self_attn.v_proj.weight",
-        "attn_output.weight" => "self_attn.o_proj.weight",
-        "ffn_gate.weight" => "mlp.gate_proj.weight",
-        "ffn_up.weight" => "mlp.up_proj.weight",
-        "ffn_down.weight" => "mlp.down_proj.weight",
-        "attn_norm.weight" => "input_layernorm.weight",
-        "ffn_norm.weight" => "post_attention_layernorm.weight",
-        _ => return None,
-    };
-    Some(format!("model.layers.{layer}.{hf}"))
+    rename(name, |p| p.1, |p| p.0, "blk.", "model.layers.")
 }
 
 /// Opens a GGUF file and reads its header; tensors are read on demand.

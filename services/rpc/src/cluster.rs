@@ -147,7 +147,10 @@ impl<T: RoleTransport> ClusterRoles<T> {
                 .and_then(|t| *t)
                 .is_some_and(|t| t.elapsed() < self.policy.cooldown);
             let load = replica.outstanding.load(Ordering::Relaxed);
-            if best.as_ref().is_none_or(|(rank, _, _)| (cooling, load) < *rank) {
+            if best
+                .as_ref()
+                .is_none_or(|(rank, _, _)| (cooling, load) < *rank)
+            {
                 best = Some(((cooling, load), worker.address, replica));
             }
         }

@@ -1,21 +1,22 @@
-//! A minimal HTTP/1.1 client for plain-`http` JSON POSTs (ToolBench's RapidAPI service
-//! speaks nothing else), so umi needs no TLS stack or client framework for it.
+//! The HTTP client of the tool backends: JSON POSTs and GETs over `reqwest` (rustls,
+//! HTTP/1.1 and HTTP/2, keep-alive, the system's proxy settings), one connection pool
+//! for the process. ToolBench-style servers and LLM endpoints are often behind https.
 
+use std::sync::OnceLock;
 use std::time::Duration;
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
-    #[error("invalid URL {0:?}: only http://host[:port]/path is supported")]
-    Url(String),
+    #[error("invalid URL {url:?}: {message}")]
+    Url { url: String, message: String },
     #[error("request time out")]
     Timeout,
     #[error("connection failed: {0}")]
-    Io(#[from] std::io::Error),
+    Connect(String),
     #[error("malformed HTTP response: {0}")]
     Malformed(String),
+    #[error("the HTTP client could not start: {0}")]
+    Client(String),
 }
 
 pub struct Response {
@@ -23,116 +24,98 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
-/// Splits `http://host:port/path` into (host:port, host, path).
-fn split_url(url: &str) -> Result<(String, String, String), HttpError> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| HttpError::Url(url.to_string()))?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    if authority.is_empty() {
-        return Err(HttpError::Url(url.to_string()));
-    }
-    let addr = if authority.contains(':') {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
-    };
-    Ok((addr, authority.to_string(), path.to_string()))
+/// The process's client: built once, its connections pooled and kept alive.
+fn client() -> Result<&'static reqwest::Client, HttpError> {
+    static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            // rustls needs one crypto provider for the process; another part of the
+            // process may have installed it first, which is as good.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .pool_idle_timeout(Duration::from_secs(90))
+                .build()
+                .map_err(|e| error_text(&e))
+        })
+        .as_ref()
+        .map_err(|e| HttpError::Client(e.clone()))
 }
 
+/// A POST of a JSON body, answered within `timeout`.
 pub async fn post_json(
     url: &str,
     headers: &[(&str, &str)],
     body: &[u8],
     timeout: Duration,
 ) -> Result<Response, HttpError> {
-    let mut with_type = vec![("Content-Type", "application/json")];
-    with_type.extend_from_slice(headers);
-    exchange("POST", url, &with_type, body, timeout).await
-}
-
-/// A GET (e.g. a health endpoint).
-pub async fn get(url: &str, timeout: Duration) -> Result<Response, HttpError> {
-    exchange("GET", url, &[], b"", timeout).await
-}
-
-async fn exchange(
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-    timeout: Duration,
-) -> Result<Response, HttpError> {
-    let (addr, host, path) = split_url(url)?;
-    let exchange = async {
-        let mut stream = TcpStream::connect(&addr).await?;
-        let mut request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\nConnection: close\r\n",
-            body.len()
-        );
-        for (k, v) in headers {
-            request.push_str(&format!("{k}: {v}\r\n"));
-        }
-        request.push_str("\r\n");
-        stream.write_all(request.as_bytes()).await?;
-        stream.write_all(body).await?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await?;
-        parse_response(&raw)
-    };
-    tokio::time::timeout(timeout, exchange)
-        .await
-        .map_err(|_| HttpError::Timeout)?
-}
-
-fn parse_response(raw: &[u8]) -> Result<Response, HttpError> {
-    let head_end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| HttpError::Malformed("no end of headers".into()))?;
-    let head = String::from_utf8_lossy(&raw[..head_end]);
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| HttpError::Malformed("bad status line".into()))?;
-    let chunked = lines.any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
-    let body = &raw[head_end + 4..];
-    let body = if chunked {
-        dechunk(body)?
-    } else {
-        body.to_vec()
-    };
-    Ok(Response { status, body })
-}
-
-fn dechunk(mut body: &[u8]) -> Result<Vec<u8>, HttpError> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = body
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or_else(|| HttpError::Malformed("truncated chunk".into()))?;
-        let size_text = String::from_utf8_lossy(&body[..line_end]);
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-            .map_err(|_| HttpError::Malformed(format!("bad chunk size {size_text:?}")))?;
-        body = &body[line_end + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        if body.len() < size {
-            return Err(HttpError::Malformed("truncated chunk".into()));
-        }
-        out.extend_from_slice(&body[..size]);
-        body = body.get(size + 2..).unwrap_or(&[]);
+    let mut request = client()?
+        .post(parse_url(url)?)
+        .header("Content-Type", "application/json")
+        .body(body.to_vec())
+        .timeout(timeout);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
     }
+    send(request).await
+}
+
+/// A GET (e.g. a health endpoint), answered within `timeout`.
+pub async fn get(url: &str, timeout: Duration) -> Result<Response, HttpError> {
+    send(client()?.get(parse_url(url)?).timeout(timeout)).await
+}
+
+/// Only http and https URLs with a host are taken.
+fn parse_url(url: &str) -> Result<reqwest::Url, HttpError> {
+    let bad = |message: &str| HttpError::Url {
+        url: url.to_string(),
+        message: message.to_string(),
+    };
+    let parsed = reqwest::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(bad("only http:// and https:// are supported"));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(bad("no host"));
+    }
+    Ok(parsed)
+}
+
+async fn send(request: reqwest::RequestBuilder) -> Result<Response, HttpError> {
+    let response = request.send().await.map_err(classify)?;
+    let status = response.status().as_u16();
+    let body = response.bytes().await.map_err(|e| {
+        if e.is_timeout() {
+            HttpError::Timeout
+        } else {
+            HttpError::Malformed(error_text(&e))
+        }
+    })?;
+    Ok(Response {
+        status,
+        body: body.to_vec(),
+    })
+}
+
+fn classify(e: reqwest::Error) -> HttpError {
+    if e.is_timeout() {
+        HttpError::Timeout
+    } else {
+        HttpError::Connect(error_text(&e))
+    }
+}
+
+/// An error with its causes (`reqwest` puts the useful part, e.g. "Connection
+/// refused", in the source chain).
+fn error_text(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]
@@ -140,27 +123,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_plain_and_chunked_bodies() {
-        let r = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi").unwrap();
-        assert_eq!((r.status, r.body.as_slice()), (200, &b"hi"[..]));
-        let r = parse_response(
-            b"HTTP/1.1 500 X\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
-        )
-        .unwrap();
-        assert_eq!((r.status, r.body.as_slice()), (500, &b"abcde"[..]));
-        assert!(parse_response(b"garbage").is_err());
+    fn urls() {
+        assert!(parse_url("http://8.218.239.54:8080/rapidapi").is_ok());
+        assert!(parse_url("https://example.org/rapidapi").is_ok());
+        let err = parse_url("ftp://x/y").unwrap_err().to_string();
+        assert!(err.contains("ftp://x/y") && err.contains("http"), "{err}");
+        assert!(parse_url("not a url").is_err());
     }
 
-    #[test]
-    fn urls() {
-        assert_eq!(
-            split_url("http://8.218.239.54:8080/rapidapi").unwrap(),
-            (
-                "8.218.239.54:8080".into(),
-                "8.218.239.54:8080".into(),
-                "/rapidapi".into()
-            )
+    #[tokio::test]
+    async fn a_refused_connection_and_a_silent_server_are_errors_not_hangs() {
+        // A port nothing listens on.
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = free.local_addr().unwrap().port();
+        drop(free);
+        let refused = get(&format!("http://127.0.0.1:{port}/"), Duration::from_secs(5)).await;
+        assert!(
+            matches!(refused, Err(HttpError::Connect(_))),
+            "{:?}",
+            refused.err()
         );
-        assert!(split_url("https://x/y").is_err());
+
+        // A server that accepts and never answers.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", silent.local_addr().unwrap());
+        let _held = tokio::spawn(async move {
+            let (_socket, _) = silent.accept().await.unwrap();
+            std::future::pending::<()>().await
+        });
+        let started = std::time::Instant::now();
+        let timed_out = post_json(&url, &[], b"{}", Duration::from_millis(300)).await;
+        assert!(
+            matches!(timed_out, Err(HttpError::Timeout)),
+            "{:?}",
+            timed_out.err()
+        );
+        assert!(started.elapsed() < Duration::from_secs(3));
     }
 }

@@ -67,9 +67,13 @@ async fn replies_become_quoted_observations_and_the_request_has_toolbench_fields
             got.extend_from_slice(&buf[..n]);
             let text = String::from_utf8_lossy(&got);
             if let Some(end) = text.find("\r\n\r\n") {
+                // Header names are case-insensitive (hyper writes them in lower case).
                 let len: usize = text
                     .lines()
-                    .find_map(|l| l.strip_prefix("Content-Length: "))
+                    .find_map(|l| {
+                        let (name, value) = l.split_once(':')?;
+                        name.eq_ignore_ascii_case("content-length").then_some(value)
+                    })
                     .and_then(|v| v.trim().parse().ok())
                     .unwrap_or(0);
                 if got.len() >= end + 4 + len {
@@ -96,7 +100,12 @@ async fn replies_become_quoted_observations_and_the_request_has_toolbench_fields
         request.starts_with("POST /rapidapi HTTP/1.1\r\n"),
         "{request}"
     );
-    assert!(request.contains("toolbench_key: KEY\r\n"), "{request}");
+    assert!(
+        request
+            .lines()
+            .any(|l| l.eq_ignore_ascii_case("toolbench_key: KEY")),
+        "{request}"
+    );
     let body: serde_json::Value =
         serde_json::from_str(request.split("\r\n\r\n").nth(1).unwrap()).unwrap();
     assert_eq!(body["category"], "Weather");

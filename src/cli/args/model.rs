@@ -17,7 +17,8 @@ pub struct ModelArgs {
     /// tokenizer.json or tokenizer.model, overriding the one beside the weights.
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
-    /// Weight precision: quantized (GGUF only), f32, f16 or bf16.
+    /// Weight precision: quantized (GGUF only: kept as stored), q8_0 (re-quantized at
+    /// load), f32, f16 or bf16.
     #[arg(long, default_value = "f32")]
     pub dtype: WeightDType,
     /// cpu or cuda:N.

@@ -13,12 +13,14 @@ use super::etcd::EtcdArgs;
 
 #[derive(Args, Debug, Clone)]
 pub struct RemoteArgs {
-    /// Role workers (`umi worker`) at fixed addresses, e.g. http://127.0.0.1:50051;
-    /// all three or none (repeat a flag for more replicas).
+    /// Planner workers (`umi worker`) at fixed addresses, e.g. http://127.0.0.1:50051;
+    /// give all three --*-endpoint flags or none (repeat a flag for more replicas).
     #[arg(long)]
     pub planner_endpoint: Vec<String>,
+    /// Caller workers at fixed addresses (with --planner-endpoint).
     #[arg(long)]
     pub caller_endpoint: Vec<String>,
+    /// Summarizer workers at fixed addresses (with --planner-endpoint).
     #[arg(long)]
     pub summarizer_endpoint: Vec<String>,
     /// Or find role workers in etcd.

@@ -21,6 +21,7 @@ pub enum Tools {
 
 #[derive(Args, Debug, Clone)]
 pub struct ToolArgs {
+    /// Where non-local tool calls go.
     #[arg(long, value_enum, default_value = "simulator")]
     pub tools: Tools,
     /// Recorded responses for the simulator: ToolBench answer files or directories of
@@ -28,8 +29,10 @@ pub struct ToolArgs {
     /// the static set under data/.
     #[arg(long)]
     pub record: Vec<PathBuf>,
+    /// ToolBench's RapidAPI service (http or https), for --tools rapidapi.
     #[arg(long, default_value = "http://8.130.32.149:8080/rapidapi")]
     pub rapidapi_url: String,
+    /// The key ToolBench issued you, sent with every call to its service.
     #[arg(long, env = "TOOLBENCH_KEY")]
     pub toolbench_key: Option<String>,
 }

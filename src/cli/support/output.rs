@@ -1,7 +1,7 @@
-//! Writing results so that a crash never leaves a half-written file: write beside the
-//! target, flush to disk, then rename over it.
+//! Results written so that a crash never leaves a half-written file
+//! (`umi_engine::fsutil`: a temporary file, synced, renamed over the target, the
+//! directory synced).
 
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context;
@@ -15,15 +15,6 @@ pub fn write_json_atomically<T: serde::Serialize + ?Sized>(
 }
 
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    let mut file =
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    file.write_all(bytes)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    file.sync_all()
-        .with_context(|| format!("syncing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    umi_engine::fsutil::write_atomically(path, bytes)
+        .with_context(|| format!("writing {}", path.display()))
 }

@@ -2,14 +2,14 @@
 //! checked against the sentencepiece library's own encodings, and LLaMA-2's tokenizer.json
 //! (the α-UMi checkpoints' vocabulary) on α-UMi-style prompts.
 
+mod common;
+
 use std::path::PathBuf;
 
 use umi_engine::Tokenizer;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    common::repo().join("tests/fixtures").join(name)
 }
 
 #[test]
@@ -56,7 +56,7 @@ fn a_broken_tokenizer_model_is_a_one_line_error_naming_the_file() {
 
 #[test]
 fn llama2_vocabulary_splits_eos_and_prefixes_each_chunk() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/llama2-tokenizer.json");
+    let path = common::repo().join("models/llama2-tokenizer.json");
     assert!(
         path.exists(),
         "{} missing: run scripts/setup.sh",

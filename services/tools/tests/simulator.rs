@@ -9,7 +9,7 @@ use umi_tools::simulator::Simulator;
 async fn recorded_toolbench_calls_replay() {
     let mut sim = Simulator::new();
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("data/toolbench-real/answer/G1_answer");
+        .join("../../data/toolbench-real/answer/G1_answer");
     let mut added = 0;
     for entry in std::fs::read_dir(dir).unwrap() {
         let v: serde_json::Value =

@@ -1,11 +1,11 @@
 //! The engine on the real SmolLM2-135M model: tokenizer, golden greedy output, the HF
 //! conversion path, the async API, and load errors.
 
-mod support;
+mod common;
 
 use std::time::Duration;
 
-use support::{chatml, load, smollm2_gguf};
+use common::{chatml, load, smollm2_gguf};
 use umi_engine::{
     Engine, FinishReason, GenerateRequest, Prompt, SamplingParams, StreamEvent, WeightDType,
 };

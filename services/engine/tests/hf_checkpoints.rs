@@ -2,16 +2,14 @@
 //! transformers as sharded safetensors and as a PyTorch pickle (fixtures made by
 //! scripts/make_tiny_llama_fixture.py), generating the greedy tokens transformers produced.
 
-mod support;
+mod common;
 
 use std::path::PathBuf;
 
 use umi_engine::{Engine, GenerateRequest, Prompt, WeightDType};
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    common::repo().join("tests/fixtures").join(name)
 }
 
 fn expected() -> (Vec<u32>, Vec<u32>) {
@@ -32,7 +30,7 @@ fn expected() -> (Vec<u32>, Vec<u32>) {
 
 async fn greedy(dir: &str, dtype: WeightDType, n: usize) -> Vec<u32> {
     let (prompt, _) = expected();
-    let engine = Engine::start(support::load(fixture(dir), dtype).unwrap());
+    let engine = Engine::start(common::load(fixture(dir), dtype).unwrap());
     let request = GenerateRequest {
         max_new_tokens: n,
         ignore_eos: true,
@@ -79,7 +77,7 @@ fn a_missing_shard_is_named() {
             std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
         }
     }
-    let err = match support::load(dir.path().to_path_buf(), WeightDType::F32) {
+    let err = match common::load(dir.path().to_path_buf(), WeightDType::F32) {
         Ok(_) => panic!("loaded with a shard missing"),
         Err(e) => e.to_string(),
     };

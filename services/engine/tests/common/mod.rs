@@ -1,0 +1,39 @@
+//! Shared helpers of the engine's integration tests.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use umi_engine::{LoadOptions, LoadedModel, WeightDType};
+
+/// The repository root: models and fixtures live there.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The bundled SmolLM2 GGUF that `scripts/setup.sh` fetches.
+pub fn smollm2_gguf() -> PathBuf {
+    let path = repo().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/setup.sh first (it fetches the test model)",
+        path.display()
+    );
+    path
+}
+
+pub fn load(model: PathBuf, dtype: WeightDType) -> umi_engine::Result<LoadedModel> {
+    umi_engine::load(&LoadOptions {
+        model,
+        tokenizer: None,
+        dtype,
+        device: candle_core::Device::Cpu,
+    })
+}
+
+pub fn chatml(user: &str) -> String {
+    format!(
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
+         <|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+    )
+}

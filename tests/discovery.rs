@@ -1,0 +1,103 @@
+//! Discovery against a real etcd: quiet while nothing fails (no watch dropped, no lease
+//! renewal failed, over many keep-alive periods and past every client timeout), and a
+//! silent etcd host still noticed within seconds.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::procs::Etcd;
+use umi_discovery::membership::Membership;
+use umi_discovery::registry::Registration;
+use umi_discovery::WorkerInfo;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn wait_until(what: &str, timeout: Duration, ok: impl Fn() -> bool) -> Duration {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    start.elapsed()
+}
+
+#[test]
+fn discovery_is_quiet_without_faults_and_notices_a_silent_etcd() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("umi_discovery=debug")
+        .with_test_writer()
+        .try_init();
+    let etcd = Etcd::start();
+    let endpoints = vec![etcd.url.clone()];
+    runtime().block_on(async {
+        // A 3 s lease renews every second, on one long-lived keep-alive stream.
+        let registration = Registration::register(
+            &endpoints,
+            "/umi",
+            WorkerInfo::at("planner", "http://127.0.0.1:1"),
+            Duration::from_secs(3),
+        )
+        .await
+        .unwrap();
+        let membership = Membership::etcd(&endpoints, "/umi").await.unwrap();
+        assert_eq!(membership.workers("planner").len(), 1);
+
+        // Well past the 3 s request timeout and several HTTP/2 ping periods.
+        let quiet = Duration::from_secs(20);
+        let start = Instant::now();
+        while start.elapsed() < quiet {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let health = registration.health();
+            assert_eq!(
+                membership.workers("planner").len(),
+                1,
+                "the worker left the set at {:?} (watches lost {}, renewals failed {}, leases lost {})",
+                start.elapsed(),
+                membership.watch_losses(),
+                health.failed_renewals.load(std::sync::atomic::Ordering::Relaxed),
+                health.lost.load(std::sync::atomic::Ordering::Relaxed),
+            );
+        }
+        let health = registration.health();
+        let failed = health
+            .failed_renewals
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let lost = health.lost.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(
+            (membership.watch_losses(), failed, lost),
+            (0, 0, 0),
+            "(watches lost, renewals failed, leases lost) in {quiet:?} without a fault"
+        );
+
+        // The etcd host goes silent (no RST, no answers): both sides notice in seconds.
+        etcd.signal("STOP");
+        let noticed = wait_until(
+            "the watch noticing a silent etcd",
+            Duration::from_secs(20),
+            || membership.watch_losses() > 0,
+        )
+        .await;
+        eprintln!("a silent etcd was noticed by the watch after {noticed:?}");
+        wait_until("a lease renewal failing", Duration::from_secs(10), || {
+            health
+                .failed_renewals
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 0
+        })
+        .await;
+        etcd.signal("CONT");
+        // Back: the worker is (still, or again) in the set.
+        wait_until("the worker listed again", Duration::from_secs(20), || {
+            membership.workers("planner").len() == 1
+        })
+        .await;
+        registration.deregister().await.unwrap();
+    });
+}
