@@ -340,9 +340,9 @@ mod tests {
     impl RoleTransport for ScriptedTransport {
         type Connection = String;
 
-        fn connect(&self, address: &str) -> Result<String, String> {
+        fn connect(&self, address: &str) -> Result<String, CoreError> {
             if address.contains(' ') {
-                return Err("not a URI".into());
+                return Err(CoreError::invalid("worker address", "not a URI"));
             }
             Ok(address.to_string())
         }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
 use umi_core::agent::BoxFuture;
+use umi_core::CoreError;
 
 use crate::pb;
 use crate::pb::role_worker_client::RoleWorkerClient;
@@ -16,7 +17,7 @@ pub trait RoleTransport: Send + Sync + 'static {
 
     /// Opens (lazily: no I/O yet) a connection to `address`; an address it cannot use
     /// is refused with the reason, and the client skips that replica.
-    fn connect(&self, address: &str) -> Result<Self::Connection, String>;
+    fn connect(&self, address: &str) -> Result<Self::Connection, CoreError>;
 
     /// One attempt of a role call, answered within `timeout`.
     fn generate<'a>(
@@ -34,8 +35,9 @@ pub struct GrpcTransport;
 impl RoleTransport for GrpcTransport {
     type Connection = RoleWorkerClient<Channel>;
 
-    fn connect(&self, address: &str) -> Result<Self::Connection, String> {
-        let endpoint = Endpoint::from_shared(address.to_string()).map_err(|e| e.to_string())?;
+    fn connect(&self, address: &str) -> Result<Self::Connection, CoreError> {
+        let endpoint = Endpoint::from_shared(address.to_string())
+            .map_err(|e| CoreError::invalid(format!("worker address {address:?}"), e))?;
         let endpoint = endpoint
             .connect_timeout(Duration::from_secs(3))
             .tcp_nodelay(true)
