@@ -58,11 +58,7 @@ fn read_queries(path: &Path) -> anyhow::Result<Vec<Query>> {
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let values: Vec<Value> = serde_json::from_str(&text)
         .map_err(|e| anyhow::anyhow!("{}: not a JSON array of queries: {e}", path.display()))?;
-    values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| Query::from_json(i, v).with_context(|| format!("{}", path.display())))
-        .collect()
+    umi_core::task::queries_from_json(&values).with_context(|| format!("{}", path.display()))
 }
 
 /// How one query ended, solved here or by a coordinator.

@@ -12,6 +12,9 @@ use crate::env::{ToolBackend, ToolEnv};
 use crate::error::{CoreError, Result};
 use crate::tool::ApiSpec;
 
+/// The longest query id taken: answer files are named after ids.
+pub const MAX_ID_CHARS: usize = 128;
+
 #[derive(Debug, Clone)]
 pub struct Query {
     pub id: String,
@@ -31,6 +34,7 @@ impl Query {
                 )))
             }
         };
+        check_id(&id)?;
         let text = v
             .get("query")
             .and_then(Value::as_str)
@@ -63,6 +67,48 @@ impl Query {
             })
             .collect()
     }
+}
+
+/// Reads the entries of a query file: each as `Query::from_json` does, and no id twice
+/// (the second answer file would overwrite the first, and a rerun would skip both).
+pub fn queries_from_json(values: &[Value]) -> Result<Vec<Query>> {
+    let queries = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Query::from_json(i, v))
+        .collect::<Result<Vec<_>>>()?;
+    let mut seen = std::collections::HashSet::new();
+    let mut twice: Vec<&str> = queries
+        .iter()
+        .filter(|q| !seen.insert(q.id.as_str()))
+        .map(|q| q.id.as_str())
+        .collect();
+    if !twice.is_empty() {
+        twice.sort_unstable();
+        twice.dedup();
+        return Err(CoreError::invalid_input(format!(
+            "query ids {twice:?} appear more than once (each query needs its own id: answer files are named after it)"
+        )));
+    }
+    Ok(queries)
+}
+
+/// An id answer files can be named after: letters, digits, `_`, `-` and `.` (not only
+/// dots), at most `MAX_ID_CHARS`, so no id reaches outside the output directory.
+fn check_id(id: &str) -> Result<()> {
+    let ok_chars = id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if id.is_empty()
+        || id.chars().count() > MAX_ID_CHARS
+        || !ok_chars
+        || id.chars().all(|c| c == '.')
+    {
+        return Err(CoreError::invalid_input(format!(
+            "query id {id:?} is not usable as a file name: use at most {MAX_ID_CHARS} letters, digits, '_', '-' or '.'"
+        )));
+    }
+    Ok(())
 }
 
 /// How a query ended.
@@ -135,5 +181,43 @@ pub fn method_name(width: usize) -> String {
         "CoT@1".to_string()
     } else {
         format!("DFS_woFilter_w{width}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn entry(id: Value) -> Value {
+        json!({"query_id": id, "query": "q", "api_list": []})
+    }
+
+    #[test]
+    fn ids_that_would_leave_the_output_directory_are_refused() {
+        for bad in ["../../x", "/abs/path", "a/b", "..", "", "a\\b", "x\u{0}"] {
+            let err = Query::from_json(0, &entry(json!(bad))).unwrap_err();
+            assert!(
+                err.to_string().contains("not usable as a file name"),
+                "{bad:?}: {err}"
+            );
+        }
+        let long = "1".repeat(MAX_ID_CHARS + 1);
+        assert!(Query::from_json(0, &entry(json!(long))).is_err());
+        for good in [json!(42), json!("G1_query-7.v2")] {
+            assert!(Query::from_json(0, &entry(good)).is_ok());
+        }
+    }
+
+    #[test]
+    fn a_query_file_with_an_id_twice_is_refused_naming_it() {
+        let values = [entry(json!(1)), entry(json!(2)), entry(json!("1"))];
+        let err = queries_from_json(&values).unwrap_err().to_string();
+        assert!(
+            err.contains(r#"["1"]"#) && err.contains("more than once"),
+            "{err}"
+        );
+        assert_eq!(queries_from_json(&values[..2]).unwrap().len(), 2);
     }
 }

@@ -17,7 +17,13 @@ pub enum HttpError {
     Malformed(String),
     #[error("the HTTP client could not start: {0}")]
     Client(String),
+    #[error("the response is larger than {limit} bytes")]
+    TooLarge { limit: usize },
 }
+
+/// The largest response body read by default: tool replies are cut to 1,024 characters
+/// for the models anyway, and a hostile or broken server must not fill memory.
+pub const DEFAULT_MAX_BODY: usize = 8 << 20;
 
 pub struct Response {
     pub status: u16,
@@ -42,12 +48,13 @@ fn client() -> Result<&'static reqwest::Client, HttpError> {
         .map_err(|e| HttpError::Client(e.clone()))
 }
 
-/// A POST of a JSON body, answered within `timeout`.
+/// A POST of a JSON body, answered within `timeout` with at most `max_body` bytes.
 pub async fn post_json(
     url: &str,
     headers: &[(&str, &str)],
     body: &[u8],
     timeout: Duration,
+    max_body: usize,
 ) -> Result<Response, HttpError> {
     let mut request = client()?
         .post(parse_url(url)?)
@@ -57,12 +64,16 @@ pub async fn post_json(
     for (k, v) in headers {
         request = request.header(*k, *v);
     }
-    send(request).await
+    send(request, max_body).await
 }
 
 /// A GET (e.g. a health endpoint), answered within `timeout`.
 pub async fn get(url: &str, timeout: Duration) -> Result<Response, HttpError> {
-    send(client()?.get(parse_url(url)?).timeout(timeout)).await
+    send(
+        client()?.get(parse_url(url)?).timeout(timeout),
+        DEFAULT_MAX_BODY,
+    )
+    .await
 }
 
 /// Only http and https URLs with a host are taken.
@@ -81,20 +92,32 @@ fn parse_url(url: &str) -> Result<reqwest::Url, HttpError> {
     Ok(parsed)
 }
 
-async fn send(request: reqwest::RequestBuilder) -> Result<Response, HttpError> {
-    let response = request.send().await.map_err(classify)?;
+/// Sends, then reads the body chunk by chunk, refusing it past `max_body` bytes (a
+/// declared length is checked before reading).
+async fn send(request: reqwest::RequestBuilder, max_body: usize) -> Result<Response, HttpError> {
+    let mut response = request.send().await.map_err(classify)?;
     let status = response.status().as_u16();
-    let body = response.bytes().await.map_err(|e| {
+    let too_large = HttpError::TooLarge { limit: max_body };
+    if response
+        .content_length()
+        .is_some_and(|n| n > max_body as u64)
+    {
+        return Err(too_large);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| {
         if e.is_timeout() {
             HttpError::Timeout
         } else {
             HttpError::Malformed(error_text(&e))
         }
-    })?;
-    Ok(Response {
-        status,
-        body: body.to_vec(),
-    })
+    })? {
+        if body.len() + chunk.len() > max_body {
+            return Err(too_large);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Response { status, body })
 }
 
 fn classify(e: reqwest::Error) -> HttpError {
@@ -152,12 +175,69 @@ mod tests {
             std::future::pending::<()>().await
         });
         let started = std::time::Instant::now();
-        let timed_out = post_json(&url, &[], b"{}", Duration::from_millis(300)).await;
+        let timed_out = post_json(
+            &url,
+            &[],
+            b"{}",
+            Duration::from_millis(300),
+            DEFAULT_MAX_BODY,
+        )
+        .await;
         assert!(
             matches!(timed_out, Err(HttpError::Timeout)),
             "{:?}",
             timed_out.err()
         );
         assert!(started.elapsed() < Duration::from_secs(3));
+    }
+
+    /// A server answering with a body past the limit, declared or streamed (chunked).
+    async fn serve_large(declared: bool) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", server.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut socket, _) = server.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            let chunk = vec![b'x'; 64 << 10];
+            if declared {
+                let head = "HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n";
+                let _ = socket.write_all(head.as_bytes()).await;
+            } else {
+                let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+                let _ = socket.write_all(head.as_bytes()).await;
+            }
+            // Far more than the limit, unless the client stops reading.
+            for _ in 0..1000 {
+                let framed = if declared {
+                    chunk.clone()
+                } else {
+                    [
+                        format!("{:x}\r\n", chunk.len()).into_bytes(),
+                        chunk.clone(),
+                        b"\r\n".to_vec(),
+                    ]
+                    .concat()
+                };
+                if socket.write_all(&framed).await.is_err() {
+                    return;
+                }
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_response_past_the_size_limit_is_refused_not_buffered() {
+        for declared in [true, false] {
+            let url = serve_large(declared).await;
+            let reply = post_json(&url, &[], b"{}", Duration::from_secs(10), 1 << 20).await;
+            assert!(
+                matches!(reply, Err(HttpError::TooLarge { limit }) if limit == 1 << 20),
+                "declared {declared}: {:?}",
+                reply.err()
+            );
+        }
     }
 }

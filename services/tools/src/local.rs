@@ -134,13 +134,43 @@ fn days(date: &str) -> Result<i64, String> {
     Ok(era * 146_097 + doe - 719_468)
 }
 
-/// Recursive-descent evaluation of + - * / ^ ( ) over f64.
+/// The longest expression the calculator takes, in bytes.
+pub const MAX_EXPRESSION_BYTES: usize = 10_000;
+/// How deeply parentheses, signs and powers may nest: the parser recurses once per level,
+/// and a model (or an attacker) can write thousands of `(`.
+pub const MAX_NESTING: usize = 100;
+
+/// Recursive-descent evaluation of + - * / ^ ( ) over f64. Too long or too deeply
+/// nested input is an error (an observation for the model), never a stack overflow.
 pub fn evaluate(expr: &str) -> Result<f64, String> {
+    if expr.len() > MAX_EXPRESSION_BYTES {
+        return Err(format!(
+            "the expression is {} bytes long; at most {MAX_EXPRESSION_BYTES} are evaluated",
+            expr.len()
+        ));
+    }
     struct P<'a> {
         s: &'a [u8],
         i: usize,
+        depth: usize,
     }
     impl P<'_> {
+        /// Runs `f` one nesting level deeper, refusing past `MAX_NESTING`.
+        fn nested(
+            &mut self,
+            f: impl FnOnce(&mut Self) -> Result<f64, String>,
+        ) -> Result<f64, String> {
+            if self.depth >= MAX_NESTING {
+                return Err(format!(
+                    "the expression nests deeper than {MAX_NESTING} levels at position {}",
+                    self.i
+                ));
+            }
+            self.depth += 1;
+            let v = f(self);
+            self.depth -= 1;
+            v
+        }
         fn ws(&mut self) {
             while self.s.get(self.i).is_some_and(|c| c.is_ascii_whitespace()) {
                 self.i += 1;
@@ -175,7 +205,7 @@ pub fn evaluate(expr: &str) -> Result<f64, String> {
             let base = self.unary()?;
             if self.peek() == Some(b'^') {
                 self.i += 1;
-                return Ok(base.powf(self.power()?));
+                return Ok(base.powf(self.nested(Self::power)?));
             }
             Ok(base)
         }
@@ -183,11 +213,11 @@ pub fn evaluate(expr: &str) -> Result<f64, String> {
             match self.peek() {
                 Some(b'-') => {
                     self.i += 1;
-                    Ok(-self.unary()?)
+                    Ok(-self.nested(Self::unary)?)
                 }
                 Some(b'(') => {
                     self.i += 1;
-                    let v = self.expr()?;
+                    let v = self.nested(Self::expr)?;
                     if self.peek() != Some(b')') {
                         return Err("missing )".into());
                     }
@@ -214,6 +244,7 @@ pub fn evaluate(expr: &str) -> Result<f64, String> {
     let mut p = P {
         s: expr.as_bytes(),
         i: 0,
+        depth: 0,
     };
     let v = p.expr()?;
     if p.peek().is_some() {
@@ -233,6 +264,34 @@ mod tests {
         assert_eq!(evaluate("-1.5 + 10 / 4").unwrap(), 1.0);
         assert!(evaluate("1 / 0").is_err());
         assert!(evaluate("2 +").is_err());
+    }
+
+    #[test]
+    fn deep_or_long_expressions_are_errors_not_crashes() {
+        // About 10,000 nested parentheses overflowed the stack and aborted the process.
+        let deep = format!("{}1{}", "(".repeat(4000), ")".repeat(4000));
+        let err = evaluate(&deep).unwrap_err();
+        assert!(err.contains("nests deeper than 100"), "{err}");
+        assert!(evaluate(&"-".repeat(5000))
+            .unwrap_err()
+            .contains("nests deeper"));
+        assert!(evaluate(&"2^".repeat(3000))
+            .unwrap_err()
+            .contains("nests deeper"));
+        let nested_ok = format!("{}1{}", "(".repeat(50), ")".repeat(50));
+        assert_eq!(evaluate(&nested_ok).unwrap(), 1.0);
+        let long = "1+".repeat(6000) + "1";
+        assert!(evaluate(&long).unwrap_err().contains("at most 10000"));
+        // Through the tool, as a model's call: an observation, not a crash.
+        let reply = LocalTools::answer(
+            "calculator",
+            &serde_json::json!({ "expression": "(".repeat(20_000) }).to_string(),
+        );
+        assert!(
+            reply.error.starts_with("Function executing error"),
+            "{}",
+            reply.error
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use umi_core::agent::BoxFuture;
 use umi_core::env::{ApiCall, ApiReply, BackendFailure, ToolBackend};
 
-use crate::http::{post_json, HttpError};
+use crate::http::{post_json, HttpError, DEFAULT_MAX_BODY};
 
 pub struct RapidApi {
     pub url: String,
@@ -18,6 +18,8 @@ pub struct RapidApi {
     pub timeout: Duration,
     /// Minimum time between two calls.
     pub pacing: Duration,
+    /// The largest reply body read; a larger one is a failed call.
+    pub max_response_bytes: usize,
     last_call: Mutex<Option<Instant>>,
 }
 
@@ -28,6 +30,7 @@ impl RapidApi {
             key,
             timeout: Duration::from_secs(30),
             pacing: Duration::from_secs(2),
+            max_response_bytes: DEFAULT_MAX_BODY,
             last_call: Mutex::new(None),
         }
     }
@@ -55,10 +58,14 @@ impl RapidApi {
             &[("toolbench_key", &self.key)],
             body.to_string().as_bytes(),
             self.timeout,
+            self.max_response_bytes,
         )
         .await
         .map_err(|e| match e {
             HttpError::Timeout => BackendFailure("request time out".into()),
+            HttpError::TooLarge { .. } => {
+                BackendFailure(format!("request invalid, data error ({e})"))
+            }
             other => BackendFailure(format!("request time out ({other})")),
         })?;
         if response.status != 200 {
