@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use support::procs::{coordinator, free_port, queries, worker, Etcd, Proc};
-use support::{block_on, umi};
+use support::{block_on, metric, scrape, umi};
 use umi_rpc::pb::coordinator_client::CoordinatorClient;
 use umi_rpc::pb::role_worker_client::RoleWorkerClient;
 use umi_rpc::pb::InfoRequest;
@@ -75,7 +75,8 @@ fn workers_found_in_etcd_answer_as_the_in_process_run() {
     let etcd = Etcd::start();
     let _workers = ["planner", "caller", "summarizer"].map(|r| worker(r, Some(&etcd.url)));
     // The coordinator's budgets (support::procs::coordinator): greedy, 8 tokens, 2 steps.
-    let (_coord, coord) = coordinator(&etcd.url, &[]);
+    let metrics_at = format!("127.0.0.1:{}", free_port());
+    let (_coord, coord) = coordinator(&etcd.url, &["--metrics-listen", &metrics_at]);
     wait_until(
         "the coordinator sees all roles",
         Duration::from_secs(5),
@@ -104,6 +105,26 @@ fn workers_found_in_etcd_answer_as_the_in_process_run() {
     assert!(r.get("failure").is_none(), "{}", r["failure"]);
     assert_eq!(r["tree"], l["tree"]);
     assert_eq!(r["answer_generation"], l["answer_generation"]);
+
+    // The coordinator's Prometheus endpoint saw the task end and its role calls.
+    let text = scrape(&metrics_at);
+    let ended: f64 = ["answered", "gave_up", "exhausted"]
+        .iter()
+        .filter_map(|s| metric(&text, &format!("umi_tasks_ended_total{{state=\"{s}\"}}")))
+        .sum();
+    assert_eq!(ended, 1.0, "{text}");
+    let planner_calls = metric(
+        &text,
+        "umi_role_call_duration_seconds_count{role=\"planner\"}",
+    )
+    .unwrap_or_else(|| panic!("no planner calls in:\n{text}"));
+    // One planner call per agent step at least (an empty output is asked again).
+    assert!(planner_calls >= r["answer_generation"]["query_count"].as_f64().unwrap());
+    assert_eq!(
+        metric(&text, "umi_tasks{state=\"running\"}"),
+        Some(0.0),
+        "{text}"
+    );
 }
 
 #[test]
@@ -348,7 +369,8 @@ fn a_role_with_no_live_worker_is_a_recorded_failure_after_the_deadline_and_retri
     let q = queries(dir.path(), 1);
     let started = Instant::now();
     let mut run = run_via(&coord, &q, dir.path());
-    assert!(run.child.wait().unwrap().success(), "{}", run.stderr());
+    // The run ends, its exit status saying a query failed.
+    assert!(!run.child.wait().unwrap().success(), "{}", run.stderr());
     let took = started.elapsed();
     let failure = answers(dir.path())[0]["failure"]
         .as_str()

@@ -6,8 +6,10 @@ mod support;
 
 use std::path::Path;
 
-use support::procs::{free_port, worker as start_worker};
-use support::{block_on, umi};
+use support::procs::{
+    free_port, start_worker as start_worker_command, worker as start_worker, worker_command,
+};
+use support::{block_on, metric, scrape, umi};
 
 const GREEDY: [&str; 10] = [
     "--dtype",
@@ -105,7 +107,8 @@ fn an_unreachable_worker_is_a_recorded_failure_not_a_hang() {
         ])
         .status()
         .unwrap();
-    assert!(status.success());
+    // The run ends, and says by its exit status that a query failed.
+    assert!(!status.success());
     let a = answer(out_dir.path());
     // The reason names the role, the class of failure and the attempts.
     assert!(
@@ -118,6 +121,7 @@ fn an_unreachable_worker_is_a_recorded_failure_not_a_hang() {
     );
 }
 
+/// Also: the worker's Prometheus endpoint counts the two requests.
 #[test]
 fn the_streamed_answer_is_the_plain_answer_and_health_says_serving() {
     use tonic_health::pb::health_check_response::ServingStatus;
@@ -125,7 +129,10 @@ fn the_streamed_answer_is_the_plain_answer_and_health_says_serving() {
     use tonic_health::pb::HealthCheckRequest;
     use umi_rpc::pb;
 
-    let (mut worker, address) = start_worker("summarizer", None);
+    let metrics_at = format!("127.0.0.1:{}", free_port());
+    let mut cmd = worker_command("summarizer", None);
+    cmd.args(["--metrics-listen", &metrics_at]);
+    let (mut worker, address) = start_worker_command(&mut cmd);
     let request = pb::GenerateRequest {
         role: pb::Role::Summarizer as i32,
         tools_json: vec![],
@@ -140,7 +147,7 @@ fn the_streamed_answer_is_the_plain_answer_and_health_says_serving() {
         }),
         task_id: "stream".into(),
     };
-    block_on(async {
+    let generated = block_on(async {
         let channel = tonic::transport::Endpoint::from_shared(address.clone())
             .unwrap()
             .connect()
@@ -177,6 +184,29 @@ fn the_streamed_answer_is_the_plain_answer_and_health_says_serving() {
         assert_eq!(text, plain.text);
         assert_eq!(done.text, plain.text);
         assert_eq!(done.generated_tokens, plain.generated_tokens);
+        plain.generated_tokens
     });
+    let generated = f64::from(generated);
+    let text = scrape(&metrics_at);
+    let series =
+        |name: &str| metric(&text, name).unwrap_or_else(|| panic!("no {name} in:\n{text}"));
+    assert_eq!(
+        series("umi_engine_generation_tokens_total"),
+        2.0 * generated
+    );
+    assert_eq!(series("umi_engine_time_to_first_token_seconds_count"), 2.0);
+    assert!(series("umi_engine_prompt_tokens_total") > 0.0);
+    // The second request shares the first's prompt: the prefix cache serves most of it.
+    assert!(series("umi_engine_prefix_cache_hit_tokens_total") > 0.0);
+    // The engine thread updates the gauge right after it sends the last answer.
+    let mut running = series("umi_engine_requests_running");
+    for _ in 0..50 {
+        if running == 0.0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        running = metric(&scrape(&metrics_at), "umi_engine_requests_running").unwrap();
+    }
+    assert_eq!(running, 0.0, "{}", scrape(&metrics_at));
     assert!(worker.terminate().success());
 }

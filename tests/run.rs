@@ -74,8 +74,9 @@ fn embedded_default_answers_every_shipped_query() {
     assert_eq!(summary["queries"], 4);
     let ended = summary["solved"].as_u64().unwrap()
         + summary["gave_up"].as_u64().unwrap()
-        + summary["failed"].as_u64().unwrap();
+        + summary["exhausted"].as_u64().unwrap();
     assert_eq!(ended, 4);
+    assert_eq!(summary["failed"], 0);
     assert!(!out.path().read_dir().unwrap().any(|e| e
         .unwrap()
         .path()

@@ -209,3 +209,49 @@ fn sharded_evaluation_scores_as_one_run() {
         .unwrap();
     assert!(String::from_utf8_lossy(&bad.stderr).contains("is not K/N"));
 }
+
+/// Records evaluated concurrently (their calls batched by the engine, with sampling)
+/// give the predictions of one record at a time, call for call: each call is seeded by
+/// its step, and batching never changes a sequence's arithmetic.
+#[test]
+fn concurrent_records_give_the_predictions_of_one_at_a_time() {
+    let run = |concurrency: &str| {
+        let out = tempfile::tempdir().unwrap();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_umi"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args([
+                "eval",
+                "static",
+                "--data",
+                "data/toolbench-static/out_of_domain.json",
+            ])
+            .args([
+                "--limit",
+                "3",
+                "--dtype",
+                "quantized",
+                "--max-new-tokens",
+                "8",
+            ])
+            .args(["--concurrency", concurrency, "--max-batch", "3", "--out"])
+            .arg(out.path())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            stdout.contains("served by the prefix cache"),
+            "no token accounting in {stdout}"
+        );
+        let read = |f: &str| std::fs::read(out.path().join(f)).unwrap();
+        (read("predictions.json"), read("metrics.json"))
+    };
+    let one = run("1");
+    let three = run("3");
+    assert!(one.0 == three.0, "predictions differ with --concurrency 3");
+    assert_eq!(one.1, three.1);
+}

@@ -65,7 +65,7 @@ async fn engine(a: EngineBenchArgs) -> anyhow::Result<()> {
     let engine = Engine::start_with(
         loaded,
         EngineConfig {
-            prefix_cache_entries: 0,
+            prefix_cache_bytes: 0,
             ..a.model.engine_config()?
         },
     );

@@ -12,6 +12,7 @@ use umi_coordinator::tasks::TaskSettings;
 use umi_core::dfs::SearchConfig;
 use umi_core::presets::{REALTIME, REFERENCE_MAX_STEPS};
 
+use super::args::metrics::MetricsArgs;
 use super::args::remote::RemoteArgs;
 use super::args::roles::SamplingArgs;
 use super::args::tools::ToolArgs;
@@ -44,12 +45,15 @@ pub struct CoordinatorArgs {
     pub task_journal: Option<PathBuf>,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 pub async fn run(a: CoordinatorArgs) -> anyhow::Result<()> {
     if a.width == 0 || a.concurrency == 0 || a.max_steps == 0 {
         bail!("--width, --max-steps and --concurrency must be at least 1");
     }
+    a.metrics.install()?;
     let roles = a.remote.roles(a.sampling.over(REALTIME)).await?.context(
         "the coordinator needs role workers: give --etcd, or all three --*-endpoint flags",
     )?;

@@ -3,10 +3,12 @@
 //! the reference's `predictions.json` plus `metrics.json`, and printed as a table.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
+use futures::StreamExt;
 use umi_core::agent::RoleKind;
 use umi_core::metrics::Metrics;
 use umi_core::parse::{parse_output, Decision};
@@ -51,6 +53,10 @@ pub struct StaticArgs {
     /// e.g. one per GPU with the same --out, then once without --shard to score them all.
     #[arg(long, value_parser = parse_shard)]
     pub shard: Option<(usize, usize)>,
+    /// Records evaluated at once: their calls share the engine's batches (--max-batch).
+    /// The predictions are the same for any value. Default: 1.
+    #[arg(long)]
+    pub concurrency: Option<usize>,
     #[command(flatten)]
     pub role_args: RoleArgs,
 }
@@ -91,8 +97,9 @@ async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
     let out = a.out.clone().unwrap_or_else(|| default_out(&a.data));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     // Every finished call is journaled, so an interrupted run resumes where it stopped.
-    let mut journal = Journal::open(&out.join("journal.jsonl"), &fingerprint(&a))?;
-    if journal.len() > 0 {
+    let journal = Journal::open(&out.join("journal.jsonl"), &fingerprint(&a))?;
+    let resumed = journal.len() > 0;
+    if resumed {
         eprintln!(
             "resuming: {} model calls already done in {}",
             journal.len(),
@@ -115,55 +122,46 @@ async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
         })
         .collect();
     let mine = |i: usize| record_of[i] % shards == shard;
-    let start = Instant::now();
-    let mut progress = Progress::new("planner", (0..samples.len()).filter(|&i| mine(i)).count());
-    for (i, s) in samples.iter_mut().enumerate() {
-        if !mine(i) {
-            continue;
+    // The steps of each of this shard's records, in order.
+    let mut records_steps: Vec<Vec<usize>> = Vec::new();
+    for i in (0..samples.len()).filter(|&i| mine(i)) {
+        match records_steps.last_mut() {
+            Some(steps) if record_of[steps[0]] == record_of[i] => steps.push(i),
+            _ => records_steps.push(vec![i]),
         }
-        let output = match journal.get("planner", i) {
-            Some(done) => done.to_string(),
-            None => {
-                let input = s.model_input.clone();
-                let t = Instant::now();
-                let output = role_output(&engines, s, RoleKind::Planner, &input, i as u64).await?;
-                journal.record("planner", i, &output, t.elapsed().as_secs_f64())?;
-                output
-            }
-        };
-        s.route(&output, &prompts);
-        progress.tick();
     }
+    let concurrency = a.concurrency.unwrap_or(1).max(1);
+    let start = Instant::now();
+    let mut progress = Progress::new("steps", records_steps.iter().map(Vec::len).sum::<usize>());
+    // Records run concurrently (their calls batch in the engine); a record's steps run in
+    // order, each step's prompt extending the previous one's in the prefix cache. Every
+    // call is seeded by its step, so the outputs do not depend on the concurrency.
+    let journal = Mutex::new(journal);
+    let step_calls = StepCalls {
+        engines: &engines,
+        prompts: &prompts,
+        journal: &journal,
+    };
+    let mut finished = futures::stream::iter(records_steps)
+        .map(|steps| step_calls.record(&samples, steps))
+        .buffer_unordered(concurrency);
+    let mut outputs: Vec<(usize, StepOutputs)> = Vec::new();
+    while let Some(record) = finished.next().await {
+        for step in record? {
+            outputs.push(step);
+            progress.tick();
+        }
+    }
+    drop(finished);
     progress.finish();
-    let pending: Vec<usize> = (0..samples.len())
-        .filter(|&i| mine(i) && samples[i].decision != Some(Decision::GiveUp))
-        .collect();
-    let mut progress = Progress::new("caller/summarizer", pending.len());
-    for i in pending {
+    let journal = journal.into_inner().unwrap_or_else(|p| p.into_inner());
+    for (i, out) in outputs {
         let s = &mut samples[i];
-        let (input, conclusion) = match (&s.model_input_for_caller, &s.model_input_for_summarizer) {
-            (Some(c), _) => (c.clone(), false),
-            (None, Some(m)) => (m.clone(), true),
-            (None, None) => continue,
-        };
-        let output = match journal.get("answer", i) {
-            Some(done) => done.to_string(),
-            None => {
-                let t = Instant::now();
-                let role = if conclusion {
-                    RoleKind::Summarizer
-                } else {
-                    RoleKind::Caller
-                };
-                let output = role_output(&engines, s, role, &input, i as u64).await?;
-                journal.record("answer", i, &output, t.elapsed().as_secs_f64())?;
-                output
-            }
-        };
-        s.finish(&output);
-        progress.tick();
+        s.route(&out.planner, &prompts);
+        if let Some(answer) = out.answer {
+            s.finish(&answer);
+        }
     }
-    progress.finish();
     let elapsed = start.elapsed();
     if a.shard.is_some() {
         eprintln!(
@@ -179,8 +177,21 @@ async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
     write_json_atomically(&out.join("metrics.json"), &metrics)?;
     write_json_atomically(&out.join("hallu_cases.json"), &hallucinations(&samples))?;
     print_table(&a.data, records.len(), &metrics, elapsed.as_secs_f64());
+    if let Some(usage) = engines.as_ref().map(EngineRoles::usage) {
+        if usage.calls > 0 {
+            println!(
+                "{} model calls: {} prompt tokens, {} served by the prefix cache, {} computed ({:.0}% of a pipeline without prefix reuse); {} generated",
+                usage.calls,
+                usage.prompt_tokens,
+                usage.cached_tokens,
+                usage.prompt_tokens - usage.cached_tokens,
+                usage.computed_share() * 100.0,
+                usage.generated_tokens
+            );
+        }
+    }
     let (model_seconds, untimed) = journal.seconds();
-    if model_seconds > elapsed.as_secs_f64() + 1.0 || untimed > 0 {
+    if resumed {
         println!(
             "(resumed run: {model_seconds:.0} s of model calls over all its runs{})",
             if untimed > 0 {
@@ -223,17 +234,84 @@ fn fingerprint(a: &StaticArgs) -> String {
     .to_string()
 }
 
-/// One step's output: the model's (seeded by the step's index), or the reference's.
-async fn role_output(
-    engines: &Option<EngineRoles>,
-    sample: &Sample,
-    role: RoleKind,
-    input: &str,
-    seed_offset: u64,
-) -> anyhow::Result<String> {
-    match engines {
-        None => Ok(sample.oracle_output()),
-        Some(e) => Ok(e.call_prompt(role, input, seed_offset).await?.text),
+/// What one step produced: the planner's output, and the caller's or summarizer's when
+/// the planner did not give up.
+struct StepOutputs {
+    planner: String,
+    answer: Option<String>,
+}
+
+/// Makes (or takes from the journal) the calls of a record's steps.
+struct StepCalls<'a> {
+    engines: &'a Option<EngineRoles>,
+    prompts: &'a RolePrompts,
+    journal: &'a Mutex<Journal>,
+}
+
+impl StepCalls<'_> {
+    async fn record(
+        &self,
+        samples: &[Sample],
+        steps: Vec<usize>,
+    ) -> anyhow::Result<Vec<(usize, StepOutputs)>> {
+        let mut done = Vec::with_capacity(steps.len());
+        for i in steps {
+            let sample = &samples[i];
+            let planner = self
+                .output("planner", i, sample, RoleKind::Planner, &sample.model_input)
+                .await?;
+            // Routing is a pure function of the sample and the planner's output: the
+            // caller's or summarizer's prompt is known here, applied to the samples later.
+            let mut routed = sample.clone();
+            routed.route(&planner, self.prompts);
+            let answer = match (
+                routed.decision,
+                &routed.model_input_for_caller,
+                &routed.model_input_for_summarizer,
+            ) {
+                (Some(Decision::GiveUp), _, _) | (_, None, None) => None,
+                (_, Some(input), _) => Some(
+                    self.output("answer", i, &routed, RoleKind::Caller, input)
+                        .await?,
+                ),
+                (_, None, Some(input)) => Some(
+                    self.output("answer", i, &routed, RoleKind::Summarizer, input)
+                        .await?,
+                ),
+            };
+            done.push((i, StepOutputs { planner, answer }));
+        }
+        Ok(done)
+    }
+
+    /// One call's output: journaled by an earlier run, or made now (the model's, seeded by
+    /// the step's index, or the reference's) and journaled.
+    async fn output(
+        &self,
+        stage: &str,
+        step: usize,
+        sample: &Sample,
+        role: RoleKind,
+        input: &str,
+    ) -> anyhow::Result<String> {
+        let journaled = self.lock().get(stage, step).map(str::to_string);
+        if let Some(output) = journaled {
+            return Ok(output);
+        }
+        let t = Instant::now();
+        let output = match self.engines {
+            None => sample.oracle_output(),
+            Some(e) => e.call_prompt(role, input, step as u64).await?.text,
+        };
+        self.lock()
+            .record(stage, step, &output, t.elapsed().as_secs_f64())?;
+        Ok(output)
+    }
+
+    /// The journal; a panic elsewhere while holding it leaves its lines whole (each is one
+    /// write), so a poisoned lock is still usable.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Journal> {
+        self.journal.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

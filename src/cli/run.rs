@@ -14,6 +14,7 @@ use umi_core::agent::RoleModels;
 use umi_core::dfs::{Outcome, SearchConfig};
 use umi_core::presets;
 use umi_core::task::{method_name, solve, Query, Solved};
+use umi_worker::roles::EngineRoles;
 
 use super::args::remote::RemoteArgs;
 use super::args::roles::RoleArgs;
@@ -90,6 +91,11 @@ struct Summary {
     skipped_done: usize,
     solved: usize,
     gave_up: usize,
+    /// Ended with no answer and no give-up: every chain dead-ended or the step budget
+    /// ran out (a search outcome, not an error).
+    exhausted: usize,
+    /// Could not be solved: a role or tool was unreachable (the answer file says why; a
+    /// rerun tries them again).
     failed: usize,
     steps: usize,
     tokens: usize,
@@ -149,11 +155,11 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
             }
             (Outcome::Answered, None) => summary.solved += 1,
             (Outcome::GaveUp, None) => summary.gave_up += 1,
-            (Outcome::Exhausted, None) => summary.failed += 1,
+            (Outcome::Exhausted, None) => summary.exhausted += 1,
         }
         progress.message(format!(
-            "solved {} gave up {} failed {}",
-            summary.solved, summary.gave_up, summary.failed
+            "solved {} gave up {} exhausted {} failed {}",
+            summary.solved, summary.gave_up, summary.exhausted, summary.failed
         ));
         progress.tick();
         Ok(())
@@ -174,17 +180,26 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
     summary.seconds = start.elapsed().as_secs_f64();
     write_json_atomically(&out_dir.join("summary.json"), &summary)?;
     println!(
-        "{} queries ({} already done): solved {}, gave up {}, failed {}; {} agent steps, {} tokens, {:.1} s -> {}",
+        "{} queries ({} already done): solved {}, gave up {}, exhausted {}, failed {}; {} agent steps, {} tokens, {:.1} s -> {}",
         summary.queries,
         summary.skipped_done,
         summary.solved,
         summary.gave_up,
+        summary.exhausted,
         summary.failed,
         summary.steps,
         summary.tokens,
         summary.seconds,
         out_dir.display()
     );
+    if summary.failed > 0 {
+        bail!(
+            "{} of {} queries failed (a role or tool could not be reached): their answer files in {} say why, and running again retries them",
+            summary.failed,
+            todo.len(),
+            out_dir.display()
+        );
+    }
     Ok(())
 }
 
@@ -205,17 +220,33 @@ async fn solve_here(
     let backend = a.tools.backend()?;
     let preset = presets::realtime(demo);
     let sampling = a.role_args.sampling.over(preset);
-    let roles: Box<dyn RoleModels> = match a.remote.roles(sampling).await? {
-        Some(remote) => Box::new(remote),
-        None => Box::new(a.role_args.start(preset)?),
+    let (remote, local) = match a.remote.roles(sampling).await? {
+        Some(remote) => (Some(remote), None),
+        None => (None, Some(a.role_args.start(preset)?)),
+    };
+    let roles: &dyn RoleModels = match (&remote, &local) {
+        (Some(remote), _) => remote,
+        (None, Some(local)) => local,
+        (None, None) => unreachable!("one of the two was just made"),
     };
     let mut results = futures::stream::iter(todo.iter().map(|q| {
-        let (roles, backend, config) = (roles.as_ref(), &backend, config.clone());
+        let (backend, config) = (&backend, config.clone());
         async move { (q, solve(q, roles, backend, config, method).await) }
     }))
     .buffer_unordered(a.concurrency);
     while let Some((q, solved)) = results.next().await {
         finish(&q.id, solved.into())?;
+    }
+    drop(results);
+    if let Some(usage) = local.as_ref().map(EngineRoles::usage) {
+        eprintln!(
+            "{} role calls: {} prompt tokens, {} of them from the prefix cache ({:.0}% computed); {} generated",
+            usage.calls,
+            usage.prompt_tokens,
+            usage.cached_tokens,
+            usage.computed_share() * 100.0,
+            usage.generated_tokens
+        );
     }
     Ok(())
 }

@@ -12,6 +12,7 @@ use umi_discovery::WorkerInfo;
 use umi_worker::server::{serve, RoleService};
 
 use super::args::etcd::EtcdArgs;
+use super::args::metrics::MetricsArgs;
 use super::args::model::ModelArgs;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -41,6 +42,8 @@ pub struct WorkerArgs {
     pub lease_ttl: u64,
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 impl Role {
@@ -55,6 +58,7 @@ impl Role {
 
 pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
     let role = a.role.kind();
+    a.metrics.install()?;
     let engine = a.model.start()?;
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await

@@ -23,6 +23,18 @@ pub enum TaskState {
 }
 
 impl TaskState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Queued => "queued",
+            TaskState::Running => "running",
+            TaskState::Answered => "answered",
+            TaskState::GaveUp => "gave_up",
+            TaskState::Exhausted => "exhausted",
+            TaskState::Failed => "failed",
+            TaskState::Cancelled => "cancelled",
+        }
+    }
+
     pub fn is_terminal(self) -> bool {
         !matches!(self, TaskState::Queued | TaskState::Running)
     }
@@ -60,6 +72,31 @@ pub fn state_by_name_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<TaskSt
         OnDisk::Named(state) => Ok(state),
         OnDisk::Number(n) => TaskState::from_proto_number(n)
             .ok_or_else(|| serde::de::Error::custom(format!("{n} is not a task state"))),
+    }
+}
+
+/// Tasks queued or running now, by state (a gauge).
+pub const TASKS_METRIC: &str = "umi_tasks";
+/// Tasks that ended, by state.
+pub const TASKS_ENDED_METRIC: &str = "umi_tasks_ended_total";
+
+/// A task entered the queue.
+pub(crate) fn count_queued() {
+    metrics::gauge!(TASKS_METRIC, "state" => "queued").increment(1.0);
+}
+
+/// A task went from `from` to `to` (a RUNNING progress update is no transition).
+pub(crate) fn count_transition(from: TaskState, to: TaskState) {
+    if from == to {
+        return;
+    }
+    if !from.is_terminal() {
+        metrics::gauge!(TASKS_METRIC, "state" => from.as_str()).decrement(1.0);
+    }
+    if to.is_terminal() {
+        metrics::counter!(TASKS_ENDED_METRIC, "state" => to.as_str()).increment(1);
+    } else {
+        metrics::gauge!(TASKS_METRIC, "state" => to.as_str()).increment(1.0);
     }
 }
 

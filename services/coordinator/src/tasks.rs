@@ -116,6 +116,7 @@ impl Tasks {
                 return None;
             }
             let mut journaled = None;
+            crate::state::count_transition(entry.status.state, event.state);
             if event.state == TaskState::Running {
                 if let Some(Err(e)) = self.journal.as_ref().map(|j| j.started(&task_id)) {
                     // Only the crash count of a poison task depends on it.
@@ -254,6 +255,7 @@ impl Tasks {
             },
         );
         let _ = self.events.send(TaskStatus::new(&id, TaskState::Queued));
+        crate::state::count_queued();
         let tasks = self.clone();
         tokio::spawn(async move {
             match run.await {

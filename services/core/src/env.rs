@@ -90,7 +90,30 @@ pub mod status {
     pub const MESSAGE_ERROR: Status = 11;
     /// The backend could not be reached or answered nonsense.
     pub const TRANSPORT: Status = 12;
+
+    /// The code's name, as metrics label it.
+    pub fn name(code: Status) -> &'static str {
+        match code {
+            OK => "ok",
+            NO_SUCH_FUNCTION => "no_such_function",
+            BAD_FINISH => "bad_finish",
+            FINAL_ANSWER => "final_answer",
+            GIVE_UP => "give_up",
+            API_NOT_WORKING => "api_not_working",
+            UNAUTHORIZED => "unauthorized",
+            UNSUBSCRIBED => "unsubscribed",
+            TOO_MANY_REQUESTS => "too_many_requests",
+            RATE_LIMIT => "rate_limit",
+            MESSAGE_ERROR => "message_error",
+            TRANSPORT => "transport",
+            _ => "other",
+        }
+    }
 }
+
+/// Tool calls the agent made, by outcome (`status::name`): what operators watch for a
+/// failing tool server.
+pub const TOOL_CALLS_METRIC: &str = "umi_tool_calls_total";
 
 impl<'b> ToolEnv<'b> {
     pub fn new(apis: Vec<ApiSpec>, backend: &'b dyn ToolBackend) -> Self {
@@ -154,7 +177,9 @@ impl<'b> ToolEnv<'b> {
         let (text, status) = if name == "Finish" {
             finish(arguments)
         } else {
-            self.call_api(name, arguments).await
+            let (text, code) = self.call_api(name, arguments).await;
+            metrics::counter!(TOOL_CALLS_METRIC, "outcome" => status::name(code)).increment(1);
+            (text, code)
         };
         (truncate_observation(&text), status)
     }

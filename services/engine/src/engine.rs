@@ -29,6 +29,8 @@ pub enum StreamEvent {
 struct Job {
     request: GenerateRequest,
     span: tracing::Span,
+    /// When it was queued (time to first token counts from here).
+    arrived: std::time::Instant,
     /// Streaming requests get their text here; `None` for plain requests.
     events: Option<mpsc::UnboundedSender<StreamEvent>>,
     done: oneshot::Sender<Result<GenerateOutput>>,
@@ -46,11 +48,16 @@ pub struct ModelInfo {
     pub max_batch: usize,
 }
 
+/// The prefix cache's default budget: room for about ten 4k-token SmolLM2 states in f32,
+/// or one 4k-token LLaMA-2-7B state in bf16.
+pub const DEFAULT_PREFIX_CACHE_MB: usize = 2048;
+
 /// How the engine runs requests.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Sequences whose key/value state is kept for prefix reuse (0 disables it).
-    pub prefix_cache_entries: usize,
+    /// Bytes of finished sequences' key/value state kept for prefix reuse (0 disables
+    /// it), shared by all requests.
+    pub prefix_cache_bytes: usize,
     /// Sequences decoded together in one forward pass (1 runs requests one at a time).
     pub max_batch: usize,
 }
@@ -58,7 +65,7 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
-            prefix_cache_entries: 8,
+            prefix_cache_bytes: DEFAULT_PREFIX_CACHE_MB << 20,
             max_batch: 8,
         }
     }
@@ -93,7 +100,7 @@ impl Engine {
         let thread_name = format!("umi-engine-{}", info.name);
         let max_batch = info.max_batch;
         let spawned = thread::Builder::new().name(thread_name).spawn(move || {
-            let mut prefix_cache = PrefixCache::new(config.prefix_cache_entries);
+            let mut prefix_cache = PrefixCache::new(config.prefix_cache_bytes);
             schedule(&loaded, &mut prefix_cache, max_batch, &mut queue);
         });
         if let Err(e) = spawned {
@@ -121,6 +128,7 @@ impl Engine {
         self.enqueue(Job {
             request,
             span: tracing::Span::current(),
+            arrived: std::time::Instant::now(),
             events: None,
             done,
         })?;
@@ -163,6 +171,7 @@ impl Engine {
         self.enqueue(Job {
             request,
             span: tracing::Span::current(),
+            arrived: std::time::Instant::now(),
             events: Some(events_tx),
             done,
         })?;
@@ -235,6 +244,7 @@ fn schedule(
         // Running inside the pool makes this thread's own work a pool task, so the
         // parallel kernels split it with the other workers instead of waking them all and
         // sleeping until they finish (one context switch less per kernel).
+        crate::metrics::queue(running.len() + arrived.len(), queue.len());
         rayon::scope(|_| {
             // A newcomer's whole prefill runs before the next decode step, holding the
             // running sequences back by its length (its chunks are not interleaved with
@@ -244,6 +254,7 @@ fn schedule(
             }
             decode_step(&loaded.model, prefix_cache, &mut running);
         });
+        crate::metrics::queue(running.len(), queue.len());
     }
 }
 
@@ -259,6 +270,7 @@ fn decode_step(model: &Llama, prefix_cache: &mut PrefixCache, running: &mut Vec<
         return;
     }
     let batch = live.len();
+    crate::metrics::decode_step(batch);
     let tokens: Vec<u32> = live.iter().map(|r| r.next).collect();
     let logits = {
         let _span = tracing::debug_span!("decode_step", batch).entered();
@@ -321,6 +333,7 @@ impl<'t> Running<'t> {
         match started {
             Ok((seq, logits)) => {
                 span.record("prompt_tokens", seq.prompt_tokens());
+                crate::metrics::first_token(job.arrived.elapsed());
                 let running = Running {
                     seq,
                     job,
@@ -377,6 +390,14 @@ impl<'t> Running<'t> {
         span.record("generated_tokens", out.generated_tokens());
         span.record("finish_reason", tracing::field::debug(out.finish_reason));
         span.record("peak_batch", peak_batch);
+        crate::metrics::finished(
+            out.finish_reason.as_str(),
+            out.prompt_tokens,
+            out.cached_tokens,
+            out.generated_tokens(),
+            out.decode_time,
+            prefix_cache.bytes(),
+        );
         tracing::debug!(
             prompt = out.prompt_tokens,
             cached = out.cached_tokens,
@@ -393,6 +414,7 @@ impl<'t> Running<'t> {
     }
 
     fn fail(self, e: EngineError) {
+        crate::metrics::failed();
         let _enter = self.span.enter();
         tracing::warn!(error = %e, "generation failed");
         let _ = self.job.done.send(Err(e));

@@ -36,6 +36,30 @@ impl KvCache {
         self.len == 0
     }
 
+    /// A one-layer state of `len` zero positions (1 head of 4 f32s): 32 bytes a position.
+    #[cfg(test)]
+    pub(crate) fn zeros(len: usize) -> KvCache {
+        let t = Tensor::zeros(
+            (1, 1, len, 4),
+            candle_core::DType::F32,
+            &candle_core::Device::Cpu,
+        )
+        .expect("a small CPU tensor");
+        KvCache {
+            layers: vec![Some(LayerKv { k: t.clone(), v: t })],
+            len,
+        }
+    }
+
+    /// Memory its buffers hold (spare positions included).
+    pub fn bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .flatten()
+            .map(|l| (l.k.elem_count() + l.v.elem_count()) * l.k.dtype().size_in_bytes())
+            .sum()
+    }
+
     /// A copy of the state after the first `n` positions, with room to grow.
     pub fn prefix(&self, n: usize) -> Result<KvCache> {
         if n > self.len {

@@ -12,6 +12,7 @@ pub mod generate;
 pub mod kv_cache;
 pub mod linear;
 pub mod load;
+pub mod metrics;
 pub mod model;
 pub mod prefix_cache;
 pub mod sentencepiece;

@@ -9,12 +9,17 @@ use crate::model::KvCache;
 struct Entry {
     tokens: Vec<u32>,
     kv: KvCache,
+    /// `kv.bytes()`, counted once.
+    bytes: usize,
     last_used: u64,
 }
 
+/// Sequences' key/value states within a memory budget, least recently used evicted
+/// first; shared by every request of the engine (concurrent tasks included).
 pub struct PrefixCache {
     entries: Vec<Entry>,
-    capacity: usize,
+    budget: usize,
+    used: usize,
     clock: u64,
 }
 
@@ -22,13 +27,19 @@ pub struct PrefixCache {
 const MIN_SHARED_TOKENS: usize = 8;
 
 impl PrefixCache {
-    /// Keeps up to `capacity` sequences (least recently used evicted); 0 disables it.
-    pub fn new(capacity: usize) -> Self {
+    /// Keeps sequences holding up to `budget` bytes of key/value state; 0 disables it.
+    pub fn new(budget: usize) -> Self {
         PrefixCache {
             entries: Vec::new(),
-            capacity,
+            budget,
+            used: 0,
             clock: 0,
         }
+    }
+
+    /// Bytes of key/value state held now.
+    pub fn bytes(&self) -> usize {
+        self.used
     }
 
     /// A copy of the state after the longest cached prefix of `prompt`, always leaving at
@@ -55,30 +66,49 @@ impl PrefixCache {
         best.kv.prefix(shared).ok()
     }
 
-    /// Remembers the state of a finished sequence whose cache holds `tokens`.
+    /// Remembers the state of a finished sequence whose cache holds `tokens`, evicting
+    /// the least recently used sequences to stay within the budget (a state larger than
+    /// the whole budget is not kept).
     pub fn insert(&mut self, tokens: Vec<u32>, kv: KvCache) {
-        if self.capacity == 0 || tokens.len() < MIN_SHARED_TOKENS {
+        let bytes = kv.bytes();
+        if bytes > self.budget || tokens.len() < MIN_SHARED_TOKENS {
             return;
         }
         self.clock += 1;
         // A sequence that extends a cached one replaces it.
-        self.entries.retain(|e| !tokens.starts_with(&e.tokens));
-        if self.entries.len() >= self.capacity {
-            if let Some(oldest) = self
+        self.remove_where(|e| tokens.starts_with(&e.tokens));
+        while self.used + bytes > self.budget {
+            let Some(oldest) = self
                 .entries
                 .iter()
                 .enumerate()
                 .min_by_key(|(_, e)| e.last_used)
                 .map(|(i, _)| i)
-            {
-                self.entries.swap_remove(oldest);
-            }
+            else {
+                break;
+            };
+            let gone = self.entries.swap_remove(oldest);
+            self.used -= gone.bytes;
         }
+        self.used += bytes;
         self.entries.push(Entry {
             tokens,
             kv,
+            bytes,
             last_used: self.clock,
         });
+    }
+
+    fn remove_where(&mut self, mut gone: impl FnMut(&Entry) -> bool) {
+        let mut freed = 0;
+        self.entries.retain(|e| {
+            let drop = gone(e);
+            if drop {
+                freed += e.bytes;
+            }
+            !drop
+        });
+        self.used -= freed;
     }
 
     pub fn len(&self) -> usize {
@@ -87,5 +117,41 @@ impl PrefixCache {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens(first: u32, n: usize) -> Vec<u32> {
+        (first..first + n as u32).collect()
+    }
+
+    #[test]
+    fn the_budget_evicts_the_least_recently_used_states() {
+        // Each 10-position state holds 320 bytes: three fit in 1,000.
+        let mut cache = PrefixCache::new(1000);
+        for first in [0, 100, 200] {
+            cache.insert(tokens(first, 10), KvCache::zeros(10));
+        }
+        assert_eq!((cache.len(), cache.bytes()), (3, 960));
+        // Using the oldest makes the second the least recently used.
+        assert!(cache.lookup(&tokens(0, 12)).is_some());
+        cache.insert(tokens(300, 10), KvCache::zeros(10));
+        assert_eq!((cache.len(), cache.bytes()), (3, 960));
+        assert!(
+            cache.lookup(&tokens(100, 12)).is_none(),
+            "the LRU state was kept"
+        );
+        assert!(cache.lookup(&tokens(0, 12)).is_some());
+        // A state larger than the whole budget is not kept, and evicts nothing.
+        cache.insert(tokens(400, 40), KvCache::zeros(40));
+        assert_eq!(cache.len(), 3);
+        // A sequence extending a cached one replaces it.
+        cache.insert(tokens(0, 20), KvCache::zeros(20));
+        assert!(cache.bytes() <= 1000);
+        assert_eq!(cache.lookup(&tokens(0, 25)).map(|kv| kv.len()), Some(20));
+        assert!(PrefixCache::new(0).is_empty());
     }
 }

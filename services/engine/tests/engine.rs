@@ -87,7 +87,7 @@ async fn prefix_cache_reuses_shared_prompt_state_without_changing_output() {
     let cold = Engine::start_with(
         load(smollm2_gguf(), WeightDType::F32).unwrap(),
         umi_engine::EngineConfig {
-            prefix_cache_entries: 0,
+            prefix_cache_bytes: 0,
             ..Default::default()
         },
     );
@@ -210,7 +210,7 @@ async fn requests_decoded_in_one_batch_answer_as_they_do_alone() {
         Engine::start_with(
             load(smollm2_gguf(), WeightDType::Quantized).unwrap(),
             umi_engine::EngineConfig {
-                prefix_cache_entries: 0,
+                prefix_cache_bytes: 0,
                 max_batch,
             },
         )

@@ -176,7 +176,9 @@ impl<T: RoleTransport> ClusterRoles<T> {
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() || errors.len() >= self.policy.max_attempts {
-                return Err(self.give_up(role, started, &errors));
+                let error = self.give_up(role, started, &errors);
+                crate::metrics::failed(role, error.class(), started.elapsed());
+                return Err(error);
             }
             let Some((address, replica)) = self.pick(role, &tried) else {
                 if !tried.is_empty() && errors.len() < self.policy.max_attempts {
@@ -208,6 +210,7 @@ impl<T: RoleTransport> ClusterRoles<T> {
                     span.record("prompt_tokens", reply.prompt_tokens);
                     span.record("generated_tokens", reply.generated_tokens);
                     span.record("latency_ms", started.elapsed().as_millis() as u64);
+                    crate::metrics::answered(role, started.elapsed());
                     return Ok(Generated {
                         text: reply.text,
                         prompt_tokens: reply.prompt_tokens as usize,
@@ -218,6 +221,7 @@ impl<T: RoleTransport> ClusterRoles<T> {
             };
             let class = classify(status.code());
             if !class.is_retryable() {
+                crate::metrics::failed(role, class, started.elapsed());
                 return Err(CoreError::role(
                     role,
                     class,
@@ -226,6 +230,7 @@ impl<T: RoleTransport> ClusterRoles<T> {
                 ));
             }
             tracing::warn!(role = role.as_str(), %address, code = ?status.code(), error = status.message(), "role call failed; retrying (another replica first)");
+            crate::metrics::retried(role, class);
             if let Ok(mut t) = replica.failed_at.lock() {
                 *t = Some(Instant::now());
             }

@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod convert;
+pub mod metrics;
 pub mod serve;
 pub mod trace_context;
 pub mod transport;

@@ -91,6 +91,38 @@ pub struct EngineRoles {
     summarizer: RoleEngine,
     sampling: Sampling,
     calls: AtomicU64,
+    usage: Usage,
+}
+
+/// Tokens of the calls made so far: prompt tokens, how many of them the prefix cache
+/// served (the rest were computed), and generated tokens.
+#[derive(Debug, Default)]
+struct Usage {
+    calls: AtomicU64,
+    prompt: AtomicU64,
+    cached: AtomicU64,
+    generated: AtomicU64,
+}
+
+/// A snapshot of `EngineRoles`' token accounting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TokenUsage {
+    pub calls: u64,
+    pub prompt_tokens: u64,
+    /// Prompt tokens served from the prefix cache instead of being computed.
+    pub cached_tokens: u64,
+    pub generated_tokens: u64,
+}
+
+impl TokenUsage {
+    /// Prompt tokens computed (prefilled), as a share of all prompt tokens: what a
+    /// pipeline without prefix reuse (the reference's) would compute is 1.
+    pub fn computed_share(&self) -> f64 {
+        if self.prompt_tokens == 0 {
+            return 0.0;
+        }
+        (self.prompt_tokens - self.cached_tokens) as f64 / self.prompt_tokens as f64
+    }
 }
 
 impl EngineRoles {
@@ -101,6 +133,18 @@ impl EngineRoles {
             summarizer: RoleEngine::new(summarizer),
             sampling,
             calls: AtomicU64::new(0),
+            usage: Usage::default(),
+        }
+    }
+
+    /// The tokens of every call made so far.
+    pub fn usage(&self) -> TokenUsage {
+        let u = &self.usage;
+        TokenUsage {
+            calls: u.calls.load(Ordering::Relaxed),
+            prompt_tokens: u.prompt.load(Ordering::Relaxed),
+            cached_tokens: u.cached.load(Ordering::Relaxed),
+            generated_tokens: u.generated.load(Ordering::Relaxed),
         }
     }
 
@@ -130,6 +174,14 @@ impl EngineRoles {
         }
         .await
         .map_err(|e| CoreError::role(role, e.class(), 1, e.message()))?;
+        let u = &self.usage;
+        u.calls.fetch_add(1, Ordering::Relaxed);
+        u.prompt
+            .fetch_add(out.prompt_tokens as u64, Ordering::Relaxed);
+        u.cached
+            .fetch_add(out.cached_tokens as u64, Ordering::Relaxed);
+        u.generated
+            .fetch_add(out.generated_tokens() as u64, Ordering::Relaxed);
         tracing::debug!(
             role = role.as_str(),
             prompt_tokens = out.prompt_tokens,

@@ -1,6 +1,7 @@
 //! Flag groups shared by several subcommands.
 
 pub mod etcd;
+pub mod metrics;
 pub mod model;
 pub mod remote;
 pub mod roles;

@@ -28,6 +28,11 @@ pub struct ModelArgs {
     /// the queue. 1 serves requests one at a time.
     #[arg(long, default_value_t = 8, env = "UMI_MAX_BATCH")]
     pub max_batch: usize,
+    /// Memory (MiB) for the key/value state of finished requests, reused by later ones
+    /// that share their prefix (α-UMi's calls of a task share tool docs and history);
+    /// least recently used first out. 0 disables prefix reuse.
+    #[arg(long, default_value_t = umi_engine::engine::DEFAULT_PREFIX_CACHE_MB, env = "UMI_PREFIX_CACHE_MB")]
+    pub prefix_cache_mb: usize,
 }
 
 impl ModelArgs {
@@ -57,7 +62,7 @@ impl ModelArgs {
         anyhow::ensure!(self.max_batch >= 1, "--max-batch must be at least 1");
         Ok(EngineConfig {
             max_batch: self.max_batch,
-            ..EngineConfig::default()
+            prefix_cache_bytes: self.prefix_cache_mb.saturating_mul(1 << 20),
         })
     }
 }
