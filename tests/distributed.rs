@@ -210,3 +210,47 @@ fn the_streamed_answer_is_the_plain_answer_and_health_says_serving() {
     assert_eq!(running, 0.0, "{}", scrape(&metrics_at));
     assert!(worker.terminate().success());
 }
+
+/// Admission control end to end: a worker that lets one request wait refuses the excess
+/// of 12 concurrent calls as RESOURCE_EXHAUSTED, and the client (`umi bench role`, through
+/// the coordinator's `ClusterRoles`) backs off and retries until every call is served.
+#[test]
+fn an_overloaded_worker_refuses_the_excess_and_no_call_is_lost() {
+    let metrics_at = format!("127.0.0.1:{}", free_port());
+    let mut cmd = worker_command("planner", None);
+    cmd.args([
+        "--max-batch",
+        "1",
+        "--max-queue",
+        "1",
+        "--metrics-listen",
+        &metrics_at,
+    ]);
+    let (mut worker, address) = start_worker_command(&mut cmd);
+    let out = umi()
+        .args(["bench", "role", "--role", "planner", "--endpoint", &address])
+        .args([
+            "--requests",
+            "12",
+            "--concurrency",
+            "12",
+            "--max-new-tokens",
+            "8",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("12 calls"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let text = scrape(&metrics_at);
+    let refused = metric(&text, "umi_engine_requests_refused_total").unwrap_or(0.0);
+    assert!(refused > 0.0, "nothing was refused:\n{text}");
+    assert!(worker.terminate().success());
+}

@@ -96,6 +96,8 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
         a.model.max_batch.to_string(),
         "--prefix-cache-mb".to_string(),
         a.model.prefix_cache_mb.to_string(),
+        "--max-queue".to_string(),
+        a.model.max_queue.to_string(),
     ];
     if let Some(m) = &a.model.model {
         model_flags.extend(["--model".to_string(), m.to_string_lossy().into_owned()]);

@@ -5,6 +5,7 @@
 //! advances every running sequence by one token in a single forward pass, and retires
 //! the ones that finished, so a request never waits for another to end.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 
@@ -60,13 +61,20 @@ pub struct EngineConfig {
     pub prefix_cache_bytes: usize,
     /// Sequences decoded together in one forward pass (1 runs requests one at a time).
     pub max_batch: usize,
+    /// Requests that may wait for a batch slot; past it a request is refused at once
+    /// (`EngineError::Overloaded`) instead of queueing without bound.
+    pub max_queue: usize,
 }
+
+/// Requests that may wait by default: a few minutes of work for a 7B role at batch 8.
+pub const DEFAULT_MAX_QUEUE: usize = 256;
 
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             prefix_cache_bytes: DEFAULT_PREFIX_CACHE_MB << 20,
             max_batch: 8,
+            max_queue: DEFAULT_MAX_QUEUE,
         }
     }
 }
@@ -77,6 +85,9 @@ pub struct Engine {
     jobs: mpsc::UnboundedSender<Job>,
     tokenizer: Arc<Tokenizer>,
     info: Arc<ModelInfo>,
+    /// Requests sent to the inference thread and not yet taken by it.
+    waiting: Arc<AtomicUsize>,
+    max_queue: usize,
 }
 
 impl Engine {
@@ -96,11 +107,18 @@ impl Engine {
             max_batch: config.max_batch.max(1),
         };
         let tokenizer = Arc::new(loaded.tokenizer.clone());
-        let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
+        let (jobs, queue) = mpsc::unbounded_channel::<Job>();
         let thread_name = format!("umi-engine-{}", info.name);
         let max_batch = info.max_batch;
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let max_queue = config.max_queue;
+        let queued = Queue {
+            jobs: queue,
+            waiting: waiting.clone(),
+        };
         let spawned = thread::Builder::new().name(thread_name).spawn(move || {
             let mut prefix_cache = PrefixCache::new(config.prefix_cache_bytes);
+            let mut queue = queued;
             schedule(&loaded, &mut prefix_cache, max_batch, &mut queue);
         });
         if let Err(e) = spawned {
@@ -111,6 +129,8 @@ impl Engine {
             jobs,
             tokenizer,
             info: Arc::new(info),
+            waiting,
+            max_queue,
         }
     }
 
@@ -193,8 +213,49 @@ impl Engine {
         Ok(out_rx)
     }
 
+    /// Hands a job to the inference thread, unless `max_queue` jobs already wait.
     fn enqueue(&self, job: Job) -> Result<()> {
-        self.jobs.send(job).map_err(|_| EngineError::Shutdown)
+        let before = self.waiting.fetch_add(1, Ordering::AcqRel);
+        if before >= self.max_queue {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            crate::metrics::refused();
+            return Err(EngineError::Overloaded {
+                waiting: before,
+                limit: self.max_queue,
+            });
+        }
+        self.jobs.send(job).map_err(|_| {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            EngineError::Shutdown
+        })
+    }
+}
+
+/// The inference thread's end of the job channel, counting jobs out as it takes them.
+struct Queue {
+    jobs: mpsc::UnboundedReceiver<Job>,
+    waiting: Arc<AtomicUsize>,
+}
+
+impl Queue {
+    fn taken(&self, job: Job) -> Job {
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        job
+    }
+
+    /// Waits for a job; `None` once every `Engine` handle is gone.
+    fn wait(&mut self) -> Option<Job> {
+        let job = self.jobs.blocking_recv()?;
+        Some(self.taken(job))
+    }
+
+    fn try_take(&mut self) -> Option<Job> {
+        let job = self.jobs.try_recv().ok()?;
+        Some(self.taken(job))
+    }
+
+    fn len(&self) -> usize {
+        self.waiting.load(Ordering::Acquire)
     }
 }
 
@@ -224,21 +285,21 @@ fn schedule(
     loaded: &LoadedModel,
     prefix_cache: &mut PrefixCache,
     max_batch: usize,
-    queue: &mut mpsc::UnboundedReceiver<Job>,
+    queue: &mut Queue,
 ) {
     let mut running: Vec<Running> = Vec::new();
     loop {
         let mut arrived = Vec::new();
         if running.is_empty() {
-            match queue.blocking_recv() {
+            match queue.wait() {
                 Some(job) => arrived.push(job),
                 None => return,
             }
         }
         while running.len() + arrived.len() < max_batch {
-            match queue.try_recv() {
-                Ok(job) => arrived.push(job),
-                Err(_) => break,
+            match queue.try_take() {
+                Some(job) => arrived.push(job),
+                None => break,
             }
         }
         // Running inside the pool makes this thread's own work a pool task, so the

@@ -28,6 +28,10 @@ pub enum EngineError {
     #[error("the engine has shut down")]
     Shutdown,
 
+    /// Admission control: the queue is full; the request was not taken.
+    #[error("overloaded: {waiting} requests already wait (the limit is {limit}); try another replica or later")]
+    Overloaded { waiting: usize, limit: usize },
+
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -58,6 +58,13 @@ pub(crate) fn finished(
     }
 }
 
+/// Requests refused because the queue was full.
+pub const REQUESTS_REFUSED: &str = "umi_engine_requests_refused_total";
+
+pub(crate) fn refused() {
+    counter!(REQUESTS_REFUSED).increment(1);
+}
+
 pub(crate) fn failed() {
     counter!(REQUESTS_FINISHED, "reason" => "error").increment(1);
 }

@@ -212,6 +212,7 @@ async fn requests_decoded_in_one_batch_answer_as_they_do_alone() {
             umi_engine::EngineConfig {
                 prefix_cache_bytes: 0,
                 max_batch,
+                ..Default::default()
             },
         )
     };
@@ -354,4 +355,36 @@ mod load_errors {
             "tokenizer has 49152 tokens but the model's vocabulary has 32000",
         );
     }
+}
+
+/// Admission control: past `max_queue` waiting requests, a request is refused at once as
+/// overloaded; the accepted ones all finish, and the engine takes new work afterwards.
+#[tokio::test]
+async fn a_full_queue_refuses_requests_at_once_and_keeps_serving() {
+    let engine = Engine::start_with(
+        load(smollm2_gguf(), WeightDType::Quantized).unwrap(),
+        umi_engine::EngineConfig {
+            max_batch: 1,
+            max_queue: 2,
+            ..Default::default()
+        },
+    );
+    let outs = futures::future::join_all(
+        (0..12).map(|i| engine.generate(greedy(&chatml(&format!("Count to {i}.")), 8))),
+    )
+    .await;
+    let refused = outs
+        .iter()
+        .filter(|o| matches!(o, Err(umi_engine::EngineError::Overloaded { limit: 2, .. })))
+        .count();
+    let served = outs.iter().filter(|o| o.is_ok()).count();
+    assert_eq!(refused + served, 12, "another error: {outs:?}");
+    // At most the batch of one plus two waiting (and what the thread took meanwhile).
+    assert!(
+        refused >= 6,
+        "only {refused} of 12 refused with a queue of 2"
+    );
+    assert!(served >= 2, "{served}");
+    let again = engine.generate(greedy(&chatml("Hello"), 4)).await;
+    assert!(again.is_ok(), "{again:?}");
 }

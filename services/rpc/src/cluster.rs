@@ -59,6 +59,10 @@ impl<C> Drop for Outstanding<C> {
 
 type ReplicaTable<C> = HashMap<String, Arc<Replica<C>>>;
 
+/// The first pause before asking full replicas again, and the longest.
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
 /// A replica considered for a call: its rank, address and handle.
 type Choice<C> = ((bool, usize), String, Arc<Replica<C>>);
 
@@ -172,19 +176,31 @@ impl<T: RoleTransport> ClusterRoles<T> {
         let mut tried = HashSet::new();
         // (replica, class, message) of each failed attempt.
         let mut errors: Vec<(String, ErrorClass, String)> = Vec::new();
+        // The last refusal by a full replica, and the pause before asking the full ones
+        // again (doubling up to `MAX_BACKOFF`).
+        let mut overloaded: Option<(String, String)> = None;
+        let mut backoff = FIRST_BACKOFF;
         let mut membership = self.membership.clone();
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() || errors.len() >= self.policy.max_attempts {
-                let error = self.give_up(role, started, &errors);
+                let error = self.give_up(role, started, &errors, overloaded.as_ref());
                 crate::metrics::failed(role, error.class(), started.elapsed());
                 return Err(error);
             }
             let Some((address, replica)) = self.pick(role, &tried) else {
                 if !tried.is_empty() && errors.len() < self.policy.max_attempts {
-                    // Every live replica failed once: give them another go after a pause.
+                    // Every live replica failed or refused once: give them another go
+                    // after a pause, growing while they are full.
                     tried.clear();
-                    tokio::time::sleep(remaining.min(Duration::from_millis(200))).await;
+                    let pause = if overloaded.is_some() {
+                        let pause = backoff;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        pause
+                    } else {
+                        Duration::from_millis(200)
+                    };
+                    tokio::time::sleep(remaining.min(pause)).await;
                 } else {
                     // None registered: wait for one to appear (or poll, in case a
                     // cooling replica's pause ended) until the deadline.
@@ -220,6 +236,15 @@ impl<T: RoleTransport> ClusterRoles<T> {
                 Err(status) => status,
             };
             let class = classify(status.code());
+            if class == ErrorClass::ResourceExhausted {
+                // A full replica refused before doing any work: try the others, then back
+                // off. Refusals do not spend the attempt budget, only the deadline.
+                crate::metrics::retried(role, class);
+                tracing::debug!(role = role.as_str(), %address, "replica full; trying another or backing off");
+                overloaded = Some((address.clone(), status.message().to_string()));
+                tried.insert(address);
+                continue;
+            }
             if !class.is_retryable() {
                 crate::metrics::failed(role, class, started.elapsed());
                 return Err(CoreError::role(
@@ -239,16 +264,30 @@ impl<T: RoleTransport> ClusterRoles<T> {
         }
     }
 
-    /// The call's failure: the class of its last attempt (or unavailable: no replica
-    /// ever registered), and every attempt's reason.
+    /// The call's failure: the class of its last attempt (resource exhausted if the
+    /// replicas only ever refused it as full; unavailable if none ever registered), and
+    /// every attempt's reason.
     fn give_up(
         &self,
         role: RoleKind,
         started: Instant,
         errors: &[(String, ErrorClass, String)],
+        overloaded: Option<&(String, String)>,
     ) -> CoreError {
         let waited = started.elapsed().as_secs_f64();
         match errors.last() {
+            None if overloaded.is_some() => {
+                let (address, message) = overloaded.expect("checked");
+                CoreError::role(
+                    role,
+                    ErrorClass::ResourceExhausted,
+                    0,
+                    format!(
+                        "every {} replica stayed full for {waited:.1} s (last: {address}: {message})",
+                        role.as_str()
+                    ),
+                )
+            }
             None => CoreError::role(
                 role,
                 ErrorClass::Unavailable,
@@ -492,7 +531,7 @@ mod tests {
     async fn the_attempt_budget_ends_a_call_with_its_class_and_every_reason() {
         let transport = ScriptedTransport::default()
             .fail("a", &[Code::Unavailable, Code::Unavailable])
-            .fail("b", &[Code::ResourceExhausted, Code::Unavailable]);
+            .fail("b", &[Code::Internal, Code::Unavailable]);
         let roles = roles(&["a", "b"], transport, quick());
         let error = roles.generate(planner_request()).await.unwrap_err();
         assert_eq!(roles.transport.log().len(), 3);
@@ -502,7 +541,36 @@ mod tests {
             text.starts_with("planner: unavailable after 3 attempts: "),
             "{text}"
         );
-        assert!(text.contains("b: ResourceExhausted"), "{text}");
+        assert!(text.contains("b: Internal"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn full_replicas_are_waited_for_without_spending_the_attempt_budget() {
+        let full = [Code::ResourceExhausted; 4];
+        let transport = ScriptedTransport::default()
+            .fail("a", &full)
+            .fail("b", &full);
+        let roles = roles(&["a", "b"], transport, quick());
+        let reply = roles.generate(planner_request()).await.unwrap();
+        // 8 refusals, more than the 3 attempts a failing replica gets, then an answer.
+        assert_eq!(roles.transport.log().len(), 9);
+        assert!(reply.text == "a" || reply.text == "b");
+
+        // Full until the deadline: a resource-exhausted failure naming the last refusal.
+        let policy = RetryPolicy {
+            deadline: Duration::from_millis(300),
+            ..quick()
+        };
+        let transport = ScriptedTransport::default().fail("a", &[Code::ResourceExhausted; 1000]);
+        let roles = super::tests::roles(&["a"], transport, policy);
+        let error = roles.generate(planner_request()).await.unwrap_err();
+        assert_eq!(error.class(), ErrorClass::ResourceExhausted);
+        assert!(error.to_string().contains("stayed full"), "{error}");
+        let asked = roles.transport.log().len();
+        assert!(
+            (3..60).contains(&asked),
+            "asked a full replica {asked} times in 300 ms"
+        );
     }
 
     #[tokio::test]

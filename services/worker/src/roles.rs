@@ -71,13 +71,15 @@ impl RoleEngine {
 }
 
 /// An engine failure, classified: a prompt or setting the engine refuses is invalid
-/// (any replica would refuse it), a stopped engine is unavailable, the rest internal.
+/// (any replica would refuse it), a stopped engine is unavailable, a full queue is
+/// resource exhaustion (another replica or a later try may take it), the rest internal.
 pub fn classify(e: EngineError) -> CoreError {
     let class = match &e {
         EngineError::InvalidArgument { .. } | EngineError::PromptTooLong { .. } => {
             ErrorClass::InvalidRequest
         }
         EngineError::Shutdown => ErrorClass::Unavailable,
+        EngineError::Overloaded { .. } => ErrorClass::ResourceExhausted,
         _ => ErrorClass::Internal,
     };
     CoreError::new(class, e.to_string())

@@ -33,6 +33,11 @@ pub struct ModelArgs {
     /// least recently used first out. 0 disables prefix reuse.
     #[arg(long, default_value_t = umi_engine::engine::DEFAULT_PREFIX_CACHE_MB, env = "UMI_PREFIX_CACHE_MB")]
     pub prefix_cache_mb: usize,
+    /// Requests that may wait for a batch slot; past it a request is refused at once as
+    /// overloaded (a worker answers RESOURCE_EXHAUSTED, and its clients try another
+    /// replica or back off) instead of queueing without bound.
+    #[arg(long, default_value_t = umi_engine::engine::DEFAULT_MAX_QUEUE, env = "UMI_MAX_QUEUE")]
+    pub max_queue: usize,
 }
 
 impl ModelArgs {
@@ -60,9 +65,11 @@ impl ModelArgs {
 
     pub fn engine_config(&self) -> anyhow::Result<EngineConfig> {
         anyhow::ensure!(self.max_batch >= 1, "--max-batch must be at least 1");
+        anyhow::ensure!(self.max_queue >= 1, "--max-queue must be at least 1");
         Ok(EngineConfig {
             max_batch: self.max_batch,
             prefix_cache_bytes: self.prefix_cache_mb.saturating_mul(1 << 20),
+            max_queue: self.max_queue,
         })
     }
 }
