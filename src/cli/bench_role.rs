@@ -85,6 +85,7 @@ pub async fn run(a: RoleBenchArgs) -> anyhow::Result<()> {
         )],
         thought: (role == RoleKind::Caller).then(|| "Call the first tool.".to_string()),
         task_id: format!("bench-{i}"),
+        seed_offset: None,
     };
     // One warm-up call per replica, so model loading and first connections are not timed.
     for i in 0..replicas {

@@ -46,8 +46,9 @@ pub struct RunArgs {
     pub max_steps: Option<usize>,
     #[command(flatten)]
     pub remote: RemoteArgs,
-    /// Queries solved at once.
-    #[arg(long, default_value_t = 1)]
+    /// Queries solved at once; their role calls share the engine's batches. The answers
+    /// do not depend on it: every call is seeded by its task and its place in the task.
+    #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
     #[command(flatten)]
     pub role_args: RoleArgs,

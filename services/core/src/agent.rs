@@ -56,6 +56,12 @@ pub struct RoleRequest {
     /// empty outside a task). Not part of the prompt.
     #[serde(default)]
     pub task_id: String,
+    /// What this call adds to the base seed (set by `task::solve`: the task's own base
+    /// plus the call's number within the task, so a task's sampled outputs do not depend
+    /// on which other tasks run beside it, or where). `None`: the role implementation
+    /// numbers its calls itself. Not part of the prompt.
+    #[serde(default)]
+    pub seed_offset: Option<u64>,
 }
 
 impl RoleRequest {
@@ -166,6 +172,7 @@ pub async fn agent_step(
             history,
             thought,
             task_id: String::new(),
+            seed_offset: None,
         };
     let mut tokens = 0;
     let mut planned = String::from("none");

@@ -1,6 +1,8 @@
 //! One ToolBench query, from its `test_instructions` entry to its answer: the unit of
 //! work that `umi run` and the coordinator both solve.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use serde::Serialize;
 use serde_json::Value;
 use tracing::Instrument;
@@ -145,6 +147,8 @@ pub async fn solve(
     let roles = TaskRoles {
         inner: roles,
         task_id: &query.id,
+        seed_base: seed_base(&query.text),
+        calls: AtomicU64::new(0),
     };
     search.run(&roles, &env).instrument(span.clone()).await;
     span.record("steps", search.query_count);
@@ -162,17 +166,31 @@ pub async fn solve(
     }
 }
 
-/// The roles, with each call tagged with the task it serves.
+/// The roles, with each call tagged with the task it serves and seeded by the task:
+/// a task's calls are made one after another, so their numbering is the same in every
+/// run, with any concurrency, in process or on a cluster.
 struct TaskRoles<'r> {
     inner: &'r dyn RoleModels,
     task_id: &'r str,
+    seed_base: u64,
+    calls: AtomicU64,
 }
 
 impl RoleModels for TaskRoles<'_> {
     fn generate<'a>(&'a self, mut request: RoleRequest) -> BoxFuture<'a, Result<Generated>> {
         request.task_id = self.task_id.to_string();
+        let n = self.calls.fetch_add(1, Ordering::Relaxed);
+        request.seed_offset = Some(self.seed_base.wrapping_add(n));
         self.inner.generate(request)
     }
+}
+
+/// A task's seed base, from its query text (FNV-1a): the same for a query solved here or
+/// by a coordinator, whose task ids differ from the query's.
+fn seed_base(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// The method name ToolBench gives a search of this width.

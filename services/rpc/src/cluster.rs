@@ -72,8 +72,9 @@ pub struct ClusterRoles<T: RoleTransport = GrpcTransport> {
     replicas: Mutex<ReplicaTable<T::Connection>>,
     sampling: Sampling,
     policy: RetryPolicy,
-    /// Calls made so far: each call's seed is the base seed plus this, as in process, so
-    /// sampled calls with equal prompts still differ.
+    /// Calls made so far: a call without a `seed_offset` (outside a task) is seeded with
+    /// the base seed plus this, as in process, so sampled calls with equal prompts still
+    /// differ.
     calls: AtomicU64,
 }
 
@@ -169,9 +170,10 @@ impl<T: RoleTransport> ClusterRoles<T> {
         let started = Instant::now();
         let deadline = started + self.policy.deadline;
         let mut sampling = self.sampling;
-        sampling.seed = sampling
-            .seed
-            .wrapping_add(self.calls.fetch_add(1, Ordering::Relaxed));
+        let offset = request
+            .seed_offset
+            .unwrap_or_else(|| self.calls.fetch_add(1, Ordering::Relaxed));
+        sampling.seed = sampling.seed.wrapping_add(offset);
         let wire = request_to_pb(&request, &sampling);
         let mut tried = HashSet::new();
         // (replica, class, message) of each failed attempt.
@@ -445,6 +447,7 @@ mod tests {
             history: vec![HistoryTurn::new("user", "q")],
             thought: None,
             task_id: String::new(),
+            seed_offset: None,
         }
     }
 

@@ -103,6 +103,8 @@ pub fn request_from_pb(request: &pb::GenerateRequest) -> Result<RoleRequest, Cor
             .collect(),
         thought: request.thought.clone(),
         task_id: request.task_id.clone(),
+        // The offset is already in the wire's seed.
+        seed_offset: Some(0),
     })
 }
 

@@ -86,7 +86,8 @@ pub fn classify(e: EngineError) -> CoreError {
 }
 
 /// The three roles on in-process engines (one engine per distinct checkpoint may serve
-/// several roles), sampling with one setting; call `n` is seeded with the base seed + n.
+/// several roles), sampling with one setting; a call is seeded with the base seed plus
+/// its request's `seed_offset` (or, without one, the number of calls made before it).
 pub struct EngineRoles {
     planner: RoleEngine,
     caller: RoleEngine,
@@ -201,7 +202,9 @@ impl RoleModels for EngineRoles {
         Box::pin(async move {
             let role = request.role;
             let prompt = request.render(&self.role(role).prompts);
-            let n = self.calls.fetch_add(1, Ordering::Relaxed);
+            let n = request
+                .seed_offset
+                .unwrap_or_else(|| self.calls.fetch_add(1, Ordering::Relaxed));
             let span = tracing::info_span!("role_call", role = role.as_str());
             let out = self.call_prompt(role, &prompt, n).instrument(span).await?;
             Ok(Generated {
