@@ -127,6 +127,38 @@ fn workers_found_in_etcd_answer_as_the_in_process_run() {
     );
 }
 
+/// Admission control at the coordinator: with 2 unfinished tasks at most, a client with 5
+/// queries is refused, waits, and submits the rest as tasks end; every query is answered.
+#[test]
+fn a_full_coordinator_refuses_submissions_and_the_client_waits() {
+    let etcd = Etcd::start();
+    let _workers = ["planner", "caller", "summarizer"].map(|r| worker(r, Some(&etcd.url)));
+    let (_coord, coord) = coordinator(&etcd.url, &["--max-pending", "2", "--concurrency", "1"]);
+    wait_until(
+        "the coordinator sees all roles",
+        Duration::from_secs(5),
+        || {
+            ["planner", "caller", "summarizer"]
+                .iter()
+                .all(|r| !coordinator_sees(&coord, r).is_empty())
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let q = queries(dir.path(), 5);
+    let mut run = run_via(&coord, &q, dir.path());
+    assert!(run.child.wait().unwrap().success(), "{}", run.stderr());
+    assert!(
+        run.stderr().contains("the coordinator is full"),
+        "the coordinator never refused: {}",
+        run.stderr()
+    );
+    let answers = answers(dir.path());
+    assert_eq!(answers.len(), 5);
+    for answer in &answers {
+        assert!(answer.get("failure").is_none(), "{}", answer["failure"]);
+    }
+}
+
 #[test]
 fn a_second_planner_replica_is_used_within_a_second_of_registering() {
     let etcd = Etcd::start();

@@ -35,6 +35,11 @@ pub struct CoordinatorArgs {
     /// Tasks solved at once; the others wait in the queue.
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
+    /// Unfinished (queued or running) tasks at most: a submission past it is refused as
+    /// RESOURCE_EXHAUSTED (`umi run --coordinator` waits and submits the rest as tasks
+    /// end) instead of queueing without bound.
+    #[arg(long, default_value_t = 4096)]
+    pub max_pending: usize,
     /// Seconds an ended task's answer is kept for clients to fetch.
     #[arg(long, default_value_t = 3600)]
     pub retention: u64,
@@ -50,8 +55,8 @@ pub struct CoordinatorArgs {
 }
 
 pub async fn run(a: CoordinatorArgs) -> anyhow::Result<()> {
-    if a.width == 0 || a.concurrency == 0 || a.max_steps == 0 {
-        bail!("--width, --max-steps and --concurrency must be at least 1");
+    if a.width == 0 || a.concurrency == 0 || a.max_steps == 0 || a.max_pending == 0 {
+        bail!("--width, --max-steps, --concurrency and --max-pending must be at least 1");
     }
     a.metrics.install()?;
     let roles = a.remote.roles(a.sampling.over(REALTIME)).await?.context(
@@ -69,6 +74,7 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<()> {
             },
             concurrency: a.concurrency,
             retention: std::time::Duration::from_secs(a.retention),
+            max_pending: a.max_pending,
         },
         membership,
         journal: a.task_journal.clone(),

@@ -1,7 +1,8 @@
 //! `umi run --coordinator`: submit the queries to a coordinator, follow their events,
 //! and fetch each answer as its task ends.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde_json::Value;
@@ -61,6 +62,7 @@ pub async fn solve_all(
         .collect::<anyhow::Result<Vec<_>>>()?;
     let ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
     // In batches of about 1 MB: a whole query file can exceed any message limit.
+    let mut batches: VecDeque<Vec<Task>> = VecDeque::new();
     let mut batch = Vec::new();
     let mut size = 0;
     for (i, task) in tasks.into_iter().enumerate() {
@@ -68,16 +70,10 @@ pub async fn solve_all(
         batch.push(task);
         if size > (1 << 20) || i + 1 == ids.len() {
             size = 0;
-            client
-                .submit(SubmitRequest {
-                    tasks: std::mem::take(&mut batch),
-                })
-                .await
-                .map_err(|s| {
-                    anyhow::anyhow!("the coordinator refused the queries: {}", s.message())
-                })?;
+            batches.push_back(std::mem::take(&mut batch));
         }
     }
+    submit_all(&mut client, batches).await?;
     let mut events = client
         .watch(WatchRequest {
             task_ids: ids.clone(),
@@ -138,6 +134,50 @@ pub async fn solve_all(
                 tokens: event.tokens as usize,
             },
         )?;
+    }
+    Ok(())
+}
+
+/// Submits every batch. A coordinator at its bound of pending tasks refuses a batch
+/// (RESOURCE_EXHAUSTED): the batch is split, down to single tasks, and a refused single
+/// task is offered again after a pause (doubling up to 5 s) while earlier tasks finish.
+async fn submit_all(
+    client: &mut CoordinatorClient<Channel>,
+    mut batches: VecDeque<Vec<Task>>,
+) -> anyhow::Result<()> {
+    let mut pause = Duration::from_millis(100);
+    let mut told = false;
+    while let Some(batch) = batches.pop_front() {
+        let refused = match client
+            .submit(SubmitRequest {
+                tasks: batch.clone(),
+            })
+            .await
+        {
+            Ok(_) => {
+                pause = Duration::from_millis(100);
+                continue;
+            }
+            Err(s) if s.code() == tonic::Code::ResourceExhausted => s,
+            Err(s) => bail!("the coordinator refused the queries: {}", s.message()),
+        };
+        if !told {
+            eprintln!(
+                "the coordinator is full ({}); submitting the rest as tasks finish",
+                refused.message()
+            );
+            told = true;
+        }
+        if batch.len() > 1 {
+            let mut first = batch;
+            let second = first.split_off(first.len() / 2);
+            batches.push_front(second);
+            batches.push_front(first);
+        } else {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(5));
+            batches.push_front(batch);
+        }
     }
     Ok(())
 }

@@ -147,6 +147,9 @@ impl Coordinator for CoordinatorService {
         let queued = self.tasks.submit_all(queries).map_err(|e| match e {
             SubmitError::Conflict(m) => Status::already_exists(m),
             SubmitError::Journal(m) => Status::unavailable(m),
+            SubmitError::Full { pending, limit } => Status::resource_exhausted(format!(
+                "{pending} tasks are unfinished and the limit is {limit}; submit again when some have ended"
+            )),
         })?;
         Ok(Response::new(pb::SubmitResponse {
             queued: queued as u32,

@@ -41,6 +41,9 @@ pub struct TaskSettings {
     /// Ended tasks are forgotten this long after they end (their answers must be
     /// fetched by then), so a long-running coordinator does not grow without bound.
     pub retention: Duration,
+    /// Unfinished (queued or running) tasks at most; a submission past it is refused
+    /// whole (`SubmitError::Full`), so clients wait instead of queueing without bound.
+    pub max_pending: usize,
 }
 
 pub struct Tasks {
@@ -50,6 +53,7 @@ pub struct Tasks {
     /// How ToolBench names the search (answer files are named after it).
     pub method: String,
     permits: Arc<Semaphore>,
+    max_pending: usize,
     table: Mutex<HashMap<String, Entry>>,
     events: broadcast::Sender<TaskStatus>,
     /// Where queued and ended tasks are recorded, when the coordinator has one.
@@ -63,6 +67,8 @@ pub enum SubmitError {
     Conflict(String),
     /// The tasks could not be recorded in the journal, so they were not queued.
     Journal(String),
+    /// Queueing them would pass the bound of unfinished tasks; nothing was queued.
+    Full { pending: usize, limit: usize },
 }
 
 impl Tasks {
@@ -76,6 +82,7 @@ impl Tasks {
             method: method_name(settings.search.tree_beam_size),
             search: settings.search,
             permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
+            max_pending: settings.max_pending.max(1),
             table: Mutex::default(),
             events: broadcast::channel(4096).0,
             journal,
@@ -196,6 +203,13 @@ impl Tasks {
                         to_queue.push((query, generation));
                     }
                 }
+            }
+            let pending = t.values().filter(|e| !e.status.state.is_terminal()).count();
+            if !to_queue.is_empty() && pending + to_queue.len() > self.max_pending {
+                return Err(SubmitError::Full {
+                    pending,
+                    limit: self.max_pending,
+                });
             }
             if let Some(journal) = &self.journal {
                 let queries: Vec<&Query> = to_queue.iter().map(|(q, _)| q).collect();
@@ -405,6 +419,7 @@ mod tests {
             search: SearchConfig::default(),
             concurrency,
             retention: Duration::from_secs(3600),
+            max_pending: 1000,
         }
     }
 
@@ -499,6 +514,35 @@ mod tests {
             t.with_table(|t| !t.contains_key("e")),
             "a refused batch queued a task"
         );
+    }
+
+    #[tokio::test]
+    async fn submissions_past_the_bound_of_unfinished_tasks_are_refused_whole() {
+        let t = Tasks::new(
+            TaskSettings {
+                max_pending: 3,
+                ..settings(Arc::new(Hangs), 1)
+            },
+            None,
+        );
+        assert_eq!(t.submit_all(vec![query("a"), query("b")]), Ok(2));
+        assert_eq!(
+            t.submit_all(vec![query("c"), query("d")]),
+            Err(SubmitError::Full {
+                pending: 2,
+                limit: 3
+            })
+        );
+        assert!(
+            t.with_table(|t| !t.contains_key("c")),
+            "a refused batch queued a task"
+        );
+        // Known ids add nothing, so they are not refused.
+        assert_eq!(t.submit_all(vec![query("a")]), Ok(0));
+        assert_eq!(t.submit(query("c")), Ok(true));
+        // An ended task frees its place.
+        assert!(t.cancel("a"));
+        assert_eq!(t.submit(query("d")), Ok(true));
     }
 
     #[tokio::test]
