@@ -40,6 +40,19 @@ fn coordinator_sees(coordinator: &str, role: &str) -> HashSet<String> {
     })
 }
 
+/// Waits until the coordinator routes to a worker of every role.
+fn wait_for_all_roles(coordinator: &str) {
+    wait_until(
+        "the coordinator sees all roles",
+        Duration::from_secs(5),
+        || {
+            ["planner", "caller", "summarizer"]
+                .iter()
+                .all(|r| !coordinator_sees(coordinator, r).is_empty())
+        },
+    );
+}
+
 fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
     while !ok() {
@@ -77,15 +90,7 @@ fn workers_found_in_etcd_answer_as_the_in_process_run() {
     // The coordinator's budgets (support::procs::coordinator): greedy, 8 tokens, 2 steps.
     let metrics_at = format!("127.0.0.1:{}", free_port());
     let (_coord, coord) = coordinator(&etcd.url, &["--metrics-listen", &metrics_at]);
-    wait_until(
-        "the coordinator sees all roles",
-        Duration::from_secs(5),
-        || {
-            ["planner", "caller", "summarizer"]
-                .iter()
-                .all(|r| !coordinator_sees(&coord, r).is_empty())
-        },
-    );
+    wait_for_all_roles(&coord);
     let remote = tempfile::tempdir().unwrap();
     let q = queries(remote.path(), 1);
     let mut run = run_via(&coord, &q, remote.path());
@@ -134,15 +139,7 @@ fn a_full_coordinator_refuses_submissions_and_the_client_waits() {
     let etcd = Etcd::start();
     let _workers = ["planner", "caller", "summarizer"].map(|r| worker(r, Some(&etcd.url)));
     let (_coord, coord) = coordinator(&etcd.url, &["--max-pending", "2", "--concurrency", "1"]);
-    wait_until(
-        "the coordinator sees all roles",
-        Duration::from_secs(5),
-        || {
-            ["planner", "caller", "summarizer"]
-                .iter()
-                .all(|r| !coordinator_sees(&coord, r).is_empty())
-        },
-    );
+    wait_for_all_roles(&coord);
     let dir = tempfile::tempdir().unwrap();
     let q = queries(dir.path(), 5);
     let mut run = run_via(&coord, &q, dir.path());
