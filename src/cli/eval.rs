@@ -130,7 +130,10 @@ async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
             _ => records_steps.push(vec![i]),
         }
     }
-    let concurrency = a.concurrency.unwrap_or(1).max(1);
+    // Each record has one call in flight: more records than the engine runs and queues
+    // (--max-batch + --max-queue) would be refused as overloaded.
+    let engine_room = a.role_args.model.max_batch + a.role_args.model.max_queue;
+    let concurrency = a.concurrency.unwrap_or(1).clamp(1, engine_room);
     let start = Instant::now();
     let mut progress = Progress::new("steps", records_steps.iter().map(Vec::len).sum::<usize>());
     // Records run concurrently (their calls batch in the engine); a record's steps run in

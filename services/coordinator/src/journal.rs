@@ -377,7 +377,13 @@ fn replay(records: Vec<Record>, retention: Duration) -> (Recovered, HashMap<Stri
                 answer,
                 ended_at,
             } => {
-                // An end without its queueing (compacted away) says nothing to serve.
+                // An end without its queueing (compacted away) says nothing to serve, and
+                // an "end" in a state that is not one (a damaged line) is ignored: the task
+                // stays unfinished and runs again.
+                if !state.is_terminal() {
+                    tracing::warn!(task_id = %id, ?state, "ignoring an end record in a non-final state");
+                    continue;
+                }
                 if let Some(task) = tasks.get_mut(&id) {
                     let event = TaskStatus {
                         task_id: id,
@@ -653,10 +659,18 @@ mod tests {
         // A journal of an earlier version: the state as its protobuf number (5 = exhausted).
         let old = text.replace(r#""state":"answered""#, r#""state":5"#);
         std::fs::write(&path, old).unwrap();
-        let (_, recovered) = TaskJournal::open(&path, HOUR).unwrap();
+        let (journal, recovered) = TaskJournal::open(&path, HOUR).unwrap();
         assert_eq!(recovered.ended[0].status.state, TaskState::Exhausted);
         let compacted = std::fs::read_to_string(&path).unwrap();
         assert!(compacted.contains(r#""state":"exhausted""#), "{compacted}");
+        drop(journal);
+
+        // An end record in a state that is no end (a damaged line): the task reruns.
+        let damaged = compacted.replace(r#""state":"exhausted""#, r#""state":"running""#);
+        std::fs::write(&path, damaged).unwrap();
+        let (_, recovered) = TaskJournal::open(&path, HOUR).unwrap();
+        assert!(recovered.ended.is_empty());
+        assert_eq!(recovered.unfinished.len(), 1);
     }
 
     #[test]

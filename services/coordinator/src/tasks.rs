@@ -115,9 +115,10 @@ impl Tasks {
     /// Applies an event to a task that has not ended, and broadcasts it. Both happen
     /// under the table's lock, so watchers see events in table order and never an
     /// event after a task's end.
-    fn update(&self, run: u64, event: TaskStatus, answer: Option<String>) {
+    /// Returns whether the event applied (the task's run had not ended).
+    fn update(&self, run: u64, event: TaskStatus, answer: Option<String>) -> bool {
         let task_id = event.task_id.clone();
-        let journaled = self.with_table(|t| {
+        let applied = self.with_table(|t| {
             let entry = t.get_mut(&event.task_id)?;
             if entry.run != run || entry.status.state.is_terminal() {
                 return None;
@@ -143,8 +144,11 @@ impl Tasks {
                 entry.answer = answer;
             }
             let _ = self.events.send(event);
-            journaled
+            Some(journaled)
         });
+        let Some(journaled) = applied else {
+            return false;
+        };
         // Synced outside the table's lock: an fsync per ended task must not stall every
         // other task's progress, Watch, Fetch and Submit. The answer is served from
         // memory meanwhile; only a restart before the sync would lose it.
@@ -153,6 +157,7 @@ impl Tasks {
                 tracing::error!(task_id = %task_id, "{e}");
             }
         }
+        true
     }
 
     /// A clean shutdown: no queued task starts from now on, and the journal records that
@@ -278,7 +283,7 @@ impl Tasks {
                 Err(e) => {
                     let mut failed = TaskStatus::new(&id, TaskState::Failed);
                     failed.failure = format!("internal error in the task: {e}");
-                    tasks.update(generation, failed, None);
+                    let _ = tasks.update(generation, failed, None);
                 }
             }
         });
@@ -289,7 +294,7 @@ impl Tasks {
             return;
         };
         let id = query.id.clone();
-        self.update(generation, TaskStatus::new(&id, TaskState::Running), None);
+        let _ = self.update(generation, TaskStatus::new(&id, TaskState::Running), None);
         let counted = CountedRoles {
             generation,
             inner: self.roles.as_ref(),
@@ -307,7 +312,7 @@ impl Tasks {
         )
         .await;
         let done = TaskStatus::ended(&id, &solved);
-        self.update(generation, done, Some(solved.answer.to_string()));
+        let _ = self.update(generation, done, Some(solved.answer.to_string()));
     }
 
     /// Stops a task that has not ended; returns whether it did.
@@ -322,9 +327,10 @@ impl Tasks {
         // Ended first, so nothing the task still sends before it stops gets through.
         let mut cancelled = TaskStatus::new(id, TaskState::Cancelled);
         cancelled.failure = "cancelled".into();
-        self.update(generation, cancelled, None);
+        // The task may have ended since the check above: then it stays as it ended.
+        let ended_here = self.update(generation, cancelled, None);
         handle.abort();
-        true
+        ended_here
     }
 }
 
@@ -353,7 +359,7 @@ impl RoleModels for CountedRoles<'_> {
                 let mut progress = TaskStatus::new(self.task_id, TaskState::Running);
                 progress.steps = steps;
                 progress.tokens = tokens;
-                self.tasks.update(self.generation, progress, None);
+                let _ = self.tasks.update(self.generation, progress, None);
             }
             Ok(reply)
         })

@@ -146,6 +146,9 @@ async fn follow(
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
+        // Set once the watch is open: only the end of an open watch counts as a loss
+        // (failed reconnects while etcd is away do not).
+        let mut established = false;
         let result = async {
             let (mut client, revision) = match start.take() {
                 Some(s) => s,
@@ -162,6 +165,7 @@ async fn follow(
                 .with_start_revision(revision + 1);
             let mut stream =
                 within(&endpoints, client.watch(prefix.as_str(), Some(options))).await?;
+            established = true;
             backoff = Duration::from_millis(100);
             while let Some(reply) =
                 stream
@@ -198,7 +202,9 @@ async fn follow(
             Ok::<(), DiscoveryError>(())
         }
         .await;
-        losses.fetch_add(1, Ordering::Relaxed);
+        if established {
+            losses.fetch_add(1, Ordering::Relaxed);
+        }
         match result {
             Err(e) => {
                 tracing::warn!(error = %e, "etcd watch lost; keeping the last known workers")

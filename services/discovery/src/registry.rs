@@ -228,5 +228,13 @@ async fn renew(
         stream.message().await
     })
     .await?;
-    Ok(reply.is_some_and(|r| r.ttl() > 0))
+    match reply {
+        Some(r) => Ok(r.ttl() > 0),
+        // The stream closed (a reset connection, a restarted etcd): not the lease's end;
+        // the caller reopens the stream on the same lease.
+        None => Err(DiscoveryError::Etcd {
+            endpoints: endpoints.join(","),
+            source: etcd_client::Error::LeaseKeepAliveError("the keep-alive stream closed".into()),
+        }),
+    }
 }

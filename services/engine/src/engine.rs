@@ -405,6 +405,7 @@ impl<'t> Running<'t> {
                 running.advance(&logits, prefix_cache)
             }
             Err(e) => {
+                crate::metrics::failed();
                 let _enter = span.enter();
                 tracing::warn!(error = %e, "generation failed");
                 let _ = job.done.send(Err(e));

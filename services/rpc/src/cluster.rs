@@ -181,12 +181,15 @@ impl<T: RoleTransport> ClusterRoles<T> {
         // The last refusal by a full replica, and the pause before asking the full ones
         // again (doubling up to `MAX_BACKOFF`).
         let mut overloaded: Option<(String, String)> = None;
+        // Whether the latest attempt was a refusal (its class then ends the call).
+        let mut last_was_refusal = false;
         let mut backoff = FIRST_BACKOFF;
         let mut membership = self.membership.clone();
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() || errors.len() >= self.policy.max_attempts {
-                let error = self.give_up(role, started, &errors, overloaded.as_ref());
+                let last_refused = overloaded.as_ref().filter(|_| last_was_refusal);
+                let error = self.give_up(role, started, &errors, last_refused);
                 crate::metrics::failed(role, error.class(), started.elapsed());
                 return Err(error);
             }
@@ -244,6 +247,7 @@ impl<T: RoleTransport> ClusterRoles<T> {
                 crate::metrics::retried(role, class);
                 tracing::debug!(role = role.as_str(), %address, "replica full; trying another or backing off");
                 overloaded = Some((address.clone(), status.message().to_string()));
+                last_was_refusal = true;
                 tried.insert(address);
                 continue;
             }
@@ -262,34 +266,39 @@ impl<T: RoleTransport> ClusterRoles<T> {
                 *t = Some(Instant::now());
             }
             errors.push((address.clone(), class, status.message().to_string()));
+            last_was_refusal = false;
             tried.insert(address);
         }
     }
 
-    /// The call's failure: the class of its last attempt (resource exhausted if the
-    /// replicas only ever refused it as full; unavailable if none ever registered), and
-    /// every attempt's reason.
+    /// The call's failure: the class of its last attempt (resource exhausted when that
+    /// was a refusal by a full replica, `last_refused`; unavailable if no replica ever
+    /// registered), and every attempt's reason.
     fn give_up(
         &self,
         role: RoleKind,
         started: Instant,
         errors: &[(String, ErrorClass, String)],
-        overloaded: Option<&(String, String)>,
+        last_refused: Option<&(String, String)>,
     ) -> CoreError {
         let waited = started.elapsed().as_secs_f64();
+        if let Some((address, message)) = last_refused {
+            let earlier: Vec<String> = errors
+                .iter()
+                .map(|(address, _, message)| format!("; earlier {address}: {message}"))
+                .collect();
+            return CoreError::role(
+                role,
+                ErrorClass::ResourceExhausted,
+                errors.len(),
+                format!(
+                    "every {} replica stayed full for {waited:.1} s (last: {address}: {message}){}",
+                    role.as_str(),
+                    earlier.concat()
+                ),
+            );
+        }
         match errors.last() {
-            None if overloaded.is_some() => {
-                let (address, message) = overloaded.expect("checked");
-                CoreError::role(
-                    role,
-                    ErrorClass::ResourceExhausted,
-                    0,
-                    format!(
-                        "every {} replica stayed full for {waited:.1} s (last: {address}: {message})",
-                        role.as_str()
-                    ),
-                )
-            }
             None => CoreError::role(
                 role,
                 ErrorClass::Unavailable,
@@ -573,6 +582,23 @@ mod tests {
         assert!(
             (3..60).contains(&asked),
             "asked a full replica {asked} times in 300 ms"
+        );
+
+        // A failure, then refusals until the deadline: the last attempt's class wins,
+        // and the earlier failure is still named.
+        let policy = RetryPolicy {
+            deadline: Duration::from_millis(300),
+            ..quick()
+        };
+        let mut codes = vec![Code::Unavailable];
+        codes.extend([Code::ResourceExhausted; 1000]);
+        let transport = ScriptedTransport::default().fail("a", &codes);
+        let roles = super::tests::roles(&["a"], transport, policy);
+        let error = roles.generate(planner_request()).await.unwrap_err();
+        assert_eq!(error.class(), ErrorClass::ResourceExhausted);
+        assert!(
+            error.to_string().contains("earlier a: Unavailable"),
+            "{error}"
         );
     }
 

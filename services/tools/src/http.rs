@@ -13,6 +13,8 @@ pub enum HttpError {
     Timeout,
     #[error("connection failed: {0}")]
     Connect(String),
+    #[error("the request cannot be sent: {0}")]
+    Invalid(String),
     #[error("malformed HTTP response: {0}")]
     Malformed(String),
     #[error("the HTTP client could not start: {0}")]
@@ -123,6 +125,9 @@ async fn send(request: reqwest::RequestBuilder, max_body: usize) -> Result<Respo
 fn classify(e: reqwest::Error) -> HttpError {
     if e.is_timeout() {
         HttpError::Timeout
+    } else if e.is_builder() {
+        // A header or URL the client cannot send: the request, not the connection.
+        HttpError::Invalid(error_text(&e))
     } else {
         HttpError::Connect(error_text(&e))
     }

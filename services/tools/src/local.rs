@@ -211,9 +211,10 @@ pub fn evaluate(expr: &str) -> Result<f64, String> {
         }
         fn unary(&mut self) -> Result<f64, String> {
             match self.peek() {
+                // A sign applies to a whole power, as in Python: -2^2 is -4.
                 Some(b'-') => {
                     self.i += 1;
-                    Ok(-self.nested(Self::unary)?)
+                    Ok(-self.nested(Self::power)?)
                 }
                 Some(b'(') => {
                     self.i += 1;
@@ -250,6 +251,9 @@ pub fn evaluate(expr: &str) -> Result<f64, String> {
     if p.peek().is_some() {
         return Err(format!("unexpected text at position {}", p.i));
     }
+    if !v.is_finite() {
+        return Err(format!("the result is not a finite number ({v})"));
+    }
     Ok(v)
 }
 
@@ -262,6 +266,9 @@ mod tests {
         assert_eq!(evaluate("(3 + 4) * 2").unwrap(), 14.0);
         assert_eq!(evaluate("2 ^ 3 ^ 2").unwrap(), 512.0);
         assert_eq!(evaluate("-1.5 + 10 / 4").unwrap(), 1.0);
+        assert_eq!(evaluate("-2^2").unwrap(), -4.0);
+        assert_eq!(evaluate("2^-1").unwrap(), 0.5);
+        assert!(evaluate("10^400").unwrap_err().contains("not a finite"));
         assert!(evaluate("1 / 0").is_err());
         assert!(evaluate("2 +").is_err());
     }

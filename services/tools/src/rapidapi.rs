@@ -63,7 +63,7 @@ impl RapidApi {
         .await
         .map_err(|e| match e {
             HttpError::Timeout => BackendFailure("request time out".into()),
-            HttpError::TooLarge { .. } => {
+            HttpError::TooLarge { .. } | HttpError::Invalid(_) => {
                 BackendFailure(format!("request invalid, data error ({e})"))
             }
             other => BackendFailure(format!("request time out ({other})")),
