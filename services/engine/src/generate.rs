@@ -43,12 +43,25 @@ impl Default for SamplingParams {
     }
 }
 
+/// The smallest positive temperature taken: dividing logits by less overflows them
+/// (1e-300 makes every logit infinite); 0 asks for greedy decoding.
+pub const MIN_TEMPERATURE: f64 = 1e-3;
+
 impl SamplingParams {
     fn validate(&self) -> Result<()> {
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
             return Err(EngineError::invalid(
                 "temperature",
                 format!("{} (must be >= 0)", self.temperature),
+            ));
+        }
+        if self.temperature > 0.0 && self.temperature < MIN_TEMPERATURE {
+            return Err(EngineError::invalid(
+                "temperature",
+                format!(
+                    "{} (0 is greedy; a positive temperature must be at least {MIN_TEMPERATURE})",
+                    self.temperature
+                ),
             ));
         }
         if let Some(p) = self.top_p {
@@ -462,6 +475,12 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("temperature"));
+        p.temperature = 1e-300;
+        assert!(p
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("at least 0.001"));
         p.temperature = 0.6;
         p.top_p = Some(1.5);
         assert!(p.validate().unwrap_err().to_string().contains("top_p"));
