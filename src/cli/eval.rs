@@ -160,7 +160,7 @@ async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
     let journal = journal.into_inner().unwrap_or_else(|p| p.into_inner());
     for (i, out) in outputs {
         let s = &mut samples[i];
-        s.route(&out.planner, &prompts);
+        *s = out.routed;
         if let Some(answer) = out.answer {
             s.finish(&answer);
         }
@@ -182,15 +182,7 @@ async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
     print_table(&a.data, records.len(), &metrics, elapsed.as_secs_f64());
     if let Some(usage) = engines.as_ref().map(EngineRoles::usage) {
         if usage.calls > 0 {
-            println!(
-                "{} model calls: {} prompt tokens, {} served by the prefix cache, {} computed ({:.0}% of a pipeline without prefix reuse); {} generated",
-                usage.calls,
-                usage.prompt_tokens,
-                usage.cached_tokens,
-                usage.prompt_tokens - usage.cached_tokens,
-                usage.computed_share() * 100.0,
-                usage.generated_tokens
-            );
+            println!("{usage}");
         }
     }
     let (model_seconds, untimed) = journal.seconds();
@@ -237,10 +229,10 @@ fn fingerprint(a: &StaticArgs) -> String {
     .to_string()
 }
 
-/// What one step produced: the planner's output, and the caller's or summarizer's when
-/// the planner did not give up.
+/// What one step produced: its sample routed by the planner's output, and the caller's
+/// or summarizer's output when the planner did not give up.
 struct StepOutputs {
-    planner: String,
+    routed: Sample,
     answer: Option<String>,
 }
 
@@ -264,7 +256,7 @@ impl StepCalls<'_> {
                 .output("planner", i, sample, RoleKind::Planner, &sample.model_input)
                 .await?;
             // Routing is a pure function of the sample and the planner's output: the
-            // caller's or summarizer's prompt is known here, applied to the samples later.
+            // routed copy replaces the sample once every record is done.
             let mut routed = sample.clone();
             routed.route(&planner, self.prompts);
             let answer = match (
@@ -282,7 +274,7 @@ impl StepCalls<'_> {
                         .await?,
                 ),
             };
-            done.push((i, StepOutputs { planner, answer }));
+            done.push((i, StepOutputs { routed, answer }));
         }
         Ok(done)
     }

@@ -240,14 +240,7 @@ async fn solve_here(
     }
     drop(results);
     if let Some(usage) = local.as_ref().map(EngineRoles::usage) {
-        eprintln!(
-            "{} role calls: {} prompt tokens, {} of them from the prefix cache ({:.0}% computed); {} generated",
-            usage.calls,
-            usage.prompt_tokens,
-            usage.cached_tokens,
-            usage.computed_share() * 100.0,
-            usage.generated_tokens
-        );
+        eprintln!("{usage}");
     }
     Ok(())
 }

@@ -182,12 +182,7 @@ async fn submit_all(
     Ok(())
 }
 
-/// FNV-1a over the query text and its tools: stable across builds and platforms.
+/// A digest of the query text and its tools (FNV-1a: stable across builds).
 fn digest(text: &str, api_list_json: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes().chain([0]).chain(api_list_json.bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+    umi_core::task::fnv1a(text.bytes().chain([0]).chain(api_list_json.bytes()))
 }

@@ -21,16 +21,23 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
+/// A plain HTTP/1.1 GET of `path` at `addr` (host:port): the whole response, status line
+/// and headers included, or `None` if no connection or request could be made.
+pub fn http_get(addr: &str, path: &str, read_timeout: std::time::Duration) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(read_timeout)).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut response = String::new();
+    let _ = s.read_to_string(&mut response);
+    Some(response)
+}
+
 /// The text a Prometheus endpoint serves at `addr` (host:port).
 pub fn scrape(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-        .unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
+    let body = http_get(addr, "/metrics", std::time::Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("no metrics endpoint at {addr}"));
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
     body
 }

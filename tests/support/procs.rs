@@ -1,7 +1,7 @@
 //! Real processes for whole-system tests: etcd on loopback (random free ports, fresh
 //! data dir), `umi worker` and `umi coordinator`, each killed when dropped.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -189,19 +189,12 @@ impl Etcd {
 }
 
 fn healthy(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    use std::io::Write;
-    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-    if s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body);
-    body.starts_with("HTTP/1.1 200") && body.contains("\"health\":\"true\"")
+    super::http_get(
+        &format!("127.0.0.1:{port}"),
+        "/health",
+        Duration::from_secs(1),
+    )
+    .is_some_and(|r| r.starts_with("HTTP/1.1 200") && r.contains("\"health\":\"true\""))
 }
 
 /// The command that starts a role worker on a free port, registered in `etcd` when

@@ -36,6 +36,17 @@ impl ErrorClass {
         }
     }
 
+    /// The class as a metric label (its serialized name).
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorClass::Unavailable => "unavailable",
+            ErrorClass::DeadlineExceeded => "deadline_exceeded",
+            ErrorClass::ResourceExhausted => "resource_exhausted",
+            ErrorClass::InvalidRequest => "invalid_request",
+            ErrorClass::Internal => "internal",
+        }
+    }
+
     /// Whether another replica (or a later attempt) may not fail the same way. A request
     /// refused as invalid would be refused everywhere.
     pub fn is_retryable(self) -> bool {
@@ -138,5 +149,9 @@ mod tests {
         assert_eq!(once.to_string(), "caller: invalid request: bad");
         assert!(!once.class().is_retryable());
         assert!(ErrorClass::DeadlineExceeded.is_retryable());
+        assert_eq!(
+            serde_json::to_string(&ErrorClass::DeadlineExceeded).unwrap(),
+            format!("\"{}\"", ErrorClass::DeadlineExceeded.label())
+        );
     }
 }

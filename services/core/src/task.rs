@@ -185,10 +185,15 @@ impl RoleModels for TaskRoles<'_> {
     }
 }
 
-/// A task's seed base, from its query text (FNV-1a): the same for a query solved here or
-/// by a coordinator, whose task ids differ from the query's.
+/// A task's seed base, from its query text: the same for a query solved here or by a
+/// coordinator, whose task ids differ from the query's.
 fn seed_base(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+    fnv1a(text.bytes())
+}
+
+/// FNV-1a, 64 bits: stable across builds and platforms (task seeds, task-id digests).
+pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
 }

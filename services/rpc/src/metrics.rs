@@ -15,27 +15,16 @@ pub const ROLE_CALL_ATTEMPT_FAILURES: &str = "umi_role_call_attempt_failures_tot
 /// Calls that failed for good, by role and class.
 pub const ROLE_CALL_FAILURES: &str = "umi_role_call_failures_total";
 
-fn class_label(class: ErrorClass) -> &'static str {
-    match class {
-        ErrorClass::Unavailable => "unavailable",
-        ErrorClass::DeadlineExceeded => "deadline_exceeded",
-        ErrorClass::ResourceExhausted => "resource_exhausted",
-        ErrorClass::InvalidRequest => "invalid_request",
-        ErrorClass::Internal => "internal",
-    }
-}
-
 pub(crate) fn answered(role: RoleKind, took: Duration) {
     histogram!(ROLE_CALL_DURATION, "role" => role.as_str()).record(took.as_secs_f64());
 }
 
 pub(crate) fn retried(role: RoleKind, class: ErrorClass) {
-    counter!(ROLE_CALL_ATTEMPT_FAILURES, "role" => role.as_str(), "class" => class_label(class))
+    counter!(ROLE_CALL_ATTEMPT_FAILURES, "role" => role.as_str(), "class" => class.label())
         .increment(1);
 }
 
 pub(crate) fn failed(role: RoleKind, class: ErrorClass, took: Duration) {
     histogram!(ROLE_CALL_DURATION, "role" => role.as_str()).record(took.as_secs_f64());
-    counter!(ROLE_CALL_FAILURES, "role" => role.as_str(), "class" => class_label(class))
-        .increment(1);
+    counter!(ROLE_CALL_FAILURES, "role" => role.as_str(), "class" => class.label()).increment(1);
 }

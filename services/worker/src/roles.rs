@@ -117,6 +117,23 @@ pub struct TokenUsage {
     pub generated_tokens: u64,
 }
 
+/// `96 model calls: 110720 prompt tokens, 84388 served by the prefix cache, 26332
+/// computed (24% of a pipeline without prefix reuse); 12208 generated`.
+impl std::fmt::Display for TokenUsage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} model calls: {} prompt tokens, {} served by the prefix cache, {} computed ({:.0}% of a pipeline without prefix reuse); {} generated",
+            self.calls,
+            self.prompt_tokens,
+            self.cached_tokens,
+            self.prompt_tokens - self.cached_tokens,
+            self.computed_share() * 100.0,
+            self.generated_tokens
+        )
+    }
+}
+
 impl TokenUsage {
     /// Prompt tokens computed (prefilled), as a share of all prompt tokens: what a
     /// pipeline without prefix reuse (the reference's) would compute is 1.
