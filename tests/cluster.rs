@@ -8,7 +8,9 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::procs::{coordinator, free_port, queries, worker, Etcd, Proc};
+use support::procs::{
+    coordinator, coordinator_command, free_port, queries, start_coordinator, worker, Etcd, Proc,
+};
 use support::{block_on, metric, scrape, umi};
 use umi_rpc::pb::coordinator_client::CoordinatorClient;
 use umi_rpc::pb::role_worker_client::RoleWorkerClient;
@@ -356,10 +358,20 @@ fn a_coordinator_killed_mid_run_resumes_from_its_task_journal() {
     });
     first.signal("KILL");
     let _ = first.child.wait();
-    // The client loses its coordinator (unless every task had ended by then).
-    let _ = run.child.wait();
 
-    let (mut second, coord) = coordinator(&etcd.url, &flags);
+    // Restarted at the same address on its journal.
+    let listen = coord.trim_start_matches("http://");
+    let mut cmd = coordinator_command(&etcd.url, listen);
+    cmd.args([
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        "8",
+        "--max-steps",
+        "2",
+    ])
+    .args(flags);
+    let (mut second, coord) = start_coordinator(&mut cmd);
     // "task journal PATH: K ended tasks kept, R to run again"
     let line = second.wait_for("ended tasks kept", Duration::from_secs(5));
     let numbers: Vec<u32> = line
@@ -376,6 +388,15 @@ fn a_coordinator_killed_mid_run_resumes_from_its_task_journal() {
     assert_eq!(kept + rerun, 6, "tasks lost in the restart: {line}");
     let (queued, running, ended) = task_counts(&coord);
     assert!(ended >= kept && queued + running + ended == 6);
+
+    // The client reconnected, resubmitted its open tasks and got every answer.
+    assert!(run.child.wait().unwrap().success(), "{}", run.stderr());
+    assert!(
+        run.stderr().contains("lost the coordinator"),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(answers(&out).len(), 6, "{}", run.stderr());
 
     // A fresh answer directory, so the kept answers are fetched from the new coordinator.
     let out = dir.path().join("answers-after");

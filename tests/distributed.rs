@@ -254,3 +254,69 @@ fn an_overloaded_worker_refuses_the_excess_and_no_call_is_lost() {
     assert!(refused > 0.0, "nothing was refused:\n{text}");
     assert!(worker.terminate().success());
 }
+
+/// Kilobytes of a process's memory from /proc: `VmRSS` (now) or `VmHWM` (peak).
+fn memory_kb(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(field)?
+                .trim_start_matches(':')
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// Admission control at scale (on the simulated engine, a test double, so that 200 calls
+/// take seconds): 200 concurrent calls to one worker that runs 4 and lets 4 wait. The
+/// excess is refused at once, the worker's memory stays flat (the refused calls hold
+/// nothing there), and after the client's retries every call is served.
+#[test]
+fn two_hundred_concurrent_calls_to_a_small_queue_are_all_served_in_bounded_memory() {
+    let metrics_at = format!("127.0.0.1:{}", free_port());
+    let mut cmd = worker_command("planner", None);
+    cmd.args(["--engine", "sim", "--max-batch", "4", "--max-queue", "4"])
+        .args(["--metrics-listen", &metrics_at]);
+    let (mut worker, address) = start_worker_command(&mut cmd);
+    let pid = worker.child.id();
+    let before = memory_kb(pid, "VmRSS");
+    let out = umi()
+        .args(["bench", "role", "--role", "planner", "--endpoint", &address])
+        .args([
+            "--requests",
+            "200",
+            "--concurrency",
+            "200",
+            "--max-new-tokens",
+            "16",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("200 calls"), "{stdout}");
+    let peak = memory_kb(pid, "VmHWM");
+    assert!(
+        peak < before + 64 * 1024,
+        "the worker grew from {before} kB to a peak of {peak} kB"
+    );
+    let text = scrape(&metrics_at);
+    let refused = metric(&text, "umi_engine_requests_refused_total").unwrap_or(0.0);
+    assert!(refused > 0.0, "nothing was refused:\n{text}");
+    let finished: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("umi_engine_requests_finished_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(finished, 200.0, "{text}");
+    assert!(text.contains("umi_engine_info{engine=\"sim\""), "{text}");
+    assert!(worker.terminate().success());
+}

@@ -14,6 +14,9 @@ pub enum BenchCommand {
     Engine(EngineBenchArgs),
     /// Calls per second of one role's replicas under concurrent load.
     Role(super::bench_role::RoleBenchArgs),
+    /// Tasks per second of a whole local cluster on the simulated engine, for several
+    /// planner replica counts (the load benchmark).
+    Cluster(super::bench_cluster::ClusterBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -51,6 +54,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Engine(a) => engine(a).await,
         BenchCommand::Role(a) => super::bench_role::run(a).await,
+        BenchCommand::Cluster(a) => super::bench_cluster::run(a).await,
     }
 }
 

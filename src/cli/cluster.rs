@@ -1,17 +1,16 @@
-//! `umi cluster up`: a whole cluster on this machine, for a laptop demo or a smoke
-//! test: etcd on loopback, role workers that register in it, and a coordinator that
-//! finds them there. Ctrl-C (or SIGTERM) stops everything, workers drained first.
+//! `umi cluster up`: a whole cluster on this machine (`support::local_cluster`), for a
+//! laptop demo or a smoke test: etcd on loopback, role workers that register in it, and a
+//! coordinator that finds them there. Ctrl-C (or SIGTERM) stops everything, workers
+//! drained first.
 
 use std::path::PathBuf;
-use std::process::Stdio;
-use std::time::Duration;
 
-use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use tokio::process::{Child, Command};
 use umi_core::presets;
 
+use super::args::engine::EngineArgs;
 use super::args::model::ModelArgs;
+use super::support::local_cluster::{ClusterSpec, LocalCluster, RoleSpec};
 
 #[derive(Subcommand, Debug)]
 pub enum ClusterCommand {
@@ -49,6 +48,12 @@ pub struct UpArgs {
     pub concurrency: usize,
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Serve Prometheus metrics from every process, each on a free loopback port (named
+    /// in its log).
+    #[arg(long)]
+    pub metrics: bool,
 }
 
 pub async fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
@@ -58,167 +63,77 @@ pub async fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
 }
 
 async fn up(a: UpArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&a.dir).with_context(|| format!("creating {}", a.dir.display()))?;
-    let exe = std::env::current_exe().context("finding the umi binary")?;
-    let etcd_url = format!("http://127.0.0.1:{}", a.etcd_port);
-    let peer_url = format!("http://127.0.0.1:{}", a.etcd_port + 1);
-    let mut etcd = spawn(
-        Command::new("etcd").args([
-            "--name",
-            "umi",
-            "--data-dir",
-            &a.dir.join("etcd").to_string_lossy(),
-            "--logger=zap",
-            "--log-level=warn",
-            "--listen-client-urls",
-            &etcd_url,
-            "--advertise-client-urls",
-            &etcd_url,
-            "--listen-peer-urls",
-            &peer_url,
-            "--initial-advertise-peer-urls",
-            &peer_url,
-            "--initial-cluster",
-            &format!("umi={peer_url}"),
-        ]),
-        &a.dir.join("etcd.log"),
-    )
-    .context("starting etcd (Debian: apt-get install etcd-server)")?;
-    wait_healthy(&mut etcd, &etcd_url).await?;
-    eprintln!("umi cluster: etcd on {etcd_url}");
-
-    let mut model_flags = vec![
-        "--dtype".to_string(),
-        a.model.dtype.to_string(),
-        "--device".to_string(),
-        a.model.device.clone(),
-        "--max-batch".to_string(),
-        a.model.max_batch.to_string(),
-        "--prefix-cache-mb".to_string(),
-        a.model.prefix_cache_mb.to_string(),
-        "--max-queue".to_string(),
-        a.model.max_queue.to_string(),
-    ];
-    if let Some(m) = &a.model.model {
-        model_flags.extend(["--model".to_string(), m.to_string_lossy().into_owned()]);
-    }
-    if let Some(t) = &a.model.tokenizer {
-        model_flags.extend(["--tokenizer".to_string(), t.to_string_lossy().into_owned()]);
-    }
-    let mut workers = Vec::new();
-    for (role, n) in [
-        ("planner", a.planners),
-        ("caller", a.callers),
-        ("summarizer", a.summarizers),
-    ] {
-        for i in 0..n {
-            let log = a.dir.join(format!("{role}-{i}.log"));
-            let child = spawn(
-                Command::new(&exe)
-                    .args([
-                        "worker",
-                        "--role",
-                        role,
-                        "--listen",
-                        "127.0.0.1:0",
-                        "--etcd",
-                        &etcd_url,
-                    ])
-                    .args(&model_flags),
-                &log,
-            )?;
-            eprintln!("umi cluster: {role} worker {i} (log: {})", log.display());
-            workers.push(child);
-        }
-    }
-    let mut coordinator_cmd = Command::new(&exe);
-    // The bundled 135M model gets `umi run`'s demo budgets.
-    let demo = a.model.model.is_none();
-    let max_steps = a.max_steps.unwrap_or(presets::max_steps(demo));
-    let max_new_tokens = a
-        .max_new_tokens
-        .unwrap_or(presets::realtime(demo).max_new_tokens);
-    coordinator_cmd.args([
-        "coordinator",
-        "--listen",
-        &format!("127.0.0.1:{}", a.coordinator_port),
-        "--etcd",
-        &etcd_url,
-        "--max-steps",
-        &max_steps.to_string(),
-        "--max-new-tokens",
-        &max_new_tokens.to_string(),
-        "--concurrency",
-        &a.concurrency.to_string(),
-    ]);
-    coordinator_cmd
-        .arg("--task-journal")
-        .arg(a.dir.join("tasks.jsonl"));
-    let coordinator_log = a.dir.join("coordinator.log");
-    let mut coordinator = spawn(&mut coordinator_cmd, &coordinator_log)?;
-    let coordinator_url = format!("http://127.0.0.1:{}", a.coordinator_port);
+    let spec = a.spec();
+    let mut cluster = LocalCluster::start(&spec).await?;
     eprintln!(
-        "umi cluster: coordinator on {coordinator_url} (log: {})\n\
-         umi cluster: try `umi run --coordinator {coordinator_url}`; Ctrl-C stops the cluster",
-        coordinator_log.display()
+        "umi cluster: try `umi run --coordinator {}`; Ctrl-C stops the cluster",
+        cluster.coordinator_url
     );
-
     tokio::select! {
         _ = super::support::shutdown::signal() => {}
-        status = coordinator.wait() => eprintln!("umi cluster: the coordinator exited ({status:?})"),
+        status = cluster.coordinator.child.wait() => eprintln!("umi cluster: the coordinator exited ({status:?})"),
     }
     eprintln!("umi cluster: stopping");
-    stop(&mut coordinator).await;
-    // Workers drain at the same time; each leaves etcd first, so etcd stops last.
-    futures::future::join_all(workers.iter_mut().map(stop)).await;
-    stop(&mut etcd).await;
+    cluster.stop().await;
     Ok(())
 }
 
-fn spawn(cmd: &mut Command, log: &std::path::Path) -> anyhow::Result<Child> {
-    let file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-    let err = file.try_clone()?;
-    // A process group of its own: Ctrl-C in the terminal reaches only `umi cluster`,
-    // which then stops the children in order (coordinator, workers, etcd last).
-    #[cfg(unix)]
-    cmd.process_group(0);
-    cmd.stdin(Stdio::null())
-        .stdout(file)
-        .stderr(err)
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting {:?}", cmd.as_std().get_program()))
-}
-
-/// Polls etcd's /health until it answers, or fails if etcd exits or takes over 10 s.
-async fn wait_healthy(etcd: &mut Child, url: &str) -> anyhow::Result<()> {
-    let health = format!("{url}/health");
-    for _ in 0..100 {
-        if let Some(status) = etcd.try_wait()? {
-            bail!("etcd exited at startup ({status}); is the port taken? see its log");
+impl UpArgs {
+    /// The processes to start: each worker with this command's model and engine flags,
+    /// the coordinator with its budgets.
+    pub fn spec(&self) -> ClusterSpec {
+        let m = &self.model;
+        let mut worker_flags = vec![
+            "--dtype".to_string(),
+            m.dtype.to_string(),
+            "--device".to_string(),
+            m.device.clone(),
+            "--max-batch".to_string(),
+            m.max_batch.to_string(),
+            "--prefix-cache-mb".to_string(),
+            m.prefix_cache_mb.to_string(),
+            "--max-queue".to_string(),
+            m.max_queue.to_string(),
+        ];
+        worker_flags.extend(self.engine.to_flags());
+        if let Some(path) = &m.model {
+            worker_flags.extend(["--model".to_string(), path.to_string_lossy().into_owned()]);
         }
-        if let Ok(r) = umi_tools::http::get(&health, Duration::from_millis(500)).await {
-            if r.status == 200 && String::from_utf8_lossy(&r.body).contains("true") {
-                return Ok(());
-            }
+        if let Some(t) = &m.tokenizer {
+            worker_flags.extend(["--tokenizer".to_string(), t.to_string_lossy().into_owned()]);
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The bundled 135M model gets `umi run`'s demo budgets.
+        let demo = m.model.is_none() && !self.engine.is_sim();
+        let max_steps = self.max_steps.unwrap_or(presets::max_steps(demo));
+        let max_new_tokens = self
+            .max_new_tokens
+            .unwrap_or(presets::realtime(demo).max_new_tokens);
+        let coordinator_flags = vec![
+            "--max-steps".to_string(),
+            max_steps.to_string(),
+            "--max-new-tokens".to_string(),
+            max_new_tokens.to_string(),
+            "--concurrency".to_string(),
+            self.concurrency.to_string(),
+        ];
+        ClusterSpec {
+            dir: self.dir.clone(),
+            etcd_port: self.etcd_port,
+            coordinator_port: self.coordinator_port,
+            roles: [
+                ("planner", self.planners),
+                ("caller", self.callers),
+                ("summarizer", self.summarizers),
+            ]
+            .into_iter()
+            .map(|(role, replicas)| RoleSpec {
+                role,
+                replicas,
+                flags: worker_flags.clone(),
+            })
+            .collect(),
+            coordinator_flags,
+            metrics: self.metrics,
+        }
     }
-    bail!("etcd at {url} was not healthy after 10 s")
-}
-
-/// SIGTERM, then SIGKILL if the process has not exited within 30 s.
-async fn stop(child: &mut Child) {
-    if let Some(pid) = child.id() {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status();
-        if tokio::time::timeout(Duration::from_secs(30), child.wait())
-            .await
-            .is_ok()
-        {
-            return;
-        }
-    }
-    let _ = child.kill().await;
 }

@@ -6,6 +6,7 @@ pub mod args;
 pub mod support;
 
 pub mod bench;
+pub mod bench_cluster;
 pub mod bench_role;
 pub mod cluster;
 pub mod coordinator;

@@ -16,6 +16,7 @@ use umi_core::presets;
 use umi_core::task::{method_name, solve, Query, Solved};
 use umi_worker::roles::EngineRoles;
 
+use super::args::engine::EngineArgs;
 use super::args::remote::RemoteArgs;
 use super::args::roles::RoleArgs;
 use super::args::tools::ToolArgs;
@@ -52,6 +53,8 @@ pub struct RunArgs {
     pub concurrency: usize,
     #[command(flatten)]
     pub role_args: RoleArgs,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 /// Reads a query file, naming the file, the query and the field at fault.
@@ -211,8 +214,9 @@ async fn solve_here(
     method: &str,
     finish: &mut impl FnMut(&str, Finished) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    // The bundled demo model runs in process: no --model and no remote workers.
-    let demo = a.role_args.model.model.is_none() && !a.remote.is_set();
+    // The bundled demo model runs in process: no --model, no remote workers, no
+    // simulated engine (which stands for a full-size model).
+    let demo = a.role_args.model.model.is_none() && !a.remote.is_set() && !a.engine.is_sim();
     let config = SearchConfig {
         tree_beam_size: a.width,
         max_query_count: a.max_steps.unwrap_or(presets::max_steps(demo)),
@@ -223,7 +227,7 @@ async fn solve_here(
     let sampling = a.role_args.sampling.over(preset);
     let (remote, local) = match a.remote.roles(sampling).await? {
         Some(remote) => (Some(remote), None),
-        None => (None, Some(a.role_args.start(preset)?)),
+        None => (None, Some(a.role_args.start_on(&a.engine, preset)?)),
     };
     let roles: &dyn RoleModels = match (&remote, &local) {
         (Some(remote), _) => remote,

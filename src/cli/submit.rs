@@ -1,10 +1,12 @@
 //! `umi run --coordinator`: submit the queries to a coordinator, follow their events,
-//! and fetch each answer as its task ends.
+//! and fetch each answer as its task ends. A coordinator that goes away (killed and
+//! restarted on its journal, a network cut) is reconnected to, and the open tasks
+//! resubmitted (the ones it knows are not run again) and followed again.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use serde_json::Value;
 use tonic::transport::Channel;
 use umi_coordinator::service::MAX_MESSAGE;
@@ -34,6 +36,10 @@ pub async fn method(address: &str) -> anyhow::Result<String> {
     Ok(status.method)
 }
 
+/// How long the coordinator may stay unreachable (killed and restarted, a network cut)
+/// before the client gives up; meanwhile it reconnects and resubmits its open tasks.
+const PATIENCE: Duration = Duration::from_secs(300);
+
 pub async fn solve_all(
     address: &str,
     todo: &[&Query],
@@ -42,7 +48,6 @@ pub async fn solve_all(
     if todo.is_empty() {
         return Ok(());
     }
-    let mut client = connect(address).await?;
     // A coordinator serves many clients, whose query files reuse ids (1, 2, 3...): the
     // task id adds a digest of the query, so equal queries share a task and different
     // ones never collide.
@@ -60,42 +65,95 @@ pub async fn solve_all(
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
+    let mut open: HashSet<String> = tasks.iter().map(|t| t.id.clone()).collect();
+    let mut outage: Option<std::time::Instant> = None;
+    loop {
+        let pending: Vec<Task> = tasks
+            .iter()
+            .filter(|t| open.contains(&t.id))
+            .cloned()
+            .collect();
+        let before = open.len();
+        match follow(address, pending, &mut open, &query_of, finish).await {
+            Ok(()) => return Ok(()),
+            Err(Broken::Fatal(e)) => return Err(e),
+            Err(Broken::Lost(e)) => {
+                if open.len() < before {
+                    outage = None;
+                }
+                let since = *outage.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() > PATIENCE {
+                    return Err(e.context(format!(
+                        "the coordinator at {address} stayed unreachable for {} s with {} tasks open",
+                        PATIENCE.as_secs(),
+                        open.len()
+                    )));
+                }
+                eprintln!(
+                    "lost the coordinator ({e:#}); reconnecting and resubmitting the {} open tasks",
+                    open.len()
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Why following the tasks stopped: the coordinator went away (try again), or an error
+/// trying again would not fix.
+enum Broken {
+    Lost(anyhow::Error),
+    Fatal(anyhow::Error),
+}
+
+/// Submits `pending` (tasks the coordinator already knows are not run again), then
+/// follows their events, fetching each answer as its task ends and removing it from
+/// `open`.
+async fn follow(
+    address: &str,
+    pending: Vec<Task>,
+    open: &mut HashSet<String>,
+    query_of: &HashMap<String, String>,
+    finish: &mut impl FnMut(&str, Finished) -> anyhow::Result<()>,
+) -> Result<(), Broken> {
+    let lost = |e: anyhow::Error| Broken::Lost(e);
+    let mut client = connect(address).await.map_err(lost)?;
+    let ids: Vec<String> = pending.iter().map(|t| t.id.clone()).collect();
     // In batches of about 1 MB: a whole query file can exceed any message limit.
     let mut batches: VecDeque<Vec<Task>> = VecDeque::new();
     let mut batch = Vec::new();
     let mut size = 0;
-    for (i, task) in tasks.into_iter().enumerate() {
+    let count = pending.len();
+    for (i, task) in pending.into_iter().enumerate() {
         size += task.query.len() + task.api_list_json.len();
         batch.push(task);
-        if size > (1 << 20) || i + 1 == ids.len() {
+        if size > (1 << 20) || i + 1 == count {
             size = 0;
             batches.push_back(std::mem::take(&mut batch));
         }
     }
     submit_all(&mut client, batches).await?;
     let mut events = client
-        .watch(WatchRequest {
-            task_ids: ids.clone(),
-        })
+        .watch(WatchRequest { task_ids: ids })
         .await
-        .map_err(|s| anyhow::anyhow!("watching the tasks: {}", s.message()))?
+        .map_err(|s| broken(s, "watching the tasks"))?
         .into_inner();
-    let mut open: HashSet<String> = ids.into_iter().collect();
     while !open.is_empty() {
-        let Some(event) = events.message().await.map_err(|s| {
-            anyhow::anyhow!("the coordinator's event stream broke: {}", s.message())
-        })?
-        else {
-            bail!(
-                "the coordinator ended the event stream with {} tasks open",
-                open.len()
-            );
-        };
+        let event = events
+            .message()
+            .await
+            .map_err(|s| broken(s, "the coordinator's event stream broke"))?
+            .ok_or_else(|| {
+                Broken::Lost(anyhow::anyhow!(
+                    "the coordinator ended the event stream with {} tasks open",
+                    open.len()
+                ))
+            })?;
         // A state this client does not know (a newer server) counts as failed, so the
         // query is tried again on the next run.
         let state = TaskState::try_from(event.state).unwrap_or(TaskState::Failed);
-        if matches!(state, TaskState::Queued | TaskState::Running) || !open.remove(&event.task_id) {
+        if matches!(state, TaskState::Queued | TaskState::Running) || !open.contains(&event.task_id)
+        {
             continue;
         }
         let fetched = client
@@ -103,13 +161,14 @@ pub async fn solve_all(
                 task_id: event.task_id.clone(),
             })
             .await
-            .map_err(|s| anyhow::anyhow!("fetching task {}: {}", event.task_id, s.message()))?
+            .map_err(|s| broken(s, &format!("fetching task {}", event.task_id)))?
             .into_inner();
         let answer = if fetched.answer_json.is_empty() {
             Value::Null
         } else {
             serde_json::from_str(&fetched.answer_json)
-                .with_context(|| format!("the answer of task {} is not JSON", event.task_id))?
+                .with_context(|| format!("the answer of task {} is not JSON", event.task_id))
+                .map_err(Broken::Fatal)?
         };
         let failure = match state {
             TaskState::Failed | TaskState::Cancelled => Some(if event.failure.is_empty() {
@@ -124,6 +183,7 @@ pub async fn solve_all(
             TaskState::GaveUp => Outcome::GaveUp,
             _ => Outcome::Exhausted,
         };
+        open.remove(&event.task_id);
         finish(
             &query_of[&event.task_id],
             Finished {
@@ -133,9 +193,24 @@ pub async fn solve_all(
                 steps: event.steps as usize,
                 tokens: event.tokens as usize,
             },
-        )?;
+        )
+        .map_err(Broken::Fatal)?;
     }
     Ok(())
+}
+
+/// A gRPC failure: the coordinator unreachable or gone (retried) or a refusal (not).
+fn broken(status: tonic::Status, doing: &str) -> Broken {
+    let e = anyhow::anyhow!("{doing}: {}", status.message());
+    match status.code() {
+        tonic::Code::Unavailable
+        | tonic::Code::Unknown
+        | tonic::Code::Cancelled
+        | tonic::Code::Aborted
+        | tonic::Code::DeadlineExceeded
+        | tonic::Code::Internal => Broken::Lost(e),
+        _ => Broken::Fatal(e),
+    }
 }
 
 /// Submits every batch. A coordinator at its bound of pending tasks refuses a batch
@@ -144,7 +219,7 @@ pub async fn solve_all(
 async fn submit_all(
     client: &mut CoordinatorClient<Channel>,
     mut batches: VecDeque<Vec<Task>>,
-) -> anyhow::Result<()> {
+) -> Result<(), Broken> {
     let mut pause = Duration::from_millis(100);
     let mut told = false;
     while let Some(batch) = batches.pop_front() {
@@ -159,7 +234,7 @@ async fn submit_all(
                 continue;
             }
             Err(s) if s.code() == tonic::Code::ResourceExhausted => s,
-            Err(s) => bail!("the coordinator refused the queries: {}", s.message()),
+            Err(s) => return Err(broken(s, "submitting the queries")),
         };
         if !told {
             eprintln!(

@@ -11,6 +11,7 @@ use umi_discovery::registry::Registration;
 use umi_discovery::WorkerInfo;
 use umi_worker::server::{serve, RoleService};
 
+use super::args::engine::EngineArgs;
 use super::args::etcd::EtcdArgs;
 use super::args::metrics::MetricsArgs;
 use super::args::model::ModelArgs;
@@ -43,6 +44,8 @@ pub struct WorkerArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     #[command(flatten)]
+    pub engine: EngineArgs,
+    #[command(flatten)]
     pub metrics: MetricsArgs,
 }
 
@@ -59,12 +62,12 @@ impl Role {
 pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
     let role = a.role.kind();
     a.metrics.install()?;
-    let engine = a.model.start()?;
+    let engine = a.engine.start(&a.model)?;
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await
         .with_context(|| format!("listening on {}", a.listen))?;
     let addr = listener.local_addr()?;
-    let info = engine.info();
+    let info = engine.info().clone();
     let etcd = a.etcd.endpoints();
     let advertise = a.advertise.clone().filter(|a| !a.is_empty());
     if !etcd.is_empty() && advertise.is_none() && addr.ip().is_unspecified() {

@@ -239,18 +239,29 @@ pub fn worker(role: &str, etcd: Option<&str>) -> (Proc, String) {
 
 /// A coordinator following `etcd`, with small budgets so tests stay quick.
 pub fn coordinator(etcd: &str, extra: &[&str]) -> (Proc, String) {
+    let mut cmd = coordinator_command(etcd, "127.0.0.1:0");
+    cmd.args([
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        "8",
+        "--max-steps",
+        "2",
+    ])
+    .args(extra);
+    start_coordinator(&mut cmd)
+}
+
+/// The command that starts a coordinator on `listen`, following `etcd`.
+pub fn coordinator_command(etcd: &str, listen: &str) -> Command {
     let mut cmd = umi();
-    cmd.args(["coordinator", "--listen", "127.0.0.1:0", "--etcd", etcd])
-        .args([
-            "--temperature",
-            "0",
-            "--max-new-tokens",
-            "8",
-            "--max-steps",
-            "2",
-        ])
-        .args(extra);
-    let mut p = Proc::spawn(&mut cmd);
+    cmd.args(["coordinator", "--listen", listen, "--etcd", etcd]);
+    cmd
+}
+
+/// Starts a coordinator command; returns once it listens, with its address.
+pub fn start_coordinator(cmd: &mut Command) -> (Proc, String) {
+    let mut p = Proc::spawn(cmd);
     let line = p.wait_for("listening on ", Duration::from_secs(60));
     let addr = line
         .split("listening on ")

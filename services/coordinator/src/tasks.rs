@@ -112,9 +112,10 @@ impl Tasks {
         f(&mut table)
     }
 
-    /// Applies an event to a task that has not ended, and broadcasts it. Both happen
-    /// under the table's lock, so watchers see events in table order and never an
-    /// event after a task's end.
+    /// Applies an event to a task that has not ended, and broadcasts it: under the
+    /// table's lock, so watchers see events in table order; a task's end only once its
+    /// journal record is on disk, so no client learns of an end a restart would undo (and
+    /// run the task again). Nothing follows an end: a task that ended takes no event.
     /// Returns whether the event applied (the task's run had not ended).
     fn update(&self, run: u64, event: TaskStatus, answer: Option<String>) -> bool {
         let task_id = event.task_id.clone();
@@ -138,24 +139,28 @@ impl Tasks {
                     .journal
                     .as_ref()
                     .map(|journal| journal.ended(&event, answer.clone()));
+            } else {
+                let _ = self.events.send(event.clone());
             }
             entry.status = event.clone();
             if answer.is_some() {
                 entry.answer = answer;
             }
-            let _ = self.events.send(event);
             Some(journaled)
         });
         let Some(journaled) = applied else {
             return false;
         };
-        // Synced outside the table's lock: an fsync per ended task must not stall every
-        // other task's progress, Watch, Fetch and Submit. The answer is served from
-        // memory meanwhile; only a restart before the sync would lose it.
-        if let (Some(written), Some(journal)) = (journaled, &self.journal) {
-            if let Err(e) = written.and_then(|()| journal.sync()) {
-                tracing::error!(task_id = %task_id, "{e}");
+        if event.state.is_terminal() {
+            // Synced outside the table's lock: an fsync per ended task must not stall
+            // every other task's progress, Watch, Fetch and Submit.
+            if let (Some(written), Some(journal)) = (journaled, &self.journal) {
+                if let Err(e) = written.and_then(|()| journal.sync()) {
+                    tracing::error!(task_id = %task_id, "{e}");
+                }
             }
+            tracing::info!(task_id = %task_id, state = %event.state.as_str(), steps = event.steps, "task ended");
+            let _ = self.events.send(event);
         }
         true
     }

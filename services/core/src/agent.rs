@@ -14,7 +14,7 @@ use crate::prompt::{render_turns, HistoryTurn, RolePrompts};
 use crate::pyjson;
 use crate::tool::ToolDoc;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RoleKind {
     Planner,
@@ -38,6 +38,8 @@ pub struct Generated {
     pub text: String,
     pub prompt_tokens: usize,
     pub generated_tokens: usize,
+    /// Written by the simulated engine (a test double), not a model.
+    pub simulated: bool,
 }
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -1,7 +1,7 @@
 //! One ToolBench query, from its `test_instructions` entry to its answer: the unit of
 //! work that `umi run` and the coordinator both solve.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -149,6 +149,7 @@ pub async fn solve(
         task_id: &query.id,
         seed_base: seed_base(&query.text),
         calls: AtomicU64::new(0),
+        simulated: AtomicBool::new(false),
     };
     search.run(&roles, &env).instrument(span.clone()).await;
     span.record("steps", search.query_count);
@@ -156,6 +157,10 @@ pub async fn solve(
     let mut answer = answer_json(&search, env.functions(), method);
     if let Some(reason) = &search.failure {
         answer["failure"] = Value::String(reason.to_string());
+    }
+    if roles.simulated.load(Ordering::Relaxed) {
+        // Never mistaken for a model's answer.
+        answer["engine"] = Value::String("sim".into());
     }
     Solved {
         answer,
@@ -174,6 +179,8 @@ struct TaskRoles<'r> {
     task_id: &'r str,
     seed_base: u64,
     calls: AtomicU64,
+    /// Some call was answered by the simulated engine.
+    simulated: AtomicBool,
 }
 
 impl RoleModels for TaskRoles<'_> {
@@ -181,7 +188,13 @@ impl RoleModels for TaskRoles<'_> {
         request.task_id = self.task_id.to_string();
         let n = self.calls.fetch_add(1, Ordering::Relaxed);
         request.seed_offset = Some(self.seed_base.wrapping_add(n));
-        self.inner.generate(request)
+        Box::pin(async move {
+            let out = self.inner.generate(request).await?;
+            if out.simulated {
+                self.simulated.store(true, Ordering::Relaxed);
+            }
+            Ok(out)
+        })
     }
 }
 

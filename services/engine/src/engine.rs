@@ -5,7 +5,6 @@
 //! advances every running sequence by one token in a single forward pass, and retires
 //! the ones that finished, so a request never waits for another to end.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 
@@ -18,6 +17,7 @@ use crate::generate::{FinishReason, GenerateOutput, GenerateRequest, Sequence, S
 use crate::load::LoadedModel;
 use crate::model::{KvCache, Llama};
 use crate::prefix_cache::PrefixCache;
+use crate::queue::{self, merge_stream, Job, Queue, Submit};
 use crate::tokenizer::Tokenizer;
 
 /// A piece of streamed output.
@@ -25,16 +25,6 @@ use crate::tokenizer::Tokenizer;
 pub enum StreamEvent {
     Text { token_id: u32, text: String },
     Done(GenerateOutput),
-}
-
-struct Job {
-    request: GenerateRequest,
-    span: tracing::Span,
-    /// When it was queued (time to first token counts from here).
-    arrived: std::time::Instant,
-    /// Streaming requests get their text here; `None` for plain requests.
-    events: Option<mpsc::UnboundedSender<StreamEvent>>,
-    done: oneshot::Sender<Result<GenerateOutput>>,
 }
 
 /// Static facts about the served model.
@@ -82,12 +72,9 @@ impl Default for EngineConfig {
 /// A handle to a model running on its own thread. Cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
-    jobs: mpsc::UnboundedSender<Job>,
+    jobs: Submit<Job<GenerateRequest>>,
     tokenizer: Arc<Tokenizer>,
     info: Arc<ModelInfo>,
-    /// Requests sent to the inference thread and not yet taken by it.
-    waiting: Arc<AtomicUsize>,
-    max_queue: usize,
 }
 
 impl Engine {
@@ -107,18 +94,12 @@ impl Engine {
             max_batch: config.max_batch.max(1),
         };
         let tokenizer = Arc::new(loaded.tokenizer.clone());
-        let (jobs, queue) = mpsc::unbounded_channel::<Job>();
+        let (jobs, mut queue) = queue::bounded::<Job<GenerateRequest>>(config.max_queue);
         let thread_name = format!("umi-engine-{}", info.name);
         let max_batch = info.max_batch;
-        let waiting = Arc::new(AtomicUsize::new(0));
-        let max_queue = config.max_queue;
-        let queued = Queue {
-            jobs: queue,
-            waiting: waiting.clone(),
-        };
+        crate::metrics::engine_kind("model", &info.name);
         let spawned = thread::Builder::new().name(thread_name).spawn(move || {
             let mut prefix_cache = PrefixCache::new(config.prefix_cache_bytes);
-            let mut queue = queued;
             schedule(&loaded, &mut prefix_cache, max_batch, &mut queue);
         });
         if let Err(e) = spawned {
@@ -129,8 +110,6 @@ impl Engine {
             jobs,
             tokenizer,
             info: Arc::new(info),
-            waiting,
-            max_queue,
         }
     }
 
@@ -186,7 +165,7 @@ impl Engine {
         &self,
         request: GenerateRequest,
     ) -> Result<mpsc::UnboundedReceiver<Result<StreamEvent>>> {
-        let (events_tx, mut events_rx) = mpsc::unbounded_channel();
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (done, done_rx) = oneshot::channel();
         self.enqueue(Job {
             request,
@@ -195,87 +174,12 @@ impl Engine {
             events: Some(events_tx),
             done,
         })?;
-        // Merge the text events and the final result into one ordered stream.
-        let (out_tx, out_rx) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Some(event) = events_rx.recv().await {
-                if out_tx.send(Ok(event)).is_err() {
-                    return;
-                }
-            }
-            let last = match done_rx.await {
-                Ok(Ok(output)) => Ok(StreamEvent::Done(output)),
-                Ok(Err(e)) => Err(e),
-                Err(_) => Err(EngineError::Shutdown),
-            };
-            let _ = out_tx.send(last);
-        });
-        Ok(out_rx)
+        Ok(merge_stream(events_rx, done_rx))
     }
 
     /// Hands a job to the inference thread, unless `max_queue` jobs already wait.
-    fn enqueue(&self, job: Job) -> Result<()> {
-        let before = self.waiting.fetch_add(1, Ordering::AcqRel);
-        if before >= self.max_queue {
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
-            crate::metrics::refused();
-            return Err(EngineError::Overloaded {
-                waiting: before,
-                limit: self.max_queue,
-            });
-        }
-        self.jobs.send(job).map_err(|_| {
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
-            EngineError::Shutdown
-        })
-    }
-}
-
-/// The inference thread's end of the job channel, counting jobs out as it takes them.
-struct Queue {
-    jobs: mpsc::UnboundedReceiver<Job>,
-    waiting: Arc<AtomicUsize>,
-}
-
-impl Queue {
-    fn taken(&self, job: Job) -> Job {
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
-        job
-    }
-
-    /// Waits for a job; `None` once every `Engine` handle is gone.
-    fn wait(&mut self) -> Option<Job> {
-        let job = self.jobs.blocking_recv()?;
-        Some(self.taken(job))
-    }
-
-    fn try_take(&mut self) -> Option<Job> {
-        let job = self.jobs.try_recv().ok()?;
-        Some(self.taken(job))
-    }
-
-    fn len(&self) -> usize {
-        self.waiting.load(Ordering::Acquire)
-    }
-}
-
-impl Job {
-    /// The caller went away (timed out, retried elsewhere): its work can stop.
-    fn is_abandoned(&self) -> bool {
-        self.done.is_closed() || self.events.as_ref().is_some_and(|e| e.is_closed())
-    }
-
-    /// Hands a piece of text to a streaming caller; says whether anyone still listens.
-    fn emit(&self, token_id: u32, text: &str) -> bool {
-        match &self.events {
-            Some(tx) => tx
-                .send(StreamEvent::Text {
-                    token_id,
-                    text: text.to_string(),
-                })
-                .is_ok(),
-            None => !self.done.is_closed(),
-        }
+    fn enqueue(&self, job: Job<GenerateRequest>) -> Result<()> {
+        self.jobs.send(job)
     }
 }
 
@@ -285,23 +189,13 @@ fn schedule(
     loaded: &LoadedModel,
     prefix_cache: &mut PrefixCache,
     max_batch: usize,
-    queue: &mut Queue,
+    queue: &mut Queue<Job<GenerateRequest>>,
 ) {
     let mut running: Vec<Running> = Vec::new();
     loop {
-        let mut arrived = Vec::new();
-        if running.is_empty() {
-            match queue.wait() {
-                Some(job) => arrived.push(job),
-                None => return,
-            }
-        }
-        while running.len() + arrived.len() < max_batch {
-            match queue.try_take() {
-                Some(job) => arrived.push(job),
-                None => break,
-            }
-        }
+        let Some(arrived) = queue.admit(running.len(), max_batch) else {
+            return;
+        };
         // Running inside the pool makes this thread's own work a pool task, so the
         // parallel kernels split it with the other workers instead of waking them all and
         // sleeping until they finish (one context switch less per kernel).
@@ -363,7 +257,7 @@ fn decode_step(model: &Llama, prefix_cache: &mut PrefixCache, running: &mut Vec<
 /// A sequence being decoded, with the request it answers.
 struct Running<'t> {
     seq: Sequence<'t>,
-    job: Job,
+    job: Job<GenerateRequest>,
     span: tracing::Span,
     /// The token the next step feeds.
     next: u32,
@@ -374,7 +268,11 @@ struct Running<'t> {
 impl<'t> Running<'t> {
     /// Prefills `job` and samples its first token; `None` if it already ended (an error,
     /// a stop at the first token, or nobody waiting for it).
-    fn admit(loaded: &'t LoadedModel, prefix_cache: &mut PrefixCache, job: Job) -> Option<Self> {
+    fn admit(
+        loaded: &'t LoadedModel,
+        prefix_cache: &mut PrefixCache,
+        job: Job<GenerateRequest>,
+    ) -> Option<Self> {
         let span = tracing::info_span!(
             parent: &job.span,
             "generate",
@@ -388,6 +286,7 @@ impl<'t> Running<'t> {
         if job.is_abandoned() {
             return None;
         }
+        crate::metrics::queue_wait(job.arrived.elapsed());
         let started = span.in_scope(|| {
             Sequence::start(&loaded.model, &loaded.tokenizer, &job.request, prefix_cache)
         });

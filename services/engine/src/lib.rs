@@ -15,7 +15,9 @@ pub mod load;
 pub mod metrics;
 pub mod model;
 pub mod prefix_cache;
+mod queue;
 pub mod sentencepiece;
+pub mod sim;
 pub mod tokenizer;
 pub mod weights;
 
@@ -25,4 +27,5 @@ pub use engine::{Engine, EngineConfig, ModelInfo, StreamEvent};
 pub use error::{EngineError, Result};
 pub use generate::{FinishReason, GenerateOutput, GenerateRequest, Prompt, SamplingParams};
 pub use load::{load, LoadOptions, LoadedModel};
+pub use sim::{SimEngine, SimProfile};
 pub use tokenizer::Tokenizer;

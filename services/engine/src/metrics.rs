@@ -34,6 +34,20 @@ pub(crate) fn decode_step(batch: usize) {
     histogram!(BATCH_SIZE).record(batch as f64);
 }
 
+/// From a request's arrival to its admission into the running batch.
+pub const QUEUE_WAIT: &str = "umi_engine_queue_wait_seconds";
+/// 1, labelled with what serves requests: `engine="model"` (a real forward pass) or
+/// `engine="sim"` (the simulated engine, a test double), and the model's name.
+pub const ENGINE_INFO: &str = "umi_engine_info";
+
+pub(crate) fn queue_wait(since_arrival: Duration) {
+    histogram!(QUEUE_WAIT).record(since_arrival.as_secs_f64());
+}
+
+pub(crate) fn engine_kind(kind: &'static str, model: &str) {
+    gauge!(ENGINE_INFO, "engine" => kind, "model" => model.to_string()).set(1.0);
+}
+
 pub(crate) fn first_token(since_arrival: Duration) {
     histogram!(TIME_TO_FIRST_TOKEN).record(since_arrival.as_secs_f64());
 }

@@ -4,11 +4,31 @@
 //! α-UMi's prompts make this pay: every planner, caller and summarizer prompt of a task
 //! starts with the same tool docs and trajectory, so most of each prompt was already run.
 
+use crate::error::Result;
 use crate::model::KvCache;
 
-struct Entry {
+/// What the cache keeps per sequence: its key/value state (the model engine's `KvCache`),
+/// or what stands for one (the simulated engine's token count).
+pub trait CachedState: Sized {
+    /// Memory the state holds, charged to the budget.
+    fn bytes(&self) -> usize;
+    /// The state of the first `n` positions.
+    fn prefix(&self, n: usize) -> Result<Self>;
+}
+
+impl CachedState for KvCache {
+    fn bytes(&self) -> usize {
+        KvCache::bytes(self)
+    }
+
+    fn prefix(&self, n: usize) -> Result<Self> {
+        KvCache::prefix(self, n)
+    }
+}
+
+struct Entry<S> {
     tokens: Vec<u32>,
-    kv: KvCache,
+    kv: S,
     /// `kv.bytes()`, counted once.
     bytes: usize,
     last_used: u64,
@@ -16,8 +36,8 @@ struct Entry {
 
 /// Sequences' key/value states within a memory budget, least recently used evicted
 /// first; shared by every request of the engine (concurrent tasks included).
-pub struct PrefixCache {
-    entries: Vec<Entry>,
+pub struct PrefixCache<S = KvCache> {
+    entries: Vec<Entry<S>>,
     budget: usize,
     used: usize,
     clock: u64,
@@ -26,7 +46,7 @@ pub struct PrefixCache {
 /// Shorter shared prefixes are not worth a lookup's bookkeeping.
 const MIN_SHARED_TOKENS: usize = 8;
 
-impl PrefixCache {
+impl<S: CachedState> PrefixCache<S> {
     /// Keeps sequences holding up to `budget` bytes of key/value state; 0 disables it.
     pub fn new(budget: usize) -> Self {
         PrefixCache {
@@ -44,7 +64,7 @@ impl PrefixCache {
 
     /// A copy of the state after the longest cached prefix of `prompt`, always leaving at
     /// least the last prompt token to run (its logits start generation).
-    pub fn lookup(&mut self, prompt: &[u32]) -> Option<KvCache> {
+    pub fn lookup(&mut self, prompt: &[u32]) -> Option<S> {
         self.clock += 1;
         let (best, shared) = self
             .entries
@@ -69,7 +89,7 @@ impl PrefixCache {
     /// Remembers the state of a finished sequence whose cache holds `tokens`, evicting
     /// the least recently used sequences to stay within the budget (a state larger than
     /// the whole budget is not kept).
-    pub fn insert(&mut self, tokens: Vec<u32>, kv: KvCache) {
+    pub fn insert(&mut self, tokens: Vec<u32>, kv: S) {
         let bytes = kv.bytes();
         if bytes > self.budget || tokens.len() < MIN_SHARED_TOKENS {
             return;
@@ -99,7 +119,7 @@ impl PrefixCache {
         });
     }
 
-    fn remove_where(&mut self, mut gone: impl FnMut(&Entry) -> bool) {
+    fn remove_where(&mut self, mut gone: impl FnMut(&Entry<S>) -> bool) {
         let mut freed = 0;
         self.entries.retain(|e| {
             let drop = gone(e);
@@ -152,6 +172,6 @@ mod tests {
         cache.insert(tokens(0, 20), KvCache::zeros(20));
         assert!(cache.bytes() <= 1000);
         assert_eq!(cache.lookup(&tokens(0, 25)).map(|kv| kv.len()), Some(20));
-        assert!(PrefixCache::new(0).is_empty());
+        assert!(PrefixCache::<KvCache>::new(0).is_empty());
     }
 }

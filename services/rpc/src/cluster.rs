@@ -19,6 +19,7 @@ use umi_core::{CoreError, ErrorClass};
 use umi_discovery::membership::Membership;
 
 use crate::convert::{classify, request_to_pb};
+use crate::routing::{self, AffinityTable, Candidate, Routing};
 use crate::transport::{GrpcTransport, RoleTransport};
 
 /// How hard a call tries before it is a failure.
@@ -63,15 +64,14 @@ type ReplicaTable<C> = HashMap<String, Arc<Replica<C>>>;
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
-/// A replica considered for a call: its rank, address and handle.
-type Choice<C> = ((bool, usize), String, Arc<Replica<C>>);
-
 pub struct ClusterRoles<T: RoleTransport = GrpcTransport> {
     membership: Membership,
     transport: T,
     replicas: Mutex<ReplicaTable<T::Connection>>,
     sampling: Sampling,
     policy: RetryPolicy,
+    routing: Routing,
+    affinity: AffinityTable,
     /// Calls made so far: a call without a `seed_offset` (outside a task) is seeded with
     /// the base seed plus this, as in process, so sampled calls with equal prompts still
     /// differ.
@@ -97,19 +97,29 @@ impl<T: RoleTransport> ClusterRoles<T> {
             replicas: Mutex::default(),
             sampling,
             policy,
+            routing: Routing::default(),
+            affinity: AffinityTable::default(),
             calls: AtomicU64::new(0),
         }
+    }
+
+    /// Places calls as `routing` says (default: task affinity).
+    pub fn with_routing(mut self, routing: Routing) -> Self {
+        self.routing = routing;
+        self
     }
 
     pub fn membership(&self) -> &Membership {
         &self.membership
     }
 
-    /// The live replica of `role` with the fewest outstanding calls, skipping those
-    /// already tried by this call and, while others exist, those that failed recently.
+    /// The live replica of `role` that takes a call of `task` (`routing`), skipping
+    /// those already tried by this call and, while others exist, those that failed
+    /// recently.
     fn pick(
         &self,
         role: RoleKind,
+        task: &str,
         tried: &HashSet<String>,
     ) -> Option<(String, Arc<Replica<T::Connection>>)> {
         let live = self.membership.workers(role.as_str());
@@ -120,8 +130,7 @@ impl<T: RoleTransport> ClusterRoles<T> {
         let all = self.membership.all();
         let addresses: HashSet<&str> = all.values().map(|w| w.address.as_str()).collect();
         replicas.retain(|a, _| addresses.contains(a.as_str()));
-        // The best so far, ranked by (cooling, outstanding calls).
-        let mut best: Option<Choice<T::Connection>> = None;
+        let mut open: Vec<(String, Arc<Replica<T::Connection>>)> = Vec::new();
         for worker in live {
             if tried.contains(&worker.address) {
                 continue;
@@ -145,24 +154,25 @@ impl<T: RoleTransport> ClusterRoles<T> {
                     }
                 },
             };
-            let cooling = replica
-                .failed_at
-                .lock()
-                .ok()
-                .and_then(|t| *t)
-                .is_some_and(|t| t.elapsed() < self.policy.cooldown);
-            let load = replica.outstanding.load(Ordering::Relaxed);
-            if best
-                .as_ref()
-                .is_none_or(|(rank, _, _)| (cooling, load) < *rank)
-            {
-                best = Some(((cooling, load), worker.address, replica));
-            }
+            open.push((worker.address, replica));
         }
-        best.map(|(_, address, replica)| {
-            replica.outstanding.fetch_add(1, Ordering::Relaxed);
-            (address, replica)
-        })
+        let candidates: Vec<Candidate<'_>> = open
+            .iter()
+            .map(|(address, replica)| Candidate {
+                address,
+                cooling: replica
+                    .failed_at
+                    .lock()
+                    .ok()
+                    .and_then(|t| *t)
+                    .is_some_and(|t| t.elapsed() < self.policy.cooldown),
+                outstanding: replica.outstanding.load(Ordering::Relaxed),
+            })
+            .collect();
+        let i = routing::choose(self.routing, &self.affinity, role, task, &candidates)?;
+        let (address, replica) = open.swap_remove(i);
+        replica.outstanding.fetch_add(1, Ordering::Relaxed);
+        Some((address, replica))
     }
 
     async fn call(&self, request: RoleRequest) -> Result<Generated, CoreError> {
@@ -193,7 +203,7 @@ impl<T: RoleTransport> ClusterRoles<T> {
                 crate::metrics::failed(role, error.class(), started.elapsed());
                 return Err(error);
             }
-            let Some((address, replica)) = self.pick(role, &tried) else {
+            let Some((address, replica)) = self.pick(role, &request.task_id, &tried) else {
                 if !tried.is_empty() && errors.len() < self.policy.max_attempts {
                     // Every live replica failed or refused once: give them another go
                     // after a pause, growing while they are full.
@@ -232,10 +242,12 @@ impl<T: RoleTransport> ClusterRoles<T> {
                     span.record("generated_tokens", reply.generated_tokens);
                     span.record("latency_ms", started.elapsed().as_millis() as u64);
                     crate::metrics::answered(role, started.elapsed());
+                    self.affinity.served(role, &request.task_id, &address);
                     return Ok(Generated {
                         text: reply.text,
                         prompt_tokens: reply.prompt_tokens as usize,
                         generated_tokens: reply.generated_tokens as usize,
+                        simulated: reply.engine == "sim",
                     });
                 }
                 Err(status) => status,

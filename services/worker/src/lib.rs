@@ -5,3 +5,4 @@
 
 pub mod roles;
 pub mod server;
+pub mod sim_policy;

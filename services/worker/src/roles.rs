@@ -6,50 +6,124 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::Instrument;
 use umi_core::agent::{BoxFuture, Generated, RoleKind, RoleModels, RoleRequest};
 use umi_core::presets::Sampling;
 use umi_core::prompt::RolePrompts;
 use umi_core::{CoreError, ErrorClass};
-use umi_engine::{Engine, EngineError, GenerateOutput, GenerateRequest, SamplingParams};
+use umi_engine::sim::SimRequest;
+use umi_engine::{
+    Engine, EngineError, GenerateOutput, GenerateRequest, ModelInfo, SamplingParams, SimEngine,
+    StreamEvent,
+};
 
-/// One role's engine and the templates its prompts are rendered with.
+use crate::sim_policy;
+
+/// What runs a role's calls: a model, or the simulated engine (a test double for load
+/// and fault runs, whose text comes from `sim_policy`).
+#[derive(Clone)]
+pub enum Backend {
+    Model(Engine),
+    Sim(SimEngine),
+}
+
+impl From<Engine> for Backend {
+    fn from(e: Engine) -> Self {
+        Backend::Model(e)
+    }
+}
+
+impl From<SimEngine> for Backend {
+    fn from(e: SimEngine) -> Self {
+        Backend::Sim(e)
+    }
+}
+
+impl Backend {
+    pub fn info(&self) -> &ModelInfo {
+        match self {
+            Backend::Model(e) => e.info(),
+            Backend::Sim(e) => e.info(),
+        }
+    }
+
+    /// `"sim"` for the simulated engine, `"model"` otherwise: what answer files and
+    /// responses report.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Backend::Model(_) => "model",
+            Backend::Sim(_) => "sim",
+        }
+    }
+
+    pub fn is_sim(&self) -> bool {
+        matches!(self, Backend::Sim(_))
+    }
+}
+
+/// A role call made ready for its backend.
+#[derive(Debug, Clone)]
+pub enum Prepared {
+    Model(GenerateRequest),
+    Sim(SimRequest),
+}
+
+/// One role's backend and the templates its prompts are rendered with.
 #[derive(Clone)]
 pub struct RoleEngine {
-    engine: Engine,
+    backend: Backend,
     prompts: RolePrompts,
 }
 
 impl RoleEngine {
-    pub fn new(engine: Engine) -> Self {
+    pub fn new(backend: impl Into<Backend>) -> Self {
         RoleEngine {
-            engine,
+            backend: backend.into(),
             prompts: RolePrompts::toolbench(),
         }
     }
 
-    pub fn engine(&self) -> &Engine {
-        &self.engine
+    pub fn backend(&self) -> &Backend {
+        &self.backend
     }
 
-    /// The engine request of a role call: its prompt rendered, tokenized and cut to the
-    /// last `max_input_tokens` (as the reference truncates), sampled as `sampling` says.
-    pub fn request(
+    /// A role call made ready: its prompt rendered, tokenized and cut to the last
+    /// `max_input_tokens` (as the reference truncates), sampled as `sampling` says; on
+    /// the simulated engine, with the text its policy writes.
+    pub fn prepare(
         &self,
         request: &RoleRequest,
         sampling: &Sampling,
-    ) -> Result<GenerateRequest, CoreError> {
-        self.request_for_prompt(&request.render(&self.prompts), sampling)
+    ) -> Result<Prepared, CoreError> {
+        let prompt = request.render(&self.prompts);
+        match &self.backend {
+            Backend::Model(_) => self
+                .request_for_prompt(&prompt, sampling)
+                .map(Prepared::Model),
+            Backend::Sim(_) => Ok(Prepared::Sim(SimRequest {
+                prompt,
+                keep_last: sampling.max_input_tokens,
+                output: sim_policy::output(request, sampling.seed),
+                max_new_tokens: sampling.max_new_tokens,
+            })),
+        }
     }
 
-    /// The same, for a prompt already rendered (the static pipeline renders its own).
+    /// The model request for a prompt already rendered (the static pipeline renders its
+    /// own); the simulated engine has no text for those.
     pub fn request_for_prompt(
         &self,
         prompt: &str,
         sampling: &Sampling,
     ) -> Result<GenerateRequest, CoreError> {
-        let prompt = self
-            .engine
+        let Backend::Model(engine) = &self.backend else {
+            return Err(CoreError::invalid(
+                "engine",
+                "the simulated engine answers role calls only; static evaluation needs a model",
+            ));
+        };
+        let prompt = engine
             .truncated_prompt(prompt, sampling.max_input_tokens)
             .map_err(classify)?;
         Ok(GenerateRequest {
@@ -65,9 +139,32 @@ impl RoleEngine {
         })
     }
 
-    pub async fn generate(&self, request: GenerateRequest) -> Result<GenerateOutput, CoreError> {
-        self.engine.generate(request).await.map_err(classify)
+    pub async fn generate(&self, call: Prepared) -> Result<GenerateOutput, CoreError> {
+        match (&self.backend, call) {
+            (Backend::Model(e), Prepared::Model(r)) => e.generate(r).await.map_err(classify),
+            (Backend::Sim(e), Prepared::Sim(r)) => e.generate(r).await.map_err(classify),
+            _ => Err(mismatch()),
+        }
     }
+
+    /// Generates, streaming text as it is produced; the last event is `Done`.
+    pub fn stream(
+        &self,
+        call: Prepared,
+    ) -> Result<UnboundedReceiver<Result<StreamEvent, EngineError>>, CoreError> {
+        match (&self.backend, call) {
+            (Backend::Model(e), Prepared::Model(r)) => e.stream(r).map_err(classify),
+            (Backend::Sim(e), Prepared::Sim(r)) => e.stream(r).map_err(classify),
+            _ => Err(mismatch()),
+        }
+    }
+}
+
+fn mismatch() -> CoreError {
+    CoreError::new(
+        ErrorClass::Internal,
+        "a role call prepared for another kind of engine",
+    )
 }
 
 /// An engine failure, classified: a prompt or setting the engine refuses is invalid
@@ -146,7 +243,12 @@ impl TokenUsage {
 }
 
 impl EngineRoles {
-    pub fn new(planner: Engine, caller: Engine, summarizer: Engine, sampling: Sampling) -> Self {
+    pub fn new(
+        planner: impl Into<Backend>,
+        caller: impl Into<Backend>,
+        summarizer: impl Into<Backend>,
+        sampling: Sampling,
+    ) -> Self {
         EngineRoles {
             planner: RoleEngine::new(planner),
             caller: RoleEngine::new(caller),
@@ -185,15 +287,30 @@ impl EngineRoles {
         seed_offset: u64,
     ) -> Result<GenerateOutput, CoreError> {
         let engine = self.role(role);
+        let sampling = self.sampling_for(seed_offset);
+        self.call(role, async {
+            let request = engine.request_for_prompt(prompt, &sampling)?;
+            engine.generate(Prepared::Model(request)).await
+        })
+        .await
+    }
+
+    fn sampling_for(&self, seed_offset: u64) -> Sampling {
         let mut sampling = self.sampling;
         sampling.seed = sampling.seed.wrapping_add(seed_offset);
+        sampling
+    }
+
+    /// Runs one call, naming the role in its error and counting its tokens.
+    async fn call(
+        &self,
+        role: RoleKind,
+        call: impl std::future::Future<Output = Result<GenerateOutput, CoreError>>,
+    ) -> Result<GenerateOutput, CoreError> {
         let started = Instant::now();
-        let out = async {
-            let request = engine.request_for_prompt(prompt, &sampling)?;
-            engine.generate(request).await
-        }
-        .await
-        .map_err(|e| CoreError::role(role, e.class(), 1, e.message()))?;
+        let out = call
+            .await
+            .map_err(|e| CoreError::role(role, e.class(), 1, e.message()))?;
         let u = &self.usage;
         u.calls.fetch_add(1, Ordering::Relaxed);
         u.prompt
@@ -218,16 +335,24 @@ impl RoleModels for EngineRoles {
     fn generate<'a>(&'a self, request: RoleRequest) -> BoxFuture<'a, Result<Generated, CoreError>> {
         Box::pin(async move {
             let role = request.role;
-            let prompt = request.render(&self.role(role).prompts);
+            let engine = self.role(role);
             let n = request
                 .seed_offset
                 .unwrap_or_else(|| self.calls.fetch_add(1, Ordering::Relaxed));
+            let sampling = self.sampling_for(n);
             let span = tracing::info_span!("role_call", role = role.as_str());
-            let out = self.call_prompt(role, &prompt, n).instrument(span).await?;
+            let out = self
+                .call(role, async {
+                    let call = engine.prepare(&request, &sampling)?;
+                    engine.generate(call).await
+                })
+                .instrument(span)
+                .await?;
             Ok(Generated {
                 generated_tokens: out.generated_tokens(),
                 prompt_tokens: out.prompt_tokens,
                 text: out.text,
+                simulated: engine.backend().is_sim(),
             })
         })
     }

@@ -10,12 +10,12 @@ use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 use umi_core::agent::RoleKind;
-use umi_engine::{Engine, GenerateOutput, GenerateRequest, StreamEvent};
+use umi_engine::{GenerateOutput, StreamEvent};
 use umi_rpc::convert::{request_from_pb, role_to_pb, sampling_from_pb, status_from};
 use umi_rpc::pb;
 use umi_rpc::pb::role_worker_server::{RoleWorker, RoleWorkerServer};
 
-use crate::roles::{classify, RoleEngine};
+use crate::roles::{classify, Backend, Prepared, RoleEngine};
 
 pub struct RoleService {
     role: RoleKind,
@@ -47,7 +47,7 @@ impl Drop for InFlight {
 }
 
 impl RoleService {
-    pub fn new(role: RoleKind, engine: Engine) -> Self {
+    pub fn new(role: RoleKind, engine: impl Into<Backend>) -> Self {
         RoleService {
             role,
             engine: RoleEngine::new(engine),
@@ -59,8 +59,8 @@ impl RoleService {
         RoleWorkerServer::new(self)
     }
 
-    /// Validates the request at the edge and turns it into an engine request.
-    fn engine_request(&self, wire: &pb::GenerateRequest) -> Result<GenerateRequest, Status> {
+    /// Validates the request at the edge and makes it ready for the engine.
+    fn engine_request(&self, wire: &pb::GenerateRequest) -> Result<Prepared, Status> {
         let role_request = request_from_pb(wire).map_err(|e| status_from(&e))?;
         if role_request.role != self.role {
             return Err(Status::invalid_argument(format!(
@@ -70,13 +70,14 @@ impl RoleService {
             )));
         }
         self.engine
-            .request(&role_request, &sampling_from_pb(wire.sampling))
+            .prepare(&role_request, &sampling_from_pb(wire.sampling))
             .map_err(|e| status_from(&e))
     }
 }
 
-fn response(out: GenerateOutput) -> pb::GenerateResponse {
+fn response(out: GenerateOutput, engine: &str) -> pb::GenerateResponse {
     pb::GenerateResponse {
+        engine: engine.to_string(),
         prompt_tokens: out.prompt_tokens as u32,
         cached_tokens: out.cached_tokens as u32,
         generated_tokens: out.generated_tokens() as u32,
@@ -118,7 +119,7 @@ impl RoleWorker for RoleService {
             latency_ms = started.elapsed().as_millis() as u64,
             "role call served"
         );
-        Ok(Response::new(response(out)))
+        Ok(Response::new(response(out, self.engine.backend().kind())))
     }
 
     type GenerateStreamStream = ChunkStream;
@@ -136,11 +137,8 @@ impl RoleWorker for RoleService {
         umi_rpc::trace_context::adopt(&span, request.metadata());
         let wire = request.into_inner();
         let request = span.in_scope(|| self.engine_request(&wire))?;
-        let mut events = self
-            .engine
-            .engine()
-            .stream(request)
-            .map_err(|e| status_from(&classify(e)))?;
+        let mut events = self.engine.stream(request).map_err(|e| status_from(&e))?;
+        let kind = self.engine.backend().kind();
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         tokio::spawn(async move {
             let _in_flight = in_flight;
@@ -151,7 +149,7 @@ impl RoleWorker for RoleService {
                     }
                     Ok(StreamEvent::Done(out)) => Ok(pb::GenerateChunk {
                         text: String::new(),
-                        done: Some(response(out)),
+                        done: Some(response(out, kind)),
                     }),
                     Err(e) => Err(status_from(&classify(e))),
                 };
@@ -170,7 +168,7 @@ impl RoleWorker for RoleService {
         &self,
         _request: Request<pb::InfoRequest>,
     ) -> Result<Response<pb::InfoResponse>, Status> {
-        let info = self.engine.engine().info();
+        let info = self.engine.backend().info();
         Ok(Response::new(pb::InfoResponse {
             role: role_to_pb(self.role) as i32,
             model: info.name.clone(),

@@ -1,5 +1,6 @@
 //! Flag groups shared by several subcommands.
 
+pub mod engine;
 pub mod etcd;
 pub mod metrics;
 pub mod model;

@@ -3,11 +3,12 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use umi_core::presets::Sampling;
 use umi_discovery::membership::Membership;
 use umi_discovery::WorkerInfo;
 use umi_rpc::cluster::{ClusterRoles, RetryPolicy};
+use umi_rpc::routing::Routing;
 
 use super::etcd::EtcdArgs;
 
@@ -32,6 +33,27 @@ pub struct RemoteArgs {
     /// Workers tried per role call.
     #[arg(long, default_value_t = 3)]
     pub role_attempts: usize,
+    /// How a role call picks a replica: `affinity` keeps a task's calls of a role on the
+    /// replica that served the last one (its prefix cache holds most of the prompt)
+    /// unless that replica carries 1.25x the mean load; `least-outstanding` takes the
+    /// least loaded replica every time.
+    #[arg(long, value_enum, default_value = "affinity")]
+    pub routing: RoutingArg,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RoutingArg {
+    Affinity,
+    LeastOutstanding,
+}
+
+impl From<RoutingArg> for Routing {
+    fn from(r: RoutingArg) -> Self {
+        match r {
+            RoutingArg::Affinity => Routing::Affinity,
+            RoutingArg::LeastOutstanding => Routing::LeastOutstanding,
+        }
+    }
 }
 
 impl RemoteArgs {
@@ -92,6 +114,6 @@ impl RemoteArgs {
         Ok(self
             .membership()
             .await?
-            .map(|m| ClusterRoles::new(m, sampling, policy)))
+            .map(|m| ClusterRoles::new(m, sampling, policy).with_routing(self.routing.into())))
     }
 }

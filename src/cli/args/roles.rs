@@ -10,6 +10,7 @@ use umi_core::presets::{Sampling, DEFAULT_SEED};
 use umi_engine::Engine;
 use umi_worker::roles::EngineRoles;
 
+use super::engine::EngineArgs;
 use super::model::ModelArgs;
 
 #[derive(Args, Debug, Clone)]
@@ -70,6 +71,21 @@ impl RoleArgs {
     /// Loads each distinct checkpoint once and starts the three roles on them, sampling
     /// with `preset` under the flags.
     pub fn start(&self, preset: Sampling) -> anyhow::Result<EngineRoles> {
+        self.start_on(&EngineArgs::default(), preset)
+    }
+
+    /// The same on `engine`: with the simulated engine, one per role (as α-UMi's three
+    /// checkpoints would each have theirs).
+    pub fn start_on(&self, engine: &EngineArgs, preset: Sampling) -> anyhow::Result<EngineRoles> {
+        if engine.is_sim() {
+            let start = || engine.start(&self.model);
+            return Ok(EngineRoles::new(
+                start()?,
+                start()?,
+                start()?,
+                self.sampling.over(preset),
+            ));
+        }
         let mut engines: HashMap<PathBuf, Engine> = HashMap::new();
         let base = self.model.model_path();
         let mut engine_for = |path: Option<&PathBuf>| -> anyhow::Result<Engine> {

@@ -1,6 +1,8 @@
 //! Helpers of the subcommands.
 
 pub mod eval_journal;
+pub mod local_cluster;
 pub mod output;
 pub mod progress;
+pub mod prometheus;
 pub mod shutdown;

@@ -1,0 +1,258 @@
+//! A whole cluster as child processes on this machine: etcd on loopback, role workers
+//! that register in it, and a coordinator that finds them there. `umi cluster up` and
+//! `umi bench cluster` start one; stopping it stops the coordinator first, then the
+//! workers (each leaves etcd and drains), then etcd.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tokio::process::{Child, Command};
+use umi_rpc::pb::coordinator_client::CoordinatorClient;
+use umi_rpc::pb::StatusRequest;
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    /// Where etcd keeps its data and the processes their logs.
+    pub dir: PathBuf,
+    pub etcd_port: u16,
+    pub coordinator_port: u16,
+    /// The workers of each role.
+    pub roles: Vec<RoleSpec>,
+    /// Flags the coordinator gets besides its address, etcd and journal.
+    pub coordinator_flags: Vec<String>,
+    /// Give every process a Prometheus endpoint on a free loopback port.
+    pub metrics: bool,
+}
+
+/// One role's replicas and the flags each gets (engine, model, batch...).
+#[derive(Debug, Clone)]
+pub struct RoleSpec {
+    pub role: &'static str,
+    pub replicas: usize,
+    pub flags: Vec<String>,
+}
+
+/// A started process and where its metrics are served.
+pub struct Process {
+    pub name: String,
+    pub child: Child,
+    pub log: PathBuf,
+    pub metrics: Option<SocketAddr>,
+}
+
+pub struct LocalCluster {
+    pub etcd: Process,
+    pub workers: Vec<Process>,
+    pub coordinator: Process,
+    pub coordinator_url: String,
+}
+
+impl LocalCluster {
+    pub async fn start(spec: &ClusterSpec) -> anyhow::Result<LocalCluster> {
+        std::fs::create_dir_all(&spec.dir)
+            .with_context(|| format!("creating {}", spec.dir.display()))?;
+        let exe = std::env::current_exe().context("finding the umi binary")?;
+        let etcd_url = format!("http://127.0.0.1:{}", spec.etcd_port);
+        let peer_url = format!("http://127.0.0.1:{}", spec.etcd_port + 1);
+        let mut etcd_cmd = Command::new("etcd");
+        etcd_cmd.args([
+            "--name",
+            "umi",
+            "--data-dir",
+            &spec.dir.join("etcd").to_string_lossy(),
+            "--logger=zap",
+            "--log-level=warn",
+            "--listen-client-urls",
+            &etcd_url,
+            "--advertise-client-urls",
+            &etcd_url,
+            "--listen-peer-urls",
+            &peer_url,
+            "--initial-advertise-peer-urls",
+            &peer_url,
+            "--initial-cluster",
+            &format!("umi={peer_url}"),
+        ]);
+        let mut etcd = spawn("etcd", &mut etcd_cmd, &spec.dir.join("etcd.log"), None)
+            .context("starting etcd (Debian: apt-get install etcd-server)")?;
+        wait_healthy(&mut etcd.child, &etcd_url).await?;
+        eprintln!("umi cluster: etcd on {etcd_url}");
+
+        let mut workers = Vec::new();
+        for RoleSpec {
+            role,
+            replicas,
+            flags,
+        } in &spec.roles
+        {
+            for i in 0..*replicas {
+                let name = format!("{role}-{i}");
+                let mut cmd = Command::new(&exe);
+                cmd.args([
+                    "worker",
+                    "--role",
+                    role,
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--etcd",
+                    &etcd_url,
+                ])
+                .args(flags);
+                let metrics = spec.metrics.then(free_port).transpose()?;
+                let log = spec.dir.join(format!("{name}.log"));
+                workers.push(spawn(&name, &mut cmd, &log, metrics)?);
+                eprintln!("umi cluster: {role} worker {i} (log: {})", log.display());
+            }
+        }
+        let coordinator_url = format!("http://127.0.0.1:{}", spec.coordinator_port);
+        let mut cmd = Command::new(&exe);
+        cmd.args([
+            "coordinator",
+            "--listen",
+            &format!("127.0.0.1:{}", spec.coordinator_port),
+            "--etcd",
+            &etcd_url,
+        ])
+        .args(&spec.coordinator_flags)
+        .arg("--task-journal")
+        .arg(spec.dir.join("tasks.jsonl"));
+        let metrics = spec.metrics.then(free_port).transpose()?;
+        let log = spec.dir.join("coordinator.log");
+        let coordinator = spawn("coordinator", &mut cmd, &log, metrics)?;
+        eprintln!(
+            "umi cluster: coordinator on {coordinator_url} (log: {})",
+            log.display()
+        );
+        Ok(LocalCluster {
+            etcd,
+            workers,
+            coordinator,
+            coordinator_url,
+        })
+    }
+
+    /// Waits until the coordinator sees every worker of `spec` (or fails after `limit`).
+    pub async fn wait_ready(&mut self, spec: &ClusterSpec, limit: Duration) -> anyhow::Result<()> {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.coordinator.child.try_wait()? {
+                bail!(
+                    "the coordinator exited at startup ({status}); see {}",
+                    self.coordinator.log.display()
+                );
+            }
+            for w in &mut self.workers {
+                if let Some(status) = w.child.try_wait()? {
+                    bail!(
+                        "{} exited at startup ({status}); see {}",
+                        w.name,
+                        w.log.display()
+                    );
+                }
+            }
+            if let Ok(mut client) = CoordinatorClient::connect(self.coordinator_url.clone()).await {
+                if let Ok(status) = client.status(StatusRequest {}).await {
+                    let status = status.into_inner();
+                    let ready = spec.roles.iter().all(|want| {
+                        status
+                            .roles
+                            .iter()
+                            .find(|r| r.role == want.role)
+                            .is_some_and(|r| r.addresses.len() >= want.replicas)
+                    });
+                    if ready {
+                        return Ok(());
+                    }
+                }
+            }
+            if started.elapsed() > limit {
+                bail!(
+                    "the cluster was not ready after {} s; see the logs in {}",
+                    limit.as_secs(),
+                    spec.dir.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Stops everything in order: coordinator, workers (draining at once), etcd.
+    pub async fn stop(mut self) {
+        stop(&mut self.coordinator.child).await;
+        futures::future::join_all(self.workers.iter_mut().map(|w| stop(&mut w.child))).await;
+        stop(&mut self.etcd.child).await;
+    }
+}
+
+/// A loopback address with a port free now (the child binds it a moment later).
+fn free_port() -> anyhow::Result<SocketAddr> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr()?)
+}
+
+fn spawn(
+    name: &str,
+    cmd: &mut Command,
+    log: &Path,
+    metrics: Option<SocketAddr>,
+) -> anyhow::Result<Process> {
+    let file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let err = file.try_clone()?;
+    if let Some(addr) = metrics {
+        cmd.arg("--metrics-listen").arg(addr.to_string());
+    }
+    // A process group of its own: Ctrl-C in the terminal reaches only the parent, which
+    // then stops the children in order.
+    #[cfg(unix)]
+    cmd.process_group(0);
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(file)
+        .stderr(err)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {:?}", cmd.as_std().get_program()))?;
+    Ok(Process {
+        name: name.to_string(),
+        child,
+        log: log.to_path_buf(),
+        metrics,
+    })
+}
+
+/// Polls etcd's /health until it answers, or fails if etcd exits or takes over 10 s.
+async fn wait_healthy(etcd: &mut Child, url: &str) -> anyhow::Result<()> {
+    let health = format!("{url}/health");
+    for _ in 0..100 {
+        if let Some(status) = etcd.try_wait()? {
+            bail!("etcd exited at startup ({status}); is the port taken? see its log");
+        }
+        if let Ok(r) = umi_tools::http::get(&health, Duration::from_millis(500)).await {
+            if r.status == 200 && String::from_utf8_lossy(&r.body).contains("true") {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("etcd at {url} was not healthy after 10 s")
+}
+
+/// SIGTERM, then SIGKILL if the process has not exited within 30 s.
+pub async fn stop(child: &mut Child) {
+    if let Some(pid) = child.id() {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        if tokio::time::timeout(Duration::from_secs(30), child.wait())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+    }
+    let _ = child.kill().await;
+}
