@@ -7,8 +7,10 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
+use std::io::IsTerminal;
 use tracing_subscriber::layer::{Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
+
 use tracing_subscriber::EnvFilter;
 
 /// Flushes exported spans when dropped (at the end of `main`).
@@ -35,7 +37,13 @@ pub fn init(service: &str) -> anyhow::Result<Telemetry> {
     let Some(endpoint) = endpoint else {
         tracing_subscriber::registry()
             .with(filter)
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    // Colour codes only on a terminal: logs written to files (`umi cluster
+                    // up`, systemd, kubectl logs) stay greppable.
+                    .with_ansi(std::io::stderr().is_terminal()),
+            )
             .init();
         return Ok(Telemetry { provider: None });
     };

@@ -19,6 +19,7 @@ use serde_json::Value;
 use umi_core::dfs::Outcome;
 use umi_core::task::Query;
 
+use super::args::engine::EngineKind;
 use super::args::remote::RoutingArg;
 use super::support::local_cluster::{ClusterSpec, LocalCluster, RoleSpec};
 use super::support::prometheus::{self, Sample};
@@ -63,11 +64,25 @@ pub struct ClusterBenchArgs {
     /// Where the runs keep their logs and the report (report.json).
     #[arg(long, default_value = "target/bench-cluster")]
     pub dir: PathBuf,
+    /// What serves the roles: `sim` (the simulated engine, a test double) or `model`
+    /// (the bundled model on this machine's CPU; keep --tasks small).
+    #[arg(long, value_enum, default_value = "sim")]
+    pub engine: EngineKind,
+    /// With `--engine model`: the weights' precision.
+    #[arg(long, default_value = "quantized")]
+    pub dtype: String,
+    /// The coordinator's agent steps per task (default: the reference's 200).
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// The coordinator's new tokens per role call (default: the reference's 512).
+    #[arg(long)]
+    pub max_new_tokens: Option<usize>,
 }
 
 /// One run's figures.
 #[derive(Debug, Serialize)]
 struct RunReport {
+    engine: String,
     planners: usize,
     routing: String,
     tasks: usize,
@@ -75,7 +90,8 @@ struct RunReport {
     gave_up: usize,
     exhausted: usize,
     failed: usize,
-    /// Answers not marked as written by the simulated engine (must be 0).
+    /// Answers marked otherwise than the engine that wrote them (must be 0: on the
+    /// simulated engine every answer says `"engine": "sim"`, on a model none does).
     unmarked: usize,
     seconds: f64,
     tasks_per_second: f64,
@@ -177,7 +193,13 @@ async fn one_run(
         RoutingArg::Affinity => "affinity",
         RoutingArg::LeastOutstanding => "least-outstanding",
     };
-    let dir = a.dir.join(format!("planners-{planners}-{routing}"));
+    let engine_name = match a.engine {
+        EngineKind::Sim => "sim",
+        EngineKind::Model => "model",
+    };
+    let dir = a
+        .dir
+        .join(format!("{engine_name}-planners-{planners}-{routing}"));
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
     }
@@ -221,20 +243,30 @@ async fn one_run(
                 flags: worker(a.other_max_batch),
             },
         ],
-        coordinator_flags: vec![
-            "--concurrency".to_string(),
-            a.concurrency.to_string(),
-            "--routing".to_string(),
-            routing.to_string(),
-            "--max-pending".to_string(),
-            (a.tasks + 1).to_string(),
-        ],
+        coordinator_flags: [
+            ("--concurrency", Some(a.concurrency)),
+            ("--max-pending", Some(a.tasks + 1)),
+            ("--max-steps", a.max_steps),
+            ("--max-new-tokens", a.max_new_tokens),
+        ]
+        .into_iter()
+        .filter_map(|(flag, v)| v.map(|v| [flag.to_string(), v.to_string()]))
+        .flatten()
+        .chain(["--routing".to_string(), routing.to_string()])
+        .collect(),
         metrics: true,
     };
     let mut cluster = LocalCluster::start(&spec).await?;
     let outcome = async {
         cluster.wait_ready(&spec, Duration::from_secs(60)).await?;
-        measure(planners, routing, &cluster, queries).await
+        measure(
+            planners,
+            routing,
+            a.engine == EngineKind::Sim,
+            &cluster,
+            queries,
+        )
+        .await
     }
     .await;
     cluster.stop().await;
@@ -244,11 +276,13 @@ async fn one_run(
 async fn measure(
     planners: usize,
     routing: &str,
+    sim: bool,
     cluster: &LocalCluster,
     queries: &[Query],
 ) -> anyhow::Result<RunReport> {
     let todo: Vec<&Query> = queries.iter().collect();
     let mut r = RunReport {
+        engine: if sim { "sim" } else { "model" }.to_string(),
         planners,
         routing: routing.to_string(),
         tasks: todo.len(),
@@ -275,7 +309,8 @@ async fn measure(
             (None, Outcome::GaveUp) => r.gave_up += 1,
             (None, Outcome::Exhausted) => r.exhausted += 1,
         }
-        if f.answer.get("engine").and_then(Value::as_str) != Some("sim") {
+        let marked = f.answer.get("engine").and_then(Value::as_str) == Some("sim");
+        if sim && !marked || !sim && marked {
             r.unmarked += 1;
         }
         Ok(())
@@ -339,9 +374,9 @@ fn free_pair() -> anyhow::Result<u16> {
 
 fn print_table(reports: &[RunReport]) {
     println!(
-        "| planners | routing | tasks | answered / gave up / exhausted / failed | s | tasks/s | efficiency | planner call p50 / p99 s | queue wait mean / p99 s | mean batch | prefix hits | planner shares |"
+        "| engine | planners | routing | tasks | answered / gave up / exhausted / failed | s | tasks/s | efficiency | planner call p50 / p99 s | queue wait mean / p99 s | mean batch | prefix hits | planner shares |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in reports {
         let (p50, p99) = r
             .role_call_p50_p99
@@ -354,7 +389,8 @@ fn print_table(reports: &[RunReport]) {
             .map(|s| format!("{:.0}%", s * 100.0))
             .collect();
         println!(
-            "| {} | {} | {} | {} / {} / {} / {} | {:.1} | {:.2} | {} | {:.2} / {:.2} | {:.2} / {:.2} | {:.1} | {:.0}% | {} |",
+            "| {} | {} | {} | {} | {} / {} / {} / {} | {:.1} | {:.2} | {} | {:.2} / {:.2} | {:.2} / {:.2} | {:.1} | {:.0}% | {} |",
+            r.engine,
             r.planners,
             r.routing,
             r.tasks,
