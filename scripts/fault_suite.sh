@@ -7,7 +7,8 @@
 #   worker-stop       a planner replica SIGSTOPped for the role deadline + 10 s, then SIGCONTed (twice)
 #   etcd-kill         etcd SIGKILLed and restarted 5 s later on its data (twice)
 #   coordinator-kill  the coordinator SIGKILLed and restarted on its task journal 2 s later (3 times)
-# Then it checks the answer files: failed = an answer recording why it failed; lost = no
+# Then it checks the answer files: answered = an answer (solved or given up) with no
+# failure recorded; failed = an answer recording why it failed; lost = no
 # answer file at all; duplicated = a task the coordinator ended more than once (its logs
 # across restarts) or two answer files for one query. It prints a line per scenario and,
 # last, `tasks N answered A failed F lost L duplicated D` over all of them.
@@ -18,7 +19,7 @@ TASKS=${TASKS:-800}
 SCENARIOS=${*:-none planner-kill worker-stop etcd-kill coordinator-kill}
 UMI=$PWD/target/release/umi
 OUT=${OUT:-$PWD/target/fault-suite}
-DEADLINE=20
+DEADLINE=30
 [ -x "$UMI" ] || cargo build --release --quiet
 mkdir -p "$OUT"
 : >"$OUT/results.txt"
@@ -117,10 +118,9 @@ scenario, queries, d, t0, t1 = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.
 ids = [q["query_id"] for q in json.load(open(queries))]
 files = collections.defaultdict(list)
 for f in glob.glob(os.path.join(d, "answers", "*.json")):
-    name = os.path.basename(f)
-    if name == "summary.json":
-        continue
-    files[name.rsplit("_", 2)[0]].append(f)
+    m = re.match(r"^(.*)_(DFS_woFilter_w\d+|CoT@\d+)\.json$", os.path.basename(f))
+    if m:
+        files[m.group(1)].append(f)
 answered = failed = lost = sim_marked = 0
 times = []
 for i in ids:
@@ -141,7 +141,8 @@ ends = collections.Counter(t for t, state in re.findall(r'task ended task_id=(\S
                            if state in ("answered", "gave_up", "exhausted"))
 dup = sum(1 for n in ends.values() if n > 1) + sum(1 for fs in files.values() if len(fs) > 1)
 times.sort()
-stall = max((b - a for a, b in zip([t0] + times, times)), default=0.0)
+# The longest wait between two answers: how long the fault held the cluster up.
+stall = max((b - a for a, b in zip(times, times[1:])), default=0.0)
 print(f"{scenario}: tasks {len(ids)} answered {answered} failed {failed} lost {lost} duplicated {dup} "
       f"seconds {t1 - t0:.0f} longest-stall {stall:.1f} marked-sim {sim_marked}")
 PY

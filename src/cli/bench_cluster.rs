@@ -21,7 +21,7 @@ use umi_core::task::Query;
 
 use super::args::engine::EngineKind;
 use super::args::remote::RoutingArg;
-use super::support::local_cluster::{ClusterSpec, LocalCluster, RoleSpec};
+use super::support::local_cluster::{free_ports, ClusterSpec, LocalCluster, RoleSpec};
 use super::support::prometheus::{self, Sample};
 
 #[derive(Args, Debug)]
@@ -32,11 +32,12 @@ pub struct ClusterBenchArgs {
     /// Planner replicas, one run each (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
     pub planners: Vec<usize>,
-    /// Caller and summarizer replicas (they get --other-max-batch, so that the planner
-    /// is the bottleneck).
-    #[arg(long, default_value_t = 2)]
+    /// Caller and summarizer replicas. They get --other-max-batch and enough replicas
+    /// that the planner stays the bottleneck at 8 planner replicas (a newcomer's prefill
+    /// holds a whole batch back, so a single caller replica would cap the cluster).
+    #[arg(long, default_value_t = 4)]
     pub callers: usize,
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 2)]
     pub summarizers: usize,
     /// Requests a planner replica decodes together.
     #[arg(long, default_value_t = 8)]
@@ -224,8 +225,8 @@ async fn one_run(
     };
     let spec = ClusterSpec {
         dir: dir.clone(),
-        etcd_port: free_pair()?,
-        coordinator_port: free_pair()?,
+        etcd_port: free_ports(2)?,
+        coordinator_port: free_ports(1)?,
         roles: vec![
             RoleSpec {
                 role: "planner",
@@ -358,18 +359,6 @@ async fn measure(
 
 async fn scrape(addr: Option<std::net::SocketAddr>) -> anyhow::Result<Vec<Sample>> {
     prometheus::scrape(addr.context("a process without a metrics endpoint")?).await
-}
-
-/// A free loopback port whose successor is free too (etcd's peer port).
-fn free_pair() -> anyhow::Result<u16> {
-    for _ in 0..50 {
-        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-        let port = l.local_addr()?.port();
-        if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
-            return Ok(port);
-        }
-    }
-    anyhow::bail!("no two free consecutive loopback ports")
 }
 
 fn print_table(reports: &[RunReport]) {

@@ -188,10 +188,26 @@ impl LocalCluster {
     }
 }
 
-/// A loopback address with a port free now (the child binds it a moment later).
+/// A loopback address with a port free now (the child binds it a moment later). It is
+/// drawn below Linux's ephemeral range (32768 and up), so that no connection or
+/// `--listen 127.0.0.1:0` takes it in between.
 fn free_port() -> anyhow::Result<SocketAddr> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(l.local_addr()?)
+    Ok(SocketAddr::from(([127, 0, 0, 1], free_ports(1)?)))
+}
+
+/// The first of `n` consecutive loopback ports free now, below the ephemeral range.
+pub fn free_ports(n: u16) -> anyhow::Result<u16> {
+    use std::hash::{BuildHasher, Hasher};
+    for _ in 0..200 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u8(0);
+        let first = 20_000 + (h.finish() % 12_000) as u16;
+        let free = (first..first + n).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if free {
+            return Ok(first);
+        }
+    }
+    bail!("no {n} free consecutive loopback ports between 20000 and 32000")
 }
 
 fn spawn(
