@@ -11,14 +11,20 @@ use serde_json::Value;
 use support::umi;
 
 /// About ten times faster than the default 7B-on-an-H100 profile.
-const FAST: &str =
-    r#"{"name": "fast", "decode_step_ms": 0.6, "prefill_ms_per_token": 0.004, "prefill_overhead_ms": 0.3}"#;
+const FAST: &str = r#"{"name": "fast", "decode_step_ms": 0.6, "prefill_ms_per_token": 0.004, "prefill_overhead_ms": 0.3}"#;
 
 fn bench(dir: &Path, planners: &str, routing: &str, tasks: usize) -> Vec<Value> {
     let profile = dir.join("fast.json");
     std::fs::write(&profile, FAST).unwrap();
     let out = umi()
-        .args(["bench", "cluster", "--planners", planners, "--routing", routing])
+        .args([
+            "bench",
+            "cluster",
+            "--planners",
+            planners,
+            "--routing",
+            routing,
+        ])
         .args(["--tasks", &tasks.to_string(), "--concurrency", "16"])
         .arg("--sim-profile")
         .arg(&profile)
@@ -49,7 +55,10 @@ fn the_load_benchmark_solves_every_task_and_spreads_the_planner_calls() {
         assert_eq!(n("unmarked"), 0, "answers not marked as simulated: {r}");
         assert!(r["tasks_per_second"].as_f64().unwrap() > 0.0, "{r}");
         assert!(r["planner_mean_batch"].as_f64().unwrap() >= 1.0, "{r}");
-        assert!(r["role_call_p50_p99"]["planner"][1].as_f64().unwrap() > 0.0, "{r}");
+        assert!(
+            r["role_call_p50_p99"]["planner"][1].as_f64().unwrap() > 0.0,
+            "{r}"
+        );
     }
     let shares: Vec<f64> = runs[1]["planner_shares"]
         .as_array()

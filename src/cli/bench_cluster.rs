@@ -98,6 +98,11 @@ struct RunReport {
     tasks_per_second: f64,
     /// Tasks/s over (planners × tasks/s with the fewest planners measured).
     scaling_efficiency: Option<f64>,
+    /// Tasks/s between the 10th and the 90th percentile of completions: the rate once
+    /// the cluster is full, without the fill at the start (every task's first answer
+    /// waits a whole task's latency) and the drain at the end.
+    steady_tasks_per_second: f64,
+    steady_efficiency: Option<f64>,
     /// Role-call latency seen by the coordinator, per role: (p50, p99) seconds.
     role_call_p50_p99: BTreeMap<String, (f64, f64)>,
     /// Planner replicas: mean and p99 queue wait (seconds), mean decode batch size.
@@ -126,14 +131,17 @@ pub async fn run(a: ClusterBenchArgs) -> anyhow::Result<()> {
         );
         reports.push(report);
     }
-    if let Some(base) = reports
-        .iter()
-        .min_by_key(|r| r.planners)
-        .map(|r| (r.planners, r.tasks_per_second))
-    {
+    if let Some(base) = reports.iter().min_by_key(|r| r.planners) {
+        let (n, rate, steady) = (
+            base.planners as f64,
+            base.tasks_per_second,
+            base.steady_tasks_per_second,
+        );
         for r in &mut reports {
-            r.scaling_efficiency =
-                Some(r.tasks_per_second * base.0 as f64 / (base.1 * r.planners as f64));
+            let scale = n / r.planners as f64;
+            r.scaling_efficiency = Some(r.tasks_per_second * scale / rate);
+            r.steady_efficiency =
+                (steady > 0.0).then(|| r.steady_tasks_per_second * scale / steady);
         }
     }
     let path = a.dir.join("report.json");
@@ -295,6 +303,8 @@ async fn measure(
         seconds: 0.0,
         tasks_per_second: 0.0,
         scaling_efficiency: None,
+        steady_tasks_per_second: 0.0,
+        steady_efficiency: None,
         role_call_p50_p99: BTreeMap::new(),
         planner_queue_wait_mean: 0.0,
         planner_queue_wait_p99: 0.0,
@@ -303,7 +313,9 @@ async fn measure(
         planner_shares: vec![],
     };
     let started = Instant::now();
+    let mut ends: Vec<f64> = Vec::with_capacity(todo.len());
     super::submit::solve_all(&cluster.coordinator_url, &todo, &mut |_, f| {
+        ends.push(started.elapsed().as_secs_f64());
         match (&f.failure, f.outcome) {
             (Some(_), _) => r.failed += 1,
             (None, Outcome::Answered) => r.answered += 1,
@@ -319,6 +331,10 @@ async fn measure(
     .await?;
     r.seconds = started.elapsed().as_secs_f64();
     r.tasks_per_second = r.tasks as f64 / r.seconds;
+    let (first, last) = (ends.len() / 10, ends.len() * 9 / 10);
+    if last > first && ends[last - 1] > ends[first] {
+        r.steady_tasks_per_second = (last - 1 - first) as f64 / (ends[last - 1] - ends[first]);
+    }
 
     let coordinator = scrape(cluster.coordinator.metrics).await?;
     for role in ["planner", "caller", "summarizer"] {
@@ -363,9 +379,9 @@ async fn scrape(addr: Option<std::net::SocketAddr>) -> anyhow::Result<Vec<Sample
 
 fn print_table(reports: &[RunReport]) {
     println!(
-        "| engine | planners | routing | tasks | answered / gave up / exhausted / failed | s | tasks/s | efficiency | planner call p50 / p99 s | queue wait mean / p99 s | mean batch | prefix hits | planner shares |"
+        "| engine | planners | routing | tasks | answered / gave up / exhausted / failed | s | tasks/s | efficiency | steady tasks/s | steady efficiency | planner call p50 / p99 s | queue wait mean / p99 s | mean batch | prefix hits | planner shares |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in reports {
         let (p50, p99) = r
             .role_call_p50_p99
@@ -378,7 +394,7 @@ fn print_table(reports: &[RunReport]) {
             .map(|s| format!("{:.0}%", s * 100.0))
             .collect();
         println!(
-            "| {} | {} | {} | {} | {} / {} / {} / {} | {:.1} | {:.2} | {} | {:.2} / {:.2} | {:.2} / {:.2} | {:.1} | {:.0}% | {} |",
+            "| {} | {} | {} | {} | {} / {} / {} / {} | {:.1} | {:.2} | {} | {:.2} | {} | {:.2} / {:.2} | {:.2} / {:.2} | {:.1} | {:.0}% | {} |",
             r.engine,
             r.planners,
             r.routing,
@@ -390,6 +406,8 @@ fn print_table(reports: &[RunReport]) {
             r.seconds,
             r.tasks_per_second,
             r.scaling_efficiency.map_or("-".to_string(), |e| format!("{e:.2}")),
+            r.steady_tasks_per_second,
+            r.steady_efficiency.map_or("-".to_string(), |e| format!("{e:.2}")),
             p50,
             p99,
             r.planner_queue_wait_mean,

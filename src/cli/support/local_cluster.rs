@@ -202,7 +202,8 @@ pub fn free_ports(n: u16) -> anyhow::Result<u16> {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u8(0);
         let first = 20_000 + (h.finish() % 12_000) as u16;
-        let free = (first..first + n).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+        let free =
+            (first..first + n).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
         if free {
             return Ok(first);
         }
