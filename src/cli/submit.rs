@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use anyhow::Context;
+use futures::stream::{FuturesUnordered, StreamExt};
 use serde_json::Value;
 use tonic::transport::Channel;
 use umi_coordinator::service::MAX_MESSAGE;
@@ -138,63 +139,82 @@ async fn follow(
         .await
         .map_err(|s| broken(s, "watching the tasks"))?
         .into_inner();
+    // Answers are fetched as their tasks end, several at once, while events keep
+    // coming: one fetch at a time would hold a fast cluster back to the client's pace.
+    let mut fetches = FuturesUnordered::new();
+    let mut fetching: HashSet<String> = HashSet::new();
+    let mut stream_open = true;
     while !open.is_empty() {
-        let event = events
-            .message()
-            .await
-            .map_err(|s| broken(s, "the coordinator's event stream broke"))?
-            .ok_or_else(|| {
-                Broken::Lost(anyhow::anyhow!(
+        tokio::select! {
+            event = events.message(), if stream_open => {
+                let event = event.map_err(|s| broken(s, "the coordinator's event stream broke"))?;
+                let Some(event) = event else {
+                    stream_open = false;
+                    continue;
+                };
+                // A state this client does not know (a newer server) counts as failed, so
+                // the query is tried again on the next run.
+                let state = TaskState::try_from(event.state).unwrap_or(TaskState::Failed);
+                if matches!(state, TaskState::Queued | TaskState::Running)
+                    || !open.contains(&event.task_id)
+                    || !fetching.insert(event.task_id.clone())
+                {
+                    continue;
+                }
+                let mut client = client.clone();
+                fetches.push(async move {
+                    let fetched = client
+                        .fetch(FetchRequest {
+                            task_id: event.task_id.clone(),
+                        })
+                        .await;
+                    (event, state, fetched)
+                });
+            }
+            Some((event, state, fetched)) = fetches.next() => {
+                let fetched = fetched
+                    .map_err(|s| broken(s, &format!("fetching task {}", event.task_id)))?
+                    .into_inner();
+                let answer = if fetched.answer_json.is_empty() {
+                    Value::Null
+                } else {
+                    serde_json::from_str(&fetched.answer_json)
+                        .with_context(|| format!("the answer of task {} is not JSON", event.task_id))
+                        .map_err(Broken::Fatal)?
+                };
+                let failure = match state {
+                    TaskState::Failed | TaskState::Cancelled => Some(if event.failure.is_empty() {
+                        format!("{state:?}")
+                    } else {
+                        event.failure.clone()
+                    }),
+                    _ => None,
+                };
+                let outcome = match state {
+                    TaskState::Answered => Outcome::Answered,
+                    TaskState::GaveUp => Outcome::GaveUp,
+                    _ => Outcome::Exhausted,
+                };
+                open.remove(&event.task_id);
+                finish(
+                    &query_of[&event.task_id],
+                    Finished {
+                        answer,
+                        outcome,
+                        failure,
+                        steps: event.steps as usize,
+                        tokens: event.tokens as usize,
+                    },
+                )
+                .map_err(Broken::Fatal)?;
+            }
+            else => {
+                return Err(Broken::Lost(anyhow::anyhow!(
                     "the coordinator ended the event stream with {} tasks open",
                     open.len()
-                ))
-            })?;
-        // A state this client does not know (a newer server) counts as failed, so the
-        // query is tried again on the next run.
-        let state = TaskState::try_from(event.state).unwrap_or(TaskState::Failed);
-        if matches!(state, TaskState::Queued | TaskState::Running) || !open.contains(&event.task_id)
-        {
-            continue;
+                )));
+            }
         }
-        let fetched = client
-            .fetch(FetchRequest {
-                task_id: event.task_id.clone(),
-            })
-            .await
-            .map_err(|s| broken(s, &format!("fetching task {}", event.task_id)))?
-            .into_inner();
-        let answer = if fetched.answer_json.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&fetched.answer_json)
-                .with_context(|| format!("the answer of task {} is not JSON", event.task_id))
-                .map_err(Broken::Fatal)?
-        };
-        let failure = match state {
-            TaskState::Failed | TaskState::Cancelled => Some(if event.failure.is_empty() {
-                format!("{state:?}")
-            } else {
-                event.failure.clone()
-            }),
-            _ => None,
-        };
-        let outcome = match state {
-            TaskState::Answered => Outcome::Answered,
-            TaskState::GaveUp => Outcome::GaveUp,
-            _ => Outcome::Exhausted,
-        };
-        open.remove(&event.task_id);
-        finish(
-            &query_of[&event.task_id],
-            Finished {
-                answer,
-                outcome,
-                failure,
-                steps: event.steps as usize,
-                tokens: event.tokens as usize,
-            },
-        )
-        .map_err(Broken::Fatal)?;
     }
     Ok(())
 }
