@@ -8,9 +8,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::procs::{
-    coordinator, coordinator_command, free_port, queries, start_coordinator, worker, Etcd, Proc,
-};
+use support::procs::{coordinator, coordinator_at, free_port, queries, worker, Etcd, Proc};
 use support::{block_on, metric, scrape, umi};
 use umi_rpc::pb::coordinator_client::CoordinatorClient;
 use umi_rpc::pb::role_worker_client::RoleWorkerClient;
@@ -360,18 +358,8 @@ fn a_coordinator_killed_mid_run_resumes_from_its_task_journal() {
     let _ = first.child.wait();
 
     // Restarted at the same address on its journal.
-    let listen = coord.trim_start_matches("http://");
-    let mut cmd = coordinator_command(&etcd.url, listen);
-    cmd.args([
-        "--temperature",
-        "0",
-        "--max-new-tokens",
-        "8",
-        "--max-steps",
-        "2",
-    ])
-    .args(flags);
-    let (mut second, coord) = start_coordinator(&mut cmd);
+    let (mut second, coord) =
+        coordinator_at(&etcd.url, coord.trim_start_matches("http://"), &flags);
     // "task journal PATH: K ended tasks kept, R to run again"
     let line = second.wait_for("ended tasks kept", Duration::from_secs(5));
     let numbers: Vec<u32> = line

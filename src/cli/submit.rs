@@ -117,8 +117,7 @@ async fn follow(
     query_of: &HashMap<String, String>,
     finish: &mut impl FnMut(&str, Finished) -> anyhow::Result<()>,
 ) -> Result<(), Broken> {
-    let lost = |e: anyhow::Error| Broken::Lost(e);
-    let mut client = connect(address).await.map_err(lost)?;
+    let mut client = connect(address).await.map_err(Broken::Lost)?;
     let ids: Vec<String> = pending.iter().map(|t| t.id.clone()).collect();
     // In batches of about 1 MB: a whole query file can exceed any message limit.
     let mut batches: VecDeque<Vec<Task>> = VecDeque::new();

@@ -239,7 +239,12 @@ pub fn worker(role: &str, etcd: Option<&str>) -> (Proc, String) {
 
 /// A coordinator following `etcd`, with small budgets so tests stay quick.
 pub fn coordinator(etcd: &str, extra: &[&str]) -> (Proc, String) {
-    let mut cmd = coordinator_command(etcd, "127.0.0.1:0");
+    coordinator_at(etcd, "127.0.0.1:0", extra)
+}
+
+/// The same on `listen` (a restarted coordinator at its old address).
+pub fn coordinator_at(etcd: &str, listen: &str, extra: &[&str]) -> (Proc, String) {
+    let mut cmd = coordinator_command(etcd, listen);
     cmd.args([
         "--temperature",
         "0",

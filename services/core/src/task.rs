@@ -211,6 +211,14 @@ pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
     })
 }
 
+/// SplitMix64's finalizer: spreads every input bit over the whole output (FNV-1a alone
+/// barely mixes its last bytes into the high ones). Stable across builds and platforms.
+pub fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// The method name ToolBench gives a search of this width.
 pub fn method_name(width: usize) -> String {
     if width == 1 {

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use umi_core::agent::RoleKind;
-use umi_core::task::fnv1a;
+use umi_core::task::{fnv1a, mix64};
 
 /// How a call picks among a role's live replicas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -109,14 +109,10 @@ pub fn choose(
     (0..candidates.len()).min_by_key(|&i| (candidates[i].cooling, candidates[i].outstanding))
 }
 
-/// Rendezvous weight of a task on a replica: every client ranks replicas alike. FNV-1a
-/// alone barely mixes its last bytes into the high ones (addresses differ at the end),
-/// so its result goes through SplitMix64's finalizer.
+/// Rendezvous weight of a task on a replica: every client ranks replicas alike. The
+/// addresses differ at their end, which FNV-1a alone barely mixes into its high bits.
 fn weight(task: &str, address: &str) -> u64 {
-    let mut z = fnv1a(task.bytes().chain([0]).chain(address.bytes()));
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    mix64(fnv1a(task.bytes().chain([0]).chain(address.bytes())))
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 use serde_json::{Map, Value};
 use umi_core::agent::{RoleKind, RoleRequest};
 use umi_core::parse::{CALLER, CONCLUSION, GIVE_UP};
-use umi_core::task::fnv1a;
+use umi_core::task::{fnv1a, mix64};
 
 /// The share of planner decisions, once its tool calls are made, that give up.
 const GIVE_UP_SHARE: f64 = 0.15;
@@ -143,10 +143,7 @@ struct SplitMix(u64);
 impl SplitMix {
     fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        mix64(self.0)
     }
 
     fn below(&mut self, n: usize) -> usize {
