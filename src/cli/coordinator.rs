@@ -70,6 +70,7 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<()> {
             search: SearchConfig {
                 tree_beam_size: a.width,
                 max_query_count: a.max_steps,
+                seed: a.sampling.seed,
                 ..SearchConfig::default()
             },
             concurrency: a.concurrency,

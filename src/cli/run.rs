@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use futures::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
@@ -23,11 +23,33 @@ use super::args::tools::ToolArgs;
 use super::support::output::write_json_atomically;
 use super::support::progress::Progress;
 
+/// What answers the three roles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RoleSource {
+    /// Models: the bundled one, --model checkpoints, remote workers or the simulated
+    /// engine.
+    Models,
+    /// Recorded trajectories (the --record answer files) replayed as α-UMi role outputs:
+    /// the real search, tools and answer writer, no model. For checking the pipeline end
+    /// to end on solved queries.
+    Replay,
+}
+
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// A ToolBench query file (`test_instructions` schema).
+    /// A ToolBench query file (`test_instructions` schema), or a directory of ToolBench
+    /// answer files whose queries are run again (their APIs rebuilt from each file's
+    /// function list; ids from the file names).
     #[arg(long, default_value = "data/queries/demo.json")]
     pub queries: PathBuf,
+    /// What answers the roles.
+    #[arg(long, value_enum, default_value = "models")]
+    pub roles: RoleSource,
+    /// Node depth at which a chain ends (`single_chain_max_step`; each agent step adds 3
+    /// nodes). Default: 12, the reference's; with --roles replay, deep enough for the
+    /// longest recorded chain.
+    #[arg(long)]
+    pub max_depth: Option<usize>,
     /// Directory for the answer files (default: runs/<query file stem>).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -57,13 +79,53 @@ pub struct RunArgs {
     pub engine: EngineArgs,
 }
 
-/// Reads a query file, naming the file, the query and the field at fault.
+/// Reads a query file, or the queries of a directory of answer files, naming the file,
+/// the query and the field at fault.
 fn read_queries(path: &Path) -> anyhow::Result<Vec<Query>> {
+    if path.is_dir() {
+        return read_answer_queries(path);
+    }
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let values: Vec<Value> = serde_json::from_str(&text)
         .map_err(|e| anyhow::anyhow!("{}: not a JSON array of queries: {e}", path.display()))?;
     umi_core::task::queries_from_json(&values).with_context(|| format!("{}", path.display()))
+}
+
+/// The queries of the ToolBench answer files in `dir` (`<id>_<method>.json`, the id
+/// read as ToolEval's converter reads it: the name up to its first `_`).
+fn read_answer_queries(dir: &Path) -> anyhow::Result<Vec<Query>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    let mut queries = Vec::new();
+    for file in &files {
+        let name = file.file_stem().unwrap_or_default().to_string_lossy();
+        let id = name.split('_').next().unwrap_or_default();
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let value: Value =
+            serde_json::from_str(&text).with_context(|| format!("{}: not JSON", file.display()))?;
+        queries.push(
+            Query::from_answer_file(id, &value).with_context(|| format!("{}", file.display()))?,
+        );
+    }
+    if queries.is_empty() {
+        bail!("{}: no answer files (*.json) in it", dir.display());
+    }
+    let mut ids: Vec<&str> = queries.iter().map(|q| q.id.as_str()).collect();
+    ids.sort_unstable();
+    if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
+        bail!(
+            "{}: two answer files for query id {:?} (answers are named after ids)",
+            dir.display(),
+            w[0]
+        );
+    }
+    Ok(queries)
 }
 
 /// How one query ended, solved here or by a coordinator.
@@ -173,12 +235,15 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
             if a.remote.has_endpoints() || a.role_args.model.model.is_some() {
                 bail!("with --coordinator the coordinator's workers and models are used: drop the --model and --*-endpoint flags");
             }
-            if a.width != 2 || a.max_steps.is_some() {
-                bail!("with --coordinator the search settings are the coordinator's: drop --width and --max-steps");
+            if a.width != 2 || a.max_steps.is_some() || a.max_depth.is_some() {
+                bail!("with --coordinator the search settings are the coordinator's: drop --width, --max-steps and --max-depth");
+            }
+            if a.roles == RoleSource::Replay {
+                bail!("--roles replay runs here: drop --coordinator");
             }
             super::submit::solve_all(address, &todo, &mut finish).await?;
         }
-        None => solve_here(&a, &todo, &method, &mut finish).await?,
+        None => solve_here(&a, &todo, &mut finish).await?,
     }
     progress.finish();
     summary.seconds = start.elapsed().as_secs_f64();
@@ -211,32 +276,57 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
 async fn solve_here(
     a: &RunArgs,
     todo: &[&Query],
-    method: &str,
     finish: &mut impl FnMut(&str, Finished) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     // The bundled demo model runs in process: no --model, no remote workers, no
     // simulated engine (which stands for a full-size model).
-    let demo = a.role_args.model.model.is_none() && !a.remote.is_set() && !a.engine.is_sim();
-    let config = SearchConfig {
-        tree_beam_size: a.width,
-        max_query_count: a.max_steps.unwrap_or(presets::max_steps(demo)),
-        ..SearchConfig::default()
-    };
+    let demo = a.roles == RoleSource::Models
+        && a.role_args.model.model.is_none()
+        && !a.remote.is_set()
+        && !a.engine.is_sim();
     let backend = a.tools.backend()?;
     let preset = presets::realtime(demo);
     let sampling = a.role_args.sampling.over(preset);
-    let (remote, local) = match a.remote.roles(sampling).await? {
-        Some(remote) => (Some(remote), None),
-        None => (None, Some(a.role_args.start_on(&a.engine, preset)?)),
+    let replay = match a.roles {
+        RoleSource::Replay if a.remote.is_set() || a.role_args.model.model.is_some() => {
+            bail!("--roles replay answers from recordings: drop the --model and --*-endpoint flags")
+        }
+        RoleSource::Replay => Some(a.tools.replay_roles()?),
+        RoleSource::Models => None,
     };
-    let roles: &dyn RoleModels = match (&remote, &local) {
-        (Some(remote), _) => remote,
-        (None, Some(local)) => local,
-        (None, None) => unreachable!("one of the two was just made"),
+    let remote = match replay {
+        None => a.remote.roles(sampling).await?,
+        Some(_) => None,
+    };
+    let local = match (&replay, &remote) {
+        (None, None) => Some(a.role_args.start_on(&a.engine, preset)?),
+        _ => None,
+    };
+    let roles: &dyn RoleModels = match (&replay, &remote, &local) {
+        (Some(replay), _, _) => replay,
+        (None, Some(remote), _) => remote,
+        (None, None, Some(local)) => local,
+        (None, None, None) => unreachable!("one of the three was just made"),
+    };
+    let reference_depth = SearchConfig::default().single_chain_max_step;
+    let config = SearchConfig {
+        tree_beam_size: a.width,
+        max_query_count: a.max_steps.unwrap_or(presets::max_steps(demo)),
+        single_chain_max_step: a.max_depth.unwrap_or_else(|| {
+            // A recorded ChatGPT chain can hold more calls than 4 α-UMi steps (it may
+            // skip the thought node); replay deep enough, and say so.
+            let needed = replay.as_ref().map_or(0, |r| 3 * r.longest());
+            if needed > reference_depth {
+                eprintln!("--roles replay: chains up to depth {needed} (the reference stops at {reference_depth}) to fit the longest recording");
+            }
+            needed.max(reference_depth)
+        }),
+        seed: a.role_args.sampling.seed,
+        ..SearchConfig::default()
     };
     let mut results = futures::stream::iter(todo.iter().map(|q| {
         let (backend, config) = (&backend, config.clone());
-        async move { (q, solve(q, roles, backend, config, method).await) }
+        async move { (q, solve(q, roles, backend, config).await) }
     }))
     .buffer_unordered(a.concurrency);
     while let Some((q, solved)) = results.next().await {

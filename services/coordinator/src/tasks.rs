@@ -308,14 +308,7 @@ impl Tasks {
             steps: AtomicU32::new(0),
             tokens: AtomicU64::new(0),
         };
-        let solved = solve(
-            &query,
-            &counted,
-            self.backend.as_ref(),
-            self.search.clone(),
-            &self.method,
-        )
-        .await;
+        let solved = solve(&query, &counted, self.backend.as_ref(), self.search.clone()).await;
         let done = TaskStatus::ended(&id, &solved);
         let _ = self.update(generation, done, Some(solved.answer.to_string()));
     }

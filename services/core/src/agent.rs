@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::error::Result;
-use crate::parse::{cut_planner, parse_action, postprocess_realtime, Decision};
+use crate::parse::{cut_planner, parse_action, realtime_output, realtime_planner, Decision};
 use crate::prompt::{render_turns, HistoryTurn, RolePrompts};
 use crate::pyjson;
 use crate::tool::ToolDoc;
@@ -87,16 +87,19 @@ pub trait RoleModels: Send + Sync {
 
 /// A chat message of the search state, in ToolBench's shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Fields in the order the reference's dicts have them (user: role, content, value;
+/// assistant: role, content, function_call, value; observation: role, name, content,
+/// value; `valid` added last when a retry prompt is spent).
 pub struct Message {
     pub role: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub content: Option<String>,
-    /// The raw agent string (assistant) or the text shown to the models.
-    pub value: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub function_call: Option<FunctionCall>,
+    /// The raw agent string (assistant) or the text shown to the models.
+    pub value: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub valid: Option<bool>,
 }
@@ -177,17 +180,19 @@ pub async fn agent_step(
             seed_offset: None,
         };
     let mut tokens = 0;
-    let mut planned = String::from("none");
+    let mut planned = None;
     for _ in 0..PLANNER_ATTEMPTS {
         let out = models
             .generate(request(RoleKind::Planner, history.clone(), None))
             .await?;
         tokens += out.prompt_tokens + out.generated_tokens;
-        planned = postprocess_realtime(&out.text, true);
-        if planned != "none" {
+        planned = realtime_planner(&out.text);
+        if planned.is_some() {
             break;
         }
     }
+    // Five empty outputs: the reference goes on with the text `none`.
+    let planned = planned.unwrap_or_else(|| "none".to_string());
     let (cut, decision) = cut_planner(&planned, " Next: caller.");
     let mut with_planner = history;
     with_planner.push(HistoryTurn::new("assistant", &cut));
@@ -198,20 +203,14 @@ pub async fn agent_step(
                 .generate(request(RoleKind::Summarizer, with_planner, None))
                 .await?;
             tokens += out.prompt_tokens + out.generated_tokens;
-            format!(
-                "{cut}</s>conclusion: {}",
-                postprocess_realtime(&out.text, false)
-            )
+            format!("{cut}</s>conclusion: {}", realtime_output(&out.text))
         }
         Decision::Caller => {
             let out = models
                 .generate(request(RoleKind::Caller, with_planner, Some(cut.clone())))
                 .await?;
             tokens += out.prompt_tokens + out.generated_tokens;
-            format!(
-                "{cut}</s>caller: {}",
-                postprocess_realtime(&out.text, false)
-            )
+            format!("{cut}</s>caller: {}", realtime_output(&out.text))
         }
     };
     let (thought, call) = collab_parse(&value);
@@ -224,43 +223,38 @@ pub async fn agent_step(
     })
 }
 
-/// `collab_agent_parser`: the agent string as a function call. Give-ups and conclusions
-/// become `Finish` with `json.dumps`-formatted arguments.
+/// `collab_agent_parser`: the agent string as a thought and a function call, exactly as
+/// the reference reads it: a leading `assistant: ` dropped; a give-up or a conclusion
+/// anywhere in the text becomes `Finish` with `json.dumps`-formatted arguments, the
+/// thought being the text before that marker; otherwise the thought is the text before
+/// `</s>caller: ` (its `Next: caller.` kept) and the call is read from the text between
+/// the first and second `</s>`.
 pub fn collab_parse(value: &str) -> (String, FunctionCall) {
-    let thought_end = value.find("</s>").unwrap_or(value.len());
-    let thought_text = &value[..thought_end];
-    let strip_marker =
-        |t: &str, marker: &str| t.find(marker).map_or(t, |at| &t[..at]).trim().to_string();
-    if value.contains("Next: give up") {
-        let args = pyjson::dumps(&json!({"return_type": "give_up_and_restart"}));
-        return (
-            strip_marker(thought_text, "Next: give up"),
-            FunctionCall {
-                name: "Finish".into(),
-                arguments: args,
-            },
-        );
+    let text = value.strip_prefix("assistant: ").unwrap_or(value);
+    let finish = |arguments: serde_json::Value| FunctionCall {
+        name: "Finish".into(),
+        arguments: pyjson::dumps(&arguments),
+    };
+    if let Some(at) = text.find("Next: give up") {
+        let call = finish(json!({"return_type": "give_up_and_restart"}));
+        return (pyjson::strip(&text[..at]).to_string(), call);
     }
-    if value.contains("Next: conclusion") {
-        let answer = match value.rfind("conclusion: ") {
-            Some(at) if value.contains("conclusion:") => &value[at + "conclusion: ".len()..],
-            _ => value,
+    if let Some(at) = text.find("Next: conclusion") {
+        // The reference raises when `conclusion:` is there but `conclusion: ` is not;
+        // umi takes the whole text, as when neither is there.
+        let answer = match text.rfind("conclusion: ") {
+            Some(i) if text.contains("conclusion:") => &text[i + "conclusion: ".len()..],
+            _ => text,
         }
         .replace("</s>", "");
-        let args = pyjson::dumps(&json!({"return_type": "give_answer", "final_answer": answer}));
-        return (
-            strip_marker(thought_text, "Next: conclusion"),
-            FunctionCall {
-                name: "Finish".into(),
-                arguments: args,
-            },
-        );
+        let call = finish(json!({"return_type": "give_answer", "final_answer": answer}));
+        return (pyjson::strip(&text[..at]).to_string(), call);
     }
-    let after = value.split("</s>").nth(1).unwrap_or("");
-    let after = after.strip_prefix("caller: ").unwrap_or(after);
-    let (name, arguments) = parse_action(after);
+    let thought = text.split("</s>caller: ").next().unwrap_or(text);
+    // The reference raises when there is no `</s>`; umi reads no call (`none`, `{}`).
+    let (name, arguments) = parse_action(text.split("</s>").nth(1).unwrap_or(""));
     (
-        strip_marker(thought_text, "Next: caller"),
+        pyjson::strip(thought).to_string(),
         FunctionCall { name, arguments },
     )
 }
@@ -293,15 +287,19 @@ mod tests {
         );
     }
 
+    /// Pins `collab_agent_parser` (ToolBench-multiLLM `toolbench/inference/utils.py`).
     #[test]
     fn collab_parser_outcomes() {
         let (thought, call) = collab_parse("I will search. Next: caller.</s>caller: Action: search_for_x\nAction Input: {\"q\": 1}");
-        assert_eq!(thought, "I will search.");
+        // The caller step's thought keeps its marker.
+        assert_eq!(thought, "I will search. Next: caller.");
         assert_eq!(
             (call.name.as_str(), call.arguments.as_str()),
             ("search_for_x", "{\"q\": 1}")
         );
-        let (_, call) = collab_parse("Done. Next: conclusion.</s>conclusion: Café is open</s>");
+        let (thought, call) =
+            collab_parse("Done. Next: conclusion.</s>conclusion: Café is open</s>");
+        assert_eq!(thought, "Done.");
         assert_eq!(call.name, "Finish");
         assert_eq!(
             call.arguments,
@@ -315,5 +313,27 @@ mod tests {
             (call.name.as_str(), call.arguments.as_str()),
             ("none", "{}")
         );
+        // A leading `assistant: ` is dropped before parsing.
+        let (thought, _) = collab_parse("assistant: Hmm. Next: give up.");
+        assert_eq!(thought, "Hmm.");
+        // A marker in the caller's output decides, the thought running up to it.
+        let (thought, call) = collab_parse("Look. Next: caller.</s>caller: Next: give up");
+        assert_eq!(call.arguments, r#"{"return_type": "give_up_and_restart"}"#);
+        assert_eq!(thought, "Look. Next: caller.</s>caller:");
+    }
+
+    /// Pins `generate_stream`'s stop string and `prediction`'s retry rule: the text is cut
+    /// at the last `</s>` and stripped; only an empty, `.` or `,` planner output is tried
+    /// again, a literal `none` is kept.
+    #[test]
+    fn realtime_outputs_are_cut_and_retried_as_the_reference_does() {
+        assert_eq!(realtime_output("  a </s> b </s> c "), "a </s> b");
+        assert_eq!(
+            realtime_planner(": Plan. Next: caller."),
+            Some("Plan. Next: caller.".into())
+        );
+        assert_eq!(realtime_planner(" . "), None);
+        assert_eq!(realtime_planner("</s>"), None);
+        assert_eq!(realtime_planner("none"), Some("none".into()));
     }
 }

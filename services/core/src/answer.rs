@@ -1,10 +1,25 @@
-//! The answer file of one query, in ToolBench's format (`<query_id>_DFS_woFilter_w2.json`,
-//! what ToolEval's `convert_to_answer_format.py` reads).
+//! The answer file of one query, in the format the reference's real-time code writes
+//! (`DFS_tree_search.to_json(answer=True, process=True)` plus the query; what ToolEval's
+//! `convert_to_answer_format.py` reads), named `<query_id>_DFS_woFilter_w2.json`.
 
 use serde_json::{json, Map, Value};
 
-use crate::dfs::{Node, NodeType, Outcome, Search};
+use crate::agent::Message;
+use crate::dfs::{Node, NodeType, Search};
+use crate::task::{fnv1a, mix64};
 
+/// `forward_args.prompt_type`: the reference's default template names, whose texts are
+/// umi's (`crate::prompt`).
+fn prompt_type() -> Value {
+    json!({
+        "planner": "toolbench_planner",
+        "caller": "toolbench_caller",
+        "summarizer": "toolbench_summarizer",
+    })
+}
+
+/// `tree_node.to_json`: `is_terminal` is always written false, `observation` only when
+/// not empty, `io_state` (`{}`) on Action Input nodes.
 fn node_json(search: &Search, id: usize, recursive: bool) -> Value {
     let n: &Node = &search.nodes[id];
     let mut m = Map::new();
@@ -15,7 +30,7 @@ fn node_json(search: &Search, id: usize, recursive: bool) -> Value {
     m.insert("node_type".into(), json!(n.node_type.as_str()));
     m.insert("description".into(), json!(n.description));
     m.insert("Elo".into(), json!(1000.0));
-    if let Some(obs) = &n.observation {
+    if let Some(obs) = n.observation.as_deref().filter(|o| !o.is_empty()) {
         m.insert("observation".into(), json!(obs));
     }
     if let Some(code) = n.observation_code {
@@ -52,12 +67,71 @@ fn path_to(search: &Search, id: usize) -> Vec<usize> {
     path
 }
 
-pub fn answer_json(search: &Search, functions: Vec<Value>, prompt_type: &str) -> Value {
-    let outcome = search.outcome();
-    let chosen = match outcome {
-        Outcome::Answered => search.terminal.first().copied(),
-        Outcome::GaveUp => search.give_up.first().copied(),
-        Outcome::Exhausted => None,
+/// `sift_first_invalid_message`: every valid message, and of the spent (`valid: false`)
+/// retry prompts only the last.
+fn sift_spent(messages: Vec<Message>) -> Vec<Message> {
+    let last_spent = messages.iter().rposition(|m| m.valid == Some(false));
+    messages
+        .into_iter()
+        .enumerate()
+        .filter(|(i, m)| m.valid != Some(false) || Some(*i) == last_spent)
+        .map(|(_, m)| m)
+        .collect()
+}
+
+/// `get_train_messages_from_this_node`: one message list per step on the path to `id`,
+/// top down. An Action Input node gives its messages cut back to its last assistant
+/// message; a Thought node its messages without trailing user turns, kept only if they
+/// then end with an assistant message; both sifted of spent retry prompts but the last.
+fn train_messages(search: &Search, id: usize) -> Vec<Value> {
+    let mut out = Vec::new();
+    for n in path_to(search, id) {
+        let node = &search.nodes[n];
+        let mut messages = node.messages.clone();
+        match node.node_type {
+            NodeType::ActionInput => {
+                while messages.last().is_some_and(|m| m.role != "assistant") {
+                    messages.pop();
+                }
+            }
+            NodeType::Thought => {
+                while messages.last().is_some_and(|m| m.role == "user") {
+                    messages.pop();
+                }
+            }
+            NodeType::Action => continue,
+        }
+        let messages = sift_spent(messages);
+        let keep = node.node_type == NodeType::ActionInput
+            || messages.last().is_some_and(|m| m.role == "assistant");
+        if keep {
+            out.push(json!(messages));
+        }
+    }
+    out
+}
+
+/// The give-up chain reported when no chain answered: the reference draws one at random;
+/// umi draws from the search's seed and the query, so a rerun picks the same one.
+fn chosen_give_up(search: &Search) -> Option<usize> {
+    if search.give_up.is_empty() {
+        return None;
+    }
+    let draw = mix64(search.config.seed ^ fnv1a(search.query.bytes()));
+    Some(search.give_up[(draw % search.give_up.len() as u64) as usize])
+}
+
+pub fn answer_json(search: &Search, functions: Vec<Value>) -> Value {
+    let answered = search
+        .terminal
+        .iter()
+        .copied()
+        .find(|&id| !search.nodes[id].pruned);
+    let (chosen, finish_type) = match (answered, chosen_give_up(search)) {
+        (Some(id), _) => (Some(id), "give_answer"),
+        (None, Some(id)) => (Some(id), "give_up"),
+        // Neither: the reference leaves its default, `give_answer`, with valid_data false.
+        (None, None) => (None, "give_answer"),
     };
     let mut generation = Map::new();
     generation.insert("valid_data".into(), json!(chosen.is_some()));
@@ -67,23 +141,14 @@ pub fn answer_json(search: &Search, functions: Vec<Value>, prompt_type: &str) ->
         .map(|id| search.nodes[id].description.clone())
         .unwrap_or_default();
     generation.insert("final_answer".into(), json!(final_answer));
-    generation.insert(
-        "finish_type".into(),
-        json!(if outcome == Outcome::Answered {
-            "give_answer"
-        } else {
-            "give_up"
-        }),
-    );
+    generation.insert("finish_type".into(), json!(finish_type));
     generation.insert("function".into(), Value::Array(functions));
     generation.insert("chain".into(), json!([]));
     if let Some(id) = chosen {
-        let train_messages: Vec<Value> = path_to(search, id)
-            .into_iter()
-            .filter(|&n| search.nodes[n].node_type == NodeType::ActionInput)
-            .map(|n| json!(search.nodes[n].messages))
-            .collect();
-        generation.insert("train_messages".into(), Value::Array(train_messages));
+        generation.insert(
+            "train_messages".into(),
+            Value::Array(train_messages(search, id)),
+        );
     }
     generation.insert("query".into(), json!(search.query));
     let compare: Vec<Value> = search
@@ -99,10 +164,11 @@ pub fn answer_json(search: &Search, functions: Vec<Value>, prompt_type: &str) ->
             )
         })
         .collect();
-    let max_length = search.nodes.iter().map(|n| n.depth).max().unwrap_or(0);
+    // `get_max_depth`: levels of the tree, the root's counted.
+    let max_length = search.nodes.iter().map(|n| n.depth).max().unwrap_or(0) + 1;
     let c = &search.config;
     json!({
-        "win": outcome == Outcome::Answered,
+        "win": !search.terminal.is_empty(),
         "tree": {"size": search.nodes.len(), "max_length": max_length, "tree": node_json(search, 0, true)},
         "forward_args": {
             "single_chain_max_step": c.single_chain_max_step,
@@ -110,7 +176,7 @@ pub fn answer_json(search: &Search, functions: Vec<Value>, prompt_type: &str) ->
             "max_query_count": c.max_query_count,
             "answer": c.answer,
             "with_filter": c.with_filter,
-            "prompt_type": prompt_type,
+            "prompt_type": prompt_type(),
         },
         "compare_candidates": compare,
         "answer_generation": generation,

@@ -16,6 +16,10 @@ use crate::pyjson;
 
 pub const DIVERSITY_PROMPT: &str = "This is not the first time you try this task, all previous trails failed.\nBefore you generate my thought for this state, I will first show you your previous actions for this state, and then you must generate actions that is different from all of them. Here are some previous actions candidates:\n{previous_candidate}\nRemember you are now in the intermediate state of a trail, you will first analyze the now state and previous action candidates, then make actions that is different from all the previous.";
 
+/// The reference's `final_answer_back_length`: how far a final answer marks its chain
+/// finished.
+const FINAL_ANSWER_BACK_LENGTH: usize = 2;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct SearchConfig {
     /// `single_chain_max_step`: node depth at which a chain ends (3 nodes per step).
@@ -26,6 +30,9 @@ pub struct SearchConfig {
     pub max_query_count: usize,
     pub answer: usize,
     pub with_filter: bool,
+    /// Seeds the choice among give-up chains when no chain answered (the reference picks
+    /// one with Python's `random`); with the query, it makes the choice reproducible.
+    pub seed: u64,
 }
 
 impl Default for SearchConfig {
@@ -36,6 +43,7 @@ impl Default for SearchConfig {
             max_query_count: crate::presets::REFERENCE_MAX_STEPS,
             answer: 1,
             with_filter: false,
+            seed: crate::presets::DEFAULT_SEED,
         }
     }
 }
@@ -90,6 +98,8 @@ pub struct Search {
     pub total_tokens: usize,
     pub terminal: Vec<usize>,
     pub give_up: Vec<usize>,
+    /// The reference's `now_expand_num`: visits so far, each visited node numbered by it.
+    pub visits: usize,
     pub query: String,
     /// Why the search stopped early, if it did (a role failure); the task records it.
     pub failure: Option<CoreError>,
@@ -125,6 +135,7 @@ impl Search {
             total_tokens: 0,
             terminal: vec![],
             give_up: vec![],
+            visits: 0,
             query: query.to_string(),
             failure: None,
         }
@@ -152,6 +163,8 @@ impl Search {
         env: &'a ToolEnv<'a>,
     ) -> BoxFuture<'a, Control> {
         Box::pin(async move {
+            self.nodes[id].expand_num = self.visits;
+            self.visits += 1;
             let node = &self.nodes[id];
             if node.depth >= self.config.single_chain_max_step || node.pruned || node.is_terminal {
                 if node.is_terminal {
@@ -201,7 +214,6 @@ impl Search {
                     messages[i].valid = Some(false);
                 }
                 self.nodes[id].messages = messages.clone();
-                self.nodes[id].expand_num += 1;
 
                 let (observation, code) = env.step(&step.call.name, &step.call.arguments).await;
                 let mut call = step.call.clone();
@@ -238,12 +250,12 @@ impl Search {
                     n.observation_code = Some(code);
                     match code {
                         status::GIVE_UP => n.pruned = true,
-                        status::FINAL_ANSWER => {
-                            n.is_terminal = true;
-                            n.finished = true;
-                        }
+                        status::FINAL_ANSWER => n.is_terminal = true,
                         _ => {}
                     }
+                }
+                if code == status::FINAL_ANSWER {
+                    self.make_finish(input, FINAL_ANSWER_BACK_LENGTH);
                 }
                 debug_assert!(
                     step.decision != Decision::GiveUp
@@ -260,6 +272,24 @@ impl Search {
             }
             Control::Up(1)
         })
+    }
+
+    /// `tree_node.make_finish`: marks `id` and its ancestors finished, up to and
+    /// including the `inter_val + 1`-th Action Input node counted from `id` itself.
+    fn make_finish(&mut self, id: usize, inter_val: usize) {
+        let mut left = inter_val as isize;
+        let mut at = Some(id);
+        while let Some(n) = at {
+            let node = &mut self.nodes[n];
+            node.finished = true;
+            if node.node_type == NodeType::ActionInput {
+                left -= 1;
+            }
+            if left < 0 {
+                break;
+            }
+            at = node.father;
+        }
     }
 
     fn add_child(
@@ -527,6 +557,85 @@ mod tests {
         );
         // The spent diversity message is kept but marked invalid on the root.
         assert_eq!(s.nodes[0].messages.last().unwrap().valid, Some(false));
+    }
+
+    /// Pins `DFS.py`/`Tree.py` as the answer file shows them: `expand_num` is the global
+    /// visit counter, a final answer marks its chain finished up to the third Action
+    /// Input node (`make_finish(2)`), `max_length` counts the root's level, and
+    /// `train_messages` keeps one list per Action Input step, cut at its assistant
+    /// message, with the spent retry prompt (`valid: false`) kept as the last one.
+    #[test]
+    fn answer_file_fields_follow_the_reference_tree() {
+        let roles = ScriptedRoles::new(
+            &[
+                "Try it. Next: caller.",
+                "Hopeless. Next: give up.",
+                "Other idea. Next: caller.",
+                "I know. Next: conclusion.",
+            ],
+            &[CALL, CALL],
+            &["21 degrees."],
+        );
+        let s = search(&roles, 2);
+        assert_eq!(s.outcome(), Outcome::Answered);
+        let answer = crate::answer::answer_json(&s, vec![]);
+        let expand: Vec<usize> = s.nodes.iter().map(|n| n.expand_num).collect();
+        assert_eq!(expand, [0, 0, 0, 1, 0, 0, 2, 0, 0, 3, 0, 0, 4]);
+        let finished: Vec<usize> = (0..s.nodes.len())
+            .filter(|&i| s.nodes[i].finished)
+            .collect();
+        assert_eq!(finished, [0, 7, 8, 9, 10, 11, 12]);
+        assert_eq!(answer["tree"]["max_length"], 7);
+        assert_eq!(answer["tree"]["size"], 13);
+        let generation = &answer["answer_generation"];
+        assert_eq!(generation["finish_type"], "give_answer");
+        let train = generation["train_messages"].as_array().unwrap();
+        assert_eq!(train.len(), 2);
+        let roles_of = |i: usize| -> Vec<String> {
+            train[i]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["role"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(roles_of(0), ["user", "user", "assistant"]);
+        assert_eq!(
+            roles_of(1),
+            ["user", "user", "assistant", "observation", "assistant"]
+        );
+        assert_eq!(train[1][1]["valid"], false);
+        // The caller step's thought keeps its marker, as `collab_agent_parser` leaves it.
+        assert_eq!(train[1][2]["content"], "Other idea. Next: caller.");
+        assert_eq!(s.nodes[7].description, "Other idea. Next: caller.");
+    }
+
+    /// Pins `to_json(answer=True)` when nothing answered: with give-ups, one of them is
+    /// reported (`finish_type: give_up`); with none, `valid_data` is false and the
+    /// reference's default `finish_type`, `give_answer`, stays.
+    #[test]
+    fn unanswered_searches_report_as_the_reference() {
+        let roles = ScriptedRoles::new(&["No. Next: give up."; 4], &[], &[]);
+        let s = search(&roles, 2);
+        let generation = &crate::answer::answer_json(&s, vec![])["answer_generation"];
+        assert_eq!(generation["valid_data"], true);
+        assert_eq!(generation["finish_type"], "give_up");
+        assert_eq!(
+            generation["final_answer"],
+            r#"{"return_type": "give_up_and_restart"}"#
+        );
+        let roles = ScriptedRoles::new(
+            &["a Next: caller."; 30],
+            &["Action: no_such_api\nAction Input: {}"; 30],
+            &[],
+        );
+        let s = search(&roles, 1);
+        let answer = crate::answer::answer_json(&s, vec![]);
+        let generation = &answer["answer_generation"];
+        assert_eq!(answer["win"], false);
+        assert_eq!(generation["valid_data"], false);
+        assert_eq!(generation["finish_type"], "give_answer");
+        assert!(generation.get("train_messages").is_none());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use tracing::Instrument;
 
 use crate::agent::BoxFuture;
 use crate::pyjson;
-use crate::tool::{standardize, ApiSpec, ToolDoc};
+use crate::tool::{ApiSpec, ToolDoc};
 
 /// Observations longer than this many characters are cut (and `...` appended).
 pub const MAX_OBSERVATION_CHARS: usize = 1024;
@@ -132,42 +132,7 @@ impl<'b> ToolEnv<'b> {
 
     /// OpenAI-style function specs (what ToolEval reads), `Finish` last.
     pub fn functions(&self) -> Vec<Value> {
-        let mut out: Vec<Value> = self
-            .apis
-            .iter()
-            .map(|api| {
-                let mut properties = serde_json::Map::new();
-                let mut required = Vec::new();
-                for (p, is_required) in api
-                    .required_parameters
-                    .iter()
-                    .map(|p| (p, true))
-                    .chain(api.optional_parameters.iter().map(|p| (p, false)))
-                {
-                    let name = standardize(&p.name);
-                    let kind = match p.kind.as_str() {
-                        "NUMBER" => "integer",
-                        "BOOLEAN" => "boolean",
-                        _ => "string",
-                    };
-                    let mut spec = json!({"type": kind, "description": p.description.clone().unwrap_or_default()});
-                    if let Some(d) = &p.default {
-                        spec["example_value"] = d.clone();
-                    }
-                    properties.insert(name.clone(), spec);
-                    if is_required {
-                        required.push(Value::String(name));
-                    }
-                }
-                let optional: Vec<Value> =
-                    api.optional_parameters.iter().map(|p| Value::String(standardize(&p.name))).collect();
-                json!({
-                    "name": api.function_name(),
-                    "description": api.doc().doc()["function"],
-                    "parameters": {"type": "object", "properties": properties, "required": required, "optional": optional}
-                })
-            })
-            .collect();
+        let mut out: Vec<Value> = self.apis.iter().map(ApiSpec::function_spec).collect();
         out.push(finish_function());
         out
     }
@@ -194,8 +159,8 @@ impl<'b> ToolEnv<'b> {
         };
         let call = ApiCall {
             category: api.category_name.clone(),
-            tool_name: standardize(&api.tool_name),
-            api_name: api.api_name.clone(),
+            tool_name: api.standard_tool_name(),
+            api_name: api.pure_api_name(),
             tool_input: arguments.to_string(),
             function: api.function_name(),
         };
@@ -240,47 +205,84 @@ fn reply_status(error: &str) -> Status {
     }
 }
 
-/// `Finish`: parsed leniently (Python `json.loads(strict=False)`, control characters
-/// allowed in strings).
+/// `Finish`'s observations, verbatim from the reference (no spaces after the colons;
+/// the two errors are not even JSON).
+pub mod finish_reply {
+    pub const NO_RETURN_TYPE: &str = "{error:\"must have \"return_type\"\"}";
+    pub const GIVE_UP: &str = "{\"response\":\"chose to give up and restart\"}";
+    pub const NO_FINAL_ANSWER: &str = "{error:\"must have \"final_answer\"\"}";
+    pub const ANSWERED: &str = "{\"response\":\"successfully giving the final answer.\"}";
+    /// The reference builds this text for an unknown `return_type` but forgets to return
+    /// it (and then crashes on `None`); umi returns it.
+    pub const BAD_RETURN_TYPE: &str = "{error:\"\"return_type\" is not a valid choice\"}";
+}
+
+/// `Finish`: the arguments as `json.loads(strict=False)` reads them (control characters
+/// allowed in strings), else the reference's substring fallbacks: `"return_type": "…"`
+/// and everything after `"final_answer": "`.
 fn finish(arguments: &str) -> (String, Status) {
-    let parsed: Option<Value> = serde_json::from_str(arguments)
+    let parsed = serde_json::from_str::<Value>(arguments)
         .ok()
-        .or_else(|| crate::parse::lenient_json_object(&arguments.replace(['\n', '\t'], " ")).ok());
-    let return_type = parsed
-        .as_ref()
-        .and_then(|v| v.get("return_type"))
-        .and_then(Value::as_str);
-    match return_type {
-        None => (
-            pyjson::dumps(&json!({"error": "must have \"return_type\""})),
-            status::BAD_FINISH,
+        .or_else(|| serde_json::from_str::<Value>(&escape_controls(arguments)).ok())
+        .filter(Value::is_object);
+    let (return_type, has_answer) = match &parsed {
+        Some(v) => (
+            v.get("return_type").map(|t| match t {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            }),
+            v.get("final_answer").is_some(),
         ),
-        Some("give_up_and_restart") => (
-            pyjson::dumps(&json!({"response": "chose to give up and restart"})),
-            status::GIVE_UP,
-        ),
-        Some("give_answer") => {
-            if parsed
-                .as_ref()
-                .and_then(|v| v.get("final_answer"))
-                .is_none()
-            {
-                (
-                    pyjson::dumps(&json!({"error": "must have \"final_answer\""})),
-                    status::BAD_FINISH,
-                )
-            } else {
-                (
-                    pyjson::dumps(&json!({"response": "successfully giving the final answer."})),
-                    status::FINAL_ANSWER,
-                )
+        None => finish_fallback(arguments),
+    };
+    let (text, code) = match return_type.as_deref() {
+        None => (finish_reply::NO_RETURN_TYPE, status::BAD_FINISH),
+        Some("give_up_and_restart") => (finish_reply::GIVE_UP, status::GIVE_UP),
+        Some("give_answer") if has_answer => (finish_reply::ANSWERED, status::FINAL_ANSWER),
+        Some("give_answer") => (finish_reply::NO_FINAL_ANSWER, status::BAD_FINISH),
+        Some(_) => (finish_reply::BAD_RETURN_TYPE, status::BAD_FINISH),
+    };
+    (text.to_string(), code)
+}
+
+/// The reference's substring reading of `Finish` arguments that are not JSON.
+fn finish_fallback(arguments: &str) -> (Option<String>, bool) {
+    const RETURN_TYPE: &str = "\"return_type\": \"";
+    let return_type = arguments.find(RETURN_TYPE).map(|at| {
+        if arguments.contains("\"return_type\": \"give_answer\"") {
+            "give_answer".to_string()
+        } else if arguments.contains("\"return_type\": \"give_up_and_restart\"") {
+            "give_up_and_restart".to_string()
+        } else {
+            // `s[s.find(key) + len(key):s.find('",')]`: empty when `",` comes first
+            // or is missing.
+            let start = at + RETURN_TYPE.len();
+            match arguments.find("\",") {
+                Some(end) if end > start => arguments[start..end].to_string(),
+                _ => String::new(),
             }
         }
-        Some(other) => (
-            pyjson::dumps(&json!({"error": format!("\"return_type\" is not valid: {other}")})),
-            status::BAD_FINISH,
-        ),
+    });
+    (return_type, arguments.contains("\"final_answer\": \""))
+}
+
+/// Raw control characters inside JSON strings escaped, as `json.loads(strict=False)`
+/// accepts them (outside strings they are whitespace and stay).
+fn escape_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in text.chars() {
+        if in_string && !escaped && (c as u32) < 0x20 {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+            continue;
+        }
+        if c == '"' && !escaped {
+            in_string = !in_string;
+        }
+        escaped = in_string && !escaped && c == '\\';
+        out.push(c);
     }
+    out
 }
 
 /// Cuts to `MAX_OBSERVATION_CHARS` characters plus `...`.
@@ -360,6 +362,43 @@ mod tests {
             (obs.as_str(), status),
             (r#"{"message": "Unauthorized error..."}"#, 7)
         );
+    }
+
+    /// Pins `rapidapi_wrapper._step`'s Finish branch: its observation texts byte for
+    /// byte, `json.loads(strict=False)` (raw newlines inside strings), and the substring
+    /// fallbacks for arguments that are not JSON.
+    #[test]
+    fn finish_observations_are_the_references_verbatim() {
+        let env = ToolEnv::new(vec![weather_api()], &Echo);
+        let step = |args: &str| block_on(env.step("Finish", args));
+        assert_eq!(
+            step(r#"{"return_type": "give_up_and_restart"}"#),
+            (
+                r#"{"response":"chose to give up and restart"}"#.to_string(),
+                4
+            )
+        );
+        assert_eq!(
+            step("{\"return_type\": \"give_answer\",\n \"final_answer\": \"line\nbreak\"}"),
+            (
+                r#"{"response":"successfully giving the final answer."}"#.to_string(),
+                3
+            )
+        );
+        assert_eq!(
+            step(r#"{"return_type": "give_answer"}"#),
+            (r#"{error:"must have "final_answer""}"#.to_string(), 2)
+        );
+        assert_eq!(
+            step("no json at all"),
+            (r#"{error:"must have "return_type""}"#.to_string(), 2)
+        );
+        // Not JSON (an unescaped quote), read through the substring fallbacks.
+        assert_eq!(
+            step(r#"{"return_type": "give_answer", "final_answer": "a "quoted" word"}"#).1,
+            3
+        );
+        assert_eq!(step(r#"{"return_type": "maybe", "x": 1"#).1, 2);
     }
 
     #[test]

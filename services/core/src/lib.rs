@@ -11,6 +11,7 @@ pub mod parse;
 pub mod presets;
 pub mod prompt;
 pub mod pyjson;
+pub mod replay;
 pub mod rouge;
 pub mod static_eval;
 pub mod task;

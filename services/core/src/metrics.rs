@@ -17,16 +17,21 @@ pub struct Scored<'a> {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Serialized with the reference evaluator's keys, in its order (`rouge`, `plan_em`,
+/// `action_em`, `easy_f1`, `hard_f1`, `f1`, `hallu_rate`), so that the two `metrics.json`
+/// files compare key by key; umi's own fields follow.
 pub struct Metrics {
-    pub samples: usize,
+    /// ROUGE-L F of the final answers (`rouge` in the reference's file).
+    #[serde(rename = "rouge")]
+    pub rouge_l: Option<f64>,
     pub plan_em: f64,
     /// `None` when there is no call step (the reference divides by zero there).
     pub action_em: Option<f64>,
-    pub hallu_rate: f64,
-    pub f1: Option<f64>,
     pub easy_f1: Option<f64>,
     pub hard_f1: Option<f64>,
-    pub rouge_l: Option<f64>,
+    pub f1: Option<f64>,
+    pub hallu_rate: f64,
+    pub samples: usize,
     /// Finish steps whose predicted answer the rouge package would reject (empty text);
     /// the reference crashes on them, umi scores them 0.
     pub rouge_rejected: usize,
@@ -210,6 +215,31 @@ mod tests {
         assert!((m.easy_f1.unwrap() - easy).abs() < 1e-12);
         assert!((m.f1.unwrap() - 2.6 / 7.0).abs() < 1e-12);
         assert!((m.rouge_l.unwrap() - (2.0 / (2.0 + 1e-8)) / 2.0).abs() < 1e-12);
+    }
+
+    /// Pins `evaluate-multi_agent.py`'s `metric` dict: its keys, in its order, first.
+    #[test]
+    fn metrics_json_has_the_reference_keys_in_order() {
+        let m = evaluate(&[s(GIVE_UP, "Next: give up.")]);
+        let keys: Vec<String> = serde_json::to_value(&m)
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(
+            keys[..7],
+            [
+                "rouge",
+                "plan_em",
+                "action_em",
+                "easy_f1",
+                "hard_f1",
+                "f1",
+                "hallu_rate"
+            ]
+        );
     }
 
     #[test]

@@ -26,13 +26,25 @@ pub fn postprocess(text: &str) -> String {
     }
 }
 
-/// The real-time pipeline's clean-up: strip, then (planner only) the `": "`/`none` rule.
-pub fn postprocess_realtime(text: &str, is_planner: bool) -> String {
-    let text = text.trim();
-    if is_planner {
-        postprocess(text)
-    } else {
-        text.to_string()
+/// `generate_stream`'s stop string: the decoded text is cut at the last `</s>` in it.
+pub const STOP_STRING: &str = "</s>";
+
+/// The real-time pipeline's clean-up of a role's decoded text: cut at the stop string,
+/// then stripped (Python's `strip`).
+pub fn realtime_output(text: &str) -> &str {
+    let text = text.rfind(STOP_STRING).map_or(text, |at| &text[..at]);
+    crate::pyjson::strip(text)
+}
+
+/// The real-time planner's reading of its output (`CollbaAgentV3.prediction`): a leading
+/// `": "` dropped; `None` (try again) when what is left is empty, `.` or `,`. A literal
+/// `none` is a valid output, as in the reference.
+pub fn realtime_planner(text: &str) -> Option<String> {
+    let text = realtime_output(text);
+    let text = text.strip_prefix(": ").unwrap_or(text);
+    match crate::pyjson::strip(text) {
+        "" | "." | "," => None,
+        _ => Some(text.to_string()),
     }
 }
 
@@ -57,7 +69,7 @@ pub fn cut_planner(text: &str, fallback: &str) -> (String, Decision) {
 /// absent.
 pub fn parse_action(text: &str) -> (String, String) {
     let input = match text.rfind("Action Input:") {
-        Some(at) => text[at + "Action Input:".len()..].trim().to_string(),
+        Some(at) => crate::pyjson::strip(&text[at + "Action Input:".len()..]).to_string(),
         None => "{}".to_string(),
     };
     let action = match text.rfind("Action:") {
@@ -67,7 +79,7 @@ pub fn parse_action(text: &str) -> (String, String) {
                 Some(end) => &rest[..end],
                 None => rest,
             };
-            rest.trim().to_string()
+            crate::pyjson::strip(rest).to_string()
         }
         None => "none".to_string(),
     };
@@ -211,8 +223,8 @@ mod tests {
         assert_eq!(postprocess(": hi"), "hi");
         assert_eq!(postprocess(" . "), "none");
         assert_eq!(postprocess(""), "none");
-        assert_eq!(postprocess_realtime("  x  ", false), "x");
-        assert_eq!(postprocess_realtime(" , ", true), "none");
+        assert_eq!(realtime_output("  x  "), "x");
+        assert_eq!(realtime_planner(" , "), None);
     }
 
     #[test]

@@ -124,3 +124,14 @@ mod tests {
         assert_eq!(dumps(&json!(0.1)), "0.1");
     }
 }
+
+/// Python's `str.isspace` for one character: Rust's whitespace plus the four
+/// information separators `\x1c`-`\x1f`.
+fn py_space(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
+/// Python's `str.strip()` with no arguments.
+pub fn strip(s: &str) -> &str {
+    s.trim_matches(py_space)
+}

@@ -71,6 +71,42 @@ impl Query {
     }
 }
 
+impl Query {
+    /// The query of a ToolBench answer file (`answer_generation.query`), its APIs rebuilt
+    /// from the file's function list (`ApiSpec::from_function_spec`, `Finish` left out),
+    /// under `id`: for rerunning or replaying recorded queries.
+    pub fn from_answer_file(id: &str, answer: &Value) -> Result<Query> {
+        check_id(id)?;
+        let generation = &answer["answer_generation"];
+        let text = generation["query"].as_str().ok_or_else(|| {
+            CoreError::invalid_input(format!(
+                "answer file {id}: no \"answer_generation.query\" (not a ToolBench answer file)"
+            ))
+        })?;
+        let functions = generation["function"].as_array().ok_or_else(|| {
+            CoreError::invalid_input(format!(
+                "answer file {id}: no \"answer_generation.function\" list"
+            ))
+        })?;
+        let apis = functions
+            .iter()
+            .filter(|f| f["name"] != "Finish")
+            .map(|f| {
+                ApiSpec::from_function_spec(f).ok_or_else(|| {
+                    CoreError::invalid_input(format!(
+                        "answer file {id}: a function without a name: {f}"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Query {
+            id: id.to_string(),
+            text: text.to_string(),
+            apis,
+        })
+    }
+}
+
 /// Reads the entries of a query file: each as `Query::from_json` does, and no id twice
 /// (the second answer file would overwrite the first, and a rerun would skip both).
 pub fn queries_from_json(values: &[Value]) -> Result<Vec<Query>> {
@@ -127,14 +163,12 @@ pub struct Solved {
     pub tokens: usize,
 }
 
-/// Solves `query` with DFSDT in a `task` span; `method` names it in the answer (e.g.
-/// DFS_woFilter_w2).
+/// Solves `query` with DFSDT in a `task` span.
 pub async fn solve(
     query: &Query,
     roles: &dyn RoleModels,
     backend: &dyn ToolBackend,
     config: SearchConfig,
-    method: &str,
 ) -> Solved {
     let span = tracing::info_span!(
         "task",
@@ -154,7 +188,7 @@ pub async fn solve(
     search.run(&roles, &env).instrument(span.clone()).await;
     span.record("steps", search.query_count);
     span.record("outcome", tracing::field::debug(search.outcome()));
-    let mut answer = answer_json(&search, env.functions(), method);
+    let mut answer = answer_json(&search, env.functions());
     if let Some(reason) = &search.failure {
         answer["failure"] = Value::String(reason.to_string());
     }

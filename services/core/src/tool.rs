@@ -2,7 +2,7 @@
 //! ToolBench derives it from a query's `api_list`.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 use crate::error::CoreError;
 use crate::pyjson;
@@ -125,7 +125,7 @@ pub fn standardize(name: &str) -> String {
 }
 
 /// ToolBench's `change_name`: names that are Python keywords get an `is_` prefix.
-fn change_name(name: &str) -> String {
+pub fn change_name(name: &str) -> String {
     match name {
         "from" | "class" | "return" | "false" | "true" | "id" | "and" => format!("is_{name}"),
         _ => name.to_string(),
@@ -142,59 +142,91 @@ fn last_chars(s: &str, n: usize) -> &str {
     &s[skip..]
 }
 
+/// Keeps the first `n` characters (Python's `s[:n]`).
 fn first_chars(s: &str, n: usize) -> &str {
     s.char_indices().nth(n).map_or(s, |(i, _)| &s[..i])
+}
+
+/// Cut of every description the reference writes (`description_max_length`).
+const DESCRIPTION_CHARS: usize = 256;
+
+/// The reference's `map_type`: ToolBench parameter types as JSON-schema types.
+fn schema_type(kind: &str) -> &'static str {
+    match kind {
+        "NUMBER" => "integer",
+        "BOOLEAN" => "boolean",
+        _ => "string",
+    }
+}
+
+impl ApiParam {
+    /// The description as written; a missing one reads as empty (the reference would
+    /// crash on it).
+    fn text(&self) -> &str {
+        self.description.as_deref().unwrap_or("")
+    }
 }
 
 impl ApiSpec {
     /// The function name the models call: `<api>_for_<tool>`, last 64 characters.
     pub fn function_name(&self) -> String {
-        let full = format!(
-            "{}_for_{}",
-            change_name(&standardize(&self.api_name)),
-            standardize(&self.tool_name)
-        );
+        let full = format!("{}_for_{}", self.pure_api_name(), self.standard_tool_name());
         last_chars(&full, 64).to_string()
     }
 
+    /// `change_name(standardize(api_name))`: the API name the RapidAPI service is sent.
+    pub fn pure_api_name(&self) -> String {
+        change_name(&standardize(&self.api_name))
+    }
+
+    /// `standardize(tool_name)`: the tool's file name in ToolBench's tool folder.
+    pub fn standard_tool_name(&self) -> String {
+        standardize(&self.tool_name)
+    }
+
+    /// The API description as both docs show it (`rapidapi_wrapper.api_json_to_openai_json`):
+    /// stripped, the raw API name replaced by the function name, first 256 characters;
+    /// `None` when blank.
+    fn shown_description(&self) -> Option<String> {
+        let description = pyjson::strip(self.api_description.as_deref().unwrap_or(""));
+        if description.is_empty() {
+            return None;
+        }
+        let replaced = description.replace(&self.api_name, &self.function_name());
+        Some(first_chars(&replaced, DESCRIPTION_CHARS).to_string())
+    }
+
+    /// Parameters are documented only when the API has a required one (both docs).
+    fn documented_parameters(&self) -> impl Iterator<Item = (&ApiParam, bool)> {
+        let listed = !self.required_parameters.is_empty();
+        self.required_parameters
+            .iter()
+            .map(|p| (p, true))
+            .chain(self.optional_parameters.iter().map(|p| (p, false)))
+            .filter(move |_| listed)
+    }
+
     /// The model-facing doc, as the real-time pipeline builds it (`../alpha-umi.md` 5.3):
-    /// description with the raw API name replaced by the function name, cut to 256
-    /// characters; parameters listed only when there is a required one.
+    /// the shown description (`""` when blank); each parameter under its original name
+    /// as `<type>, <description[-256:]>`, the description untrimmed (the reference strips
+    /// it only to test for blankness), or `<type>` alone when blank.
     pub fn doc(&self) -> ToolDoc {
         let name = self.function_name();
-        let description = self
-            .api_description
-            .as_deref()
-            .unwrap_or("")
-            .trim()
-            .replace(&self.api_name, &name);
         let mut input = Map::new();
-        if !self.required_parameters.is_empty() {
-            for p in self
-                .required_parameters
-                .iter()
-                .chain(&self.optional_parameters)
-            {
-                let kind = match p.kind.as_str() {
-                    "NUMBER" => "integer",
-                    "STRING" => "string",
-                    "BOOLEAN" => "boolean",
-                    _ => "string",
-                };
-                let desc = p.description.as_deref().unwrap_or("").trim();
-                let text = if desc.is_empty() {
-                    kind.to_string()
-                } else {
-                    format!("{kind}, {}", last_chars(desc, 256))
-                };
-                input.insert(p.name.clone(), Value::String(text));
-            }
+        for (p, _) in self.documented_parameters() {
+            let kind = schema_type(&p.kind);
+            let text = if pyjson::strip(p.text()).is_empty() {
+                kind.to_string()
+            } else {
+                format!("{kind}, {}", last_chars(p.text(), DESCRIPTION_CHARS))
+            };
+            input.insert(p.name.clone(), Value::String(text));
         }
         let mut doc = Map::new();
         doc.insert("Name".into(), Value::String(name.clone()));
         doc.insert(
             "function".into(),
-            Value::String(first_chars(&description, 256).to_string()),
+            Value::String(self.shown_description().unwrap_or_default()),
         );
         doc.insert("input".into(), Value::Object(input));
         ToolDoc {
@@ -202,12 +234,136 @@ impl ApiSpec {
             doc: Value::Object(doc),
         }
     }
+
+    /// An API rebuilt from the function spec an answer file lists (`function_spec`'s
+    /// inverse), for rerunning a recorded query: the tool name from the description's
+    /// `subfunction for tool "…"` (else the name's part after its last `_for_`), types
+    /// back to ToolBench's, `example_value` as the default. What the spec lost stays lost:
+    /// the category (empty), raw API and parameter names (their standardized forms),
+    /// descriptions past 256 characters.
+    pub fn from_function_spec(spec: &Value) -> Option<ApiSpec> {
+        const TOOL: &str = "This is the subfunction for tool \"";
+        const DESCRIPTION: &str = "The description of this function is: \"";
+        let name = spec.get("name")?.as_str()?;
+        let text = spec
+            .get("description")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let tool = match text
+            .strip_prefix(TOOL)
+            .and_then(|rest| rest.split_once('"'))
+        {
+            Some((tool, _)) => tool.to_string(),
+            None => name.rsplit_once("_for_").map_or("", |(_, t)| t).to_string(),
+        };
+        let api_name = name
+            .strip_suffix(&format!("_for_{tool}"))
+            .unwrap_or(name)
+            .to_string();
+        let function = format!("{api_name}_for_{tool}");
+        // Shown descriptions name the function where the original named the API: undo
+        // that, so that `doc` redoes it.
+        let api_description = text
+            .split_once(DESCRIPTION)
+            .map_or(String::new(), |(_, d)| {
+                d.strip_suffix('"')
+                    .unwrap_or(d)
+                    .replace(&function, &api_name)
+            });
+        let parameters = spec.get("parameters");
+        let listed = |key: &str| -> Vec<ApiParam> {
+            let properties = parameters.and_then(|p| p.get("properties"));
+            parameters
+                .and_then(|p| p.get(key))
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(|n| {
+                    let p = properties.and_then(|ps| ps.get(n));
+                    let kind = match p.and_then(|p| p.get("type")).and_then(Value::as_str) {
+                        Some("integer" | "number") => "NUMBER",
+                        Some("boolean") => "BOOLEAN",
+                        _ => "STRING",
+                    };
+                    ApiParam {
+                        name: n.to_string(),
+                        kind: kind.into(),
+                        description: p
+                            .and_then(|p| p.get("description"))
+                            .and_then(Value::as_str)
+                            .map(str::to_string),
+                        default: Some(
+                            p.and_then(|p| p.get("example_value"))
+                                .cloned()
+                                .unwrap_or_else(|| json!("")),
+                        ),
+                    }
+                })
+                .collect()
+        };
+        Some(ApiSpec {
+            category_name: String::new(),
+            tool_name: tool,
+            api_name,
+            api_description: Some(api_description),
+            required_parameters: listed("required"),
+            optional_parameters: listed("optional"),
+            method: None,
+        })
+    }
+
+    /// The OpenAI-style function spec the answer file lists (what ToolEval's judge reads):
+    /// the description wrapped as `This is the subfunction for tool "<tool>", you can use
+    /// this tool.The description of this function is: "<description>"`; parameters under
+    /// `change_name(standardize(name))` with the description's first 256 characters and
+    /// the default as `example_value` unless it is the empty string (Python
+    /// `len(str(default)) != 0`: `null` and `0` are kept).
+    pub fn function_spec(&self) -> Value {
+        let mut description = format!(
+            "This is the subfunction for tool \"{}\", you can use this tool.",
+            self.standard_tool_name()
+        );
+        if let Some(shown) = self.shown_description() {
+            description.push_str(&format!("The description of this function is: \"{shown}\""));
+        }
+        let mut properties = Map::new();
+        let (mut required, mut optional) = (Vec::new(), Vec::new());
+        for (p, is_required) in self.documented_parameters() {
+            let name = change_name(&standardize(&p.name));
+            let mut spec = Map::new();
+            spec.insert("type".into(), json!(schema_type(&p.kind)));
+            spec.insert(
+                "description".into(),
+                json!(first_chars(p.text(), DESCRIPTION_CHARS)),
+            );
+            let default = p.default.clone().unwrap_or(Value::Null);
+            if default != json!("") {
+                spec.insert("example_value".into(), default);
+            }
+            properties.insert(name.clone(), Value::Object(spec));
+            if is_required {
+                required.push(Value::String(name));
+            } else {
+                optional.push(Value::String(name));
+            }
+        }
+        json!({
+            "name": self.function_name(),
+            "description": description,
+            "parameters": {
+                "type": "object",
+                "properties": properties,
+                "required": required,
+                "optional": optional,
+            }
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn standardize_follows_toolbench() {
@@ -262,6 +418,80 @@ mod tests {
             ..api
         };
         assert_eq!(no_required.doc().doc()["input"], json!({}));
+        assert_eq!(
+            no_required.function_spec()["parameters"],
+            json!({"type": "object", "properties": {}, "required": [], "optional": []})
+        );
+    }
+
+    /// Pins `api_json_to_openai_json`: a parameter description is stripped only to test
+    /// for blankness, then written whole (its last 256 characters); the function spec
+    /// renames keywords, cuts descriptions to their first 256 characters and drops only an
+    /// empty-string default.
+    #[test]
+    fn parameter_descriptions_keep_their_whitespace_and_specs_follow_the_reference() {
+        let param = |name: &str, desc: &str, default: Value| ApiParam {
+            name: name.into(),
+            kind: "STRING".into(),
+            description: Some(desc.into()),
+            default: Some(default),
+        };
+        let api = ApiSpec {
+            category_name: "Data".into(),
+            tool_name: "My Tool".into(),
+            api_name: "Get".into(),
+            api_description: Some("".into()),
+            required_parameters: vec![param("id", " the id\n", json!(""))],
+            optional_parameters: vec![param("Page Size", &"x".repeat(300), Value::Null)],
+            method: None,
+        };
+        let doc = api.doc();
+        assert_eq!(doc.doc()["function"], "");
+        assert_eq!(doc.doc()["input"]["id"], "string,  the id\n");
+        assert_eq!(
+            doc.doc()["input"]["Page Size"],
+            format!("string, {}", "x".repeat(256))
+        );
+        assert_eq!(
+            api.function_spec(),
+            json!({
+                "name": "get_for_my_tool",
+                "description": "This is the subfunction for tool \"my_tool\", you can use this tool.",
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "is_id": {"type": "string", "description": " the id\n"},
+                        "page_size": {"type": "string", "description": "x".repeat(256), "example_value": null},
+                    },
+                    "required": ["is_id"],
+                    "optional": ["page_size"],
+                }
+            })
+        );
+    }
+
+    #[test]
+    fn function_specs_rebuild_the_api_they_were_made_from() {
+        let param = |name: &str, kind: &str, default: Value| ApiParam {
+            name: name.into(),
+            kind: kind.into(),
+            description: Some(format!("the {name}")),
+            default: Some(default),
+        };
+        let api = ApiSpec {
+            category_name: String::new(),
+            tool_name: "weather_api".into(),
+            api_name: "current".into(),
+            api_description: Some("current gives the weather now".into()),
+            required_parameters: vec![param("city", "STRING", json!("Paris"))],
+            optional_parameters: vec![param("days", "NUMBER", json!(""))],
+            method: None,
+        };
+        let spec = api.function_spec();
+        let rebuilt = ApiSpec::from_function_spec(&spec).unwrap();
+        assert_eq!(rebuilt, api);
+        assert_eq!(rebuilt.function_spec(), spec);
+        assert_eq!(rebuilt.doc(), api.doc());
     }
 
     #[test]

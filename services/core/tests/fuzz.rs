@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use umi_core::agent::collab_parse;
 use umi_core::parse::{
     cut_planner, lenient_json_object, parse_action, parse_backbone_output, parse_output,
-    postprocess, postprocess_realtime,
+    postprocess, realtime_output, realtime_planner,
 };
 use umi_core::static_eval::parse_records;
 use umi_core::task::Query;
@@ -39,8 +39,8 @@ proptest! {
     #[test]
     fn model_output_parsers_never_panic(text in model_text()) {
         let _ = postprocess(&text);
-        let _ = postprocess_realtime(&text, true);
-        let _ = postprocess_realtime(&text, false);
+        let _ = realtime_planner(&text);
+        let _ = realtime_output(&text);
         let _ = cut_planner(&text, " Next: caller.");
         let _ = parse_action(&text);
         let _ = lenient_json_object(&text);

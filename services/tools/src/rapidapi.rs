@@ -1,6 +1,7 @@
 //! A client of ToolBench's RapidAPI service (`POST /rapidapi`), as the reference calls it:
 //! the request body and `toolbench_key` header, a pause between calls (the service allows
-//! 30 per minute), a 30 s timeout; failures become observations, not errors.
+//! 30 per minute) and a longer one after a rate-limit reply, a 30 s timeout; failures
+//! become observations, not errors.
 
 use std::time::Duration;
 
@@ -12,15 +13,22 @@ use umi_core::env::{ApiCall, ApiReply, BackendFailure, ToolBackend};
 
 use crate::http::{post_json, HttpError, DEFAULT_MAX_BODY};
 
+/// The service's error text for a per-minute rate limit (status 10).
+const RATE_LIMITED: &str = "Rate limit per minute error...";
+
 pub struct RapidApi {
     pub url: String,
     pub key: String,
     pub timeout: Duration,
     /// Minimum time between two calls.
     pub pacing: Duration,
+    /// The pause after a `Rate limit per minute error...` reply (the reference sleeps
+    /// 10 s); later calls wait for its end too.
+    pub rate_limit_pause: Duration,
     /// The largest reply body read; a larger one is a failed call.
     pub max_response_bytes: usize,
-    last_call: Mutex<Option<Instant>>,
+    /// The earliest moment the next call may start.
+    next_call: Mutex<Option<Instant>>,
 }
 
 impl RapidApi {
@@ -30,17 +38,18 @@ impl RapidApi {
             key,
             timeout: Duration::from_secs(30),
             pacing: Duration::from_secs(2),
+            rate_limit_pause: Duration::from_secs(10),
             max_response_bytes: DEFAULT_MAX_BODY,
-            last_call: Mutex::new(None),
+            next_call: Mutex::new(None),
         }
     }
 
     async fn pace(&self) {
-        let mut last = self.last_call.lock().await;
-        if let Some(at) = *last {
-            tokio::time::sleep_until(at + self.pacing).await;
+        let mut next = self.next_call.lock().await;
+        if let Some(at) = *next {
+            tokio::time::sleep_until(at).await;
         }
-        *last = Some(Instant::now());
+        *next = Some(Instant::now() + self.pacing);
     }
 
     async fn request(&self, call: &ApiCall) -> Result<ApiReply, BackendFailure> {
@@ -81,10 +90,19 @@ impl RapidApi {
             Some(serde_json::Value::Null) | None => String::new(),
             Some(other) => other.to_string(),
         };
-        Ok(ApiReply {
+        let reply = ApiReply {
             error: text("error"),
             response: text("response"),
-        })
+        };
+        if reply.error == RATE_LIMITED {
+            let resume = Instant::now() + self.rate_limit_pause;
+            {
+                let mut next = self.next_call.lock().await;
+                *next = Some(next.map_or(resume, |at| at.max(resume)));
+            }
+            tokio::time::sleep_until(resume).await;
+        }
+        Ok(reply)
     }
 }
 

@@ -53,8 +53,8 @@ async fn a_silent_server_times_out_into_an_observation() {
     assert_eq!(status, 12);
 }
 
-#[tokio::test]
-async fn replies_become_quoted_observations_and_the_request_has_toolbench_fields() {
+/// A stand-in service answering one request with `body`; yields the request it read.
+async fn serve_once(body: &'static str) -> (u16, tokio::task::JoinHandle<String>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = tokio::spawn(async move {
@@ -81,7 +81,6 @@ async fn replies_become_quoted_observations_and_the_request_has_toolbench_fields
                 }
             }
         }
-        let body = r#"{"error": "", "response": "{'temp': 21}"}"#;
         let reply = format!(
             "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
@@ -89,6 +88,12 @@ async fn replies_become_quoted_observations_and_the_request_has_toolbench_fields
         sock.write_all(reply.as_bytes()).await.unwrap();
         String::from_utf8_lossy(&got).into_owned()
     });
+    (port, server)
+}
+
+#[tokio::test]
+async fn replies_become_quoted_observations_and_the_request_has_toolbench_fields() {
+    let (port, server) = serve_once(r#"{"error": "", "response": "{'temp': 21}"}"#).await;
     let backend = client(port);
     let env = ToolEnv::new(api(), &backend);
     let (obs, status) = env
@@ -110,7 +115,31 @@ async fn replies_become_quoted_observations_and_the_request_has_toolbench_fields
         serde_json::from_str(request.split("\r\n\r\n").nth(1).unwrap()).unwrap();
     assert_eq!(body["category"], "Weather");
     assert_eq!(body["tool_name"], "weather_api");
-    assert_eq!(body["api_name"], "Current");
+    // The reference sends `change_name(standardize(api_name))`, not the raw name.
+    assert_eq!(body["api_name"], "current");
     assert_eq!(body["tool_input"], "{\"city\": \"Paris\"}");
     assert_eq!(body["strip"], "truncate");
+}
+
+/// Pins the reference's reaction to `Rate limit per minute error...`: status 10, the
+/// error as the observation, and a pause (10 s there) before the client goes on.
+#[tokio::test]
+async fn a_rate_limit_reply_pauses_the_client() {
+    let (port, server) =
+        serve_once(r#"{"error": "Rate limit per minute error...", "response": ""}"#).await;
+    let mut backend = client(port);
+    backend.rate_limit_pause = Duration::from_millis(400);
+    let env = ToolEnv::new(api(), &backend);
+    let start = std::time::Instant::now();
+    let (obs, status) = env.step("current_for_weather_api", "{}").await;
+    assert_eq!(
+        (obs.as_str(), status),
+        (r#"{"message": "Rate limit per minute error..."}"#, 10)
+    );
+    assert!(
+        start.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        start.elapsed()
+    );
+    server.await.unwrap();
 }

@@ -3,10 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use serde_json::Value;
 use umi_core::env::ToolBackend;
+use umi_core::replay::ReplayRoles;
 use umi_tools::rapidapi::RapidApi;
 use umi_tools::router::Router;
 use umi_tools::simulator::Simulator;
@@ -38,21 +39,50 @@ pub struct ToolArgs {
 }
 
 impl ToolArgs {
+    /// The recordings given, or the bundled ones.
+    fn record_paths(&self) -> Vec<PathBuf> {
+        if !self.record.is_empty() {
+            return self.record.clone();
+        }
+        [
+            "data/toolbench-real/answer",
+            "data/toolbench-static/out_of_domain.json",
+        ]
+        .into_iter()
+        .map(PathBuf::from)
+        .filter(|p| p.exists())
+        .collect()
+    }
+
+    /// Replay roles over the answer files among the recordings.
+    pub fn replay_roles(&self) -> anyhow::Result<ReplayRoles> {
+        let paths = self.record_paths();
+        let mut roles = ReplayRoles::new();
+        let mut chains = 0;
+        for file in json_files(&paths)? {
+            let value = read_json(&file)?;
+            if value.is_object() {
+                chains += usize::from(roles.add_answer_file(&value));
+            }
+        }
+        if roles.is_empty() {
+            bail!(
+                "--roles replay: no ToolBench answer files among the recordings ({})",
+                paths
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        tracing::info!(queries = roles.len(), chains, "replay roles loaded");
+        Ok(roles)
+    }
+
     pub fn backend(&self) -> anyhow::Result<Router> {
         let fallback: Box<dyn ToolBackend> = match self.tools {
             Tools::Simulator => {
-                let paths = if self.record.is_empty() {
-                    vec![
-                        PathBuf::from("data/toolbench-real/answer"),
-                        PathBuf::from("data/toolbench-static/out_of_domain.json"),
-                    ]
-                    .into_iter()
-                    .filter(|p| p.exists())
-                    .collect()
-                } else {
-                    self.record.clone()
-                };
-                let sim = load_simulator(&paths)?;
+                let sim = load_simulator(&self.record_paths())?;
                 tracing::info!(responses = sim.len(), "simulator loaded");
                 Box::new(sim)
             }
@@ -70,29 +100,41 @@ impl ToolArgs {
 
 fn load_simulator(paths: &[PathBuf]) -> anyhow::Result<Simulator> {
     let mut sim = Simulator::new();
-    for path in paths {
-        let files: Vec<PathBuf> = if path.is_dir() {
-            let mut v: Vec<PathBuf> = walk_json(path)?;
-            v.sort();
-            v
+    for file in json_files(paths)? {
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {}", file.display()))?;
+        let value: Value =
+            serde_json::from_str(&text).with_context(|| format!("{}: not JSON", file.display()))?;
+        if value.is_array() {
+            let records = umi_core::static_eval::parse_records(&text)
+                .with_context(|| format!("{}", file.display()))?;
+            sim.add_static_records(&records);
         } else {
-            vec![path.clone()]
-        };
-        for file in files {
-            let text = std::fs::read_to_string(&file)
-                .with_context(|| format!("reading {}", file.display()))?;
-            let value: Value = serde_json::from_str(&text)
-                .with_context(|| format!("{}: not JSON", file.display()))?;
-            if value.is_array() {
-                let records = umi_core::static_eval::parse_records(&text)
-                    .with_context(|| format!("{}", file.display()))?;
-                sim.add_static_records(&records);
-            } else {
-                sim.add_answer_file(&value);
-            }
+            sim.add_answer_file(&value);
         }
     }
     Ok(sim)
+}
+
+/// The JSON files of `paths`: files as given, directories walked (sorted).
+fn json_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut found = walk_json(path)?;
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    Ok(files)
+}
+
+fn read_json(file: &Path) -> anyhow::Result<Value> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not JSON", file.display()))
 }
 
 fn walk_json(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
