@@ -16,7 +16,7 @@ struct Args {
 #[derive(Subcommand)]
 enum Command {
     /// Solve a ToolBench query file with α-UMi roles and DFSDT (the main job).
-    Run(cli::run::RunArgs),
+    Run(Box<cli::run::RunArgs>),
     /// Serve one α-UMi role over gRPC.
     Worker(cli::worker::WorkerArgs),
     /// Solve submitted tasks with DFSDT over discovered role workers, over gRPC.
@@ -35,6 +35,9 @@ enum Command {
     /// α-UMi evaluations.
     #[command(subcommand)]
     Eval(cli::eval::EvalCommand),
+    /// Tool backends by hand.
+    #[command(subcommand)]
+    Tools(cli::tools::ToolsCommand),
 }
 
 impl Command {
@@ -57,7 +60,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         let _telemetry = telemetry::init(&args.command.service_name())?;
         match args.command {
-            Command::Run(a) => cli::run::run(a).await,
+            Command::Run(a) => cli::run::run(*a).await,
             Command::Generate(a) => cli::generate::run(a).await,
             Command::Worker(a) => cli::worker::run(a).await,
             Command::Coordinator(a) => cli::coordinator::run(a).await,
@@ -65,6 +68,7 @@ fn main() -> anyhow::Result<()> {
             Command::Bench(b) => cli::bench::run(b).await,
             Command::Model(m) => cli::model::run(m),
             Command::Eval(e) => cli::eval::run(e).await,
+            Command::Tools(t) => cli::tools::run(t).await,
         }
     })
 }

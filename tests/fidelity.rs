@@ -8,7 +8,7 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use support::umi;
+use support::replay;
 use umi_core::pyjson;
 use umi_core::tool::ApiSpec;
 
@@ -102,17 +102,7 @@ fn replay_solves_every_recorded_answer_and_writes_files_the_converter_reads() {
     for group in ["G1", "G2", "G3"] {
         let recordings = root(&format!("data/toolbench-real/answer/{group}_answer"));
         let out = tempfile::tempdir().unwrap();
-        let output = umi()
-            .args(["run", "--roles", "replay", "--queries"])
-            .arg(&recordings)
-            .arg("--record")
-            .arg(&recordings)
-            .arg("--out")
-            .arg(out.path())
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(output.status.success(), "{group}: {stderr}");
+        replay(&recordings, out.path(), &[]);
         let mut files: Vec<PathBuf> = std::fs::read_dir(&recordings)
             .unwrap()
             .map(|e| e.unwrap().path())

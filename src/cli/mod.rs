@@ -15,4 +15,5 @@ pub mod generate;
 pub mod model;
 pub mod run;
 pub mod submit;
+pub mod tools;
 pub mod worker;

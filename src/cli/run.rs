@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 use umi_core::agent::RoleModels;
 use umi_core::dfs::{Outcome, SearchConfig};
+use umi_core::env::ToolBackend;
 use umi_core::presets;
 use umi_core::task::{method_name, solve, Query, Solved};
 use umi_worker::roles::EngineRoles;
@@ -35,6 +36,13 @@ pub enum RoleSource {
     Replay,
 }
 
+/// Which converters the answer files are written for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AnswerFormat {
+    AlphaUmi,
+    Toolbench,
+}
+
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// A ToolBench query file (`test_instructions` schema), or a directory of ToolBench
@@ -45,6 +53,12 @@ pub struct RunArgs {
     /// What answers the roles.
     #[arg(long, value_enum, default_value = "models")]
     pub roles: RoleSource,
+    /// The answer files' message roles: `alpha-umi` as α-UMi's real-time code writes
+    /// them (read by its ToolEval converter), or `toolbench` for upstream ToolBench's and
+    /// StableToolBench's converters (a system message first, observations as
+    /// `function` messages).
+    #[arg(long, value_enum, default_value = "alpha-umi")]
+    pub answer_format: AnswerFormat,
     /// Node depth at which a chain ends (`single_chain_max_step`; each agent step adds 3
     /// nodes). Default: 12, the reference's; with --roles replay, deep enough for the
     /// longest recorded chain.
@@ -207,7 +221,10 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
 
     let start = Instant::now();
     let mut progress = Progress::new("queries", todo.len());
-    let mut finish = |id: &str, solved: Finished| -> anyhow::Result<()> {
+    let mut finish = |id: &str, mut solved: Finished| -> anyhow::Result<()> {
+        if a.answer_format == AnswerFormat::Toolbench {
+            umi_core::answer::toolbench_roles(&mut solved.answer);
+        }
         if !solved.answer.is_null() {
             write_json_atomically(&answer_path(id), &solved.answer)
                 .with_context(|| format!("writing the answer of query {id}"))?;
@@ -335,6 +352,9 @@ async fn solve_here(
     drop(results);
     if let Some(usage) = local.as_ref().map(EngineRoles::usage) {
         eprintln!("{usage}");
+    }
+    if let Some(report) = backend.report() {
+        eprintln!("{report}");
     }
     Ok(())
 }

@@ -11,6 +11,27 @@ pub fn umi() -> std::process::Command {
     cmd
 }
 
+/// `umi run --roles replay` over the recorded answer files of `recordings` (their
+/// queries, tools and trajectories), writing into `out`; fails the test if the run fails.
+pub fn replay(recordings: &std::path::Path, out: &std::path::Path, extra: &[&str]) {
+    let output = umi()
+        .args(["run", "--roles", "replay", "--queries"])
+        .arg(recordings)
+        .arg("--record")
+        .arg(recordings)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "replaying {}: {}",
+        recordings.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// Runs a future to completion on a fresh single-thread runtime (gRPC calls from
 /// synchronous tests).
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {

@@ -182,3 +182,71 @@ pub fn answer_json(search: &Search, functions: Vec<Value>) -> Value {
         "answer_generation": generation,
     })
 }
+
+/// The system message `toolbench_roles` adds: ToolBench's converters start reading a
+/// conversation at its third message, after a system and a user message.
+pub const TOOLBENCH_SYSTEM: &str = "This task was solved by α-UMi: a planner, a caller and a summarizer, each prompted with α-UMi's own templates (not this message).";
+
+/// An answer file in the message roles upstream ToolBench's and StableToolBench's
+/// converters read (`umi run --answer-format toolbench`): each train conversation gets a
+/// leading `system` message and its observations become `function` messages (`role`,
+/// `name`, `content`). α-UMi's own converter reads the default format instead (it
+/// rejects `function`; the others reject `observation`).
+pub fn toolbench_roles(answer: &mut Value) {
+    let Some(conversations) = answer
+        .pointer_mut("/answer_generation/train_messages")
+        .and_then(Value::as_array_mut)
+    else {
+        return;
+    };
+    for conversation in conversations.iter_mut().filter_map(Value::as_array_mut) {
+        for m in conversation.iter_mut() {
+            if m["role"] == "observation" {
+                *m = json!({"role": "function", "name": m["name"], "content": m["content"]});
+            }
+        }
+        if conversation.first().is_none_or(|m| m["role"] != "system") {
+            conversation.insert(0, json!({"role": "system", "content": TOOLBENCH_SYSTEM}));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spent_retry_prompts_are_dropped_but_the_last() {
+        let spent = |t: &str| Message {
+            valid: Some(false),
+            ..Message::user(t)
+        };
+        let kept = sift_spent(vec![
+            Message::user("q"),
+            spent("d1"),
+            Message::observation("f", "o"),
+            spent("d2"),
+            Message::user("u"),
+        ]);
+        let texts: Vec<&str> = kept.iter().map(|m| m.value.as_str()).collect();
+        assert_eq!(texts, ["q", "o", "d2", "u"]);
+    }
+
+    #[test]
+    fn toolbench_roles_turn_observations_into_function_messages_after_a_system_one() {
+        let mut answer = json!({"answer_generation": {"train_messages": [[
+            {"role": "user", "content": "q", "value": "q"},
+            {"role": "assistant", "content": "t", "function_call": {"name": "f", "arguments": "{}"}, "value": "v"},
+            {"role": "observation", "name": "f", "content": "o", "value": "o"},
+        ]]}});
+        toolbench_roles(&mut answer);
+        let c = &answer["answer_generation"]["train_messages"][0];
+        assert_eq!(c[0]["role"], "system");
+        assert_eq!(c[1]["role"], "user");
+        assert_eq!(c[2]["role"], "assistant");
+        assert_eq!(
+            c[3],
+            json!({"role": "function", "name": "f", "content": "o"})
+        );
+    }
+}

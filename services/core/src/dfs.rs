@@ -638,6 +638,33 @@ mod tests {
         assert!(generation.get("train_messages").is_none());
     }
 
+    /// The reference reports a random give-up chain when nothing answered; umi draws it
+    /// from the seed and the query: the same seed, the same chain; other seeds, the other.
+    #[test]
+    fn the_reported_give_up_is_drawn_from_the_seed() {
+        let roles = ScriptedRoles::new(
+            &["A. Next: caller.", "B. Next: give up.", "C. Next: give up."],
+            &[CALL],
+            &[],
+        );
+        let mut s = search(&roles, 2);
+        assert_eq!(s.give_up.len(), 2);
+        let steps = |s: &Search| {
+            crate::answer::answer_json(s, vec![])["answer_generation"]["train_messages"]
+                .as_array()
+                .unwrap()
+                .len()
+        };
+        let mut seen = std::collections::HashSet::new();
+        for seed in 0..16 {
+            s.config.seed = seed;
+            let first = steps(&s);
+            assert_eq!(steps(&s), first);
+            seen.insert(first);
+        }
+        assert_eq!(seen, [1, 2].into_iter().collect());
+    }
+
     #[test]
     fn hallucinated_functions_are_renamed_and_chains_end_at_max_depth() {
         let roles = ScriptedRoles::new(

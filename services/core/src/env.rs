@@ -37,6 +37,12 @@ pub struct ApiCall {
 /// reference, so that the search can continue.
 pub trait ToolBackend: Send + Sync {
     fn call<'a>(&'a self, call: &'a ApiCall) -> BoxFuture<'a, Result<ApiReply, BackendFailure>>;
+
+    /// Where the replies so far came from, for a run's summary (e.g. cache hits and
+    /// misses); `None` when there is nothing to say.
+    fn report(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A transport-level failure (timeout, bad status, unreadable body): status 12.

@@ -7,24 +7,48 @@ use serde_json::Value;
 
 pub fn dumps(value: &Value) -> String {
     let mut out = String::new();
-    write_value(value, &mut out);
+    write_value(value, &JSON, &mut out);
     out
 }
 
-fn write_value(value: &Value, out: &mut String) {
+/// How the scalars of a value are spelled: as `json.dumps` writes them, or as Python's
+/// `str()` does (`repr`).
+struct Spelling {
+    null: &'static str,
+    yes: &'static str,
+    no: &'static str,
+    string: fn(&str, &mut String),
+}
+
+const JSON: Spelling = Spelling {
+    null: "null",
+    yes: "true",
+    no: "false",
+    string: write_str,
+};
+
+const PYTHON: Spelling = Spelling {
+    null: "None",
+    yes: "True",
+    no: "False",
+    string: write_str_repr,
+};
+
+/// Both layouts share Python's separators (`", "`, `": "`) and the stored key order.
+fn write_value(value: &Value, spelling: &Spelling, out: &mut String) {
     match value {
-        Value::Null => out.push_str("null"),
-        Value::Bool(true) => out.push_str("true"),
-        Value::Bool(false) => out.push_str("false"),
+        Value::Null => out.push_str(spelling.null),
+        Value::Bool(true) => out.push_str(spelling.yes),
+        Value::Bool(false) => out.push_str(spelling.no),
         Value::Number(n) => out.push_str(&python_number(n)),
-        Value::String(s) => write_str(s, out),
+        Value::String(s) => (spelling.string)(s, out),
         Value::Array(items) => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
                     out.push_str(", ");
                 }
-                write_value(item, out);
+                write_value(item, spelling, out);
             }
             out.push(']');
         }
@@ -34,9 +58,9 @@ fn write_value(value: &Value, out: &mut String) {
                 if i > 0 {
                     out.push_str(", ");
                 }
-                write_str(k, out);
+                (spelling.string)(k, out);
                 out.push_str(": ");
-                write_value(v, out);
+                write_value(v, spelling, out);
             }
             out.push('}');
         }
@@ -95,10 +119,98 @@ fn python_number(n: &serde_json::Number) -> String {
     }
 }
 
+/// Python's `str()` of what `json.loads` made of a JSON value: `None`/`True`/`False`,
+/// numbers as `repr`, strings quoted as Python does (`'…'`, or `"…"` when only that
+/// avoids escaping a `'`), `[a, b]`, `{'k': v}` in the JSON's key order. StableToolBench
+/// keys its response cache by this text.
+pub fn repr(value: &Value) -> String {
+    let mut out = String::new();
+    write_value(value, &PYTHON, &mut out);
+    out
+}
+
+/// `repr(str)`: `\\`, the quote, `\t \n \r` escaped; other control characters and
+/// non-printable ones as `\xNN`, `\uNNNN`, `\UNNNNNNNN`; printable non-ASCII kept.
+fn write_str_repr(s: &str, out: &mut String) {
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    out.push(quote);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c if c.is_ascii() || py_printable(c) => out.push(c),
+            c if (c as u32) <= 0xff => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) <= 0xffff => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push_str(&format!("\\U{:08x}", c as u32)),
+        }
+    }
+    out.push(quote);
+}
+
+/// Python's `str.isprintable` for a non-ASCII character: not a control, format,
+/// separator (other than the ASCII space), private-use or noncharacter code point. (The
+/// general-category table is approximated by its members that occur in text; unassigned
+/// code points count as printable.)
+fn py_printable(c: char) -> bool {
+    let u = c as u32;
+    let unprintable = matches!(u,
+        0x80..=0xa0 | 0xad | 0x0600..=0x0605 | 0x061c | 0x06dd | 0x070f | 0x08e2 | 0x1680
+        | 0x180e | 0x2000..=0x200f | 0x2028..=0x202f | 0x205f..=0x2064 | 0x2066..=0x206f
+        | 0x3000 | 0xe000..=0xf8ff | 0xfeff | 0xfff9..=0xfffb | 0x110bd | 0x110cd
+        | 0x1bca0..=0x1bca3 | 0x1d173..=0x1d17a | 0xe0001 | 0xe0020..=0xe007f
+        | 0xf0000..=0x10ffff)
+        || (u & 0xfffe) == 0xfffe
+        || (0xfdd0..=0xfdef).contains(&u);
+    !unprintable
+}
+
+/// Python's `str.isspace` for one character: Rust's whitespace plus the four
+/// information separators `\x1c`-`\x1f`.
+fn py_space(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
+/// Python's `str.strip()` with no arguments.
+pub fn strip(s: &str) -> &str {
+    s.trim_matches(py_space)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Pins Python's `str(json.loads(text))` (values checked with CPython 3.11).
+    #[test]
+    fn repr_is_pythons_str_of_the_parsed_json() {
+        let v: Value = serde_json::from_str(
+            r#"{"q": "it's", "b": [true, false, null], "f": 1.5e-7, "n": 3, "x": 2.0, "s": "a\"b'c\\", "u": "caf\u00e9 \u4e2d\u00a0\n"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            repr(&v),
+            r#"{'q': "it's", 'b': [True, False, None], 'f': 1.5e-07, 'n': 3, 'x': 2.0, 's': 'a"b\'c\\', 'u': 'café 中\xa0\n'}"#
+        );
+        assert_eq!(repr(&serde_json::json!({})), "{}");
+    }
+
+    #[test]
+    fn strip_is_pythons() {
+        assert_eq!(strip("\u{1c} a b\t\u{3000}"), "a b");
+    }
 
     #[test]
     fn matches_python_defaults() {
@@ -123,15 +235,4 @@ mod tests {
         assert_eq!(dumps(&json!(-2.5e20)), "-2.5e+20");
         assert_eq!(dumps(&json!(0.1)), "0.1");
     }
-}
-
-/// Python's `str.isspace` for one character: Rust's whitespace plus the four
-/// information separators `\x1c`-`\x1f`.
-fn py_space(c: char) -> bool {
-    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
-}
-
-/// Python's `str.strip()` with no arguments.
-pub fn strip(s: &str) -> &str {
-    s.trim_matches(py_space)
 }

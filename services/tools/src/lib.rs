@@ -1,5 +1,6 @@
 //! Tool backends: where an agent's API calls go.
 
+pub mod cache;
 pub mod http;
 pub mod local;
 pub mod rapidapi;

@@ -29,4 +29,8 @@ impl ToolBackend for Router {
             self.fallback.call(call)
         }
     }
+
+    fn report(&self) -> Option<String> {
+        self.fallback.report()
+    }
 }

@@ -4,14 +4,24 @@
 //! static trajectories (each caller turn with the observation after it).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
 use umi_core::agent::BoxFuture;
 use umi_core::env::{ApiCall, ApiReply, BackendFailure, ToolBackend};
 
+use crate::cache::{bad_input_reply, reply_of, Lookup, ResponseCache};
+
+/// Recorded responses: StableToolBench response caches first (looked up as its server
+/// does), then the calls of answer files and static records (by function and
+/// arguments); what neither has is a miss, said in the observation.
 #[derive(Default)]
 pub struct Simulator {
+    caches: Vec<ResponseCache>,
     responses: HashMap<(String, String), ApiReply>,
+    cache_hits: AtomicUsize,
+    recorded_hits: AtomicUsize,
+    misses: AtomicUsize,
 }
 
 /// Arguments compared by meaning: parsed and re-serialized with sorted keys, or the
@@ -43,12 +53,48 @@ impl Simulator {
         Simulator::default()
     }
 
+    /// Recorded calls (answer files and static records).
     pub fn len(&self) -> usize {
         self.responses.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.responses.is_empty()
+        self.responses.is_empty() && self.caches.is_empty()
+    }
+
+    /// Adds a StableToolBench response cache, looked up before the recorded calls.
+    pub fn add_cache(&mut self, cache: ResponseCache) {
+        self.caches.push(cache);
+    }
+
+    /// The reply to `call`, counted by where it came from.
+    pub fn answer(&self, call: &ApiCall) -> ApiReply {
+        for cache in &self.caches {
+            match cache.lookup(call) {
+                Lookup::Hit(entry) => {
+                    self.cache_hits.fetch_add(1, Ordering::Relaxed);
+                    return reply_of(&entry);
+                }
+                Lookup::BadInput => {
+                    self.misses.fetch_add(1, Ordering::Relaxed);
+                    return bad_input_reply();
+                }
+                Lookup::Miss => {}
+            }
+        }
+        if let Some(reply) = self.lookup(&call.function, &call.tool_input) {
+            self.recorded_hits.fetch_add(1, Ordering::Relaxed);
+            return reply.clone();
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        ApiReply {
+            error: format!(
+                "No recorded response for {} with arguments {} (offline simulator)",
+                call.function,
+                call.tool_input.trim()
+            ),
+            response: String::new(),
+        }
     }
 
     pub fn record(&mut self, function: &str, arguments: &str, reply: ApiReply) {
@@ -158,19 +204,18 @@ fn recorded_reply(obs: &str) -> ApiReply {
 
 impl ToolBackend for Simulator {
     fn call<'a>(&'a self, call: &'a ApiCall) -> BoxFuture<'a, Result<ApiReply, BackendFailure>> {
-        Box::pin(async move {
-            Ok(match self.lookup(&call.function, &call.tool_input) {
-                Some(reply) => reply.clone(),
-                None => ApiReply {
-                    error: format!(
-                        "No recorded response for {} with arguments {} (offline simulator)",
-                        call.function,
-                        call.tool_input.trim()
-                    ),
-                    response: String::new(),
-                },
-            })
-        })
+        Box::pin(async move { Ok(self.answer(call)) })
+    }
+
+    fn report(&self) -> Option<String> {
+        let (cached, recorded, missed) = (
+            self.cache_hits.load(Ordering::Relaxed),
+            self.recorded_hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        );
+        Some(format!(
+            "tool calls: {cached} from the response cache, {recorded} from recorded answers, {missed} without a recorded response"
+        ))
     }
 }
 

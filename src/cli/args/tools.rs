@@ -8,9 +8,13 @@ use clap::{Args, ValueEnum};
 use serde_json::Value;
 use umi_core::env::ToolBackend;
 use umi_core::replay::ReplayRoles;
+use umi_tools::cache::ResponseCache;
 use umi_tools::rapidapi::RapidApi;
 use umi_tools::router::Router;
 use umi_tools::simulator::Simulator;
+
+/// ToolBench's public RapidAPI service.
+const TOOLBENCH_SERVER: &str = "http://8.130.32.149:8080/rapidapi";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Tools {
@@ -30,9 +34,15 @@ pub struct ToolArgs {
     /// the static set under data/.
     #[arg(long)]
     pub record: Vec<PathBuf>,
-    /// ToolBench's RapidAPI service (http or https), for --tools rapidapi.
-    #[arg(long, default_value = "http://8.130.32.149:8080/rapidapi")]
+    /// ToolBench's RapidAPI service (http or https), for --tools rapidapi; also a
+    /// StableToolBench server (`…/virtual`).
+    #[arg(long, default_value = TOOLBENCH_SERVER)]
     pub rapidapi_url: String,
+    /// Minimum milliseconds between two calls to that server (calls otherwise run
+    /// concurrently). Default: 2000 for ToolBench's public server (its limit is 30 calls
+    /// a minute, the reference sleeps 2 s before each), 0 for any other.
+    #[arg(long)]
+    pub tool_pacing_ms: Option<u64>,
     /// The key ToolBench issued you, sent with every call to its service.
     #[arg(long, env = "TOOLBENCH_KEY")]
     pub toolbench_key: Option<String>,
@@ -59,7 +69,12 @@ impl ToolArgs {
         let paths = self.record_paths();
         let mut roles = ReplayRoles::new();
         let mut chains = 0;
-        for file in json_files(&paths)? {
+        let answers: Vec<PathBuf> = paths
+            .iter()
+            .filter(|p| !ResponseCache::looks_like_cache(p))
+            .cloned()
+            .collect();
+        for file in json_files(&answers)? {
             let value = read_json(&file)?;
             if value.is_object() {
                 chains += usize::from(roles.add_answer_file(&value));
@@ -91,26 +106,52 @@ impl ToolArgs {
                     .toolbench_key
                     .clone()
                     .context("--tools rapidapi needs --toolbench-key (or $TOOLBENCH_KEY)")?;
-                Box::new(RapidApi::new(self.rapidapi_url.clone(), key))
+                let mut client = RapidApi::new(self.rapidapi_url.clone(), key);
+                client.pacing = std::time::Duration::from_millis(self.tool_pacing_ms.unwrap_or(
+                    if self.rapidapi_url == TOOLBENCH_SERVER {
+                        2000
+                    } else {
+                        0
+                    },
+                ));
+                Box::new(client)
             }
         };
         Ok(Router::new(fallback))
     }
 }
 
+/// The simulator over `paths`: StableToolBench response caches, ToolBench answer files
+/// (or folders of them) and static record files. A path that yields nothing is an error
+/// naming it.
 fn load_simulator(paths: &[PathBuf]) -> anyhow::Result<Simulator> {
     let mut sim = Simulator::new();
-    for file in json_files(paths)? {
-        let text = std::fs::read_to_string(&file)
-            .with_context(|| format!("reading {}", file.display()))?;
-        let value: Value =
-            serde_json::from_str(&text).with_context(|| format!("{}: not JSON", file.display()))?;
-        if value.is_array() {
-            let records = umi_core::static_eval::parse_records(&text)
-                .with_context(|| format!("{}", file.display()))?;
-            sim.add_static_records(&records);
-        } else {
-            sim.add_answer_file(&value);
+    for path in paths {
+        if ResponseCache::looks_like_cache(path) {
+            let cache = ResponseCache::open(path)?;
+            tracing::info!(path = %path.display(), files = cache.files(), "response cache opened");
+            sim.add_cache(cache);
+            continue;
+        }
+        let mut added = 0;
+        for file in json_files(std::slice::from_ref(path))? {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let value: Value = serde_json::from_str(&text)
+                .with_context(|| format!("{}: not JSON", file.display()))?;
+            added += if value.is_array() {
+                let records = umi_core::static_eval::parse_records(&text)
+                    .with_context(|| format!("{}", file.display()))?;
+                sim.add_static_records(&records)
+            } else {
+                sim.add_answer_file(&value)
+            };
+        }
+        if added == 0 {
+            bail!(
+                "--record {}: no recorded responses in it (expected ToolBench answer files, static records, or a StableToolBench tool response cache: <category>/<tool>_for_<category>/<api>.json)",
+                path.display()
+            );
         }
     }
     Ok(sim)

@@ -1,0 +1,221 @@
+//! StableToolBench's tool response cache, read unchanged: `<cache>/<category>/<tool>_for_<category>/<api>.json`,
+//! each file a JSON object from Python's `str()` of a tool input dict (single quotes,
+//! `True`/`None`, Python's float and string repr) to the recorded `{"error", "response"}`.
+//! A call is looked up exactly as StableToolBench's server (`server/main.py`) does: the
+//! category through `standardize_category`, the API name through `change_name(standardize(…))`,
+//! the input through `json.loads` and `str()` (an empty input is `{}`).
+//!
+//! Files are read when first asked for and kept: a full cache is gigabytes, a run touches
+//! a small part of it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Map, Value};
+use umi_core::env::{ApiCall, ApiReply};
+use umi_core::pyjson;
+use umi_core::tool::{change_name, standardize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("{path}: {reason}")]
+    Unusable { path: PathBuf, reason: String },
+}
+
+/// StableToolBench's `standardize_category`: spaces, commas and slashes to `_`, then
+/// `__` folded to `_` in one left-to-right pass (so `___` stays `__`, as there).
+pub fn standardize_category(category: &str) -> String {
+    category.replace([' ', ',', '/'], "_").replace("__", "_")
+}
+
+/// What the cache holds for one call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup {
+    /// The recorded `{"error", "response"}`, as stored.
+    Hit(Value),
+    /// No entry for this input (or no file for this API).
+    Miss,
+    /// The input is not JSON: the server's own reply.
+    BadInput,
+}
+
+pub struct ResponseCache {
+    root: PathBuf,
+    files: usize,
+    loaded: Mutex<HashMap<PathBuf, Arc<Map<String, Value>>>>,
+}
+
+impl ResponseCache {
+    /// Opens a cache folder; a folder with no `<category>/<tool>/<api>.json` file is an
+    /// error naming it.
+    pub fn open(root: &Path) -> Result<Self, CacheError> {
+        let unusable = |reason: String| CacheError::Unusable {
+            path: root.to_path_buf(),
+            reason,
+        };
+        let files = count_api_files(root).map_err(|e| unusable(e.to_string()))?;
+        if files == 0 {
+            return Err(unusable(
+                "no <category>/<tool>_for_<category>/<api>.json files: not a StableToolBench tool response cache".into(),
+            ));
+        }
+        Ok(ResponseCache {
+            root: root.to_path_buf(),
+            files,
+            loaded: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Whether `path` is laid out as a response cache (a folder of folders of folders
+    /// holding `.json` files), as opposed to answer files or static records.
+    pub fn looks_like_cache(path: &Path) -> bool {
+        path.is_dir() && count_api_files(path).is_ok_and(|n| n > 0)
+    }
+
+    /// API files in the cache.
+    pub fn files(&self) -> usize {
+        self.files
+    }
+
+    /// The file StableToolBench keeps `call`'s API in (`prepare_tool_name_and_url`).
+    pub fn file_of(&self, call: &ApiCall) -> PathBuf {
+        let category = standardize_category(&call.category);
+        let suffix = format!("_for_{category}");
+        let tool = if call.tool_name.ends_with(&suffix) {
+            call.tool_name.clone()
+        } else {
+            format!("{}{suffix}", standardize(&call.tool_name))
+        };
+        let api_name = change_name(&standardize(&call.api_name));
+        let api = api_name
+            .split(&format!("_for_{}", call.tool_name))
+            .next()
+            .unwrap_or(&api_name)
+            .to_string();
+        self.root
+            .join(category)
+            .join(tool)
+            .join(format!("{api}.json"))
+    }
+
+    /// The cache key of a tool input: `str(json.loads(input))`, `{}` for an empty one.
+    pub fn key_of(tool_input: &str) -> Option<String> {
+        if tool_input.is_empty() {
+            return Some("{}".into());
+        }
+        serde_json::from_str::<Value>(tool_input)
+            .ok()
+            .map(|v| pyjson::repr(&v))
+    }
+
+    pub fn lookup(&self, call: &ApiCall) -> Lookup {
+        let Some(key) = Self::key_of(&call.tool_input) else {
+            return Lookup::BadInput;
+        };
+        let file = self.file_of(call);
+        match self.entries(&file) {
+            Some(entries) => entries.get(&key).cloned().map_or(Lookup::Miss, Lookup::Hit),
+            None => Lookup::Miss,
+        }
+    }
+
+    /// A file's entries, read once; a missing or unreadable file has none (logged).
+    fn entries(&self, file: &Path) -> Option<Arc<Map<String, Value>>> {
+        if let Some(map) = self.loaded.lock().ok()?.get(file) {
+            return Some(map.clone());
+        }
+        let read = std::fs::read(file).ok()?;
+        let map = match serde_json::from_slice::<Map<String, Value>>(&read) {
+            Ok(map) => Arc::new(map),
+            Err(e) => {
+                tracing::warn!(file = %file.display(), error = %e, "unreadable cache file skipped");
+                Arc::new(Map::new())
+            }
+        };
+        self.loaded
+            .lock()
+            .ok()?
+            .insert(file.to_path_buf(), map.clone());
+        Some(map)
+    }
+}
+
+/// A cached `{"error", "response"}` as a reply: strings as they are, anything else as
+/// its JSON text.
+pub fn reply_of(entry: &Value) -> ApiReply {
+    let text = |k: &str| match entry.get(k) {
+        Some(Value::String(s)) => s.clone(),
+        None | Some(Value::Null) => String::new(),
+        Some(other) => pyjson::dumps(other),
+    };
+    ApiReply {
+        error: text("error"),
+        response: text("response"),
+    }
+}
+
+/// StableToolBench's reply to an input that is not JSON.
+pub fn bad_input_reply() -> ApiReply {
+    ApiReply {
+        error: "Tool input parse error...\n".into(),
+        response: String::new(),
+    }
+}
+
+/// The `<category>/<tool>_for_<category>/<api>.json` files under `root`.
+fn count_api_files(root: &Path) -> std::io::Result<usize> {
+    let mut n = 0;
+    for category in std::fs::read_dir(root)? {
+        let category = category?.path();
+        let Some(suffix) = category
+            .file_name()
+            .map(|c| format!("_for_{}", c.to_string_lossy()))
+            .filter(|_| category.is_dir())
+        else {
+            continue;
+        };
+        for tool in std::fs::read_dir(&category)? {
+            let tool = tool?.path();
+            let named = tool
+                .file_name()
+                .is_some_and(|t| t.to_string_lossy().ends_with(&suffix));
+            if !named || !tool.is_dir() {
+                continue;
+            }
+            for api in std::fs::read_dir(&tool)? {
+                let api = api?.path();
+                if api.extension().is_some_and(|e| e == "json") && api.is_file() {
+                    n += 1;
+                }
+            }
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn categories_standardize_as_stabletoolbench_does() {
+        assert_eq!(standardize_category("News, Media"), "News_Media");
+        assert_eq!(standardize_category("Video, Images"), "Video_Images");
+        assert_eq!(
+            standardize_category("Artificial Intelligence/Machine Learning"),
+            "Artificial_Intelligence_Machine_Learning"
+        );
+        assert_eq!(standardize_category("Data"), "Data");
+    }
+
+    #[test]
+    fn keys_are_pythons_str_of_the_input() {
+        assert_eq!(ResponseCache::key_of("").as_deref(), Some("{}"));
+        assert_eq!(
+            ResponseCache::key_of(r#"{"q": "rock", "n": 5, "all": true}"#).as_deref(),
+            Some("{'q': 'rock', 'n': 5, 'all': True}")
+        );
+        assert_eq!(ResponseCache::key_of("not json"), None);
+    }
+}
