@@ -312,7 +312,7 @@ async fn solve_here(
         RoleSource::Models => None,
     };
     let remote = match replay {
-        None => a.remote.roles(sampling).await?,
+        None => a.remote.role_models(sampling).await?,
         Some(_) => None,
     };
     let local = match (&replay, &remote) {
@@ -321,7 +321,7 @@ async fn solve_here(
     };
     let roles: &dyn RoleModels = match (&replay, &remote, &local) {
         (Some(replay), _, _) => replay,
-        (None, Some(remote), _) => remote,
+        (None, Some(remote), _) => remote.as_ref(),
         (None, None, Some(local)) => local,
         (None, None, None) => unreachable!("one of the three was just made"),
     };

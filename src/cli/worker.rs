@@ -9,6 +9,8 @@ use clap::{Args, ValueEnum};
 use umi_core::agent::RoleKind;
 use umi_discovery::registry::Registration;
 use umi_discovery::WorkerInfo;
+use umi_worker::openai;
+use umi_worker::roles::RoleEngine;
 use umi_worker::server::{serve, RoleService};
 
 use super::args::engine::EngineArgs;
@@ -41,6 +43,14 @@ pub struct WorkerArgs {
     /// Seconds the registration outlives a worker that stops renewing it (a crash).
     #[arg(long, default_value_t = 10)]
     pub lease_ttl: u64,
+    /// Also serve the model over OpenAI-compatible HTTP (`/v1/completions`,
+    /// `/v1/chat/completions`, `/v1/models`) on this address, for other clients.
+    #[arg(long)]
+    pub openai_listen: Option<SocketAddr>,
+    /// The API key those endpoints require as a bearer token (needed when
+    /// --openai-listen is not a loopback address).
+    #[arg(long, env = "UMI_OPENAI_API_KEY", hide_env_values = true)]
+    pub openai_api_key: Option<String>,
     #[command(flatten)]
     pub model: ModelArgs,
     #[command(flatten)]
@@ -103,8 +113,34 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
         role.as_str(),
         info.name
     );
+    let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
+    let http = match a.openai_listen {
+        Some(listen) => {
+            if !listen.ip().is_loopback() && a.openai_api_key.is_none() {
+                anyhow::bail!("--openai-listen {listen} faces the network: give --openai-api-key (or $UMI_OPENAI_API_KEY)");
+            }
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("listening on {listen}"))?;
+            eprintln!(
+                "umi worker: OpenAI-compatible endpoints on http://{}/v1",
+                listener.local_addr()?
+            );
+            let router = openai::router(
+                RoleEngine::new(engine.clone()),
+                info.name.clone(),
+                a.openai_api_key.clone(),
+            );
+            let mut stopped = http_stopped;
+            Some(tokio::spawn(openai::serve(listener, router, async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            })))
+        }
+        None => None,
+    };
     let shutdown = async {
         super::support::shutdown::signal().await;
+        let _ = stop_http.send(true);
         // Leave the registry first, so no new calls are routed here while draining.
         if let Some(r) = registration {
             match r.deregister().await {
@@ -119,6 +155,11 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
     serve(listener, RoleService::new(role, engine), shutdown)
         .await
         .with_context(|| format!("serving on {addr}"))?;
+    if let Some(http) = http {
+        http.await
+            .context("the OpenAI-compatible server stopped abnormally")?
+            .context("serving the OpenAI-compatible endpoints")?;
+    }
     eprintln!("umi worker: drained, exiting");
     Ok(())
 }

@@ -85,6 +85,24 @@ pub trait RoleModels: Send + Sync {
     fn generate<'a>(&'a self, request: RoleRequest) -> BoxFuture<'a, Result<Generated>>;
 }
 
+/// Each role served by its own implementation: e.g. the planner on an OpenAI-compatible
+/// server and the other two on umi workers.
+pub struct PerRole {
+    pub planner: std::sync::Arc<dyn RoleModels>,
+    pub caller: std::sync::Arc<dyn RoleModels>,
+    pub summarizer: std::sync::Arc<dyn RoleModels>,
+}
+
+impl RoleModels for PerRole {
+    fn generate<'a>(&'a self, request: RoleRequest) -> BoxFuture<'a, Result<Generated>> {
+        match request.role {
+            RoleKind::Planner => self.planner.generate(request),
+            RoleKind::Caller => self.caller.generate(request),
+            RoleKind::Summarizer => self.summarizer.generate(request),
+        }
+    }
+}
+
 /// A chat message of the search state, in ToolBench's shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 /// Fields in the order the reference's dicts have them (user: role, content, value;

@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod convert;
 pub mod metrics;
+pub mod openai;
 pub mod routing;
 pub mod serve;
 pub mod trace_context;

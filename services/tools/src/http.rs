@@ -71,11 +71,20 @@ pub async fn post_json(
 
 /// A GET (e.g. a health endpoint), answered within `timeout`.
 pub async fn get(url: &str, timeout: Duration) -> Result<Response, HttpError> {
-    send(
-        client()?.get(parse_url(url)?).timeout(timeout),
-        DEFAULT_MAX_BODY,
-    )
-    .await
+    get_with_headers(url, &[], timeout).await
+}
+
+/// A GET with request headers (e.g. an API key).
+pub async fn get_with_headers(
+    url: &str,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<Response, HttpError> {
+    let mut request = client()?.get(parse_url(url)?).timeout(timeout);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    send(request, DEFAULT_MAX_BODY).await
 }
 
 /// Only http and https URLs with a host are taken.

@@ -1,13 +1,16 @@
 //! Where remote role workers are found: fixed endpoints given as flags, or etcd.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
+use umi_core::agent::{PerRole, RoleKind, RoleModels};
 use umi_core::presets::Sampling;
 use umi_discovery::membership::Membership;
 use umi_discovery::WorkerInfo;
 use umi_rpc::cluster::{ClusterRoles, RetryPolicy};
+use umi_rpc::openai::{self, OpenAiRole};
 use umi_rpc::routing::Routing;
 
 use super::etcd::EtcdArgs;
@@ -15,7 +18,10 @@ use super::etcd::EtcdArgs;
 #[derive(Args, Debug, Clone)]
 pub struct RemoteArgs {
     /// Planner workers (`umi worker`) at fixed addresses, e.g. http://127.0.0.1:50051;
-    /// give all three --*-endpoint flags or none (repeat a flag for more replicas).
+    /// give all three --*-endpoint flags or none (repeat a flag for more replicas). An
+    /// OpenAI-compatible server plays the role when given as
+    /// `openai+http://host:port/v1` (vLLM, TGI, a worker's --openai-listen; one per
+    /// role; `umi run` only).
     #[arg(long)]
     pub planner_endpoint: Vec<String>,
     /// Caller workers at fixed addresses (with --planner-endpoint).
@@ -24,6 +30,13 @@ pub struct RemoteArgs {
     /// Summarizer workers at fixed addresses (with --planner-endpoint).
     #[arg(long)]
     pub summarizer_endpoint: Vec<String>,
+    /// The model name sent to OpenAI-compatible role endpoints (default: each server's
+    /// first model).
+    #[arg(long)]
+    pub openai_model: Option<String>,
+    /// The API key sent to OpenAI-compatible role endpoints.
+    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+    pub openai_api_key: Option<String>,
     /// Or find role workers in etcd.
     #[command(flatten)]
     pub etcd: EtcdArgs,
@@ -70,17 +83,63 @@ impl RemoteArgs {
             || !self.summarizer_endpoint.is_empty()
     }
 
-    /// The live workers per role, if any remote source was given.
+    fn endpoints(&self) -> [(RoleKind, &Vec<String>); 3] {
+        [
+            (RoleKind::Planner, &self.planner_endpoint),
+            (RoleKind::Caller, &self.caller_endpoint),
+            (RoleKind::Summarizer, &self.summarizer_endpoint),
+        ]
+    }
+
+    /// The OpenAI-compatible base URL a role is given, if any (one per role, not mixed
+    /// with umi workers).
+    fn openai_base(&self, role: RoleKind) -> anyhow::Result<Option<&str>> {
+        let endpoints = self.endpoints();
+        let list = endpoints
+            .iter()
+            .find(|(r, _)| *r == role)
+            .map_or(&[][..], |(_, l)| l.as_slice());
+        let bases: Vec<&str> = list.iter().filter_map(|e| openai::base_url(e)).collect();
+        match bases.len() {
+            0 => Ok(None),
+            1 if list.len() == 1 => Ok(bases.first().copied()),
+            _ => bail!(
+                "--{}-endpoint: one OpenAI-compatible endpoint (openai+http://…) per role, not mixed with workers",
+                role.as_str()
+            ),
+        }
+    }
+
+    fn has_openai(&self) -> bool {
+        self.endpoints()
+            .iter()
+            .any(|(_, list)| list.iter().any(|e| e.starts_with(openai::SCHEME_PREFIX)))
+    }
+
+    /// The live workers per role, if any remote source was given (OpenAI-compatible
+    /// endpoints aside).
     pub async fn membership(&self) -> anyhow::Result<Option<Membership>> {
-        let fixed = [
-            ("planner", &self.planner_endpoint),
-            ("caller", &self.caller_endpoint),
-            ("summarizer", &self.summarizer_endpoint),
-        ];
-        let given = fixed.iter().filter(|(_, e)| !e.is_empty()).count();
+        let fixed: Vec<(&str, Vec<&String>)> = self
+            .endpoints()
+            .iter()
+            .map(|(role, list)| {
+                let workers = list
+                    .iter()
+                    .filter(|e| !e.starts_with(openai::SCHEME_PREFIX))
+                    .collect();
+                (role.as_str(), workers)
+            })
+            .collect();
+        let given = self
+            .endpoints()
+            .iter()
+            .filter(|(_, e)| !e.is_empty())
+            .count();
+        let workers = fixed.iter().filter(|(_, e)| !e.is_empty()).count();
         let etcd = self.etcd.endpoints();
         match (etcd.is_empty(), given) {
             (true, 0) => Ok(None),
+            (true, 3) if workers == 0 => Ok(None),
             (true, 3) => Ok(Some(Membership::fixed(fixed.iter().flat_map(
                 |(role, addresses)| addresses.iter().map(|a| WorkerInfo::at(role, a)),
             )))),
@@ -92,7 +151,12 @@ impl RemoteArgs {
                     .await
                     .context("discovering role workers")?,
             )),
-            (false, _) => bail!("give --etcd or the --*-endpoint flags, not both"),
+            (false, _) if workers == 0 => Ok(Some(
+                Membership::etcd(&etcd, &self.etcd.etcd_prefix)
+                    .await
+                    .context("discovering role workers")?,
+            )),
+            (false, _) => bail!("give --etcd or the --*-endpoint flags of workers, not both"),
         }
     }
 
@@ -108,12 +172,70 @@ impl RemoteArgs {
     }
 
     /// The roles on remote workers, sampling as `sampling` says, if any remote source
-    /// was given.
+    /// was given. (The coordinator's path: umi workers only.)
     pub async fn roles(&self, sampling: Sampling) -> anyhow::Result<Option<ClusterRoles>> {
+        if self.has_openai() {
+            bail!("OpenAI-compatible role endpoints (openai+http://…) are taken by umi run, not by the coordinator: serve the role with umi workers");
+        }
+        self.cluster(sampling).await
+    }
+
+    async fn cluster(&self, sampling: Sampling) -> anyhow::Result<Option<ClusterRoles>> {
         let policy = self.policy()?;
         Ok(self
             .membership()
             .await?
             .map(|m| ClusterRoles::new(m, sampling, policy).with_routing(self.routing.into())))
+    }
+
+    /// The remote roles of `umi run`: umi workers, and OpenAI-compatible servers for the
+    /// roles given one; `None` when no remote source was given.
+    pub async fn role_models(
+        &self,
+        sampling: Sampling,
+    ) -> anyhow::Result<Option<Arc<dyn RoleModels>>> {
+        if !self.has_openai() {
+            return Ok(self
+                .cluster(sampling)
+                .await?
+                .map(|c| Arc::new(c) as Arc<dyn RoleModels>));
+        }
+        let cluster = self.cluster(sampling).await?.map(Arc::new);
+        let deadline = self.policy()?.deadline;
+        let mut roles: Vec<Arc<dyn RoleModels>> = Vec::new();
+        for (role, _) in self.endpoints() {
+            let played: Arc<dyn RoleModels> = match self.openai_base(role)? {
+                Some(base) => {
+                    let r = OpenAiRole::connect(
+                        base,
+                        self.openai_model.clone(),
+                        self.openai_api_key.clone(),
+                        sampling,
+                        deadline,
+                    )
+                    .await
+                    .with_context(|| format!("the {} role's endpoint", role.as_str()))?;
+                    eprintln!("{} role: {} at {base}", role.as_str(), r.model());
+                    Arc::new(r)
+                }
+                None => match &cluster {
+                    Some(c) => c.clone(),
+                    None => bail!(
+                        "the {} role has no endpoint: give --{}-endpoint or --etcd",
+                        role.as_str(),
+                        role.as_str()
+                    ),
+                },
+            };
+            roles.push(played);
+        }
+        let [planner, caller, summarizer]: [Arc<dyn RoleModels>; 3] = roles
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("three roles expected"))?;
+        Ok(Some(Arc::new(PerRole {
+            planner,
+            caller,
+            summarizer,
+        })))
     }
 }

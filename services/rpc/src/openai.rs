@@ -1,0 +1,201 @@
+//! A role played by an OpenAI-compatible server (`--planner-endpoint openai+http://host:port/v1`):
+//! vLLM or TGI serving an α-UMi checkpoint, or another umi worker's `--openai-listen`.
+//! The α-UMi prompt is rendered here (`RoleRequest::render`, the one renderer) and sent
+//! to `/v1/completions` with the role's sampling: temperature, top-p, the call's seed,
+//! `max_tokens`, `min_tokens` (ToolBench's `force_generate`, vLLM's extension) and
+//! `truncate_prompt_tokens` (the reference keeps the prompt's last tokens; vLLM's
+//! extension, also honoured by umi's worker). The reply's text is the role's output.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use umi_core::agent::{BoxFuture, Generated, RoleModels, RoleRequest};
+use umi_core::presets::Sampling;
+use umi_core::prompt::RolePrompts;
+use umi_core::{CoreError, ErrorClass, Result};
+use umi_tools::http::{get_with_headers, post_json, HttpError};
+
+/// The scheme prefix that marks an OpenAI-compatible endpoint among role endpoints.
+pub const SCHEME_PREFIX: &str = "openai+";
+
+/// The largest completion reply read.
+const MAX_REPLY_BYTES: usize = 16 << 20;
+
+pub struct OpenAiRole {
+    /// `http(s)://host:port/v1`.
+    base: String,
+    model: String,
+    api_key: Option<String>,
+    sampling: Sampling,
+    prompts: RolePrompts,
+    timeout: Duration,
+}
+
+/// The http(s) base URL of an `openai+http(s)://…` endpoint, or `None` for another kind.
+pub fn base_url(endpoint: &str) -> Option<&str> {
+    endpoint
+        .strip_prefix(SCHEME_PREFIX)
+        .filter(|rest| rest.starts_with("http://") || rest.starts_with("https://"))
+}
+
+fn unavailable(base: &str, e: impl std::fmt::Display) -> CoreError {
+    CoreError::new(ErrorClass::Unavailable, format!("{base}: {e}"))
+}
+
+fn classify_http(base: &str, e: HttpError) -> CoreError {
+    match e {
+        HttpError::Timeout => CoreError::new(ErrorClass::DeadlineExceeded, format!("{base}: {e}")),
+        HttpError::Url { .. } | HttpError::Invalid(_) => {
+            CoreError::new(ErrorClass::InvalidRequest, format!("{base}: {e}"))
+        }
+        other => unavailable(base, other),
+    }
+}
+
+impl OpenAiRole {
+    /// A role on the server at `base` (`http(s)://host:port/v1`). Without `model`, the
+    /// server's first model (`GET /models`) is used.
+    pub async fn connect(
+        base: &str,
+        model: Option<String>,
+        api_key: Option<String>,
+        sampling: Sampling,
+        timeout: Duration,
+    ) -> Result<Self> {
+        let base = base.trim_end_matches('/').to_string();
+        let model = match model {
+            Some(m) => m,
+            None => first_model(&base, api_key.as_deref()).await?,
+        };
+        Ok(OpenAiRole {
+            base,
+            model,
+            api_key,
+            sampling,
+            prompts: RolePrompts::toolbench(),
+            timeout,
+        })
+    }
+
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    fn body(&self, prompt: &str, seed_offset: u64) -> Value {
+        let s = &self.sampling;
+        let mut body = json!({
+            "model": self.model,
+            "prompt": prompt,
+            "max_tokens": s.max_new_tokens,
+            "temperature": s.temperature,
+            "seed": s.seed.wrapping_add(seed_offset),
+            "min_tokens": s.min_new_tokens,
+        });
+        if let Some(p) = s.top_p {
+            body["top_p"] = json!(p);
+        }
+        if s.max_input_tokens > 0 {
+            body["truncate_prompt_tokens"] = json!(s.max_input_tokens);
+        }
+        body
+    }
+
+    async fn complete(&self, request: RoleRequest) -> Result<Generated> {
+        let prompt = request.render(&self.prompts);
+        let body = self.body(&prompt, request.seed_offset.unwrap_or(0));
+        let auth = self.api_key.as_ref().map(|k| format!("Bearer {k}"));
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+        let url = format!("{}/completions", self.base);
+        let reply = post_json(
+            &url,
+            &headers,
+            body.to_string().as_bytes(),
+            self.timeout,
+            MAX_REPLY_BYTES,
+        )
+        .await
+        .map_err(|e| classify_http(&self.base, e))?;
+        let value: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+        if reply.status != 200 {
+            let message = value
+                .pointer("/error/message")
+                .and_then(Value::as_str)
+                .unwrap_or("no error message");
+            let class = match reply.status {
+                429 => ErrorClass::ResourceExhausted,
+                400..=499 => ErrorClass::InvalidRequest,
+                _ => ErrorClass::Unavailable,
+            };
+            return Err(CoreError::new(
+                class,
+                format!("{url}: HTTP {}: {message}", reply.status),
+            ));
+        }
+        let text = value
+            .pointer("/choices/0/text")
+            .and_then(Value::as_str)
+            .ok_or_else(|| unavailable(&url, "the reply has no choices[0].text"))?;
+        let count = |key: &str| {
+            value
+                .pointer(&format!("/usage/{key}"))
+                .and_then(Value::as_u64)
+                .unwrap_or(0) as usize
+        };
+        Ok(Generated {
+            text: text.to_string(),
+            prompt_tokens: count("prompt_tokens"),
+            generated_tokens: count("completion_tokens"),
+            simulated: false,
+        })
+    }
+}
+
+async fn first_model(base: &str, api_key: Option<&str>) -> Result<String> {
+    let auth = api_key.map(|k| format!("Bearer {k}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+    let reply = get_with_headers(&format!("{base}/models"), &headers, Duration::from_secs(10))
+        .await
+        .map_err(|e| classify_http(base, e))?;
+    let value: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+    value
+        .pointer("/data/0/id")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| {
+            unavailable(
+                base,
+                format!(
+                    "GET /models (HTTP {}) names no model: give the model name",
+                    reply.status
+                ),
+            )
+        })
+}
+
+impl RoleModels for OpenAiRole {
+    fn generate<'a>(&'a self, request: RoleRequest) -> BoxFuture<'a, Result<Generated>> {
+        let role = request.role;
+        Box::pin(async move {
+            self.complete(request)
+                .await
+                .map_err(|e| CoreError::role(role, e.class(), 1, e.message()))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_openai_http_endpoints_have_a_base() {
+        assert_eq!(
+            base_url("openai+http://h:8000/v1"),
+            Some("http://h:8000/v1")
+        );
+        assert_eq!(base_url("openai+https://h/v1"), Some("https://h/v1"));
+        assert_eq!(base_url("http://h:50051"), None);
+        assert_eq!(base_url("openai+ftp://h"), None);
+    }
+}

@@ -1,0 +1,139 @@
+//! OpenAI-compatible endpoints both ways, on loopback: a worker's `--openai-listen`
+//! serving `/v1/completions` and `/v1/chat/completions` (streamed too) with its API key
+//! required, and `umi run` playing all three roles through `openai+http://` against it,
+//! giving the same greedy answer file as the roles in process.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::procs::{free_port, queries, start_worker, worker_command};
+use support::umi;
+
+const KEY: &str = "test-key-123";
+
+fn post(port: u16, path: &str, key: Option<&str>, body: &Value) -> (u16, String) {
+    let body = body.to_string();
+    let auth = key.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
+    let request = format!(
+        "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    let status = reply[9..12].parse().unwrap();
+    let body = reply
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+#[test]
+fn openai_endpoints_serve_check_keys_and_play_roles_like_the_engine_in_process() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut cmd = worker_command("planner", None);
+    cmd.args(["--openai-listen", &listen, "--openai-api-key", KEY]);
+    let (_worker, _) = start_worker(&mut cmd);
+
+    // No key, a wrong key: refused before any work.
+    let ask = json!({"prompt": "The capital of France is", "max_tokens": 8, "temperature": 0});
+    assert_eq!(post(port, "/v1/completions", None, &ask).0, 401);
+    assert_eq!(post(port, "/v1/completions", Some("wrong"), &ask).0, 401);
+    // Bad input named.
+    let (status, body) = post(
+        port,
+        "/v1/completions",
+        Some(KEY),
+        &json!({"prompt": "x", "max_tokens": 1_000_000}),
+    );
+    assert_eq!(status, 400);
+    assert!(body.contains("max_tokens"), "{body}");
+
+    let (status, body) = post(port, "/v1/completions", Some(KEY), &ask);
+    assert_eq!(status, 200, "{body}");
+    let whole: Value = serde_json::from_str(&body).unwrap();
+    let text = whole["choices"][0]["text"].as_str().unwrap().to_string();
+    assert!(!text.is_empty());
+    assert_eq!(whole["usage"]["completion_tokens"], 8);
+
+    // Streamed: the same greedy text in pieces, then [DONE].
+    let mut streamed = ask.clone();
+    streamed["stream"] = json!(true);
+    let (status, body) = post(port, "/v1/completions", Some(KEY), &streamed);
+    assert_eq!(status, 200);
+    let pieces: String = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| {
+            serde_json::from_str::<Value>(d).unwrap()["choices"][0]["text"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(pieces, text);
+    assert!(body.trim_end().ends_with("data: [DONE]"), "{body}");
+
+    let chat = json!({"messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 6, "temperature": 0});
+    let (status, body) = post(port, "/v1/chat/completions", Some(KEY), &chat);
+    assert_eq!(status, 200, "{body}");
+    let reply: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(reply["object"], "chat.completion");
+    assert_eq!(reply["choices"][0]["message"]["role"], "assistant");
+
+    // All three roles through openai+http:// give the answer file of the roles in process.
+    let dir = tempfile::tempdir().unwrap();
+    let file = queries(dir.path(), 1);
+    let budget = [
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        "24",
+        "--max-steps",
+        "2",
+    ];
+    let endpoint = format!("openai+http://{listen}/v1");
+    let remote_out = dir.path().join("remote");
+    let status = umi()
+        .args(["run", "--queries"])
+        .arg(&file)
+        .arg("--out")
+        .arg(&remote_out)
+        .args([
+            "--planner-endpoint",
+            &endpoint,
+            "--caller-endpoint",
+            &endpoint,
+        ])
+        .args(["--summarizer-endpoint", &endpoint])
+        .env("OPENAI_API_KEY", KEY)
+        .args(budget)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let local_out = dir.path().join("local");
+    let status = umi()
+        .args(["run", "--queries"])
+        .arg(&file)
+        .arg("--out")
+        .arg(&local_out)
+        .args(["--dtype", "quantized"])
+        .args(budget)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let read = |d: &std::path::Path| -> Value {
+        serde_json::from_slice(&std::fs::read(d.join("1_DFS_woFilter_w2.json")).unwrap()).unwrap()
+    };
+    let (remote, local) = (read(&remote_out), read(&local_out));
+    assert!(remote["answer_generation"]["query_count"].as_u64().unwrap() >= 1);
+    assert_eq!(remote, local);
+}
