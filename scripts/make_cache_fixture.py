@@ -6,7 +6,8 @@ each a JSON object keyed by Python's own `str()` of the `json.loads`-ed tool inp
 expected file lists, for each entry, the call as a query's `api_list` names it (raw
 category, tool and API names) with the tool input as a caller writes it (JSON text),
 and the reply the cache holds. umi's reader (`umi_tools::cache`) is tested against it
-(tests/stabletoolbench.rs): tricky names (spaces, commas, slashes, keywords, leading
+(services/tools/tests/cache.rs, tests/stabletoolbench.rs), and its writer against
+stb-cache.saved.expected.json (the first API's file after one more reply): tricky names (spaces, commas, slashes, keywords, leading
 digits) and tricky inputs (nested dicts, lists, booleans, None, floats, non-ASCII,
 quotes and backslashes inside strings).
 """
@@ -63,6 +64,12 @@ def main():
         path.parent.mkdir(parents=True, exist_ok=True)
         json.dump(cache, open(path, "w"), indent=4)
     (ROOT / "tests/fixtures/stb-cache.expected.json").write_text(json.dumps(expected, indent=1) + "\n")
+    # What StableToolBench's save_cache writes after a new reply for the first API:
+    # the whole file again, json.dump(cache, indent=4).
+    first = next(iter(files))
+    saved = dict(files[first])
+    saved[str(json.loads('{"country": "de"}'))] = {"error": "", "response": "invented headlines \u00e9"}
+    (ROOT / "tests/fixtures/stb-cache.saved.expected.json").write_text(json.dumps(saved, indent=4))
     print(f"{len(expected)} entries in {len(files)} files -> {OUT}")
 
 

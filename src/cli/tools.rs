@@ -57,6 +57,8 @@ async fn call(a: CallArgs) -> anyhow::Result<()> {
         api_name: api.pure_api_name(),
         tool_input: a.input,
         function: api.function_name(),
+        documented_name: api.api_name.clone(),
+        description: String::new(),
     };
     let backend = a.tools.backend()?;
     let reply = backend

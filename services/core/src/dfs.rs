@@ -348,7 +348,7 @@ impl Search {
         if candidates.is_empty() {
             return None;
         }
-        let mut text = python_indent2(&Value::Array(candidates)) + "\n";
+        let mut text = pyjson::dumps_indented(&Value::Array(candidates), 2) + "\n";
         if let Some(obs) = &node.observation {
             text.push_str(&format!("again, your former observation: {obs}\n"));
         }
@@ -356,42 +356,6 @@ impl Search {
             &DIVERSITY_PROMPT.replace("{previous_candidate}", &text),
         ))
     }
-}
-
-/// `json.dumps(value, indent=2)`: Python's indented layout (`,` at line ends, `": "`),
-/// ASCII-escaped.
-fn python_indent2(value: &Value) -> String {
-    fn write(v: &Value, indent: usize, out: &mut String) {
-        let pad = |n: usize| " ".repeat(n);
-        match v {
-            Value::Array(items) if !items.is_empty() => {
-                out.push_str("[\n");
-                for (i, item) in items.iter().enumerate() {
-                    out.push_str(&pad(indent + 2));
-                    write(item, indent + 2, out);
-                    out.push_str(if i + 1 < items.len() { ",\n" } else { "\n" });
-                }
-                out.push_str(&pad(indent));
-                out.push(']');
-            }
-            Value::Object(map) if !map.is_empty() => {
-                out.push_str("{\n");
-                for (i, (k, item)) in map.iter().enumerate() {
-                    out.push_str(&pad(indent + 2));
-                    pyjson::write_str(k, out);
-                    out.push_str(": ");
-                    write(item, indent + 2, out);
-                    out.push_str(if i + 1 < map.len() { ",\n" } else { "\n" });
-                }
-                out.push_str(&pad(indent));
-                out.push('}');
-            }
-            other => out.push_str(&pyjson::dumps(other)),
-        }
-    }
-    let mut out = String::new();
-    write(value, 0, &mut out);
-    out
 }
 
 #[cfg(test)]
@@ -715,15 +679,6 @@ mod tests {
         assert_eq!(
             failure.to_string(),
             "planner: unavailable: script exhausted"
-        );
-    }
-
-    #[test]
-    fn indent2_matches_python() {
-        let v = json!([{"name": "f", "arguments": "{}", "function_output": "é", "mento-carlo-action-value": 0.0}]);
-        assert_eq!(
-            python_indent2(&v),
-            "[\n  {\n    \"name\": \"f\",\n    \"arguments\": \"{}\",\n    \"function_output\": \"\\u00e9\",\n    \"mento-carlo-action-value\": 0.0\n  }\n]"
         );
     }
 }

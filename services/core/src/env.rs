@@ -21,8 +21,9 @@ pub struct ApiReply {
     pub response: String,
 }
 
-/// One API call as the backends see it (the RapidAPI server's request fields).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One API call as the backends see it (the RapidAPI server's request fields, and what
+/// a simulator needs to know about the API).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ApiCall {
     pub category: String,
     pub tool_name: String,
@@ -31,6 +32,12 @@ pub struct ApiCall {
     /// The model-facing function name.
     #[serde(skip)]
     pub function: String,
+    /// The API's name as documented (`api_list`'s `api_name`, before standardizing).
+    #[serde(skip)]
+    pub documented_name: String,
+    /// The API's description as documented.
+    #[serde(skip)]
+    pub description: String,
 }
 
 /// Where API calls go. Transport failures are replies too (`error` set), as in the
@@ -169,6 +176,8 @@ impl<'b> ToolEnv<'b> {
             api_name: api.pure_api_name(),
             tool_input: arguments.to_string(),
             function: api.function_name(),
+            documented_name: api.api_name.clone(),
+            description: api.api_description.clone().unwrap_or_default(),
         };
         let span = tracing::info_span!("tool_call", function = %call.function, status = tracing::field::Empty);
         let reply = match self.backend.call(&call).instrument(span.clone()).await {

@@ -119,6 +119,42 @@ fn python_number(n: &serde_json::Number) -> String {
     }
 }
 
+/// `json.dumps(value, indent=n)`: Python's indented layout (`,` at line ends, `": "`),
+/// ASCII-escaped; empty lists and objects stay `[]`, `{}`.
+pub fn dumps_indented(value: &Value, indent: usize) -> String {
+    fn write(v: &Value, step: usize, at: usize, out: &mut String) {
+        let pad = |n: usize| " ".repeat(n);
+        match v {
+            Value::Array(items) if !items.is_empty() => {
+                out.push_str("[\n");
+                for (i, item) in items.iter().enumerate() {
+                    out.push_str(&pad(at + step));
+                    write(item, step, at + step, out);
+                    out.push_str(if i + 1 < items.len() { ",\n" } else { "\n" });
+                }
+                out.push_str(&pad(at));
+                out.push(']');
+            }
+            Value::Object(map) if !map.is_empty() => {
+                out.push_str("{\n");
+                for (i, (k, item)) in map.iter().enumerate() {
+                    out.push_str(&pad(at + step));
+                    write_str(k, out);
+                    out.push_str(": ");
+                    write(item, step, at + step, out);
+                    out.push_str(if i + 1 < map.len() { ",\n" } else { "\n" });
+                }
+                out.push_str(&pad(at));
+                out.push('}');
+            }
+            other => out.push_str(&dumps(other)),
+        }
+    }
+    let mut out = String::new();
+    write(value, indent, 0, &mut out);
+    out
+}
+
 /// Python's `str()` of what `json.loads` made of a JSON value: `None`/`True`/`False`,
 /// numbers as `repr`, strings quoted as Python does (`'…'`, or `"…"` when only that
 /// avoids escaping a `'`), `[a, b]`, `{'k': v}` in the JSON's key order. StableToolBench
@@ -205,6 +241,15 @@ mod tests {
             r#"{'q': "it's", 'b': [True, False, None], 'f': 1.5e-07, 'n': 3, 'x': 2.0, 's': 'a"b\'c\\', 'u': 'café 中\xa0\n'}"#
         );
         assert_eq!(repr(&serde_json::json!({})), "{}");
+    }
+
+    #[test]
+    fn indent2_matches_python() {
+        let v = json!([{"name": "f", "arguments": "{}", "function_output": "é", "mento-carlo-action-value": 0.0}]);
+        assert_eq!(
+            dumps_indented(&v, 2),
+            "[\n  {\n    \"name\": \"f\",\n    \"arguments\": \"{}\",\n    \"function_output\": \"\\u00e9\",\n    \"mento-carlo-action-value\": 0.0\n  }\n]"
+        );
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub struct ResponseCache {
     root: PathBuf,
     files: usize,
     loaded: Mutex<HashMap<PathBuf, Arc<Map<String, Value>>>>,
+    /// Held while a file is rewritten, so that two new replies of one API both land.
+    saving: tokio::sync::Mutex<()>,
 }
 
 impl ResponseCache {
@@ -64,6 +66,7 @@ impl ResponseCache {
             root: root.to_path_buf(),
             files,
             loaded: Mutex::new(HashMap::new()),
+            saving: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -118,6 +121,46 @@ impl ResponseCache {
             Some(entries) => entries.get(&key).cloned().map_or(Lookup::Miss, Lookup::Hit),
             None => Lookup::Miss,
         }
+    }
+
+    /// The recorded entries of `call`'s API, in file order (the in-context examples
+    /// StableToolBench's simulator shows).
+    pub fn examples(&self, call: &ApiCall) -> Vec<(String, Value)> {
+        self.entries(&self.file_of(call))
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    /// Records `reply` for `call` as StableToolBench's server saves a new response: the
+    /// API's whole file rewritten (`json.dump(cache, indent=4)`), here atomically
+    /// (a temporary file renamed over it), folders made as needed.
+    pub async fn save(&self, call: &ApiCall, reply: &Value) -> std::io::Result<()> {
+        let Some(key) = Self::key_of(&call.tool_input) else {
+            return Ok(());
+        };
+        let file = self.file_of(call);
+        let _saving = self.saving.lock().await;
+        let mut entries = self
+            .entries(&file)
+            .map(|m| (*m).clone())
+            .unwrap_or_default();
+        entries.insert(key, reply.clone());
+        let text = pyjson::dumps_indented(&Value::Object(entries.clone()), 4);
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = file.with_extension("json.tmp");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &file)?;
+        if let Ok(mut loaded) = self.loaded.lock() {
+            loaded.insert(file, Arc::new(entries));
+        }
+        Ok(())
     }
 
     /// A file's entries, read once; a missing or unreadable file has none (logged).

@@ -5,4 +5,5 @@ pub mod http;
 pub mod local;
 pub mod rapidapi;
 pub mod router;
+pub mod simulate;
 pub mod simulator;

@@ -11,6 +11,7 @@ use umi_core::agent::BoxFuture;
 use umi_core::env::{ApiCall, ApiReply, BackendFailure, ToolBackend};
 
 use crate::cache::{bad_input_reply, reply_of, Lookup, ResponseCache};
+use crate::simulate::MissSimulator;
 
 /// Recorded responses: StableToolBench response caches first (looked up as its server
 /// does), then the calls of answer files and static records (by function and
@@ -19,8 +20,13 @@ use crate::cache::{bad_input_reply, reply_of, Lookup, ResponseCache};
 pub struct Simulator {
     caches: Vec<ResponseCache>,
     responses: HashMap<(String, String), ApiReply>,
+    /// Invents the replies nothing recorded, as StableToolBench does.
+    miss_simulator: Option<MissSimulator>,
+    /// Invented replies are saved into the first cache.
+    save_simulated: bool,
     cache_hits: AtomicUsize,
     recorded_hits: AtomicUsize,
+    simulated: AtomicUsize,
     misses: AtomicUsize,
 }
 
@@ -62,30 +68,44 @@ impl Simulator {
         self.responses.is_empty() && self.caches.is_empty()
     }
 
+    pub fn has_cache(&self) -> bool {
+        !self.caches.is_empty()
+    }
+
     /// Adds a StableToolBench response cache, looked up before the recorded calls.
     pub fn add_cache(&mut self, cache: ResponseCache) {
         self.caches.push(cache);
     }
 
-    /// The reply to `call`, counted by where it came from.
-    pub fn answer(&self, call: &ApiCall) -> ApiReply {
+    /// Answers what nothing recorded with `simulator`; with `save`, each invented reply
+    /// is written into the first response cache (which must exist).
+    pub fn simulate_misses(&mut self, simulator: MissSimulator, save: bool) {
+        self.miss_simulator = Some(simulator);
+        self.save_simulated = save;
+    }
+
+    /// The recorded reply to `call`, counted by where it came from: a cache, then the
+    /// recorded calls (an input that is not JSON gets StableToolBench's parse error).
+    fn recorded(&self, call: &ApiCall) -> Option<ApiReply> {
         for cache in &self.caches {
             match cache.lookup(call) {
                 Lookup::Hit(entry) => {
                     self.cache_hits.fetch_add(1, Ordering::Relaxed);
-                    return reply_of(&entry);
+                    return Some(reply_of(&entry));
                 }
                 Lookup::BadInput => {
                     self.misses.fetch_add(1, Ordering::Relaxed);
-                    return bad_input_reply();
+                    return Some(bad_input_reply());
                 }
                 Lookup::Miss => {}
             }
         }
-        if let Some(reply) = self.lookup(&call.function, &call.tool_input) {
-            self.recorded_hits.fetch_add(1, Ordering::Relaxed);
-            return reply.clone();
-        }
+        let reply = self.lookup(&call.function, &call.tool_input)?.clone();
+        self.recorded_hits.fetch_add(1, Ordering::Relaxed);
+        Some(reply)
+    }
+
+    fn missed(&self, call: &ApiCall) -> ApiReply {
         self.misses.fetch_add(1, Ordering::Relaxed);
         ApiReply {
             error: format!(
@@ -95,6 +115,35 @@ impl Simulator {
             ),
             response: String::new(),
         }
+    }
+
+    /// The reply to `call` from the recordings, or the miss observation.
+    pub fn answer(&self, call: &ApiCall) -> ApiReply {
+        self.recorded(call).unwrap_or_else(|| self.missed(call))
+    }
+
+    /// The reply to `call`: recorded, else invented (and saved) when a miss simulator
+    /// is set, else the miss observation.
+    pub async fn reply(&self, call: &ApiCall) -> ApiReply {
+        if let Some(reply) = self.recorded(call) {
+            return reply;
+        }
+        let (Some(simulator), Some(key)) = (
+            &self.miss_simulator,
+            ResponseCache::key_of(&call.tool_input),
+        ) else {
+            return self.missed(call);
+        };
+        let cache = self.caches.first();
+        let examples = cache.map(|c| c.examples(call)).unwrap_or_default();
+        let invented = simulator.simulate(call, &key, &examples).await;
+        self.simulated.fetch_add(1, Ordering::Relaxed);
+        if let (true, Some(cache)) = (self.save_simulated, cache) {
+            if let Err(e) = cache.save(call, &invented).await {
+                tracing::warn!(file = %cache.file_of(call).display(), error = %e, "could not save a simulated reply");
+            }
+        }
+        reply_of(&invented)
     }
 
     pub fn record(&mut self, function: &str, arguments: &str, reply: ApiReply) {
@@ -204,18 +253,21 @@ fn recorded_reply(obs: &str) -> ApiReply {
 
 impl ToolBackend for Simulator {
     fn call<'a>(&'a self, call: &'a ApiCall) -> BoxFuture<'a, Result<ApiReply, BackendFailure>> {
-        Box::pin(async move { Ok(self.answer(call)) })
+        Box::pin(async move { Ok(self.reply(call).await) })
     }
 
     fn report(&self) -> Option<String> {
-        let (cached, recorded, missed) = (
-            self.cache_hits.load(Ordering::Relaxed),
-            self.recorded_hits.load(Ordering::Relaxed),
-            self.misses.load(Ordering::Relaxed),
+        let count = |c: &AtomicUsize| c.load(Ordering::Relaxed);
+        let mut text = format!(
+            "tool calls: {} from the response cache, {} from recorded answers, {} without a recorded response",
+            count(&self.cache_hits),
+            count(&self.recorded_hits),
+            count(&self.misses)
         );
-        Some(format!(
-            "tool calls: {cached} from the response cache, {recorded} from recorded answers, {missed} without a recorded response"
-        ))
+        if self.miss_simulator.is_some() {
+            text.push_str(&format!(", {} simulated", count(&self.simulated)));
+        }
+        Some(text)
     }
 }
 

@@ -31,6 +31,8 @@ fn call_of(case: &Value) -> ApiCall {
         api_name: api.pure_api_name(),
         tool_input: case["input"].as_str().unwrap().into(),
         function: api.function_name(),
+        documented_name: api.api_name.clone(),
+        description: String::new(),
     }
 }
 
@@ -91,4 +93,130 @@ fn a_folder_of_another_shape_is_an_error_naming_it() {
     assert!(!ResponseCache::looks_like_cache(
         &fixtures().join("../../data/toolbench-real")
     ));
+}
+
+/// Copies the fixture cache (the test writes into it).
+fn cache_copy(dir: &Path) -> PathBuf {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let p = e.unwrap().path();
+            let target = to.join(p.file_name().unwrap());
+            if p.is_dir() {
+                copy(&p, &target);
+            } else {
+                std::fs::copy(&p, &target).unwrap();
+            }
+        }
+    }
+    let to = dir.join("cache");
+    copy(&fixtures().join("stb-cache"), &to);
+    to
+}
+
+/// A scripted chat endpoint (a test double, not a model): answers every request with
+/// `content` and hands over the request bodies it got.
+async fn scripted_chat(
+    content: &'static str,
+) -> (String, tokio::sync::mpsc::UnboundedReceiver<Value>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/v1", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 65536];
+            let body = loop {
+                let n = sock.read(&mut buf).await.unwrap();
+                got.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&got).into_owned();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len: usize = text
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse().ok())?
+                        })
+                        .unwrap_or(0);
+                    if got.len() >= end + 4 + len {
+                        break got[end + 4..end + 4 + len].to_vec();
+                    }
+                }
+            };
+            let _ = tx.send(serde_json::from_slice::<Value>(&body).unwrap());
+            let reply = serde_json::json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]}).to_string();
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", reply.len());
+            sock.write_all(head.as_bytes()).await.unwrap();
+            sock.write_all(reply.as_bytes()).await.unwrap();
+        }
+    });
+    (base, rx)
+}
+
+/// A miss is answered as StableToolBench's server answers it (its prompt, the API's
+/// cached replies as examples), and saved into the cache where StableToolBench (and the
+/// next lookup) reads it back.
+#[tokio::test]
+async fn misses_are_simulated_with_stabletoolbenchs_prompt_and_saved_into_the_cache() {
+    use umi_tools::simulate::{MissSimulator, SYSTEM_PROMPT};
+    let dir = tempfile::tempdir().unwrap();
+    let root = cache_copy(dir.path());
+    let (base, mut requests) = scripted_chat(
+        "```json\n{\"error\": \"\", \"response\": \"invented headlines \\u00e9\"}\n```",
+    )
+    .await;
+    let mut sim = Simulator::new();
+    sim.add_cache(ResponseCache::open(&root).unwrap());
+    sim.simulate_misses(
+        MissSimulator {
+            base,
+            model: "judge".into(),
+            api_key: None,
+            temperature: 0.0,
+            timeout: std::time::Duration::from_secs(10),
+        },
+        true,
+    );
+    let cases: Value =
+        serde_json::from_slice(&std::fs::read(fixtures().join("stb-cache.expected.json")).unwrap())
+            .unwrap();
+    let mut call = call_of(&cases[0]);
+    call.tool_input = r#"{"country": "de"}"#.into();
+    let reply = sim.call(&call).await.unwrap();
+    assert_eq!(reply.response, "invented headlines é");
+    let request = requests.recv().await.unwrap();
+    assert_eq!(request["messages"][0]["content"], SYSTEM_PROMPT);
+    let user = request["messages"][1]["content"].as_str().unwrap();
+    assert!(
+        user.starts_with(
+            "API Documentation:{'tool_description': '', 'api_info': [{'name': 'Top Headlines'"
+        ),
+        "{user}"
+    );
+    assert!(user.contains("API Examples:[(\"{'country': 'fr'"), "{user}");
+    assert!(user.ends_with("API Input:{'country': 'de'}\n"), "{user}");
+    assert_eq!(request["response_format"]["type"], "json_object");
+
+    // Saved in StableToolBench's layout: the next lookup (and a fresh reader) finds it.
+    let again = ResponseCache::open(&root).unwrap();
+    assert_eq!(
+        again.lookup(&call),
+        Lookup::Hit(serde_json::json!({"error": "", "response": "invented headlines é"}))
+    );
+    // Byte for byte what StableToolBench's save_cache writes (Python's json.dump).
+    assert_eq!(
+        std::fs::read_to_string(again.file_of(&call)).unwrap(),
+        std::fs::read_to_string(fixtures().join("stb-cache.saved.expected.json")).unwrap()
+    );
+    assert_eq!(
+        sim.call(&call).await.unwrap().response,
+        "invented headlines é"
+    );
+    assert!(
+        sim.report().unwrap().ends_with("1 simulated"),
+        "{}",
+        sim.report().unwrap()
+    );
 }

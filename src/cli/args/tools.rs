@@ -11,6 +11,7 @@ use umi_core::replay::ReplayRoles;
 use umi_tools::cache::ResponseCache;
 use umi_tools::rapidapi::RapidApi;
 use umi_tools::router::Router;
+use umi_tools::simulate::MissSimulator;
 use umi_tools::simulator::Simulator;
 
 /// ToolBench's public RapidAPI service.
@@ -43,6 +44,21 @@ pub struct ToolArgs {
     /// a minute, the reference sleeps 2 s before each), 0 for any other.
     #[arg(long)]
     pub tool_pacing_ms: Option<u64>,
+    /// Answer tool calls nothing recorded with this OpenAI-compatible chat endpoint
+    /// (`http://host:port/v1`), as StableToolBench's server does (its prompt, the API's
+    /// documentation, up to five cached replies as examples).
+    #[arg(long)]
+    pub simulate_with: Option<String>,
+    /// The model name for --simulate-with (StableToolBench's default: gpt-4-turbo).
+    #[arg(long, default_value = "gpt-4-turbo")]
+    pub simulate_model: String,
+    /// The API key for --simulate-with.
+    #[arg(long, env = "UMI_SIMULATE_API_KEY", hide_env_values = true)]
+    pub simulate_api_key: Option<String>,
+    /// Save each simulated reply into the (first) response cache given to --record,
+    /// atomically, in StableToolBench's layout.
+    #[arg(long)]
+    pub save_cache: bool,
     /// The key ToolBench issued you, sent with every call to its service.
     #[arg(long, env = "TOOLBENCH_KEY")]
     pub toolbench_key: Option<String>,
@@ -97,7 +113,24 @@ impl ToolArgs {
     pub fn backend(&self) -> anyhow::Result<Router> {
         let fallback: Box<dyn ToolBackend> = match self.tools {
             Tools::Simulator => {
-                let sim = load_simulator(&self.record_paths())?;
+                let mut sim = load_simulator(&self.record_paths())?;
+                if let Some(base) = &self.simulate_with {
+                    if self.save_cache && !sim.has_cache() {
+                        bail!("--save-cache needs a StableToolBench response cache folder among --record");
+                    }
+                    sim.simulate_misses(
+                        MissSimulator {
+                            base: base.clone(),
+                            model: self.simulate_model.clone(),
+                            api_key: self.simulate_api_key.clone(),
+                            temperature: 0.0,
+                            timeout: std::time::Duration::from_secs(120),
+                        },
+                        self.save_cache,
+                    );
+                } else if self.save_cache {
+                    bail!("--save-cache saves what --simulate-with invents: give --simulate-with");
+                }
                 tracing::info!(responses = sim.len(), "simulator loaded");
                 Box::new(sim)
             }
