@@ -164,10 +164,24 @@ pub fn answer_json(search: &Search, functions: Vec<Value>) -> Value {
             )
         })
         .collect();
+    // Width 1 is ToolBench's single chain (CoT@1): its converter reads an unsolved
+    // query's `trys`, each try the node path of one chain (`to_json_single`).
+    let trys = (search.config.tree_beam_size == 1).then(|| {
+        let last = search.nodes.len() - 1;
+        let chain: Vec<Value> = if last == 0 {
+            vec![]
+        } else {
+            path_to(search, last)
+                .into_iter()
+                .map(|n| node_json(search, n, false))
+                .collect()
+        };
+        json!([{"chain": chain, "win": !search.terminal.is_empty()}])
+    });
     // `get_max_depth`: levels of the tree, the root's counted.
     let max_length = search.nodes.iter().map(|n| n.depth).max().unwrap_or(0) + 1;
     let c = &search.config;
-    json!({
+    let mut answer = json!({
         "win": !search.terminal.is_empty(),
         "tree": {"size": search.nodes.len(), "max_length": max_length, "tree": node_json(search, 0, true)},
         "forward_args": {
@@ -180,7 +194,12 @@ pub fn answer_json(search: &Search, functions: Vec<Value>) -> Value {
         },
         "compare_candidates": compare,
         "answer_generation": generation,
-    })
+    });
+    if let Some(trys) = trys {
+        answer["try_count"] = json!(1);
+        answer["trys"] = trys;
+    }
+    answer
 }
 
 /// The system message `toolbench_roles` adds: ToolBench's converters start reading a

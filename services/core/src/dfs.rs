@@ -597,6 +597,16 @@ mod tests {
         let answer = crate::answer::answer_json(&s, vec![]);
         let generation = &answer["answer_generation"];
         assert_eq!(answer["win"], false);
+        // A single chain (CoT@1) also lists its try, node by node, for ToolEval's
+        // converter (`process_invalid_data` reads `trys[*].chain`).
+        let chain = answer["trys"][0]["chain"].as_array().unwrap();
+        let types: Vec<&str> = chain
+            .iter()
+            .map(|n| n["node_type"].as_str().unwrap())
+            .collect();
+        assert_eq!(types.len(), 12);
+        assert_eq!(types[..3], ["Thought", "Action", "Action Input"]);
+        assert_eq!(answer["trys"][0]["win"], false);
         assert_eq!(generation["valid_data"], false);
         assert_eq!(generation["finish_type"], "give_answer");
         assert!(generation.get("train_messages").is_none());

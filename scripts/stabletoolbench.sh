@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# StableToolBench's benchmark with umi, end to end: its six solvable query groups (765
+# queries), tools answered from its tool response cache (optionally simulating misses),
+# answer files in the roles its converter reads, then its converter when it is there.
+#
+#   scripts/stabletoolbench.sh STABLETOOLBENCH_DIR [CACHE_DIR] [-- extra umi run flags]
+#
+# STABLETOOLBENCH_DIR: a checkout of THUNLP-MT/StableToolBench (its
+# solvable_queries/test_instruction/*.json; its toolbench/tooleval for the converter).
+# CACHE_DIR: its tool_response_cache (default: STABLETOOLBENCH_DIR/tool_response_cache;
+# without one, every tool call gets a "no recorded response" observation).
+# Answers go to ${OUT:-runs/stabletoolbench}/<group>/, converted answers to
+# ${OUT}/converted/<group>.json. Resumable: rerun to finish an interrupted run.
+set -euo pipefail
+STB=${1:?usage: scripts/stabletoolbench.sh STABLETOOLBENCH_DIR [CACHE_DIR] [-- umi run flags]}
+shift
+CACHE=
+if [[ $# -gt 0 && $1 != -- ]]; then CACHE=$1; shift; fi
+[[ ${1:-} == -- ]] && shift
+CACHE=${CACHE:-$STB/tool_response_cache}
+OUT=${OUT:-runs/stabletoolbench}
+UMI=${UMI:-./target/release/umi}
+GROUPS_=(G1_instruction G1_category G1_tool G2_instruction G2_category G3_instruction)
+record=()
+[[ -d $CACHE ]] && record=(--record "$CACHE") || echo "no cache at $CACHE: tool calls will find no recorded response" >&2
+mkdir -p "$OUT/converted"
+start=$(date +%s)
+for g in "${GROUPS_[@]}"; do
+  echo "== $g" >&2
+  "$UMI" run --queries "$STB/solvable_queries/test_instruction/$g.json" --out "$OUT/$g" \
+    --answer-format toolbench "${record[@]}" "$@" 2>&1 | grep -E "^tool calls|queries \(" >&2
+  if [[ -f $STB/toolbench/tooleval/convert_to_answer_format.py ]]; then
+    (cd "$STB/toolbench/tooleval" && python3 convert_to_answer_format.py --answer_dir "$OLDPWD/$OUT/$g" \
+      --method DFS_woFilter_w2 --output "$OLDPWD/$OUT/converted/$g.json" >/dev/null)
+  fi
+done
+answers=$(find "$OUT" -maxdepth 2 -name '*_DFS_woFilter_w2.json' | wc -l)
+echo "answer files: $answers; seconds: $(( $(date +%s) - start ))"
