@@ -109,3 +109,119 @@ fn replayed_answers_in_toolbench_format_are_what_stabletoolbench_converts() {
     }
     assert_eq!(solved, 4);
 }
+
+/// A scripted judge (a test double, not a model) on loopback, answering StableToolBench's
+/// forced function calls: `check_answer_status` is Unsure for queries about 'Gondrand'
+/// and Solved otherwise; `parse_answer_status` is Solved. Counts the detail checks.
+fn scripted_judge() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}/v1", listener.local_addr().unwrap());
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = calls.clone();
+    std::thread::spawn(move || {
+        for sock in listener.incoming() {
+            let mut sock = sock.unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 65536];
+            let body = loop {
+                let n = sock.read(&mut buf).unwrap();
+                got.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&got).into_owned();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len: usize = text
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse().ok())?
+                        })
+                        .unwrap_or(0);
+                    if got.len() >= end + 4 + len {
+                        break got[end + 4..end + 4 + len].to_vec();
+                    }
+                }
+            };
+            let request: Value = serde_json::from_slice(&body).unwrap();
+            let function = request["tool_choice"]["function"]["name"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let prompt = request["messages"][0]["content"].as_str().unwrap();
+            if function == "parse_answer_status" {
+                assert!(
+                    prompt.contains("\"answer_details\": [{\"role\": \"system\""),
+                    "{prompt}"
+                );
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            let status = if function == "check_answer_status" && prompt.contains("'Gondrand'") {
+                "Unsure"
+            } else {
+                "Solved"
+            };
+            let arguments =
+                serde_json::json!({"answer_status": status, "reason": "scripted"}).to_string();
+            let reply = serde_json::json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": null,
+                "tool_calls": [{"id": "c", "type": "function", "function": {"name": function, "arguments": arguments}}]}}]})
+            .to_string();
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", reply.len());
+            let _ = sock.write_all(head.as_bytes());
+            let _ = sock.write_all(reply.as_bytes());
+        }
+    });
+    (base, calls)
+}
+
+/// StableToolBench's pass rate over replayed answers with a scripted judge: the four
+/// recorded answers of G1 are judged (one of them through `parse_answer_status`), the
+/// give-up is Unsolved without asking; the result file has StableToolBench's schema.
+#[test]
+fn the_pass_rate_judges_answers_as_stabletoolbench_does() {
+    let recordings = root("data/toolbench-real/answer/G1_answer");
+    let out = tempfile::tempdir().unwrap();
+    replay(&recordings, out.path(), &[]);
+    let refused = umi()
+        .args(["eval", "pass-rate", "--answers"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("needs a judge"));
+
+    let (judge, calls) = scripted_judge();
+    let output = umi()
+        .args([
+            "eval",
+            "pass-rate",
+            "--evaluate-times",
+            "2",
+            "--judge",
+            &judge,
+            "--answers",
+        ])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.starts_with("Solve rate: 80.0% Std: 0.0%"),
+        "{stdout}"
+    );
+    let result: Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("pass_rate.json")).unwrap()).unwrap();
+    assert_eq!(result.as_object().unwrap().len(), 5);
+    assert_eq!(result["69"]["is_solved"]["0"], "AnswerStatus.Unsolved");
+    assert_eq!(result["10"]["is_solved"]["1"], "AnswerStatus.Solved");
+    assert!(result["10"]["final_step"]
+        .as_str()
+        .unwrap()
+        .starts_with("Final step: {'name': 'Finish'"));
+    // The two 'Gondrand' answers were Unsure at first, in both runs: detail checks.
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 4);
+}

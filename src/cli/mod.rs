@@ -13,6 +13,7 @@ pub mod coordinator;
 pub mod eval;
 pub mod generate;
 pub mod model;
+pub mod pass_rate;
 pub mod run;
 pub mod submit;
 pub mod tools;

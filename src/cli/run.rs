@@ -21,7 +21,7 @@ use super::args::engine::EngineArgs;
 use super::args::remote::RemoteArgs;
 use super::args::roles::RoleArgs;
 use super::args::tools::ToolArgs;
-use super::support::output::write_json_atomically;
+use super::support::output::{json_files_in, write_json_atomically};
 use super::support::progress::Progress;
 
 /// What answers the three roles.
@@ -109,12 +109,7 @@ fn read_queries(path: &Path) -> anyhow::Result<Vec<Query>> {
 /// The queries of the ToolBench answer files in `dir` (`<id>_<method>.json`, the id
 /// read as ToolEval's converter reads it: the name up to its first `_`).
 fn read_answer_queries(dir: &Path) -> anyhow::Result<Vec<Query>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    files.sort();
+    let files = json_files_in(dir)?;
     let mut queries = Vec::new();
     for file in &files {
         let name = file.file_stem().unwrap_or_default().to_string_lossy();

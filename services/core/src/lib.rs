@@ -8,6 +8,7 @@ pub mod env;
 pub mod error;
 pub mod metrics;
 pub mod parse;
+pub mod pass_rate;
 pub mod presets;
 pub mod prompt;
 pub mod pyjson;

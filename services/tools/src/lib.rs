@@ -2,6 +2,7 @@
 
 pub mod cache;
 pub mod http;
+pub mod judge;
 pub mod local;
 pub mod rapidapi;
 pub mod router;
