@@ -24,14 +24,15 @@ GROUPS_=(G1_instruction G1_category G1_tool G2_instruction G2_category G3_instru
 record=()
 [[ -d $CACHE ]] && record=(--record "$CACHE") || echo "no cache at $CACHE: tool calls will find no recorded response" >&2
 mkdir -p "$OUT/converted"
+OUT=$(cd "$OUT" && pwd)
 start=$(date +%s)
 for g in "${GROUPS_[@]}"; do
   echo "== $g" >&2
   "$UMI" run --queries "$STB/solvable_queries/test_instruction/$g.json" --out "$OUT/$g" \
     --answer-format toolbench "${record[@]}" "$@" 2>&1 | grep -E "^tool calls|queries \(" >&2
   if [[ -f $STB/toolbench/tooleval/convert_to_answer_format.py ]]; then
-    (cd "$STB/toolbench/tooleval" && python3 convert_to_answer_format.py --answer_dir "$OLDPWD/$OUT/$g" \
-      --method DFS_woFilter_w2 --output "$OLDPWD/$OUT/converted/$g.json" >/dev/null)
+    (cd "$STB/toolbench/tooleval" && python3 convert_to_answer_format.py --answer_dir "$OUT/$g" \
+      --method DFS_woFilter_w2 --output "$OUT/converted/$g.json" >/dev/null)
   fi
 done
 answers=$(find "$OUT" -maxdepth 2 -name '*_DFS_woFilter_w2.json' | wc -l)

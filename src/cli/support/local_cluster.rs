@@ -56,6 +56,19 @@ impl LocalCluster {
         std::fs::create_dir_all(&spec.dir)
             .with_context(|| format!("creating {}", spec.dir.display()))?;
         let exe = std::env::current_exe().context("finding the umi binary")?;
+        // Someone else's etcd (or anything) on our ports would be used silently: refuse.
+        for (port, what) in [
+            (spec.etcd_port, "--etcd-port"),
+            (
+                spec.etcd_port.wrapping_add(1),
+                "--etcd-port + 1 (etcd's peer port)",
+            ),
+            (spec.coordinator_port, "--coordinator-port"),
+        ] {
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+                bail!("port {port} ({what}) is taken on 127.0.0.1 (another etcd or cluster?): stop it or choose another port");
+            }
+        }
         let etcd_url = format!("http://127.0.0.1:{}", spec.etcd_port);
         let peer_url = format!("http://127.0.0.1:{}", spec.etcd_port + 1);
         let mut etcd_cmd = Command::new("etcd");
@@ -226,6 +239,26 @@ fn spawn(
     // then stops the children in order.
     #[cfg(unix)]
     cmd.process_group(0);
+    // And if the parent dies without stopping them (SIGKILL, a crash), the kernel sends
+    // each child SIGTERM: no orphaned etcd or workers holding ports and memory.
+    #[cfg(target_os = "linux")]
+    // SAFETY: the closure runs in the forked child before exec and only makes the
+    // async-signal-safe prctl(2) and getppid(2) calls; this is the one way to ask the
+    // kernel for a parent-death signal (measured need: a SIGKILLed `umi cluster up`
+    // otherwise leaves every child running).
+    unsafe {
+        let parent = std::process::id() as libc::pid_t;
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl: then no signal would come.
+            if libc::getppid() != parent {
+                libc::raise(libc::SIGTERM);
+            }
+            Ok(())
+        });
+    }
     let child = cmd
         .stdin(Stdio::null())
         .stdout(file)

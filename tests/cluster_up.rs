@@ -1,0 +1,81 @@
+//! `umi cluster up` as an operator meets it: a port already taken is refused by name
+//! (never someone else's etcd used silently), and a SIGKILLed `umi cluster up` takes its
+//! etcd, workers and coordinator with it (parent-death signals).
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use support::procs::{free_port, Proc};
+use support::umi;
+
+/// The live (not zombie) children of `pid`, from /proc.
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces, so read after the last ')'.
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+        if fields[1].parse::<u32>() == Ok(pid) && fields[0] != "Z" {
+            out.push(child);
+        }
+    }
+    out
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s[s.rfind(')').unwrap() + 2..].starts_with('Z'))
+        .unwrap_or(false)
+}
+
+fn up(dir: &Path, etcd_port: u16, coordinator_port: u16) -> std::process::Command {
+    let mut cmd = umi();
+    cmd.args(["cluster", "up", "--engine", "sim", "--dir"])
+        .arg(dir)
+        .args(["--etcd-port", &etcd_port.to_string()])
+        .args(["--coordinator-port", &coordinator_port.to_string()]);
+    cmd
+}
+
+#[test]
+fn a_taken_etcd_port_is_refused_by_name() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let output = up(dir.path(), port, free_port()).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("port {port} (--etcd-port) is taken")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_sigkilled_cluster_takes_its_children_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Proc::spawn(&mut up(dir.path(), free_port(), free_port()));
+    cluster.wait_for("Ctrl-C stops the cluster", Duration::from_secs(60));
+    let pid = cluster.child.id();
+    let kids = children(pid);
+    // etcd, a planner, a caller, a summarizer and the coordinator.
+    assert_eq!(kids.len(), 5, "{kids:?}\n{}", cluster.stderr());
+    cluster.signal("KILL");
+    let _ = cluster.child.wait();
+    let start = Instant::now();
+    while kids.iter().any(|&k| alive(k)) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "children still running after the parent was killed: {:?}",
+            kids.iter().filter(|&&k| alive(k)).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
