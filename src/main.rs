@@ -18,9 +18,9 @@ enum Command {
     /// Solve a ToolBench query file with α-UMi roles and DFSDT (the main job).
     Run(Box<cli::run::RunArgs>),
     /// Serve one α-UMi role over gRPC.
-    Worker(cli::worker::WorkerArgs),
+    Worker(Box<cli::worker::WorkerArgs>),
     /// Solve submitted tasks with DFSDT over discovered role workers, over gRPC.
-    Coordinator(cli::coordinator::CoordinatorArgs),
+    Coordinator(Box<cli::coordinator::CoordinatorArgs>),
     /// A local cluster: etcd, role workers and a coordinator.
     #[command(subcommand)]
     Cluster(cli::cluster::ClusterCommand),
@@ -62,8 +62,8 @@ fn main() -> anyhow::Result<()> {
         match args.command {
             Command::Run(a) => cli::run::run(*a).await,
             Command::Generate(a) => cli::generate::run(a).await,
-            Command::Worker(a) => cli::worker::run(a).await,
-            Command::Coordinator(a) => cli::coordinator::run(a).await,
+            Command::Worker(a) => cli::worker::run(*a).await,
+            Command::Coordinator(a) => cli::coordinator::run(*a).await,
             Command::Cluster(c) => cli::cluster::run(c).await,
             Command::Bench(b) => cli::bench::run(b).await,
             Command::Model(m) => cli::model::run(m),

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use support::procs::{coordinator, coordinator_at, free_port, queries, worker, Etcd, Proc};
-use support::{block_on, metric, scrape, umi};
+use support::{block_on, channel, metric, scrape, umi};
 use umi_rpc::pb::coordinator_client::CoordinatorClient;
 use umi_rpc::pb::role_worker_client::RoleWorkerClient;
 use umi_rpc::pb::InfoRequest;
@@ -18,7 +18,7 @@ use umi_rpc::pb::StatusRequest;
 /// (calls served, calls in flight) of a worker.
 fn load(worker: &str) -> (u64, u32) {
     block_on(async {
-        let mut c = RoleWorkerClient::connect(worker.to_string()).await.unwrap();
+        let mut c = RoleWorkerClient::new(channel(worker));
         let info = c.info(InfoRequest {}).await.unwrap().into_inner();
         (info.served, info.in_flight)
     })
@@ -27,9 +27,7 @@ fn load(worker: &str) -> (u64, u32) {
 /// The planner addresses the coordinator currently routes to.
 fn coordinator_sees(coordinator: &str, role: &str) -> HashSet<String> {
     block_on(async {
-        let mut c = CoordinatorClient::connect(coordinator.to_string())
-            .await
-            .unwrap();
+        let mut c = CoordinatorClient::new(channel(coordinator));
         let status = c.status(StatusRequest {}).await.unwrap().into_inner();
         status
             .roles
@@ -236,11 +234,14 @@ fn sigterm_drains_in_flight_calls_and_leaves_the_registry() {
     let etcd_url = etcd.url.clone();
     let listed = move || {
         block_on(async {
-            umi_discovery::membership::Membership::etcd(std::slice::from_ref(&etcd_url), "/umi")
-                .await
-                .unwrap()
-                .workers("planner")
-                .len()
+            umi_discovery::membership::Membership::etcd(
+                &umi_discovery::EtcdTarget::new(vec![etcd_url.clone()]),
+                "/umi",
+            )
+            .await
+            .unwrap()
+            .workers("planner")
+            .len()
         })
     };
     assert_eq!(listed(), 1);
@@ -250,7 +251,7 @@ fn sigterm_drains_in_flight_calls_and_leaves_the_registry() {
         let address = address.clone();
         std::thread::spawn(move || {
             block_on(async {
-                let mut c = RoleWorkerClient::connect(address).await.unwrap();
+                let mut c = RoleWorkerClient::new(channel(&address));
                 c.generate(umi_rpc::pb::GenerateRequest {
                     role: umi_rpc::pb::Role::Planner as i32,
                     tools_json: vec![],
@@ -325,9 +326,7 @@ fn the_coordinator_rides_out_an_etcd_outage() {
 /// (queued, running, ended) tasks of a coordinator.
 fn task_counts(coordinator: &str) -> (u32, u32, u32) {
     block_on(async {
-        let mut c = CoordinatorClient::connect(coordinator.to_string())
-            .await
-            .unwrap();
+        let mut c = CoordinatorClient::new(channel(coordinator));
         let s = c.status(StatusRequest {}).await.unwrap().into_inner();
         (s.queued, s.running, s.ended)
     })
@@ -359,7 +358,7 @@ fn a_coordinator_killed_mid_run_resumes_from_its_task_journal() {
 
     // Restarted at the same address on its journal.
     let (mut second, coord) =
-        coordinator_at(&etcd.url, coord.trim_start_matches("http://"), &flags);
+        coordinator_at(&etcd.url, coord.trim_start_matches("https://"), &flags);
     // "task journal PATH: K ended tasks kept, R to run again"
     let line = second.wait_for("ended tasks kept", Duration::from_secs(5));
     let numbers: Vec<u32> = line
@@ -437,7 +436,7 @@ fn a_role_with_no_live_worker_is_a_recorded_failure_after_the_deadline_and_retri
     let mut watcher = run_via(&coord, &queries(dir.path(), 3), elsewhere.path());
     wait_until("tasks running", Duration::from_secs(10), || {
         block_on(async {
-            let mut c = CoordinatorClient::connect(coord.clone()).await.unwrap();
+            let mut c = CoordinatorClient::new(channel(&coord));
             c.status(StatusRequest {})
                 .await
                 .unwrap()
@@ -499,4 +498,139 @@ fn a_worker_whose_model_fails_to_load_exits_with_a_clear_message() {
         stderr.contains("loading model /nonexistent/model.gguf"),
         "{stderr}"
     );
+}
+
+/// A coordinator client presenting `token` (TLS with the test CA).
+fn client_with_token(
+    coordinator: &str,
+    token: &str,
+) -> CoordinatorClient<umi_rpc::security::AuthedChannel> {
+    let security = umi_rpc::security::ClientSecurity::with_token(
+        &umi_rpc::security::ClientTls {
+            ca: Some(support::pki().ca.clone()),
+            ..Default::default()
+        },
+        Some(format!("Bearer {token}").parse().unwrap()),
+    )
+    .unwrap();
+    CoordinatorClient::new(security.channel(coordinator).unwrap())
+}
+
+#[test]
+fn each_token_holder_sees_only_its_own_tasks_and_no_token_is_refused() {
+    use umi_rpc::pb::{CancelRequest, FetchRequest, SubmitRequest, Task, WatchRequest};
+    let etcd = Etcd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob) = ("a1ice-0123456789abcdef", "b0b-fedcba9876543210xyz");
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, format!("alice:{alice}\nbob:{bob}\n")).unwrap();
+    // No workers: the tasks wait in the queue, which is all ownership needs.
+    let (_coord_proc, coord) = coordinator(
+        &etcd.url,
+        &[
+            "--auth-token-file",
+            tokens.to_str().unwrap(),
+            "--role-deadline",
+            "60",
+        ],
+    );
+    let task = |id: &str, query: &str| Task {
+        id: id.into(),
+        query: query.into(),
+        api_list_json: "[]".into(),
+    };
+    block_on(async {
+        // Without a token, or with one the coordinator does not hold: refused, before any work.
+        let mut anonymous = CoordinatorClient::new(
+            umi_rpc::security::ClientSecurity::new(
+                &umi_rpc::security::ClientTls {
+                    ca: Some(support::pki().ca.clone()),
+                    ..Default::default()
+                },
+                None,
+            )
+            .unwrap()
+            .channel(&coord)
+            .unwrap(),
+        );
+        let refused = anonymous.status(StatusRequest {}).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+        let mut stranger = client_with_token(&coord, "st4anger-0123456789abcdef");
+        let refused = stranger
+            .submit(SubmitRequest {
+                tasks: vec![task("t1", "stranger's")],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+
+        let mut a = client_with_token(&coord, alice);
+        let mut b = client_with_token(&coord, bob);
+        a.submit(SubmitRequest {
+            tasks: vec![task("t1", "alice's query")],
+        })
+        .await
+        .unwrap();
+        // Bob cannot fetch, watch or cancel it, and may use the same id for his own.
+        let fetch = |id: &str| FetchRequest { task_id: id.into() };
+        assert_eq!(
+            b.fetch(fetch("t1")).await.unwrap_err().code(),
+            tonic::Code::NotFound
+        );
+        assert_eq!(
+            b.watch(WatchRequest {
+                task_ids: vec!["t1".into()]
+            })
+            .await
+            .unwrap_err()
+            .code(),
+            tonic::Code::NotFound
+        );
+        let cancelled = b
+            .cancel(CancelRequest {
+                task_id: "t1".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .cancelled;
+        assert!(!cancelled, "bob cancelled alice's task");
+        b.submit(SubmitRequest {
+            tasks: vec![task("t1", "bob's other query"), task("t2", "bob's")],
+        })
+        .await
+        .unwrap();
+        // An unfiltered watch lists the caller's tasks only, under the ids they gave.
+        let listed = |mut client: CoordinatorClient<_>| async move {
+            let mut stream = client
+                .watch(WatchRequest { task_ids: vec![] })
+                .await
+                .unwrap()
+                .into_inner();
+            let mut ids = HashSet::new();
+            while let Ok(Ok(Some(e))) =
+                tokio::time::timeout(Duration::from_millis(500), stream.message()).await
+            {
+                ids.insert(e.task_id);
+            }
+            ids
+        };
+        assert_eq!(
+            listed(b.clone()).await,
+            HashSet::from(["t1".into(), "t2".into()])
+        );
+        assert_eq!(listed(a.clone()).await, HashSet::from(["t1".to_string()]));
+        // Alice's task is hers, and still there.
+        let mine = a.fetch(fetch("t1")).await.unwrap().into_inner();
+        assert_eq!(mine.task.unwrap().task_id, "t1");
+        assert!(
+            a.cancel(CancelRequest {
+                task_id: "t1".into()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .cancelled
+        );
+    });
 }

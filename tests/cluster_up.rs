@@ -1,6 +1,8 @@
 //! `umi cluster up` as an operator meets it: a port already taken is refused by name
-//! (never someone else's etcd used silently), and a SIGKILLed `umi cluster up` takes its
-//! etcd, workers and coordinator with it (parent-death signals).
+//! (never someone else's etcd used silently), the cluster runs with TLS and a token of
+//! its own (the command it suggests works; another token is refused), and a SIGKILLed
+//! `umi cluster up` takes its etcd, workers and coordinator with it (parent-death
+//! signals).
 
 mod support;
 
@@ -62,7 +64,43 @@ fn a_taken_etcd_port_is_refused_by_name() {
 fn a_sigkilled_cluster_takes_its_children_with_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = Proc::spawn(&mut up(dir.path(), free_port(), free_port()));
-    cluster.wait_for("Ctrl-C stops the cluster", Duration::from_secs(60));
+    let line = cluster.wait_for("Ctrl-C stops the cluster", Duration::from_secs(60));
+
+    // Security is on: the suggested command (its throwaway CA and token) is served...
+    let suggested = line.split('`').nth(1).unwrap();
+    assert!(suggested.contains("https://"), "{suggested}");
+    let run = |args: &[&str], out: &Path| {
+        umi()
+            .args(args)
+            .args(["--queries", "tests/fixtures/one-query.json", "--out"])
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let args: Vec<&str> = suggested.split(' ').skip(1).collect();
+    let served = run(&args, &dir.path().join("served"));
+    assert!(
+        String::from_utf8_lossy(&served.stdout).contains("1 queries"),
+        "{}",
+        String::from_utf8_lossy(&served.stderr)
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("served"))
+            .unwrap()
+            .count(),
+        2
+    );
+    // ...and a client with another token (the test suite's own) is refused.
+    let without: Vec<&str> = args
+        .iter()
+        .copied()
+        .take_while(|a| *a != "--auth-token-file")
+        .collect();
+    let refused = run(&without, &dir.path().join("refused"));
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("bearer token"), "{stderr}");
+
     let pid = cluster.child.id();
     let kids = children(pid);
     // etcd, a planner, a caller, a summarizer and the coordinator.

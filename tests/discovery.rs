@@ -35,7 +35,7 @@ fn discovery_is_quiet_without_faults_and_notices_a_silent_etcd() {
         .with_test_writer()
         .try_init();
     let etcd = Etcd::start();
-    let endpoints = vec![etcd.url.clone()];
+    let endpoints = umi_discovery::EtcdTarget::new(vec![etcd.url.clone()]);
     runtime().block_on(async {
         // A 3 s lease renews every second, on one long-lived keep-alive stream.
         let registration = Registration::register(
@@ -104,6 +104,86 @@ fn discovery_is_quiet_without_faults_and_notices_a_silent_etcd() {
             membership.workers("planner").len() == 1
         })
         .await;
+        registration.deregister().await.unwrap();
+    });
+}
+
+/// etcd with auth on, as deploy/README.md sets it up: only a worker user may register
+/// under /umi/workers/, a read-only user may follow it, and nobody anonymous does either.
+#[test]
+fn with_etcd_auth_only_the_worker_user_registers_and_readers_only_read() {
+    use etcd_client::{Permission, PermissionType};
+    use umi_discovery::EtcdTarget;
+    let etcd = Etcd::start();
+    let anonymous = EtcdTarget::new(vec![etcd.url.clone()]);
+    let as_user = |user: &str| EtcdTarget {
+        user: Some((user.to_string(), format!("{user}-password"))),
+        ..anonymous.clone()
+    };
+    runtime().block_on(async {
+        let mut admin = etcd_client::Client::connect([etcd.url.as_str()], None)
+            .await
+            .unwrap();
+        for (user, role) in [
+            ("root", "root"),
+            ("worker", "umi-worker"),
+            ("coordinator", "umi-reader"),
+        ] {
+            admin
+                .user_add(user, format!("{user}-password"), None)
+                .await
+                .unwrap();
+            if role != "root" {
+                admin.role_add(role).await.unwrap();
+            }
+            admin.user_grant_role(user, role).await.unwrap();
+        }
+        let prefix = |kind, key: &str| Permission::new(kind, key).with_prefix();
+        admin
+            .role_grant_permission(
+                "umi-worker",
+                prefix(PermissionType::Readwrite, "/umi/workers/"),
+            )
+            .await
+            .unwrap();
+        admin
+            .role_grant_permission("umi-reader", prefix(PermissionType::Read, "/umi/"))
+            .await
+            .unwrap();
+        admin.auth_enable().await.unwrap();
+
+        let register = |target: EtcdTarget, address: &'static str| async move {
+            Registration::register(
+                &target,
+                "/umi",
+                WorkerInfo::at("planner", address),
+                Duration::from_secs(3),
+            )
+            .await
+        };
+        // Anonymous and read-only clients cannot register (a rogue worker entry).
+        let refused = register(anonymous.clone(), "https://rogue:1")
+            .await
+            .err()
+            .unwrap();
+        assert!(refused.to_string().contains(&etcd.url), "{refused}");
+        assert!(register(as_user("coordinator"), "https://rogue:2")
+            .await
+            .is_err());
+        // The worker user can; the reader follows it; anonymous cannot even list.
+        let registration = register(as_user("worker"), "https://10.0.0.7:50051")
+            .await
+            .unwrap();
+        let membership = Membership::etcd(&as_user("coordinator"), "/umi")
+            .await
+            .unwrap();
+        let listed: Vec<String> = membership
+            .workers("planner")
+            .into_iter()
+            .map(|w| w.address)
+            .collect();
+        assert_eq!(listed, ["https://10.0.0.7:50051"]);
+        assert!(Membership::etcd(&anonymous, "/umi").await.is_err());
         registration.deregister().await.unwrap();
     });
 }

@@ -148,12 +148,16 @@ fn the_streamed_answer_is_the_plain_answer_and_health_says_serving() {
         task_id: "stream".into(),
     };
     let generated = block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(address.clone())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut health = HealthClient::new(channel);
+        // Health checks need TLS but no token (load balancers and probes have none).
+        let ca_only = umi_rpc::security::ClientSecurity::new(
+            &umi_rpc::security::ClientTls {
+                ca: Some(support::pki().ca.clone()),
+                ..Default::default()
+            },
+            None,
+        )
+        .unwrap();
+        let mut health = HealthClient::new(ca_only.connect(&address).await.unwrap());
         let status = health
             .check(HealthCheckRequest {
                 service: "umi.v1.RoleWorker".into(),
@@ -164,9 +168,22 @@ fn the_streamed_answer_is_the_plain_answer_and_health_says_serving() {
             .status;
         assert_eq!(status, ServingStatus::Serving as i32);
 
-        let mut client = pb::role_worker_client::RoleWorkerClient::connect(address)
-            .await
-            .unwrap();
+        // The role service itself refuses a caller without the token, before any work.
+        let mut anonymous =
+            pb::role_worker_client::RoleWorkerClient::new(ca_only.connect(&address).await.unwrap());
+        let refused = anonymous.generate(request.clone()).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+        // And a plaintext client gets no gRPC answer at all from a TLS listener.
+        let plain = tonic::transport::Endpoint::from_shared(address.replace("https://", "http://"))
+            .unwrap()
+            .connect()
+            .await;
+        if let Ok(plain) = plain {
+            let mut c = pb::role_worker_client::RoleWorkerClient::new(plain);
+            assert!(c.generate(request.clone()).await.is_err());
+        }
+
+        let mut client = pb::role_worker_client::RoleWorkerClient::new(support::channel(&address));
         let plain = client.generate(request.clone()).await.unwrap().into_inner();
         let mut stream = client.generate_stream(request).await.unwrap().into_inner();
         let (mut text, mut chunks, mut done) = (String::new(), 0, None);

@@ -30,9 +30,10 @@ fn sim_worker(role: &str, etcd: &str, profile: &Path) -> (Proc, String) {
 
 fn ended(coordinator: &str) -> u32 {
     block_on(async {
-        let Ok(mut c) = CoordinatorClient::connect(coordinator.to_string()).await else {
+        let Ok(channel) = support::client_security().connect(coordinator).await else {
             return 0;
         };
+        let mut c = CoordinatorClient::new(channel);
         c.status(StatusRequest {})
             .await
             .map(|s| s.into_inner().ended)
@@ -124,7 +125,7 @@ fn killed_planner_and_coordinator_lose_and_duplicate_no_task() {
     });
     first.signal("KILL");
     let _ = first.child.wait();
-    let mut cmd = coordinator_command(&etcd.url, coord.trim_start_matches("http://"));
+    let mut cmd = coordinator_command(&etcd.url, coord.trim_start_matches("https://"));
     coordinator_flags(&mut cmd);
     let (mut second, _) = start_coordinator(&mut cmd);
 

@@ -209,3 +209,38 @@ fn sampled_answers_do_not_depend_on_the_concurrency() {
     assert_eq!(one.len(), 4);
     assert!(one == four, "the answers changed with --concurrency 4");
 }
+
+/// An --out that cannot be written is refused before any model work (its answers would
+/// be lost at the first write), and `--coordinator` given a role worker says so.
+#[test]
+fn an_unwritable_out_and_a_worker_as_coordinator_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let started = Instant::now();
+    let output = umi()
+        .args(["run", "--out"])
+        .arg(file.join("answers"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--out") && stderr.contains("a-file"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "it solved first"
+    );
+
+    let (_worker, address) = support::procs::worker("planner", None);
+    let output = umi()
+        .args(["run", "--coordinator", &address, "--out"])
+        .arg(dir.path().join("out"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("is not a coordinator"), "{stderr}");
+}

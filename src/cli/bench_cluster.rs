@@ -314,7 +314,7 @@ async fn measure(
     };
     let started = Instant::now();
     let mut ends: Vec<f64> = Vec::with_capacity(todo.len());
-    super::submit::solve_all(&cluster.coordinator_url, &todo, &mut |_, f| {
+    super::submit::solve_all(&cluster.coordinator_at, &todo, &mut |_, f| {
         ends.push(started.elapsed().as_secs_f64());
         match (&f.failure, f.outcome) {
             (Some(_), _) => r.failed += 1,

@@ -16,6 +16,7 @@ use umi_discovery::WorkerInfo;
 use umi_rpc::cluster::{ClusterRoles, RetryPolicy};
 
 use super::args::etcd::EtcdArgs;
+use super::args::security::ClientTlsArgs;
 use super::worker::Role;
 
 #[derive(Args, Debug)]
@@ -28,6 +29,12 @@ pub struct RoleBenchArgs {
     /// Or find the replicas in etcd.
     #[command(flatten)]
     pub etcd: EtcdArgs,
+    /// How to reach https:// replicas.
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
+    /// The bearer token presented to the replicas (a file holding one token).
+    #[arg(long, env = "UMI_WORKER_TOKEN_FILE")]
+    pub worker_token_file: Option<std::path::PathBuf>,
     /// Calls made in all.
     #[arg(long, default_value_t = 64)]
     pub requests: usize,
@@ -61,7 +68,7 @@ pub async fn run(a: RoleBenchArgs) -> anyhow::Result<()> {
                 .map(|address| WorkerInfo::at(role.as_str(), address)),
         )
     } else {
-        Membership::etcd(&a.etcd.endpoints(), &a.etcd.etcd_prefix).await?
+        Membership::etcd(&a.etcd.target()?, &a.etcd.etcd_prefix).await?
     };
     let replicas = membership.workers(role.as_str()).len();
     // Greedy, the whole prompt, and exactly max_new_tokens new tokens per call.
@@ -74,7 +81,8 @@ pub async fn run(a: RoleBenchArgs) -> anyhow::Result<()> {
         max_new_tokens: a.max_new_tokens as usize,
         min_new_tokens: a.max_new_tokens as usize,
     };
-    let roles = ClusterRoles::new(membership, sampling, RetryPolicy::default());
+    let security = a.tls.security(a.worker_token_file.as_deref())?;
+    let roles = ClusterRoles::new(membership, security, sampling, RetryPolicy::default());
     let request = |i: usize| RoleRequest {
         role,
         tools: tools.clone(),

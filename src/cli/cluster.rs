@@ -65,9 +65,19 @@ pub async fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
 async fn up(a: UpArgs) -> anyhow::Result<()> {
     let spec = a.spec();
     let mut cluster = LocalCluster::start(&spec).await?;
+    // Suggest the client command only once it works: every worker loaded and registered.
+    if let Err(e) = cluster
+        .wait_ready(&spec, std::time::Duration::from_secs(600))
+        .await
+    {
+        cluster.stop().await;
+        return Err(e);
+    }
     eprintln!(
-        "umi cluster: try `umi run --coordinator {}`; Ctrl-C stops the cluster",
-        cluster.coordinator_url
+        "umi cluster: try `umi run --coordinator {} --tls-ca {} --auth-token-file {}`; Ctrl-C stops the cluster",
+        cluster.coordinator_at.address,
+        cluster.pki.ca.display(),
+        cluster.pki.token.display()
     );
     tokio::select! {
         _ = super::support::shutdown::signal() => {}

@@ -15,6 +15,7 @@ use umi_core::presets::{REALTIME, REFERENCE_MAX_STEPS};
 use super::args::metrics::MetricsArgs;
 use super::args::remote::RemoteArgs;
 use super::args::roles::SamplingArgs;
+use super::args::security::{describe, ServerSecurityArgs};
 use super::args::tools::ToolArgs;
 
 #[derive(Args, Debug)]
@@ -22,6 +23,11 @@ pub struct CoordinatorArgs {
     /// Address to listen on (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:50050")]
     pub listen: SocketAddr,
+    /// Who may call this coordinator: TLS and bearer tokens (required off loopback).
+    /// Each token's holder owns the tasks it submits: others can neither see, fetch nor
+    /// cancel them.
+    #[command(flatten)]
+    pub security: ServerSecurityArgs,
     #[command(flatten)]
     pub remote: RemoteArgs,
     #[command(flatten)]
@@ -59,6 +65,7 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<()> {
         bail!("--width, --max-steps, --concurrency and --max-pending must be at least 1");
     }
     a.metrics.install()?;
+    let security = a.security.security(a.listen)?;
     let roles = a.remote.roles(a.sampling.over(REALTIME)).await?.context(
         "the coordinator needs role workers: give --etcd, or all three --*-endpoint flags",
     )?;
@@ -100,10 +107,19 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", a.listen))?;
     let addr = listener.local_addr()?;
-    eprintln!("umi coordinator: listening on {addr}");
-    serve(listener, service, super::support::shutdown::signal())
-        .await
-        .with_context(|| format!("serving on {addr}"))?;
+    eprintln!(
+        "umi coordinator: listening on {}://{addr} ({})",
+        security.scheme(),
+        describe(&security)
+    );
+    serve(
+        listener,
+        service,
+        &security,
+        super::support::shutdown::signal(),
+    )
+    .await
+    .with_context(|| format!("serving on {addr}"))?;
     eprintln!("umi coordinator: stopped");
     Ok(())
 }

@@ -99,7 +99,7 @@ async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
         Roles::Model => Some(a.role_args.start(presets::STATIC)?),
     };
     let out = a.out.clone().unwrap_or_else(|| default_out(&a.data));
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    super::support::output::writable_dir(&out, "--out")?;
     // Every finished call is journaled, so an interrupted run resumes where it stopped.
     let journal = Journal::open(&out.join("journal.jsonl"), &fingerprint(&a))?;
     let resumed = journal.len() > 0;

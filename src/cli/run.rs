@@ -72,6 +72,10 @@ pub struct RunArgs {
     /// sampling are the coordinator's.
     #[arg(long)]
     pub coordinator: Option<String>,
+    /// The bearer token presented to the coordinator (a file holding one token); an
+    /// https:// coordinator also needs --tls-ca.
+    #[arg(long, env = "UMI_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
     #[command(flatten)]
     pub tools: ToolArgs,
     /// Children tried per search node: 2 = DFS_woFilter_w2, 1 = a single chain (CoT).
@@ -190,9 +194,16 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
                 .unwrap_or_default(),
         )
     });
-    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    let method = match &a.coordinator {
-        Some(address) => super::submit::method(address).await?,
+    super::support::output::writable_dir(&out_dir, "--out")?;
+    let coordinator = match &a.coordinator {
+        Some(address) => Some(super::submit::CoordinatorAt {
+            address: address.clone(),
+            security: a.remote.tls.security(a.auth_token_file.as_deref())?,
+        }),
+        None => None,
+    };
+    let method = match &coordinator {
+        Some(c) => super::submit::method(c).await?,
         None => method_name(a.width),
     };
     let answer_path = |id: &str| out_dir.join(format!("{id}_{method}.json"));
@@ -242,8 +253,8 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
         progress.tick();
         Ok(())
     };
-    match &a.coordinator {
-        Some(address) => {
+    match &coordinator {
+        Some(c) => {
             if a.remote.has_endpoints() || a.role_args.model.model.is_some() {
                 bail!("with --coordinator the coordinator's workers and models are used: drop the --model and --*-endpoint flags");
             }
@@ -253,7 +264,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
             if a.roles == RoleSource::Replay {
                 bail!("--roles replay runs here: drop --coordinator");
             }
-            super::submit::solve_all(address, &todo, &mut finish).await?;
+            super::submit::solve_all(c, &todo, &mut finish).await?;
         }
         None => solve_here(&a, &todo, &mut finish).await?,
     }

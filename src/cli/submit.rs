@@ -9,30 +9,45 @@ use std::time::Duration;
 use anyhow::Context;
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde_json::Value;
-use tonic::transport::Channel;
 use umi_coordinator::service::MAX_MESSAGE;
 use umi_core::dfs::Outcome;
 use umi_core::task::Query;
 use umi_rpc::pb::coordinator_client::CoordinatorClient;
 use umi_rpc::pb::{FetchRequest, StatusRequest, SubmitRequest, Task, TaskState, WatchRequest};
+use umi_rpc::security::{AuthedChannel, ClientSecurity};
 
 use super::run::Finished;
 
-async fn connect(address: &str) -> anyhow::Result<CoordinatorClient<Channel>> {
-    Ok(CoordinatorClient::connect(address.to_string())
+/// A coordinator and what this client presents to it (TLS settings, token).
+pub struct CoordinatorAt {
+    pub address: String,
+    pub security: ClientSecurity,
+}
+
+async fn connect(c: &CoordinatorAt) -> anyhow::Result<CoordinatorClient<AuthedChannel>> {
+    let channel = c
+        .security
+        .connect(&c.address)
         .await
-        .with_context(|| format!("connecting to the coordinator at {address}"))?
+        .with_context(|| format!("connecting to the coordinator at {}", c.address))?;
+    Ok(CoordinatorClient::new(channel)
         // Answers with long trajectories exceed tonic's 4 MB default.
         .max_decoding_message_size(MAX_MESSAGE))
 }
 
 /// The coordinator's search method, which names the answer files.
-pub async fn method(address: &str) -> anyhow::Result<String> {
-    let status = connect(address)
+pub async fn method(c: &CoordinatorAt) -> anyhow::Result<String> {
+    let address = &c.address;
+    let status = connect(c)
         .await?
         .status(StatusRequest {})
         .await
-        .map_err(|s| anyhow::anyhow!("asking the coordinator at {address}: {}", s.message()))?
+        .map_err(|s| match s.code() {
+            tonic::Code::Unimplemented => anyhow::anyhow!(
+                "{address} is not a coordinator (it does not serve umi.v1.Coordinator; a role worker?): give --coordinator the address `umi coordinator` listens on"
+            ),
+            _ => anyhow::anyhow!("asking the coordinator at {address}: {}", s.message()),
+        })?
         .into_inner();
     Ok(status.method)
 }
@@ -42,7 +57,7 @@ pub async fn method(address: &str) -> anyhow::Result<String> {
 const PATIENCE: Duration = Duration::from_secs(300);
 
 pub async fn solve_all(
-    address: &str,
+    c: &CoordinatorAt,
     todo: &[&Query],
     finish: &mut impl FnMut(&str, Finished) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
@@ -75,7 +90,7 @@ pub async fn solve_all(
             .cloned()
             .collect();
         let before = open.len();
-        match follow(address, pending, &mut open, &query_of, finish).await {
+        match follow(c, pending, &mut open, &query_of, finish).await {
             Ok(()) => return Ok(()),
             Err(Broken::Fatal(e)) => return Err(e),
             Err(Broken::Lost(e)) => {
@@ -85,7 +100,8 @@ pub async fn solve_all(
                 let since = *outage.get_or_insert_with(std::time::Instant::now);
                 if since.elapsed() > PATIENCE {
                     return Err(e.context(format!(
-                        "the coordinator at {address} stayed unreachable for {} s with {} tasks open",
+                        "the coordinator at {} stayed unreachable for {} s with {} tasks open",
+                        c.address,
                         PATIENCE.as_secs(),
                         open.len()
                     )));
@@ -111,13 +127,13 @@ enum Broken {
 /// follows their events, fetching each answer as its task ends and removing it from
 /// `open`.
 async fn follow(
-    address: &str,
+    c: &CoordinatorAt,
     pending: Vec<Task>,
     open: &mut HashSet<String>,
     query_of: &HashMap<String, String>,
     finish: &mut impl FnMut(&str, Finished) -> anyhow::Result<()>,
 ) -> Result<(), Broken> {
-    let mut client = connect(address).await.map_err(Broken::Lost)?;
+    let mut client = connect(c).await.map_err(Broken::Lost)?;
     let ids: Vec<String> = pending.iter().map(|t| t.id.clone()).collect();
     // In batches of about 1 MB: a whole query file can exceed any message limit.
     let mut batches: VecDeque<Vec<Task>> = VecDeque::new();
@@ -236,7 +252,7 @@ fn broken(status: tonic::Status, doing: &str) -> Broken {
 /// (RESOURCE_EXHAUSTED): the batch is split, down to single tasks, and a refused single
 /// task is offered again after a pause (doubling up to 5 s) while earlier tasks finish.
 async fn submit_all(
-    client: &mut CoordinatorClient<Channel>,
+    client: &mut CoordinatorClient<AuthedChannel>,
     mut batches: VecDeque<Vec<Task>>,
 ) -> Result<(), Broken> {
     let mut pause = Duration::from_millis(100);

@@ -17,6 +17,7 @@ use super::args::engine::EngineArgs;
 use super::args::etcd::EtcdArgs;
 use super::args::metrics::MetricsArgs;
 use super::args::model::ModelArgs;
+use super::args::security::{describe, ServerSecurityArgs};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Role {
@@ -33,13 +34,16 @@ pub struct WorkerArgs {
     /// Address to listen on (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
-    /// The address clients should use, registered in etcd (default: http://<listen>;
-    /// set it when listening on 0.0.0.0, e.g. to the pod IP).
+    /// The address clients should use, registered in etcd (default: http://<listen>, or
+    /// https:// with TLS; set it when listening on 0.0.0.0, e.g. to the pod IP).
     #[arg(long, env = "UMI_ADVERTISE")]
     pub advertise: Option<String>,
     /// Register in etcd, so coordinators find this worker.
     #[command(flatten)]
     pub etcd: EtcdArgs,
+    /// Who may call this worker: TLS and bearer tokens (required off loopback).
+    #[command(flatten)]
+    pub security: ServerSecurityArgs,
     /// Seconds the registration outlives a worker that stops renewing it (a crash).
     #[arg(long, default_value_t = 10)]
     pub lease_ttl: u64,
@@ -72,6 +76,7 @@ impl Role {
 pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
     let role = a.role.kind();
     a.metrics.install()?;
+    let security = a.security.security(a.listen)?;
     let engine = a.engine.start(&a.model)?;
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await
@@ -82,8 +87,9 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
     let advertise = a.advertise.clone().filter(|a| !a.is_empty());
     if !etcd.is_empty() && advertise.is_none() && addr.ip().is_unspecified() {
         anyhow::bail!(
-            "--listen {} is reachable at no single address: give --advertise (e.g. http://<this host's IP>:{}) so clients can find this worker in etcd",
+            "--listen {} is reachable at no single address: give --advertise (e.g. {}://<this host's IP>:{}) so clients can find this worker in etcd",
             a.listen,
+            security.scheme(),
             addr.port()
         );
     }
@@ -92,13 +98,13 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
     } else {
         let worker = WorkerInfo {
             role: role.as_str().to_string(),
-            address: advertise.unwrap_or_else(|| format!("http://{addr}")),
+            address: advertise.unwrap_or_else(|| format!("{}://{addr}", security.scheme())),
             model: info.name.clone(),
             device: info.device.clone(),
             capacity: info.max_batch as u32,
         };
         let r = Registration::register(
-            &etcd,
+            &a.etcd.target()?,
             &a.etcd.etcd_prefix,
             worker,
             Duration::from_secs(a.lease_ttl),
@@ -109,9 +115,11 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
         Some(r)
     };
     eprintln!(
-        "umi worker: {} role on {addr} ({})",
+        "umi worker: {} role on {}://{addr} ({}; {})",
         role.as_str(),
-        info.name
+        security.scheme(),
+        info.name,
+        describe(&security)
     );
     let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
     let http = match a.openai_listen {
@@ -152,9 +160,14 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
         }
         eprintln!("umi worker: draining in-flight calls");
     };
-    serve(listener, RoleService::new(role, engine), shutdown)
-        .await
-        .with_context(|| format!("serving on {addr}"))?;
+    serve(
+        listener,
+        RoleService::new(role, engine),
+        &security,
+        shutdown,
+    )
+    .await
+    .with_context(|| format!("serving on {addr}"))?;
     if let Some(http) = http {
         http.await
             .context("the OpenAI-compatible server stopped abnormally")?

@@ -4,11 +4,51 @@
 
 pub mod procs;
 
-/// The `umi` binary, run from the repository root.
+/// The `umi` binary, run from the repository root, with security on as in production:
+/// every server it starts (worker, coordinator) serves TLS with the test PKI's loopback
+/// certificate and requires its token; every client trusts its CA and presents the token
+/// (to coordinators and to workers). Set through umi's environment variables, which flags
+/// override.
 pub fn umi() -> std::process::Command {
+    let pki = pki();
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_umi"));
-    cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("UMI_TLS_CERT", &pki.cert)
+        .env("UMI_TLS_KEY", &pki.key)
+        .env("UMI_TLS_CA", &pki.ca)
+        .env("UMI_AUTH_TOKEN_FILE", &pki.token)
+        .env("UMI_WORKER_TOKEN_FILE", &pki.token);
     cmd
+}
+
+/// This test process's throwaway CA, loopback certificate and token (made once).
+pub fn pki() -> &'static umi_rpc::pki::LoopbackPki {
+    static PKI: std::sync::OnceLock<umi_rpc::pki::LoopbackPki> = std::sync::OnceLock::new();
+    PKI.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("umi-test-pki-{}", std::process::id()));
+        umi_rpc::pki::write_loopback_pki(&dir).expect("writing the test PKI")
+    })
+}
+
+/// What test clients present: the test CA and token.
+pub fn client_security() -> umi_rpc::security::ClientSecurity {
+    let pki = pki();
+    umi_rpc::security::ClientSecurity::new(
+        &umi_rpc::security::ClientTls {
+            ca: Some(pki.ca.clone()),
+            ..Default::default()
+        },
+        Some(&pki.token),
+    )
+    .expect("the test PKI loads")
+}
+
+/// A lazily connected channel to a umi server at `url` (https:// with the test PKI),
+/// carrying the test token.
+pub fn channel(url: &str) -> umi_rpc::security::AuthedChannel {
+    client_security()
+        .channel(url)
+        .expect("a usable server address")
 }
 
 /// `umi run --roles replay` over the recorded answer files of `recordings` (their

@@ -220,14 +220,14 @@ pub fn worker_command(role: &str, etcd: Option<&str>) -> Command {
 pub fn start_worker(cmd: &mut Command) -> (Proc, String) {
     let mut p = Proc::spawn(cmd);
     let line = p.wait_for(" role on ", Duration::from_secs(60));
-    let addr = line
+    let url = line
         .split(" role on ")
         .nth(1)
         .unwrap()
         .split(' ')
         .next()
-        .unwrap();
-    let url = format!("http://{addr}");
+        .unwrap()
+        .to_string();
     (p, url)
 }
 
@@ -268,13 +268,15 @@ pub fn coordinator_command(etcd: &str, listen: &str) -> Command {
 pub fn start_coordinator(cmd: &mut Command) -> (Proc, String) {
     let mut p = Proc::spawn(cmd);
     let line = p.wait_for("listening on ", Duration::from_secs(60));
-    let addr = line
+    let url = line
         .split("listening on ")
         .nth(1)
         .unwrap()
-        .trim()
+        .split(' ')
+        .next()
+        .unwrap()
         .to_string();
-    (p, format!("http://{addr}"))
+    (p, url)
 }
 
 /// `n` copies of the one-query fixture (ids 1..=n), written to a file in `dir`.

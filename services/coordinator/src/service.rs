@@ -16,6 +16,7 @@ use umi_discovery::membership::Membership;
 use umi_rpc::convert::status_from;
 use umi_rpc::pb;
 use umi_rpc::pb::coordinator_server::{Coordinator, CoordinatorServer};
+use umi_rpc::security::{Caller, ServerSecurity};
 
 use crate::journal::{JournalError, TaskJournal};
 use crate::state::{TaskState, TaskStatus};
@@ -118,16 +119,39 @@ fn query_from_pb(task: &pb::Task) -> Result<Query, Status> {
         ))
     })?;
     let apis = Query::apis(&task.id, &list).map_err(|e| status_from(&e))?;
-    Ok(Query {
+    let query = Query {
         id: task.id.clone(),
         text: task.query.clone(),
         apis,
-    })
+    };
+    // A task whose prompts could never reach a worker is refused now, not after queueing.
+    query.check_size().map_err(|e| status_from(&e))?;
+    Ok(query)
 }
 
-/// The largest message the coordinator takes (a submission) or clients should accept
-/// (an answer with a long trajectory).
-pub const MAX_MESSAGE: usize = 256 << 20;
+/// A task's key in the table: its id within its owner's namespace. Each token holder
+/// sees only its own tasks and may reuse ids other holders use; on a server without
+/// tokens (anonymous callers, loopback only) the key is the id.
+fn task_key(caller: &Caller, id: &str) -> String {
+    if caller.name().is_empty() {
+        id.to_string()
+    } else {
+        format!("{}/{id}", caller.name())
+    }
+}
+
+/// The id `caller` knows the task under `key` by, if the task is theirs.
+fn owned_id<'k>(caller: &Caller, key: &'k str) -> Option<&'k str> {
+    if caller.name().is_empty() {
+        return Some(key);
+    }
+    key.strip_prefix(caller.name())?.strip_prefix('/')
+}
+
+/// The largest message the coordinator takes (a submission: `umi run` sends batches of
+/// about 1 MB, each task at most `MAX_QUERY_BYTES`) or clients should accept (an answer
+/// with a long trajectory).
+pub const MAX_MESSAGE: usize = 64 << 20;
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::TaskEvent, Status>> + Send>>;
 
@@ -137,13 +161,18 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<pb::SubmitRequest>,
     ) -> Result<Response<pb::SubmitResponse>, Status> {
+        let caller = Caller::of(&request);
         // An invalid task rejects the batch before any is queued.
         let queries = request
             .into_inner()
             .tasks
             .iter()
-            .map(query_from_pb)
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|task| {
+                let mut query = query_from_pb(task)?;
+                query.id = task_key(&caller, &query.id);
+                Ok(query)
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
         let queued = self.tasks.submit_all(queries).map_err(|e| match e {
             SubmitError::Conflict(m) => Status::already_exists(m),
             SubmitError::Journal(m) => Status::unavailable(m),
@@ -162,20 +191,32 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        let ids: HashSet<String> = request.into_inner().task_ids.into_iter().collect();
+        let caller = Caller::of(&request);
+        let ids: HashSet<String> = request
+            .into_inner()
+            .task_ids
+            .iter()
+            .map(|id| task_key(&caller, id))
+            .collect();
+        // No ids: all of the caller's tasks.
         let all = ids.is_empty();
         // Subscribe before the snapshot so no event falls between the two.
         let mut events = self.tasks.subscribe();
         let snapshot = |ids: &HashSet<String>| -> Result<Vec<TaskStatus>, Status> {
             self.tasks.with_table(|t| {
                 if all {
-                    return Ok(t.values().map(|e| e.status.clone()).collect());
+                    return Ok(t
+                        .values()
+                        .filter(|e| owned_id(&caller, &e.status.task_id).is_some())
+                        .map(|e| e.status.clone())
+                        .collect());
                 }
                 ids.iter()
-                    .map(|id| {
-                        t.get(id)
-                            .map(|e| e.status.clone())
-                            .ok_or_else(|| Status::not_found(format!("no task {id:?}")))
+                    .map(|key| {
+                        t.get(key).map(|e| e.status.clone()).ok_or_else(|| {
+                            let id = owned_id(&caller, key).unwrap_or(key);
+                            Status::not_found(format!("no task {id:?}"))
+                        })
                     })
                     .collect()
             })
@@ -191,7 +232,7 @@ impl Coordinator for CoordinatorService {
                 .map(|e| e.task_id.clone())
                 .collect();
             for e in first {
-                if tx.send(Ok(event_to_pb(&e))).await.is_err() {
+                if tx.send(Ok(event_to_pb(&e, &caller))).await.is_err() {
                     return;
                 }
             }
@@ -205,7 +246,10 @@ impl Coordinator for CoordinatorService {
                     // Fell behind: resend the current state of every watched task.
                     Err(RecvError::Lagged(_)) => tasks.with_table(|t| {
                         if all {
-                            t.values().map(|e| e.status.clone()).collect()
+                            t.values()
+                                .filter(|e| owned_id(&caller, &e.status.task_id).is_some())
+                                .map(|e| e.status.clone())
+                                .collect()
                         } else {
                             open.iter()
                                 .filter_map(|id| t.get(id).map(|e| e.status.clone()))
@@ -215,13 +259,18 @@ impl Coordinator for CoordinatorService {
                     Err(RecvError::Closed) => return,
                 };
                 for e in batch {
-                    if !all && !ids.contains(&e.task_id) {
+                    let watched = if all {
+                        owned_id(&caller, &e.task_id).is_some()
+                    } else {
+                        ids.contains(&e.task_id)
+                    };
+                    if !watched {
                         continue;
                     }
                     if e.state.is_terminal() {
                         open.remove(&e.task_id);
                     }
-                    if tx.send(Ok(event_to_pb(&e))).await.is_err() {
+                    if tx.send(Ok(event_to_pb(&e, &caller))).await.is_err() {
                         return;
                     }
                 }
@@ -236,11 +285,12 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<pb::FetchRequest>,
     ) -> Result<Response<pb::FetchResponse>, Status> {
+        let caller = Caller::of(&request);
         let id = request.into_inner().task_id;
         self.tasks
             .with_table(|t| {
-                t.get(&id).map(|e| pb::FetchResponse {
-                    task: Some(event_to_pb(&e.status)),
+                t.get(&task_key(&caller, &id)).map(|e| pb::FetchResponse {
+                    task: Some(event_to_pb(&e.status, &caller)),
                     answer_json: e.answer.clone().unwrap_or_default(),
                 })
             })
@@ -252,9 +302,10 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<pb::CancelRequest>,
     ) -> Result<Response<pb::CancelResponse>, Status> {
+        let caller = Caller::of(&request);
         let id = request.into_inner().task_id;
         Ok(Response::new(pb::CancelResponse {
-            cancelled: self.tasks.cancel(&id),
+            cancelled: self.tasks.cancel(&task_key(&caller, &id)),
         }))
     }
 
@@ -286,11 +337,13 @@ impl Coordinator for CoordinatorService {
 }
 
 /// Serves on `listener` until `shutdown` completes; then stops accepting, ends open
-/// Watch streams and lets open calls finish. `grpc.health.v1.Health` reports SERVING
-/// meanwhile.
+/// Watch streams and lets open calls finish. Callers are admitted as `security` says
+/// (TLS, tokens; each token holder sees only its own tasks). `grpc.health.v1.Health`
+/// reports SERVING meanwhile.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     service: CoordinatorService,
+    security: &ServerSecurity,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let stop = service.stop.clone();
@@ -305,7 +358,8 @@ pub async fn serve(
     let served = umi_rpc::serve::serve(
         listener,
         name,
-        tonic::service::Routes::new(server),
+        tonic::service::Routes::new(security.guard(server)),
+        security,
         shutdown,
     )
     .await;
@@ -313,8 +367,8 @@ pub async fn serve(
     served
 }
 
-/// A task's status as the wire has it.
-fn event_to_pb(s: &TaskStatus) -> pb::TaskEvent {
+/// A task's status as the wire has it, under the id its owner `caller` gave it.
+fn event_to_pb(s: &TaskStatus, caller: &Caller) -> pb::TaskEvent {
     let state = match s.state {
         TaskState::Queued => pb::TaskState::Queued,
         TaskState::Running => pb::TaskState::Running,
@@ -325,10 +379,42 @@ fn event_to_pb(s: &TaskStatus) -> pb::TaskEvent {
         TaskState::Cancelled => pb::TaskState::Cancelled,
     };
     pb::TaskEvent {
-        task_id: s.task_id.clone(),
+        task_id: owned_id(caller, &s.task_id)
+            .unwrap_or(&s.task_id)
+            .to_string(),
         state: state as i32,
         steps: s.steps,
         tokens: s.tokens,
         failure: s.failure.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_too_large_for_any_worker_is_refused_at_submission() {
+        let task = |query: String| pb::Task {
+            id: "t".into(),
+            query,
+            api_list_json: "[]".into(),
+        };
+        let refused =
+            query_from_pb(&task("x".repeat(umi_core::task::MAX_QUERY_BYTES + 1))).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        assert!(refused.message().contains("limit"), "{}", refused.message());
+        assert!(query_from_pb(&task("What is 6 x 7?".into())).is_ok());
+    }
+
+    #[test]
+    fn each_holder_has_its_own_task_ids() {
+        let (alice, anonymous) = (Caller("alice".into()), Caller::default());
+        assert_eq!(task_key(&alice, "1"), "alice/1");
+        assert_eq!(owned_id(&alice, "alice/1"), Some("1"));
+        assert_eq!(owned_id(&alice, "alicex/1"), None);
+        assert_eq!(owned_id(&alice, "bob/1"), None);
+        assert_eq!(task_key(&anonymous, "a/1"), "a/1");
+        assert_eq!(owned_id(&anonymous, "a/1"), Some("a/1"));
     }
 }

@@ -18,9 +18,17 @@ use umi_core::CoreError;
 use crate::journal::{Recovered, TaskJournal};
 use crate::state::{TaskState, TaskStatus};
 
+/// What makes a task the task it is: its query text and its tools, so a resubmission
+/// with the same text but other tools is a different task, not the same one again.
+fn identity(query: &Query) -> String {
+    let apis = serde_json::to_string(&query.apis).unwrap_or_default();
+    format!("{}\u{0}{apis}", query.text)
+}
+
 pub struct Entry {
     pub status: TaskStatus,
-    /// The query text, to tell a resubmission from a different task under the same id.
+    /// The whole query (text and tools, [`identity`]), to tell a resubmission from a
+    /// different task under the same id.
     query: String,
     pub answer: Option<String>,
     abort: Option<AbortHandle>,
@@ -192,7 +200,7 @@ impl Tasks {
             for query in queries {
                 let id = &query.id;
                 let generation = match t.get(id) {
-                    Some(e) if e.query != query.text => {
+                    Some(e) if e.query != identity(&query) => {
                         return Err(SubmitError::Conflict(format!(
                             "task {id:?} already exists with another query"
                         )))
@@ -202,7 +210,7 @@ impl Tasks {
                     None => 0,
                 };
                 match in_batch.get(id) {
-                    Some(&i) if to_queue[i].0.text != query.text => {
+                    Some(&i) if identity(&to_queue[i].0) != identity(&query) => {
                         return Err(SubmitError::Conflict(format!(
                             "task {id:?} is submitted twice with different queries"
                         )))
@@ -247,7 +255,7 @@ impl Tasks {
                     task.query.id.clone(),
                     Entry {
                         status: task.status,
-                        query: task.query.text,
+                        query: identity(&task.query),
                         answer: task.answer,
                         abort: None,
                         ended_at: Some(ended_at),
@@ -271,7 +279,7 @@ impl Tasks {
             id.clone(),
             Entry {
                 status: TaskStatus::new(&id, TaskState::Queued),
-                query: query.text,
+                query: identity(&query),
                 answer: None,
                 abort: Some(run.abort_handle()),
                 ended_at: None,
@@ -467,6 +475,20 @@ mod tests {
         other.text = "Something else".into();
         assert!(
             matches!(t.submit(other), Err(SubmitError::Conflict(m)) if m.contains("another query"))
+        );
+        // The same text with other tools is another task too.
+        let mut other_tools = query("a");
+        other_tools.apis = vec![umi_core::tool::ApiSpec {
+            category_name: "Data".into(),
+            tool_name: "other".into(),
+            api_name: "other".into(),
+            api_description: None,
+            required_parameters: vec![],
+            optional_parameters: vec![],
+            method: None,
+        }];
+        assert!(
+            matches!(t.submit(other_tools), Err(SubmitError::Conflict(m)) if m.contains("another query"))
         );
         wait_for(&t, "a", TaskState::Answered).await;
         let answer: serde_json::Value =

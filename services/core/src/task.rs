@@ -17,6 +17,12 @@ use crate::tool::ApiSpec;
 /// The longest query id taken: answer files are named after ids.
 pub const MAX_ID_CHARS: usize = 128;
 
+/// The largest query taken, its text and its tools' documentation together (as JSON):
+/// every prompt of the task repeats them, so a larger one could never be served (real
+/// ToolBench queries are under 40 KB). Role requests to workers are bounded accordingly
+/// (`umi_rpc::MAX_ROLE_REQUEST`).
+pub const MAX_QUERY_BYTES: usize = 1 << 20;
+
 #[derive(Debug, Clone)]
 pub struct Query {
     pub id: String,
@@ -48,7 +54,22 @@ impl Query {
             ))
         })?;
         let apis = Self::apis(&id, list)?;
-        Ok(Query { id, text, apis })
+        let query = Query { id, text, apis };
+        query.check_size()?;
+        Ok(query)
+    }
+
+    /// Refuses a query larger than [`MAX_QUERY_BYTES`], naming it and its size.
+    pub fn check_size(&self) -> Result<()> {
+        let tools = serde_json::to_vec(&self.apis).map_or(0, |v| v.len());
+        let size = self.text.len() + tools;
+        if size > MAX_QUERY_BYTES {
+            return Err(CoreError::invalid_input(format!(
+                "query {}: {size} bytes of text and tool documentation, over the {MAX_QUERY_BYTES}-byte limit",
+                self.id
+            )));
+        }
+        Ok(())
     }
 
     /// Parses an `api_list`, naming the query and API at fault.
@@ -297,5 +318,16 @@ mod tests {
             "{err}"
         );
         assert_eq!(queries_from_json(&values[..2]).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_query_past_the_size_limit_is_refused_naming_it() {
+        let mut big = entry(json!("big"));
+        big["query"] = json!("x".repeat(MAX_QUERY_BYTES + 1));
+        let err = Query::from_json(0, &big).unwrap_err().to_string();
+        assert!(err.contains("query big") && err.contains("limit"), "{err}");
+        let mut fits = entry(json!("fits"));
+        fits["query"] = json!("x".repeat(MAX_QUERY_BYTES / 2));
+        assert!(Query::from_json(0, &fits).is_ok());
     }
 }

@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// etcd's TLS settings, for [`EtcdTarget::tls`].
+pub use etcd_client::{Certificate, Identity, TlsOptions};
+
 /// What a worker says about itself in the registry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerInfo {
@@ -71,16 +74,54 @@ pub(crate) const ETCD_TIMEOUT: Duration = Duration::from_secs(3);
 pub(crate) const PING_INTERVAL: Duration = Duration::from_secs(6);
 pub(crate) const PING_TIMEOUT: Duration = Duration::from_secs(3);
 
-pub(crate) async fn connect(endpoints: &[String]) -> Result<etcd_client::Client, DiscoveryError> {
+/// How to reach etcd: its endpoints (`https://` ones with TLS), and the TLS settings
+/// and user it requires when its client port is secured (`--client-cert-auth`,
+/// `etcdctl auth enable`).
+#[derive(Clone, Default)]
+pub struct EtcdTarget {
+    pub endpoints: Vec<String>,
+    pub tls: Option<etcd_client::TlsOptions>,
+    /// User name and password.
+    pub user: Option<(String, String)>,
+}
+
+impl EtcdTarget {
+    /// Plain endpoints, no TLS, no user.
+    pub fn new(endpoints: Vec<String>) -> Self {
+        EtcdTarget {
+            endpoints,
+            ..EtcdTarget::default()
+        }
+    }
+}
+
+impl std::fmt::Debug for EtcdTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdTarget")
+            .field("endpoints", &self.endpoints)
+            .field("tls", &self.tls.is_some())
+            .field("user", &self.user.as_ref().map(|(u, _)| u))
+            .finish()
+    }
+}
+
+pub(crate) async fn connect(target: &EtcdTarget) -> Result<etcd_client::Client, DiscoveryError> {
+    let endpoints = &target.endpoints;
     // No client-wide request timeout: it would also bound the long-lived watch and lease
     // keep-alive streams, which etcd then cancels every few seconds. Each unary call and
     // each keep-alive round trip is bounded by `within` instead.
-    let options = etcd_client::ConnectOptions::new()
+    let mut options = etcd_client::ConnectOptions::new()
         .with_connect_timeout(ETCD_TIMEOUT)
         .with_keep_alive(PING_INTERVAL, PING_TIMEOUT)
         // A member cut off from its cluster's quorum refuses (and ends our watch)
         // rather than serving a stale worker set.
         .with_require_leader(true);
+    if let Some(tls) = &target.tls {
+        options = options.with_tls(tls.clone());
+    }
+    if let Some((user, password)) = &target.user {
+        options = options.with_user(user.clone(), password.clone());
+    }
     within(
         endpoints,
         etcd_client::Client::connect(endpoints, Some(options)),

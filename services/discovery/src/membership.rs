@@ -12,7 +12,7 @@ use etcd_client::{EventType, GetOptions, WatchOptions};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::{connect, within, workers_prefix, DiscoveryError, WorkerInfo};
+use crate::{connect, within, workers_prefix, DiscoveryError, EtcdTarget, WorkerInfo};
 
 /// Registry key → worker.
 pub type Workers = BTreeMap<String, WorkerInfo>;
@@ -58,14 +58,14 @@ impl Membership {
 
     /// Follows `<prefix>/workers/` in etcd. Fails, naming etcd, if the first listing
     /// cannot be made.
-    pub async fn etcd(endpoints: &[String], prefix: &str) -> Result<Self, DiscoveryError> {
+    pub async fn etcd(target: &EtcdTarget, prefix: &str) -> Result<Self, DiscoveryError> {
         let prefix = workers_prefix(prefix);
-        let mut client = connect(endpoints).await?;
-        let (workers, revision) = list(endpoints, &mut client, &prefix).await?;
+        let mut client = connect(target).await?;
+        let (workers, revision) = list(&target.endpoints, &mut client, &prefix).await?;
         let (tx, rx) = watch::channel(Arc::new(workers));
         let watch_losses = Arc::new(AtomicU64::new(0));
         let follower = tokio::spawn(follow(
-            endpoints.to_vec(),
+            target.clone(),
             prefix,
             Some((client, revision)),
             tx,
@@ -138,12 +138,13 @@ fn parse(key: &[u8], value: &[u8]) -> Option<(String, WorkerInfo)> {
 /// Lists, then watches from the listing's revision; on any error keeps the last set,
 /// waits (backing off up to 2 s), and starts over.
 async fn follow(
-    endpoints: Vec<String>,
+    target: EtcdTarget,
     prefix: String,
     mut start: Option<(etcd_client::Client, i64)>,
     tx: watch::Sender<Arc<Workers>>,
     losses: Arc<AtomicU64>,
 ) {
+    let endpoints = &target.endpoints;
     let mut backoff = Duration::from_millis(100);
     loop {
         // Set once the watch is open: only the end of an open watch counts as a loss
@@ -153,8 +154,8 @@ async fn follow(
             let (mut client, revision) = match start.take() {
                 Some(s) => s,
                 None => {
-                    let mut client = connect(&endpoints).await?;
-                    let (workers, revision) = list(&endpoints, &mut client, &prefix).await?;
+                    let mut client = connect(&target).await?;
+                    let (workers, revision) = list(endpoints, &mut client, &prefix).await?;
                     tx.send_replace(Arc::new(workers));
                     tracing::info!("etcd listing refreshed");
                     (client, revision)
@@ -164,7 +165,7 @@ async fn follow(
                 .with_prefix()
                 .with_start_revision(revision + 1);
             let mut stream =
-                within(&endpoints, client.watch(prefix.as_str(), Some(options))).await?;
+                within(endpoints, client.watch(prefix.as_str(), Some(options))).await?;
             established = true;
             backoff = Duration::from_millis(100);
             while let Some(reply) =

@@ -12,7 +12,7 @@ use etcd_client::{LeaseKeepAliveStream, LeaseKeeper, PutOptions};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::{connect, role_prefix, within, DiscoveryError, WorkerInfo};
+use crate::{connect, role_prefix, within, DiscoveryError, EtcdTarget, WorkerInfo};
 
 pub struct Registration {
     stop: Option<oneshot::Sender<()>>,
@@ -41,7 +41,7 @@ impl Registration {
     /// Registers `info` with a lease of `ttl`. Fails, naming etcd, when it cannot be
     /// reached now; later outages are ridden out in the background.
     pub async fn register(
-        endpoints: &[String],
+        target: &EtcdTarget,
         prefix: &str,
         info: WorkerInfo,
         ttl: Duration,
@@ -49,12 +49,12 @@ impl Registration {
         let key = format!("{}{}", role_prefix(prefix, &info.role), info.address);
         let value = serde_json::to_string(&info).expect("WorkerInfo serializes");
         let ttl_s = ttl.as_secs().max(2) as i64;
-        let lease = grant_and_put(endpoints, &key, &value, ttl_s).await?;
+        let lease = grant_and_put(target, &key, &value, ttl_s).await?;
         let (stop, stopped) = oneshot::channel();
         let health = Arc::new(LeaseHealth::default());
         let task = tokio::spawn(keep_alive(
             KeepAlive {
-                endpoints: endpoints.to_vec(),
+                target: target.clone(),
                 key: key.clone(),
                 value,
                 ttl_s,
@@ -66,7 +66,7 @@ impl Registration {
         Ok(Registration {
             stop: Some(stop),
             task: Some(task),
-            endpoints: endpoints.to_vec(),
+            endpoints: target.endpoints.clone(),
             key,
             health,
         })
@@ -107,12 +107,13 @@ impl Drop for Registration {
 }
 
 async fn grant_and_put(
-    endpoints: &[String],
+    target: &EtcdTarget,
     key: &str,
     value: &str,
     ttl_s: i64,
 ) -> Result<Lease, DiscoveryError> {
-    let mut client = connect(endpoints).await?;
+    let endpoints = &target.endpoints;
+    let mut client = connect(target).await?;
     let id = within(endpoints, client.lease_grant(ttl_s, None))
         .await?
         .id();
@@ -134,7 +135,7 @@ async fn keep_alive(
     mut stopped: oneshot::Receiver<()>,
 ) -> Option<Lease> {
     let KeepAlive {
-        endpoints,
+        target,
         key,
         value,
         ttl_s,
@@ -156,7 +157,7 @@ async fn keep_alive(
             _ = tokio::time::sleep(wait) => {}
         }
         let Some(current) = lease.as_mut() else {
-            match grant_and_put(&endpoints, &key, &value, ttl_s).await {
+            match grant_and_put(&target, &key, &value, ttl_s).await {
                 Ok(l) => {
                     tracing::info!(%key, "registered again in etcd");
                     lease = Some(l);
@@ -166,7 +167,7 @@ async fn keep_alive(
             }
             continue;
         };
-        match renew(&endpoints, current, &mut keeper).await {
+        match renew(&target.endpoints, current, &mut keeper).await {
             Ok(true) => renewed = Instant::now(),
             Ok(false) => {
                 tracing::warn!(%key, "etcd lease expired; registering again");
@@ -191,7 +192,7 @@ async fn keep_alive(
 
 /// The entry a keep-alive task maintains.
 struct KeepAlive {
-    endpoints: Vec<String>,
+    target: EtcdTarget,
     key: String,
     value: String,
     ttl_s: i64,

@@ -288,7 +288,13 @@ impl<'t> Running<'t> {
         }
         crate::metrics::queue_wait(job.arrived.elapsed());
         let started = span.in_scope(|| {
-            Sequence::start(&loaded.model, &loaded.tokenizer, &job.request, prefix_cache)
+            Sequence::start(
+                &loaded.model,
+                &loaded.tokenizer,
+                &job.request,
+                prefix_cache,
+                || job.is_abandoned(),
+            )
         });
         match started {
             Ok((seq, logits)) => {
@@ -302,6 +308,11 @@ impl<'t> Running<'t> {
                     peak_batch: 1,
                 };
                 running.advance(&logits, prefix_cache)
+            }
+            Err(EngineError::Abandoned) => {
+                span.record("finish_reason", "cancelled");
+                crate::metrics::cancelled_in_prefill();
+                None
             }
             Err(e) => {
                 crate::metrics::failed();

@@ -28,6 +28,11 @@ pub enum EngineError {
     #[error("the engine has shut down")]
     Shutdown,
 
+    /// The caller went away while its prompt was being prefilled: the rest of the prefill
+    /// was skipped.
+    #[error("the request was cancelled during prefill")]
+    Abandoned,
+
     /// Admission control: the queue is full; the request was not taken.
     #[error("overloaded: {waiting} requests already wait (the limit is {limit}); try another replica or later")]
     Overloaded { waiting: usize, limit: usize },

@@ -226,6 +226,7 @@ impl<'t> Sequence<'t> {
         tokenizer: &'t Tokenizer,
         request: &GenerateRequest,
         prefix_cache: &mut PrefixCache,
+        abandoned: impl Fn() -> bool,
     ) -> Result<(Self, Tensor)> {
         request.sampling.validate()?;
         let prompt = match &request.prompt {
@@ -262,6 +263,11 @@ impl<'t> Sequence<'t> {
         let start = Instant::now();
         let mut logits = None;
         for chunk in prompt[cached_tokens..].chunks(PREFILL_CHUNK) {
+            // A caller that went away stops the prefill at the next chunk, not after the
+            // whole prompt.
+            if abandoned() {
+                return Err(EngineError::Abandoned);
+            }
             logits = Some(model.forward(chunk, &mut cache)?);
         }
         let logits = logits.ok_or_else(|| EngineError::invalid("prompt", "nothing to run"))?;

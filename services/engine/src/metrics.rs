@@ -79,6 +79,11 @@ pub(crate) fn refused() {
     counter!(REQUESTS_REFUSED).increment(1);
 }
 
+/// A request whose caller went away during its prefill.
+pub(crate) fn cancelled_in_prefill() {
+    counter!(REQUESTS_FINISHED, "reason" => "cancelled").increment(1);
+}
+
 pub(crate) fn failed() {
     counter!(REQUESTS_FINISHED, "reason" => "error").increment(1);
 }

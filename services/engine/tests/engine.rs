@@ -282,6 +282,38 @@ async fn bad_requests_are_errors_not_panics() {
     assert!(err.to_string().contains("8192"), "{err}");
 }
 
+/// A caller that goes away during a long prompt's prefill stops it at the next chunk:
+/// the chunks after it are never computed.
+#[test]
+fn a_cancelled_prefill_stops_at_the_next_chunk() {
+    use std::cell::Cell;
+    let loaded = load(smollm2_gguf(), WeightDType::Quantized).unwrap();
+    let mut cache = umi_engine::prefix_cache::PrefixCache::new(0);
+    // Over three chunks of 512 tokens.
+    let request = greedy(&chatml(&"count the words in this sentence ".repeat(300)), 4);
+    let checks = Cell::new(0);
+    let started = umi_engine::generate::Sequence::start(
+        &loaded.model,
+        &loaded.tokenizer,
+        &request,
+        &mut cache,
+        || {
+            checks.set(checks.get() + 1);
+            checks.get() > 1
+        },
+    );
+    assert!(matches!(started, Err(umi_engine::EngineError::Abandoned)));
+    assert_eq!(checks.get(), 2, "the prefill went on after the caller left");
+    let whole = umi_engine::generate::Sequence::start(
+        &loaded.model,
+        &loaded.tokenizer,
+        &request,
+        &mut cache,
+        || false,
+    );
+    assert!(whole.unwrap().0.prompt_tokens() > 1024);
+}
+
 mod load_errors {
     use super::*;
     use std::path::Path;

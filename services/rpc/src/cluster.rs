@@ -20,6 +20,7 @@ use umi_discovery::membership::Membership;
 
 use crate::convert::{classify, request_to_pb};
 use crate::routing::{self, AffinityTable, Candidate, Routing};
+use crate::security::ClientSecurity;
 use crate::transport::{GrpcTransport, RoleTransport};
 
 /// How hard a call tries before it is a failure.
@@ -79,8 +80,14 @@ pub struct ClusterRoles<T: RoleTransport = GrpcTransport> {
 }
 
 impl ClusterRoles<GrpcTransport> {
-    pub fn new(membership: Membership, sampling: Sampling, policy: RetryPolicy) -> Self {
-        Self::with_transport(membership, GrpcTransport, sampling, policy)
+    /// Role calls over gRPC, presenting `security` (TLS settings and token) to workers.
+    pub fn new(
+        membership: Membership,
+        security: ClientSecurity,
+        sampling: Sampling,
+        policy: RetryPolicy,
+    ) -> Self {
+        Self::with_transport(membership, GrpcTransport::new(security), sampling, policy)
     }
 }
 

@@ -3,12 +3,13 @@
 
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use umi_core::agent::BoxFuture;
 use umi_core::CoreError;
 
 use crate::pb;
 use crate::pb::role_worker_client::RoleWorkerClient;
+use crate::security::ClientSecurity;
 
 /// Connections to role workers.
 pub trait RoleTransport: Send + Sync + 'static {
@@ -28,15 +29,26 @@ pub trait RoleTransport: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<pb::GenerateResponse, tonic::Status>>;
 }
 
-/// Role calls over gRPC (HTTP/2), with the caller's trace context in the metadata.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct GrpcTransport;
+/// Role calls over gRPC (HTTP/2), with the caller's trace context and token in the
+/// metadata; TLS for `https://` workers.
+#[derive(Clone, Default)]
+pub struct GrpcTransport {
+    security: ClientSecurity,
+}
+
+impl GrpcTransport {
+    pub fn new(security: ClientSecurity) -> Self {
+        GrpcTransport { security }
+    }
+}
 
 impl RoleTransport for GrpcTransport {
     type Connection = RoleWorkerClient<Channel>;
 
     fn connect(&self, address: &str) -> Result<Self::Connection, CoreError> {
-        let endpoint = Endpoint::from_shared(address.to_string())
+        let endpoint = self
+            .security
+            .endpoint(address)
             .map_err(|e| CoreError::invalid(format!("worker address {address:?}"), e))?;
         let endpoint = endpoint
             .connect_timeout(Duration::from_secs(3))
@@ -60,6 +72,7 @@ impl RoleTransport for GrpcTransport {
             let mut grpc = tonic::Request::new(request);
             grpc.set_timeout(timeout);
             crate::trace_context::inject(grpc.metadata_mut());
+            self.security.token().authorize(grpc.metadata_mut());
             match tokio::time::timeout(timeout, client.generate(grpc)).await {
                 Ok(reply) => reply.map(tonic::Response::into_inner),
                 Err(_) => Err(tonic::Status::deadline_exceeded(

@@ -14,6 +14,7 @@ use umi_engine::{GenerateOutput, StreamEvent};
 use umi_rpc::convert::{request_from_pb, role_to_pb, sampling_from_pb, status_from};
 use umi_rpc::pb;
 use umi_rpc::pb::role_worker_server::{RoleWorker, RoleWorkerServer};
+use umi_rpc::security::ServerSecurity;
 
 use crate::roles::{classify, Backend, Prepared, RoleEngine};
 
@@ -56,7 +57,7 @@ impl RoleService {
     }
 
     pub fn into_server(self) -> RoleWorkerServer<RoleService> {
-        RoleWorkerServer::new(self)
+        RoleWorkerServer::new(self).max_decoding_message_size(umi_rpc::MAX_ROLE_REQUEST)
     }
 
     /// Validates the request at the edge and makes it ready for the engine.
@@ -182,13 +183,15 @@ impl RoleWorker for RoleService {
 }
 
 /// Serves on `listener` until `shutdown` completes, then stops accepting and finishes
-/// in-flight calls. `grpc.health.v1.Health` reports SERVING meanwhile.
+/// in-flight calls; callers are admitted as `security` says (TLS, tokens).
+/// `grpc.health.v1.Health` reports SERVING meanwhile.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     service: RoleService,
+    security: &ServerSecurity,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let name = <RoleWorkerServer<RoleService> as NamedService>::NAME;
-    let routes = tonic::service::Routes::new(service.into_server());
-    umi_rpc::serve::serve(listener, name, routes, shutdown).await
+    let routes = tonic::service::Routes::new(security.guard(service.into_server()));
+    umi_rpc::serve::serve(listener, name, routes, security, shutdown).await
 }

@@ -1,6 +1,10 @@
 //! Where etcd is, for every subcommand that registers in it or discovers through it.
 
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
 use clap::Args;
+use umi_discovery::EtcdTarget;
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct EtcdArgs {
@@ -10,6 +14,20 @@ pub struct EtcdArgs {
     /// Key prefix of umi's entries in etcd.
     #[arg(long, default_value = "/umi", env = "UMI_ETCD_PREFIX")]
     pub etcd_prefix: String,
+    /// The CA (PEM) that signed etcd's server certificate, for https:// endpoints.
+    #[arg(long, env = "UMI_ETCD_CA")]
+    pub etcd_ca: Option<PathBuf>,
+    /// A client certificate and key (PEM) for an etcd started with --client-cert-auth.
+    #[arg(long, env = "UMI_ETCD_CERT")]
+    pub etcd_cert: Option<PathBuf>,
+    #[arg(long, env = "UMI_ETCD_KEY")]
+    pub etcd_key: Option<PathBuf>,
+    /// The etcd user (with auth enabled); its password comes from $UMI_ETCD_PASSWORD or
+    /// --etcd-password-file.
+    #[arg(long, env = "UMI_ETCD_USER")]
+    pub etcd_user: Option<String>,
+    #[arg(long, env = "UMI_ETCD_PASSWORD_FILE")]
+    pub etcd_password_file: Option<PathBuf>,
 }
 
 impl EtcdArgs {
@@ -24,5 +42,60 @@ impl EtcdArgs {
 
     pub fn is_set(&self) -> bool {
         !self.endpoints().is_empty()
+    }
+
+    /// The endpoints with the TLS settings and user given.
+    pub fn target(&self) -> anyhow::Result<EtcdTarget> {
+        let read = |path: &PathBuf, what: &str| {
+            std::fs::read(path).with_context(|| format!("reading {what} {}", path.display()))
+        };
+        let tls = match (&self.etcd_ca, &self.etcd_cert, &self.etcd_key) {
+            (None, None, None) => None,
+            (ca, cert, key) => {
+                let mut tls = umi_discovery::TlsOptions::new();
+                if let Some(ca) = ca {
+                    tls = tls.ca_certificate(umi_discovery::Certificate::from_pem(read(
+                        ca,
+                        "--etcd-ca",
+                    )?));
+                }
+                match (cert, key) {
+                    (Some(cert), Some(key)) => {
+                        tls = tls.identity(umi_discovery::Identity::from_pem(
+                            read(cert, "--etcd-cert")?,
+                            read(key, "--etcd-key")?,
+                        ))
+                    }
+                    (None, None) => {}
+                    _ => bail!("--etcd-cert and --etcd-key go together"),
+                }
+                Some(tls)
+            }
+        };
+        let user = match &self.etcd_user {
+            None => None,
+            Some(user) => {
+                let password = match (&self.etcd_password_file, std::env::var("UMI_ETCD_PASSWORD")) {
+                    (Some(path), _) => String::from_utf8(read(path, "--etcd-password-file")?)
+                        .context("--etcd-password-file is not UTF-8")?
+                        .trim_end_matches(['\n', '\r'])
+                        .to_string(),
+                    (None, Ok(p)) => p,
+                    (None, Err(_)) => bail!(
+                        "--etcd-user {user} needs a password: $UMI_ETCD_PASSWORD or --etcd-password-file"
+                    ),
+                };
+                Some((user.clone(), password))
+            }
+        };
+        let endpoints = self.endpoints();
+        if tls.is_some() && endpoints.iter().any(|e| !e.starts_with("https://")) {
+            bail!("with --etcd-ca/--etcd-cert the etcd endpoints are https:// ones");
+        }
+        Ok(EtcdTarget {
+            endpoints,
+            tls,
+            user,
+        })
     }
 }

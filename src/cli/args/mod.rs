@@ -6,4 +6,5 @@ pub mod metrics;
 pub mod model;
 pub mod remote;
 pub mod roles;
+pub mod security;
 pub mod tools;

@@ -1,5 +1,6 @@
 //! Where remote role workers are found: fixed endpoints given as flags, or etcd.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,8 +13,10 @@ use umi_discovery::WorkerInfo;
 use umi_rpc::cluster::{ClusterRoles, RetryPolicy};
 use umi_rpc::openai::{self, OpenAiRole};
 use umi_rpc::routing::Routing;
+use umi_rpc::security::ClientSecurity;
 
 use super::etcd::EtcdArgs;
+use super::security::ClientTlsArgs;
 
 #[derive(Args, Debug, Clone)]
 pub struct RemoteArgs {
@@ -40,6 +43,13 @@ pub struct RemoteArgs {
     /// Or find role workers in etcd.
     #[command(flatten)]
     pub etcd: EtcdArgs,
+    /// How to reach https:// workers (and coordinators).
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
+    /// The bearer token presented to role workers (a file holding one token; workers
+    /// started with --auth-token-file require it).
+    #[arg(long, env = "UMI_WORKER_TOKEN_FILE")]
+    pub worker_token_file: Option<PathBuf>,
     /// Seconds a role call may take, retries and waiting for a worker included.
     #[arg(long, default_value_t = 600.0)]
     pub role_deadline: f64,
@@ -147,12 +157,12 @@ impl RemoteArgs {
                 "give all three of --planner-endpoint, --caller-endpoint and --summarizer-endpoint, or none"
             ),
             (false, 0) => Ok(Some(
-                Membership::etcd(&etcd, &self.etcd.etcd_prefix)
+                Membership::etcd(&self.etcd.target()?, &self.etcd.etcd_prefix)
                     .await
                     .context("discovering role workers")?,
             )),
             (false, _) if workers == 0 => Ok(Some(
-                Membership::etcd(&etcd, &self.etcd.etcd_prefix)
+                Membership::etcd(&self.etcd.target()?, &self.etcd.etcd_prefix)
                     .await
                     .context("discovering role workers")?,
             )),
@@ -182,10 +192,15 @@ impl RemoteArgs {
 
     async fn cluster(&self, sampling: Sampling) -> anyhow::Result<Option<ClusterRoles>> {
         let policy = self.policy()?;
-        Ok(self
-            .membership()
-            .await?
-            .map(|m| ClusterRoles::new(m, sampling, policy).with_routing(self.routing.into())))
+        let security = self.worker_security()?;
+        Ok(self.membership().await?.map(|m| {
+            ClusterRoles::new(m, security, sampling, policy).with_routing(self.routing.into())
+        }))
+    }
+
+    /// What this process presents to role workers: TLS settings and the worker token.
+    pub fn worker_security(&self) -> anyhow::Result<ClientSecurity> {
+        self.tls.security(self.worker_token_file.as_deref())
     }
 
     /// The remote roles of `umi run`: umi workers, and OpenAI-compatible servers for the

@@ -1,7 +1,9 @@
 //! A whole cluster as child processes on this machine: etcd on loopback, role workers
 //! that register in it, and a coordinator that finds them there. `umi cluster up` and
 //! `umi bench cluster` start one; stopping it stops the coordinator first, then the
-//! workers (each leaves etcd and drains), then etcd.
+//! workers (each leaves etcd and drains), then etcd. Security is on as in production:
+//! a throwaway CA (in `<dir>/secrets`) signs the loopback certificate every server
+//! presents, and one fresh token is required on every call.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,6 +14,10 @@ use anyhow::{bail, Context};
 use tokio::process::{Child, Command};
 use umi_rpc::pb::coordinator_client::CoordinatorClient;
 use umi_rpc::pb::StatusRequest;
+use umi_rpc::pki::{write_loopback_pki, LoopbackPki};
+use umi_rpc::security::{ClientSecurity, ClientTls};
+
+use crate::cli::submit::CoordinatorAt;
 
 /// What to start.
 #[derive(Debug, Clone)]
@@ -48,7 +54,10 @@ pub struct LocalCluster {
     pub etcd: Process,
     pub workers: Vec<Process>,
     pub coordinator: Process,
-    pub coordinator_url: String,
+    /// The coordinator's https:// address and what clients present to it.
+    pub coordinator_at: CoordinatorAt,
+    /// The throwaway CA, certificate and token the cluster uses.
+    pub pki: LoopbackPki,
 }
 
 impl LocalCluster {
@@ -69,6 +78,16 @@ impl LocalCluster {
                 bail!("port {port} ({what}) is taken on 127.0.0.1 (another etcd or cluster?): stop it or choose another port");
             }
         }
+        let pki = write_loopback_pki(&spec.dir.join("secrets"))?;
+        let os = |p: &Path| p.as_os_str().to_os_string();
+        let server_flags = [
+            "--tls-cert".into(),
+            os(&pki.cert),
+            "--tls-key".into(),
+            os(&pki.key),
+            "--auth-token-file".into(),
+            os(&pki.token),
+        ];
         let etcd_url = format!("http://127.0.0.1:{}", spec.etcd_port);
         let peer_url = format!("http://127.0.0.1:{}", spec.etcd_port + 1);
         let mut etcd_cmd = Command::new("etcd");
@@ -114,6 +133,7 @@ impl LocalCluster {
                     "--etcd",
                     &etcd_url,
                 ])
+                .args(&server_flags)
                 .args(flags);
                 let metrics = spec.metrics.then(free_port).transpose()?;
                 let log = spec.dir.join(format!("{name}.log"));
@@ -121,7 +141,7 @@ impl LocalCluster {
                 eprintln!("umi cluster: {role} worker {i} (log: {})", log.display());
             }
         }
-        let coordinator_url = format!("http://127.0.0.1:{}", spec.coordinator_port);
+        let coordinator_url = format!("https://127.0.0.1:{}", spec.coordinator_port);
         let mut cmd = Command::new(&exe);
         cmd.args([
             "coordinator",
@@ -130,6 +150,11 @@ impl LocalCluster {
             "--etcd",
             &etcd_url,
         ])
+        .args(&server_flags)
+        .arg("--tls-ca")
+        .arg(&pki.ca)
+        .arg("--worker-token-file")
+        .arg(&pki.token)
         .args(&spec.coordinator_flags)
         .arg("--task-journal")
         .arg(spec.dir.join("tasks.jsonl"));
@@ -140,11 +165,22 @@ impl LocalCluster {
             "umi cluster: coordinator on {coordinator_url} (log: {})",
             log.display()
         );
+        let security = ClientSecurity::new(
+            &ClientTls {
+                ca: Some(pki.ca.clone()),
+                ..ClientTls::default()
+            },
+            Some(&pki.token),
+        )?;
         Ok(LocalCluster {
             etcd,
             workers,
             coordinator,
-            coordinator_url,
+            coordinator_at: CoordinatorAt {
+                address: coordinator_url,
+                security,
+            },
+            pki,
         })
     }
 
@@ -167,7 +203,9 @@ impl LocalCluster {
                     );
                 }
             }
-            if let Ok(mut client) = CoordinatorClient::connect(self.coordinator_url.clone()).await {
+            let at = &self.coordinator_at;
+            if let Ok(channel) = at.security.connect(&at.address).await {
+                let mut client = CoordinatorClient::new(channel);
                 if let Ok(status) = client.status(StatusRequest {}).await {
                     let status = status.into_inner();
                     let ready = spec.roles.iter().all(|want| {

@@ -19,6 +19,18 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
+/// Makes `dir` (if missing) and checks that files can be written there, before any model
+/// work whose results would otherwise be lost at the first write.
+pub fn writable_dir(dir: &Path, flag: &str) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("{flag} {}: cannot create it", dir.display()))?;
+    let probe = dir.join(format!(".umi-write-check-{}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("{flag} {}: cannot write there", dir.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
 /// The `.json` files directly in `dir`, sorted by name.
 pub fn json_files_in(dir: &std::path::Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
     use anyhow::Context;

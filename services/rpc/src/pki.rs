@@ -1,0 +1,158 @@
+//! A throwaway certificate authority and token, so a cluster on one machine (`umi
+//! cluster up`) and the whole-system tests run with TLS and tokens on. It signs one
+//! certificate for loopback (`localhost`, `127.0.0.1`, `::1`) that servers present and
+//! clients may use for mutual TLS. Keys are written unencrypted next to the certificates:
+//! for loopback and tests only; a real deployment brings its own CA (see deploy/).
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+
+use crate::security::SecurityError;
+
+/// Where [`write_loopback_pki`] put its files.
+#[derive(Debug, Clone)]
+pub struct LoopbackPki {
+    /// The CA certificate clients trust (`--tls-ca`, `--tls-client-ca`).
+    pub ca: PathBuf,
+    /// The loopback certificate and key (`--tls-cert`/`--tls-key`, and
+    /// `--tls-client-cert`/`--tls-client-key`).
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// A token file holding one fresh token, held by `default`.
+    pub token: PathBuf,
+}
+
+fn pki_error(e: rcgen::Error) -> SecurityError {
+    SecurityError::Config(format!("making the throwaway certificates: {e}"))
+}
+
+/// A fresh random token: 32 bytes from the OS, hex.
+pub fn random_token() -> Result<String, SecurityError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| SecurityError::Config(format!("no randomness for a token: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Writes a new CA, a loopback certificate it signed and a token file into `dir` (made
+/// if missing; files readable by the owner only).
+pub fn write_loopback_pki(dir: &Path) -> Result<LoopbackPki, SecurityError> {
+    let io = |path: &Path, source: std::io::Error| SecurityError::Read {
+        what: "throwaway PKI file",
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(pki_error)?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "umi throwaway loopback CA");
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().map_err(pki_error)?)
+        .map_err(pki_error)?;
+
+    let mut params = CertificateParams::new(vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ])
+    .map_err(pki_error)?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "umi loopback");
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let key = KeyPair::generate().map_err(pki_error)?;
+    let cert = params.signed_by(&key, &ca).map_err(pki_error)?;
+
+    let pki = LoopbackPki {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("loopback.pem"),
+        key: dir.join("loopback-key.pem"),
+        token: dir.join("token"),
+    };
+    for (path, text) in [
+        (&pki.ca, ca.pem()),
+        (&pki.cert, cert.pem()),
+        (&pki.key, key.serialize_pem()),
+        (&pki.token, format!("{}\n", random_token()?)),
+    ] {
+        write_private(path, text.as_bytes()).map_err(|e| io(path, e))?;
+    }
+    Ok(pki)
+}
+
+/// Writes `bytes` to `path`, readable and writable by the owner only.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::security::{ClientSecurity, ClientTls, ServerSecurity, ServerTls, Tokens};
+
+    #[test]
+    fn the_loopback_pki_loads_as_server_and_client_settings() {
+        let dir = std::env::temp_dir().join(format!("umi-pki-{}", std::process::id()));
+        let pki = write_loopback_pki(&dir).unwrap();
+        let tokens = Tokens::load(&pki.token).unwrap();
+        assert_eq!(tokens.single(&pki.token).unwrap().len(), 64);
+        let server = ServerSecurity::new(
+            Some(&ServerTls {
+                cert: pki.cert.clone(),
+                key: pki.key.clone(),
+                client_ca: Some(pki.ca.clone()),
+            }),
+            Some(tokens),
+        )
+        .unwrap();
+        assert_eq!(server.scheme(), "https");
+        let client = ClientSecurity::new(
+            &ClientTls {
+                ca: Some(pki.ca.clone()),
+                cert: Some(pki.cert.clone()),
+                key: Some(pki.key.clone()),
+                domain: None,
+            },
+            Some(&pki.token),
+        )
+        .unwrap();
+        assert!(client.endpoint("https://127.0.0.1:1").is_ok());
+        // A key given as the certificate is named, not a handshake failure later.
+        let wrong = ServerSecurity::new(
+            Some(&ServerTls {
+                cert: pki.key.clone(),
+                key: pki.key.clone(),
+                client_ca: None,
+            }),
+            None,
+        );
+        let e = wrong.err().unwrap().to_string();
+        assert!(
+            e.contains("loopback-key.pem") && e.contains("CERTIFICATE"),
+            "{e}"
+        );
+        assert_ne!(random_token().unwrap(), random_token().unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
