@@ -187,3 +187,53 @@ fn with_etcd_auth_only_the_worker_user_registers_and_readers_only_read() {
         registration.deregister().await.unwrap();
     });
 }
+
+/// etcd serving TLS and requiring client certificates: a worker with the CA and a
+/// certificate registers, a client without them is refused.
+#[test]
+fn over_tls_with_client_certificates_only_certified_clients_register() {
+    use umi_discovery::{Certificate, EtcdTarget, Identity, TlsOptions};
+    let etcd = Etcd::start_tls();
+    let pki = support::pki();
+    let read = |p: &std::path::Path| std::fs::read(p).unwrap();
+    let certified = EtcdTarget {
+        tls: Some(
+            TlsOptions::new()
+                .ca_certificate(Certificate::from_pem(read(&pki.ca)))
+                .identity(Identity::from_pem(read(&pki.cert), read(&pki.key))),
+        ),
+        ..EtcdTarget::new(vec![etcd.url.clone()])
+    };
+    let no_certificate = EtcdTarget {
+        tls: Some(TlsOptions::new().ca_certificate(Certificate::from_pem(read(&pki.ca)))),
+        ..EtcdTarget::new(vec![etcd.url.clone()])
+    };
+    runtime().block_on(async {
+        let register = |target: EtcdTarget| async move {
+            Registration::register(
+                &target,
+                "/umi",
+                WorkerInfo::at("planner", "https://127.0.0.1:1"),
+                Duration::from_secs(3),
+            )
+            .await
+        };
+        // etcd may still be starting behind its open port.
+        let mut registration = None;
+        for _ in 0..50 {
+            if let Ok(r) = register(certified.clone()).await {
+                registration = Some(r);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let registration = registration.expect("a certified client registers over TLS");
+        assert!(register(no_certificate).await.is_err());
+        assert!(register(EtcdTarget::new(vec![etcd.url.clone()]))
+            .await
+            .is_err());
+        let membership = Membership::etcd(&certified, "/umi").await.unwrap();
+        assert_eq!(membership.workers("planner").len(), 1);
+        registration.deregister().await.unwrap();
+    });
+}

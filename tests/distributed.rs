@@ -338,3 +338,58 @@ fn two_hundred_concurrent_calls_to_a_small_queue_are_all_served_in_bounded_memor
     assert!(text.contains("umi_engine_info{engine=\"sim\""), "{text}");
     assert!(worker.terminate().success());
 }
+
+/// A worker started with --tls-client-ca (mutual TLS) refuses, in the handshake, a client
+/// without a certificate from that CA, and serves one with it; and a worker listening
+/// beyond loopback will not start without TLS and tokens.
+#[test]
+fn mutual_tls_refuses_clients_without_a_certificate_and_open_listeners_are_refused() {
+    use umi_rpc::security::{ClientSecurity, ClientTls};
+    let pki = support::pki();
+    let mut cmd = worker_command("planner", None);
+    cmd.arg("--tls-client-ca").arg(&pki.ca);
+    let (_worker, address) = start_worker_command(&mut cmd);
+    let client = |cert: bool| {
+        ClientSecurity::new(
+            &ClientTls {
+                ca: Some(pki.ca.clone()),
+                cert: cert.then(|| pki.cert.clone()),
+                key: cert.then(|| pki.key.clone()),
+                domain: None,
+            },
+            Some(&pki.token),
+        )
+        .unwrap()
+    };
+    block_on(async {
+        let info = |security: ClientSecurity| {
+            let address = address.clone();
+            async move {
+                let channel = security.connect(&address).await?;
+                umi_rpc::pb::role_worker_client::RoleWorkerClient::new(channel)
+                    .info(umi_rpc::pb::InfoRequest {})
+                    .await
+                    .map_err(|s| umi_rpc::security::SecurityError::Config(s.to_string()))
+            }
+        };
+        assert!(
+            info(client(false)).await.is_err(),
+            "served without a client certificate"
+        );
+        let served = info(client(true)).await.unwrap().into_inner();
+        assert_eq!(served.role, umi_rpc::pb::Role::Planner as i32);
+    });
+
+    let open = umi()
+        .args(["worker", "--role", "planner", "--listen", "0.0.0.0:0"])
+        .env_remove("UMI_TLS_CERT")
+        .env_remove("UMI_TLS_KEY")
+        .output()
+        .unwrap();
+    assert!(!open.status.success());
+    let stderr = String::from_utf8_lossy(&open.stderr);
+    assert!(
+        stderr.contains("faces the network") && stderr.contains("--tls-cert"),
+        "{stderr}"
+    );
+}

@@ -108,6 +108,9 @@ impl Drop for Proc {
 
 pub struct Etcd {
     pub url: String,
+    /// Serving clients over TLS with the test PKI's loopback certificate, requiring
+    /// client certificates from its CA.
+    tls: bool,
     client_port: u16,
     peer_port: u16,
     dir: tempfile::TempDir,
@@ -116,21 +119,32 @@ pub struct Etcd {
 
 impl Etcd {
     pub fn start() -> Etcd {
+        Self::start_with(false)
+    }
+
+    /// An etcd whose clients must speak TLS and present a certificate of the test CA.
+    pub fn start_tls() -> Etcd {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Etcd {
         let mut etcd = Etcd {
             url: String::new(),
+            tls,
             client_port: free_port(),
             peer_port: free_port(),
             dir: tempfile::tempdir().unwrap(),
             proc: None,
         };
-        etcd.url = format!("http://127.0.0.1:{}", etcd.client_port);
+        let scheme = if tls { "https" } else { "http" };
+        etcd.url = format!("{scheme}://127.0.0.1:{}", etcd.client_port);
         etcd.restart();
         etcd
     }
 
     /// Starts (again) on the same ports and data dir, and waits for /health.
     pub fn restart(&mut self) {
-        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let client = self.url.clone();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let mut cmd = Command::new("etcd");
         cmd.args(["--name", "n1", "--data-dir"])
@@ -149,9 +163,27 @@ impl Etcd {
                 &peer,
             ])
             .args(["--initial-cluster", &format!("n1={peer}")]);
+        if self.tls {
+            let pki = super::pki();
+            cmd.arg("--cert-file")
+                .arg(&pki.cert)
+                .arg("--key-file")
+                .arg(&pki.key)
+                .arg("--trusted-ca-file")
+                .arg(&pki.ca)
+                .arg("--client-cert-auth");
+        }
         let mut proc = Proc::spawn(&mut cmd);
         let start = Instant::now();
-        while !healthy(self.client_port) {
+        // Over TLS the plain /health probe cannot ask: an open port will do.
+        let up = |port| {
+            if self.tls {
+                TcpStream::connect(("127.0.0.1", port)).is_ok()
+            } else {
+                healthy(port)
+            }
+        };
+        while !up(self.client_port) {
             if let Ok(Some(status)) = proc.child.try_wait() {
                 panic!("etcd exited ({status}):\n{}", proc.stderr());
             }
