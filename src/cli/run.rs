@@ -74,7 +74,7 @@ pub struct RunArgs {
     pub coordinator: Option<String>,
     /// The bearer token presented to the coordinator (a file holding one token); an
     /// https:// coordinator also needs --tls-ca.
-    #[arg(long, env = "UMI_AUTH_TOKEN_FILE")]
+    #[arg(long, env = "UMI_COORDINATOR_TOKEN_FILE")]
     pub auth_token_file: Option<PathBuf>,
     #[command(flatten)]
     pub tools: ToolArgs,

@@ -127,6 +127,10 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
             if !listen.ip().is_loopback() && a.openai_api_key.is_none() {
                 anyhow::bail!("--openai-listen {listen} faces the network: give --openai-api-key (or $UMI_OPENAI_API_KEY)");
             }
+            // Plain HTTP: beyond loopback only behind a proxy that terminates TLS.
+            if !listen.ip().is_loopback() && !a.security.insecure_network {
+                anyhow::bail!("--openai-listen {listen} faces the network over plain HTTP: serve it on loopback behind a TLS-terminating proxy, or give --insecure-network if one fronts it");
+            }
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("listening on {listen}"))?;

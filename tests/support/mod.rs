@@ -17,6 +17,7 @@ pub fn umi() -> std::process::Command {
         .env("UMI_TLS_KEY", &pki.key)
         .env("UMI_TLS_CA", &pki.ca)
         .env("UMI_AUTH_TOKEN_FILE", &pki.token)
+        .env("UMI_COORDINATOR_TOKEN_FILE", &pki.token)
         .env("UMI_WORKER_TOKEN_FILE", &pki.token);
     cmd
 }

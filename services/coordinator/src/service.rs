@@ -112,6 +112,13 @@ fn query_from_pb(task: &pb::Task) -> Result<Query, Status> {
     if task.id.is_empty() {
         return Err(Status::invalid_argument("a task has an empty id"));
     }
+    // '/' separates a task's owner from its id in the table (`task_key`).
+    if task.id.contains('/') {
+        return Err(Status::invalid_argument(format!(
+            "task id {:?} contains '/'",
+            task.id
+        )));
+    }
     let list: Vec<Value> = serde_json::from_str(&task.api_list_json).map_err(|e| {
         Status::invalid_argument(format!(
             "task {}: api_list_json is not a JSON array: {e}",
@@ -405,6 +412,12 @@ mod tests {
         assert_eq!(refused.code(), tonic::Code::InvalidArgument);
         assert!(refused.message().contains("limit"), "{}", refused.message());
         assert!(query_from_pb(&task("What is 6 x 7?".into())).is_ok());
+        let mut slash = task("q".into());
+        slash.id = "bob/1".into();
+        assert_eq!(
+            query_from_pb(&slash).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
     }
 
     #[test]

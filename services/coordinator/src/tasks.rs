@@ -316,7 +316,19 @@ impl Tasks {
             steps: AtomicU32::new(0),
             tokens: AtomicU64::new(0),
         };
-        let solved = solve(&query, &counted, self.backend.as_ref(), self.search.clone()).await;
+        // Workers, traces and seeds see the id its owner gave, not the table key
+        // (`holder/id`; ids themselves hold no '/').
+        let as_given = Query {
+            id: id.rsplit('/').next().unwrap_or(&id).to_string(),
+            ..query
+        };
+        let solved = solve(
+            &as_given,
+            &counted,
+            self.backend.as_ref(),
+            self.search.clone(),
+        )
+        .await;
         let done = TaskStatus::ended(&id, &solved);
         let _ = self.update(generation, done, Some(solved.answer.to_string()));
     }

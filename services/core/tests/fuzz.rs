@@ -1,6 +1,7 @@
 //! Property tests over every parser of untrusted text in the core: model outputs (the
 //! real-time clean-up, the planner cut, the action parser, the evaluator's parser, the
-//! collab parser, the lenient JSON reader), query files and static test files. Any input:
+//! collab parser, the lenient JSON reader), query files, answer files read back, Python
+//! literals, and static test files. Any input:
 //! no panic. `scripts/fuzz.sh` runs them with a million cases each
 //! (`PROPTEST_CASES=1000000`); CI runs the default 256.
 
@@ -80,5 +81,19 @@ proptest! {
                 let _ = api.function_name();
             }
         }
+    }
+
+    /// Answer files are read back (`umi run --queries DIR`, the pass-rate converter) and
+    /// cache keys written with Python's `str()`: any JSON, no panic.
+    #[test]
+    fn answer_files_and_python_literals_never_panic(text in model_text()) {
+        let _ = umi_core::pyjson::strip(&text);
+        let value = serde_json::from_str::<serde_json::Value>(&text)
+            .unwrap_or_else(|_| serde_json::json!({"answer_generation": {"query": text, "function": [text]}}));
+        let _ = umi_core::pyjson::repr(&value);
+        let _ = umi_core::pyjson::dumps(&value);
+        let _ = umi_core::pass_rate::convert(&value, "DFS_woFilter_w2");
+        let _ = umi_core::pass_rate::convert(&value, "CoT@1");
+        let _ = Query::from_answer_file("1", &value);
     }
 }

@@ -23,6 +23,14 @@ pub struct LlamaConfig {
     pub tie_word_embeddings: bool,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
+    /// Linear rope scaling (`rope_scaling: {"type": "linear", "factor": F}`, used by
+    /// LLaMA-2 fine-tunes with a longer context): positions are divided by F. 1 is none.
+    #[serde(default = "no_rope_scaling")]
+    pub rope_scaling_factor: f64,
+}
+
+fn no_rope_scaling() -> f64 {
+    1.0
 }
 
 impl LlamaConfig {
@@ -54,6 +62,12 @@ impl LlamaConfig {
         let num_attention_heads = raw
             .num_attention_heads
             .ok_or_else(|| missing("num_attention_heads"))?;
+        let rope_scaling_factor = match raw.rope_scaling.filter(|v| !v.is_null()) {
+            None => 1.0,
+            Some(scaling) => {
+                rope_scaling_factor(&scaling).map_err(|m| EngineError::load(path, m))?
+            }
+        };
         let config = LlamaConfig {
             hidden_size: raw.hidden_size.ok_or_else(|| missing("hidden_size"))?,
             intermediate_size: raw
@@ -75,13 +89,8 @@ impl LlamaConfig {
                 Some(EosIds::Many(ids)) => ids,
                 None => vec![],
             },
+            rope_scaling_factor,
         };
-        if let Some(scaling) = raw.rope_scaling.filter(|v| !v.is_null()) {
-            return Err(EngineError::load(
-                path,
-                format!("rope_scaling {scaling} is not supported yet"),
-            ));
-        }
         config.validate().map_err(|m| EngineError::load(path, m))?;
         Ok(config)
     }
@@ -148,6 +157,22 @@ impl LlamaConfig {
                 .and_then(|v| v.to_u32().ok())
                 .into_iter()
                 .collect(),
+            rope_scaling_factor: match md
+                .get("llama.rope.scaling.type")
+                .and_then(|v| v.to_string().ok())
+                .map(String::as_str)
+            {
+                None | Some("none") => 1.0,
+                Some("linear") => get("rope.scaling.factor")
+                    .and_then(|v| v.to_f32().map_err(|e| EngineError::load(path, e)))
+                    .map(f64::from)?,
+                Some(other) => {
+                    return Err(EngineError::load(
+                        path,
+                        format!("rope scaling {other:?} is not supported (only linear)"),
+                    ))
+                }
+            },
         };
         config.validate().map_err(|m| EngineError::load(path, m))?;
         Ok(config)
@@ -170,6 +195,12 @@ impl LlamaConfig {
             return Err(format!(
                 "num_attention_heads {} is not a multiple of num_key_value_heads {}",
                 self.num_attention_heads, self.num_key_value_heads
+            ));
+        }
+        if !(self.rope_scaling_factor.is_finite() && self.rope_scaling_factor >= 1.0) {
+            return Err(format!(
+                "rope scaling factor {} is not a number of at least 1",
+                self.rope_scaling_factor
             ));
         }
         if !self.head_dim().is_multiple_of(2) {
@@ -203,8 +234,32 @@ impl LlamaConfig {
             },
             "hidden_act": "silu",
             "torch_dtype": "float32",
+            "rope_scaling": (self.rope_scaling_factor != 1.0).then(|| serde_json::json!({
+                "type": "linear",
+                "factor": self.rope_scaling_factor,
+            })),
         })
     }
+}
+
+/// The factor of a `rope_scaling` entry of `config.json`: linear only, other types
+/// refused by name.
+fn rope_scaling_factor(scaling: &serde_json::Value) -> std::result::Result<f64, String> {
+    // `type` in older configs, `rope_type` in newer ones.
+    let kind = scaling
+        .get("type")
+        .or_else(|| scaling.get("rope_type"))
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("<none>");
+    if kind != "linear" {
+        return Err(format!(
+            "rope_scaling type {kind:?} is not supported (only \"linear\")"
+        ));
+    }
+    scaling
+        .get("factor")
+        .and_then(serde_json::Value::as_f64)
+        .ok_or_else(|| format!("rope_scaling {scaling} has no numeric \"factor\""))
 }
 
 fn gguf_token_count(md: &HashMap<String, gguf_file::Value>) -> Option<usize> {
@@ -300,8 +355,50 @@ mod tests {
             tie_word_embeddings: true,
             bos_token_id: Some(1),
             eos_token_ids: vec![2],
+            rope_scaling_factor: 1.0,
         };
         let path = write(dir.path(), &c.to_hf_json().to_string());
         assert_eq!(LlamaConfig::from_hf_json(&path).unwrap(), c);
+        let scaled = LlamaConfig {
+            rope_scaling_factor: 2.0,
+            ..c
+        };
+        let path = write(dir.path(), &scaled.to_hf_json().to_string());
+        assert_eq!(LlamaConfig::from_hf_json(&path).unwrap(), scaled);
+    }
+
+    #[test]
+    fn linear_rope_scaling_is_read_and_other_types_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = |scaling: &str| {
+            format!(
+                r#"{{"model_type":"llama","hidden_size":64,"intermediate_size":128,
+                "num_hidden_layers":1,"num_attention_heads":4,"vocab_size":10,
+                "rope_scaling":{scaling}}}"#
+            )
+        };
+        let path = write(dir.path(), &config(r#"{"type":"linear","factor":4.0}"#));
+        assert_eq!(
+            LlamaConfig::from_hf_json(&path)
+                .unwrap()
+                .rope_scaling_factor,
+            4.0
+        );
+        for (scaling, says) in [
+            (
+                r#"{"type":"dynamic","factor":2.0}"#,
+                "\"dynamic\" is not supported",
+            ),
+            (
+                r#"{"rope_type":"llama3","factor":8.0}"#,
+                "\"llama3\" is not supported",
+            ),
+            (r#"{"type":"linear"}"#, "no numeric \"factor\""),
+            (r#"{"type":"linear","factor":0.5}"#, "at least 1"),
+        ] {
+            let path = write(dir.path(), &config(scaling));
+            let err = LlamaConfig::from_hf_json(&path).unwrap_err().to_string();
+            assert!(err.contains(says), "{scaling}: {err}");
+        }
     }
 }

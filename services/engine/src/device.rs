@@ -45,6 +45,9 @@ pub enum WeightDType {
     F32,
     F16,
     BF16,
+    /// What the checkpoint says: a HuggingFace directory's `torch_dtype` (bf16 for the
+    /// α-UMi checkpoints: half the memory of f32), f32 for GGUF files. Resolved at load.
+    Auto,
 }
 
 impl WeightDType {
@@ -54,6 +57,8 @@ impl WeightDType {
             WeightDType::F32 => Some(DType::F32),
             WeightDType::F16 => Some(DType::F16),
             WeightDType::BF16 => Some(DType::BF16),
+            // Resolved at load (`load::resolve_dtype`); f32 if asked before.
+            WeightDType::Auto => Some(DType::F32),
         }
     }
 }
@@ -68,9 +73,10 @@ impl std::str::FromStr for WeightDType {
             "f32" => Ok(WeightDType::F32),
             "f16" => Ok(WeightDType::F16),
             "bf16" => Ok(WeightDType::BF16),
+            "auto" => Ok(WeightDType::Auto),
             other => Err(EngineError::invalid(
                 "dtype",
-                format!("{other:?}: expected quantized, q8_0, f32, f16 or bf16"),
+                format!("{other:?}: expected auto, quantized, q8_0, f32, f16 or bf16"),
             )),
         }
     }
@@ -84,6 +90,7 @@ impl std::fmt::Display for WeightDType {
             WeightDType::F32 => "f32",
             WeightDType::F16 => "f16",
             WeightDType::BF16 => "bf16",
+            WeightDType::Auto => "auto",
         })
     }
 }

@@ -66,11 +66,7 @@ pub fn load(opts: &LoadOptions) -> Result<LoadedModel> {
     if tokenizer.eos_ids().is_empty() {
         tokenizer.set_eos_ids(config.eos_token_ids.clone());
     }
-    let dtype = match (opts.dtype, meta.is_dir()) {
-        // HuggingFace weights are dense; "quantized" means "as stored" there.
-        (WeightDType::Quantized, true) => WeightDType::F32,
-        (d, _) => d,
-    };
+    let dtype = resolve_dtype(opts.dtype, path, meta.is_dir())?;
     let model = Llama::load(config, source.as_mut(), dtype, &opts.device)?;
     let name = path
         .file_name()
@@ -88,6 +84,35 @@ pub fn load(opts: &LoadOptions) -> Result<LoadedModel> {
         name,
         model,
         tokenizer,
+    })
+}
+
+/// The precision weights are loaded in: `auto` is a HuggingFace directory's
+/// `torch_dtype` (f32 when it names none) and f32 for GGUF; "quantized" means "as
+/// stored", which for dense HuggingFace weights is f32.
+pub fn resolve_dtype(asked: WeightDType, path: &Path, is_dir: bool) -> Result<WeightDType> {
+    Ok(match (asked, is_dir) {
+        (WeightDType::Quantized, true) => WeightDType::F32,
+        (WeightDType::Auto, false) => WeightDType::F32,
+        (WeightDType::Auto, true) => {
+            let config = path.join("config.json");
+            let text =
+                std::fs::read_to_string(&config).map_err(|e| EngineError::load(&config, e))?;
+            let value: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| EngineError::load(&config, format!("invalid config: {e}")))?;
+            match value.get("torch_dtype").and_then(serde_json::Value::as_str) {
+                None | Some("float32") => WeightDType::F32,
+                Some("bfloat16") => WeightDType::BF16,
+                Some("float16") => WeightDType::F16,
+                Some(other) => {
+                    return Err(EngineError::load(
+                        &config,
+                        format!("torch_dtype {other:?} is not one umi loads (float32, float16, bfloat16): give --dtype"),
+                    ))
+                }
+            }
+        }
+        (d, _) => d,
     })
 }
 
@@ -115,5 +140,54 @@ pub fn tokenizer_file(path: &Path) -> Result<Tokenizer> {
         Tokenizer::from_json_file(path)
     } else {
         Tokenizer::from_sentencepiece_file(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_takes_the_checkpoints_torch_dtype_and_f32_for_gguf() {
+        let dir = tempfile::tempdir().unwrap();
+        let with = |torch_dtype: &str| {
+            std::fs::write(
+                dir.path().join("config.json"),
+                format!(r#"{{"model_type": "llama"{torch_dtype}}}"#),
+            )
+            .unwrap();
+            resolve_dtype(WeightDType::Auto, dir.path(), true)
+        };
+        assert_eq!(
+            with(r#", "torch_dtype": "bfloat16""#).unwrap(),
+            WeightDType::BF16
+        );
+        assert_eq!(
+            with(r#", "torch_dtype": "float16""#).unwrap(),
+            WeightDType::F16
+        );
+        assert_eq!(
+            with(r#", "torch_dtype": "float32""#).unwrap(),
+            WeightDType::F32
+        );
+        assert_eq!(with("").unwrap(), WeightDType::F32);
+        let err = with(r#", "torch_dtype": "int8""#).unwrap_err().to_string();
+        assert!(
+            err.contains("config.json") && err.contains("\"int8\""),
+            "{err}"
+        );
+        // Asked for by name, the precision is kept; GGUF files stay f32 under auto.
+        assert_eq!(
+            resolve_dtype(WeightDType::BF16, dir.path(), true).unwrap(),
+            WeightDType::BF16
+        );
+        assert_eq!(
+            resolve_dtype(WeightDType::Auto, Path::new("m.gguf"), false).unwrap(),
+            WeightDType::F32
+        );
+        assert_eq!(
+            resolve_dtype(WeightDType::Quantized, dir.path(), true).unwrap(),
+            WeightDType::F32
+        );
     }
 }

@@ -54,9 +54,11 @@ impl Rope {
             .map(|i| 1.0 / (config.rope_theta.powf(i as f64 / head_dim as f64) as f32))
             .collect();
         let inv_freq = Tensor::from_vec(inv_freq, (1, head_dim / 2), device)?;
-        let positions = Tensor::arange(0u32, context as u32, device)?
+        // Linear rope scaling: position p is rotated as p / factor.
+        let positions = (Tensor::arange(0u32, context as u32, device)?
             .to_dtype(DType::F32)?
-            .reshape((context, 1))?;
+            .reshape((context, 1))?
+            / config.rope_scaling_factor)?;
         let freqs = positions.matmul(&inv_freq)?;
         Ok(Rope {
             cos: freqs.cos()?.to_dtype(dtype)?,
@@ -497,5 +499,39 @@ mod tests {
             .unwrap();
         assert_eq!(m[0], vec![0., 0., f32::NEG_INFINITY]);
         assert_eq!(m[1], vec![0., 0., 0.]);
+    }
+
+    #[test]
+    fn linear_rope_scaling_rotates_position_p_as_p_over_the_factor() {
+        let config = |factor: f64| LlamaConfig {
+            hidden_size: 64,
+            intermediate_size: 128,
+            num_hidden_layers: 1,
+            num_attention_heads: 4,
+            num_key_value_heads: 4,
+            vocab_size: 10,
+            rms_norm_eps: 1e-5,
+            rope_theta: 10_000.0,
+            max_position_embeddings: 64,
+            tie_word_embeddings: false,
+            bos_token_id: None,
+            eos_token_ids: vec![],
+            rope_scaling_factor: factor,
+        };
+        let table = |factor: f64| {
+            let rope = Rope::new(
+                &config(factor),
+                64,
+                RopeLayout::Halves,
+                DType::F32,
+                &Device::Cpu,
+            )
+            .unwrap();
+            rope.cos.to_vec2::<f32>().unwrap()
+        };
+        let (plain, scaled) = (table(1.0), table(4.0));
+        assert_eq!(scaled[8], plain[2]);
+        assert_eq!(scaled[0], plain[0]);
+        assert_ne!(scaled[2], plain[2]);
     }
 }

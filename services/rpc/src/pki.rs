@@ -47,6 +47,12 @@ pub fn write_loopback_pki(dir: &Path) -> Result<LoopbackPki, SecurityError> {
         source,
     };
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| io(dir, e))?;
+    }
 
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(pki_error)?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -94,11 +100,16 @@ pub fn write_loopback_pki(dir: &Path) -> Result<LoopbackPki, SecurityError> {
     Ok(pki)
 }
 
-/// Writes `bytes` to `path`, readable and writable by the owner only.
+/// Writes `bytes` to a new file at `path` (an old one, or a link put there, is removed
+/// first), readable and writable by the owner only.
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(path)?;

@@ -193,6 +193,15 @@ impl Tokens {
     }
 }
 
+/// `localhost`, 127.0.0.0/8 or ::1.
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
@@ -252,7 +261,7 @@ impl tonic::service::Interceptor for CheckToken {
                         tracing::warn!(%peer, "refused a call with {why}");
                         metrics::counter!("umi_rpc_unauthenticated_total").increment(1);
                         return Err(Status::unauthenticated(format!(
-                            "{why}: this server requires `authorization: Bearer <token>` (umi clients: --auth-token-file)"
+                            "{why}: this server requires `authorization: Bearer <token>` (umi clients: --worker-token-file for workers, --auth-token-file for a coordinator)"
                         )));
                     }
                 }
@@ -324,12 +333,14 @@ impl ServerSecurity {
 
     /// `service` behind the token check.
     pub fn guard<S>(&self, service: S) -> InterceptedService<S, CheckToken> {
-        InterceptedService::new(
-            service,
-            CheckToken {
-                tokens: self.tokens.clone(),
-            },
-        )
+        InterceptedService::new(service, self.check_token())
+    }
+
+    /// The token check this server applies to each call.
+    pub fn check_token(&self) -> CheckToken {
+        CheckToken {
+            tokens: self.tokens.clone(),
+        }
     }
 
     pub(crate) fn tls_config(&self) -> Option<ServerTlsConfig> {
@@ -391,11 +402,15 @@ impl ClientSecurity {
             Some(path) => {
                 let tokens = Tokens::load(path)?;
                 let value = format!("Bearer {}", tokens.single(path)?);
-                Some(value.parse().map_err(|_| SecurityError::Invalid {
-                    what: "token file",
-                    path: path.to_path_buf(),
-                    problem: "the token is not a valid header value".into(),
-                })?)
+                let mut value: AsciiMetadataValue =
+                    value.parse().map_err(|_| SecurityError::Invalid {
+                        what: "token file",
+                        path: path.to_path_buf(),
+                        problem: "the token is not a valid header value".into(),
+                    })?;
+                // Never printed by Debug, never put in HTTP/2's header compression table.
+                value.set_sensitive(true);
+                Some(value)
             }
         };
         Self::with_token(tls, token)
@@ -455,7 +470,9 @@ impl ClientSecurity {
     }
 
     /// An endpoint for `address`: TLS for `https://` (which needs the CA), plaintext for
-    /// `http://`.
+    /// `http://`. A client with a token or TLS settings never talks plaintext beyond
+    /// loopback: its token (and the prompts) would cross the network in clear, e.g. to a
+    /// rogue `http://` entry in etcd.
     pub fn endpoint(&self, address: &str) -> Result<Endpoint, SecurityError> {
         let endpoint = Endpoint::from_shared(address.to_string())
             .map_err(|e| SecurityError::Config(format!("address {address:?}: {e}")))?;
@@ -468,6 +485,15 @@ impl ClientSecurity {
                     "{address} is served over TLS: give the CA that signed its certificate (--tls-ca)"
                 ))),
             },
+            Some("http") if self.token.0.is_some() || self.tls.is_some() => {
+                if is_loopback_host(endpoint.uri().host().unwrap_or_default()) {
+                    Ok(endpoint)
+                } else {
+                    Err(SecurityError::Config(format!(
+                        "{address} is plaintext and not on this machine: this client's token and TLS settings are only sent over https://"
+                    )))
+                }
+            }
             Some("http") => Ok(endpoint),
             _ => Err(SecurityError::Config(format!(
                 "address {address:?}: http:// or https:// expected"
@@ -591,5 +617,22 @@ mod tests {
             .to_string();
         assert!(e.contains("--tls-ca"), "{e}");
         assert!(open.endpoint("ftp://127.0.0.1:1").is_err());
+        assert!(open.endpoint("http://10.0.0.7:1").is_ok());
+    }
+
+    #[test]
+    fn a_token_is_never_sent_in_clear_beyond_loopback() {
+        let with_token =
+            ClientSecurity::with_token(&ClientTls::default(), Some("Bearer x".parse().unwrap()))
+                .unwrap();
+        for local in ["http://127.0.0.1:1", "http://localhost:1", "http://[::1]:1"] {
+            assert!(with_token.endpoint(local).is_ok(), "{local}");
+        }
+        let e = with_token
+            .endpoint("http://10.0.0.7:50051")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("plaintext"), "{e}");
+        assert!(with_token.endpoint("http://evil.example:1").is_err());
     }
 }

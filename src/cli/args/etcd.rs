@@ -92,10 +92,61 @@ impl EtcdArgs {
         if tls.is_some() && endpoints.iter().any(|e| !e.starts_with("https://")) {
             bail!("with --etcd-ca/--etcd-cert the etcd endpoints are https:// ones");
         }
+        if user.is_some() {
+            if let Some(clear) = endpoints.iter().find(|e| !secure_or_local(e)) {
+                bail!("--etcd-user would send its password in clear to {clear}: reach etcd at an https:// endpoint (--etcd-ca)");
+            }
+        }
         Ok(EtcdTarget {
             endpoints,
             tls,
             user,
         })
+    }
+}
+
+/// Whether credentials may go to `endpoint`: over TLS, or to this machine.
+fn secure_or_local(endpoint: &str) -> bool {
+    if endpoint.starts_with("https://") {
+        return true;
+    }
+    let host = endpoint
+        .trim_start_matches("http://")
+        .split(['/', '?'])
+        .next()
+        .unwrap_or_default();
+    // host:port, [v6]:port, or a bare host.
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_etcd_password_goes_only_over_tls_or_to_this_machine() {
+        for ok in [
+            "https://10.0.0.2:2379",
+            "http://127.0.0.1:2379",
+            "http://localhost:2379",
+            "http://[::1]:2379",
+        ] {
+            assert!(secure_or_local(ok), "{ok}");
+        }
+        for clear in [
+            "http://10.0.0.2:2379",
+            "http://umi-etcd:2379",
+            "10.0.0.2:2379",
+        ] {
+            assert!(!secure_or_local(clear), "{clear}");
+        }
     }
 }

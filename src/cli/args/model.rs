@@ -17,9 +17,10 @@ pub struct ModelArgs {
     /// tokenizer.json or tokenizer.model, overriding the one beside the weights.
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
-    /// Weight precision: quantized (GGUF only: kept as stored), q8_0 (re-quantized at
-    /// load), f32, f16 or bf16.
-    #[arg(long, default_value = "f32")]
+    /// Weight precision: auto (a HuggingFace directory's torch_dtype, f32 for GGUF),
+    /// quantized (GGUF only: kept as stored), q8_0 (re-quantized at load), f32, f16 or
+    /// bf16.
+    #[arg(long, default_value = "auto")]
     pub dtype: WeightDType,
     /// cpu or cuda:N.
     #[arg(long, default_value = "cpu")]
