@@ -127,6 +127,11 @@ fn a_run_killed_midway_resumes_without_redoing_finished_queries() {
         stderr.contains(&format!("{} of 4 queries already answered", finished.len())),
         "{stderr}"
     );
+    // The resumed run's summary counts every query of the file, the skipped ones too.
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["queries"], 4);
+    assert_eq!(summary["skipped_done"], finished.len());
     for (path, mtime) in &finished {
         assert_eq!(
             &std::fs::metadata(path).unwrap().modified().unwrap(),
