@@ -26,14 +26,15 @@ for planners in 1 2; do
     --planners "$planners" --dtype quantized --max-steps "$STEPS" --max-new-tokens "$TOKENS" \
     --concurrency 16 2>"$dir/cluster.log" &
   cluster=$!
-  # Ready when every worker serves and the coordinator listens.
-  for _ in $(seq 1 300); do
-    ready=$(cat "$dir"/cluster/*.log 2>/dev/null | grep -c -e " role on " -e "coordinator: listening" || true)
-    [ "$ready" -ge $((planners + 3)) ] && break
+  # Ready when the coordinator sees every worker: then the cluster prints its client
+  # command (TLS and a token of its own, in $dir/cluster/secrets).
+  for _ in $(seq 1 3000); do
+    grep -q "Ctrl-C stops the cluster" "$dir/cluster.log" 2>/dev/null && break
     sleep 0.1
   done
-  sleep 1  # the coordinator's etcd watch sees the last registrations
-  $UMI run --coordinator http://127.0.0.1:57050 --queries "$OUT/queries.json" --out "$dir/answers" >/dev/null
+  $UMI run --coordinator https://127.0.0.1:57050 --tls-ca "$dir/cluster/secrets/ca.pem" \
+    --auth-token-file "$dir/cluster/secrets/token" \
+    --queries "$OUT/queries.json" --out "$dir/answers" >/dev/null
   kill -TERM "$cluster"
   wait "$cluster" || true
   python3 - "$dir/answers/summary.json" "$planners" <<'PY'
