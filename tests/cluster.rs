@@ -505,15 +505,11 @@ fn client_with_token(
     coordinator: &str,
     token: &str,
 ) -> CoordinatorClient<umi_rpc::security::AuthedChannel> {
-    let security = umi_rpc::security::ClientSecurity::with_token(
-        &umi_rpc::security::ClientTls {
-            ca: Some(support::pki().ca.clone()),
-            ..Default::default()
-        },
-        Some(format!("Bearer {token}").parse().unwrap()),
+    CoordinatorClient::new(
+        support::presenting(Some(token))
+            .channel(coordinator)
+            .unwrap(),
     )
-    .unwrap();
-    CoordinatorClient::new(security.channel(coordinator).unwrap())
 }
 
 #[test]
@@ -541,18 +537,8 @@ fn each_token_holder_sees_only_its_own_tasks_and_no_token_is_refused() {
     };
     block_on(async {
         // Without a token, or with one the coordinator does not hold: refused, before any work.
-        let mut anonymous = CoordinatorClient::new(
-            umi_rpc::security::ClientSecurity::new(
-                &umi_rpc::security::ClientTls {
-                    ca: Some(support::pki().ca.clone()),
-                    ..Default::default()
-                },
-                None,
-            )
-            .unwrap()
-            .channel(&coord)
-            .unwrap(),
-        );
+        let mut anonymous =
+            CoordinatorClient::new(support::presenting(None).channel(&coord).unwrap());
         let refused = anonymous.status(StatusRequest {}).await.unwrap_err();
         assert_eq!(refused.code(), tonic::Code::Unauthenticated);
         let mut stranger = client_with_token(&coord, "st4anger-0123456789abcdef");

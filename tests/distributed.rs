@@ -149,14 +149,7 @@ fn the_streamed_answer_is_the_plain_answer_and_health_says_serving() {
     };
     let generated = block_on(async {
         // Health checks need TLS but no token (load balancers and probes have none).
-        let ca_only = umi_rpc::security::ClientSecurity::new(
-            &umi_rpc::security::ClientTls {
-                ca: Some(support::pki().ca.clone()),
-                ..Default::default()
-            },
-            None,
-        )
-        .unwrap();
+        let ca_only = support::presenting(None);
         let mut health = HealthClient::new(ca_only.connect(&address).await.unwrap());
         let status = health
             .check(HealthCheckRequest {

@@ -34,14 +34,22 @@ pub fn pki() -> &'static umi_rpc::pki::LoopbackPki {
 /// What test clients present: the test CA and token.
 pub fn client_security() -> umi_rpc::security::ClientSecurity {
     let pki = pki();
-    umi_rpc::security::ClientSecurity::new(
-        &umi_rpc::security::ClientTls {
-            ca: Some(pki.ca.clone()),
-            ..Default::default()
-        },
-        Some(&pki.token),
-    )
-    .expect("the test PKI loads")
+    umi_rpc::security::ClientSecurity::new(&ca_only(), Some(&pki.token))
+        .expect("the test PKI loads")
+}
+
+/// A client trusting the test CA and presenting `token` as its bearer token (`None`: no
+/// token at all).
+pub fn presenting(token: Option<&str>) -> umi_rpc::security::ClientSecurity {
+    let header = token.map(|t| format!("Bearer {t}").parse().expect("a header value"));
+    umi_rpc::security::ClientSecurity::with_token(&ca_only(), header).expect("the test CA loads")
+}
+
+fn ca_only() -> umi_rpc::security::ClientTls {
+    umi_rpc::security::ClientTls {
+        ca: Some(pki().ca.clone()),
+        ..Default::default()
+    }
 }
 
 /// A lazily connected channel to a umi server at `url` (https:// with the test PKI),

@@ -20,7 +20,7 @@ use umi_rpc::security::{Caller, ServerSecurity};
 
 use crate::journal::{JournalError, TaskJournal};
 use crate::state::{TaskState, TaskStatus};
-use crate::tasks::{SubmitError, TaskSettings, Tasks};
+use crate::tasks::{self, SubmitError, TaskSettings, Tasks};
 
 /// What the coordinator needs to run tasks.
 pub struct Settings {
@@ -112,7 +112,7 @@ fn query_from_pb(task: &pb::Task) -> Result<Query, Status> {
     if task.id.is_empty() {
         return Err(Status::invalid_argument("a task has an empty id"));
     }
-    // '/' separates a task's owner from its id in the table (`task_key`).
+    // '/' separates a task's owner from its id in the table (`tasks::task_key`).
     if task.id.contains('/') {
         return Err(Status::invalid_argument(format!(
             "task id {:?} contains '/'",
@@ -136,23 +136,14 @@ fn query_from_pb(task: &pb::Task) -> Result<Query, Status> {
     Ok(query)
 }
 
-/// A task's key in the table: its id within its owner's namespace. Each token holder
-/// sees only its own tasks and may reuse ids other holders use; on a server without
-/// tokens (anonymous callers, loopback only) the key is the id.
+/// The table key of `caller`'s task `id`.
 fn task_key(caller: &Caller, id: &str) -> String {
-    if caller.name().is_empty() {
-        id.to_string()
-    } else {
-        format!("{}/{id}", caller.name())
-    }
+    tasks::task_key(caller.name(), id)
 }
 
 /// The id `caller` knows the task under `key` by, if the task is theirs.
 fn owned_id<'k>(caller: &Caller, key: &'k str) -> Option<&'k str> {
-    if caller.name().is_empty() {
-        return Some(key);
-    }
-    key.strip_prefix(caller.name())?.strip_prefix('/')
+    tasks::owned_id(caller.name(), key)
 }
 
 /// The largest message the coordinator takes (a submission: `umi run` sends batches of

@@ -18,6 +18,31 @@ use umi_core::CoreError;
 use crate::journal::{Recovered, TaskJournal};
 use crate::state::{TaskState, TaskStatus};
 
+/// A task's key in the table: its id within its owner's namespace (`owner/id`), so each
+/// token holder sees only its own tasks and may reuse ids other holders use; without an
+/// owner (a server without tokens, loopback only) the key is the id. Ids hold no '/'
+/// (refused at submission), owner names none either.
+pub fn task_key(owner: &str, id: &str) -> String {
+    if owner.is_empty() {
+        id.to_string()
+    } else {
+        format!("{owner}/{id}")
+    }
+}
+
+/// The id `owner` gave the task under `key`, if the task is theirs.
+pub fn owned_id<'k>(owner: &str, key: &'k str) -> Option<&'k str> {
+    if owner.is_empty() {
+        return Some(key);
+    }
+    key.strip_prefix(owner)?.strip_prefix('/')
+}
+
+/// The id the task under `key` was given, whoever owns it.
+fn given_id(key: &str) -> &str {
+    key.split_once('/').map_or(key, |(_, id)| id)
+}
+
 /// What makes a task the task it is: its query text and its tools, so a resubmission
 /// with the same text but other tools is a different task, not the same one again.
 fn identity(query: &Query) -> String {
@@ -316,10 +341,9 @@ impl Tasks {
             steps: AtomicU32::new(0),
             tokens: AtomicU64::new(0),
         };
-        // Workers, traces and seeds see the id its owner gave, not the table key
-        // (`holder/id`; ids themselves hold no '/').
+        // Workers, traces and seeds see the id its owner gave, not the table key.
         let as_given = Query {
-            id: id.rsplit('/').next().unwrap_or(&id).to_string(),
+            id: given_id(&id).to_string(),
             ..query
         };
         let solved = solve(

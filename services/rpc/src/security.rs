@@ -193,8 +193,8 @@ impl Tokens {
     }
 }
 
-/// `localhost`, 127.0.0.0/8 or ::1.
-fn is_loopback_host(host: &str) -> bool {
+/// `localhost`, 127.0.0.0/8 or ::1 (bracketed or not): a host on this machine.
+pub fn is_loopback_host(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
         || host
@@ -469,13 +469,15 @@ impl ClientSecurity {
         self.tls.is_some()
     }
 
-    /// An endpoint for `address`: TLS for `https://` (which needs the CA), plaintext for
-    /// `http://`. A client with a token or TLS settings never talks plaintext beyond
-    /// loopback: its token (and the prompts) would cross the network in clear, e.g. to a
-    /// rogue `http://` entry in etcd.
+    /// An endpoint for `address` (3 s to connect, no Nagle delay): TLS for `https://`
+    /// (which needs the CA), plaintext for `http://`. A client with a token or TLS
+    /// settings never talks plaintext beyond loopback: its token (and the prompts) would
+    /// cross the network in clear, e.g. to a rogue `http://` entry in etcd.
     pub fn endpoint(&self, address: &str) -> Result<Endpoint, SecurityError> {
         let endpoint = Endpoint::from_shared(address.to_string())
-            .map_err(|e| SecurityError::Config(format!("address {address:?}: {e}")))?;
+            .map_err(|e| SecurityError::Config(format!("address {address:?}: {e}")))?
+            .connect_timeout(std::time::Duration::from_secs(3))
+            .tcp_nodelay(true);
         match endpoint.uri().scheme_str() {
             Some("https") => match &self.tls {
                 Some(tls) => endpoint.tls_config(tls.clone()).map_err(|e| {
@@ -508,11 +510,7 @@ impl ClientSecurity {
 
     /// A lazily connected channel to `address` whose calls carry the token.
     pub fn channel(&self, address: &str) -> Result<AuthedChannel, SecurityError> {
-        let channel = self
-            .endpoint(address)?
-            .connect_timeout(std::time::Duration::from_secs(3))
-            .tcp_nodelay(true)
-            .connect_lazy();
+        let channel = self.endpoint(address)?.connect_lazy();
         Ok(InterceptedService::new(channel, self.token()))
     }
 
@@ -520,8 +518,6 @@ impl ClientSecurity {
     pub async fn connect(&self, address: &str) -> Result<AuthedChannel, SecurityError> {
         let channel = self
             .endpoint(address)?
-            .connect_timeout(std::time::Duration::from_secs(3))
-            .tcp_nodelay(true)
             .connect()
             .await
             .map_err(|e| SecurityError::Config(format!("connecting to {address}: {e}")))?;

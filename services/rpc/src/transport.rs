@@ -51,8 +51,6 @@ impl RoleTransport for GrpcTransport {
             .endpoint(address)
             .map_err(|e| CoreError::invalid(format!("worker address {address:?}"), e))?;
         let endpoint = endpoint
-            .connect_timeout(Duration::from_secs(3))
-            .tcp_nodelay(true)
             // A worker whose host vanished (no RST) fails its calls within seconds
             // instead of holding them until the deadline.
             .http2_keep_alive_interval(Duration::from_secs(5))

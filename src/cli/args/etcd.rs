@@ -110,21 +110,11 @@ fn secure_or_local(endpoint: &str) -> bool {
     if endpoint.starts_with("https://") {
         return true;
     }
-    let host = endpoint
-        .trim_start_matches("http://")
-        .split(['/', '?'])
-        .next()
-        .unwrap_or_default();
-    // host:port, [v6]:port, or a bare host.
-    let host = match host.rsplit_once(':') {
-        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
-        _ => host,
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    endpoint
+        .parse::<tonic::codegen::http::Uri>()
+        .ok()
+        .and_then(|uri| uri.host().map(umi_rpc::security::is_loopback_host))
+        .unwrap_or(false)
 }
 
 #[cfg(test)]
