@@ -8,6 +8,8 @@ pub mod device;
 pub mod engine;
 pub mod error;
 pub mod fsutil;
+#[cfg(target_arch = "x86_64")]
+pub mod gemm;
 pub mod generate;
 pub mod kv_cache;
 pub mod linear;

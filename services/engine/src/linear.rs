@@ -35,20 +35,102 @@ impl Linear {
     /// one sequence's next token (decode), else the rows are one prompt (prefill).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let decode_rows = x.rank() >= 2 && x.dim(candle_core::D::Minus2)? == 1;
-        if x.device().is_cpu() && decode_rows {
-            if let Some(y) = self.cpu_rows(x)? {
+        if x.device().is_cpu() {
+            let fast = if decode_rows {
+                self.cpu_rows(x)?
+            } else {
+                self.cpu_prefill(x)?
+            };
+            if let Some(y) = fast {
                 return Ok(y);
             }
         }
         if let QMatMul::QTensor(q) = &self.weight {
             if x.device().is_cpu() && x.dtype() == DType::F32 {
-                // Several rows (prefill): dequantize this one matrix and use the f32 gemm,
-                // rather than quantizing the activations as candle's quantized matmul does.
+                // Several rows (prefill) without AVX-512: dequantize this one matrix and use
+                // the f32 gemm, rather than quantizing the activations as candle's
+                // quantized matmul does.
                 let dense = QMatMul::Tensor(q.dequantize(x.device())?);
                 return Ok(dense.forward(x)?);
             }
         }
         Ok(self.weight.forward(x)?)
+    }
+
+    /// The weight matrix as rows in CPU memory, `f(rows, rows count, columns)`, when it
+    /// is in one of the formats the CPU kernels read; None otherwise.
+    fn with_cpu_weights<R>(
+        &self,
+        f: impl FnOnce(Weights<'_>, usize, usize) -> R,
+    ) -> Result<Option<R>> {
+        match &self.weight {
+            QMatMul::Tensor(w) => {
+                let (rows, cols) = w.dims2()?;
+                let (storage, layout) = w.storage_and_layout();
+                let Storage::Cpu(cpu) = &*storage else {
+                    return Ok(None);
+                };
+                if !layout.is_contiguous() {
+                    return Ok(None);
+                }
+                let span = layout.start_offset()..layout.start_offset() + rows * cols;
+                let view = match w.dtype() {
+                    DType::F32 => Weights::F32(&cpu.as_slice::<f32>()?[span]),
+                    DType::F16 => Weights::F16(&cpu.as_slice::<f16>()?[span]),
+                    DType::BF16 => Weights::Bf16(&cpu.as_slice::<bf16>()?[span]),
+                    _ => return Ok(None),
+                };
+                Ok(Some(f(view, rows, cols)))
+            }
+            QMatMul::QTensor(q) if matches!(q.dtype(), GgmlDType::Q8_0 | GgmlDType::Q4_1) => {
+                let (rows, cols) = q.shape().dims2()?;
+                if cols % 32 != 0 || !matches!(q.device(), Device::Cpu) {
+                    return Ok(None);
+                }
+                let data = q.data()?;
+                let view = match q.dtype() {
+                    GgmlDType::Q8_0 => Weights::Q8_0(&data),
+                    _ => Weights::Q4_1(&data),
+                };
+                Ok(Some(f(view, rows, cols)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Prefill rows on a CPU with AVX-512: one blocked product over the weights as
+    /// stored (see `gemm`).
+    #[cfg(target_arch = "x86_64")]
+    fn cpu_prefill(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        if crate::gemm::kernel() == crate::gemm::Kernel::None {
+            return Ok(None);
+        }
+        let cols = x.dim(candle_core::D::Minus1)?;
+        let xs: Vec<f32> = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+        if cols == 0 || !xs.len().is_multiple_of(cols) {
+            return Ok(None);
+        }
+        let m = xs.len() / cols;
+        let product = self.with_cpu_weights(|w, rows, w_cols| {
+            (w_cols == cols)
+                .then(|| crate::gemm::matmul(&xs, m, cols, w, rows).map(|y| (y, rows)))
+                .flatten()
+        })?;
+        let Some(Some((y, rows))) = product else {
+            return Ok(None);
+        };
+        let mut dims = x.dims().to_vec();
+        if let Some(last) = dims.last_mut() {
+            *last = rows;
+        }
+        Ok(Some(
+            Tensor::from_vec(y, dims, &Device::Cpu)?.to_dtype(x.dtype())?,
+        ))
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    fn cpu_prefill(&self, _x: &Tensor) -> Result<Option<Tensor>> {
+        Ok(None)
     }
 
     /// Every row of `x` times the weights, one pass over the weights for all rows.
@@ -67,53 +149,29 @@ impl Linear {
                 *o = dot(x);
             }
         };
-        let by_row = match &self.weight {
-            QMatMul::Tensor(w) => {
-                let (rows, w_cols) = w.dims2()?;
-                let (storage, layout) = w.storage_and_layout();
-                let Storage::Cpu(cpu) = &*storage else {
-                    return Ok(None);
-                };
-                if w_cols != cols || !layout.is_contiguous() {
-                    return Ok(None);
-                }
-                let span = layout.start_offset()..layout.start_offset() + rows * cols;
-                let row = |r: usize| r * cols..(r + 1) * cols;
-                match w.dtype() {
-                    DType::F32 => {
-                        let data = &cpu.as_slice::<f32>()?[span];
-                        gemv(rows, inputs.len(), |r, out| {
-                            each(out, &|x| dot_f32(x, &data[row(r)]))
-                        })
-                    }
-                    DType::F16 => {
-                        let data = &cpu.as_slice::<f16>()?[span];
-                        gemv(rows, inputs.len(), |r, out| {
-                            each(out, &|x| dot_half(x, &data[row(r)], f16::to_f32))
-                        })
-                    }
-                    DType::BF16 => {
-                        let data = &cpu.as_slice::<bf16>()?[span];
-                        gemv(rows, inputs.len(), |r, out| {
-                            each(out, &|x| dot_half(x, &data[row(r)], bf16::to_f32))
-                        })
-                    }
-                    _ => return Ok(None),
-                }
+        let by_row = self.with_cpu_weights(|w, rows, w_cols| {
+            if w_cols != cols {
+                return None;
             }
-            QMatMul::QTensor(q) if matches!(q.dtype(), GgmlDType::Q8_0 | GgmlDType::Q4_1) => {
-                let (rows, w_cols) = q.shape().dims2()?;
-                if w_cols != cols || cols % 32 != 0 {
-                    return Ok(None);
-                }
-                let data = q.data()?;
-                let row_bytes = data.len() / rows;
-                let row = |r: usize| &data[r * row_bytes..(r + 1) * row_bytes];
-                match q.dtype() {
-                    GgmlDType::Q8_0 => gemv(rows, inputs.len(), |r, out| {
-                        each(out, &|x| dot_q8_0(x, row(r)))
-                    }),
-                    _ => {
+            let row = |r: usize| r * cols..(r + 1) * cols;
+            Some(match w {
+                Weights::F32(data) => gemv(rows, inputs.len(), |r, out| {
+                    each(out, &|x| dot_f32(x, &data[row(r)]))
+                }),
+                Weights::F16(data) => gemv(rows, inputs.len(), |r, out| {
+                    each(out, &|x| dot_half(x, &data[row(r)], f16::to_f32))
+                }),
+                Weights::Bf16(data) => gemv(rows, inputs.len(), |r, out| {
+                    each(out, &|x| dot_half(x, &data[row(r)], bf16::to_f32))
+                }),
+                Weights::Q8_0(data) | Weights::Q4_1(data) => {
+                    let row_bytes = data.len() / rows;
+                    let row = |r: usize| &data[r * row_bytes..(r + 1) * row_bytes];
+                    if matches!(w, Weights::Q8_0(_)) {
+                        gemv(rows, inputs.len(), |r, out| {
+                            each(out, &|x| dot_q8_0(x, row(r)))
+                        })
+                    } else {
                         let sums: Vec<Vec<f32>> = inputs
                             .iter()
                             .map(|x| x.chunks_exact(32).map(|b| b.iter().sum()).collect())
@@ -125,8 +183,10 @@ impl Linear {
                         })
                     }
                 }
-            }
-            _ => return Ok(None),
+            })
+        })?;
+        let Some(Some(by_row)) = by_row else {
+            return Ok(None);
         };
         // `by_row` holds weight row r's results for every input at r * n..(r + 1) * n.
         let n = inputs.len();
@@ -145,6 +205,39 @@ impl Linear {
         Ok(Some(
             Tensor::from_vec(out, dims, &Device::Cpu)?.to_dtype(x.dtype())?,
         ))
+    }
+}
+
+/// A weight matrix as stored: n rows of k, row-major.
+#[derive(Clone, Copy)]
+pub enum Weights<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+    Bf16(&'a [bf16]),
+    /// GGML Q8_0 blocks (34 bytes per 32 weights).
+    Q8_0(&'a [u8]),
+    /// GGML Q4_1 blocks (20 bytes per 32 weights).
+    Q4_1(&'a [u8]),
+}
+
+impl Weights<'_> {
+    /// Bytes one row of k takes, or None when k does not fit the format.
+    pub(crate) fn row_bytes(&self, k: usize) -> Option<usize> {
+        match self {
+            Weights::F32(_) => Some(4 * k),
+            Weights::F16(_) | Weights::Bf16(_) => Some(2 * k),
+            Weights::Q8_0(_) => k.is_multiple_of(32).then_some(k / 32 * 34),
+            Weights::Q4_1(_) => k.is_multiple_of(32).then_some(k / 32 * 20),
+        }
+    }
+
+    pub(crate) fn len_bytes(&self) -> usize {
+        match self {
+            Weights::F32(w) => 4 * w.len(),
+            Weights::F16(w) => 2 * w.len(),
+            Weights::Bf16(w) => 2 * w.len(),
+            Weights::Q8_0(w) | Weights::Q4_1(w) => w.len(),
+        }
     }
 }
 
