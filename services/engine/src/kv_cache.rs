@@ -84,6 +84,11 @@ impl KvCache {
 }
 
 impl LayerKv {
+    /// The key and value buffers, each (1, kv_heads, capacity, head_dim).
+    pub(crate) fn buffers(&self) -> (&Tensor, &Tensor) {
+        (&self.k, &self.v)
+    }
+
     /// Writes `k` and `v`, (1, kv_heads, seq, head_dim), at position `offset` of `slot`
     /// (growing its buffers up to `max` positions if needed) and returns views of every
     /// position up to them.

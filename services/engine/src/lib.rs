@@ -4,6 +4,8 @@
 
 pub mod config;
 pub mod convert;
+#[cfg(target_arch = "x86_64")]
+pub mod cpu_attention;
 pub mod device;
 pub mod engine;
 pub mod error;

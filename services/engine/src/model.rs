@@ -267,8 +267,13 @@ impl Llama {
             let residual = x.clone();
             let normed = self.rms_norm(&x, &layer.attn_norm)?;
             let qkv = layer.attn.qkv.forward(&normed)?;
-            let y = self.attend(&qkv, offset, mask.as_ref(), &mut cache.layers[i])?;
-            x = (layer.attn.o.forward(&y)? + residual)?;
+            let mut ys = self.attend(
+                &[qkv],
+                &[offset],
+                &mut [&mut cache.layers[i]],
+                mask.as_ref(),
+            )?;
+            x = (layer.attn.o.forward(&ys.remove(0))? + residual)?;
             x = self.mlp(layer, &x)?;
         }
         cache.len += seq;
@@ -303,14 +308,13 @@ impl Llama {
             let residual = x.clone();
             let normed = self.rms_norm(&x, &layer.attn_norm)?;
             let qkv = layer.attn.qkv.forward(&normed)?;
-            let ys = caches
-                .iter_mut()
-                .enumerate()
-                .map(|(s, cache)| {
-                    let offset = cache.len;
-                    self.attend(&qkv.narrow(0, s, 1)?, offset, None, &mut cache.layers[i])
-                })
-                .collect::<Result<Vec<_>>>()?;
+            let rows = (0..caches.len())
+                .map(|s| qkv.narrow(0, s, 1))
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            let offsets: Vec<usize> = caches.iter().map(|c| c.len).collect();
+            let mut slots: Vec<&mut Option<LayerKv>> =
+                caches.iter_mut().map(|c| &mut c.layers[i]).collect();
+            let ys = self.attend(&rows, &offsets, &mut slots, None)?;
             x = (layer.attn.o.forward(&Tensor::cat(&ys, 0)?)? + residual)?;
             x = self.mlp(layer, &x)?;
         }
@@ -349,16 +353,47 @@ impl Llama {
         Ok((mlp.down.forward(&act)? + x)?)
     }
 
-    /// Attention of one sequence: `qkv` is its stacked Q/K/V projection, (1, seq, q+2kv),
-    /// for positions from `offset` on; `cache` is this layer's keys and values so far.
-    /// Returns the heads' outputs, (1, seq, hidden), before the output projection.
+    /// Attention of several sequences at one layer: `qkvs[s]` is sequence s's stacked
+    /// Q/K/V projection, (1, seq, q+2kv), for positions from `offsets[s]` on; `slots[s]`
+    /// its keys and values so far at this layer (`mask` only with a single sequence of
+    /// several rows). Returns each sequence's heads' outputs, (1, seq, hidden), before
+    /// the output projection.
+    ///
+    /// On a CPU with AVX-512 all sequences go through one parallel pass of
+    /// `cpu_attention`; elsewhere each goes through candle's operations in turn.
     fn attend(
+        &self,
+        qkvs: &[Tensor],
+        offsets: &[usize],
+        slots: &mut [&mut Option<LayerKv>],
+        mask: Option<&Tensor>,
+    ) -> Result<Vec<Tensor>> {
+        let mut queries = Vec::with_capacity(qkvs.len());
+        let mut kvs = Vec::with_capacity(qkvs.len());
+        for ((qkv, &offset), slot) in qkvs.iter().zip(offsets).zip(slots.iter_mut()) {
+            let (q, k, v) = self.project(qkv, offset, slot)?;
+            queries.push(q);
+            kvs.push((k, v));
+        }
+        if let Some(ys) = self.attend_cpu(&queries, offsets, slots)? {
+            return Ok(ys);
+        }
+        queries
+            .iter()
+            .zip(kvs)
+            .map(|(q, (k, v))| self.attend_one(q, &k, &v, mask))
+            .collect()
+    }
+
+    /// Splits a sequence's stacked projection, applies the rotary embedding and writes
+    /// the new keys and values into its buffers. Returns the queries (1, heads, seq, hd)
+    /// and views of every key and value so far, (1, kv_heads, offset + seq, hd).
+    fn project(
         &self,
         qkv: &Tensor,
         offset: usize,
-        mask: Option<&Tensor>,
         cache: &mut Option<LayerKv>,
-    ) -> Result<Tensor> {
+    ) -> Result<(Tensor, Tensor, Tensor)> {
         let c = &self.config;
         let (b, seq, _) = qkv.dims3()?;
         let hd = c.head_dim();
@@ -379,7 +414,114 @@ impl Llama {
         let k = self.rope.apply(&k, offset)?;
         let v = v.contiguous()?;
         let (k, v) = LayerKv::append(cache, offset, &k, &v, self.context)?;
+        Ok((q, k, v))
+    }
 
+    /// The AVX-512 path over the buffers as stored; None where it does not apply (not a
+    /// CPU, no AVX-512, a shape or dtype it does not take).
+    #[cfg(target_arch = "x86_64")]
+    fn attend_cpu(
+        &self,
+        queries: &[Tensor],
+        offsets: &[usize],
+        slots: &[&mut Option<LayerKv>],
+    ) -> Result<Option<Vec<Tensor>>> {
+        use crate::cpu_attention::{self, Job, Kv, Shape};
+        use candle_core::{CpuStorage, Storage};
+        if !self.device.is_cpu() || crate::gemm::kernel() == crate::gemm::Kernel::None {
+            return Ok(None);
+        }
+        let c = &self.config;
+        let hd = c.head_dim();
+        // (1, heads, seq, hd) -> (seq, heads, hd), f32.
+        let qs: Vec<Vec<f32>> = queries
+            .iter()
+            .map(|q| {
+                q.transpose(1, 2)?
+                    .to_dtype(DType::F32)?
+                    .flatten_all()?
+                    .to_vec1()
+            })
+            .collect::<candle_core::Result<_>>()?;
+        let mut guards = Vec::with_capacity(slots.len());
+        for slot in slots {
+            let Some(layer) = slot.as_ref() else {
+                return Ok(None);
+            };
+            let (k, v) = layer.buffers();
+            guards.push((k.storage_and_layout(), v.storage_and_layout(), k.dim(2)?));
+        }
+        fn view<'a>(storage: &'a Storage, layout: &candle_core::Layout) -> Option<Kv<'a>> {
+            let Storage::Cpu(cpu) = storage else {
+                return None;
+            };
+            if !layout.is_contiguous() {
+                return None;
+            }
+            let span = layout.start_offset()..layout.start_offset() + layout.shape().elem_count();
+            Some(match cpu {
+                CpuStorage::F32(data) => Kv::F32(data.get(span)?),
+                CpuStorage::BF16(data) => Kv::Bf16(data.get(span)?),
+                CpuStorage::F16(data) => Kv::F16(data.get(span)?),
+                _ => return None,
+            })
+        }
+        let mut jobs = Vec::with_capacity(guards.len());
+        for ((k, v, capacity), (q, &offset)) in guards.iter().zip(qs.iter().zip(offsets)) {
+            let (Some(k), Some(v)) = (view(&k.0, k.1), view(&v.0, v.1)) else {
+                return Ok(None);
+            };
+            let rows = q.len() / (c.num_attention_heads * hd).max(1);
+            jobs.push(Job {
+                q,
+                rows,
+                k,
+                v,
+                capacity: *capacity,
+                offset,
+            });
+        }
+        let shape = Shape {
+            heads: c.num_attention_heads,
+            kv_heads: c.num_key_value_heads,
+            head_dim: hd,
+        };
+        let Some(outs) = cpu_attention::attend(shape, &jobs) else {
+            return Ok(None);
+        };
+        outs.into_iter()
+            .zip(&jobs)
+            .map(|(y, job)| {
+                Ok(
+                    Tensor::from_vec(y, (1, job.rows, c.hidden_size), &self.device)?
+                        .to_dtype(self.dtype)?,
+                )
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    fn attend_cpu(
+        &self,
+        _queries: &[Tensor],
+        _offsets: &[usize],
+        _slots: &[&mut Option<LayerKv>],
+    ) -> Result<Option<Vec<Tensor>>> {
+        Ok(None)
+    }
+
+    /// candle's path for one sequence: `q` (1, heads, seq, hd), `k` and `v` every
+    /// position so far. Returns (1, seq, hidden).
+    fn attend_one(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let (b, _, seq, hd) = q.dims4()?;
         // Grouped-query attention without copying K/V per query head: the query heads that
         // share a K/V head (adjacent in HF order) are stacked as extra rows.
         let (kv_heads, groups) = (

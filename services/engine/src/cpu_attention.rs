@@ -1,0 +1,553 @@
+//! Causal attention on x86-64 CPUs with AVX-512, over the key/value buffers as stored.
+//!
+//! candle's path (kept for other CPUs and for GPUs) converts a 16-bit cache to f32 whole
+//! at every call, builds a (rows x keys) score matrix per head group, and runs one
+//! sequence at a time; at α-UMi's 1-4k-token contexts attention was a quarter of a static
+//! evaluation's time and left a core idle (BENCHMARKS.md, "Attention"). Here every
+//! sequence of a decode batch (and every row of a prefill chunk) goes through one
+//! parallel pass over (sequence, key/value head, block of rows) tasks. Per query row and
+//! head: scores 16 keys at a time (one transposing reduction for the 16 dot products),
+//! one row of scores at most (never a full score matrix), a vectorised `exp`, then the
+//! values weighted and summed; keys and values are widened from bf16/f16 as they load.
+//!
+//! A row's arithmetic is fixed whatever the batch, the rows beside it or the thread, so
+//! a sequence gets the same bits alone as in a batch. `unsafe`: intrinsics (called only
+//! after detection, see `gemm::kernel`) and raw-pointer loads inside slices whose lengths
+//! are checked at entry.
+
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+
+use half::{bf16, f16};
+use rayon::prelude::*;
+
+/// A layer's key or value buffer, (kv_heads, capacity, head_dim) row-major.
+#[derive(Clone, Copy)]
+pub enum Kv<'a> {
+    F32(&'a [f32]),
+    Bf16(&'a [bf16]),
+    F16(&'a [f16]),
+}
+
+impl Kv<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Kv::F32(s) => s.len(),
+            Kv::Bf16(s) => s.len(),
+            Kv::F16(s) => s.len(),
+        }
+    }
+}
+
+/// The model's attention shape.
+#[derive(Clone, Copy, Debug)]
+pub struct Shape {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+}
+
+/// One sequence's new rows.
+pub struct Job<'a> {
+    /// Query rows after the rotary embedding, f32, (rows, heads, head_dim).
+    pub q: &'a [f32],
+    pub rows: usize,
+    /// This layer's buffers; the first `offset + rows` positions hold data.
+    pub k: Kv<'a>,
+    pub v: Kv<'a>,
+    pub capacity: usize,
+    /// Positions before the first row (row i attends to keys 0..=offset + i).
+    pub offset: usize,
+}
+
+/// Rows of one task: enough to amortise a task, few enough to spread a prefill chunk.
+const ROWS_PER_TASK: usize = 16;
+
+/// Each job's output, (rows, heads * head_dim) f32, or None where this kernel does not
+/// apply (no AVX-512, a head size not a multiple of 16 or over 128, heads not a multiple of the
+/// key/value heads, buffers too short, mixed dtypes).
+pub fn attend(shape: Shape, jobs: &[Job<'_>]) -> Option<Vec<Vec<f32>>> {
+    let Shape {
+        heads,
+        kv_heads,
+        head_dim: hd,
+    } = shape;
+    if crate::gemm::kernel() == crate::gemm::Kernel::None
+        || hd == 0
+        || !hd.is_multiple_of(16)
+        || hd > 128
+        || kv_heads == 0
+        || !heads.is_multiple_of(kv_heads)
+    {
+        return None;
+    }
+    for job in jobs {
+        let fits = job.q.len() == job.rows * heads * hd
+            && job.offset + job.rows <= job.capacity
+            && job.k.len() == kv_heads * job.capacity * hd
+            && job.v.len() == kv_heads * job.capacity * hd
+            && std::mem::discriminant(&job.k) == std::mem::discriminant(&job.v);
+        if !fits {
+            return None;
+        }
+    }
+    let groups = heads / kv_heads;
+    let tasks: Vec<(usize, usize, usize)> = jobs
+        .iter()
+        .enumerate()
+        .flat_map(|(j, job)| {
+            (0..kv_heads)
+                .flat_map(move |h| (0..job.rows).step_by(ROWS_PER_TASK).map(move |r| (j, h, r)))
+        })
+        .collect();
+    let parts: Vec<Vec<f32>> = tasks
+        .par_iter()
+        .map(|&(j, h, r0)| {
+            let job = &jobs[j];
+            let rows = r0..job.rows.min(r0 + ROWS_PER_TASK);
+            let mut out = vec![0f32; rows.len() * groups * hd];
+            // SAFETY: AVX-512F detected above; every length checked above.
+            unsafe {
+                match (job.k, job.v) {
+                    (Kv::F32(k), Kv::F32(v)) => task(shape, job, h, rows, k, v, &mut out),
+                    (Kv::Bf16(k), Kv::Bf16(v)) => task(shape, job, h, rows, k, v, &mut out),
+                    (Kv::F16(k), Kv::F16(v)) => task(shape, job, h, rows, k, v, &mut out),
+                    _ => unreachable!("dtypes checked above"),
+                }
+            }
+            out
+        })
+        .collect();
+    let mut outs: Vec<Vec<f32>> = jobs
+        .iter()
+        .map(|j| vec![0f32; j.rows * heads * hd])
+        .collect();
+    for (&(j, h, r0), part) in tasks.iter().zip(&parts) {
+        // part: (rows, groups, hd) for query heads h*groups..(h+1)*groups.
+        for (i, src) in part.chunks_exact(groups * hd).enumerate() {
+            let at = (r0 + i) * heads * hd + h * groups * hd;
+            outs[j][at..at + groups * hd].copy_from_slice(src);
+        }
+    }
+    Some(outs)
+}
+
+/// An element type of the buffers, widened to f32 sixteen at a time.
+trait Elem: Copy {
+    /// # Safety
+    /// AVX-512F present; `p` points at 16 readable elements.
+    unsafe fn load16(p: *const Self) -> __m512;
+}
+
+impl Elem for f32 {
+    #[inline(always)]
+    unsafe fn load16(p: *const f32) -> __m512 {
+        _mm512_loadu_ps(p)
+    }
+}
+
+impl Elem for bf16 {
+    #[inline(always)]
+    unsafe fn load16(p: *const bf16) -> __m512 {
+        // bf16 is the top half of an f32: zero-extend and shift into place.
+        let raw = _mm256_loadu_si256(p.cast());
+        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(raw)))
+    }
+}
+
+impl Elem for f16 {
+    #[inline(always)]
+    unsafe fn load16(p: *const f16) -> __m512 {
+        _mm512_cvtph_ps(_mm256_loadu_si256(p.cast()))
+    }
+}
+
+thread_local! {
+    /// One row of scores per query head of a group, reused across tasks.
+    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Rows `rows` of `job` for key/value head `h` and its query heads; `out` is
+/// (rows, groups, head_dim).
+#[target_feature(enable = "avx512f")]
+unsafe fn task<E: Elem>(
+    shape: Shape,
+    job: &Job<'_>,
+    h: usize,
+    rows: std::ops::Range<usize>,
+    k: &[E],
+    v: &[E],
+    out: &mut [f32],
+) {
+    let hd = shape.head_dim;
+    let groups = shape.heads / shape.kv_heads;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let k = k.as_ptr().add(h * job.capacity * hd);
+    let v = v.as_ptr().add(h * job.capacity * hd);
+    SCORES.with(|scores| {
+        let mut scores = scores.borrow_mut();
+        let keys_max = job.offset + rows.end;
+        scores.resize(keys_max.div_ceil(16) * 16, 0.0);
+        for (n, row) in rows.enumerate() {
+            let keys = job.offset + row + 1;
+            for g in 0..groups {
+                let q = job
+                    .q
+                    .as_ptr()
+                    .add((row * shape.heads + h * groups + g) * hd);
+                let y = out.as_mut_ptr().add((n * groups + g) * hd);
+                head_row(q, (k, v), keys, hd, scale, &mut scores, y);
+            }
+        }
+    });
+}
+
+/// One query row of one head over `keys` keys: writes the head's output (hd values) at y.
+#[inline(always)]
+unsafe fn head_row<E: Elem>(
+    q: *const f32,
+    (k, v): (*const E, *const E),
+    keys: usize,
+    hd: usize,
+    scale: f32,
+    scores: &mut [f32],
+    y: *mut f32,
+) {
+    let chunks = hd / 16;
+    // Scores, sixteen keys at a time: sixteen partial dot products, then one transposing
+    // reduction gives the sixteen scores in one vector.
+    let scale_v = _mm512_set1_ps(scale);
+    let mut max_v = _mm512_set1_ps(f32::NEG_INFINITY);
+    let mut t0 = 0;
+    while t0 < keys {
+        let count = (keys - t0).min(16);
+        let mut acc = [_mm512_setzero_ps(); 16];
+        for (key, a) in acc.iter_mut().enumerate().take(count) {
+            let kp = k.add((t0 + key) * hd);
+            for c in 0..chunks {
+                *a = _mm512_fmadd_ps(
+                    _mm512_loadu_ps(q.add(16 * c)),
+                    E::load16(kp.add(16 * c)),
+                    *a,
+                );
+            }
+        }
+        let s = _mm512_mul_ps(hsum16(&acc), scale_v);
+        let valid: __mmask16 = if count == 16 {
+            0xffff
+        } else {
+            ((1u32 << count) - 1) as u16
+        };
+        max_v = _mm512_mask_max_ps(max_v, valid, max_v, s);
+        _mm512_storeu_ps(scores.as_mut_ptr().add(t0), s);
+        t0 += 16;
+    }
+    let max = _mm512_set1_ps(_mm512_reduce_max_ps(max_v));
+    // Probabilities (unnormalised) and their sum.
+    let mut sum_v = _mm512_setzero_ps();
+    let mut t0 = 0;
+    while t0 < keys {
+        let count = (keys - t0).min(16);
+        let valid: __mmask16 = if count == 16 {
+            0xffff
+        } else {
+            ((1u32 << count) - 1) as u16
+        };
+        let p = exp(_mm512_sub_ps(_mm512_loadu_ps(scores.as_ptr().add(t0)), max));
+        let p = _mm512_maskz_mov_ps(valid, p);
+        sum_v = _mm512_add_ps(sum_v, p);
+        _mm512_storeu_ps(scores.as_mut_ptr().add(t0), p);
+        t0 += 16;
+    }
+    let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(sum_v));
+    // Values weighted by the probabilities: two interleaved accumulators per chunk hide
+    // the FMA latency (their order is fixed, so the result is too).
+    let mut even = [_mm512_setzero_ps(); 8];
+    let mut odd = [_mm512_setzero_ps(); 8];
+    let mut t = 0;
+    while t + 1 < keys {
+        let (pe, po) = (_mm512_set1_ps(scores[t]), _mm512_set1_ps(scores[t + 1]));
+        let (ve, vo) = (v.add(t * hd), v.add((t + 1) * hd));
+        for c in 0..chunks {
+            even[c] = _mm512_fmadd_ps(pe, E::load16(ve.add(16 * c)), even[c]);
+            odd[c] = _mm512_fmadd_ps(po, E::load16(vo.add(16 * c)), odd[c]);
+        }
+        t += 2;
+    }
+    if t < keys {
+        let pe = _mm512_set1_ps(scores[t]);
+        let ve = v.add(t * hd);
+        for (c, e) in even.iter_mut().take(chunks).enumerate() {
+            *e = _mm512_fmadd_ps(pe, E::load16(ve.add(16 * c)), *e);
+        }
+    }
+    for (c, (e, o)) in even.iter().zip(&odd).take(chunks).enumerate() {
+        _mm512_storeu_ps(y.add(16 * c), _mm512_mul_ps(_mm512_add_ps(*e, *o), inv));
+    }
+}
+
+/// Sixteen vectors in, one vector out whose lane i is the sum of vector i's lanes.
+#[inline(always)]
+unsafe fn hsum16(v: &[__m512; 16]) -> __m512 {
+    // Pairs: per 128-bit lane, (a0+a2, b0+b2, a1+a3, b1+b3).
+    let mut s = [_mm512_setzero_ps(); 8];
+    for (j, out) in s.iter_mut().enumerate() {
+        let (a, b) = (v[2 * j], v[2 * j + 1]);
+        *out = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+    }
+    // Quads: per 128-bit lane, the lane's total of each of four vectors.
+    let mut x = [_mm512_setzero_ps(); 4];
+    for (j, out) in x.iter_mut().enumerate() {
+        let (p, q) = (s[2 * j], s[2 * j + 1]);
+        *out = _mm512_add_ps(
+            _mm512_shuffle_ps::<0b01_00_01_00>(p, q),
+            _mm512_shuffle_ps::<0b11_10_11_10>(p, q),
+        );
+    }
+    // Across the four 128-bit lanes.
+    let z0 = _mm512_add_ps(
+        _mm512_shuffle_f32x4::<0b01_00_01_00>(x[0], x[1]),
+        _mm512_shuffle_f32x4::<0b11_10_11_10>(x[0], x[1]),
+    );
+    let z1 = _mm512_add_ps(
+        _mm512_shuffle_f32x4::<0b01_00_01_00>(x[2], x[3]),
+        _mm512_shuffle_f32x4::<0b11_10_11_10>(x[2], x[3]),
+    );
+    _mm512_add_ps(
+        _mm512_shuffle_f32x4::<0b10_00_10_00>(z0, z1),
+        _mm512_shuffle_f32x4::<0b11_01_11_01>(z0, z1),
+    )
+}
+
+/// e^x for x <= 0 (scores minus their maximum), to about 2 ulp: x = n ln2 + r with
+/// |r| <= ln2/2, e^r by its degree-6 Taylor polynomial, times 2^n (`vscalefps`, which
+/// underflows to 0 cleanly below e^-87).
+#[inline(always)]
+unsafe fn exp(x: __m512) -> __m512 {
+    let x = _mm512_max_ps(x, _mm512_set1_ps(-104.0));
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+        _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
+    );
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_145_75), x);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428_606_8e-6), r);
+    let mut p = _mm512_set1_ps(1.0 / 720.0);
+    for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+    }
+    _mm512_scalef_ps(p, n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+            })
+            .collect()
+    }
+
+    /// Softmax attention in f64, the keys and values given widened.
+    fn reference(
+        shape: Shape,
+        q: &[f32],
+        rows: usize,
+        k: &[f32],
+        v: &[f32],
+        cap: usize,
+        offset: usize,
+    ) -> Vec<f64> {
+        let (heads, hd) = (shape.heads, shape.head_dim);
+        let groups = heads / shape.kv_heads;
+        let mut out = vec![0f64; rows * heads * hd];
+        for i in 0..rows {
+            for head in 0..heads {
+                let h = head / groups;
+                let qr = &q[(i * heads + head) * hd..][..hd];
+                let keys = offset + i + 1;
+                let s: Vec<f64> = (0..keys)
+                    .map(|t| {
+                        let kr = &k[(h * cap + t) * hd..][..hd];
+                        qr.iter()
+                            .zip(kr)
+                            .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                            .sum::<f64>()
+                            / (hd as f64).sqrt()
+                    })
+                    .collect();
+                let m = s.iter().cloned().fold(f64::MIN, f64::max);
+                let p: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+                let l: f64 = p.iter().sum();
+                for d in 0..hd {
+                    out[(i * heads + head) * hd + d] = (0..keys)
+                        .map(|t| p[t] * f64::from(v[(h * cap + t) * hd + d]))
+                        .sum::<f64>()
+                        / l;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn matches_exact_softmax_attention_for_every_buffer_dtype() {
+        if crate::gemm::kernel() == crate::gemm::Kernel::None {
+            eprintln!("no AVX-512F on this CPU: nothing to test");
+            return;
+        }
+        // Grouped and plain heads; key counts off the 16-key blocks; decode and prefill rows.
+        for (heads, kv_heads, hd, rows, offset) in [
+            (9, 3, 64, 1, 0),
+            (9, 3, 64, 1, 40),
+            (4, 4, 32, 21, 7),
+            (6, 2, 16, 37, 100),
+        ] {
+            let shape = Shape {
+                heads,
+                kv_heads,
+                head_dim: hd,
+            };
+            let cap = offset + rows + 5;
+            let q = values(rows * heads * hd, 1);
+            let k32 = values(kv_heads * cap * hd, 2);
+            let v32 = values(kv_heads * cap * hd, 3);
+            let kb: Vec<bf16> = k32.iter().map(|&x| bf16::from_f32(x)).collect();
+            let vb: Vec<bf16> = v32.iter().map(|&x| bf16::from_f32(x)).collect();
+            let kh: Vec<f16> = k32.iter().map(|&x| f16::from_f32(x)).collect();
+            let vh: Vec<f16> = v32.iter().map(|&x| f16::from_f32(x)).collect();
+            let widen = |k: &[f32]| k.to_vec();
+            let cases: [(Kv, Kv, Vec<f32>, Vec<f32>); 3] = [
+                (Kv::F32(&k32), Kv::F32(&v32), widen(&k32), widen(&v32)),
+                (
+                    Kv::Bf16(&kb),
+                    Kv::Bf16(&vb),
+                    kb.iter().map(|x| x.to_f32()).collect(),
+                    vb.iter().map(|x| x.to_f32()).collect(),
+                ),
+                (
+                    Kv::F16(&kh),
+                    Kv::F16(&vh),
+                    kh.iter().map(|x| x.to_f32()).collect(),
+                    vh.iter().map(|x| x.to_f32()).collect(),
+                ),
+            ];
+            for (k, v, kw, vw) in cases {
+                let job = Job {
+                    q: &q,
+                    rows,
+                    k,
+                    v,
+                    capacity: cap,
+                    offset,
+                };
+                let got = attend(shape, &[job]).unwrap().remove(0);
+                let want = reference(shape, &q, rows, &kw, &vw, cap, offset);
+                for (g, w) in got.iter().zip(&want) {
+                    assert!(
+                        (f64::from(*g) - w).abs() < 1e-5 * (1.0 + w.abs()),
+                        "{shape:?} rows {rows} offset {offset}: {g} vs {w}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// A sequence's rows get the same bits alone and in a batch of sequences.
+    #[test]
+    fn a_sequence_gets_the_same_bits_alone_and_in_a_batch() {
+        if crate::gemm::kernel() == crate::gemm::Kernel::None {
+            return;
+        }
+        let shape = Shape {
+            heads: 9,
+            kv_heads: 3,
+            head_dim: 64,
+        };
+        let cap = 300;
+        let bufs: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = (0..4)
+            .map(|s| {
+                (
+                    values(9 * 64, 10 + s),
+                    values(3 * cap * 64, 20 + s),
+                    values(3 * cap * 64, 30 + s),
+                )
+            })
+            .collect();
+        let offsets = [0, 17, 250, 64];
+        let jobs: Vec<Job> = bufs
+            .iter()
+            .zip(offsets)
+            .map(|((q, k, v), offset)| Job {
+                q,
+                rows: 1,
+                k: Kv::F32(k),
+                v: Kv::F32(v),
+                capacity: cap,
+                offset,
+            })
+            .collect();
+        let batched = attend(shape, &jobs).unwrap();
+        for (s, ((q, k, v), offset)) in bufs.iter().zip(offsets).enumerate() {
+            let job = Job {
+                q,
+                rows: 1,
+                k: Kv::F32(k),
+                v: Kv::F32(v),
+                capacity: cap,
+                offset,
+            };
+            let alone = attend(shape, &[job]).unwrap().remove(0);
+            let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&batched[s]), bits(&alone), "sequence {s}");
+        }
+    }
+
+    #[test]
+    fn shapes_it_does_not_handle_fall_back() {
+        if crate::gemm::kernel() == crate::gemm::Kernel::None {
+            return;
+        }
+        let (q, k) = (values(10, 1), values(100, 2));
+        let shape = Shape {
+            heads: 1,
+            kv_heads: 1,
+            head_dim: 10,
+        };
+        let job = Job {
+            q: &q,
+            rows: 1,
+            k: Kv::F32(&k),
+            v: Kv::F32(&k),
+            capacity: 10,
+            offset: 0,
+        };
+        assert!(
+            attend(shape, &[job]).is_none(),
+            "head size 10 is not a multiple of 16"
+        );
+        let shape = Shape {
+            heads: 1,
+            kv_heads: 1,
+            head_dim: 16,
+        };
+        let q = values(16, 3);
+        let job = Job {
+            q: &q,
+            rows: 1,
+            k: Kv::F32(&k),
+            v: Kv::F32(&k),
+            capacity: 10,
+            offset: 0,
+        };
+        assert!(
+            attend(shape, &[job]).is_none(),
+            "buffers shorter than their capacity"
+        );
+    }
+}
