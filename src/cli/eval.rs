@@ -57,9 +57,9 @@ pub struct StaticArgs {
     #[arg(long, value_parser = parse_shard)]
     pub shard: Option<(usize, usize)>,
     /// Records evaluated at once: their calls share the engine's batches (--max-batch).
-    /// The predictions are the same for any value. Default: 1.
-    #[arg(long)]
-    pub concurrency: Option<usize>,
+    /// The predictions are the same for any value.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
     #[command(flatten)]
     pub role_args: RoleArgs,
 }
@@ -137,7 +137,7 @@ async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
     // Each record has one call in flight: more records than the engine runs and queues
     // (--max-batch + --max-queue) would be refused as overloaded.
     let engine_room = a.role_args.model.max_batch + a.role_args.model.max_queue;
-    let concurrency = a.concurrency.unwrap_or(1).clamp(1, engine_room);
+    let concurrency = a.concurrency.clamp(1, engine_room);
     let start = Instant::now();
     let mut progress = Progress::new("steps", records_steps.iter().map(Vec::len).sum::<usize>());
     // Records run concurrently (their calls batch in the engine); a record's steps run in
