@@ -3,10 +3,10 @@
 //! candle's path (kept for other CPUs and for GPUs) converts a 16-bit cache to f32 whole
 //! at every call, builds a (rows x keys) score matrix per head group, and runs one
 //! sequence at a time; at α-UMi's 1-4k-token contexts attention was a quarter of a static
-//! evaluation's time and left a core idle (BENCHMARKS.md, "Attention"). Here every
-//! sequence of a decode batch (and every row of a prefill chunk) goes through one
-//! parallel pass over (sequence, key/value head, block of rows) tasks. Per query row and
-//! head: scores 16 keys at a time (one transposing reduction for the 16 dot products),
+//! evaluation's time and left a core idle (BENCHMARKS.md, "α-UMi task throughput
+//! against the seed's pipeline"). Here every sequence of a decode batch (and every row
+//! of a prefill chunk) goes through one parallel pass over (sequence, key/value head,
+//! block of rows) tasks. Per query row and head: scores 16 keys at a time (one transposing reduction for the 16 dot products),
 //! one row of scores at most (never a full score matrix), a vectorised `exp`, then the
 //! values weighted and summed; keys and values are widened from bf16/f16 as they load.
 //!

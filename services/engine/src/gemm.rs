@@ -2,8 +2,8 @@
 //! `a` (m rows of k) and a weight matrix `b` as stored (n rows of k, one per output).
 //!
 //! Why not candle's: its `gemm` crate stops at AVX2/FMA on stable Rust, and prefill
-//! products are most of an α-UMi call's time (BENCHMARKS.md, "Prefill kernels"). Two
-//! kernels, chosen at run time by CPU feature detection:
+//! products are a large part of an α-UMi call's time (BENCHMARKS.md, "The kernels, on
+//! and off"). Two kernels, chosen at run time by CPU feature detection:
 //! - **AVX-512F, f32 products.** f32 weights are read in place; Q8_0, Q4_1 and f16 (and
 //!   bf16 where the CPU lacks AVX512-BF16) are widened to f32 one block of rows at a time
 //!   into a per-thread panel that serves every activation row, so a quantized matrix is
