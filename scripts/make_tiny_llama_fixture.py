@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Regenerates tests/fixtures/tiny-llama-{bin,sharded}/: a randomly initialised tiny
-LlamaForCausalLM saved by transformers as PyTorch `pytorch_model.bin` and as sharded
-safetensors with an index, with the SentencePiece fixture as its tokenizer.model, plus the
+"""Regenerates tests/fixtures/tiny-llama-{bin,bin-sharded,sharded}/: a randomly initialised
+tiny LlamaForCausalLM saved by transformers as PyTorch `pytorch_model.bin`, as the same
+pickle split into shards with `pytorch_model.bin.index.json` (as older transformers wrote
+them: the α-UMi checkpoints), and as sharded safetensors with an index, with the SentencePiece fixture as its tokenizer.model, plus the
 greedy tokens transformers itself generates (expected.json): an independent reference for
 umi's HuggingFace loading path. Needs torch and transformers.
 """
@@ -39,10 +40,30 @@ def main():
     shutil.rmtree(pickled, ignore_errors=True)
     config.save_pretrained(pickled)
     torch.save(model.state_dict(), pickled / "pytorch_model.bin")
-    for d in (sharded, pickled):
+    shard_pickle(pickled, FIX / "tiny-llama-bin-sharded")
+    for d in (sharded, pickled, FIX / "tiny-llama-bin-sharded"):
         shutil.copy(FIX / "spm-bpe.model", d / "tokenizer.model")
         (d / "generation_config.json").unlink(missing_ok=True)
     (FIX / "tiny-llama.expected.json").write_text(json.dumps(expected) + "\n")
+
+
+def shard_pickle(pickled, out, shards=3):
+    """Splits `pickled`'s pytorch_model.bin into `shards` torch.save files with an index."""
+    state = torch.load(pickled / "pytorch_model.bin")
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    shutil.copy(pickled / "config.json", out / "config.json")
+    names = list(state)
+    step = -(-len(names) // shards)
+    weight_map = {}
+    for k in range(shards):
+        part = names[k * step:(k + 1) * step]
+        file = f"pytorch_model-{k + 1:05d}-of-{shards:05d}.bin"
+        torch.save({n: state[n].clone() for n in part}, out / file)
+        weight_map.update({n: file for n in part})
+    total = sum(t.numel() * t.element_size() for t in state.values())
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (out / "pytorch_model.bin.index.json").write_text(json.dumps(index, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
+use candle_core::pickle::PthTensors;
 use candle_core::quantized::{gguf_file, QTensor};
 use candle_core::safetensors::{Load, MmapedSafetensors};
 use candle_core::{Device, Tensor};
@@ -161,20 +162,59 @@ impl TensorSource for GgufSource {
     }
 }
 
-/// The tensors of a HuggingFace checkpoint directory. Safetensors shards are
-/// memory-mapped and read tensor by tensor as the model takes them, one shard mapped at a
-/// time, and each tensor's pages are handed back to the kernel once copied out: the
-/// process holds the weights once, not the file's pages beside them (reading whole shards
-/// held both: 1.97x the weights at peak, see BENCHMARKS.md "Loading a checkpoint").
-/// PyTorch `.bin` shards are read whole, one after another.
+/// The tensors of a HuggingFace checkpoint directory, read tensor by tensor as the model
+/// takes them, one shard open at a time. Safetensors shards are memory-mapped and each
+/// tensor's pages are handed back to the kernel once copied out: the process holds the
+/// weights once, not the file's pages beside them (reading whole shards held both: 1.97x
+/// the weights at peak, see BENCHMARKS.md "Loading a checkpoint"). PyTorch `.bin` shards
+/// (zip archives of pickles) are indexed by their pickle alone and each tensor is read
+/// from the archive when taken, so no shard is ever held whole.
 pub struct HfSource {
     dir: PathBuf,
-    /// Tensors of PyTorch shards, read eagerly.
-    eager: HashMap<String, Tensor>,
     /// The file each tensor is stored in.
     origin: HashMap<String, PathBuf>,
-    /// The safetensors shard mapped now.
-    mapped: Option<(PathBuf, MmapedSafetensors)>,
+    /// The shard open now.
+    open: Option<(PathBuf, Shard)>,
+}
+
+/// One open shard of a HuggingFace checkpoint.
+enum Shard {
+    Safetensors(MmapedSafetensors),
+    Pickle(PthTensors),
+}
+
+impl Shard {
+    fn open(file: &Path) -> Result<Self> {
+        if file.extension().is_some_and(|e| e == "safetensors") {
+            return map_safetensors(file).map(Shard::Safetensors);
+        }
+        PthTensors::new(file, None)
+            .map(Shard::Pickle)
+            .map_err(|e| EngineError::load(file, format!("not a readable PyTorch checkpoint: {e}")))
+    }
+
+    fn names(&self) -> Vec<String> {
+        match self {
+            Shard::Safetensors(mapped) => mapped.tensors().into_iter().map(|(n, _)| n).collect(),
+            Shard::Pickle(pth) => pth.tensor_infos().keys().cloned().collect(),
+        }
+    }
+
+    /// Reads one tensor onto `device`.
+    fn read(&self, name: &str, device: &Device) -> candle_core::Result<Tensor> {
+        match self {
+            Shard::Safetensors(mapped) => {
+                let view = mapped.get(name)?;
+                let tensor = view.load(device)?;
+                release(view.data());
+                Ok(tensor)
+            }
+            Shard::Pickle(pth) => match pth.get(name)? {
+                Some(tensor) => tensor.to_device(device),
+                None => candle_core::bail!("not in the archive's index"),
+            },
+        }
+    }
 }
 
 /// Maps a safetensors file and reads its header.
@@ -193,10 +233,14 @@ fn map_safetensors(file: &Path) -> Result<MmapedSafetensors> {
 fn release(data: &[u8]) {
     #[cfg(unix)]
     {
-        const PAGE: usize = 4096;
+        // SAFETY: sysconf only reads a system constant.
+        let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+            size if size > 0 => size as usize,
+            _ => return,
+        };
         let start = data.as_ptr() as usize;
-        let first = start & !(PAGE - 1);
-        let end = (start + data.len()) & !(PAGE - 1);
+        let first = start & !(page - 1);
+        let end = (start + data.len()) & !(page - 1);
         if end > first {
             // SAFETY: [first, end) lies within the live read-only file mapping that holds
             // `data` (page-aligned down from its start, which the mapping's page-aligned
@@ -213,34 +257,19 @@ fn release(data: &[u8]) {
 }
 
 impl HfSource {
-    /// Opens `*.safetensors` (single or sharded through `model.safetensors.index.json`;
-    /// only headers are read now) or PyTorch `pytorch_model*.bin` shards (read now).
+    /// Opens `*.safetensors` (single or sharded through `model.safetensors.index.json`) or
+    /// PyTorch `pytorch_model*.bin` shards: only headers and pickles are read now.
     pub fn open(dir: &Path) -> Result<Self> {
-        let files = checkpoint_files(dir)?;
-        let mut eager = HashMap::new();
         let mut origin = HashMap::new();
-        for file in files {
-            let is_safetensors = file.extension().is_some_and(|e| e == "safetensors");
-            if is_safetensors {
-                let mapped = map_safetensors(&file)?;
-                for (name, _) in mapped.tensors() {
-                    origin.insert(name, file.clone());
-                }
-            } else {
-                let loaded = candle_core::pickle::read_all(&file).map_err(|e| {
-                    EngineError::load(&file, format!("not a readable PyTorch checkpoint: {e}"))
-                })?;
-                for (name, tensor) in loaded {
-                    origin.insert(name.clone(), file.clone());
-                    eager.insert(name, tensor);
-                }
+        for file in checkpoint_files(dir)? {
+            for name in Shard::open(&file)?.names() {
+                origin.insert(name, file.clone());
             }
         }
         Ok(HfSource {
             dir: dir.to_path_buf(),
-            eager,
             origin,
-            mapped: None,
+            open: None,
         })
     }
 }
@@ -265,24 +294,18 @@ impl TensorSource for HfSource {
             .ok_or_else(|| EngineError::load(&self.dir, format!("missing tensor {name}")))?;
         let in_file =
             |e: candle_core::Error| EngineError::load(&file, format!("tensor {name}: {e}"));
-        if let Some(tensor) = self.eager.remove(name) {
-            return tensor
-                .to_device(device)
-                .map(RawTensor::Dense)
-                .map_err(in_file);
+        if !matches!(&self.open, Some((f, _)) if *f == file) {
+            // One shard open at a time: the previous one is closed (unmapped) first.
+            self.open = None;
+            self.open = Some((file.clone(), Shard::open(&file)?));
         }
-        if !matches!(&self.mapped, Some((f, _)) if *f == file) {
-            // One shard mapped at a time: the previous one is unmapped first.
-            self.mapped = None;
-            self.mapped = Some((file.clone(), map_safetensors(&file)?));
-        }
-        let Some((_, mapped)) = &self.mapped else {
-            return Err(EngineError::load(&file, "the shard is not mapped"));
+        let Some((_, shard)) = &self.open else {
+            return Err(EngineError::load(&file, "the shard is not open"));
         };
-        let view = mapped.get(name).map_err(in_file)?;
-        let tensor = view.load(device).map_err(in_file)?;
-        release(view.data());
-        Ok(RawTensor::Dense(tensor))
+        shard
+            .read(name, device)
+            .map(RawTensor::Dense)
+            .map_err(in_file)
     }
 }
 

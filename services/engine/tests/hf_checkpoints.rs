@@ -58,6 +58,16 @@ async fn pytorch_pickle_matches_transformers_greedy_tokens() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn sharded_pytorch_pickles_match_transformers_greedy_tokens() {
+    // Three torch.save shards with pytorch_model.bin.index.json, read tensor by tensor.
+    let (_, want) = expected();
+    assert_eq!(
+        greedy("tiny-llama-bin-sharded", WeightDType::F32, want.len()).await,
+        want
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn half_precision_and_q8_load_and_mostly_agree() {
     let (_, want) = expected();
     for dtype in [WeightDType::F16, WeightDType::BF16, WeightDType::Q8_0] {
