@@ -44,3 +44,31 @@ start=$(date +%s)
 $UMI eval static --data data/toolbench-static/out_of_domain.json --limit 50 --dtype quantized \
   --max-new-tokens 64 --device "$DEV" --out "$WORK/eval"
 echo "wall time: $(($(date +%s) - start)) s"
+
+# α-UMi at real size (#15): random LLaMA-2-shaped checkpoints made here (pure Python, no
+# download; their text is noise, never a model), loaded lean onto the GPU, then prefill
+# and batched decode. Skip with SIZES="" (e.g. SIZES=7b for the 7B alone).
+SIZES=${SIZES-7b 13b}
+for size in $SIZES; do
+  ckpt="$WORK/ckpt-$size"
+  [ -f "$ckpt/config.json" ] ||
+    python3 scripts/make_llama_checkpoint.py "$size" "$ckpt" --tokenizer models/llama2-tokenizer.json
+  echo "== $size: load onto $DEV and first token (host peak RSS, wall) =="
+  /usr/bin/time -f "host peak RSS %M KiB, wall %e s" \
+    $UMI generate --model "$ckpt" --device "$DEV" --prompt "The capital of France is" --max-new-tokens 1
+  echo "== $size: prefill at 512 and 3000 tokens, decode at batch 1, 8, 32, 64 on $DEV =="
+  for p in 512 3000; do
+    $UMI bench engine --model "$ckpt" --device "$DEV" --prompt-tokens "$p" --gen-tokens 16
+  done
+  for b in 1 8 32 64; do
+    $UMI bench engine --model "$ckpt" --device "$DEV" --prompt-tokens 128 --gen-tokens 64 \
+      --streams "$b" --max-batch "$b"
+  done
+done
+
+# The batched-attention test on the GPU, if its binary was built beside umi's
+# (cargo test --release --features cuda -p umi-engine --test hf_checkpoints --no-run).
+if [ -n "${HF_TEST_BIN:-}" ]; then
+  echo "== batched vs alone greedy tokens on $DEV (tiny checkpoint) =="
+  "$HF_TEST_BIN" cuda_batched_decode_matches_each_request_alone
+fi

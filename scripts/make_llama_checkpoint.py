@@ -32,6 +32,13 @@ SHAPES = {
 # High byte of a little-endian bf16: keep the sign, exponent 120..121 (the low byte's top
 # bit is the exponent's last bit): values of magnitude 2^-7..2^-6, never NaN or inf.
 HIGH = bytes((b & 0x80) | 0x3C for b in range(256))
+# The same, 16x larger (exponent 124..125): the output rows of the "decisive" tokens.
+HOT_HIGH = bytes((b & 0x80) | 0x3E for b in range(256))
+# With random weights every logit is a near-tie at bf16's resolution, so two correct
+# implementations (even transformers' own generate and full forward) part ways after a
+# few greedy tokens. These output rows score 16x the others: the greedy pick is one of
+# them, by margins far above rounding, and which one still depends on every layer.
+HOT_TOKENS = range(1000, 1016)
 
 
 def tensors(shape, vocab):
@@ -66,6 +73,14 @@ def random_bf16(rng, count, norm, out):
         out.write(data)
 
 
+def random_head(rng, vocab, hidden, out):
+    """lm_head: random rows, the HOT_TOKENS' rows 16x larger."""
+    for row in range(vocab):
+        data = bytearray(rng.randbytes(2 * hidden))
+        data[1::2] = data[1::2].translate(HOT_HIGH if row in HOT_TOKENS else HIGH)
+        out.write(data)
+
+
 def write_shard(path, entries, rng):
     """entries: (name, shape, count); the data is generated while it is written."""
     header, offset = {}, 0
@@ -79,8 +94,11 @@ def write_shard(path, entries, rng):
     with open(path + ".tmp", "wb") as f:
         f.write(struct.pack("<Q", len(text)))
         f.write(text)
-        for name, _, count in entries:
-            random_bf16(rng, count, name.endswith("norm.weight"), f)
+        for name, shape, count in entries:
+            if name == "lm_head.weight":
+                random_head(rng, shape[0], shape[1], f)
+            else:
+                random_bf16(rng, count, name.endswith("norm.weight"), f)
     os.replace(path + ".tmp", path)
     return offset
 

@@ -36,6 +36,10 @@ pub struct GenerateArgs {
     /// Stop when the text reaches this string (repeatable).
     #[arg(long)]
     pub stop: Vec<String>,
+    /// Also print the generated token ids (to stderr), e.g. to compare greedy picks with
+    /// another implementation's (scripts/bench_7b_cpu.sh).
+    #[arg(long)]
+    pub show_token_ids: bool,
 }
 
 /// The ChatML rendering SmolLM2 and other ChatML models were trained on.
@@ -79,6 +83,9 @@ pub async fn run(args: GenerateArgs) -> anyhow::Result<()> {
                     out.prefill_tokens_per_second(),
                     out.decode_tokens_per_second(),
                 );
+                if args.show_token_ids {
+                    eprintln!("token ids: {:?}", out.token_ids);
+                }
             }
         }
     }

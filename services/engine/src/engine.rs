@@ -238,6 +238,7 @@ fn decode_step(model: &Llama, prefix_cache: &mut PrefixCache, running: &mut Vec<
     let logits = match logits {
         Ok(logits) => logits,
         Err(e) => {
+            tracing::error!(error = ?e, batch, "decode step failed");
             let message = e.to_string();
             for r in live {
                 r.fail(EngineError::Step(message.clone()));

@@ -15,7 +15,9 @@ pub enum EngineError {
     #[error("tokenizer: {0}")]
     Tokenizer(String),
 
-    #[error("model: {0}")]
+    /// Shown as its first line only: candle errors may carry a backtrace, which must not
+    /// reach clients (the whole error is in `Debug`, for the server's log).
+    #[error("model: {}", one_line(&.0.to_string()))]
     Candle(#[from] candle_core::Error),
 
     #[error("prompt has {prompt} tokens but the model's context is {context} tokens")]
@@ -78,4 +80,27 @@ fn one_line(message: &str) -> String {
         .unwrap_or_default()
         .trim()
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candle_errors_reach_clients_without_their_backtrace() {
+        let traced = candle_core::Error::WithBacktrace {
+            inner: Box::new(candle_core::Error::Msg("shape mismatch in matmul".into())),
+            backtrace: Box::new(std::backtrace::Backtrace::force_capture()),
+        };
+        assert!(
+            traced.to_string().contains('\n'),
+            "the fixture carries a backtrace"
+        );
+        let shown = EngineError::from(traced).to_string();
+        assert_eq!(shown, "model: shape mismatch in matmul");
+        assert_eq!(
+            EngineError::load("m.gguf", "bad\n   0: frame").to_string(),
+            "m.gguf: bad"
+        );
+    }
 }

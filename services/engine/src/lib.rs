@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod model;
 pub mod prefix_cache;
 mod queue;
+mod safetensors;
 pub mod sentencepiece;
 pub mod sim;
 pub mod tokenizer;

@@ -46,23 +46,19 @@ pub fn load(opts: &LoadOptions) -> Result<LoadedModel> {
         } else {
             let source = GgufSource::open(path)?;
             let config = LlamaConfig::from_gguf(path, &source.content)?;
+            let embedded = Tokenizer::from_gguf(path, &source.content)?;
             let (tokenizer, origin) = match &opts.tokenizer {
-                Some(t) => (tokenizer_file(t)?, t.clone()),
-                None => (Tokenizer::from_gguf(path, &source.content)?, path.clone()),
+                Some(t) => {
+                    let given = tokenizer_file(t)?;
+                    check_same_vocabulary(&given, &embedded, t, path)?;
+                    (given, t.clone())
+                }
+                None => (embedded, path.clone()),
             };
             (config, Box::new(source), tokenizer, origin)
         };
     let mut tokenizer = found_tokenizer;
-    if tokenizer.vocab_size() > config.vocab_size {
-        return Err(EngineError::load(
-            tokenizer_origin,
-            format!(
-                "tokenizer has {} tokens but the model's vocabulary has {}: tokenizer and weights do not match",
-                tokenizer.vocab_size(),
-                config.vocab_size
-            ),
-        ));
-    }
+    check_vocabulary_size(&tokenizer, &tokenizer_origin, config.vocab_size)?;
     if tokenizer.eos_ids().is_empty() {
         tokenizer.set_eos_ids(config.eos_token_ids.clone());
     }
@@ -85,6 +81,58 @@ pub fn load(opts: &LoadOptions) -> Result<LoadedModel> {
         model,
         tokenizer,
     })
+}
+
+/// A tokenizer made for other weights is refused before they load: one with more tokens
+/// than the model's vocabulary, or far fewer (checkpoints pad their embedding rows by at
+/// most a few hundred for alignment; a gap past 1,024 rows and an eighth of the
+/// vocabulary is another vocabulary, whose ids would name other tokens).
+fn check_vocabulary_size(tokenizer: &Tokenizer, origin: &Path, vocab: usize) -> Result<()> {
+    let tokens = tokenizer.vocab_size();
+    if tokens > vocab || vocab - tokens > (vocab / 8).max(1024) {
+        return Err(EngineError::load(
+            origin,
+            format!("tokenizer has {tokens} tokens but the model's vocabulary has {vocab}: tokenizer and weights do not match"),
+        ));
+    }
+    Ok(())
+}
+
+/// A tokenizer given for a GGUF file must spell the file's own vocabulary: the token of a
+/// sample of ids (every id of small vocabularies, about 1,000 spread over large ones) must
+/// map back to the same id. A differently built tokenizer of the same vocabulary passes.
+fn check_same_vocabulary(
+    given: &Tokenizer,
+    embedded: &Tokenizer,
+    origin: &Path,
+    model: &Path,
+) -> Result<()> {
+    let size = embedded.vocab_size() as u32;
+    let step = (size / 1000).max(1);
+    let mut checked = 0usize;
+    let mut differ = Vec::new();
+    for id in (0..size).step_by(step as usize) {
+        let Some(token) = embedded.hf().id_to_token(id) else {
+            continue;
+        };
+        checked += 1;
+        if given.token_to_id(&token) != Some(id) {
+            differ.push((id, token));
+        }
+    }
+    // A few ids may be spelled differently (e.g. byte tokens); most must agree.
+    if differ.len() * 100 > checked {
+        let (id, token) = &differ[0];
+        return Err(EngineError::load(
+            origin,
+            format!(
+                "tokenizer does not match the vocabulary of {}: {} of {checked} sampled ids name other tokens (id {id} is {token:?} in the model)",
+                model.display(),
+                differ.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The precision weights are loaded in: `auto` is a HuggingFace directory's

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 
 use candle_core::pickle::PthTensors;
 use candle_core::quantized::{gguf_file, QTensor};
-use candle_core::safetensors::{Load, MmapedSafetensors};
 use candle_core::{Device, Tensor};
 
 use crate::error::{EngineError, Result};
+use crate::safetensors::{HostTensor, SafetensorsFile};
 
 /// One stored tensor: still quantized (GGUF) or dense.
 pub enum RawTensor {
@@ -56,6 +56,17 @@ pub trait TensorSource {
     fn rope_layout(&self) -> RopeLayout;
     fn contains(&self, name: &str) -> bool;
     fn take(&mut self, name: &str, device: &Device) -> Result<RawTensor>;
+
+    /// Takes matrices of the given shapes (equal columns) as one, their rows one after
+    /// another, read straight into one buffer; None where this source cannot (the caller
+    /// then stacks what `take` gives, which copies every part once more).
+    fn take_stacked(
+        &mut self,
+        _parts: &[(String, [usize; 2])],
+        _device: &Device,
+    ) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
 }
 
 /// HuggingFace ↔ GGUF names of the tensors outside the layers (llama.cpp conventions).
@@ -163,12 +174,11 @@ impl TensorSource for GgufSource {
 }
 
 /// The tensors of a HuggingFace checkpoint directory, read tensor by tensor as the model
-/// takes them, one shard open at a time. Safetensors shards are memory-mapped and each
-/// tensor's pages are handed back to the kernel once copied out: the process holds the
-/// weights once, not the file's pages beside them (reading whole shards held both: 1.97x
-/// the weights at peak, see BENCHMARKS.md "Loading a checkpoint"). PyTorch `.bin` shards
-/// (zip archives of pickles) are indexed by their pickle alone and each tensor is read
-/// from the archive when taken, so no shard is ever held whole.
+/// takes them, one shard open at a time: safetensors shards by positioned reads straight
+/// into each tensor's storage (`safetensors.rs`), PyTorch `.bin` shards (zip archives of
+/// pickles) indexed by their pickle alone and each tensor read from the archive when
+/// taken. No shard is ever held whole (reading whole shards held the file beside the
+/// weights: 1.97x the weights at peak, see BENCHMARKS.md "Loading a checkpoint").
 pub struct HfSource {
     dir: PathBuf,
     /// The file each tensor is stored in.
@@ -179,14 +189,14 @@ pub struct HfSource {
 
 /// One open shard of a HuggingFace checkpoint.
 enum Shard {
-    Safetensors(MmapedSafetensors),
+    Safetensors(SafetensorsFile),
     Pickle(PthTensors),
 }
 
 impl Shard {
     fn open(file: &Path) -> Result<Self> {
         if file.extension().is_some_and(|e| e == "safetensors") {
-            return map_safetensors(file).map(Shard::Safetensors);
+            return SafetensorsFile::open(file).map(Shard::Safetensors);
         }
         PthTensors::new(file, None)
             .map(Shard::Pickle)
@@ -195,65 +205,27 @@ impl Shard {
 
     fn names(&self) -> Vec<String> {
         match self {
-            Shard::Safetensors(mapped) => mapped.tensors().into_iter().map(|(n, _)| n).collect(),
+            Shard::Safetensors(file) => file.names().cloned().collect(),
             Shard::Pickle(pth) => pth.tensor_infos().keys().cloned().collect(),
         }
     }
 
     /// Reads one tensor onto `device`.
-    fn read(&self, name: &str, device: &Device) -> candle_core::Result<Tensor> {
+    fn read(&self, file: &Path, name: &str, device: &Device) -> Result<Tensor> {
         match self {
-            Shard::Safetensors(mapped) => {
-                let view = mapped.get(name)?;
-                let tensor = view.load(device)?;
-                release(view.data());
-                Ok(tensor)
-            }
-            Shard::Pickle(pth) => match pth.get(name)? {
-                Some(tensor) => tensor.to_device(device),
-                None => candle_core::bail!("not in the archive's index"),
-            },
-        }
-    }
-}
-
-/// Maps a safetensors file and reads its header.
-fn map_safetensors(file: &Path) -> Result<MmapedSafetensors> {
-    // SAFETY: a read-only mapping of a checkpoint file, used only while the model loads;
-    // as for any reader, a file changed under it would give wrong weights (never unsound
-    // reads of freed memory: the mapping lives as long as `MmapedSafetensors`). Measured
-    // reason for mapping instead of reading: peak memory of a bf16 load fell from 1.97x
-    // to about 1x the weights (BENCHMARKS.md "Loading a checkpoint").
-    unsafe { MmapedSafetensors::new(file) }
-        .map_err(|e| EngineError::load(file, format!("not a readable safetensors file: {e}")))
-}
-
-/// Tells the kernel that the mapped pages of `data` are no longer needed: they leave this
-/// process's resident memory (a later read would fault them back in from the file).
-fn release(data: &[u8]) {
-    #[cfg(unix)]
-    {
-        // SAFETY: sysconf only reads a system constant.
-        let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
-            size if size > 0 => size as usize,
-            _ => return,
-        };
-        let start = data.as_ptr() as usize;
-        let first = start & !(page - 1);
-        let end = (start + data.len()) & !(page - 1);
-        if end > first {
-            // SAFETY: [first, end) lies within the live read-only file mapping that holds
-            // `data` (page-aligned down from its start, which the mapping's page-aligned
-            // base precedes; the end rounded down stays inside it). MADV_DONTNEED on a
-            // clean file-backed mapping only drops page-table entries: the bytes read back
-            // are the file's, unchanged, so no Rust reference sees different memory.
-            unsafe {
-                libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_DONTNEED);
+            Shard::Safetensors(shard) => shard.read(name, device),
+            Shard::Pickle(pth) => {
+                let in_file =
+                    |e: candle_core::Error| EngineError::load(file, format!("tensor {name}: {e}"));
+                match pth.get(name).map_err(in_file)? {
+                    Some(tensor) => tensor.to_device(device).map_err(in_file),
+                    None => Err(in_file(candle_core::Error::Msg(
+                        "not in the archive's index".into(),
+                    ))),
+                }
             }
         }
     }
-    #[cfg(not(unix))]
-    let _ = data;
 }
 
 impl HfSource {
@@ -292,20 +264,79 @@ impl TensorSource for HfSource {
             .origin
             .remove(name)
             .ok_or_else(|| EngineError::load(&self.dir, format!("missing tensor {name}")))?;
-        let in_file =
-            |e: candle_core::Error| EngineError::load(&file, format!("tensor {name}: {e}"));
-        if !matches!(&self.open, Some((f, _)) if *f == file) {
-            // One shard open at a time: the previous one is closed (unmapped) first.
-            self.open = None;
-            self.open = Some((file.clone(), Shard::open(&file)?));
-        }
-        let Some((_, shard)) = &self.open else {
-            return Err(EngineError::load(&file, "the shard is not open"));
-        };
-        shard
-            .read(name, device)
+        self.open_shard(&file)?
+            .read(&file, name, device)
             .map(RawTensor::Dense)
-            .map_err(in_file)
+    }
+
+    fn take_stacked(
+        &mut self,
+        parts: &[(String, [usize; 2])],
+        device: &Device,
+    ) -> Result<Option<Tensor>> {
+        // Every part in a safetensors shard, all of one dtype and of the expected shape.
+        let mut dtype = None;
+        for (name, shape) in parts {
+            let file = self.origin_of(name)?;
+            let Shard::Safetensors(shard) = self.open_shard(&file)? else {
+                return Ok(None);
+            };
+            let (dt, dims) = shard.describe(name)?;
+            if dims != shape {
+                return Err(EngineError::load(
+                    &file,
+                    format!("tensor {name} has shape {dims:?}, config expects {shape:?}"),
+                ));
+            }
+            if dtype.is_some_and(|d| d != dt) {
+                return Ok(None);
+            }
+            dtype = Some(dt);
+        }
+        let (Some(dtype), Some((_, [_, cols]))) = (dtype, parts.first()) else {
+            return Ok(None);
+        };
+        let rows: usize = parts.iter().map(|(_, [r, _])| r).sum();
+        let Some(mut storage) = HostTensor::zeros(dtype, rows * cols) else {
+            return Ok(None);
+        };
+        let bytes = storage.bytes_mut();
+        let mut at = 0;
+        for (name, [r, c]) in parts {
+            let file = self.origin_of(name)?;
+            let len = r * c * dtype.size_in_bytes();
+            if let Shard::Safetensors(shard) = self.open_shard(&file)? {
+                shard.read_into(name, &mut bytes[at..at + len])?;
+            }
+            self.origin.remove(name);
+            at += len;
+        }
+        storage
+            .into_tensor(&[rows, *cols], device)
+            .map(Some)
+            .map_err(|e| EngineError::load(&self.dir, format!("{}: {e}", parts[0].0)))
+    }
+}
+
+impl HfSource {
+    fn origin_of(&self, name: &str) -> Result<PathBuf> {
+        self.origin
+            .get(name)
+            .cloned()
+            .ok_or_else(|| EngineError::load(&self.dir, format!("missing tensor {name}")))
+    }
+
+    /// The shard `file`, opened if it is not the open one (one open at a time: the
+    /// previous one is closed first).
+    fn open_shard(&mut self, file: &Path) -> Result<&Shard> {
+        if !matches!(&self.open, Some((f, _)) if f == file) {
+            self.open = None;
+            self.open = Some((file.to_path_buf(), Shard::open(file)?));
+        }
+        match &self.open {
+            Some((_, shard)) => Ok(shard),
+            None => Err(EngineError::load(file, "the shard is not open")),
+        }
     }
 }
 

@@ -94,3 +94,60 @@ fn a_missing_shard_is_named() {
     assert!(err.contains("model-00003-of-00006.safetensors"), "{err}");
     assert!(err.contains("missing"), "{err}");
 }
+
+/// Requests of different lengths decoded together get the greedy tokens each gets alone
+/// (tiny checkpoint, bf16). On CUDA a decode batch is one padded attention computation,
+/// on a CPU each sequence's own (bit for bit).
+async fn batched_decode_matches_each_request_alone(device: candle_core::Device) {
+    let engine = |max_batch| {
+        let loaded = umi_engine::load(&umi_engine::LoadOptions {
+            model: fixture("tiny-llama-sharded"),
+            tokenizer: None,
+            dtype: WeightDType::BF16,
+            device: device.clone(),
+        })
+        .unwrap();
+        Engine::start_with(
+            loaded,
+            umi_engine::EngineConfig {
+                prefix_cache_bytes: 0,
+                max_batch,
+                ..Default::default()
+            },
+        )
+    };
+    let (prompt, _) = expected();
+    let requests: Vec<GenerateRequest> = [3usize, 8, 5]
+        .iter()
+        .map(|&len| GenerateRequest {
+            max_new_tokens: 12,
+            ignore_eos: true,
+            ..GenerateRequest::new(Prompt::Tokens(prompt[..len].to_vec()))
+        })
+        .collect();
+    let alone = engine(1);
+    let mut want = Vec::new();
+    for r in &requests {
+        want.push(alone.generate(r.clone()).await.unwrap().token_ids);
+    }
+    let batched = engine(4);
+    let outs = futures::future::try_join_all(requests.iter().map(|r| batched.generate(r.clone())))
+        .await
+        .unwrap();
+    for (i, (out, want)) in outs.iter().zip(&want).enumerate() {
+        assert_eq!(&out.token_ids, want, "request {i}");
+        assert_eq!(out.peak_batch, 3, "request {i} was not batched");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cpu_batched_decode_matches_each_request_alone() {
+    batched_decode_matches_each_request_alone(candle_core::Device::Cpu).await;
+}
+
+/// Built only with `--features cuda`; needs a GPU (scripts/bench_cuda.sh runs it).
+#[cfg(feature = "cuda")]
+#[tokio::test(flavor = "multi_thread")]
+async fn cuda_batched_decode_matches_each_request_alone() {
+    batched_decode_matches_each_request_alone(candle_core::Device::new_cuda(0).unwrap()).await;
+}

@@ -81,3 +81,40 @@ fn llama2_vocabulary_splits_eos_and_prefixes_each_chunk() {
     );
     assert_eq!(tok.decode(&ids).unwrap(), "user: hi assistant: ok");
 }
+
+#[test]
+fn a_tokenizer_of_another_vocabulary_is_refused_at_load() {
+    // LLaMA-2's tokenizer (32,000 tokens) for SmolLM2 (49,152): ids would name other tokens.
+    let tokenizer = common::repo().join("models/llama2-tokenizer.json");
+    let err = match umi_engine::load(&umi_engine::LoadOptions {
+        model: common::smollm2_gguf(),
+        tokenizer: Some(tokenizer.clone()),
+        dtype: umi_engine::WeightDType::Quantized,
+        device: candle_core::Device::Cpu,
+    }) {
+        Ok(_) => panic!("a tokenizer of another vocabulary was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.starts_with(&tokenizer.display().to_string()), "{err}");
+    assert!(
+        err.contains("do not match") || err.contains("does not match"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_same_vocabulary_from_another_file_is_accepted() {
+    // The GGUF's own vocabulary written out as tokenizer.json passes the check.
+    let gguf = common::smollm2_gguf();
+    let own = common::load(gguf.clone(), umi_engine::WeightDType::Quantized).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let exported = dir.path().join("tokenizer.json");
+    own.tokenizer.save_json(&exported).unwrap();
+    let loaded = umi_engine::load(&umi_engine::LoadOptions {
+        model: gguf,
+        tokenizer: Some(exported),
+        dtype: umi_engine::WeightDType::Quantized,
+        device: candle_core::Device::Cpu,
+    });
+    assert!(loaded.is_ok(), "{:?}", loaded.err().map(|e| e.to_string()));
+}
