@@ -58,6 +58,9 @@ def main():
         name = change_name(standardize(api)) + ".json"
         text = json.dumps(tool_input)
         reply = {"error": "", "response": f"reply {i} to {str(json.loads(text))}"}
+        if i % 2:
+            # Responses as the real cache holds many: JSON objects, a null error.
+            reply = {"error": None, "response": {"reply": i, "to": json.loads(text), "ok": True}}
         files.setdefault(folder / name, {})[str(json.loads(text))] = reply
         expected.append({"category": category, "tool": tool, "api": api, "input": text, "reply": reply})
     for path, cache in files.items():

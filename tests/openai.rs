@@ -1,7 +1,7 @@
 //! OpenAI-compatible endpoints both ways, on loopback: a worker's `--openai-listen`
-//! serving `/v1/completions` and `/v1/chat/completions` (streamed too) with its API key
-//! required, and `umi run` playing all three roles through `openai+http://` against it,
-//! giving the same greedy answer file as the roles in process.
+//! serving `/v1/completions` and `/v1/chat/completions` (both streamed too) with its API
+//! key required, and `umi run` playing roles through `openai+http://` against it, mixed
+//! with a role in process, giving the same greedy answer file as the roles in process.
 
 mod support;
 
@@ -88,8 +88,30 @@ fn openai_endpoints_serve_check_keys_and_play_roles_like_the_engine_in_process()
     let reply: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(reply["object"], "chat.completion");
     assert_eq!(reply["choices"][0]["message"]["role"], "assistant");
+    let answer = reply["choices"][0]["message"]["content"].as_str().unwrap();
+    // Streamed chat: the same greedy reply in deltas, then [DONE].
+    let mut streamed = chat.clone();
+    streamed["stream"] = json!(true);
+    let (status, body) = post(port, "/v1/chat/completions", Some(KEY), &streamed);
+    assert_eq!(status, 200, "{body}");
+    let deltas: String = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| {
+            let chunk: Value = serde_json::from_str(d).unwrap();
+            assert_eq!(chunk["object"], "chat.completion.chunk");
+            chunk["choices"][0]["delta"]["content"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(deltas, answer);
+    assert!(body.trim_end().ends_with("data: [DONE]"), "{body}");
 
-    // All three roles through openai+http:// give the answer file of the roles in process.
+    // Planner and caller through openai+http://, the summarizer in process (roles mix):
+    // the answer file of all three roles in process.
     let dir = tempfile::tempdir().unwrap();
     let file = queries(dir.path(), 1);
     let budget = [
@@ -113,7 +135,7 @@ fn openai_endpoints_serve_check_keys_and_play_roles_like_the_engine_in_process()
             "--caller-endpoint",
             &endpoint,
         ])
-        .args(["--summarizer-endpoint", &endpoint])
+        .args(["--dtype", "quantized"])
         .env("OPENAI_API_KEY", KEY)
         .args(budget)
         .status()

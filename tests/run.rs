@@ -134,6 +134,11 @@ fn a_run_killed_midway_resumes_without_redoing_finished_queries() {
         serde_json::from_slice(&std::fs::read(out.path().join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["queries"], 4);
     assert_eq!(summary["skipped_done"], finished.len());
+    let outcomes: u64 = ["solved", "gave_up", "exhausted", "failed"]
+        .iter()
+        .map(|k| summary[k].as_u64().unwrap())
+        .sum();
+    assert_eq!(outcomes, 4, "every query's outcome is counted: {summary}");
     for (path, mtime) in &finished {
         assert_eq!(
             &std::fs::metadata(path).unwrap().modified().unwrap(),

@@ -110,6 +110,41 @@ fn replayed_answers_in_toolbench_format_are_what_stabletoolbench_converts() {
     assert_eq!(solved, 4);
 }
 
+/// Single-chain (CoT@1) files in toolbench format: solved ones list their calls as the
+/// converter reads them, unsolved ones (the recorded give-ups) carry their chain in
+/// `trys`, which the converter reads for queries without an answer.
+#[test]
+fn single_chain_answers_carry_trys_for_unsolved_queries() {
+    let recordings = root("data/toolbench-real/answer/G1_answer");
+    let out = tempfile::tempdir().unwrap();
+    replay(
+        &recordings,
+        out.path(),
+        &["--width", "1", "--answer-format", "toolbench"],
+    );
+    let (mut solved, mut unsolved) = (0, 0);
+    for entry in std::fs::read_dir(out.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.to_string_lossy().ends_with("_CoT@1.json") {
+            continue;
+        }
+        let answer: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(answer["forward_args"]["tree_beam_size"], 1);
+        assert_eq!(answer["try_count"], 1, "{}", path.display());
+        let chain = answer["trys"][0]["chain"].as_array().unwrap();
+        assert_eq!(answer["trys"][0]["win"], answer["win"]);
+        if answer["win"] == true {
+            assert!(stabletoolbench_steps(&answer) >= 2, "{}", path.display());
+            solved += 1;
+        } else {
+            assert!(!chain.is_empty(), "{}: an empty try", path.display());
+            assert!(chain.iter().all(|n| n["node_type"].is_string()));
+            unsolved += 1;
+        }
+    }
+    assert_eq!((solved, unsolved), (4, 1));
+}
+
 /// A scripted judge (a test double, not a model) on loopback, answering StableToolBench's
 /// forced function calls: `check_answer_status` is Unsure for queries about 'Gondrand'
 /// and Solved otherwise; `parse_answer_status` is Solved. Counts the detail checks.
@@ -224,4 +259,17 @@ fn the_pass_rate_judges_answers_as_stabletoolbench_does() {
         .starts_with("Final step: {'name': 'Finish'"));
     // The two 'Gondrand' answers were Unsure at first, in both runs: detail checks.
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 4);
+
+    // Judged again over the same folder: its own result files are not read as answers.
+    let again = umi()
+        .args(["eval", "pass-rate", "--judge", &judge, "--answers"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(String::from_utf8_lossy(&again.stdout).contains("(5 queries"));
 }

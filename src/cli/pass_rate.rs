@@ -45,14 +45,23 @@ pub struct PassRateArgs {
     pub out: Option<PathBuf>,
 }
 
-/// The answers of `dir` as (query id, method, converted), sorted by file name.
+/// The answers of `dir` as (query id, method, converted), sorted by file name; `results`
+/// (this run's output file) and the pass rate's default output files are no answers.
 fn read_answers(
     dir: &Path,
     ids: Option<&Map<String, Value>>,
+    results: &Path,
 ) -> anyhow::Result<Vec<(String, Converted)>> {
     let files = json_files_in(dir)?;
     let mut out = Vec::new();
     for file in files {
+        let name = file.file_name().unwrap_or_default().to_string_lossy();
+        if file == results
+            || file == results.with_extension("summary.json")
+            || name.starts_with("pass_rate.")
+        {
+            continue;
+        }
         let stem = file
             .file_stem()
             .unwrap_or_default()
@@ -104,7 +113,11 @@ pub async fn run(a: PassRateArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let answers = read_answers(&a.answers, ids.as_ref())?;
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| a.answers.join("pass_rate.json"));
+    let answers = read_answers(&a.answers, ids.as_ref(), &out)?;
     let judge = OpenAiJudge {
         base,
         model: a.judge_model.clone(),
@@ -136,10 +149,6 @@ pub async fn run(a: PassRateArgs) -> anyhow::Result<()> {
     for ((id, converted), v) in answers.iter().zip(&verdicts) {
         label_cnt.insert(id.clone(), result_entry(converted, v));
     }
-    let out = a
-        .out
-        .clone()
-        .unwrap_or_else(|| a.answers.join("pass_rate.json"));
     write_json_atomically(&out, &Value::Object(label_cnt))?;
     let rate = score(&verdicts, a.evaluate_times);
     write_json_atomically(&out.with_extension("summary.json"), &json!(rate))?;

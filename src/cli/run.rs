@@ -3,6 +3,7 @@
 //! queries whose answer file exists, and prints a summary.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -87,10 +88,11 @@ pub struct RunArgs {
     pub max_steps: Option<usize>,
     #[command(flatten)]
     pub remote: RemoteArgs,
-    /// Queries solved at once; their role calls share the engine's batches. The answers
+    /// Queries solved at once; their role calls share the engine's batches. Default: what
+    /// the roles can batch (--max-batch, which is also a worker's default). The answers
     /// do not depend on it: every call is seeded by its task and its place in the task.
-    #[arg(long, default_value_t = 4)]
-    pub concurrency: usize,
+    #[arg(long)]
+    pub concurrency: Option<usize>,
     #[command(flatten)]
     pub role_args: RoleArgs,
     #[command(flatten)]
@@ -181,8 +183,25 @@ struct Summary {
     seconds: f64,
 }
 
+impl RunArgs {
+    /// Queries at once: as asked, else as many as the roles' engines batch together.
+    fn concurrency(&self) -> usize {
+        self.concurrency.unwrap_or(self.role_args.model.max_batch)
+    }
+}
+
+impl Summary {
+    fn count(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Answered => self.solved += 1,
+            Outcome::GaveUp => self.gave_up += 1,
+            Outcome::Exhausted => self.exhausted += 1,
+        }
+    }
+}
+
 pub async fn run(a: RunArgs) -> anyhow::Result<()> {
-    if a.width == 0 || a.concurrency == 0 {
+    if a.width == 0 || a.concurrency() == 0 {
         bail!("--width and --concurrency must be at least 1");
     }
     let queries = read_queries(&a.queries)?;
@@ -207,15 +226,20 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
         None => method_name(a.width),
     };
     let answer_path = |id: &str| out_dir.join(format!("{id}_{method}.json"));
-    let todo: Vec<&Query> = queries
-        .iter()
-        .filter(|q| !is_done(&answer_path(&q.id)))
-        .collect();
     let mut summary = Summary {
         queries: queries.len(),
-        skipped_done: queries.len() - todo.len(),
         ..Summary::default()
     };
+    let mut todo: Vec<&Query> = Vec::new();
+    for query in &queries {
+        match done_outcome(&answer_path(&query.id)) {
+            Some(outcome) => {
+                summary.skipped_done += 1;
+                summary.count(outcome);
+            }
+            None => todo.push(query),
+        }
+    }
     if summary.skipped_done > 0 {
         eprintln!(
             "{} of {} queries already answered in {}: skipping them",
@@ -242,9 +266,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
                 summary.failed += 1;
                 tracing::warn!(query = %id, %reason, "query failed");
             }
-            (Outcome::Answered, None) => summary.solved += 1,
-            (Outcome::GaveUp, None) => summary.gave_up += 1,
-            (Outcome::Exhausted, None) => summary.exhausted += 1,
+            (outcome, None) => summary.count(outcome),
         }
         progress.message(format!(
             "solved {} gave up {} exhausted {} failed {}",
@@ -318,7 +340,12 @@ async fn solve_here(
         RoleSource::Models => None,
     };
     let remote = match replay {
-        None => a.remote.role_models(sampling).await?,
+        None => {
+            let start_local = || -> anyhow::Result<Arc<dyn RoleModels>> {
+                Ok(Arc::new(a.role_args.start_on(&a.engine, preset)?))
+            };
+            a.remote.role_models(sampling, start_local).await?
+        }
         Some(_) => None,
     };
     let local = match (&replay, &remote) {
@@ -351,7 +378,7 @@ async fn solve_here(
         let (backend, config) = (&backend, config.clone());
         async move { (q, solve(q, roles, backend, config).await) }
     }))
-    .buffer_unordered(a.concurrency);
+    .buffer_unordered(a.concurrency());
     while let Some((q, solved)) = results.next().await {
         finish(&q.id, solved.into())?;
     }
@@ -367,9 +394,13 @@ async fn solve_here(
 
 /// An answer file that exists, parses and records no failure is finished work; a
 /// query that failed (a worker or tool unreachable) is tried again.
-fn is_done(path: &Path) -> bool {
-    std::fs::read(path)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-        .is_some_and(|v| v.get("failure").is_none())
+/// The outcome an earlier run recorded in `path`, if that query is done: its answer file
+/// is whole and says neither that it failed (a rerun retries those) nor nothing.
+fn done_outcome(path: &Path) -> Option<Outcome> {
+    let bytes = std::fs::read(path).ok()?;
+    let answer = serde_json::from_slice::<Value>(&bytes).ok()?;
+    if answer.get("failure").is_some() {
+        return None;
+    }
+    umi_core::answer::recorded_outcome(&answer)
 }

@@ -68,10 +68,12 @@ async fn call(a: CallArgs) -> anyhow::Result<()> {
             error: failure.0,
             response: String::new(),
         });
-    println!(
-        "{}",
-        json!({"error": reply.error, "response": reply.response})
-    );
+    // A cached entry is printed as stored (objects and nulls kept); anything else as the
+    // reply a run's observation is made from.
+    let printed = backend
+        .cached_entry(&call)
+        .unwrap_or_else(|| json!({"error": reply.error, "response": reply.response}));
+    println!("{printed}");
     if let Some(report) = backend.report() {
         eprintln!("{report}");
     }

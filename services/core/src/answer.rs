@@ -5,7 +5,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::agent::Message;
-use crate::dfs::{Node, NodeType, Search};
+use crate::dfs::{Node, NodeType, Outcome, Search};
 use crate::task::{fnv1a, mix64};
 
 /// `forward_args.prompt_type`: the reference's default template names, whose texts are
@@ -119,6 +119,19 @@ fn chosen_give_up(search: &Search) -> Option<usize> {
     }
     let draw = mix64(search.config.seed ^ fnv1a(search.query.bytes()));
     Some(search.give_up[(draw % search.give_up.len() as u64) as usize])
+}
+
+/// The outcome an answer file records, read back from `answer_generation` as
+/// [`answer_json`] writes it (`valid_data` false: exhausted; else by `finish_type`); None
+/// for a file that is not such an answer.
+pub fn recorded_outcome(answer: &Value) -> Option<Outcome> {
+    let generation = answer.get("answer_generation")?;
+    let valid = generation.get("valid_data")?.as_bool()?;
+    Some(match (valid, generation.get("finish_type")?.as_str()?) {
+        (false, _) => Outcome::Exhausted,
+        (true, "give_up") => Outcome::GaveUp,
+        (true, _) => Outcome::Answered,
+    })
 }
 
 pub fn answer_json(search: &Search, functions: Vec<Value>) -> Value {

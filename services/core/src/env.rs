@@ -50,6 +50,12 @@ pub trait ToolBackend: Send + Sync {
     fn report(&self) -> Option<String> {
         None
     }
+
+    /// A response cache's entry for `call` exactly as stored (`{"error", "response"}`,
+    /// objects and nulls kept), for `umi tools call`; None where no cache holds one.
+    fn cached_entry(&self, _call: &ApiCall) -> Option<Value> {
+        None
+    }
 }
 
 /// A transport-level failure (timeout, bad status, unreadable body): status 12.

@@ -120,11 +120,13 @@ impl Query {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Query {
+        let query = Query {
             id: id.to_string(),
             text: text.to_string(),
             apis,
-        })
+        };
+        query.check_size()?;
+        Ok(query)
     }
 }
 
@@ -329,5 +331,12 @@ mod tests {
         let mut fits = entry(json!("fits"));
         fits["query"] = json!("x".repeat(MAX_QUERY_BYTES / 2));
         assert!(Query::from_json(0, &fits).is_ok());
+        // The same limit for queries read back from answer files.
+        let answer = json!({"answer_generation": {
+            "query": "x".repeat(MAX_QUERY_BYTES + 1), "function": []}});
+        let err = Query::from_answer_file("big", &answer)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("query big") && err.contains("limit"), "{err}");
     }
 }

@@ -81,6 +81,9 @@ impl OpenAiRole {
         &self.model
     }
 
+    /// The request for one role call. No `stop` strings: a role stops where α-UMi's
+    /// reference `generate` stops, at the model's end-of-sequence token, which the server
+    /// honours by default (the `</s>` text cut is applied to the reply, as in process).
     fn body(&self, prompt: &str, seed_offset: u64) -> Value {
         let s = &self.sampling;
         let mut body = json!({

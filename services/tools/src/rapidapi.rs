@@ -16,6 +16,20 @@ use crate::http::{post_json, HttpError, DEFAULT_MAX_BODY};
 /// The service's error text for a per-minute rate limit (status 10).
 const RATE_LIMITED: &str = "Rate limit per minute error...";
 
+/// ToolBench's public RapidAPI server, the reference's default.
+pub const TOOLBENCH_SERVER: &str = "http://8.130.32.149:8080/rapidapi";
+
+/// The pause between calls a server gets unless told otherwise: the reference's 2 s for
+/// ToolBench's public server (it allows 30 calls a minute), none for any other (a
+/// StableToolBench server or a mirror: calls then run concurrently).
+pub fn default_pacing(url: &str) -> Duration {
+    if url.trim_end_matches('/') == TOOLBENCH_SERVER {
+        Duration::from_secs(2)
+    } else {
+        Duration::ZERO
+    }
+}
+
 pub struct RapidApi {
     pub url: String,
     pub key: String,
@@ -33,11 +47,12 @@ pub struct RapidApi {
 
 impl RapidApi {
     pub fn new(url: String, key: String) -> Self {
+        let pacing = default_pacing(&url);
         RapidApi {
             url,
             key,
             timeout: Duration::from_secs(30),
-            pacing: Duration::from_secs(2),
+            pacing,
             rate_limit_pause: Duration::from_secs(10),
             max_response_bytes: DEFAULT_MAX_BODY,
             next_call: Mutex::new(None),

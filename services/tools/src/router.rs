@@ -1,6 +1,7 @@
 //! Sends each call to the backend that serves its tool: local tools by name, everything
 //! else to the fallback (the simulator or the RapidAPI service).
 
+use serde_json::Value;
 use umi_core::agent::BoxFuture;
 use umi_core::env::{ApiCall, ApiReply, BackendFailure, ToolBackend};
 use umi_core::tool::standardize;
@@ -32,5 +33,13 @@ impl ToolBackend for Router {
 
     fn report(&self) -> Option<String> {
         self.fallback.report()
+    }
+
+    fn cached_entry(&self, call: &ApiCall) -> Option<Value> {
+        if call.tool_name == standardize(TOOL_NAME) {
+            None
+        } else {
+            self.fallback.cached_entry(call)
+        }
     }
 }

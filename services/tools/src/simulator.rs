@@ -269,6 +269,15 @@ impl ToolBackend for Simulator {
         }
         Some(text)
     }
+
+    fn cached_entry(&self, call: &ApiCall) -> Option<Value> {
+        self.caches
+            .iter()
+            .find_map(|cache| match cache.lookup(call) {
+                Lookup::Hit(entry) => Some(entry),
+                Lookup::Miss | Lookup::BadInput => None,
+            })
+    }
 }
 
 #[cfg(test)]

@@ -143,3 +143,86 @@ async fn a_rate_limit_reply_pauses_the_client() {
     );
     server.await.unwrap();
 }
+
+/// The reference's 2 s pause belongs to ToolBench's public server alone; any other server
+/// is called without one, and a pause given by hand spaces the calls.
+#[test]
+fn pacing_defaults_to_two_seconds_only_for_toolbenchs_public_server() {
+    use umi_tools::rapidapi::{default_pacing, TOOLBENCH_SERVER};
+    assert_eq!(default_pacing(TOOLBENCH_SERVER), Duration::from_secs(2));
+    assert_eq!(
+        default_pacing(&format!("{TOOLBENCH_SERVER}/")),
+        Duration::from_secs(2)
+    );
+    assert_eq!(
+        default_pacing("http://127.0.0.1:8080/virtual"),
+        Duration::ZERO
+    );
+    let client = RapidApi::new("http://localhost:9/rapidapi".into(), "K".into());
+    assert_eq!(client.pacing, Duration::ZERO);
+}
+
+/// A stand-in service answering every request after `delay`, recording when each arrived.
+async fn serve_slowly(
+    delay: Duration,
+) -> (
+    u16,
+    std::sync::Arc<std::sync::Mutex<Vec<std::time::Instant>>>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let arrivals = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = arrivals.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let _ = sock.read(&mut buf).await;
+                seen.lock().unwrap().push(std::time::Instant::now());
+                tokio::time::sleep(delay).await;
+                let body = r#"{"error": "", "response": "ok"}"#;
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    (port, arrivals)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn calls_overlap_without_pacing_and_are_spaced_with_it() {
+    let (port, arrivals) = serve_slowly(Duration::from_millis(400)).await;
+    let mut backend = client(port);
+    backend.timeout = Duration::from_secs(5);
+    let env = ToolEnv::new(api(), &backend);
+    let start = std::time::Instant::now();
+    let (a, b) = tokio::join!(
+        env.step("current_for_weather_api", "{\"city\": \"Paris\"}"),
+        env.step("current_for_weather_api", "{\"city\": \"Rome\"}")
+    );
+    assert_eq!((a.1, b.1), (0, 0), "{a:?} {b:?}");
+    // Two 400 ms calls at once: well under the 800 ms they take one after the other.
+    assert!(
+        start.elapsed() < Duration::from_millis(750),
+        "{:?}",
+        start.elapsed()
+    );
+
+    let (port, arrivals_paced) = serve_slowly(Duration::ZERO).await;
+    let mut paced = client(port);
+    paced.pacing = Duration::from_millis(300);
+    let env = ToolEnv::new(api(), &paced);
+    let _ = tokio::join!(
+        env.step("current_for_weather_api", "{\"city\": \"Paris\"}"),
+        env.step("current_for_weather_api", "{\"city\": \"Rome\"}")
+    );
+    let at = arrivals_paced.lock().unwrap().clone();
+    assert_eq!(at.len(), 2);
+    let gap = at[1].duration_since(at[0]);
+    assert!(gap >= Duration::from_millis(280), "{gap:?}");
+    assert_eq!(arrivals.lock().unwrap().len(), 2);
+}

@@ -35,7 +35,7 @@ pub struct RemoteArgs {
     pub summarizer_endpoint: Vec<String>,
     /// The model name sent to OpenAI-compatible role endpoints (default: each server's
     /// first model).
-    #[arg(long)]
+    #[arg(long, env = "UMI_OPENAI_MODEL")]
     pub openai_model: Option<String>,
     /// The API key sent to OpenAI-compatible role endpoints.
     #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
@@ -149,7 +149,8 @@ impl RemoteArgs {
         let etcd = self.etcd.endpoints();
         match (etcd.is_empty(), given) {
             (true, 0) => Ok(None),
-            (true, 3) if workers == 0 => Ok(None),
+            // Only OpenAI-compatible endpoints (the other roles play in process).
+            (true, _) if workers == 0 => Ok(None),
             (true, 3) => Ok(Some(Membership::fixed(fixed.iter().flat_map(
                 |(role, addresses)| addresses.iter().map(|a| WorkerInfo::at(role, a)),
             )))),
@@ -204,10 +205,12 @@ impl RemoteArgs {
     }
 
     /// The remote roles of `umi run`: umi workers, and OpenAI-compatible servers for the
-    /// roles given one; `None` when no remote source was given.
+    /// roles given one; roles given neither (without etcd) play on `local()`, started
+    /// only if needed. `None` when no remote source was given.
     pub async fn role_models(
         &self,
         sampling: Sampling,
+        local: impl FnOnce() -> anyhow::Result<Arc<dyn RoleModels>>,
     ) -> anyhow::Result<Option<Arc<dyn RoleModels>>> {
         if !self.has_openai() {
             return Ok(self
@@ -217,6 +220,8 @@ impl RemoteArgs {
         }
         let cluster = self.cluster(sampling).await?.map(Arc::new);
         let deadline = self.policy()?.deadline;
+        let mut local = Some(local);
+        let mut in_process: Option<Arc<dyn RoleModels>> = None;
         let mut roles: Vec<Arc<dyn RoleModels>> = Vec::new();
         for (role, _) in self.endpoints() {
             let played: Arc<dyn RoleModels> = match self.openai_base(role)? {
@@ -233,13 +238,15 @@ impl RemoteArgs {
                     eprintln!("{} role: {} at {base}", role.as_str(), r.model());
                     Arc::new(r)
                 }
-                None => match &cluster {
-                    Some(c) => c.clone(),
-                    None => bail!(
-                        "the {} role has no endpoint: give --{}-endpoint or --etcd",
-                        role.as_str(),
-                        role.as_str()
-                    ),
+                None => match (&cluster, &in_process, local.take()) {
+                    (Some(c), _, _) => c.clone(),
+                    (None, Some(models), _) => models.clone(),
+                    (None, None, Some(start)) => {
+                        let models = start().context("the roles played in process")?;
+                        in_process = Some(models.clone());
+                        models
+                    }
+                    (None, None, None) => bail!("the {} role has no model", role.as_str()),
                 },
             };
             roles.push(played);

@@ -9,13 +9,12 @@ use serde_json::Value;
 use umi_core::env::ToolBackend;
 use umi_core::replay::ReplayRoles;
 use umi_tools::cache::ResponseCache;
-use umi_tools::rapidapi::RapidApi;
+use umi_tools::rapidapi::{RapidApi, TOOLBENCH_SERVER};
 use umi_tools::router::Router;
 use umi_tools::simulate::MissSimulator;
 use umi_tools::simulator::Simulator;
 
 /// ToolBench's public RapidAPI service.
-const TOOLBENCH_SERVER: &str = "http://8.130.32.149:8080/rapidapi";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Tools {
@@ -44,6 +43,10 @@ pub struct ToolArgs {
     /// a minute, the reference sleeps 2 s before each), 0 for any other.
     #[arg(long)]
     pub tool_pacing_ms: Option<u64>,
+    /// The largest tool response body read from that server, in bytes; a larger one
+    /// is a failed call (its observation says so), never buffered whole.
+    #[arg(long, default_value_t = umi_tools::http::DEFAULT_MAX_BODY, env = "UMI_TOOL_MAX_RESPONSE_BYTES")]
+    pub tool_max_response_bytes: usize,
     /// Answer tool calls nothing recorded with this OpenAI-compatible chat endpoint
     /// (`http://host:port/v1`), as StableToolBench's server does (its prompt, the API's
     /// documentation, up to five cached replies as examples).
@@ -140,13 +143,10 @@ impl ToolArgs {
                     .clone()
                     .context("--tools rapidapi needs --toolbench-key (or $TOOLBENCH_KEY)")?;
                 let mut client = RapidApi::new(self.rapidapi_url.clone(), key);
-                client.pacing = std::time::Duration::from_millis(self.tool_pacing_ms.unwrap_or(
-                    if self.rapidapi_url == TOOLBENCH_SERVER {
-                        2000
-                    } else {
-                        0
-                    },
-                ));
+                if let Some(ms) = self.tool_pacing_ms {
+                    client.pacing = std::time::Duration::from_millis(ms);
+                }
+                client.max_response_bytes = self.tool_max_response_bytes;
                 Box::new(client)
             }
         };
