@@ -65,7 +65,7 @@ const ROWS_PER_TASK: usize = 16;
 
 /// Each job's output, (rows, heads * head_dim) f32, or None where this kernel does not
 /// apply (no AVX-512, a head size not a multiple of 16 or over 128, heads not a multiple of the
-/// key/value heads, buffers too short, mixed dtypes).
+/// key/value heads or over 8 per key/value head, buffers too short, mixed dtypes).
 pub fn attend(shape: Shape, jobs: &[Job<'_>]) -> Option<Vec<Vec<f32>>> {
     let Shape {
         heads,
@@ -78,6 +78,7 @@ pub fn attend(shape: Shape, jobs: &[Job<'_>]) -> Option<Vec<Vec<f32>>> {
         || hd > 128
         || kv_heads == 0
         || !heads.is_multiple_of(kv_heads)
+        || heads / kv_heads > MAX_GROUPS
     {
         return None;
     }
@@ -132,17 +133,22 @@ pub fn attend(shape: Shape, jobs: &[Job<'_>]) -> Option<Vec<Vec<f32>>> {
     Some(outs)
 }
 
-/// An element type of the buffers, widened to f32 sixteen at a time.
-trait Elem: Copy {
+/// An element type of the buffers (and of weights, `gemv`), widened to f32 sixteen at a
+/// time.
+pub(crate) trait Elem: Copy {
     /// # Safety
     /// AVX-512F present; `p` points at 16 readable elements.
     unsafe fn load16(p: *const Self) -> __m512;
+    fn widen(self) -> f32;
 }
 
 impl Elem for f32 {
     #[inline(always)]
     unsafe fn load16(p: *const f32) -> __m512 {
         _mm512_loadu_ps(p)
+    }
+    fn widen(self) -> f32 {
+        self
     }
 }
 
@@ -153,12 +159,18 @@ impl Elem for bf16 {
         let raw = _mm256_loadu_si256(p.cast());
         _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(raw)))
     }
+    fn widen(self) -> f32 {
+        self.to_f32()
+    }
 }
 
 impl Elem for f16 {
     #[inline(always)]
     unsafe fn load16(p: *const f16) -> __m512 {
         _mm512_cvtph_ps(_mm256_loadu_si256(p.cast()))
+    }
+    fn widen(self) -> f32 {
+        self.to_f32()
     }
 }
 
@@ -186,105 +198,143 @@ unsafe fn task<E: Elem>(
     let v = v.as_ptr().add(h * job.capacity * hd);
     SCORES.with(|scores| {
         let mut scores = scores.borrow_mut();
-        let keys_max = job.offset + rows.end;
-        scores.resize(keys_max.div_ceil(16) * 16, 0.0);
+        let stride = (job.offset + rows.end).div_ceil(16) * 16;
+        scores.resize(groups * stride, 0.0);
         for (n, row) in rows.enumerate() {
             let keys = job.offset + row + 1;
-            for g in 0..groups {
-                let q = job
-                    .q
-                    .as_ptr()
-                    .add((row * shape.heads + h * groups + g) * hd);
-                let y = out.as_mut_ptr().add((n * groups + g) * hd);
-                head_row(q, (k, v), keys, hd, scale, &mut scores, y);
-            }
+            // The query heads sharing key/value head h are adjacent, as are their outputs.
+            let q = job.q.as_ptr().add((row * shape.heads + h * groups) * hd);
+            let y = out.as_mut_ptr().add(n * groups * hd);
+            group_row(q, groups, (k, v), keys, hd, scale, &mut scores, stride, y);
         }
     });
 }
 
-/// One query row of one head over `keys` keys: writes the head's output (hd values) at y.
+/// Keys (and values) per block: each block is read from memory once and then from L1
+/// for every query head of the group.
+const BLOCK: usize = 16;
+
+/// One query row of the `groups` query heads that share a key/value head, over `keys`
+/// keys: head g's query at `q + g * hd`, its output (hd values) written at `y + g * hd`,
+/// its scores in `scores[g * stride..]`. Keys and values are walked a block at a time,
+/// every head of the group taking the block in turn, so each is loaded from memory once
+/// per group rather than once per head (α-UMi's models share a key/value head among 3
+/// query heads). Each head's arithmetic, and its order, is that of a head alone.
 #[inline(always)]
-unsafe fn head_row<E: Elem>(
+#[allow(clippy::too_many_arguments)]
+unsafe fn group_row<E: Elem>(
     q: *const f32,
+    groups: usize,
     (k, v): (*const E, *const E),
     keys: usize,
     hd: usize,
     scale: f32,
     scores: &mut [f32],
+    stride: usize,
     y: *mut f32,
 ) {
     let chunks = hd / 16;
+    let valid_mask = |count: usize| -> __mmask16 {
+        if count == 16 {
+            0xffff
+        } else {
+            ((1u32 << count) - 1) as u16
+        }
+    };
     // Scores, sixteen keys at a time: sixteen partial dot products, then one transposing
     // reduction gives the sixteen scores in one vector.
     let scale_v = _mm512_set1_ps(scale);
-    let mut max_v = _mm512_set1_ps(f32::NEG_INFINITY);
     let mut t0 = 0;
     while t0 < keys {
-        let count = (keys - t0).min(16);
-        let mut acc = [_mm512_setzero_ps(); 16];
-        for (key, a) in acc.iter_mut().enumerate().take(count) {
-            let kp = k.add((t0 + key) * hd);
-            for c in 0..chunks {
-                *a = _mm512_fmadd_ps(
-                    _mm512_loadu_ps(q.add(16 * c)),
-                    E::load16(kp.add(16 * c)),
-                    *a,
-                );
+        let count = (keys - t0).min(BLOCK);
+        for g in 0..groups {
+            let qg = q.add(g * hd);
+            let mut acc = [_mm512_setzero_ps(); 16];
+            for (key, a) in acc.iter_mut().enumerate().take(count) {
+                let kp = k.add((t0 + key) * hd);
+                for c in 0..chunks {
+                    *a = _mm512_fmadd_ps(
+                        _mm512_loadu_ps(qg.add(16 * c)),
+                        E::load16(kp.add(16 * c)),
+                        *a,
+                    );
+                }
             }
+            let s = _mm512_mul_ps(hsum16(&acc), scale_v);
+            _mm512_storeu_ps(scores.as_mut_ptr().add(g * stride + t0), s);
         }
-        let s = _mm512_mul_ps(hsum16(&acc), scale_v);
-        let valid: __mmask16 = if count == 16 {
-            0xffff
-        } else {
-            ((1u32 << count) - 1) as u16
-        };
-        max_v = _mm512_mask_max_ps(max_v, valid, max_v, s);
-        _mm512_storeu_ps(scores.as_mut_ptr().add(t0), s);
-        t0 += 16;
+        t0 += BLOCK;
     }
-    let max = _mm512_set1_ps(_mm512_reduce_max_ps(max_v));
-    // Probabilities (unnormalised) and their sum.
-    let mut sum_v = _mm512_setzero_ps();
-    let mut t0 = 0;
-    while t0 < keys {
-        let count = (keys - t0).min(16);
-        let valid: __mmask16 = if count == 16 {
-            0xffff
-        } else {
-            ((1u32 << count) - 1) as u16
-        };
-        let p = exp(_mm512_sub_ps(_mm512_loadu_ps(scores.as_ptr().add(t0)), max));
-        let p = _mm512_maskz_mov_ps(valid, p);
-        sum_v = _mm512_add_ps(sum_v, p);
-        _mm512_storeu_ps(scores.as_mut_ptr().add(t0), p);
-        t0 += 16;
+    // Per head: probabilities (unnormalised) and the reciprocal of their sum.
+    let mut inverse = [0f32; MAX_GROUPS];
+    for (g, inv) in inverse.iter_mut().enumerate().take(groups) {
+        let row = scores.as_mut_ptr().add(g * stride);
+        let mut max_v = _mm512_set1_ps(f32::NEG_INFINITY);
+        let mut t0 = 0;
+        while t0 < keys {
+            let s = _mm512_loadu_ps(row.add(t0));
+            let valid = valid_mask((keys - t0).min(16));
+            max_v = _mm512_mask_max_ps(max_v, valid, max_v, s);
+            t0 += 16;
+        }
+        let max = _mm512_set1_ps(_mm512_reduce_max_ps(max_v));
+        let mut sum_v = _mm512_setzero_ps();
+        let mut t0 = 0;
+        while t0 < keys {
+            let valid = valid_mask((keys - t0).min(16));
+            let p = exp(_mm512_sub_ps(_mm512_loadu_ps(row.add(t0)), max));
+            let p = _mm512_maskz_mov_ps(valid, p);
+            sum_v = _mm512_add_ps(sum_v, p);
+            _mm512_storeu_ps(row.add(t0), p);
+            t0 += 16;
+        }
+        *inv = 1.0 / _mm512_reduce_add_ps(sum_v);
     }
-    let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(sum_v));
-    // Values weighted by the probabilities: two interleaved accumulators per chunk hide
-    // the FMA latency (their order is fixed, so the result is too).
-    let mut even = [_mm512_setzero_ps(); 8];
-    let mut odd = [_mm512_setzero_ps(); 8];
-    let mut t = 0;
-    while t + 1 < keys {
-        let (pe, po) = (_mm512_set1_ps(scores[t]), _mm512_set1_ps(scores[t + 1]));
-        let (ve, vo) = (v.add(t * hd), v.add((t + 1) * hd));
+    // Values weighted by the probabilities, a block of keys at a time for every head;
+    // two interleaved accumulators per chunk hide the FMA latency (their order is fixed:
+    // even keys into one, odd into the other), kept in memory between blocks.
+    let mut even = [[_mm512_setzero_ps(); 8]; MAX_GROUPS];
+    let mut odd = [[_mm512_setzero_ps(); 8]; MAX_GROUPS];
+    let mut b0 = 0;
+    while b0 < keys {
+        let end = (b0 + BLOCK).min(keys);
+        for g in 0..groups {
+            let p = scores.as_ptr().add(g * stride);
+            let (mut e, mut o) = (even[g], odd[g]);
+            let mut t = b0;
+            while t + 1 < end {
+                let (pe, po) = (_mm512_set1_ps(*p.add(t)), _mm512_set1_ps(*p.add(t + 1)));
+                let (ve, vo) = (v.add(t * hd), v.add((t + 1) * hd));
+                for c in 0..chunks {
+                    e[c] = _mm512_fmadd_ps(pe, E::load16(ve.add(16 * c)), e[c]);
+                    o[c] = _mm512_fmadd_ps(po, E::load16(vo.add(16 * c)), o[c]);
+                }
+                t += 2;
+            }
+            if t < end {
+                // Only at the last key (blocks are even-sized and start even).
+                let pe = _mm512_set1_ps(*p.add(t));
+                let ve = v.add(t * hd);
+                for (c, x) in e.iter_mut().take(chunks).enumerate() {
+                    *x = _mm512_fmadd_ps(pe, E::load16(ve.add(16 * c)), *x);
+                }
+            }
+            (even[g], odd[g]) = (e, o);
+        }
+        b0 = end;
+    }
+    for g in 0..groups {
+        let inv = _mm512_set1_ps(inverse[g]);
+        let yg = y.add(g * hd);
         for c in 0..chunks {
-            even[c] = _mm512_fmadd_ps(pe, E::load16(ve.add(16 * c)), even[c]);
-            odd[c] = _mm512_fmadd_ps(po, E::load16(vo.add(16 * c)), odd[c]);
+            let sum = _mm512_add_ps(even[g][c], odd[g][c]);
+            _mm512_storeu_ps(yg.add(16 * c), _mm512_mul_ps(sum, inv));
         }
-        t += 2;
-    }
-    if t < keys {
-        let pe = _mm512_set1_ps(scores[t]);
-        let ve = v.add(t * hd);
-        for (c, e) in even.iter_mut().take(chunks).enumerate() {
-            *e = _mm512_fmadd_ps(pe, E::load16(ve.add(16 * c)), *e);
-        }
-    }
-    for (c, (e, o)) in even.iter().zip(&odd).take(chunks).enumerate() {
-        _mm512_storeu_ps(y.add(16 * c), _mm512_mul_ps(_mm512_add_ps(*e, *o), inv));
     }
 }
+
+/// The most query heads per key/value head this kernel takes (attend checks it).
+const MAX_GROUPS: usize = 8;
 
 /// Sixteen vectors in, one vector out whose lane i is the sum of vector i's lanes.
 #[inline(always)]
