@@ -64,7 +64,7 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<()> {
     if a.width == 0 || a.concurrency == 0 || a.max_steps == 0 || a.max_pending == 0 {
         bail!("--width, --max-steps, --concurrency and --max-pending must be at least 1");
     }
-    a.metrics.install()?;
+    a.metrics.install(a.security.insecure_network)?;
     let security = a.security.security(a.listen)?;
     let roles = a.remote.roles(a.sampling.over(REALTIME)).await?.context(
         "the coordinator needs role workers: give --etcd, or all three --*-endpoint flags",

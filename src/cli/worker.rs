@@ -75,7 +75,7 @@ impl Role {
 
 pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
     let role = a.role.kind();
-    a.metrics.install()?;
+    a.metrics.install(a.security.insecure_network)?;
     let security = a.security.security(a.listen)?;
     let engine = a.engine.start(&a.model)?;
     let listener = tokio::net::TcpListener::bind(a.listen)

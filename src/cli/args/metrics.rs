@@ -18,8 +18,9 @@ const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256
 pub struct MetricsArgs {
     /// Serve Prometheus metrics (`umi_*`: engine queue, batch, token and latency figures,
     /// role calls, tasks, tool calls) over HTTP at this address, e.g. 127.0.0.1:9090.
-    /// Off by default; the endpoint has no authentication, so bind it where only the
-    /// scraper reaches.
+    /// Off by default; the endpoint has neither TLS nor authentication, so it stays on
+    /// loopback (a node agent or sidecar scrapes it) unless --insecure-network says a
+    /// mesh or network policy guards it.
     #[arg(long, env = "UMI_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
 }
@@ -27,10 +28,11 @@ pub struct MetricsArgs {
 impl MetricsArgs {
     /// Installs the Prometheus recorder and its HTTP listener, if asked; call inside the
     /// tokio runtime.
-    pub fn install(&self) -> anyhow::Result<()> {
+    pub fn install(&self, insecure_network: bool) -> anyhow::Result<()> {
         let Some(addr) = self.metrics_listen else {
             return Ok(());
         };
+        check_listen(addr, insecure_network)?;
         // Histograms with buckets (not client-side summaries): they add up across
         // replicas and cover the whole run, not a sliding window.
         PrometheusBuilder::new()
@@ -44,5 +46,31 @@ impl MetricsArgs {
             .with_context(|| format!("serving metrics on {addr}"))?;
         eprintln!("umi: Prometheus metrics on http://{addr}/metrics");
         Ok(())
+    }
+}
+
+/// The metrics endpoint is plain, unauthenticated HTTP: loopback only, unless the
+/// operator says the network guards it.
+fn check_listen(addr: SocketAddr, insecure_network: bool) -> anyhow::Result<()> {
+    if !addr.ip().is_loopback() && !insecure_network {
+        anyhow::bail!(
+            "--metrics-listen {addr} faces the network over plain HTTP without authentication: serve it on loopback (127.0.0.1:PORT, scraped by a node agent or sidecar), or give --insecure-network where a mesh or network policy guards it"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_beyond_loopback_need_an_explicit_insecure_network() {
+        let public: SocketAddr = "0.0.0.0:9090".parse().unwrap();
+        let err = check_listen(public, false).unwrap_err().to_string();
+        assert!(err.contains("--metrics-listen 0.0.0.0:9090"), "{err}");
+        assert!(check_listen(public, true).is_ok());
+        assert!(check_listen("127.0.0.1:9090".parse().unwrap(), false).is_ok());
+        assert!(check_listen("[::1]:9090".parse().unwrap(), false).is_ok());
     }
 }
