@@ -133,22 +133,17 @@ pub fn attend(shape: Shape, jobs: &[Job<'_>]) -> Option<Vec<Vec<f32>>> {
     Some(outs)
 }
 
-/// An element type of the buffers (and of weights, `gemv`), widened to f32 sixteen at a
-/// time.
-pub(crate) trait Elem: Copy {
+/// An element type of the buffers, widened to f32 sixteen at a time.
+trait Elem: Copy {
     /// # Safety
     /// AVX-512F present; `p` points at 16 readable elements.
     unsafe fn load16(p: *const Self) -> __m512;
-    fn widen(self) -> f32;
 }
 
 impl Elem for f32 {
     #[inline(always)]
     unsafe fn load16(p: *const f32) -> __m512 {
         _mm512_loadu_ps(p)
-    }
-    fn widen(self) -> f32 {
-        self
     }
 }
 
@@ -159,18 +154,12 @@ impl Elem for bf16 {
         let raw = _mm256_loadu_si256(p.cast());
         _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(raw)))
     }
-    fn widen(self) -> f32 {
-        self.to_f32()
-    }
 }
 
 impl Elem for f16 {
     #[inline(always)]
     unsafe fn load16(p: *const f16) -> __m512 {
         _mm512_cvtph_ps(_mm256_loadu_si256(p.cast()))
-    }
-    fn widen(self) -> f32 {
-        self.to_f32()
     }
 }
 

@@ -12,8 +12,6 @@ pub mod error;
 pub mod fsutil;
 #[cfg(target_arch = "x86_64")]
 pub mod gemm;
-#[cfg(target_arch = "x86_64")]
-mod gemv;
 pub mod generate;
 pub mod kv_cache;
 pub mod linear;

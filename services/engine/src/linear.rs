@@ -153,10 +153,6 @@ impl Linear {
             if w_cols != cols {
                 return None;
             }
-            #[cfg(target_arch = "x86_64")]
-            if let Some(out) = crate::gemv::rows(w, rows, cols, &inputs) {
-                return Some(out);
-            }
             let row = |r: usize| r * cols..(r + 1) * cols;
             Some(match w {
                 Weights::F32(data) => gemv(rows, inputs.len(), |r, out| {
