@@ -123,7 +123,6 @@ impl SafetensorsFile {
                 format!("tensor {name}: {len} bytes, read into {}", out.len()),
             ));
         }
-        populate(out);
         self.file
             .read_exact_at(out, entry.start)
             .map_err(|e| EngineError::load(&self.path, format!("tensor {name}: {e}")))?;
@@ -185,33 +184,6 @@ impl SafetensorsFile {
             );
         }
     }
-}
-
-/// Maps all of a large fresh buffer's pages in one call before it is filled. Left to
-/// fault in as the read writes them, a 7B load took 5.5 million page faults, each a trap
-/// (costly in a virtual machine) and most of the load's system time.
-fn populate(buffer: &mut [u8]) {
-    #[cfg(target_os = "linux")]
-    {
-        const PAGE: usize = 4096; // madvise needs a page-aligned start; 4 KiB divides any page size
-        let start = buffer.as_mut_ptr() as usize;
-        let first = start.next_multiple_of(PAGE);
-        let end = start + buffer.len();
-        if end > first {
-            // SAFETY: [first, end) lies inside `buffer`, memory this process owns and may
-            // write; MADV_POPULATE_WRITE only faults its pages in (writing nothing), and an
-            // older kernel's refusal (EINVAL) leaves them to fault in as before.
-            unsafe {
-                libc::madvise(
-                    first as *mut libc::c_void,
-                    end - first,
-                    libc::MADV_POPULATE_WRITE,
-                );
-            }
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = buffer;
 }
 
 /// One header entry, checked: a known dtype, offsets inside the file's data, and a byte
