@@ -55,3 +55,12 @@ fi
 echo "==> cargo build --release --features cuda (compute capability $CUDA_COMPUTE_CAP)"
 cargo build --release --features cuda --bin umi --target-dir target/cuda
 echo "built target/cuda/release/umi"
+
+# The engine's CUDA test (batched decode equals each request alone), for bench_cuda.sh's
+# HF_TEST_BIN: built here, run on the GPU machine.
+echo "==> the engine's CUDA test binary"
+cargo test --release -p umi-engine --features cuda --test hf_checkpoints --no-run \
+  --target-dir target/cuda
+test_bin=$(ls -t target/cuda/release/deps/hf_checkpoints-* | grep -v '\.d$' | head -1)
+cp "$test_bin" target/cuda/release/hf_checkpoints
+echo "built target/cuda/release/hf_checkpoints"

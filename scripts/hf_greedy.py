@@ -17,8 +17,6 @@ def main():
     ap.add_argument("--prompt", required=True)
     ap.add_argument("--new-tokens", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--follow", help="JSON list of another implementation's greedy ids: "
-                    "score each of its picks on its own prefix (teacher forcing)")
     a = ap.parse_args()
 
     import torch
@@ -36,31 +34,12 @@ def main():
         if a.new_tokens > 1:
             out = model.generate(ids, max_new_tokens=a.new_tokens, min_new_tokens=a.new_tokens,
                                  do_sample=False, pad_token_id=0)
-    followed = []
-    if a.follow:
-        # Where two implementations' greedy picks part, was the other's pick a near-tie
-        # here? For each step: this model's best token, its logit margin over the
-        # runner-up, and how far below the best the other implementation's pick scored.
-        other = json.loads(a.follow)
-        with torch.inference_mode():
-            full = torch.cat([ids, torch.tensor([other])], dim=1)
-            logits = model(full).logits[0, ids.shape[1] - 1:-1].float()
-        for step, pick in enumerate(other):
-            row = logits[step]
-            top = torch.topk(row, 2)
-            followed.append({
-                "best": int(top.indices[0]), "pick": pick,
-                "margin": round(float(top.values[0] - top.values[1]), 4),
-                "pick_below_best": round(float(top.values[0] - row[pick]), 4),
-                "logit_std": round(float(row.std()), 4),
-            })
     print(json.dumps({
         "dtype": str(model.dtype),
         "prompt_ids": ids[0].tolist(),
         "greedy_ids": out[0, ids.shape[1]:].tolist(),
         "load_s": round(loaded - start, 2),
         "first_token_s": round(first_token - start, 2),
-        "followed": followed,
     }))
 
 

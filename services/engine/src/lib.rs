@@ -18,6 +18,7 @@ pub mod linear;
 pub mod load;
 pub mod metrics;
 pub mod model;
+mod pointwise;
 pub mod prefix_cache;
 mod queue;
 mod safetensors;

@@ -343,11 +343,7 @@ impl Llama {
     }
 
     fn rms_norm(&self, x: &Tensor, weight: &Tensor) -> Result<Tensor> {
-        Ok(candle_nn::ops::rms_norm(
-            x,
-            weight,
-            self.config.rms_norm_eps as f32,
-        )?)
+        crate::pointwise::rms_norm(x, weight, self.config.rms_norm_eps as f32)
     }
 
     /// The feed-forward block with its residual connection.
@@ -355,8 +351,7 @@ impl Llama {
         let mlp = &layer.mlp;
         let gate_up = mlp.gate_up.forward(&self.rms_norm(x, &layer.ffn_norm)?)?;
         let ff = self.config.intermediate_size;
-        let act =
-            (candle_nn::ops::silu(&gate_up.narrow(2, 0, ff)?)? * gate_up.narrow(2, ff, ff)?)?;
+        let act = crate::pointwise::silu_mul(&gate_up, ff)?;
         Ok((mlp.down.forward(&act)? + x)?)
     }
 
