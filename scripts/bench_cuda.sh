@@ -3,12 +3,16 @@
 # the CPU's for each weight dtype, engine throughput on the GPU, the 50-record static
 # eval on the GPU (its metrics beside CI's CPU row), and `umi run` end to end on the GPU.
 #
-# Build first, on a machine with nvcc (CUDA 12.x or 13.x):
-#   CUDA_COMPUTE_CAP=90 cargo build --release --features cuda     # 90: H100/H200
-# then: scripts/bench_cuda.sh [cuda:N]
+# Build first, on any machine (no GPU needed; 90: H100/H200):
+#   scripts/build_cuda.sh     # target/cuda/release/umi and .../hf_checkpoints (CUDA test)
+# then on the GPU machine: scripts/bench_cuda.sh [cuda:N]
+# (UMI and HF_TEST_BIN default to those two; either may be set to another build.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-UMI=${UMI:-./target/release/umi}
+UMI=${UMI:-./target/cuda/release/umi}
+if [ -z "${HF_TEST_BIN+x}" ] && [ -x target/cuda/release/hf_checkpoints ]; then
+  HF_TEST_BIN=target/cuda/release/hf_checkpoints
+fi
 DEV=${1:-cuda:0}
 WORK=${WORK:-target/bench-cuda}
 mkdir -p "$WORK"
@@ -70,5 +74,5 @@ done
 # (cargo test --release --features cuda -p umi-engine --test hf_checkpoints --no-run).
 if [ -n "${HF_TEST_BIN:-}" ]; then
   echo "== batched vs alone greedy tokens on $DEV (tiny checkpoint) =="
-  "$HF_TEST_BIN" cuda_batched_decode_matches_each_request_alone
+  UMI_REPO=$PWD "$HF_TEST_BIN" cuda_batched_decode_matches_each_request_alone
 fi

@@ -6,9 +6,14 @@ use std::path::PathBuf;
 
 use umi_engine::{LoadOptions, LoadedModel, WeightDType};
 
-/// The repository root: models and fixtures live there.
+/// The repository root: models and fixtures live there. `UMI_REPO` names it for a test
+/// binary run from another checkout than the one it was built in (the CUDA test, built
+/// here and run on a GPU machine by scripts/bench_cuda.sh).
 pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+    match std::env::var_os("UMI_REPO") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.."),
+    }
 }
 
 /// The bundled SmolLM2 GGUF that `scripts/setup.sh` fetches.
