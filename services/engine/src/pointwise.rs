@@ -109,22 +109,22 @@ fn rms_norm_rows<T: Half>(x: &Tensor, weight: &Tensor, eps: f32) -> Result<Optio
     if weight.dims1()? != hidden || weight.dtype() != x.dtype() || hidden == 0 {
         return Ok(None);
     }
-    let Some(w) = with_cpu_slice::<T, _>(weight, |w| w.to_vec())? else {
-        return Ok(None);
-    };
-    let out = with_cpu_slice::<T, _>(x, |src| {
-        let mut dst = vec![T::from_f32(0.0); src.len()];
-        rows(src, hidden, &mut dst, hidden, |src, dst| {
-            let sum2: f32 = src.iter().map(|v| v.to_f32() * v.to_f32()).sum();
-            let scale = 1.0 / (sum2 / hidden as f32 + eps).sqrt();
-            for ((d, s), w) in dst.iter_mut().zip(src).zip(&w) {
-                let normed = T::from_f32(s.to_f32() * scale);
-                *d = T::from_f32(normed.to_f32() * w.to_f32());
-            }
-        });
-        dst
+    // The weight's slice borrowed for the whole pass (no copy per call).
+    let out = with_cpu_slice::<T, _>(weight, |w| {
+        with_cpu_slice::<T, _>(x, |src| {
+            let mut dst = vec![T::from_f32(0.0); src.len()];
+            rows(src, hidden, &mut dst, hidden, |src, dst| {
+                let sum2: f32 = src.iter().map(|v| v.to_f32() * v.to_f32()).sum();
+                let scale = 1.0 / (sum2 / hidden as f32 + eps).sqrt();
+                for ((d, s), w) in dst.iter_mut().zip(src).zip(w) {
+                    let normed = T::from_f32(s.to_f32() * scale);
+                    *d = T::from_f32(normed.to_f32() * w.to_f32());
+                }
+            });
+            dst
+        })
     })?;
-    match out {
+    match out.transpose()?.flatten() {
         Some(dst) => Ok(Some(Tensor::from_vec(dst, x.dims(), x.device())?)),
         None => Ok(None),
     }
