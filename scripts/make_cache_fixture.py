@@ -48,6 +48,37 @@ CALLS = [
 ]
 
 
+# Replies as StableToolBench's cache and simulator also hold them, each under an API of
+# its own (so the entries above keep their files): a null response, a list, an empty
+# response with a null error, an error that only starts like a status text, one that is
+# a status text exactly, and an object whose JSON is over 1024 characters.
+REPLIES = [
+    ("Data", "3D Models", "Model Info", {"n": 1}, {"error": "", "response": None}),
+    ("Data", "3D Models", "Model Info", {"n": 2}, {"error": None, "response": [1, "two", {"3": None}]}),
+    ("Data", "3D Models", "Model Info", {"n": 3}, {"error": None, "response": ""}),
+    ("Data", "3D Models", "Model Info", {"n": 4}, {"error": "Unauthorized error... (and more)", "response": ""}),
+    ("Data", "3D Models", "Model Info", {"n": 5}, {"error": "Unauthorized error...", "response": ""}),
+    ("Data", "3D Models", "Model Info", {"n": 6},
+     {"error": "", "response": {"items": [{"id": i, "title": f"caf\u00e9 \"{i}\"", "tags": ["a\nb"]} for i in range(40)]}}),
+    ("Data", "3D Models", "Model Info", {"n": 7}, {"error": "", "response": {}}),
+]
+
+
+def observation(reply):
+    """The text the agent sees (ToolBench-multiLLM `rapidapi_wrapper._step`): the
+    response as received through json.dumps unless it is "", else the error as a message;
+    cut to 1024 characters plus "..."."""
+    if reply["response"] != "":
+        text = json.dumps(reply["response"])
+    else:
+        text = json.dumps({"message": reply["error"]})
+    return text[:1024] + "..." if len(text) > 1024 else text
+
+
+STATUS = {"API not working error...": 6, "Unauthorized error...": 7, "Unsubscribed error...": 8,
+          "Too many requests error...": 9, "Rate limit per minute error...": 10, "Message error...": 11}
+
+
 def main():
     shutil.rmtree(OUT, ignore_errors=True)
     files = {}
@@ -63,6 +94,17 @@ def main():
             reply = {"error": None, "response": {"reply": i, "to": json.loads(text), "ok": True}}
         files.setdefault(folder / name, {})[str(json.loads(text))] = reply
         expected.append({"category": category, "tool": tool, "api": api, "input": text, "reply": reply})
+    for category, tool, api, tool_input, reply in REPLIES:
+        cat = standardize_category(category)
+        folder = OUT / cat / (standardize(tool) + "_for_" + cat)
+        name = change_name(standardize(api)) + ".json"
+        text = json.dumps(tool_input)
+        files.setdefault(folder / name, {})[str(json.loads(text))] = reply
+        expected.append({"category": category, "tool": tool, "api": api, "input": text, "reply": reply})
+    for case in expected:
+        case["observation"] = observation(case["reply"])
+        # The reference compares the error text exactly (`==`), not by prefix.
+        case["status"] = STATUS.get(case["reply"]["error"], 0)
     for path, cache in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         json.dump(cache, open(path, "w"), indent=4)

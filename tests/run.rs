@@ -256,3 +256,74 @@ fn an_unwritable_out_and_a_worker_as_coordinator_are_clear_errors() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("is not a coordinator"), "{stderr}");
 }
+
+/// Every run writes manifest.json (umi's version and commit, each role's checkpoint by
+/// SHA-256, sampling, budgets, tools, method); a run adding to answers made with other
+/// inputs is refused, naming what differs, unless --force; the same inputs resume.
+#[test]
+fn the_manifest_names_the_inputs_and_a_resume_with_other_inputs_is_refused() {
+    let out = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        umi()
+            .args([
+                "run",
+                "--dtype",
+                "quantized",
+                "--queries",
+                "tests/fixtures/one-query.json",
+            ])
+            .args(["--max-new-tokens", "8", "--max-steps", "1", "--out"])
+            .arg(out.path())
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let first = run(&[]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("manifest.json")).unwrap()).unwrap();
+    // The bundled model's digest, as scripts/setup.sh checks it.
+    const BUNDLED_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+    for role in ["planner", "caller", "summarizer"] {
+        assert_eq!(
+            manifest["roles"][role]["checkpoint"]["sha256"], BUNDLED_SHA256,
+            "{manifest}"
+        );
+        assert_eq!(manifest["roles"][role]["dtype"], "quantized");
+    }
+    assert_eq!(manifest["sampling"]["temperature"], 0.5);
+    assert_eq!(manifest["sampling"]["max_new_tokens"], 8);
+    assert_eq!(manifest["method"], "DFS_woFilter_w2");
+    assert_eq!(manifest["search"]["max_steps"], 1);
+    assert_eq!(manifest["tools"]["backend"], "simulator");
+    assert_eq!(manifest["created_by"]["umi"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(manifest["queries"]["path"], "tests/fixtures/one-query.json");
+    assert_eq!(manifest["queries"]["sha256"].as_str().unwrap().len(), 64);
+
+    let other = run(&["--temperature", "0.9"]);
+    let stderr = String::from_utf8_lossy(&other.stderr);
+    assert!(!other.status.success());
+    assert!(
+        stderr.contains("/sampling/temperature: was 0.5, now 0.9") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    let same = run(&[]);
+    assert!(
+        same.status.success(),
+        "{}",
+        String::from_utf8_lossy(&same.stderr)
+    );
+    let forced = run(&["--temperature", "0.9", "--force"]);
+    assert!(
+        forced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&forced.stderr)
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["sampling"]["temperature"], 0.9);
+}

@@ -255,3 +255,61 @@ fn concurrent_records_give_the_predictions_of_one_at_a_time() {
     assert!(one.0 == three.0, "predictions differ with --concurrency 3");
     assert_eq!(one.1, three.1);
 }
+
+/// `umi eval score` on a predictions file of mixed outcomes (right and wrong plans,
+/// actions, arguments; easy and hard call steps; hallucinated tools) gives the metrics
+/// and hallucination cases that α-UMi's own `evaluate-multi_agent.py` gave for it
+/// (scripts/make_score_fixture.py ran the reference script). A wrong action counts 0 in
+/// both the easy and the hard F1, as there.
+#[test]
+fn eval_score_gives_the_reference_evaluators_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = root("tests/fixtures/static-score");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_umi"))
+        .args(["eval", "score", "--predictions"])
+        .arg(fixture.join("predictions.json"))
+        .arg("--out")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let read = |p: PathBuf| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    let expected = read(fixture.join("metrics.expected.json"));
+    let got = read(dir.path().join("metrics.json"));
+    for (key, want) in expected.as_object().unwrap() {
+        let (want, have) = (want.as_f64().unwrap(), got[key].as_f64().unwrap());
+        assert!(
+            (want - have).abs() <= 1e-12 * want.abs().max(1.0),
+            "{key}: reference {want}, umi {have}"
+        );
+    }
+    let hallu: Vec<String> = read(dir.path().join("hallu_cases.json"))
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["predictions"].as_str().unwrap().to_string())
+        .collect();
+    let want: Vec<String> =
+        serde_json::from_value(read(fixture.join("hallu_cases.expected.json"))).unwrap();
+    assert_eq!(hallu, want);
+    // An entry without its reference is named.
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"[{"tools": [], "predictions": "x"}]"#).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_umi"))
+        .args(["eval", "score", "--predictions"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("prediction 0") && stderr.contains("reference"),
+        "{stderr}"
+    );
+}

@@ -11,10 +11,12 @@ use clap::{Args, Subcommand, ValueEnum};
 use futures::StreamExt;
 use umi_core::agent::RoleKind;
 use umi_core::metrics::Metrics;
-use umi_core::parse::{parse_output, Decision};
+use umi_core::parse::Decision;
 use umi_core::presets;
 use umi_core::prompt::RolePrompts;
-use umi_core::static_eval::{build_samples, parse_records, reference_order, score, Sample};
+use umi_core::static_eval::{
+    build_samples, parse_records, reference_order, score, score_predictions, Sample,
+};
 use umi_worker::roles::EngineRoles;
 
 use super::args::roles::RoleArgs;
@@ -29,6 +31,19 @@ pub enum EvalCommand {
     /// StableToolBench's solvable pass rate of a directory of answer files, judged by an
     /// OpenAI-compatible model.
     PassRate(super::pass_rate::PassRateArgs),
+    /// Scores a `predictions.json` (umi's, or one the seed's `infer_pipeline.py` wrote) as
+    /// `evaluate-multi_agent.py` does: `metrics.json` and `hallu_cases.json`.
+    Score(ScoreArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ScoreArgs {
+    /// The predictions file.
+    #[arg(long)]
+    pub predictions: PathBuf,
+    /// Where metrics.json and hallu_cases.json go (default: beside the predictions).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -78,6 +93,7 @@ pub async fn run(cmd: EvalCommand) -> anyhow::Result<()> {
     match cmd {
         EvalCommand::Static(a) => static_eval(a).await,
         EvalCommand::PassRate(a) => super::pass_rate::run(a).await,
+        EvalCommand::Score(a) => score_file(a),
     }
 }
 
@@ -182,8 +198,16 @@ async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
 
     write_json_atomically(&out.join("predictions.json"), &samples)?;
     write_json_atomically(&out.join("metrics.json"), &metrics)?;
-    write_json_atomically(&out.join("hallu_cases.json"), &hallucinations(&samples))?;
-    print_table(&a.data, records.len(), &metrics, elapsed.as_secs_f64());
+    write_json_atomically(
+        &out.join("hallu_cases.json"),
+        &hallucinations(&samples, &metrics),
+    )?;
+    print_table(
+        &a.data,
+        records.len(),
+        &metrics,
+        Some(elapsed.as_secs_f64()),
+    );
     if let Some(usage) = engines.as_ref().map(EngineRoles::usage) {
         if usage.calls > 0 {
             println!("{usage}");
@@ -204,6 +228,31 @@ async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
         "wrote {}/{{predictions,metrics,hallu_cases}}.json",
         out.display()
     );
+    Ok(())
+}
+
+fn score_file(a: ScoreArgs) -> anyhow::Result<()> {
+    let path = &a.predictions;
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let entries: Vec<serde_json::Value> = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{}: not a JSON array of predictions", path.display()))?;
+    let metrics = score_predictions(&entries).with_context(|| path.display().to_string())?;
+    let out = match a.out {
+        Some(dir) => dir,
+        None => path.parent().map(Path::to_path_buf).unwrap_or_default(),
+    };
+    super::support::output::writable_dir(&out, "--out")?;
+    let cases: Vec<&serde_json::Value> =
+        metrics.hallucinated.iter().map(|&i| &entries[i]).collect();
+    write_json_atomically(&out.join("metrics.json"), &metrics)?;
+    write_json_atomically(&out.join("hallu_cases.json"), &cases)?;
+    let records = entries
+        .iter()
+        .filter_map(|e| e.get("instruction").and_then(serde_json::Value::as_str))
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    print_table(path, records, &metrics, None);
+    eprintln!("wrote {}/{{metrics,hallu_cases}}.json", out.display());
     Ok(())
 }
 
@@ -314,14 +363,8 @@ impl StepCalls<'_> {
     }
 }
 
-fn hallucinations(samples: &[Sample]) -> Vec<&Sample> {
-    samples
-        .iter()
-        .filter(|s| {
-            let action = parse_output(&s.predictions).action;
-            action != "none" && !s.tools.iter().any(|t| t.name() == action)
-        })
-        .collect()
+fn hallucinations<'s>(samples: &'s [Sample], m: &Metrics) -> Vec<&'s Sample> {
+    m.hallucinated.iter().map(|&i| &samples[i]).collect()
 }
 
 fn default_out(data: &Path) -> PathBuf {
@@ -336,13 +379,13 @@ fn pct(x: Option<f64>) -> String {
     x.map_or_else(|| "n/a".to_string(), |v| format!("{:.2}", v * 100.0))
 }
 
-fn print_table(data: &Path, records: usize, m: &Metrics, secs: f64) {
+fn print_table(data: &Path, records: usize, m: &Metrics, secs: Option<f64>) {
+    let time = secs.map(|s| format!(", {s:.0} s")).unwrap_or_default();
     println!(
-        "{} ({} records, {} steps, {:.0} s)",
+        "{} ({} records, {} steps{time})",
         data.display(),
         records,
         m.samples,
-        secs
     );
     println!("| Plan ACC | Act. EM | Hallu. | Arg. F1 | easy F1 | hard F1 | R-L |");
     println!("|---:|---:|---:|---:|---:|---:|---:|");

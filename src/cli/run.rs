@@ -24,6 +24,7 @@ use super::args::roles::RoleArgs;
 use super::args::tools::ToolArgs;
 use super::support::output::{json_files_in, write_json_atomically};
 use super::support::progress::Progress;
+use super::support::run_manifest;
 
 /// What answers the three roles.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -97,6 +98,10 @@ pub struct RunArgs {
     pub role_args: RoleArgs,
     #[command(flatten)]
     pub engine: EngineArgs,
+    /// Add to an --out whose answers were made with other inputs (its manifest.json
+    /// differs from this run's); without it such a run is refused, naming the differences.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Reads a query file, or the queries of a directory of answer files, naming the file,
@@ -188,6 +193,22 @@ impl RunArgs {
     fn concurrency(&self) -> usize {
         self.concurrency.unwrap_or(self.role_args.model.max_batch)
     }
+
+    /// Whether the roles are the bundled demo model in process: no --model, no remote
+    /// workers, no simulated engine (which stands for a full-size model).
+    fn demo(&self) -> bool {
+        self.roles == RoleSource::Models
+            && self.role_args.model.model.is_none()
+            && !self.remote.is_set()
+            && !self.engine.is_sim()
+    }
+
+    /// What the roles sample with when this process decides it (not a coordinator's run,
+    /// not replayed recordings).
+    fn sampling(&self) -> Option<umi_core::presets::Sampling> {
+        (self.coordinator.is_none() && self.roles == RoleSource::Models)
+            .then(|| self.role_args.sampling.over(presets::realtime(self.demo())))
+    }
 }
 
 impl Summary {
@@ -226,6 +247,10 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
         None => method_name(a.width),
     };
     let answer_path = |id: &str| out_dir.join(format!("{id}_{method}.json"));
+    let has_answers = queries.iter().any(|q| answer_path(&q.id).exists());
+    run_manifest::check_and_write(&out_dir, has_answers, a.force, |earlier| {
+        run_manifest::build(&a, &method, a.sampling(), earlier)
+    })?;
     let mut summary = Summary {
         queries: queries.len(),
         ..Summary::default()
@@ -323,12 +348,7 @@ async fn solve_here(
     todo: &[&Query],
     finish: &mut impl FnMut(&str, Finished) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    // The bundled demo model runs in process: no --model, no remote workers, no
-    // simulated engine (which stands for a full-size model).
-    let demo = a.roles == RoleSource::Models
-        && a.role_args.model.model.is_none()
-        && !a.remote.is_set()
-        && !a.engine.is_sim();
+    let demo = a.demo();
     let backend = a.tools.backend()?;
     let preset = presets::realtime(demo);
     let sampling = a.role_args.sampling.over(preset);

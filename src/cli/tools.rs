@@ -64,10 +64,7 @@ async fn call(a: CallArgs) -> anyhow::Result<()> {
     let reply = backend
         .call(&call)
         .await
-        .unwrap_or_else(|failure| umi_core::env::ApiReply {
-            error: failure.0,
-            response: String::new(),
-        });
+        .unwrap_or_else(|failure| umi_core::env::ApiReply::failed(failure.0));
     // A cached entry is printed as stored (objects and nulls kept); anything else as the
     // reply a run's observation is made from.
     let printed = backend

@@ -434,12 +434,7 @@ mod tests {
             &'a self,
             _call: &'a ApiCall,
         ) -> BoxFuture<'a, Result<ApiReply, BackendFailure>> {
-            Box::pin(async {
-                Ok(ApiReply {
-                    error: String::new(),
-                    response: "{'temp': 21}".into(),
-                })
-            })
+            Box::pin(async { Ok(ApiReply::text("{'temp': 21}")) })
         }
     }
 

@@ -14,11 +14,103 @@ use crate::tool::{ApiSpec, ToolDoc};
 /// Observations longer than this many characters are cut (and `...` appended).
 pub const MAX_OBSERVATION_CHARS: usize = 1024;
 
-/// What a backend answered: ToolBench's `{"error", "response"}`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// What a backend answered: ToolBench's `{"error", "response"}`, each kept as the JSON
+/// value received. ToolBench's RapidAPI server sends strings; StableToolBench's cache and
+/// simulator also send objects, lists and `null`, which the observation shows as their
+/// JSON text (`json.dumps` of the value), never as a string literal of that text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApiReply {
-    pub error: String,
-    pub response: String,
+    #[serde(default = "empty_text")]
+    pub error: Value,
+    #[serde(default = "empty_text")]
+    pub response: Value,
+}
+
+fn empty_text() -> Value {
+    Value::String(String::new())
+}
+
+impl Default for ApiReply {
+    fn default() -> Self {
+        ApiReply {
+            error: empty_text(),
+            response: empty_text(),
+        }
+    }
+}
+
+impl ApiReply {
+    /// A reply carrying `response` as a string, no error.
+    pub fn text(response: impl Into<String>) -> Self {
+        ApiReply {
+            error: empty_text(),
+            response: Value::String(response.into()),
+        }
+    }
+
+    /// A reply carrying only an error message.
+    pub fn failed(error: impl Into<String>) -> Self {
+        ApiReply {
+            error: Value::String(error.into()),
+            response: empty_text(),
+        }
+    }
+
+    /// A stored `{"error", "response"}` (a StableToolBench cache entry, a simulator's
+    /// answer) as a reply, both values as stored; a missing field is empty. A value that
+    /// is not an object is taken as the response itself.
+    pub fn from_entry(entry: &Value) -> Self {
+        match entry {
+            Value::Object(m) => ApiReply {
+                error: m.get("error").cloned().unwrap_or_else(empty_text),
+                response: m.get("response").cloned().unwrap_or_else(empty_text),
+            },
+            other => ApiReply {
+                error: empty_text(),
+                response: other.clone(),
+            },
+        }
+    }
+
+    /// The error as text: a string as it is, anything else as its JSON text, `null`
+    /// (StableToolBench's caches store it for "no error") as nothing.
+    pub fn error_text(&self) -> String {
+        match &self.error {
+            Value::String(s) => s.clone(),
+            Value::Null => String::new(),
+            other => pyjson::dumps(other),
+        }
+    }
+
+    /// Whether the response is the empty string, the reference's test for "show the
+    /// error instead" (`response['response'] != ""`; `null`, `{}` and `[]` are shown).
+    pub fn has_response(&self) -> bool {
+        self.response.as_str() != Some("")
+    }
+
+    /// The observation the agent sees, as this fork's `rapidapi_wrapper._step` returns
+    /// it: `json.dumps(response)` when the response is not `""`, else
+    /// `json.dumps({"message": error})`.
+    pub fn observation(&self) -> String {
+        if self.has_response() {
+            pyjson::dumps(&self.response)
+        } else {
+            pyjson::dumps(&json!({"message": self.error}))
+        }
+    }
+
+    /// The status code of the reply: the reference compares the error text exactly.
+    pub fn status(&self) -> Status {
+        match self.error.as_str() {
+            Some("API not working error...") => status::API_NOT_WORKING,
+            Some("Unauthorized error...") => status::UNAUTHORIZED,
+            Some("Unsubscribed error...") => status::UNSUBSCRIBED,
+            Some("Too many requests error...") => status::TOO_MANY_REQUESTS,
+            Some("Rate limit per minute error...") => status::RATE_LIMIT,
+            Some("Message error...") => status::MESSAGE_ERROR,
+            _ => status::OK,
+        }
+    }
 }
 
 /// One API call as the backends see it (the RapidAPI server's request fields, and what
@@ -196,33 +288,9 @@ impl<'b> ToolEnv<'b> {
                 );
             }
         };
-        let code = reply_status(&reply.error);
+        let code = reply.status();
         span.record("status", code);
-        // This fork shows the response as a JSON string literal, or the error message.
-        let text = if reply.response.is_empty() {
-            pyjson::dumps(&json!({"message": reply.error}))
-        } else {
-            pyjson::dumps(&Value::String(reply.response))
-        };
-        (text, code)
-    }
-}
-
-fn reply_status(error: &str) -> Status {
-    if error.starts_with("API not working error") {
-        status::API_NOT_WORKING
-    } else if error.starts_with("Unauthorized error") {
-        status::UNAUTHORIZED
-    } else if error.starts_with("Unsubscribed error") {
-        status::UNSUBSCRIBED
-    } else if error.starts_with("Too many requests error") {
-        status::TOO_MANY_REQUESTS
-    } else if error.starts_with("Rate limit per minute error") {
-        status::RATE_LIMIT
-    } else if error.starts_with("Message error") {
-        status::MESSAGE_ERROR
-    } else {
-        status::OK
+        (reply.observation(), code)
     }
 }
 
@@ -328,14 +396,16 @@ mod tests {
             Box::pin(async move {
                 match call.tool_input.as_str() {
                     "timeout" => Err(BackendFailure("request time out".into())),
-                    "unauthorized" => Ok(ApiReply {
-                        error: "Unauthorized error...".into(),
-                        response: String::new(),
-                    }),
-                    _ => Ok(ApiReply {
-                        error: String::new(),
-                        response: format!("{{'got': '{}'}}", call.tool_input),
-                    }),
+                    "unauthorized" => Ok(ApiReply::failed("Unauthorized error...")),
+                    // Only starts like a status text: the reference compares exactly.
+                    "unauthorized-ish" => Ok(ApiReply::failed("Unauthorized error... (more)")),
+                    "object" => Ok(ApiReply::from_entry(
+                        &json!({"error": null, "response": {"temp": "21°", "ok": true}}),
+                    )),
+                    "null" => Ok(ApiReply::from_entry(
+                        &json!({"error": "", "response": null}),
+                    )),
+                    _ => Ok(ApiReply::text(format!("{{'got': '{}'}}", call.tool_input))),
                 }
             })
         }
@@ -383,6 +453,16 @@ mod tests {
             (obs.as_str(), status),
             (r#"{"message": "Unauthorized error..."}"#, 7)
         );
+        let (obs, status) = block_on(env.step("current_for_weather_api", "unauthorized-ish"));
+        assert_eq!(
+            (obs.as_str(), status),
+            (r#"{"message": "Unauthorized error... (more)"}"#, 0)
+        );
+        // Objects and null as received, through json.dumps (not as string literals).
+        let (obs, _) = block_on(env.step("current_for_weather_api", "object"));
+        assert_eq!(obs, r#"{"temp": "21\u00b0", "ok": true}"#);
+        let (obs, _) = block_on(env.step("current_for_weather_api", "null"));
+        assert_eq!(obs, "null");
     }
 
     /// Pins `rapidapi_wrapper._step`'s Finish branch: its observation texts byte for

@@ -35,6 +35,10 @@ pub struct Metrics {
     /// Finish steps whose predicted answer the rouge package would reject (empty text);
     /// the reference crashes on them, umi scores them 0.
     pub rouge_rejected: usize,
+    /// The samples (by index) whose predicted action is not one of their tools: the
+    /// reference's `hallu_cases.json`.
+    #[serde(skip)]
+    pub hallucinated: Vec<usize>,
 }
 
 /// Python `==` on parsed JSON: numbers compare by value (`1 == 1.0`, `True == 1`).
@@ -97,18 +101,18 @@ fn mean_plus_quirk(xs: &[f64]) -> Option<f64> {
 pub fn evaluate(samples: &[Scored<'_>]) -> Metrics {
     let mut plan_hits = 0usize;
     let mut action_hits = Vec::new();
-    let mut hallucinated = 0usize;
+    let mut hallucinated = Vec::new();
     let (mut f1, mut easy, mut hard) = (Vec::new(), Vec::new(), Vec::new());
     let mut rouge = Vec::new();
     let mut rouge_rejected = 0;
-    for s in samples {
+    for (i, s) in samples.iter().enumerate() {
         let reference = parse_output(s.reference);
         let prediction = parse_output(s.prediction);
         if reference.plan == prediction.plan {
             plan_hits += 1;
         }
         if prediction.action != "none" && !s.tool_names.contains(&prediction.action.as_str()) {
-            hallucinated += 1;
+            hallucinated.push(i);
         }
         match reference.plan {
             Plan::Call => {
@@ -116,12 +120,14 @@ pub fn evaluate(samples: &[Scored<'_>]) -> Metrics {
                 action_hits.push(if same_action { 1.0 } else { 0.0 });
                 let is_easy = serde_json::from_str::<Value>(&reference.action_input)
                     .is_ok_and(|v| v.as_object().is_some_and(|o| o.is_empty()));
-                let score = if same_action {
+                if !same_action {
+                    // The reference appends the miss to both the easy and the hard list.
+                    f1.push(0.0);
+                    easy.push(0.0);
+                    hard.push(0.0);
+                } else if let Some(score) =
                     argument_f1(&reference.action_input, &prediction.action_input)
-                } else {
-                    Some(0.0)
-                };
-                if let Some(score) = score {
+                {
                     f1.push(score);
                     if is_easy {
                         easy.push(score)
@@ -153,12 +159,13 @@ pub fn evaluate(samples: &[Scored<'_>]) -> Metrics {
         plan_em: plan_hits as f64 / n,
         action_em: (!action_hits.is_empty())
             .then(|| action_hits.iter().sum::<f64>() / action_hits.len() as f64),
-        hallu_rate: hallucinated as f64 / n,
+        hallu_rate: hallucinated.len() as f64 / n,
         f1: mean_plus_quirk(&f1),
         easy_f1: mean_plus_quirk(&easy),
         hard_f1: mean_plus_quirk(&hard),
         rouge_l: (!rouge.is_empty()).then(|| rouge.iter().sum::<f64>() / rouge.len() as f64),
         rouge_rejected,
+        hallucinated,
     }
 }
 
@@ -209,8 +216,9 @@ mod tests {
         assert!((m.plan_em - 0.8).abs() < 1e-12, "{}", m.plan_em); // misses: 7, 9
         assert!((m.action_em.unwrap() - 4.0 / 7.0).abs() < 1e-12); // hits: 1, 2, 4, 5
         assert!((m.hallu_rate - 0.1).abs() < 1e-12);
-        let hard = (1.0 + 0.6 + 0.0 + 0.0) / 4.0;
-        let easy = (1.0 + 0.0 + 0.0) / 3.0;
+        // A wrong action (3, 6, 7) counts 0 in both lists, as in the reference.
+        let hard = (1.0 + 0.6 + 0.0 + 0.0 + 0.0 + 0.0) / 6.0;
+        let easy = (1.0 + 0.0 + 0.0 + 0.0) / 4.0;
         assert!((m.hard_f1.unwrap() - hard).abs() < 1e-12, "{:?}", m.hard_f1);
         assert!((m.easy_f1.unwrap() - easy).abs() < 1e-12);
         assert!((m.f1.unwrap() - 2.6 / 7.0).abs() < 1e-12);

@@ -221,12 +221,7 @@ mod tests {
             &'a self,
             _: &'a ApiCall,
         ) -> BoxFuture<'a, std::result::Result<ApiReply, BackendFailure>> {
-            Box::pin(async {
-                Ok(ApiReply {
-                    error: String::new(),
-                    response: "sunny".into(),
-                })
-            })
+            Box::pin(async { Ok(ApiReply::text("sunny")) })
         }
     }
 

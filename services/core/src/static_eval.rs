@@ -198,3 +198,49 @@ pub fn score(samples: &[Sample]) -> Metrics {
         .collect();
     evaluate(&scored)
 }
+
+/// Scores a `predictions.json` as `evaluate-multi_agent.py` reads one: from each entry only
+/// its tools' `Name`s, `reference` and `predictions`, so files written by the seed's own
+/// `infer_pipeline.py` score as umi's do. An entry without them is an error naming it.
+pub fn score_predictions(entries: &[serde_json::Value]) -> Result<Metrics> {
+    let field = |i: usize, e: &'_ serde_json::Value, key: &str| -> Result<String> {
+        e.get(key)
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| {
+                CoreError::invalid(format!("prediction {i}"), format!("no string \"{key}\""))
+            })
+    };
+    let mut owned = Vec::with_capacity(entries.len());
+    for (i, e) in entries.iter().enumerate() {
+        let tools = e
+            .get("tools")
+            .and_then(serde_json::Value::as_array)
+            .ok_or_else(|| CoreError::invalid(format!("prediction {i}"), "no \"tools\" list"))?;
+        let names = tools
+            .iter()
+            .map(|t| {
+                t.get("Name")
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_string)
+                    .ok_or_else(|| {
+                        CoreError::invalid(format!("prediction {i}"), "a tool without a \"Name\"")
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        owned.push((
+            field(i, e, "reference")?,
+            field(i, e, "predictions")?,
+            names,
+        ));
+    }
+    let scored: Vec<Scored<'_>> = owned
+        .iter()
+        .map(|(reference, prediction, names)| Scored {
+            reference,
+            prediction,
+            tool_names: names.iter().map(String::as_str).collect(),
+        })
+        .collect();
+    Ok(evaluate(&scored))
+}

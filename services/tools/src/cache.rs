@@ -184,26 +184,9 @@ impl ResponseCache {
     }
 }
 
-/// A cached `{"error", "response"}` as a reply: strings as they are, anything else as
-/// its JSON text.
-pub fn reply_of(entry: &Value) -> ApiReply {
-    let text = |k: &str| match entry.get(k) {
-        Some(Value::String(s)) => s.clone(),
-        None | Some(Value::Null) => String::new(),
-        Some(other) => pyjson::dumps(other),
-    };
-    ApiReply {
-        error: text("error"),
-        response: text("response"),
-    }
-}
-
 /// StableToolBench's reply to an input that is not JSON.
 pub fn bad_input_reply() -> ApiReply {
-    ApiReply {
-        error: "Tool input parse error...\n".into(),
-        response: String::new(),
-    }
+    ApiReply::failed("Tool input parse error...\n")
 }
 
 /// The `<category>/<tool>_for_<category>/<api>.json` files under `root`.

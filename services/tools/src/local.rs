@@ -64,12 +64,7 @@ impl LocalTools {
     pub fn answer(api_name: &str, input: &str) -> ApiReply {
         let args = match umi_core::parse::lenient_json_object(input) {
             Ok(v) => v,
-            Err(e) => {
-                return ApiReply {
-                    error: format!("Tool input parse error...\n{e}"),
-                    response: String::new(),
-                }
-            }
+            Err(e) => return ApiReply::failed(format!("Tool input parse error...\n{e}")),
         };
         let text = |k: &str| args.get(k).and_then(Value::as_str).map(str::to_string);
         let result = match api_name {
@@ -93,14 +88,9 @@ impl LocalTools {
             other => Err(format!("unknown local API {other:?}")),
         };
         match result {
-            Ok(v) => ApiReply {
-                error: String::new(),
-                response: v.to_string(),
-            },
-            Err(e) => ApiReply {
-                error: format!("Function executing error...\n{e}"),
-                response: String::new(),
-            },
+            // As ToolBench's server answers: the result's text.
+            Ok(v) => ApiReply::text(v.to_string()),
+            Err(e) => ApiReply::failed(format!("Function executing error...\n{e}")),
         }
     }
 }
@@ -295,7 +285,7 @@ mod tests {
             &serde_json::json!({ "expression": "(".repeat(20_000) }).to_string(),
         );
         assert!(
-            reply.error.starts_with("Function executing error"),
+            reply.error_text().starts_with("Function executing error"),
             "{}",
             reply.error
         );
@@ -320,7 +310,7 @@ mod tests {
             r#"{"characters":14,"words":3,"sentences":2}"#
         );
         assert!(LocalTools::answer("calculator", "nonsense")
-            .error
+            .error_text()
             .starts_with("Tool input parse error"));
     }
 }

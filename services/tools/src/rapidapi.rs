@@ -100,16 +100,9 @@ impl RapidApi {
         }
         let value: serde_json::Value = serde_json::from_slice(&response.body)
             .map_err(|_| BackendFailure("request invalid, data error".into()))?;
-        let text = |k: &str| match value.get(k) {
-            Some(serde_json::Value::String(s)) => s.clone(),
-            Some(serde_json::Value::Null) | None => String::new(),
-            Some(other) => other.to_string(),
-        };
-        let reply = ApiReply {
-            error: text("error"),
-            response: text("response"),
-        };
-        if reply.error == RATE_LIMITED {
+        // Kept as received: the observation is `json.dumps` of the value.
+        let reply = ApiReply::from_entry(&value);
+        if reply.error.as_str() == Some(RATE_LIMITED) {
             let resume = Instant::now() + self.rate_limit_pause;
             {
                 let mut next = self.next_call.lock().await;

@@ -10,7 +10,7 @@ use serde_json::Value;
 use umi_core::agent::BoxFuture;
 use umi_core::env::{ApiCall, ApiReply, BackendFailure, ToolBackend};
 
-use crate::cache::{bad_input_reply, reply_of, Lookup, ResponseCache};
+use crate::cache::{bad_input_reply, Lookup, ResponseCache};
 use crate::simulate::MissSimulator;
 
 /// Recorded responses: StableToolBench response caches first (looked up as its server
@@ -91,7 +91,7 @@ impl Simulator {
             match cache.lookup(call) {
                 Lookup::Hit(entry) => {
                     self.cache_hits.fetch_add(1, Ordering::Relaxed);
-                    return Some(reply_of(&entry));
+                    return Some(ApiReply::from_entry(&entry));
                 }
                 Lookup::BadInput => {
                     self.misses.fetch_add(1, Ordering::Relaxed);
@@ -107,14 +107,11 @@ impl Simulator {
 
     fn missed(&self, call: &ApiCall) -> ApiReply {
         self.misses.fetch_add(1, Ordering::Relaxed);
-        ApiReply {
-            error: format!(
-                "No recorded response for {} with arguments {} (offline simulator)",
-                call.function,
-                call.tool_input.trim()
-            ),
-            response: String::new(),
-        }
+        ApiReply::failed(format!(
+            "No recorded response for {} with arguments {} (offline simulator)",
+            call.function,
+            call.tool_input.trim()
+        ))
     }
 
     /// The reply to `call` from the recordings, or the miss observation.
@@ -143,7 +140,7 @@ impl Simulator {
                 tracing::warn!(file = %cache.file_of(call).display(), error = %e, "could not save a simulated reply");
             }
         }
-        reply_of(&invented)
+        ApiReply::from_entry(&invented)
     }
 
     pub fn record(&mut self, function: &str, arguments: &str, reply: ApiReply) {
@@ -201,14 +198,7 @@ impl Simulator {
             for pair in record.conversations.windows(2) {
                 if pair[0].from == Role::Caller && pair[1].from == Role::Observation {
                     let (function, arguments) = umi_core::parse::parse_action(&pair[0].value);
-                    self.record(
-                        &function,
-                        &arguments,
-                        ApiReply {
-                            error: String::new(),
-                            response: pair[1].value.clone(),
-                        },
-                    );
+                    self.record(&function, &arguments, ApiReply::text(pair[1].value.clone()));
                     added += 1;
                 }
             }
@@ -226,8 +216,10 @@ impl Simulator {
 /// stored it cut to 1024 characters plus `...`, which breaks the JSON: then the response
 /// string is recovered up to the cut.
 fn recorded_reply(obs: &str) -> ApiReply {
-    if let Ok(reply) = serde_json::from_str::<ApiReply>(obs) {
-        return reply;
+    if let Ok(entry @ Value::Object(_)) = serde_json::from_str::<Value>(obs) {
+        if entry.get("error").is_some() && entry.get("response").is_some() {
+            return ApiReply::from_entry(&entry);
+        }
     }
     const HEAD: &str = "{\"error\": \"\", \"response\": \"";
     if let Some(rest) = obs.strip_prefix(HEAD) {
@@ -238,17 +230,11 @@ fn recorded_reply(obs: &str) -> ApiReply {
                 continue;
             };
             if let Ok(text) = serde_json::from_str::<String>(&format!("\"{prefix}\"")) {
-                return ApiReply {
-                    error: String::new(),
-                    response: text,
-                };
+                return ApiReply::text(text);
             }
         }
     }
-    ApiReply {
-        error: String::new(),
-        response: obs.to_string(),
-    }
+    ApiReply::text(obs)
 }
 
 impl ToolBackend for Simulator {
@@ -295,8 +281,8 @@ mod tests {
         assert_eq!(
             recorded_reply(r#"{"error": "x", "response": "y"}"#),
             ApiReply {
-                error: "x".into(),
-                response: "y".into()
+                error: json!("x"),
+                response: json!("y")
             }
         );
     }
@@ -315,7 +301,7 @@ mod tests {
             sim.lookup("search_for_x", "{\"a\":1,\"b\":2}")
                 .unwrap()
                 .response,
-            "found"
+            json!("found")
         );
         assert!(sim.lookup("search_for_x", "{\"a\": 2}").is_none());
     }

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use umi_core::env::{ApiCall, ToolBackend};
+use umi_core::env::{ApiCall, ToolBackend, ToolEnv};
 use umi_core::tool::ApiSpec;
 use umi_tools::cache::{Lookup, ResponseCache};
 use umi_tools::simulator::Simulator;
@@ -15,8 +15,8 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
 }
 
-fn call_of(case: &Value) -> ApiCall {
-    let api = ApiSpec {
+fn api_of(case: &Value) -> ApiSpec {
+    ApiSpec {
         category_name: case["category"].as_str().unwrap().into(),
         tool_name: case["tool"].as_str().unwrap().into(),
         api_name: case["api"].as_str().unwrap().into(),
@@ -24,7 +24,11 @@ fn call_of(case: &Value) -> ApiCall {
         required_parameters: vec![],
         optional_parameters: vec![],
         method: None,
-    };
+    }
+}
+
+fn call_of(case: &Value) -> ApiCall {
+    let api = api_of(case);
     ApiCall {
         category: api.category_name.clone(),
         tool_name: api.standard_tool_name(),
@@ -42,7 +46,7 @@ fn every_entry_is_found_by_its_tool_input() {
         serde_json::from_slice(&std::fs::read(fixtures().join("stb-cache.expected.json")).unwrap())
             .unwrap();
     let cache = ResponseCache::open(&fixtures().join("stb-cache")).unwrap();
-    assert_eq!(cache.files(), 3);
+    assert_eq!(cache.files(), 4);
     for case in cases.as_array().unwrap() {
         let call = call_of(case);
         assert_eq!(
@@ -68,26 +72,46 @@ fn the_simulator_answers_from_the_cache_and_counts_hits_and_misses() {
     let mut sim = Simulator::new();
     sim.add_cache(ResponseCache::open(&fixtures().join("stb-cache")).unwrap());
     let reply = sim.answer(&call_of(&cases[0]));
-    assert_eq!(
-        reply.response,
-        cases[0]["reply"]["response"].as_str().unwrap()
-    );
-    // An object response with a null error (as many real entries are): the observation
-    // holds the object as Python's json.dumps writes it, the error is empty.
+    assert_eq!(reply.response, cases[0]["reply"]["response"]);
+    // An object response with a null error (as many real entries are): kept as stored.
     assert!(cases[1]["reply"]["response"].is_object());
     let reply = sim.answer(&call_of(&cases[1]));
-    assert!(
-        reply.response.starts_with("{\"reply\": 1, \"to\": {"),
-        "{reply:?}"
-    );
-    assert_eq!(reply.error, "");
+    assert_eq!(reply.response, cases[1]["reply"]["response"]);
+    assert_eq!(reply.error, Value::Null);
     let mut miss = call_of(&cases[1]);
     miss.tool_input = r#"{"page": 9}"#.into();
-    assert!(sim.answer(&miss).error.starts_with("No recorded response"));
+    assert!(sim
+        .answer(&miss)
+        .error_text()
+        .starts_with("No recorded response"));
     assert_eq!(
         sim.report().unwrap(),
         "tool calls: 2 from the response cache, 0 from recorded answers, 1 without a recorded response"
     );
+}
+
+/// The observation of every cached reply is what the reference's `json.dumps` gives for
+/// the value as stored (objects, lists and `null` as their JSON, not as a string literal of
+/// it; an empty response shows the error), cut at 1024 characters, and the status compares
+/// the error text exactly: both written by Python (scripts/make_cache_fixture.py).
+#[tokio::test]
+async fn observations_are_json_dumps_of_the_cached_value() {
+    let cases: Value =
+        serde_json::from_slice(&std::fs::read(fixtures().join("stb-cache.expected.json")).unwrap())
+            .unwrap();
+    let mut sim = Simulator::new();
+    sim.add_cache(ResponseCache::open(&fixtures().join("stb-cache")).unwrap());
+    for case in cases.as_array().unwrap() {
+        let env = ToolEnv::new(vec![api_of(case)], &sim);
+        let name = api_of(case).function_name();
+        let (observation, status) = env.step(&name, case["input"].as_str().unwrap()).await;
+        assert_eq!(observation, case["observation"].as_str().unwrap(), "{case}");
+        assert_eq!(
+            u64::from(status),
+            case["status"].as_u64().unwrap(),
+            "{case}"
+        );
+    }
 }
 
 #[test]

@@ -36,7 +36,7 @@ proptest! {
     fn local_tools_answer_any_input(api in prop_oneof![Just("calculator"), Just("text_stats"), Just("days_between"), Just("other")], expr in expression(), raw in any::<String>()) {
         let input = serde_json::json!({"expression": expr, "text": expr, "start": raw, "end": expr}).to_string();
         let reply = LocalTools::answer(api, &input);
-        prop_assert!(reply.error.is_empty() != reply.response.is_empty());
+        prop_assert!(reply.error_text().is_empty() == reply.has_response());
         let _ = LocalTools::answer(api, &raw);
     }
 }

@@ -5,4 +5,5 @@ pub mod local_cluster;
 pub mod output;
 pub mod progress;
 pub mod prometheus;
+pub mod run_manifest;
 pub mod shutdown;

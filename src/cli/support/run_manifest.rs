@@ -1,0 +1,174 @@
+//! `umi run`'s `manifest.json`: what made a run's answer files (`umi_core::manifest`
+//! digests and compares), built from the run's flags, and the resume check: a run
+//! adding to a folder whose answers came from other inputs is refused, naming each
+//! difference, unless `--force`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use umi_core::manifest::{self, differences, section};
+use umi_core::presets::Sampling;
+
+use super::output::write_json_atomically;
+use crate::cli::args::tools::Tools;
+use crate::cli::run::RunArgs;
+
+/// umi's version and the commit it was built from.
+pub fn created_by() -> Value {
+    json!({
+        "umi": env!("CARGO_PKG_VERSION"),
+        "commit": option_env!("UMI_GIT_COMMIT").unwrap_or("unknown"),
+    })
+}
+
+fn digest(path: &Path, earlier: Option<&Value>) -> anyhow::Result<Value> {
+    manifest::entry(path, earlier).with_context(|| format!("digesting {}", path.display()))
+}
+
+/// The manifest of a run with these flags. `sampling` is what the roles sample with
+/// (None where another process decides: a coordinator); `earlier` an older manifest of
+/// the same folder, for digest reuse.
+pub fn build(
+    a: &RunArgs,
+    method: &str,
+    sampling: Option<Sampling>,
+    earlier: Option<&Value>,
+) -> anyhow::Result<Value> {
+    let d = |p: &Path| digest(p, earlier);
+    let roles = if let Some(coordinator) = &a.coordinator {
+        json!({"coordinator": coordinator, "note": "models, sampling and search are the coordinator's"})
+    } else if a.roles == crate::cli::run::RoleSource::Replay {
+        json!({"replay": a.tools.record.iter().map(|p| d(p)).collect::<anyhow::Result<Vec<_>>>()?})
+    } else if a.engine.is_sim() {
+        json!({"simulated_engine": {
+            "profile": a.engine.sim_profile.as_deref().map(d).transpose()?,
+            "note": "a test double, not a model",
+        }})
+    } else {
+        let r = &a.role_args;
+        let base = r.model.model_path();
+        let role = |name: &str,
+                    own: Option<&PathBuf>,
+                    endpoints: &[String]|
+         -> anyhow::Result<Value> {
+            if !endpoints.is_empty() {
+                return Ok(json!({"endpoints": endpoints, "openai_model": a.remote.openai_model}));
+            }
+            Ok(section([
+                (
+                    "checkpoint",
+                    d(own.unwrap_or(&base)).with_context(|| format!("{name} checkpoint"))?,
+                ),
+                ("dtype", json!(r.model.dtype.to_string())),
+                // The kind of device, not its number.
+                ("device", json!(r.model.device.split(':').next())),
+            ]))
+        };
+        let mut roles = section([
+            (
+                "planner",
+                role(
+                    "planner",
+                    r.planner_model.as_ref(),
+                    &a.remote.planner_endpoint,
+                )?,
+            ),
+            (
+                "caller",
+                role("caller", r.caller_model.as_ref(), &a.remote.caller_endpoint)?,
+            ),
+            (
+                "summarizer",
+                role(
+                    "summarizer",
+                    r.summarizer_model.as_ref(),
+                    &a.remote.summarizer_endpoint,
+                )?,
+            ),
+        ]);
+        if !a.remote.etcd.etcd.is_empty() {
+            roles["discovered_through_etcd"] = json!(true);
+        }
+        roles["tokenizer"] = match &r.model.tokenizer {
+            Some(t) => d(t)?,
+            None => json!("the checkpoint's own"),
+        };
+        roles
+    };
+    let t = &a.tools;
+    let caches = if t.save_cache {
+        // The run writes simulated replies into it: its digest changes as it goes.
+        t.record
+            .iter()
+            .map(|p| json!({"path": p.display().to_string(), "sha256": "not taken: --save-cache writes into it"}))
+            .collect()
+    } else {
+        t.record
+            .iter()
+            .map(|p| d(p))
+            .collect::<anyhow::Result<Vec<_>>>()?
+    };
+    let tools = match t.tools {
+        Tools::Rapidapi => json!({"backend": "rapidapi", "url": t.rapidapi_url}),
+        Tools::Simulator => json!({
+            "backend": "simulator",
+            "recorded": caches,
+            "simulate_with": t.simulate_with,
+            "simulate_model": t.simulate_with.as_ref().map(|_| &t.simulate_model),
+            "save_cache": t.save_cache,
+        }),
+    };
+    Ok(section([
+        ("created_by", created_by()),
+        ("queries", d(&a.queries)?),
+        ("method", json!(method)),
+        ("answer_format", json!(format!("{:?}", a.answer_format))),
+        ("roles", roles),
+        ("sampling", json!(sampling)),
+        (
+            "search",
+            json!({"width": a.width, "max_steps": a.max_steps, "max_depth": a.max_depth}),
+        ),
+        ("tools", tools),
+    ]))
+}
+
+/// Reads `out`'s manifest (if any), refuses a run with other inputs when `out` already
+/// holds answers (unless `force`), and writes this run's manifest.
+pub fn check_and_write(
+    out: &Path,
+    has_answers: bool,
+    force: bool,
+    make: impl FnOnce(Option<&Value>) -> anyhow::Result<Value>,
+) -> anyhow::Result<()> {
+    let path = out.join(manifest::FILE_NAME);
+    let earlier: Option<Value> = match std::fs::read(&path) {
+        Ok(bytes) => Some(serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "{}: not a manifest (delete it, or use another --out)",
+                path.display()
+            )
+        })?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let now = make(earlier.as_ref())?;
+    if let (Some(earlier), true) = (&earlier, has_answers) {
+        let changed = differences(earlier, &now);
+        if !changed.is_empty() && !force {
+            bail!(
+                "{} holds answers made with other inputs, so this run would mix them:\n  {}\nUse another --out, or --force to add to them anyway",
+                out.display(),
+                changed.join("\n  ")
+            );
+        }
+        if !changed.is_empty() {
+            eprintln!(
+                "--force: adding to answers made with other inputs ({} differences); manifest.json now describes this run",
+                changed.len()
+            );
+        }
+    }
+    write_json_atomically(&path, &now)
+}
