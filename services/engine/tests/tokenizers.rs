@@ -118,3 +118,95 @@ fn the_same_vocabulary_from_another_file_is_accepted() {
     });
     assert!(loaded.is_ok(), "{:?}", loaded.err().map(|e| e.to_string()));
 }
+
+/// Checks `tok` against tests/fixtures/spm-special.expected.json, made by
+/// scripts/make_spm_special_fixture.py: transformers' slow LlamaTokenizer (the version α-UMi
+/// saved with) on spm-bpe.model, `encode` (BOS included) and `decode(skip_special_tokens=True)`
+/// of text with `</s>`, `<s>`, `<unk>` and spaces, newlines and the α-UMi prompt joins around
+/// them. Returns the cases that differ.
+fn differences_from_slow_llama_tokenizer(tok: &Tokenizer) -> Vec<String> {
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("spm-special.expected.json")).unwrap(),
+    )
+    .unwrap();
+    let cases = expected["cases"].as_array().unwrap();
+    assert!(cases.len() > 50);
+    let mut wrong = Vec::new();
+    for case in cases {
+        let text = case["text"].as_str().unwrap();
+        let want: Vec<u32> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let got = tok.encode(text).unwrap();
+        if got != want {
+            wrong.push(format!("encoding {text:?}: {got:?}, want {want:?}"));
+        }
+        let decoded = tok.decode(&want).unwrap();
+        if decoded != case["decoded"].as_str().unwrap() {
+            wrong.push(format!(
+                "decoding {text:?}: {decoded:?}, want {}",
+                case["decoded"]
+            ));
+        }
+    }
+    wrong
+}
+
+#[test]
+fn special_tokens_in_text_keep_the_spaces_around_them_as_the_slow_llama_tokenizer_does() {
+    let tok = Tokenizer::from_sentencepiece_file(&fixture("spm-bpe.model")).unwrap();
+    let wrong = differences_from_slow_llama_tokenizer(&tok);
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn a_gguf_llama_vocabulary_treats_special_tokens_in_text_the_same_way() {
+    // The same pieces as a GGUF header's tokenizer.ggml.* (llama.cpp's token types are
+    // SentencePiece's), read back by the loader of GGUF checkpoints.
+    use candle_core::quantized::gguf_file::{Content, Value, VersionedMagic};
+    let path = fixture("spm-bpe.model");
+    let model =
+        umi_engine::sentencepiece::SentencePieceModel::parse(&std::fs::read(&path).unwrap())
+            .unwrap();
+    let array = |f: &dyn Fn(&umi_engine::sentencepiece::Piece) -> Value| {
+        Value::Array(model.pieces.iter().map(f).collect())
+    };
+    let kind = |p: &umi_engine::sentencepiece::Piece| {
+        use umi_engine::sentencepiece::PieceType::*;
+        Value::I32(match p.kind {
+            Normal => 1,
+            Unknown => 2,
+            Control => 3,
+            UserDefined => 4,
+            Unused => 5,
+            Byte => 6,
+        })
+    };
+    let metadata = [
+        ("tokenizer.ggml.model", Value::String("llama".into())),
+        (
+            "tokenizer.ggml.tokens",
+            array(&|p| Value::String(p.text.clone())),
+        ),
+        ("tokenizer.ggml.scores", array(&|p| Value::F32(p.score))),
+        ("tokenizer.ggml.token_type", array(&kind)),
+        ("tokenizer.ggml.bos_token_id", Value::U32(1)),
+        ("tokenizer.ggml.eos_token_id", Value::U32(2)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let content = Content {
+        magic: VersionedMagic::GgufV3,
+        metadata,
+        tensor_infos: Default::default(),
+        tensor_data_offset: 0,
+    };
+    let tok = Tokenizer::from_gguf(&path, &content).unwrap();
+    assert_eq!(tok.bos_id(), Some(1));
+    let wrong = differences_from_slow_llama_tokenizer(&tok);
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
