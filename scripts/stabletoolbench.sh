@@ -26,7 +26,8 @@ if [[ $# -gt 0 && $1 != -- ]]; then CACHE=$1; shift; fi
 CACHE=${CACHE:-$STB/tool_response_cache}
 OUT=${OUT:-runs/stabletoolbench}
 UMI=${UMI:-./target/release/umi}
-GROUPS_=(G1_instruction G1_category G1_tool G2_instruction G2_category G3_instruction)
+# STB_GROUPS: the groups to run, space-separated (default: all six).
+read -r -a GROUPS_ <<<"${STB_GROUPS:-G1_instruction G1_category G1_tool G2_instruction G2_category G3_instruction}"
 record=()
 [[ -d $CACHE ]] && record=(--record "$CACHE") || echo "no cache at $CACHE: tool calls will find no recorded response" >&2
 width=2
