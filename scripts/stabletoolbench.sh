@@ -54,7 +54,7 @@ for g in "${GROUPS_[@]}"; do
       --method "$method" --output "$OUT/converted/$g.json" >/dev/null)
   fi
   if [[ ${#judge[@]} -gt 0 ]]; then
-    "$UMI" eval pass-rate --answers "$OUT/$g" "${judge[@]}" | sed "s/^/$g: /" | tee -a "$OUT/pass_rate.txt"
+    "$UMI" eval pass-rate --answers "$OUT/$g" --method "$method" "${judge[@]}" | sed "s/^/$g: /" | tee -a "$OUT/pass_rate.txt"
   fi
 done
 answers=$(find "$OUT" -maxdepth 2 -name "*_$method.json" | wc -l)

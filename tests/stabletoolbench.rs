@@ -147,13 +147,20 @@ fn single_chain_answers_carry_trys_for_unsolved_queries() {
 
 /// A scripted judge (a test double, not a model) on loopback, answering StableToolBench's
 /// forced function calls: `check_answer_status` is Unsure for queries about 'Gondrand'
-/// and Solved otherwise; `parse_answer_status` is Solved. Counts the detail checks.
-fn scripted_judge() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+/// and Solved otherwise; `parse_answer_status` is Solved. Counts the detail checks, and
+/// all requests.
+fn scripted_judge() -> (
+    String,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}/v1", listener.local_addr().unwrap());
     let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counted = calls.clone();
+    let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let all = requests.clone();
     std::thread::spawn(move || {
         for sock in listener.incoming() {
             let mut sock = sock.unwrap();
@@ -178,6 +185,7 @@ fn scripted_judge() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) 
                 }
             };
             let request: Value = serde_json::from_slice(&body).unwrap();
+            all.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let function = request["tool_choice"]["function"]["name"]
                 .as_str()
                 .unwrap()
@@ -205,7 +213,7 @@ fn scripted_judge() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) 
             let _ = sock.write_all(reply.as_bytes());
         }
     });
-    (base, calls)
+    (base, calls, requests)
 }
 
 /// StableToolBench's pass rate over replayed answers with a scripted judge: the four
@@ -224,7 +232,7 @@ fn the_pass_rate_judges_answers_as_stabletoolbench_does() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("needs a judge"));
 
-    let (judge, calls) = scripted_judge();
+    let (judge, calls, _) = scripted_judge();
     let output = umi()
         .args([
             "eval",
@@ -272,4 +280,130 @@ fn the_pass_rate_judges_answers_as_stabletoolbench_does() {
         String::from_utf8_lossy(&again.stderr)
     );
     assert!(String::from_utf8_lossy(&again.stdout).contains("(5 queries"));
+}
+
+fn pass_rate(judge: &str, args: &[&str], dirs: &[&Path]) -> (String, String) {
+    let mut command = umi();
+    command
+        .args(["eval", "pass-rate", "--judge", judge])
+        .args(args);
+    for dir in dirs {
+        command.arg("--answers").arg(dir);
+    }
+    let output = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{stderr}");
+    (String::from_utf8_lossy(&output.stdout).into_owned(), stderr)
+}
+
+/// One folder with a CoT@1 and a DFS answer file per query (StableToolBench's converter
+/// reads the files whose name holds `--method`): each query counts once, of the method
+/// asked for; the default is what `umi run` writes by default.
+#[test]
+fn the_pass_rate_counts_the_answers_of_one_method() {
+    let recordings = root("data/toolbench-real/answer/G1_answer");
+    let out = tempfile::tempdir().unwrap();
+    replay(&recordings, out.path(), &[]);
+    replay(&recordings, out.path(), &["--width", "1"]);
+    let (judge, _, _) = scripted_judge();
+    let (stdout, _) = pass_rate(&judge, &["--evaluate-times", "1"], &[out.path()]);
+    assert!(stdout.contains("(5 queries, 1 judgments each)"), "{stdout}");
+    let (stdout, _) = pass_rate(
+        &judge,
+        &["--evaluate-times", "1", "--method", "CoT@1"],
+        &[out.path()],
+    );
+    assert!(stdout.contains("(5 queries, 1 judgments each)"), "{stdout}");
+    let output = umi()
+        .args([
+            "eval",
+            "pass-rate",
+            "--judge",
+            &judge,
+            "--method",
+            "DFS_woFilter_w3",
+        ])
+        .arg("--answers")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("methods there: CoT@1, DFS_woFilter_w2"),
+        "{stderr}"
+    );
+}
+
+/// A rerun over unchanged answers asks the judge nothing and writes the same result file;
+/// one more evaluation asks only for it.
+#[test]
+fn the_pass_rate_reuses_its_verdicts() {
+    let recordings = root("data/toolbench-real/answer/G1_answer");
+    let out = tempfile::tempdir().unwrap();
+    replay(&recordings, out.path(), &[]);
+    let (judge, _, requests) = scripted_judge();
+    let count = || requests.load(std::sync::atomic::Ordering::SeqCst);
+    let (first, _) = pass_rate(&judge, &["--evaluate-times", "2"], &[out.path()]);
+    // Four answers judged twice, two of them Unsure first: 2 * (4 + 2) requests.
+    assert_eq!(count(), 12);
+    let result = std::fs::read(out.path().join("pass_rate.json")).unwrap();
+    let (again, stderr) = pass_rate(&judge, &["--evaluate-times", "2"], &[out.path()]);
+    assert_eq!(count(), 12, "{stderr}");
+    assert_eq!(again, first);
+    assert!(
+        stderr.contains("0 judgments asked of the judge, 8 reused"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(out.path().join("pass_rate.json")).unwrap(),
+        result
+    );
+    pass_rate(&judge, &["--evaluate-times", "3"], &[out.path()]);
+    assert_eq!(count(), 18);
+}
+
+/// Two inference runs: each one's rate, then their mean and (population) standard
+/// deviation, printed and in the summaries.
+#[test]
+fn the_pass_rate_of_several_runs_is_their_mean_and_std() {
+    let recordings = root("data/toolbench-real/answer/G1_answer");
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    replay(&recordings, one.path(), &[]);
+    replay(&recordings, two.path(), &[]);
+    // The second run lacks query 10 (Solved in the first): 3 of 4 solved.
+    std::fs::remove_file(two.path().join("10_DFS_woFilter_w2.json")).unwrap();
+    let (judge, _, _) = scripted_judge();
+    let summary = one.path().join("over-runs.json");
+    let (stdout, _) = pass_rate(
+        &judge,
+        &[
+            "--evaluate-times",
+            "1",
+            "--summary",
+            summary.to_str().unwrap(),
+        ],
+        &[one.path(), two.path()],
+    );
+    assert!(
+        stdout.contains("Solve rate: 80.0% Std: 0.0% (5 queries"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Solve rate: 75.0% Std: 0.0% (4 queries"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Over 2 runs: Solve rate: 77.5% Std: 2.5%"),
+        "{stdout}"
+    );
+    let over: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    assert_eq!(over["solve_rate_mean"], 77.5);
+    assert_eq!(over["solve_rate_std"], 2.5);
+    let run: Value =
+        serde_json::from_slice(&std::fs::read(two.path().join("pass_rate.summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(run["solve_rate"], 75.0);
+    assert_eq!(run["queries"], 4);
+    assert_eq!(run["over_runs"], over);
 }

@@ -1,24 +1,35 @@
-//! `umi eval pass-rate`: StableToolBench's solvable pass rate of a directory of answer
-//! files (`umi_core::pass_rate`), judged by an OpenAI-compatible model; writes the result
-//! file in StableToolBench's schema and prints its line (`Solve rate: …% Std: …%`).
+//! `umi eval pass-rate`: StableToolBench's solvable pass rate of one or more folders of
+//! answer files (`umi_core::pass_rate`), judged by an OpenAI-compatible model with
+//! StableToolBench's timeouts and retries (`umi_tools::judge`); verdicts are kept in a
+//! file and reused (`umi_tools::verdicts`). Per folder (an inference run) it writes the
+//! result file in StableToolBench's schema and prints its line (`Solve rate: …% Std:
+//! …%`); over several folders, the mean and standard deviation of their rates.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use futures::StreamExt;
 use serde_json::{json, Map, Value};
-use umi_core::pass_rate::{convert, result_entry, score, AnswerStatus, Converted};
-use umi_tools::judge::OpenAiJudge;
+use umi_core::pass_rate::{answer_files, convert, result_file, score, Converted, Spread};
+use umi_tools::judge::{Backoff, OpenAiJudge, RetryPolicy};
+use umi_tools::verdicts::{judge_all, VerdictStore};
 
 use super::support::output::{json_files_in, write_json_atomically};
 
 #[derive(Args, Debug)]
 pub struct PassRateArgs {
-    /// A directory of answer files (`<query_id>_<method>.json`), as `umi run` writes them.
-    #[arg(long)]
-    pub answers: PathBuf,
+    /// A directory of answer files (`<query_id>_<method>.json`), as `umi run` writes them:
+    /// one inference run. Repeat it for several runs: each is scored, then the mean and
+    /// standard deviation of their rates are reported.
+    #[arg(long, required = true)]
+    pub answers: Vec<PathBuf>,
+    /// The method whose answer files count, StableToolBench's converter's rule: the
+    /// `.json` files whose name contains it (so a query's CoT@1 and DFS files are not
+    /// both counted). `umi run` writes `DFS_woFilter_w<width>` (`--width 2`, the default)
+    /// or `CoT@1` (`--width 1`).
+    #[arg(long, default_value = "DFS_woFilter_w2")]
+    pub method: String,
     /// The judge: an OpenAI-compatible endpoint, `http(s)://host:port/v1`. Required: there
     /// is no pass rate without one.
     #[arg(long)]
@@ -29,6 +40,10 @@ pub struct PassRateArgs {
     /// The judge's API key.
     #[arg(long, env = "UMI_JUDGE_API_KEY", hide_env_values = true)]
     pub judge_api_key: Option<String>,
+    /// Seconds one judge request may take (StableToolBench's evaluator: 10), before its
+    /// retries.
+    #[arg(long, default_value_t = 10.0)]
+    pub judge_timeout: f64,
     /// Judgments per query (StableToolBench's default: 4).
     #[arg(long, default_value_t = 4)]
     pub evaluate_times: usize,
@@ -36,59 +51,92 @@ pub struct PassRateArgs {
     /// `solvable_queries/test_query_ids/<group>.json`, a JSON object keyed by id).
     #[arg(long)]
     pub test_ids: Option<PathBuf>,
-    /// Judge calls at once.
+    /// Judgments at once.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
     /// The result file (default: <answers>/pass_rate.json), StableToolBench's schema:
-    /// per query id, its query, tools, steps, final step and each judgment.
+    /// per query id, its query, tools, steps, final step and each judgment. Its summary
+    /// goes beside it (`.summary.json`). With several --answers each run's is in its
+    /// folder.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// The verdicts kept between evaluations (default: pass_rate.verdicts.jsonl beside
+    /// the result file), keyed by query id and text, the answer's hash, the judge model
+    /// and the evaluation: only what is not there is asked of the judge.
+    #[arg(long)]
+    pub verdicts: Option<PathBuf>,
+    /// Also write the summary over all runs here.
+    #[arg(long)]
+    pub summary: Option<PathBuf>,
 }
 
-/// The answers of `dir` as (query id, method, converted), sorted by file name; `results`
-/// (this run's output file) and the pass rate's default output files are no answers.
+/// The answers of `dir` as (query id, converted), the files chosen by `answer_files` in
+/// file-name order; `results` (this run's output file) and the pass rate's own files are
+/// no answers.
 fn read_answers(
     dir: &Path,
+    method: &str,
     ids: Option<&Map<String, Value>>,
     results: &Path,
 ) -> anyhow::Result<Vec<(String, Converted)>> {
-    let files = json_files_in(dir)?;
+    let files: Vec<PathBuf> = json_files_in(dir)?
+        .into_iter()
+        .filter(|file| {
+            let name = file.file_name().unwrap_or_default().to_string_lossy();
+            !(file == results
+                || *file == results.with_extension("summary.json")
+                || name.starts_with("pass_rate."))
+        })
+        .collect();
+    let names: Vec<String> = files
+        .iter()
+        .map(|f| {
+            f.file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let (chosen, replaced) = answer_files(&names, method);
+    for name in &replaced {
+        eprintln!(
+            "{}: {name} is replaced by a later file of its query id (StableToolBench's converter keeps one)",
+            dir.display()
+        );
+    }
     let mut out = Vec::new();
-    for file in files {
-        let name = file.file_name().unwrap_or_default().to_string_lossy();
-        if file == results
-            || file == results.with_extension("summary.json")
-            || name.starts_with("pass_rate.")
-        {
+    for file in chosen {
+        if ids.is_some_and(|ids| !ids.contains_key(&file.query_id)) {
             continue;
         }
-        let stem = file
-            .file_stem()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        let Some((id, method)) = stem.split_once('_') else {
-            continue; // summary.json and the like
-        };
-        if ids.is_some_and(|ids| !ids.contains_key(id)) {
-            continue;
-        }
+        let path = dir.join(&file.file_name);
         let value: Value = serde_json::from_slice(
-            &std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?,
+            &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
         )
-        .with_context(|| format!("{}: not JSON", file.display()))?;
+        .with_context(|| format!("{}: not JSON", path.display()))?;
         if value.get("answer_generation").is_none() {
             bail!(
                 "{}: not an answer file (no answer_generation)",
-                file.display()
+                path.display()
             );
         }
-        out.push((id.to_string(), convert(&value, method)));
+        out.push((file.query_id, convert(&value, method)));
     }
     if out.is_empty() {
+        let methods: Vec<&str> = names
+            .iter()
+            .filter_map(|n| n.strip_suffix(".json")?.split_once('_').map(|(_, m)| m))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
         bail!(
-            "{}: no answer files (<query_id>_<method>.json) to judge",
-            dir.display()
+            "{}: no answer files of method {method} (<query_id>_{method}.json) to judge{}",
+            dir.display(),
+            if methods.is_empty() {
+                String::new()
+            } else {
+                format!("; methods there: {} (--method)", methods.join(", "))
+            }
         );
     }
     Ok(out)
@@ -100,6 +148,12 @@ pub async fn run(a: PassRateArgs) -> anyhow::Result<()> {
     };
     if a.evaluate_times == 0 || a.concurrency == 0 {
         bail!("--evaluate-times and --concurrency must be at least 1");
+    }
+    if !(a.judge_timeout.is_finite() && a.judge_timeout > 0.0) {
+        bail!("--judge-timeout must be a positive number of seconds");
+    }
+    if a.answers.len() > 1 && (a.out.is_some() || a.verdicts.is_some()) {
+        bail!("--out and --verdicts name one run's files: with several --answers each run keeps its own in its folder (pass_rate.json, pass_rate.verdicts.jsonl)");
     }
     let ids = match &a.test_ids {
         Some(path) => {
@@ -113,52 +167,99 @@ pub async fn run(a: PassRateArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let out = a
-        .out
-        .clone()
-        .unwrap_or_else(|| a.answers.join("pass_rate.json"));
-    let answers = read_answers(&a.answers, ids.as_ref(), &out)?;
     let judge = OpenAiJudge {
         base,
         model: a.judge_model.clone(),
         api_key: a.judge_api_key.clone(),
-        timeout: Duration::from_secs(120),
+        retry: RetryPolicy {
+            request_timeout: Duration::from_secs_f64(a.judge_timeout),
+            ..RetryPolicy::default()
+        },
     };
-    let jobs = answers
-        .iter()
-        .enumerate()
-        .flat_map(|(q, _)| (0..a.evaluate_times).map(move |run| (q, run)));
-    let mut verdicts: Vec<Vec<Option<AnswerStatus>>> =
-        vec![vec![None; a.evaluate_times]; answers.len()];
-    let mut results = futures::stream::iter(jobs.map(|(q, run)| {
-        let judge = &judge;
-        let converted = &answers[q].1;
-        async move { (q, run, converted.judge(judge).await) }
-    }))
-    .buffer_unordered(a.concurrency);
-    while let Some((q, run, verdict)) = results.next().await {
-        let verdict =
-            verdict.map_err(|e| anyhow::anyhow!("judging query {}: {e}", answers[q].0))?;
-        verdicts[q][run] = Some(verdict);
+    let backoff = Backoff::default();
+
+    let mut runs = Vec::new();
+    for dir in &a.answers {
+        let out = a.out.clone().unwrap_or_else(|| dir.join("pass_rate.json"));
+        let answers = read_answers(dir, &a.method, ids.as_ref(), &out)?;
+        let verdicts_path = a.verdicts.clone().unwrap_or_else(|| {
+            out.parent()
+                .unwrap_or(Path::new("."))
+                .join("pass_rate.verdicts.jsonl")
+        });
+        let mut store = VerdictStore::open(&verdicts_path)?;
+        let judged = judge_all(
+            &answers,
+            &judge,
+            &a.judge_model,
+            &mut store,
+            a.evaluate_times,
+            a.concurrency,
+            &backoff,
+        )
+        .await?;
+        write_json_atomically(&out, &result_file(&answers, &judged.verdicts))?;
+        let rate = score(&judged.verdicts, a.evaluate_times);
+        println!(
+            "Solve rate: {:.1}% Std: {:.1}% ({} queries, {} judgments each) -> {}",
+            rate.solve_rate,
+            rate.std,
+            rate.queries,
+            rate.evaluate_times,
+            out.display()
+        );
+        eprintln!(
+            "{}: {} judgments asked of the judge, {} reused from {}, {} without it",
+            dir.display(),
+            judged.asked,
+            judged.reused,
+            store.path().display(),
+            judged.without_judge
+        );
+        runs.push((dir.clone(), out, rate, judged));
     }
-    let verdicts: Vec<Vec<AnswerStatus>> = verdicts
-        .into_iter()
-        .map(|v| v.into_iter().flatten().collect())
-        .collect();
-    let mut label_cnt = Map::new();
-    for ((id, converted), v) in answers.iter().zip(&verdicts) {
-        label_cnt.insert(id.clone(), result_entry(converted, v));
+
+    let rates: Vec<f64> = runs.iter().map(|(_, _, rate, _)| rate.solve_rate).collect();
+    let spread = Spread::of(&rates);
+    let over_runs = json!({
+        "method": a.method,
+        "judge_model": a.judge_model,
+        "evaluate_times": a.evaluate_times,
+        "runs": runs.iter().map(|(dir, out, rate, judged)| json!({
+            "answers": dir,
+            "result": out,
+            "solve_rate": rate.solve_rate,
+            "std": rate.std,
+            "queries": rate.queries,
+            "asked": judged.asked,
+            "reused": judged.reused,
+        })).collect::<Vec<_>>(),
+        "solve_rate_mean": spread.mean,
+        "solve_rate_std": spread.std,
+        "std_of": "the runs' solve rates, population (numpy.std, ddof=0), as StableToolBench's eval_pass_rate.py",
+    });
+    for (_, out, rate, judged) in &runs {
+        // The run's own fields first (the summary's schema), then what was added.
+        let mut summary = json!(rate);
+        if let Some(fields) = summary.as_object_mut() {
+            fields.insert("method".into(), json!(a.method));
+            fields.insert("judge_model".into(), json!(a.judge_model));
+            fields.insert("asked".into(), json!(judged.asked));
+            fields.insert("reused".into(), json!(judged.reused));
+            fields.insert("over_runs".into(), over_runs.clone());
+        }
+        write_json_atomically(&out.with_extension("summary.json"), &summary)?;
     }
-    write_json_atomically(&out, &Value::Object(label_cnt))?;
-    let rate = score(&verdicts, a.evaluate_times);
-    write_json_atomically(&out.with_extension("summary.json"), &json!(rate))?;
-    println!(
-        "Solve rate: {:.1}% Std: {:.1}% ({} queries, {} judgments each) -> {}",
-        rate.solve_rate,
-        rate.std,
-        rate.queries,
-        rate.evaluate_times,
-        out.display()
-    );
+    if let Some(path) = &a.summary {
+        write_json_atomically(path, &over_runs)?;
+    }
+    if runs.len() > 1 {
+        println!(
+            "Over {} runs: Solve rate: {:.1}% Std: {:.1}% (population std of the runs' rates)",
+            runs.len(),
+            spread.mean,
+            spread.std
+        );
+    }
     Ok(())
 }

@@ -14,9 +14,16 @@
 //!   deviation.
 //!
 //! The judge's prompts are StableToolBench's (`stabletoolbench_*.txt`, verbatim from its
-//! `template.txt`; StableToolBench is Apache-2.0). There is no pass rate without a judge.
+//! `template.txt`; StableToolBench is Apache-2.0), filled as Python's `str.format` fills
+//! them (one pass: a query holding `{answer}` keeps it). There is no pass rate without a
+//! judge.
+//!
+//! Which files are answers is the converter's rule (`answer_files`): a `.json` file whose
+//! name contains the method, its query id the name up to the first `_`; so the CoT@1 and
+//! DFS files of one id are never both counted. Several inference runs (one folder each)
+//! are summarised as StableToolBench's tables are, mean ± standard deviation (`Spread`).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::agent::BoxFuture;
@@ -27,7 +34,7 @@ const CHECK_ANSWER_STATUS: &str = include_str!("stabletoolbench_check_answer_sta
 const PARSE_ANSWER_STATUS: &str = include_str!("stabletoolbench_parse_answer_status.txt");
 
 /// A judge's verdict on one answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AnswerStatus {
     Solved,
     Unsolved,
@@ -184,19 +191,30 @@ impl Converted {
         (lines.join("\n"), last)
     }
 
+    /// The verdict that needs no judge (`compute_pass_rate`'s and `check_is_solved`'s
+    /// first checks): Unsolved when the last step is no `Finish` call, or the final answer
+    /// is empty or a give-up; `None` when the judge must be asked.
+    pub fn verdict_without_judge(&self) -> Option<AnswerStatus> {
+        let (_, final_step) = self.step_texts();
+        if !final_step.contains("'name': 'Finish'")
+            || self.final_answer.is_empty()
+            || self.final_answer.contains("give_up_and_restart")
+        {
+            return Some(AnswerStatus::Unsolved);
+        }
+        None
+    }
+
     /// `compute_pass_rate` + `check_is_solved` for one evaluation.
     pub async fn judge(&self, judge: &dyn Judge) -> Result<AnswerStatus, String> {
-        let (_, final_step) = self.step_texts();
-        if !final_step.contains("'name': 'Finish'") {
-            return Ok(AnswerStatus::Unsolved);
-        }
-        if self.final_answer.is_empty() || self.final_answer.contains("give_up_and_restart") {
-            return Ok(AnswerStatus::Unsolved);
+        if let Some(status) = self.verdict_without_judge() {
+            return Ok(status);
         }
         let status = judge
             .answer_status(JudgeCall {
                 function: "check_answer_status",
-                prompt: fill(CHECK_ANSWER_STATUS, &self.query, &self.final_answer),
+                prompt: fill(CHECK_ANSWER_STATUS, &self.query, &self.final_answer)
+                    .map_err(|e| e.to_string())?,
             })
             .await?;
         if status != AnswerStatus::Unsure {
@@ -209,17 +227,103 @@ impl Converted {
                     PARSE_ANSWER_STATUS,
                     &self.query,
                     &pyjson::dumps(&self.answer),
-                ),
+                )
+                .map_err(|e| e.to_string())?,
             })
             .await
     }
 }
 
-/// Python's `template.format(query=…, answer=…)` (the templates hold no other braces).
-fn fill(template: &str, query: &str, answer: &str) -> String {
-    template
-        .replace("{query}", query)
-        .replace("{answer}", answer)
+/// A template Python's `str.format` would refuse (the templates are StableToolBench's
+/// constants, so this is a bug in them, never in an answer).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("template: a single '{0}' at byte {1} (Python's str.format refuses it)")]
+    Unmatched(char, usize),
+    #[error("template: the field {{{0}}} is not one of the arguments")]
+    UnknownField(String),
+}
+
+/// The judge's template filled with `query` and `answer` as StableToolBench fills it:
+/// `str(template).format(query=…, answer=…)`.
+fn fill(template: &str, query: &str, answer: &str) -> Result<String, TemplateError> {
+    format_fields(template, &[("query", query), ("answer", answer)])
+}
+
+/// Python's `str.format` with keyword arguments, for the templates' `{name}` fields:
+/// one pass over the template (a value is inserted as is, never scanned again, so a
+/// query holding `{answer}` keeps it), `{{` and `}}` are literal braces, a lone brace or a
+/// field that is no argument is an error. Conversions and format specs (`{x!r}`,
+/// `{x:>4}`) are not supported: the templates have none, so they read as unknown fields.
+pub fn format_fields(template: &str, args: &[(&str, &str)]) -> Result<String, TemplateError> {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template.char_indices().peekable();
+    while let Some((at, c)) = rest.next() {
+        match c {
+            '{' if rest.peek().is_some_and(|&(_, n)| n == '{') => {
+                rest.next();
+                out.push('{');
+            }
+            '{' => {
+                let start = at + 1;
+                let end = loop {
+                    match rest.next() {
+                        Some((i, '}')) => break i,
+                        Some((_, '{')) | None => return Err(TemplateError::Unmatched('{', at)),
+                        Some(_) => {}
+                    }
+                };
+                let name = &template[start..end];
+                let value = args
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| *v)
+                    .ok_or_else(|| TemplateError::UnknownField(name.to_string()))?;
+                out.push_str(value);
+            }
+            '}' if rest.peek().is_some_and(|&(_, n)| n == '}') => {
+                rest.next();
+                out.push('}');
+            }
+            '}' => return Err(TemplateError::Unmatched('}', at)),
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+/// One answer file of a folder, chosen by `answer_files`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnswerFile {
+    pub query_id: String,
+    pub file_name: String,
+}
+
+/// The answer files among `names` (a folder's file names, in the order they are read) as
+/// `convert_to_answer_format.py` chooses them: `filename.endswith('.json') and method in
+/// filename`, the query id `filename.split('_')[0]`; one file per id, a later name
+/// replacing an earlier one of the same id at the earlier one's place (a Python dict's
+/// assignment). So with `DFS_woFilter_w2` a `7_CoT@1.json` beside `7_DFS_woFilter_w2.json`
+/// is not read, and the two are never both counted. Returns the files and the names that
+/// were replaced (the converter drops them silently).
+pub fn answer_files<S: AsRef<str>>(names: &[S], method: &str) -> (Vec<AnswerFile>, Vec<String>) {
+    let mut files: Vec<AnswerFile> = Vec::new();
+    let mut replaced = Vec::new();
+    for name in names.iter().map(AsRef::as_ref) {
+        if !(name.ends_with(".json") && name.contains(method)) {
+            continue;
+        }
+        let query_id = name.split('_').next().unwrap_or(name).to_string();
+        let file = AnswerFile {
+            query_id,
+            file_name: name.to_string(),
+        };
+        match files.iter_mut().find(|f| f.query_id == file.query_id) {
+            Some(earlier) => replaced.push(std::mem::replace(earlier, file).file_name),
+            None => files.push(file),
+        }
+    }
+    (files, replaced)
 }
 
 /// The verdicts of every run, per query, and the rate.
@@ -231,6 +335,28 @@ pub struct PassRate {
     pub std: f64,
     pub queries: usize,
     pub evaluate_times: usize,
+}
+
+/// A mean and standard deviation as StableToolBench reports them (`mean±std` in its
+/// tables; `eval_pass_rate.py` prints `sum(scores) / len(scores)` and `np.std(scores)`):
+/// the population standard deviation (numpy's default, `ddof=0`: divided by n, not n-1).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Spread {
+    pub mean: f64,
+    pub std: f64,
+}
+
+impl Spread {
+    /// Of `values`; zero and zero for none.
+    pub fn of(values: &[f64]) -> Spread {
+        let n = values.len().max(1) as f64;
+        let mean = values.iter().sum::<f64>() / n;
+        let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+        Spread {
+            mean,
+            std: var.sqrt(),
+        }
+    }
 }
 
 /// Scores `verdicts` (per query, one per run) as `eval_pass_rate.py` does.
@@ -245,14 +371,24 @@ pub fn score(verdicts: &[Vec<AnswerStatus>], evaluate_times: usize) -> PassRate 
                 / n
         })
         .collect();
-    let mean = runs.iter().sum::<f64>() / runs.len().max(1) as f64;
-    let var = runs.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / runs.len().max(1) as f64;
+    let spread = Spread::of(&runs);
     PassRate {
-        solve_rate: mean * 100.0,
-        std: var.sqrt() * 100.0,
+        solve_rate: spread.mean * 100.0,
+        std: spread.std * 100.0,
         queries: verdicts.len(),
         evaluate_times,
     }
+}
+
+/// StableToolBench's result file (`label_cnt`): per query id, in the answers' order, its
+/// `result_entry`.
+pub fn result_file(answers: &[(String, Converted)], verdicts: &[Vec<AnswerStatus>]) -> Value {
+    let entries: Map<String, Value> = answers
+        .iter()
+        .zip(verdicts)
+        .map(|((id, converted), v)| (id.clone(), result_entry(converted, v)))
+        .collect();
+    Value::Object(entries)
 }
 
 /// One query's entry of StableToolBench's result file (`label_cnt[query_id]`).
@@ -362,6 +498,177 @@ mod tests {
             Ok(AnswerStatus::Unsolved)
         );
         assert!(judge.1.lock().unwrap().is_empty());
+    }
+
+    /// tests/fixtures/pass-rate (scripts/make_pass_rate_fixture.py): answer files and
+    /// what StableToolBench's own converter and evaluator made of them.
+    fn fixture(path: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/pass-rate")
+            .join(path)
+    }
+
+    fn expected() -> Value {
+        serde_json::from_slice(&std::fs::read(fixture("expected.json")).unwrap()).unwrap()
+    }
+
+    fn fixture_names() -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(fixture("answers"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn read_fixture(name: &str) -> Value {
+        serde_json::from_slice(&std::fs::read(fixture("answers").join(name)).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn answer_files_are_chosen_by_method_as_the_converter_chooses_them() {
+        let expected = expected();
+        for method in ["DFS_woFilter_w2", "CoT@1"] {
+            let (files, replaced) = answer_files(&fixture_names(), method);
+            assert!(replaced.is_empty());
+            let mut ids: Vec<&str> = files.iter().map(|f| f.query_id.as_str()).collect();
+            ids.sort();
+            let reference = expected["converted"][method].as_object().unwrap();
+            let mut want: Vec<&str> = reference.keys().map(String::as_str).collect();
+            want.sort();
+            assert_eq!(ids, want, "{method}");
+            for file in &files {
+                let converted = convert(&read_fixture(&file.file_name), method);
+                assert_eq!(
+                    converted.answer, reference[&file.query_id]["answer"],
+                    "{method} {}",
+                    file.file_name
+                );
+            }
+        }
+        // One id answered by both methods is one answer; other files are no answers; a
+        // second file of one id replaces the first, as a dict assignment does.
+        let names = [
+            "7_CoT@1.json",
+            "7_DFS_woFilter_w2.json",
+            "8_DFS_woFilter_w2.json",
+            "pass_rate.json",
+            "summary.json",
+            "9_DFS_woFilter_w2.json.bak",
+            "8_old_DFS_woFilter_w2.json",
+        ];
+        let (files, replaced) = answer_files(&names, "DFS_woFilter_w2");
+        let chosen: Vec<(&str, &str)> = files
+            .iter()
+            .map(|f| (f.query_id.as_str(), f.file_name.as_str()))
+            .collect();
+        assert_eq!(
+            chosen,
+            [
+                ("7", "7_DFS_woFilter_w2.json"),
+                ("8", "8_old_DFS_woFilter_w2.json")
+            ]
+        );
+        assert_eq!(replaced, ["8_DFS_woFilter_w2.json"]);
+    }
+
+    /// The prompts, and whether the judge is asked at all, are those StableToolBench's
+    /// evaluator made of the same answers: a query holding `{answer}`, `{query}` and
+    /// braces keeps them (one `str.format` pass), an answer holding `{query}` too.
+    #[test]
+    fn the_judge_gets_the_prompts_stabletoolbenchs_evaluator_sends() {
+        let expected = expected();
+        let (files, _) = answer_files(&fixture_names(), "DFS_woFilter_w2");
+        for file in &files {
+            let reference = &expected["judged"][&file.query_id];
+            let converted = convert(&read_fixture(&file.file_name), "DFS_woFilter_w2");
+            let (steps, last) = converted.step_texts();
+            assert_eq!(
+                json!([steps, last]),
+                reference["steps"],
+                "{}",
+                file.file_name
+            );
+            let script: Vec<AnswerStatus> = reference["requests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    let function = r["tool_choice"]["function"]["name"].as_str().unwrap();
+                    match (file.query_id.as_str(), function) {
+                        ("7", "check_answer_status") => AnswerStatus::Unsure,
+                        ("7", _) => AnswerStatus::Solved,
+                        _ => AnswerStatus::Unsolved,
+                    }
+                })
+                .collect();
+            let judge = Scripted(script, Default::default());
+            let verdict = crate::testing::block_on(converted.judge(&judge)).unwrap();
+            assert_eq!(json!(verdict.recorded()), reference["verdict"]);
+            let calls = judge.1.lock().unwrap();
+            let sent: Vec<Value> = calls
+                .iter()
+                .map(|c| json!([c.function, c.prompt]))
+                .collect();
+            let want: Vec<Value> = reference["requests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    json!([
+                        r["tool_choice"]["function"]["name"],
+                        r["messages"][0]["content"]
+                    ])
+                })
+                .collect();
+            assert_eq!(sent, want, "{}", file.file_name);
+        }
+    }
+
+    #[test]
+    fn templates_are_filled_in_one_pass_as_python_format_fills_them() {
+        let args = [("query", "say {answer} {{x}}"), ("answer", "A {query}")];
+        assert_eq!(
+            format_fields("Q: {query}\nA: {answer} {{lit}} }}{{", &args),
+            Ok("Q: say {answer} {{x}}\nA: A {query} {lit} }{".to_string())
+        );
+        assert_eq!(
+            format_fields("a { b", &args),
+            Err(TemplateError::Unmatched('{', 2))
+        );
+        assert_eq!(
+            format_fields("a } b", &args),
+            Err(TemplateError::Unmatched('}', 2))
+        );
+        assert_eq!(
+            format_fields("{task}", &args),
+            Err(TemplateError::UnknownField("task".into()))
+        );
+        // StableToolBench's two templates take exactly these fields.
+        for template in [CHECK_ANSWER_STATUS, PARSE_ANSWER_STATUS] {
+            assert!(fill(template, "q", "a").is_ok());
+        }
+    }
+
+    #[test]
+    fn several_runs_spread_as_numpy_mean_and_std() {
+        for case in expected()["runs"].as_array().unwrap() {
+            let rates: Vec<f64> = case["rates"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r.as_f64().unwrap())
+                .collect();
+            let spread = Spread::of(&rates);
+            assert!(
+                (spread.mean - case["mean"].as_f64().unwrap()).abs() < 1e-12,
+                "{case}"
+            );
+            assert!(
+                (spread.std - case["std"].as_f64().unwrap()).abs() < 1e-12,
+                "{case}"
+            );
+        }
     }
 
     #[test]

@@ -8,3 +8,4 @@ pub mod rapidapi;
 pub mod router;
 pub mod simulate;
 pub mod simulator;
+pub mod verdicts;

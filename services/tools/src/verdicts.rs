@@ -1,0 +1,403 @@
+//! Verdicts kept between evaluations of the pass rate: a JSON-lines file, one verdict a
+//! line, appended and synced as each arrives, keyed by what decides it (the query id and
+//! text, a SHA-256 of the converted answer the judge reads, the judge's model and the
+//! evaluation's index). A re-evaluation asks the judge only about what changed; a rerun
+//! over unchanged answers asks nothing and gives the same result.
+//!
+//! StableToolBench's `eval_pass_rate.py` keeps its result file and, without
+//! `--overwrite`, skips the query ids already in it (whatever their answer now); here an
+//! answer that changed is judged again.
+
+use std::collections::HashMap;
+use std::io::{BufRead, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use umi_core::pass_rate::{AnswerStatus, Converted, Judge};
+use umi_core::pyjson;
+
+use crate::judge::{judge_with_backoff, Backoff};
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerdictError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}, line {line}: not a verdict ({message})")]
+    Malformed {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("judging query {query_id}: {message}")]
+    Judge { query_id: String, message: String },
+}
+
+/// What a verdict is about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct VerdictKey {
+    pub query_id: String,
+    pub query: String,
+    /// SHA-256 (hex) of the converted answer as the judge reads it (`json.dumps(answer)`:
+    /// method, steps, final answer and details).
+    pub answer_sha256: String,
+    pub judge_model: String,
+    /// Which of the `--evaluate-times` judgments (0-based).
+    pub evaluation: usize,
+}
+
+impl VerdictKey {
+    pub fn new(
+        query_id: &str,
+        converted: &Converted,
+        judge_model: &str,
+        evaluation: usize,
+    ) -> Self {
+        VerdictKey {
+            query_id: query_id.to_string(),
+            query: converted.query.clone(),
+            answer_sha256: answer_sha256(converted),
+            judge_model: judge_model.to_string(),
+            evaluation,
+        }
+    }
+}
+
+/// SHA-256 (hex) of `json.dumps(answer)` of a converted answer.
+pub fn answer_sha256(converted: &Converted) -> String {
+    let digest = ring::digest::digest(
+        &ring::digest::SHA256,
+        pyjson::dumps(&converted.answer).as_bytes(),
+    );
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[derive(Serialize, Deserialize)]
+struct Line {
+    #[serde(flatten)]
+    key: VerdictKey,
+    verdict: AnswerStatus,
+}
+
+/// The verdicts of a file, and the file to append new ones to.
+pub struct VerdictStore {
+    path: PathBuf,
+    known: HashMap<VerdictKey, AnswerStatus>,
+    file: std::fs::File,
+}
+
+impl VerdictStore {
+    /// Opens (or creates) `path` and reads its verdicts (a later line of one key wins). A
+    /// last line cut short (a crash mid-write: no newline) is dropped from the file; any
+    /// other line that is no verdict is an error.
+    pub fn open(path: &Path) -> Result<Self, VerdictError> {
+        let io = |source| VerdictError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(io)?;
+        let mut known = HashMap::new();
+        let mut complete = 0u64;
+        let mut reader = std::io::BufReader::new(&mut file);
+        let mut text = String::new();
+        let mut line = 0;
+        loop {
+            text.clear();
+            let n = reader.read_line(&mut text).map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            line += 1;
+            if !text.ends_with('\n') {
+                tracing::warn!(path = %path.display(), line, "dropping a verdict cut short");
+                break;
+            }
+            complete += n as u64;
+            if text.trim().is_empty() {
+                continue;
+            }
+            let parsed: Line =
+                serde_json::from_str(&text).map_err(|e| VerdictError::Malformed {
+                    path: path.to_path_buf(),
+                    line,
+                    message: e.to_string(),
+                })?;
+            known.insert(parsed.key, parsed.verdict);
+        }
+        drop(reader);
+        if file.seek(SeekFrom::End(0)).map_err(io)? != complete {
+            file.set_len(complete).map_err(io)?;
+            file.sync_data().map_err(io)?;
+        }
+        Ok(VerdictStore {
+            path: path.to_path_buf(),
+            known,
+            file,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn len(&self) -> usize {
+        self.known.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.known.is_empty()
+    }
+
+    pub fn get(&self, key: &VerdictKey) -> Option<AnswerStatus> {
+        self.known.get(key).copied()
+    }
+
+    /// Appends one verdict and syncs it to disk before returning.
+    pub fn record(&mut self, key: VerdictKey, verdict: AnswerStatus) -> Result<(), VerdictError> {
+        let io = |source| VerdictError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let mut text = serde_json::to_string(&Line {
+            key: key.clone(),
+            verdict,
+        })
+        .map_err(|e| io(std::io::Error::other(e)))?;
+        text.push('\n');
+        self.file.write_all(text.as_bytes()).map_err(io)?;
+        self.file.sync_data().map_err(io)?;
+        self.known.insert(key, verdict);
+        Ok(())
+    }
+}
+
+/// The verdicts of a set of answers, and where they came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judged {
+    /// Per answer, one per evaluation.
+    pub verdicts: Vec<Vec<AnswerStatus>>,
+    /// Judgments the judge was asked for (each one or two calls, and their retries).
+    pub asked: usize,
+    /// Judgments read from the verdict file.
+    pub reused: usize,
+    /// Judgments decided without the judge (no Finish, an empty answer, a give-up).
+    pub without_judge: usize,
+}
+
+/// Every answer judged `evaluate_times` times: the verdicts `store` holds are reused, the
+/// rest asked of `judge` (`concurrency` judgments at once, each with `backoff`) and
+/// recorded as they arrive, so an interrupted evaluation keeps what it had.
+pub async fn judge_all(
+    answers: &[(String, Converted)],
+    judge: &dyn Judge,
+    judge_model: &str,
+    store: &mut VerdictStore,
+    evaluate_times: usize,
+    concurrency: usize,
+    backoff: &Backoff,
+) -> Result<Judged, VerdictError> {
+    let mut verdicts: Vec<Vec<Option<AnswerStatus>>> =
+        vec![vec![None; evaluate_times]; answers.len()];
+    let mut todo = Vec::new();
+    let (mut reused, mut without_judge) = (0, 0);
+    for (q, (id, converted)) in answers.iter().enumerate() {
+        if let Some(status) = converted.verdict_without_judge() {
+            verdicts[q] = vec![Some(status); evaluate_times];
+            without_judge += evaluate_times;
+            continue;
+        }
+        for (run, slot) in verdicts[q].iter_mut().enumerate() {
+            let key = VerdictKey::new(id, converted, judge_model, run);
+            match store.get(&key) {
+                Some(status) => {
+                    *slot = Some(status);
+                    reused += 1;
+                }
+                None => todo.push((q, run, key)),
+            }
+        }
+    }
+    let asked = todo.len();
+    let mut results = futures::stream::iter(todo.into_iter().map(|(q, run, key)| {
+        let converted = &answers[q].1;
+        async move {
+            let verdict = judge_with_backoff(converted, judge, backoff).await;
+            (q, run, key, verdict)
+        }
+    }))
+    .buffer_unordered(concurrency.max(1));
+    while let Some((q, run, key, verdict)) = results.next().await {
+        let verdict = verdict.map_err(|message| VerdictError::Judge {
+            query_id: answers[q].0.clone(),
+            message,
+        })?;
+        store.record(key, verdict)?;
+        verdicts[q][run] = Some(verdict);
+    }
+    Ok(Judged {
+        verdicts: verdicts
+            .into_iter()
+            .map(|v| v.into_iter().flatten().collect())
+            .collect(),
+        asked,
+        reused,
+        without_judge,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use serde_json::Value;
+    use umi_core::agent::BoxFuture;
+    use umi_core::pass_rate::{answer_files, convert, result_file, JudgeCall};
+
+    use super::*;
+
+    fn fixture_answers(method: &str) -> Vec<(String, Converted)> {
+        let dir =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/pass-rate/answers");
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        answer_files(&names, method)
+            .0
+            .into_iter()
+            .map(|f| {
+                let value: Value =
+                    serde_json::from_slice(&std::fs::read(dir.join(&f.file_name)).unwrap())
+                        .unwrap();
+                (f.query_id, convert(&value, method))
+            })
+            .collect()
+    }
+
+    /// A counting judge (a test double): Unsure on the first call of a judgment whose
+    /// query mentions Zürich, then Solved; counts every call.
+    #[derive(Default)]
+    struct Counting(AtomicUsize);
+
+    impl Judge for Counting {
+        fn answer_status<'a>(
+            &'a self,
+            call: JudgeCall,
+        ) -> BoxFuture<'a, Result<AnswerStatus, String>> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            let status = if call.function == "check_answer_status" && call.prompt.contains("Zürich")
+            {
+                AnswerStatus::Unsure
+            } else {
+                AnswerStatus::Solved
+            };
+            Box::pin(async move { Ok(status) })
+        }
+    }
+
+    async fn evaluate(
+        answers: &[(String, Converted)],
+        judge: &Counting,
+        path: &Path,
+        times: usize,
+    ) -> (Judged, Value) {
+        let mut store = VerdictStore::open(path).unwrap();
+        let judged = judge_all(
+            answers,
+            judge,
+            "m",
+            &mut store,
+            times,
+            3,
+            &Backoff::default(),
+        )
+        .await
+        .unwrap();
+        let result = result_file(answers, &judged.verdicts);
+        (judged, result)
+    }
+
+    #[tokio::test]
+    async fn a_rerun_asks_only_about_what_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pass_rate.verdicts.jsonl");
+        let mut answers = fixture_answers("DFS_woFilter_w2");
+        // 7 (Unsure, then the details) and 8 are asked; 10 and 11 need no judge.
+        let judge = Counting::default();
+        let (first, result) = evaluate(&answers, &judge, &path, 2).await;
+        assert_eq!((first.asked, first.reused, first.without_judge), (4, 0, 4));
+        assert_eq!(judge.0.load(Ordering::SeqCst), 2 * 2 + 2);
+
+        // Nothing changed: no call, the same verdicts and result.
+        let judge = Counting::default();
+        let (again, same) = evaluate(&answers, &judge, &path, 2).await;
+        assert_eq!(judge.0.load(Ordering::SeqCst), 0);
+        assert_eq!((again.asked, again.reused), (0, 4));
+        assert_eq!(again.verdicts, first.verdicts);
+        assert_eq!(
+            serde_json::to_vec_pretty(&same).unwrap(),
+            serde_json::to_vec_pretty(&result).unwrap()
+        );
+
+        // One more evaluation and one changed answer: only those are asked.
+        let eight = answers.iter().position(|(id, _)| id == "8").unwrap();
+        answers[eight].1.answer["final_answer"] = "Snow.".into();
+        let judge = Counting::default();
+        let (changed, _) = evaluate(&answers, &judge, &path, 3).await;
+        // 8: three evaluations anew; 7: only the third (two calls).
+        assert_eq!((changed.asked, changed.reused), (3 + 1, 2));
+        assert_eq!(judge.0.load(Ordering::SeqCst), 3 + 2);
+
+        // Another judge model is another verdict.
+        let mut store = VerdictStore::open(&path).unwrap();
+        let judge = Counting::default();
+        let other = judge_all(
+            &answers,
+            &judge,
+            "other",
+            &mut store,
+            1,
+            1,
+            &Backoff::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(other.asked, 2);
+    }
+
+    #[test]
+    fn a_verdict_cut_short_is_dropped_and_the_file_stays_appendable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.jsonl");
+        let answers = fixture_answers("DFS_woFilter_w2");
+        let key = |run| VerdictKey::new(&answers[0].0, &answers[0].1, "m", run);
+        {
+            let mut store = VerdictStore::open(&path).unwrap();
+            store.record(key(0), AnswerStatus::Solved).unwrap();
+            store.record(key(1), AnswerStatus::Unsure).unwrap();
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let cut = text.len() - 10;
+        std::fs::write(&path, &text[..cut]).unwrap();
+        let mut store = VerdictStore::open(&path).unwrap();
+        assert_eq!(store.len(), 1);
+        assert_eq!(store.get(&key(0)), Some(AnswerStatus::Solved));
+        store.record(key(2), AnswerStatus::Unsolved).unwrap();
+        let store = VerdictStore::open(&path).unwrap();
+        assert_eq!(store.len(), 2);
+        assert_eq!(store.get(&key(2)), Some(AnswerStatus::Unsolved));
+
+        std::fs::write(&path, "{\"not\": \"a verdict\"}\n").unwrap();
+        let err = VerdictStore::open(&path).err().unwrap().to_string();
+        assert!(err.contains("line 1"), "{err}");
+    }
+}
