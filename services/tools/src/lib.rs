@@ -5,6 +5,8 @@ pub mod http;
 pub mod judge;
 pub mod local;
 pub mod rapidapi;
+pub mod real_api;
 pub mod router;
 pub mod simulate;
 pub mod simulator;
+pub mod tools_folder;
