@@ -29,6 +29,18 @@ pub fn standardize_category(category: &str) -> String {
     category.replace([' ', ',', '/'], "_").replace("__", "_")
 }
 
+/// The API name StableToolBench's server works with (`prepare_tool_name_and_url`):
+/// `change_name(standardize(api_name))` cut at `_for_<tool_name>`. It names the cache
+/// file and goes to the real API.
+pub fn server_api_name(call: &ApiCall) -> String {
+    let api_name = change_name(&standardize(&call.api_name));
+    api_name
+        .split(&format!("_for_{}", call.tool_name))
+        .next()
+        .unwrap_or(&api_name)
+        .to_string()
+}
+
 /// What the cache holds for one call.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Lookup {
@@ -90,16 +102,10 @@ impl ResponseCache {
         } else {
             format!("{}{suffix}", standardize(&call.tool_name))
         };
-        let api_name = change_name(&standardize(&call.api_name));
-        let api = api_name
-            .split(&format!("_for_{}", call.tool_name))
-            .next()
-            .unwrap_or(&api_name)
-            .to_string();
         self.root
             .join(category)
             .join(tool)
-            .join(format!("{api}.json"))
+            .join(format!("{}.json", server_api_name(call)))
     }
 
     /// The cache key of a tool input: `str(json.loads(input))`, `{}` for an empty one.

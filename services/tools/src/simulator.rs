@@ -11,22 +11,30 @@ use umi_core::agent::BoxFuture;
 use umi_core::env::{ApiCall, ApiReply, BackendFailure, ToolBackend};
 
 use crate::cache::{bad_input_reply, Lookup, ResponseCache};
-use crate::simulate::MissSimulator;
+use crate::real_api::RealApi;
+use crate::simulate::{failure_reply, MissSimulator};
 
 /// Recorded responses: StableToolBench response caches first (looked up as its server
 /// does), then the calls of answer files and static records (by function and
-/// arguments); what neither has is a miss, said in the observation.
+/// arguments). What neither has goes, in StableToolBench's server's order, to the real
+/// API when one is set, then to the miss simulator when one is set; else it is a miss,
+/// said in the observation.
 #[derive(Default)]
 pub struct Simulator {
     caches: Vec<ResponseCache>,
     responses: HashMap<(String, String), ApiReply>,
+    /// Asked before the miss simulator, as StableToolBench's server asks `toolbench_url`.
+    real_api: Option<RealApi>,
     /// Invents the replies nothing recorded, as StableToolBench does.
     miss_simulator: Option<MissSimulator>,
-    /// Invented replies are saved into the first cache.
-    save_simulated: bool,
+    /// Replies of the real API and the miss simulator are saved into the first cache
+    /// (failed simulations never are).
+    save_new: bool,
     cache_hits: AtomicUsize,
     recorded_hits: AtomicUsize,
+    real_hits: AtomicUsize,
     simulated: AtomicUsize,
+    failed_simulations: AtomicUsize,
     misses: AtomicUsize,
 }
 
@@ -77,11 +85,21 @@ impl Simulator {
         self.caches.push(cache);
     }
 
-    /// Answers what nothing recorded with `simulator`; with `save`, each invented reply
-    /// is written into the first response cache (which must exist).
-    pub fn simulate_misses(&mut self, simulator: MissSimulator, save: bool) {
+    /// Sends what nothing recorded to the real API first; its reply is used when
+    /// StableToolBench's server would use it (`real_api::check_result`).
+    pub fn answer_from_real_api(&mut self, api: RealApi) {
+        self.real_api = Some(api);
+    }
+
+    /// Answers what nothing recorded (nor the real API) with `simulator`.
+    pub fn simulate_misses(&mut self, simulator: MissSimulator) {
         self.miss_simulator = Some(simulator);
-        self.save_simulated = save;
+    }
+
+    /// With `save`, each reply of the real API and each successful simulation is written
+    /// into the first response cache (which must exist), as the server's `is_save` does.
+    pub fn save_new_replies(&mut self, save: bool) {
+        self.save_new = save;
     }
 
     /// The recorded reply to `call`, counted by where it came from: a cache, then the
@@ -119,28 +137,67 @@ impl Simulator {
         self.recorded(call).unwrap_or_else(|| self.missed(call))
     }
 
-    /// The reply to `call`: recorded, else invented (and saved) when a miss simulator
-    /// is set, else the miss observation.
+    /// The reply to `call` in StableToolBench's server's order: recorded (a cache, then
+    /// recorded answers); else the real API's, when one is set and the server would use
+    /// it; else invented by the miss simulator, when one is set; else the miss
+    /// observation. New replies are saved when asked, a failed simulation never (the
+    /// server saves its "Failed to generate fake response"; umi asks again next time).
     pub async fn reply(&self, call: &ApiCall) -> ApiReply {
         if let Some(reply) = self.recorded(call) {
             return reply;
         }
-        let (Some(simulator), Some(key)) = (
-            &self.miss_simulator,
-            ResponseCache::key_of(&call.tool_input),
-        ) else {
+        if self.real_api.is_none() && self.miss_simulator.is_none() {
             return self.missed(call);
+        }
+        // The server parses the input first: `{}` for an empty one, its parse error else.
+        let parsed = if call.tool_input.is_empty() {
+            Some(Value::Object(serde_json::Map::new()))
+        } else {
+            serde_json::from_str::<Value>(&call.tool_input).ok()
+        };
+        let (Some(input), Some(key)) = (parsed, ResponseCache::key_of(&call.tool_input)) else {
+            self.misses.fetch_add(1, Ordering::Relaxed);
+            return bad_input_reply();
         };
         let cache = self.caches.first();
-        let examples = cache.map(|c| c.examples(call)).unwrap_or_default();
-        let invented = simulator.simulate(call, &key, &examples).await;
-        self.simulated.fetch_add(1, Ordering::Relaxed);
-        if let (true, Some(cache)) = (self.save_simulated, cache) {
-            if let Err(e) = cache.save(call, &invented).await {
-                tracing::warn!(file = %cache.file_of(call).display(), error = %e, "could not save a simulated reply");
+        if let Some(api) = &self.real_api {
+            match api.ask(call, &input).await {
+                Ok(real) => {
+                    self.real_hits.fetch_add(1, Ordering::Relaxed);
+                    self.save(call, &real).await;
+                    return ApiReply::from_entry(&real);
+                }
+                Err(e) => {
+                    tracing::debug!(function = %call.function, error = %e, "the real API's reply is not used")
+                }
             }
         }
-        ApiReply::from_entry(&invented)
+        let Some(simulator) = &self.miss_simulator else {
+            return self.missed(call);
+        };
+        let examples = cache.map(|c| c.examples(call)).unwrap_or_default();
+        match simulator.simulate(call, &key, &examples).await {
+            Ok(invented) => {
+                self.simulated.fetch_add(1, Ordering::Relaxed);
+                self.save(call, &invented).await;
+                ApiReply::from_entry(&invented)
+            }
+            Err(e) => {
+                self.failed_simulations.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(function = %call.function, error = %e, "simulation failed (not saved)");
+                ApiReply::from_entry(&failure_reply())
+            }
+        }
+    }
+
+    /// Writes a new reply into the first cache, when asked to.
+    async fn save(&self, call: &ApiCall, reply: &Value) {
+        let Some(cache) = self.caches.first().filter(|_| self.save_new) else {
+            return;
+        };
+        if let Err(e) = cache.save(call, reply).await {
+            tracing::warn!(file = %cache.file_of(call).display(), error = %e, "could not save a reply into the cache");
+        }
     }
 
     pub fn record(&mut self, function: &str, arguments: &str, reply: ApiReply) {
@@ -250,8 +307,15 @@ impl ToolBackend for Simulator {
             count(&self.recorded_hits),
             count(&self.misses)
         );
+        if self.real_api.is_some() {
+            text.push_str(&format!(", {} from the real API", count(&self.real_hits)));
+        }
         if self.miss_simulator.is_some() {
-            text.push_str(&format!(", {} simulated", count(&self.simulated)));
+            text.push_str(&format!(
+                ", {} simulated, {} failed simulations (not saved)",
+                count(&self.simulated),
+                count(&self.failed_simulations)
+            ));
         }
         Some(text)
     }

@@ -10,9 +10,11 @@ use umi_core::env::ToolBackend;
 use umi_core::replay::ReplayRoles;
 use umi_tools::cache::ResponseCache;
 use umi_tools::rapidapi::{RapidApi, TOOLBENCH_SERVER};
+use umi_tools::real_api::RealApi;
 use umi_tools::router::Router;
 use umi_tools::simulate::MissSimulator;
 use umi_tools::simulator::Simulator;
+use umi_tools::tools_folder::ToolsFolder;
 
 /// ToolBench's public RapidAPI service.
 
@@ -34,10 +36,13 @@ pub struct ToolArgs {
     /// the static set under data/.
     #[arg(long)]
     pub record: Vec<PathBuf>,
-    /// ToolBench's RapidAPI service (http or https), for --tools rapidapi; also a
-    /// StableToolBench server (`…/virtual`).
-    #[arg(long, default_value = TOOLBENCH_SERVER)]
-    pub rapidapi_url: String,
+    /// ToolBench's RapidAPI service (http or https), for --tools rapidapi (default:
+    /// ToolBench's public server); also a StableToolBench server (`…/virtual`). With
+    /// --tools simulator, the real API a call nothing recorded goes to before it is
+    /// simulated, as StableToolBench's server goes to its `toolbench_url` (needs
+    /// --toolbench-key).
+    #[arg(long)]
+    pub rapidapi_url: Option<String>,
     /// Minimum milliseconds between two calls to that server (calls otherwise run
     /// concurrently). Default: 2000 for ToolBench's public server (its limit is 30 calls
     /// a minute, the reference sleeps 2 s before each), 0 for any other.
@@ -58,8 +63,15 @@ pub struct ToolArgs {
     /// The API key for --simulate-with.
     #[arg(long, env = "UMI_SIMULATE_API_KEY", hide_env_values = true)]
     pub simulate_api_key: Option<String>,
-    /// Save each simulated reply into the (first) response cache given to --record,
-    /// atomically, in StableToolBench's layout.
+    /// ToolBench's tools folder (`toolenv/tools`: `<category>/<tool>.json`), from which
+    /// --simulate-with's API documentation is read as StableToolBench's server reads it
+    /// (the tool's description, the API's name and description); without it the
+    /// document is the server's empty one.
+    #[arg(long, env = "UMI_TOOLS_FOLDER")]
+    pub tools_folder: Option<PathBuf>,
+    /// Save each new reply (simulated, or the real API's) into the (first) response
+    /// cache given to --record, atomically, in StableToolBench's layout; a failed
+    /// simulation never.
     #[arg(long)]
     pub save_cache: bool,
     /// The key ToolBench issued you, sent with every call to its service.
@@ -117,22 +129,37 @@ impl ToolArgs {
         let fallback: Box<dyn ToolBackend> = match self.tools {
             Tools::Simulator => {
                 let mut sim = load_simulator(&self.record_paths())?;
+                // StableToolBench's server order: cache, real API, simulation.
+                if let Some(url) = &self.rapidapi_url {
+                    let key = self.toolbench_key.clone().context(
+                        "--rapidapi-url with --tools simulator needs --toolbench-key (or $TOOLBENCH_KEY)",
+                    )?;
+                    let mut real = RealApi::new(url.clone(), key);
+                    if let Some(ms) = self.tool_pacing_ms {
+                        real.pacing = std::time::Duration::from_millis(ms);
+                    }
+                    real.max_response_bytes = self.tool_max_response_bytes;
+                    sim.answer_from_real_api(real);
+                }
                 if let Some(base) = &self.simulate_with {
-                    if self.save_cache && !sim.has_cache() {
+                    let mut simulator =
+                        MissSimulator::new(base.clone(), self.simulate_model.clone());
+                    simulator.api_key = self.simulate_api_key.clone();
+                    if let Some(folder) = &self.tools_folder {
+                        simulator.tools = Some(ToolsFolder::open(folder)?);
+                    }
+                    sim.simulate_misses(simulator);
+                } else if self.tools_folder.is_some() {
+                    bail!("--tools-folder documents the APIs for --simulate-with: give --simulate-with");
+                }
+                if self.save_cache {
+                    if self.simulate_with.is_none() && self.rapidapi_url.is_none() {
+                        bail!("--save-cache saves what --simulate-with invents or --rapidapi-url answers: give one");
+                    }
+                    if !sim.has_cache() {
                         bail!("--save-cache needs a StableToolBench response cache folder among --record");
                     }
-                    sim.simulate_misses(
-                        MissSimulator {
-                            base: base.clone(),
-                            model: self.simulate_model.clone(),
-                            api_key: self.simulate_api_key.clone(),
-                            temperature: 0.0,
-                            timeout: std::time::Duration::from_secs(120),
-                        },
-                        self.save_cache,
-                    );
-                } else if self.save_cache {
-                    bail!("--save-cache saves what --simulate-with invents: give --simulate-with");
+                    sim.save_new_replies(true);
                 }
                 tracing::info!(responses = sim.len(), "simulator loaded");
                 Box::new(sim)
@@ -142,7 +169,8 @@ impl ToolArgs {
                     .toolbench_key
                     .clone()
                     .context("--tools rapidapi needs --toolbench-key (or $TOOLBENCH_KEY)")?;
-                let mut client = RapidApi::new(self.rapidapi_url.clone(), key);
+                let url = self.rapidapi_url.as_deref().unwrap_or(TOOLBENCH_SERVER);
+                let mut client = RapidApi::new(url.to_string(), key);
                 if let Some(ms) = self.tool_pacing_ms {
                     client.pacing = std::time::Duration::from_millis(ms);
                 }

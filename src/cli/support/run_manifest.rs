@@ -110,14 +110,27 @@ pub fn build(
             .collect::<anyhow::Result<Vec<_>>>()?
     };
     let tools = match t.tools {
-        Tools::Rapidapi => json!({"backend": "rapidapi", "url": t.rapidapi_url}),
-        Tools::Simulator => json!({
-            "backend": "simulator",
-            "recorded": caches,
-            "simulate_with": t.simulate_with,
-            "simulate_model": t.simulate_with.as_ref().map(|_| &t.simulate_model),
-            "save_cache": t.save_cache,
+        Tools::Rapidapi => json!({
+            "backend": "rapidapi",
+            "url": t.rapidapi_url.as_deref().unwrap_or(umi_tools::rapidapi::TOOLBENCH_SERVER),
         }),
+        Tools::Simulator => {
+            let mut tools = json!({
+                "backend": "simulator",
+                "recorded": caches,
+                "simulate_with": t.simulate_with,
+                "simulate_model": t.simulate_with.as_ref().map(|_| &t.simulate_model),
+                "save_cache": t.save_cache,
+            });
+            // Only when given, so that earlier manifests compare equal without them.
+            if let Some(url) = &t.rapidapi_url {
+                tools["real_api"] = json!(url);
+            }
+            if let Some(folder) = &t.tools_folder {
+                tools["tools_folder"] = d(folder)?;
+            }
+            tools
+        }
     };
     Ok(section([
         ("created_by", created_by()),
