@@ -326,4 +326,30 @@ fn the_manifest_names_the_inputs_and_a_resume_with_other_inputs_is_refused() {
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.path().join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["sampling"]["temperature"], 0.9);
+
+    // The folder, as a query source (its answer files' queries), is read past its
+    // summary.json and manifest.json.
+    let again = tempfile::tempdir().unwrap();
+    let rerun = umi()
+        .args([
+            "run",
+            "--dtype",
+            "quantized",
+            "--max-new-tokens",
+            "8",
+            "--max-steps",
+            "1",
+        ])
+        .arg("--queries")
+        .arg(out.path())
+        .arg("--out")
+        .arg(again.path())
+        .output()
+        .unwrap();
+    assert!(
+        rerun.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rerun.stderr)
+    );
+    assert_eq!(answer_files(again.path()).len(), 1);
 }

@@ -154,7 +154,6 @@ fn scripted_judge() -> (
     std::sync::Arc<std::sync::atomic::AtomicUsize>,
     std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) {
-    use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}/v1", listener.local_addr().unwrap());
     let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -164,25 +163,8 @@ fn scripted_judge() -> (
     std::thread::spawn(move || {
         for sock in listener.incoming() {
             let mut sock = sock.unwrap();
-            let mut got = Vec::new();
-            let mut buf = [0u8; 65536];
-            let body = loop {
-                let n = sock.read(&mut buf).unwrap();
-                got.extend_from_slice(&buf[..n]);
-                let text = String::from_utf8_lossy(&got).into_owned();
-                if let Some(end) = text.find("\r\n\r\n") {
-                    let len: usize = text
-                        .lines()
-                        .find_map(|l| {
-                            let (k, v) = l.split_once(':')?;
-                            k.eq_ignore_ascii_case("content-length")
-                                .then(|| v.trim().parse().ok())?
-                        })
-                        .unwrap_or(0);
-                    if got.len() >= end + 4 + len {
-                        break got[end + 4..end + 4 + len].to_vec();
-                    }
-                }
+            let Some(body) = support::read_request_body(&mut sock) else {
+                continue;
             };
             let request: Value = serde_json::from_slice(&body).unwrap();
             all.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -208,9 +190,7 @@ fn scripted_judge() -> (
             let reply = serde_json::json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": null,
                 "tool_calls": [{"id": "c", "type": "function", "function": {"name": function, "arguments": arguments}}]}}]})
             .to_string();
-            let head = format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", reply.len());
-            let _ = sock.write_all(head.as_bytes());
-            let _ = sock.write_all(reply.as_bytes());
+            support::write_json_response(&mut sock, &reply);
         }
     });
     (base, calls, requests)

@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -57,36 +56,14 @@ fn scripted_simulator() -> (String, Arc<AtomicUsize>) {
     std::thread::spawn(move || {
         for sock in listener.incoming() {
             let Ok(mut sock) = sock else { continue };
-            let mut got = Vec::new();
-            let mut buf = [0u8; 65536];
-            loop {
-                let Ok(n) = sock.read(&mut buf) else { break };
-                if n == 0 {
-                    break;
-                }
-                got.extend_from_slice(&buf[..n]);
-                let text = String::from_utf8_lossy(&got).into_owned();
-                if let Some(end) = text.find("\r\n\r\n") {
-                    let len: usize = text
-                        .lines()
-                        .find_map(|l| {
-                            let (k, v) = l.split_once(':')?;
-                            k.eq_ignore_ascii_case("content-length")
-                                .then(|| v.trim().parse().ok())?
-                        })
-                        .unwrap_or(0);
-                    if got.len() >= end + 4 + len {
-                        break;
-                    }
-                }
+            if support::read_request_body(&mut sock).is_none() {
+                continue;
             }
             let n = count.fetch_add(1, Ordering::SeqCst);
             let reply = json!({"choices": [{"index": 0, "message": {"role": "assistant",
                 "content": simulated(n).to_string()}}]})
             .to_string();
-            let head = format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", reply.len());
-            let _ = sock.write_all(head.as_bytes());
-            let _ = sock.write_all(reply.as_bytes());
+            support::write_json_response(&mut sock, &reply);
         }
     });
     (base, served)

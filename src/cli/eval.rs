@@ -23,6 +23,9 @@ use super::args::roles::RoleArgs;
 use super::support::eval_journal::Journal;
 use super::support::output::write_json_atomically;
 use super::support::progress::Progress;
+use super::support::run_manifest;
+use serde_json::json;
+use umi_core::manifest::{self, section};
 
 #[derive(Subcommand, Debug)]
 pub enum EvalCommand {
@@ -77,6 +80,10 @@ pub struct StaticArgs {
     pub concurrency: usize,
     #[command(flatten)]
     pub role_args: RoleArgs,
+    /// Add to an --out whose calls were made with other inputs (its manifest.json differs
+    /// from this run's); without it such a run is refused, naming the differences.
+    #[arg(long)]
+    pub force: bool,
 }
 
 fn parse_shard(s: &str) -> Result<(usize, usize), String> {
@@ -119,6 +126,21 @@ async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
     // Every finished call is journaled, so an interrupted run resumes where it stopped.
     let journal = Journal::open(&out.join("journal.jsonl"), &fingerprint(&a))?;
     let resumed = journal.len() > 0;
+    run_manifest::check_and_write(&out, resumed, a.force, |earlier| {
+        let roles = match a.roles {
+            Roles::Oracle => json!("oracle: each role replays the reference's output"),
+            Roles::Model => run_manifest::model_roles(&a.role_args, None, earlier)?,
+        };
+        let sampling =
+            (a.roles == Roles::Model).then(|| a.role_args.sampling.over(presets::STATIC));
+        Ok(section([
+            ("created_by", run_manifest::created_by()),
+            ("data", manifest::entry(&a.data, earlier)?),
+            ("limit", json!(a.limit)),
+            ("roles", roles),
+            ("sampling", json!(sampling)),
+        ]))
+    })?;
     if resumed {
         eprintln!(
             "resuming: {} model calls already done in {}",

@@ -120,7 +120,14 @@ fn read_queries(path: &Path) -> anyhow::Result<Vec<Query>> {
 /// The queries of the ToolBench answer files in `dir` (`<id>_<method>.json`, the id
 /// read as ToolEval's converter reads it: the name up to its first `_`).
 fn read_answer_queries(dir: &Path) -> anyhow::Result<Vec<Query>> {
-    let files = json_files_in(dir)?;
+    // A folder umi wrote also holds its summary and manifest: no answers.
+    let files: Vec<PathBuf> = json_files_in(dir)?
+        .into_iter()
+        .filter(|f| {
+            let name = f.file_name().unwrap_or_default();
+            name != "summary.json" && name != umi_core::manifest::FILE_NAME
+        })
+        .collect();
     let mut queries = Vec::new();
     for file in &files {
         let name = file.file_stem().unwrap_or_default().to_string_lossy();

@@ -122,3 +122,37 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
             .ok()
     })
 }
+
+/// The body of one HTTP/1.1 request read from `sock` (by its Content-Length), for the
+/// scripted OpenAI-compatible endpoints of the tests; None if the peer hung up first.
+pub fn read_request_body(sock: &mut std::net::TcpStream) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        let n = sock.read(&mut buf).ok().filter(|&n| n > 0)?;
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len: usize = text
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            if got.len() >= end + 4 + len {
+                return Some(got[end + 4..end + 4 + len].to_vec());
+            }
+        }
+    }
+}
+
+/// Writes a 200 response with a JSON body.
+pub fn write_json_response(sock: &mut std::net::TcpStream, body: &str) {
+    use std::io::Write;
+    let head = format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    let _ = sock.write_all(head.as_bytes());
+    let _ = sock.write_all(body.as_bytes());
+}

@@ -1,16 +1,19 @@
-//! `umi run`'s `manifest.json`: what made a run's answer files (`umi_core::manifest`
+//! The `manifest.json` of `umi run` and `umi eval static`: what made a run's outputs (`umi_core::manifest`
 //! digests and compares), built from the run's flags, and the resume check: a run
 //! adding to a folder whose answers came from other inputs is refused, naming each
 //! difference, unless `--force`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
+use umi_core::agent::RoleKind;
 use umi_core::manifest::{self, differences, section};
 use umi_core::presets::Sampling;
 
 use super::output::write_json_atomically;
+use crate::cli::args::remote::RemoteArgs;
+use crate::cli::args::roles::RoleArgs;
 use crate::cli::args::tools::Tools;
 use crate::cli::run::RunArgs;
 
@@ -24,6 +27,55 @@ pub fn created_by() -> Value {
 
 fn digest(path: &Path, earlier: Option<&Value>) -> anyhow::Result<Value> {
     manifest::entry(path, earlier).with_context(|| format!("digesting {}", path.display()))
+}
+
+/// The three roles on models: each role's checkpoint by digest, dtype and device kind (or
+/// its endpoints, where `remote` gives it some), and the tokenizer.
+pub fn model_roles(
+    r: &RoleArgs,
+    remote: Option<&RemoteArgs>,
+    earlier: Option<&Value>,
+) -> anyhow::Result<Value> {
+    let base = r.model.model_path();
+    let none = Vec::new();
+    let endpoints_of = |role: RoleKind| match (remote, role) {
+        (Some(rm), RoleKind::Planner) => &rm.planner_endpoint,
+        (Some(rm), RoleKind::Caller) => &rm.caller_endpoint,
+        (Some(rm), RoleKind::Summarizer) => &rm.summarizer_endpoint,
+        (None, _) => &none,
+    };
+    let mut roles = serde_json::Map::new();
+    for (role, own) in [
+        (RoleKind::Planner, &r.planner_model),
+        (RoleKind::Caller, &r.caller_model),
+        (RoleKind::Summarizer, &r.summarizer_model),
+    ] {
+        let endpoints = endpoints_of(role);
+        let entry = if !endpoints.is_empty() {
+            json!({"endpoints": endpoints, "openai_model": remote.and_then(|rm| rm.openai_model.clone())})
+        } else {
+            section([
+                (
+                    "checkpoint",
+                    digest(own.as_ref().unwrap_or(&base), earlier)
+                        .with_context(|| format!("{} checkpoint", role.as_str()))?,
+                ),
+                ("dtype", json!(r.model.dtype.to_string())),
+                // The kind of device, not its number.
+                ("device", json!(r.model.device.split(':').next())),
+            ])
+        };
+        roles.insert(role.as_str().into(), entry);
+    }
+    if remote.is_some_and(|rm| !rm.etcd.etcd.is_empty()) {
+        roles.insert("discovered_through_etcd".into(), json!(true));
+    }
+    let tokenizer = match &r.model.tokenizer {
+        Some(t) => digest(t, earlier)?,
+        None => json!("the checkpoint's own"),
+    };
+    roles.insert("tokenizer".into(), tokenizer);
+    Ok(Value::Object(roles))
 }
 
 /// The manifest of a run with these flags. `sampling` is what the roles sample with
@@ -46,55 +98,7 @@ pub fn build(
             "note": "a test double, not a model",
         }})
     } else {
-        let r = &a.role_args;
-        let base = r.model.model_path();
-        let role = |name: &str,
-                    own: Option<&PathBuf>,
-                    endpoints: &[String]|
-         -> anyhow::Result<Value> {
-            if !endpoints.is_empty() {
-                return Ok(json!({"endpoints": endpoints, "openai_model": a.remote.openai_model}));
-            }
-            Ok(section([
-                (
-                    "checkpoint",
-                    d(own.unwrap_or(&base)).with_context(|| format!("{name} checkpoint"))?,
-                ),
-                ("dtype", json!(r.model.dtype.to_string())),
-                // The kind of device, not its number.
-                ("device", json!(r.model.device.split(':').next())),
-            ]))
-        };
-        let mut roles = section([
-            (
-                "planner",
-                role(
-                    "planner",
-                    r.planner_model.as_ref(),
-                    &a.remote.planner_endpoint,
-                )?,
-            ),
-            (
-                "caller",
-                role("caller", r.caller_model.as_ref(), &a.remote.caller_endpoint)?,
-            ),
-            (
-                "summarizer",
-                role(
-                    "summarizer",
-                    r.summarizer_model.as_ref(),
-                    &a.remote.summarizer_endpoint,
-                )?,
-            ),
-        ]);
-        if !a.remote.etcd.etcd.is_empty() {
-            roles["discovered_through_etcd"] = json!(true);
-        }
-        roles["tokenizer"] = match &r.model.tokenizer {
-            Some(t) => d(t)?,
-            None => json!("the checkpoint's own"),
-        };
-        roles
+        model_roles(&a.role_args, Some(&a.remote), earlier)?
     };
     let t = &a.tools;
     let caches = if t.save_cache {
