@@ -12,7 +12,7 @@ response is "", else `json.dumps({"message": error})`, cut to 1024 characters pl
 
     python3 scripts/check_observations.py ANSWERS_DIR CACHE_DIR QUERY_FILE
 
-Prints how many observations were checked and exits 1 on the first difference or on a
+Prints how many observations were checked (and in which queries) and exits 1 on the first difference or on a
 call the cache does not hold.
 """
 import json
@@ -67,6 +67,7 @@ def main():
     answers, cache, query_file = (pathlib.Path(a) for a in sys.argv[1:4])
     queries = {str(q["query_id"]): q for q in json.load(open(query_file))}
     checked = 0
+    seen_in = set()
     for path in sorted(answers.glob("*.json")):
         qid = path.name.split("_")[0]
         if qid not in queries:
@@ -89,7 +90,8 @@ def main():
             if seen != want:
                 sys.exit(f"{path.name}: {name} {arguments!r}:\n  observation {seen!r}\n  reference   {want!r}")
             checked += 1
-    print(f"checked {checked} observations")
+            seen_in.add(qid)
+    print(f"checked {checked} observations in queries {' '.join(sorted(seen_in))}")
 
 
 if __name__ == "__main__":

@@ -4,11 +4,30 @@
 mod cli;
 mod telemetry;
 
-use clap::{Parser, Subcommand};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "umi", version, about = "Serve α-UMi multi-LLM tool agents")]
 struct Args {
+    /// A TOML file of settings: flag names as keys, at the top level or under a
+    /// subcommand's table (`[run]`, `[eval.static]`). Precedence: flag > environment
+    /// (`UMI_<FLAG>`) > file > default; `umi config show run` prints the outcome.
+    #[arg(long, global = true, env = "UMI_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log lines as text, or as one JSON object per line (with the span fields: task,
+    /// node, role call) for a log stack.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "UMI_LOG_FORMAT"
+    )]
+    log_format: telemetry::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -38,6 +57,59 @@ enum Command {
     /// Tool backends by hand.
     #[command(subcommand)]
     Tools(cli::tools::ToolsCommand),
+    /// Settings from --config and the environment.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Shell completions for bash, zsh, fish, elvish or powershell, on stdout.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Man pages: umi.1 and one per subcommand (umi-run.1, ...) into DIR.
+    Man {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// The effective settings of a subcommand (e.g. `umi config show run`), each with
+    /// where it came from (flag, $UMI_…, the file, default); secrets masked.
+    Show {
+        #[arg(required = true, value_name = "SUBCOMMAND")]
+        subcommand: Vec<String>,
+    },
+}
+
+/// `umi --version`: the version, the commit and the enabled features.
+fn long_version() -> String {
+    let cuda = if cfg!(feature = "cuda") {
+        "cuda"
+    } else {
+        "no cuda"
+    };
+    #[cfg(target_arch = "x86_64")]
+    let cpu = match umi_engine::gemm::kernel() {
+        umi_engine::gemm::Kernel::Avx512Bf16 => "avx512 with bf16",
+        umi_engine::gemm::Kernel::Avx512 => "avx512",
+        umi_engine::gemm::Kernel::None => "no avx512",
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let cpu = "portable CPU kernels";
+    format!(
+        "{} (commit {}; {cuda}; {cpu})",
+        env!("CARGO_PKG_VERSION"),
+        env!("UMI_GIT_COMMIT")
+    )
+}
+
+/// The command line, completed from the environment and --config, parsed.
+fn parse(argv: Vec<OsString>) -> anyhow::Result<Args> {
+    let root = Args::command().long_version(long_version());
+    let completed = cli::config::complete(&root, argv)?;
+    let matches = root.get_matches_from(completed.args);
+    Ok(Args::from_arg_matches(&matches)?)
 }
 
 impl Command {
@@ -51,15 +123,32 @@ impl Command {
     }
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+fn main() -> ExitCode {
+    let args = match parse(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(e) => {
+            cli::report::print(&e);
+            return ExitCode::from(2);
+        }
+    };
     pin_thread_count();
+    let result = run(args);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            cli::report::print(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let _telemetry = telemetry::init(&args.command.service_name())?;
-        match args.command {
+        let _telemetry = telemetry::init(&args.command.service_name(), args.log_format)?;
+        let result = match args.command {
             Command::Run(a) => cli::run::run(*a).await,
             Command::Generate(a) => cli::generate::run(a).await,
             Command::Worker(a) => cli::worker::run(*a).await,
@@ -69,7 +158,25 @@ fn main() -> anyhow::Result<()> {
             Command::Model(m) => cli::model::run(m),
             Command::Eval(e) => cli::eval::run(e).await,
             Command::Tools(t) => cli::tools::run(t).await,
+            Command::Config(ConfigCommand::Show { subcommand }) => {
+                let root = Args::command();
+                print!(
+                    "{}",
+                    cli::config::show(&root, &subcommand, args.config.as_deref())?
+                );
+                Ok(())
+            }
+            Command::Completions { shell } => {
+                clap_complete::generate(shell, &mut Args::command(), "umi", &mut std::io::stdout());
+                Ok(())
+            }
+            Command::Man { dir } => cli::man::write_pages(Args::command(), &dir),
+        };
+        // The whole chain for operators who ask (RUST_LOG=debug), while logging still runs.
+        if let Err(e) = &result {
+            tracing::debug!(error = ?e, "command failed");
         }
+        result
     })
 }
 

@@ -1,6 +1,8 @@
-//! Logging and tracing: human-readable logs on stderr, filtered by `RUST_LOG` (default
-//! `warn`), and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, every span (task, search step,
-//! role call, generation, tool call) exported over OTLP/gRPC.
+//! Logging and tracing: logs on stderr, human-readable or one JSON object per line
+//! (`--log-format json`, with the current span and its parents: task, search node, role
+//! call), filtered by `RUST_LOG` (default `warn`), and, when `OTEL_EXPORTER_OTLP_ENDPOINT`
+//! is set, every span (task, search step, role call, generation, tool call) exported over
+//! OTLP/gRPC.
 
 use anyhow::Context;
 use opentelemetry::trace::TracerProvider as _;
@@ -12,6 +14,34 @@ use tracing_subscriber::layer::{Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 
 use tracing_subscriber::EnvFilter;
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The stderr log layer in `format`.
+fn console<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    match format {
+        // Colour codes only on a terminal: logs written to files (`umi cluster up`,
+        // systemd, kubectl logs) stay greppable.
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .with_writer(std::io::stderr)
+            .boxed(),
+    }
+}
 
 /// Flushes exported spans when dropped (at the end of `main`).
 pub struct Telemetry {
@@ -29,21 +59,14 @@ impl Drop for Telemetry {
 }
 
 /// Must run inside the tokio runtime (the OTLP exporter needs its reactor).
-pub fn init(service: &str) -> anyhow::Result<Telemetry> {
+pub fn init(service: &str, format: LogFormat) -> anyhow::Result<Telemetry> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
     let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
         .ok()
         .filter(|e| !e.is_empty());
     let Some(endpoint) = endpoint else {
         tracing_subscriber::registry()
-            .with(filter)
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stderr)
-                    // Colour codes only on a terminal: logs written to files (`umi cluster
-                    // up`, systemd, kubectl logs) stay greppable.
-                    .with_ansi(std::io::stderr().is_terminal()),
-            )
+            .with(console(format).with_filter(filter))
             .init();
         return Ok(Telemetry { provider: None });
     };
@@ -68,11 +91,7 @@ pub fn init(service: &str) -> anyhow::Result<Telemetry> {
     // Spans reach the exporter at info level even when the console shows only warnings.
     let otel_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_filter(filter),
-        )
+        .with(console(format).with_filter(filter))
         .with(otel.with_filter(otel_filter))
         .init();
     Ok(Telemetry {

@@ -160,10 +160,16 @@ fn observations_in_the_answer_files_are_the_references_json_dumps_of_the_cache()
         .and_then(|s| s.split(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{said}"));
+    // Each seeded case was checked: the cached null (100), the simulated reply saved and
+    // then hit (101), the long object cut at 1024 characters (102).
     assert!(
-        checked >= 1,
-        "no tool call to check: {said}\n(run: {stderr}; simulated {})",
+        checked >= 3 && said.contains("in queries 100 101 102"),
+        "{said}\n(run: {stderr}; simulated {})",
         served.load(Ordering::SeqCst)
+    );
+    assert!(
+        served.load(Ordering::SeqCst) >= 1,
+        "nothing was simulated: {said}"
     );
     eprintln!("{said} (simulated {})", served.load(Ordering::SeqCst));
 }

@@ -25,7 +25,7 @@ use super::support::output::write_json_atomically;
 use super::support::progress::Progress;
 use super::support::run_manifest;
 use serde_json::json;
-use umi_core::manifest::{self, section};
+use umi_core::manifest::section;
 
 #[derive(Subcommand, Debug)]
 pub enum EvalCommand {
@@ -126,16 +126,16 @@ async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
     // Every finished call is journaled, so an interrupted run resumes where it stopped.
     let journal = Journal::open(&out.join("journal.jsonl"), &fingerprint(&a))?;
     let resumed = journal.len() > 0;
-    run_manifest::check_and_write(&out, resumed, a.force, |earlier| {
+    run_manifest::check_and_write(&out, resumed, a.force, |digests| {
         let roles = match a.roles {
             Roles::Oracle => json!("oracle: each role replays the reference's output"),
-            Roles::Model => run_manifest::model_roles(&a.role_args, None, earlier)?,
+            Roles::Model => run_manifest::model_roles(&a.role_args, None, digests)?,
         };
         let sampling =
             (a.roles == Roles::Model).then(|| a.role_args.sampling.over(presets::STATIC));
         Ok(section([
             ("created_by", run_manifest::created_by()),
-            ("data", manifest::entry(&a.data, earlier)?),
+            ("data", digests.of(&a.data)?),
             ("limit", json!(a.limit)),
             ("roles", roles),
             ("sampling", json!(sampling)),

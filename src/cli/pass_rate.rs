@@ -167,6 +167,7 @@ pub async fn run(a: PassRateArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let judge_id = format!("{} at {base}", a.judge_model);
     let judge = OpenAiJudge {
         base,
         model: a.judge_model.clone(),
@@ -191,7 +192,9 @@ pub async fn run(a: PassRateArgs) -> anyhow::Result<()> {
         let judged = judge_all(
             &answers,
             &judge,
-            &a.judge_model,
+            // Verdicts are the judge's: its model at its endpoint (two servers may both
+            // call their model "default").
+            &judge_id,
             &mut store,
             a.evaluate_times,
             a.concurrency,

@@ -50,8 +50,9 @@ pub struct RunArgs {
     /// A ToolBench query file (`test_instructions` schema), or a directory of ToolBench
     /// answer files whose queries are run again (their APIs rebuilt from each file's
     /// function list; ids from the file names).
-    #[arg(long, default_value = "data/queries/demo.json")]
-    pub queries: PathBuf,
+    /// Default: the demo queries built into umi (data/queries/demo.json).
+    #[arg(long)]
+    pub queries: Option<PathBuf>,
     /// What answers the roles.
     #[arg(long, value_enum, default_value = "models")]
     pub roles: RoleSource,
@@ -104,9 +105,17 @@ pub struct RunArgs {
     pub force: bool,
 }
 
+/// The demo queries, built in so that `umi run` works from any directory.
+pub const DEMO_QUERIES: &str = include_str!("../../data/queries/demo.json");
+
 /// Reads a query file, or the queries of a directory of answer files, naming the file,
-/// the query and the field at fault.
-fn read_queries(path: &Path) -> anyhow::Result<Vec<Query>> {
+/// the query and the field at fault; no path: the built-in demo queries.
+fn read_queries(path: Option<&Path>) -> anyhow::Result<Vec<Query>> {
+    let Some(path) = path else {
+        let values: Vec<Value> =
+            serde_json::from_str(DEMO_QUERIES).context("the built-in demo queries")?;
+        return umi_core::task::queries_from_json(&values).context("the built-in demo queries");
+    };
     if path.is_dir() {
         return read_answer_queries(path);
     }
@@ -232,14 +241,16 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
     if a.width == 0 || a.concurrency() == 0 {
         bail!("--width and --concurrency must be at least 1");
     }
-    let queries = read_queries(&a.queries)?;
+    let queries = read_queries(a.queries.as_deref())?;
     let out_dir = a.out.clone().unwrap_or_else(|| {
-        PathBuf::from("runs").join(
-            a.queries
+        let stem = match &a.queries {
+            Some(path) => path
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default(),
-        )
+            None => "demo".into(),
+        };
+        PathBuf::from("runs").join(stem)
     });
     super::support::output::writable_dir(&out_dir, "--out")?;
     let coordinator = match &a.coordinator {
@@ -254,9 +265,14 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
         None => method_name(a.width),
     };
     let answer_path = |id: &str| out_dir.join(format!("{id}_{method}.json"));
-    let has_answers = queries.iter().any(|q| answer_path(&q.id).exists());
-    run_manifest::check_and_write(&out_dir, has_answers, a.force, |earlier| {
-        run_manifest::build(&a, &method, a.sampling(), earlier)
+    // Any answer of this method in the folder, not only this query set's.
+    let suffix = format!("_{method}.json");
+    let has_answers = json_files_in(&out_dir)?
+        .iter()
+        .any(|f| f.to_string_lossy().ends_with(&suffix));
+    let max_steps = a.max_steps.unwrap_or(presets::max_steps(a.demo()));
+    run_manifest::check_and_write(&out_dir, has_answers, a.force, |digests| {
+        run_manifest::build(&a, &method, a.sampling(), max_steps, digests)
     })?;
     let mut summary = Summary {
         queries: queries.len(),

@@ -8,6 +8,7 @@
 //! size and modification time equal the earlier manifest's entry keeps that entry's
 //! digest (what `make` and `rsync` trust too).
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
@@ -19,7 +20,7 @@ use sha2::{Digest, Sha256};
 pub const FILE_NAME: &str = "manifest.json";
 
 /// Fields that describe the run but not its inputs: never a reason to refuse a resume.
-const NOT_INPUTS: &[&str] = &["/created_by"];
+const NOT_INPUTS: &[&str] = &["/created_by", "/superseded"];
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -37,6 +38,11 @@ fn sha256_of(path: &Path) -> std::io::Result<String> {
         hasher.update(&buf[..n]);
     }
     Ok(hex(&hasher.finalize()))
+}
+
+/// The SHA-256 of a text (content built into the binary).
+pub fn text_digest(text: &str) -> String {
+    hex(&Sha256::digest(text.as_bytes()))
 }
 
 /// One file: `{"path", "bytes", "modified", "sha256"}`. `earlier` is an entry of an older
@@ -63,13 +69,44 @@ pub fn file_entry(path: &Path, earlier: Option<&Value>) -> std::io::Result<Value
     Ok(json!({"path": shown, "bytes": meta.len(), "modified": modified, "sha256": sha256}))
 }
 
+/// An earlier manifest's file entries by path, for digest reuse.
+#[derive(Default)]
+pub struct Earlier(HashMap<String, Value>);
+
+impl Earlier {
+    /// Every object with a `"path"` and a `"sha256"` anywhere in `manifest`.
+    pub fn index(manifest: Option<&Value>) -> Self {
+        fn walk(v: &Value, out: &mut HashMap<String, Value>) {
+            match v {
+                Value::Object(m) => {
+                    if let (Some(Value::String(p)), Some(_)) = (m.get("path"), m.get("sha256")) {
+                        out.insert(p.clone(), v.clone());
+                    }
+                    m.values().for_each(|c| walk(c, out));
+                }
+                Value::Array(a) => a.iter().for_each(|c| walk(c, out)),
+                _ => {}
+            }
+        }
+        let mut out = HashMap::new();
+        if let Some(m) = manifest {
+            walk(m, &mut out);
+        }
+        Earlier(out)
+    }
+
+    fn get(&self, path: &Path) -> Option<&Value> {
+        self.0.get(&path.display().to_string())
+    }
+}
+
 /// A file (as [`file_entry`]), or a folder (a sharded checkpoint, a response cache):
 /// `{"path", "sha256", "files": [file entries]}`, the folder's digest taken over each
 /// file's path and digest in path order, so renaming or editing any file changes it.
-/// Unchanged files keep their digests from `earlier` (an older manifest, searched by path).
-pub fn entry(path: &Path, earlier: Option<&Value>) -> std::io::Result<Value> {
+/// Unchanged files keep their digests from `earlier`.
+pub fn entry(path: &Path, earlier: &Earlier) -> std::io::Result<Value> {
     if !path.is_dir() {
-        return file_entry(path, earlier_entry(earlier, path));
+        return file_entry(path, earlier.get(path));
     }
     let mut files = Vec::new();
     walk(path, &mut files)?;
@@ -77,7 +114,7 @@ pub fn entry(path: &Path, earlier: Option<&Value>) -> std::io::Result<Value> {
     let mut hasher = Sha256::new();
     let mut entries = Vec::with_capacity(files.len());
     for file in &files {
-        let e = file_entry(file, earlier_entry(earlier, file))?;
+        let e = file_entry(file, earlier.get(file))?;
         hasher.update(
             file.strip_prefix(path)
                 .unwrap_or(file)
@@ -122,6 +159,15 @@ pub fn differences(earlier: &Value, now: &Value) -> Vec<String> {
 }
 
 fn diff(at: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
+    // A file or folder is its content: compared by digest only (a path given relative
+    // once and absolute the next, a file touched or copied, is the same input).
+    if let (Some(x), Some(y)) = (a.get("sha256"), b.get("sha256")) {
+        if x != y {
+            let path = b.get("path").or(a.get("path")).unwrap_or(&Value::Null);
+            out.push(format!("{at}/sha256 ({path}): was {x}, now {y}"));
+        }
+        return;
+    }
     match (a, b) {
         (Value::Object(x), Value::Object(y)) => {
             let keys = x.keys().chain(y.keys().filter(|k| !x.contains_key(*k)));
@@ -138,20 +184,6 @@ fn diff(at: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
         _ if a != b => out.push(format!("{at}: was {a}, now {b}")),
         _ => {}
     }
-}
-
-/// The entry for `path` anywhere in an earlier manifest (for digest reuse): the object
-/// whose `"path"` is `path`.
-pub fn earlier_entry<'a>(earlier: Option<&'a Value>, path: &Path) -> Option<&'a Value> {
-    fn find<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
-        match v {
-            Value::Object(m) if m.get("path").and_then(Value::as_str) == Some(path) => Some(v),
-            Value::Object(m) => m.values().find_map(|c| find(c, path)),
-            Value::Array(a) => a.iter().find_map(|c| find(c, path)),
-            _ => None,
-        }
-    }
-    find(earlier?, &path.display().to_string())
 }
 
 /// An object from `(key, value)` pairs, in order (a manifest section).
@@ -197,12 +229,14 @@ mod tests {
         earlier["sha256"] = json!("kept");
         assert_eq!(file_entry(&f, Some(&earlier)).unwrap()["sha256"], "kept");
         std::fs::write(dir.path().join("x.json"), b"{}").unwrap();
-        let folder = entry(dir.path(), None).unwrap();
+        let folder = entry(dir.path(), &Earlier::default()).unwrap();
         assert_eq!(folder["files"].as_array().unwrap().len(), 2);
         std::fs::write(dir.path().join("x.json"), b"{ }").unwrap();
-        assert_ne!(
-            entry(dir.path(), Some(&folder)).unwrap()["sha256"],
-            folder["sha256"]
-        );
+        let again = entry(dir.path(), &Earlier::index(Some(&folder))).unwrap();
+        assert_ne!(again["sha256"], folder["sha256"]);
+        // Same content under another spelling of its path: no difference.
+        let mut moved = again.clone();
+        moved["path"] = json!("./elsewhere");
+        assert!(differences(&json!({"data": again}), &json!({"data": moved})).is_empty());
     }
 }

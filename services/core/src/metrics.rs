@@ -25,7 +25,7 @@ pub struct Metrics {
     #[serde(rename = "rouge")]
     pub rouge_l: Option<f64>,
     pub plan_em: f64,
-    /// `None` when there is no call step (the reference divides by zero there).
+    /// 0 when there is no call step, as the reference's `evaluate_action_em`.
     pub action_em: Option<f64>,
     pub easy_f1: Option<f64>,
     pub hard_f1: Option<f64>,
@@ -157,13 +157,22 @@ pub fn evaluate(samples: &[Scored<'_>]) -> Metrics {
     Metrics {
         samples: samples.len(),
         plan_em: plan_hits as f64 / n,
-        action_em: (!action_hits.is_empty())
-            .then(|| action_hits.iter().sum::<f64>() / action_hits.len() as f64),
+        // The reference returns 0 for an empty list here (and for R-L); the F1s divide by
+        // zero there, so they are None.
+        action_em: Some(if action_hits.is_empty() {
+            0.0
+        } else {
+            action_hits.iter().sum::<f64>() / action_hits.len() as f64
+        }),
         hallu_rate: hallucinated.len() as f64 / n,
         f1: mean_plus_quirk(&f1),
         easy_f1: mean_plus_quirk(&easy),
         hard_f1: mean_plus_quirk(&hard),
-        rouge_l: (!rouge.is_empty()).then(|| rouge.iter().sum::<f64>() / rouge.len() as f64),
+        rouge_l: Some(if rouge.is_empty() {
+            0.0
+        } else {
+            rouge.iter().sum::<f64>() / rouge.len() as f64
+        }),
         rouge_rejected,
         hallucinated,
     }
@@ -251,7 +260,7 @@ mod tests {
     }
 
     #[test]
-    fn unparseable_reference_input_is_skipped_and_empty_lists_are_none() {
+    fn unparseable_reference_input_is_skipped_and_empty_lists_are_as_the_reference() {
         let bad_ref = "assistant: x Next: caller.</s>caller: Action: f\nAction Input: not json</s>";
         let m = evaluate(&[s(
             bad_ref,
@@ -259,9 +268,10 @@ mod tests {
         )]);
         assert_eq!(m.action_em, Some(1.0));
         assert_eq!(m.f1, None);
-        assert_eq!(m.rouge_l, None);
+        // No conclusion step: R-L is 0, as `evaluate_rougel` returns for an empty list.
+        assert_eq!(m.rouge_l, Some(0.0));
         let m = evaluate(&[s(GIVE_UP, "Next: give up.")]);
-        assert_eq!(m.action_em, None);
+        assert_eq!(m.action_em, Some(0.0));
         assert_eq!(m.plan_em, 1.0);
     }
 

@@ -85,12 +85,17 @@ impl RapidApi {
             self.max_response_bytes,
         )
         .await
-        .map_err(|e| match e {
-            HttpError::Timeout => BackendFailure("request time out".into()),
-            HttpError::TooLarge { .. } | HttpError::Invalid(_) => {
-                BackendFailure(format!("request invalid, data error ({e})"))
+        // The observation says what the reference's does (any exception of the request
+        // is "request time out", an unreadable body "request invalid, data error"); the
+        // detail goes to the log.
+        .map_err(|e| {
+            tracing::warn!(url = %self.url, error = %e, "RapidAPI request failed");
+            match e {
+                HttpError::TooLarge { .. } | HttpError::Invalid(_) => {
+                    BackendFailure("request invalid, data error".into())
+                }
+                _ => BackendFailure("request time out".into()),
             }
-            other => BackendFailure(format!("request time out ({other})")),
         })?;
         if response.status != 200 {
             return Err(BackendFailure(format!(

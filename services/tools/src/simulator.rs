@@ -269,17 +269,39 @@ impl Simulator {
     }
 }
 
-/// A recorded observation is the service's `{"error", "response"}` JSON, but ToolBench
-/// stored it cut to 1024 characters plus `...`, which breaks the JSON: then the response
-/// string is recovered up to the cut.
+/// A recorded observation as the reply that gives it again. Upstream ToolBench's answer
+/// files store the service's whole `{"error", "response"}`; α-UMi's fork (and umi) store
+/// what `_step` shows: `json.dumps(response)` (a string literal, or an object's JSON) or
+/// `json.dumps({"message": error})`. Either is read back so that the observation comes out
+/// as recorded, not encoded a second time. ToolBench cut observations to 1024 characters
+/// plus `...`, which breaks the JSON: then a string response is recovered up to the cut.
 fn recorded_reply(obs: &str) -> ApiReply {
-    if let Ok(entry @ Value::Object(_)) = serde_json::from_str::<Value>(obs) {
-        if entry.get("error").is_some() && entry.get("response").is_some() {
+    match serde_json::from_str::<Value>(obs) {
+        Ok(entry @ Value::Object(_))
+            if entry.get("error").is_some() && entry.get("response").is_some() =>
+        {
             return ApiReply::from_entry(&entry);
         }
+        Ok(Value::Object(m)) if m.len() == 1 && m.contains_key("message") => {
+            return ApiReply {
+                error: m["message"].clone(),
+                response: Value::String(String::new()),
+            };
+        }
+        // `json.dumps(response)`: the response as it was (an empty string would have
+        // shown the error instead, so it is kept as text).
+        Ok(value) if value.as_str() != Some("") => {
+            return ApiReply {
+                error: Value::String(String::new()),
+                response: value,
+            };
+        }
+        _ => {}
     }
-    const HEAD: &str = "{\"error\": \"\", \"response\": \"";
-    if let Some(rest) = obs.strip_prefix(HEAD) {
+    for head in ["{\"error\": \"\", \"response\": \"", "\""] {
+        let Some(rest) = obs.strip_prefix(head) else {
+            continue;
+        };
         let rest = rest.strip_suffix("...").unwrap_or(rest);
         // Drop a trailing partial escape until the prefix parses as a JSON string.
         for cut in 0..8.min(rest.len()) {
@@ -349,6 +371,27 @@ mod tests {
                 response: json!("y")
             }
         );
+    }
+
+    /// Observations as α-UMi's fork and umi record them (`json.dumps` of the response, or
+    /// of `{"message": error}`) give the same observation again, not a re-encoded one.
+    #[test]
+    fn recorded_observations_come_out_as_recorded() {
+        for obs in [
+            r#""{'temp': 21}""#,
+            r#"{"items": [1, 2], "ok": true}"#,
+            r#"{"message": "Unauthorized error..."}"#,
+            "null",
+            r#"[1, "two"]"#,
+        ] {
+            assert_eq!(recorded_reply(obs).observation(), obs);
+        }
+        // A string literal cut at 1024 characters: its text up to the cut.
+        assert_eq!(
+            recorded_reply(r#""{'temp': 21, 'wind..."#).response,
+            json!("{'temp': 21, 'wind")
+        );
+        assert_eq!(recorded_reply("plain text").response, json!("plain text"));
     }
 
     #[test]

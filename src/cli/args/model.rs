@@ -1,6 +1,6 @@
 //! The flags every model-loading command shares, and where the default model lives.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
@@ -42,14 +42,18 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    pub fn model_path(&self) -> PathBuf {
-        self.model.clone().unwrap_or_else(bundled_model)
+    /// The checkpoint: --model, else the bundled model (found as [`bundled_model`] says).
+    pub fn model_path(&self) -> anyhow::Result<PathBuf> {
+        match &self.model {
+            Some(path) => Ok(path.clone()),
+            None => bundled_model(),
+        }
     }
 
     pub fn load(&self) -> anyhow::Result<LoadedModel> {
         let device = umi_engine::parse_device(&self.device)?;
         let opts = LoadOptions {
-            model: self.model_path(),
+            model: self.model_path()?,
             tokenizer: self.tokenizer.clone(),
             dtype: self.dtype,
             device,
@@ -75,16 +79,54 @@ impl ModelArgs {
     }
 }
 
-/// The bundled model: relative to the working directory, else to the repository that
-/// holds this binary (`target/<profile>/umi`).
-pub fn bundled_model() -> PathBuf {
-    let relative = PathBuf::from(BUNDLED_MODEL);
-    if relative.exists() {
-        return relative;
+/// Where the bundled model is looked for, in order: `$UMI_HOME/models`, `models/` beside
+/// the binary and in `../share/umi` from it (an install: `scripts/install.sh`), `models/`
+/// in the working directory, and the checkout that holds this binary
+/// (`target/<profile>/umi`).
+pub fn bundled_model_candidates() -> Vec<PathBuf> {
+    let file = Path::new(BUNDLED_MODEL)
+        .file_name()
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    if let Some(home) = std::env::var_os("UMI_HOME").filter(|h| !h.is_empty()) {
+        out.push(PathBuf::from(home).join("models").join(&file));
     }
-    std::env::current_exe()
+    let exe_dir = std::env::current_exe()
         .ok()
-        .and_then(|exe| exe.ancestors().nth(3).map(|root| root.join(BUNDLED_MODEL)))
-        .filter(|p| p.exists())
-        .unwrap_or(relative)
+        .and_then(|e| e.parent().map(Path::to_path_buf));
+    if let Some(dir) = &exe_dir {
+        out.push(dir.join("models").join(&file));
+        out.push(dir.join("../share/umi/models").join(&file));
+    }
+    out.push(PathBuf::from(BUNDLED_MODEL));
+    if let Some(checkout) = exe_dir.as_deref().and_then(|d| d.ancestors().nth(2)) {
+        out.push(checkout.join(BUNDLED_MODEL));
+    }
+    out
+}
+
+/// The bundled model, or an error naming every place it was looked for.
+pub fn bundled_model() -> anyhow::Result<PathBuf> {
+    let candidates = bundled_model_candidates();
+    if let Some(found) = candidates.iter().find(|p| p.is_file()) {
+        return Ok(found.clone());
+    }
+    let home = if std::env::var_os("UMI_HOME").is_some() {
+        ""
+    } else {
+        " ($UMI_HOME is not set)"
+    };
+    Err(crate::cli::report::Actionable {
+        cause: format!(
+            "no --model given and the bundled model is not installed: looked for {}{home}",
+            candidates
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        remedy: "run scripts/setup.sh in the checkout, install with scripts/install.sh, set UMI_HOME to a folder holding models/, or pass --model".into(),
+    }
+    .into())
 }

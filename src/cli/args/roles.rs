@@ -87,7 +87,7 @@ impl RoleArgs {
             ));
         }
         let mut engines: HashMap<PathBuf, Engine> = HashMap::new();
-        let base = self.model.model_path();
+        let base = self.model.model_path()?;
         let mut engine_for = |path: Option<&PathBuf>| -> anyhow::Result<Engine> {
             let path = path.cloned().unwrap_or_else(|| base.clone());
             if let Some(e) = engines.get(&path) {

@@ -80,17 +80,34 @@ pub struct ToolArgs {
 }
 
 impl ToolArgs {
-    /// The recordings given, or the bundled ones.
-    fn record_paths(&self) -> Vec<PathBuf> {
+    /// The recordings given, or the bundled ones (in the working directory's `data/`, else
+    /// `$UMI_HOME/data` or an install's `share/umi/data`).
+    pub fn record_paths(&self) -> Vec<PathBuf> {
         if !self.record.is_empty() {
             return self.record.clone();
         }
+        let mut roots = vec![PathBuf::new()];
+        if let Some(home) = std::env::var_os("UMI_HOME").filter(|h| !h.is_empty()) {
+            roots.push(PathBuf::from(home));
+        }
+        if let Some(dir) = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(Path::to_path_buf))
+        {
+            roots.push(dir.join("../share/umi"));
+        }
+        let Some(root) = roots
+            .into_iter()
+            .find(|r| r.join("data/toolbench-real/answer").exists())
+        else {
+            return Vec::new();
+        };
         [
             "data/toolbench-real/answer",
             "data/toolbench-static/out_of_domain.json",
         ]
         .into_iter()
-        .map(PathBuf::from)
+        .map(|p| root.join(p))
         .filter(|p| p.exists())
         .collect()
     }
@@ -149,8 +166,9 @@ impl ToolArgs {
                         simulator.tools = Some(ToolsFolder::open(folder)?);
                     }
                     sim.simulate_misses(simulator);
-                } else if self.tools_folder.is_some() {
-                    bail!("--tools-folder documents the APIs for --simulate-with: give --simulate-with");
+                } else if let Some(folder) = &self.tools_folder {
+                    // It may come from $UMI_TOOLS_FOLDER set for other runs: not fatal.
+                    tracing::warn!(folder = %folder.display(), "--tools-folder documents the APIs for --simulate-with, which is not given: not used");
                 }
                 if self.save_cache {
                     if self.simulate_with.is_none() && self.rapidapi_url.is_none() {

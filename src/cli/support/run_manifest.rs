@@ -3,7 +3,8 @@
 //! adding to a folder whose answers came from other inputs is refused, naming each
 //! difference, unless `--force`.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
@@ -25,18 +26,40 @@ pub fn created_by() -> Value {
     })
 }
 
-fn digest(path: &Path, earlier: Option<&Value>) -> anyhow::Result<Value> {
-    manifest::entry(path, earlier).with_context(|| format!("digesting {}", path.display()))
+/// Digests of this run's files: an earlier manifest's reused for unchanged files, each
+/// file digested once however many roles name it.
+pub struct Digests {
+    earlier: manifest::Earlier,
+    done: HashMap<PathBuf, Value>,
+}
+
+impl Digests {
+    pub fn new(earlier: Option<&Value>) -> Self {
+        Digests {
+            earlier: manifest::Earlier::index(earlier),
+            done: HashMap::new(),
+        }
+    }
+
+    pub fn of(&mut self, path: &Path) -> anyhow::Result<Value> {
+        if let Some(known) = self.done.get(path) {
+            return Ok(known.clone());
+        }
+        let entry = manifest::entry(path, &self.earlier)
+            .with_context(|| format!("digesting {}", path.display()))?;
+        self.done.insert(path.to_path_buf(), entry.clone());
+        Ok(entry)
+    }
 }
 
 /// The three roles on models: each role's checkpoint by digest, dtype and device kind (or
-/// its endpoints, where `remote` gives it some), and the tokenizer.
+/// its endpoints, or the workers discovered through etcd, where `remote` says so), and the
+/// tokenizer.
 pub fn model_roles(
     r: &RoleArgs,
     remote: Option<&RemoteArgs>,
-    earlier: Option<&Value>,
+    digests: &mut Digests,
 ) -> anyhow::Result<Value> {
-    let base = r.model.model_path();
     let none = Vec::new();
     let endpoints_of = |role: RoleKind| match (remote, role) {
         (Some(rm), RoleKind::Planner) => &rm.planner_endpoint,
@@ -44,6 +67,7 @@ pub fn model_roles(
         (Some(rm), RoleKind::Summarizer) => &rm.summarizer_endpoint,
         (None, _) => &none,
     };
+    let discovered = remote.is_some_and(|rm| !rm.etcd.etcd.is_empty());
     let mut roles = serde_json::Map::new();
     for (role, own) in [
         (RoleKind::Planner, &r.planner_model),
@@ -53,11 +77,19 @@ pub fn model_roles(
         let endpoints = endpoints_of(role);
         let entry = if !endpoints.is_empty() {
             json!({"endpoints": endpoints, "openai_model": remote.and_then(|rm| rm.openai_model.clone())})
+        } else if discovered {
+            // The workers' checkpoints are theirs, not this machine's.
+            json!({"workers_discovered_through_etcd": remote.map(|rm| &rm.etcd.etcd)})
         } else {
+            let path = match own {
+                Some(p) => p.clone(),
+                None => r.model.model_path()?,
+            };
             section([
                 (
                     "checkpoint",
-                    digest(own.as_ref().unwrap_or(&base), earlier)
+                    digests
+                        .of(&path)
                         .with_context(|| format!("{} checkpoint", role.as_str()))?,
                 ),
                 ("dtype", json!(r.model.dtype.to_string())),
@@ -67,11 +99,8 @@ pub fn model_roles(
         };
         roles.insert(role.as_str().into(), entry);
     }
-    if remote.is_some_and(|rm| !rm.etcd.etcd.is_empty()) {
-        roles.insert("discovered_through_etcd".into(), json!(true));
-    }
     let tokenizer = match &r.model.tokenizer {
-        Some(t) => digest(t, earlier)?,
+        Some(t) => digests.of(t)?,
         None => json!("the checkpoint's own"),
     };
     roles.insert("tokenizer".into(), tokenizer);
@@ -79,44 +108,50 @@ pub fn model_roles(
 }
 
 /// The manifest of a run with these flags. `sampling` is what the roles sample with
-/// (None where another process decides: a coordinator); `earlier` an older manifest of
-/// the same folder, for digest reuse.
+/// (None where another process decides: a coordinator).
 pub fn build(
     a: &RunArgs,
     method: &str,
     sampling: Option<Sampling>,
-    earlier: Option<&Value>,
+    max_steps: usize,
+    digests: &mut Digests,
 ) -> anyhow::Result<Value> {
-    let d = |p: &Path| digest(p, earlier);
+    let t = &a.tools;
+    let recorded = t.record_paths();
     let roles = if let Some(coordinator) = &a.coordinator {
         json!({"coordinator": coordinator, "note": "models, sampling and search are the coordinator's"})
     } else if a.roles == crate::cli::run::RoleSource::Replay {
-        json!({"replay": a.tools.record.iter().map(|p| d(p)).collect::<anyhow::Result<Vec<_>>>()?})
+        let replayed = recorded
+            .iter()
+            .map(|p| digests.of(p))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        json!({ "replay": replayed })
     } else if a.engine.is_sim() {
-        json!({"simulated_engine": {
-            "profile": a.engine.sim_profile.as_deref().map(d).transpose()?,
-            "note": "a test double, not a model",
-        }})
+        let profile = match a.engine.sim_profile.as_deref() {
+            Some(p) => Some(digests.of(p)?),
+            None => None,
+        };
+        json!({"simulated_engine": {"profile": profile, "note": "a test double, not a model"}})
     } else {
-        model_roles(&a.role_args, Some(&a.remote), earlier)?
+        model_roles(&a.role_args, Some(&a.remote), digests)?
     };
-    let t = &a.tools;
     let caches = if t.save_cache {
         // The run writes simulated replies into it: its digest changes as it goes.
-        t.record
+        recorded
             .iter()
-            .map(|p| json!({"path": p.display().to_string(), "sha256": "not taken: --save-cache writes into it"}))
+            .map(|p| json!({"path": p.display().to_string(), "digest": "not taken: --save-cache writes into it"}))
             .collect()
     } else {
-        t.record
+        recorded
             .iter()
-            .map(|p| d(p))
+            .map(|p| digests.of(p))
             .collect::<anyhow::Result<Vec<_>>>()?
     };
     let tools = match t.tools {
         Tools::Rapidapi => json!({
             "backend": "rapidapi",
             "url": t.rapidapi_url.as_deref().unwrap_or(umi_tools::rapidapi::TOOLBENCH_SERVER),
+            "max_response_bytes": t.tool_max_response_bytes,
         }),
         Tools::Simulator => {
             let mut tools = json!({
@@ -128,36 +163,45 @@ pub fn build(
             });
             // Only when given, so that earlier manifests compare equal without them.
             if let Some(url) = &t.rapidapi_url {
-                tools["real_api"] = json!(url);
+                tools["real_api"] =
+                    json!({"url": url, "max_response_bytes": t.tool_max_response_bytes});
             }
-            if let Some(folder) = &t.tools_folder {
-                tools["tools_folder"] = d(folder)?;
+            if let (Some(folder), Some(_)) = (&t.tools_folder, &t.simulate_with) {
+                tools["tools_folder"] = digests.of(folder)?;
             }
             tools
         }
     };
+    let queries = match &a.queries {
+        Some(path) => digests.of(path)?,
+        None => json!({
+            "built_in": "data/queries/demo.json",
+            "sha256": manifest::text_digest(crate::cli::run::DEMO_QUERIES),
+        }),
+    };
     Ok(section([
         ("created_by", created_by()),
-        ("queries", d(&a.queries)?),
+        ("queries", queries),
         ("method", json!(method)),
         ("answer_format", json!(format!("{:?}", a.answer_format))),
         ("roles", roles),
         ("sampling", json!(sampling)),
         (
             "search",
-            json!({"width": a.width, "max_steps": a.max_steps, "max_depth": a.max_depth}),
+            json!({"width": a.width, "max_steps": max_steps, "max_depth": a.max_depth}),
         ),
         ("tools", tools),
     ]))
 }
 
 /// Reads `out`'s manifest (if any), refuses a run with other inputs when `out` already
-/// holds answers (unless `force`), and writes this run's manifest.
+/// holds results (unless `force`: then the earlier manifest is kept under
+/// `superseded`), and writes this run's manifest.
 pub fn check_and_write(
     out: &Path,
-    has_answers: bool,
+    has_results: bool,
     force: bool,
-    make: impl FnOnce(Option<&Value>) -> anyhow::Result<Value>,
+    make: impl FnOnce(&mut Digests) -> anyhow::Result<Value>,
 ) -> anyhow::Result<()> {
     let path = out.join(manifest::FILE_NAME);
     let earlier: Option<Value> = match std::fs::read(&path) {
@@ -170,21 +214,32 @@ pub fn check_and_write(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    let now = make(earlier.as_ref())?;
-    if let (Some(earlier), true) = (&earlier, has_answers) {
-        let changed = differences(earlier, &now);
+    let mut now = make(&mut Digests::new(earlier.as_ref()))?;
+    if let (Some(mut earlier), true) = (earlier, has_results) {
+        let changed = differences(&earlier, &now);
         if !changed.is_empty() && !force {
             bail!(
-                "{} holds answers made with other inputs, so this run would mix them:\n  {}\nUse another --out, or --force to add to them anyway",
+                "{} holds results made with other inputs, so this run would mix them:\n  {}\nUse another --out, or --force to add to them anyway",
                 out.display(),
                 changed.join("\n  ")
             );
         }
         if !changed.is_empty() {
             eprintln!(
-                "--force: adding to answers made with other inputs ({} differences); manifest.json now describes this run",
+                "--force: adding to results made with other inputs ({} differences); manifest.json now describes this run, the earlier one under \"superseded\"",
                 changed.len()
             );
+            let mut superseded = match earlier.get_mut("superseded").map(Value::take) {
+                Some(Value::Array(list)) => list,
+                _ => Vec::new(),
+            };
+            if let Value::Object(m) = &mut earlier {
+                m.remove("superseded");
+            }
+            superseded.push(earlier);
+            now["superseded"] = Value::Array(superseded);
+        } else if let Some(kept) = earlier.get("superseded") {
+            now["superseded"] = kept.clone();
         }
     }
     write_json_atomically(&path, &now)
