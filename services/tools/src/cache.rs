@@ -93,19 +93,26 @@ impl ResponseCache {
         self.files
     }
 
-    /// The file StableToolBench keeps `call`'s API in (`prepare_tool_name_and_url`).
-    pub fn file_of(&self, call: &ApiCall) -> PathBuf {
+    /// The file StableToolBench keeps `call`'s API in (`prepare_tool_name_and_url`);
+    /// None for a category that would name no folder inside the cache (`..`, `.`, empty:
+    /// the category comes from a query's `api_list`, which a tenant writes).
+    pub fn file_of(&self, call: &ApiCall) -> Option<PathBuf> {
         let category = standardize_category(&call.category);
+        if !is_folder_name(&category) {
+            return None;
+        }
         let suffix = format!("_for_{category}");
         let tool = if call.tool_name.ends_with(&suffix) {
             call.tool_name.clone()
         } else {
             format!("{}{suffix}", standardize(&call.tool_name))
         };
-        self.root
-            .join(category)
-            .join(tool)
-            .join(format!("{}.json", server_api_name(call)))
+        Some(
+            self.root
+                .join(category)
+                .join(tool)
+                .join(format!("{}.json", server_api_name(call))),
+        )
     }
 
     /// The cache key of a tool input: `str(json.loads(input))`, `{}` for an empty one.
@@ -122,7 +129,9 @@ impl ResponseCache {
         let Some(key) = Self::key_of(&call.tool_input) else {
             return Lookup::BadInput;
         };
-        let file = self.file_of(call);
+        let Some(file) = self.file_of(call) else {
+            return Lookup::Miss;
+        };
         match self.entries(&file) {
             Some(entries) => entries.get(&key).cloned().map_or(Lookup::Miss, Lookup::Hit),
             None => Lookup::Miss,
@@ -132,7 +141,8 @@ impl ResponseCache {
     /// The recorded entries of `call`'s API, in file order (the in-context examples
     /// StableToolBench's simulator shows).
     pub fn examples(&self, call: &ApiCall) -> Vec<(String, Value)> {
-        self.entries(&self.file_of(call))
+        self.file_of(call)
+            .and_then(|file| self.entries(&file))
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default()
     }
@@ -144,7 +154,15 @@ impl ResponseCache {
         let Some(key) = Self::key_of(&call.tool_input) else {
             return Ok(());
         };
-        let file = self.file_of(call);
+        let Some(file) = self.file_of(call) else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "category {:?} names no folder inside the cache",
+                    call.category
+                ),
+            ));
+        };
         let _saving = self.saving.lock().await;
         let mut entries = self
             .entries(&file)
@@ -188,6 +206,11 @@ impl ResponseCache {
             .insert(file.to_path_buf(), map.clone());
         Some(map)
     }
+}
+
+/// Whether `part` names a folder inside its parent (not `.`, `..`, empty, no separator).
+pub fn is_folder_name(part: &str) -> bool {
+    !part.is_empty() && part != "." && part != ".." && !part.contains(['/', '\\', '\0'])
 }
 
 /// StableToolBench's reply to an input that is not JSON.

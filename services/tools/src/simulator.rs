@@ -196,7 +196,7 @@ impl Simulator {
             return;
         };
         if let Err(e) = cache.save(call, reply).await {
-            tracing::warn!(file = %cache.file_of(call).display(), error = %e, "could not save a reply into the cache");
+            tracing::warn!(api = %call.function, error = %e, "could not save a reply into the cache");
         }
     }
 

@@ -53,17 +53,20 @@ impl ToolsFolder {
 
     /// The file the server reads `call`'s tool from (the tool's standardized name cut at
     /// its first `_for_`).
-    pub fn file_of(&self, call: &ApiCall) -> PathBuf {
+    /// None for a category naming no folder inside it (`..`).
+    pub fn file_of(&self, call: &ApiCall) -> Option<PathBuf> {
         let tool = standardize(&call.tool_name);
         let tool = tool.split("_for_").next().unwrap_or(&tool);
-        self.root
-            .join(standardize_category(&call.category))
-            .join(format!("{tool}.json"))
+        let category = standardize_category(&call.category);
+        crate::cache::is_folder_name(&category)
+            .then(|| self.root.join(category).join(format!("{tool}.json")))
     }
 
     /// The server's `api_doc` for `call`.
     pub fn api_doc(&self, call: &ApiCall) -> Value {
-        let file = self.file_of(call);
+        let Some(file) = self.file_of(call) else {
+            return empty_api_doc();
+        };
         let Some(tool) = self.tool(&file) else {
             tracing::debug!(file = %file.display(), "no tool file: the empty API document");
             return empty_api_doc();

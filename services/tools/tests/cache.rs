@@ -53,7 +53,7 @@ fn every_entry_is_found_by_its_tool_input() {
             cache.lookup(&call),
             Lookup::Hit(case["reply"].clone()),
             "{case}: looked in {}",
-            cache.file_of(&call).display()
+            cache.file_of(&call).unwrap().display()
         );
     }
     // Another input of a cached API, and an input that is not JSON.
@@ -233,7 +233,7 @@ async fn misses_are_simulated_with_stabletoolbenchs_prompt_and_saved_into_the_ca
     );
     // Byte for byte what StableToolBench's save_cache writes (Python's json.dump).
     assert_eq!(
-        std::fs::read_to_string(again.file_of(&call)).unwrap(),
+        std::fs::read_to_string(again.file_of(&call).unwrap()).unwrap(),
         std::fs::read_to_string(fixtures().join("stb-cache.saved.expected.json")).unwrap()
     );
     assert_eq!(
@@ -247,4 +247,32 @@ async fn misses_are_simulated_with_stabletoolbenchs_prompt_and_saved_into_the_ca
         "{}",
         sim.report().unwrap()
     );
+}
+
+/// A category that names no folder inside the cache (a tenant's `api_list` may say
+/// anything) is never looked up or written outside it.
+#[tokio::test]
+async fn a_category_outside_the_cache_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = cache_copy(dir.path());
+    let cache = ResponseCache::open(&root).unwrap();
+    let cases: Value =
+        serde_json::from_slice(&std::fs::read(fixtures().join("stb-cache.expected.json")).unwrap())
+            .unwrap();
+    for category in ["..", ".", ""] {
+        let mut call = call_of(&cases[0]);
+        call.category = category.into();
+        assert_eq!(cache.file_of(&call), None, "{category:?}");
+        assert_eq!(cache.lookup(&call), Lookup::Miss);
+        let err = cache
+            .save(&call, &serde_json::json!({"error": "", "response": "x"}))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    }
+    let outside: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(outside.len(), 1, "{outside:?}");
 }
