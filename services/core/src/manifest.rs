@@ -163,8 +163,9 @@ fn diff(at: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
     // once and absolute the next, a file touched or copied, is the same input).
     if let (Some(x), Some(y)) = (a.get("sha256"), b.get("sha256")) {
         if x != y {
-            let path = b.get("path").or(a.get("path")).unwrap_or(&Value::Null);
-            out.push(format!("{at}/sha256 ({path}): was {x}, now {y}"));
+            let path = b.get("path").or(a.get("path")).and_then(Value::as_str);
+            let path = path.map(|p| format!(" ({p})")).unwrap_or_default();
+            out.push(format!("{at}/sha256{path}: was {x}, now {y}"));
         }
         return;
     }
