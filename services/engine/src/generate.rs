@@ -43,6 +43,31 @@ impl Default for SamplingParams {
     }
 }
 
+/// Stop strings a request may carry, and their length in bytes (vLLM and OpenAI bound
+/// them too): each is searched for as text is generated, on the engine's thread.
+pub const MAX_STOP_STRINGS: usize = 16;
+pub const MAX_STOP_STRING_BYTES: usize = 256;
+
+/// Checks a request's stop strings against the bounds (and refuses empty ones).
+pub fn check_stop_strings(stops: &[String]) -> std::result::Result<(), String> {
+    if stops.len() > MAX_STOP_STRINGS {
+        return Err(format!(
+            "stop: {} strings, more than {MAX_STOP_STRINGS}",
+            stops.len()
+        ));
+    }
+    if let Some(s) = stops
+        .iter()
+        .find(|s| s.is_empty() || s.len() > MAX_STOP_STRING_BYTES)
+    {
+        return Err(format!(
+            "stop: a string of {} bytes (each must have 1 to {MAX_STOP_STRING_BYTES})",
+            s.len()
+        ));
+    }
+    Ok(())
+}
+
 /// The smallest positive temperature taken: dividing logits by less overflows them
 /// (1e-300 makes every logit infinite); 0 asks for greedy decoding.
 pub const MIN_TEMPERATURE: f64 = 1e-3;
@@ -229,6 +254,8 @@ impl<'t> Sequence<'t> {
         abandoned: impl Fn() -> bool,
     ) -> Result<(Self, Tensor)> {
         request.sampling.validate()?;
+        check_stop_strings(&request.stop_strings)
+            .map_err(|m| EngineError::invalid("stop_strings", m))?;
         let prompt = match &request.prompt {
             Prompt::Text(text) => tokenizer.encode(text)?,
             Prompt::Tokens(ids) => ids.clone(),
@@ -380,6 +407,8 @@ struct TextStream<'a> {
     decoded: String,
     /// Length of `decoded` already handed out.
     emitted: usize,
+    /// Length of `decoded` already searched for stop strings.
+    searched: usize,
 }
 
 impl<'a> TextStream<'a> {
@@ -392,6 +421,7 @@ impl<'a> TextStream<'a> {
             read_offset: 0,
             decoded: String::new(),
             emitted: 0,
+            searched: 0,
         }
     }
 
@@ -408,10 +438,19 @@ impl<'a> TextStream<'a> {
             self.prefix_offset = self.read_offset;
             self.read_offset = self.ids.len();
         }
+        // Only the new text can complete a stop string (earlier text was searched when it
+        // came): search from the longest stop's length before it, not the whole text.
+        let longest = self.stops.iter().map(String::len).max().unwrap_or(0);
+        let mut from = self.searched.saturating_sub(longest.saturating_sub(1));
+        while !self.decoded.is_char_boundary(from) {
+            from -= 1;
+        }
+        self.searched = self.decoded.len();
+        let window = &self.decoded[from..];
         if let Some(at) = self
             .stops
             .iter()
-            .filter_map(|s| self.decoded.find(s.as_str()))
+            .filter_map(|s| window.find(s.as_str()).map(|i| from + i))
             .min()
         {
             self.decoded.truncate(at);

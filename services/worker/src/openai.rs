@@ -268,6 +268,9 @@ async fn run(shared: &Shared, prompt: String, options: Options, kind: Kind) -> R
         Err(e) => return error(status_of(&e), e.message()),
     };
     request.stop_strings = options.stop.map(OneOrMany::into_vec).unwrap_or_default();
+    if let Err(message) = umi_engine::generate::check_stop_strings(&request.stop_strings) {
+        return error(StatusCode::BAD_REQUEST, message);
+    }
     let n = shared.requests.fetch_add(1, Ordering::Relaxed);
     let head = Head {
         id: match kind {
@@ -443,6 +446,16 @@ mod tests {
         assert!(sampling_of(&options(Some(4096), None), 2048).is_err());
         let err = sampling_of(&options(None, Some(7.0)), 2048).unwrap_err();
         assert!(err.contains("temperature"), "{err}");
+    }
+
+    #[test]
+    fn stop_strings_are_bounded() {
+        use umi_engine::generate::check_stop_strings;
+        assert!(check_stop_strings(&vec!["Next:".to_string(); 16]).is_ok());
+        let err = check_stop_strings(&vec!["x".to_string(); 17]).unwrap_err();
+        assert!(err.contains("17 strings"), "{err}");
+        assert!(check_stop_strings(&["y".repeat(257)]).is_err());
+        assert!(check_stop_strings(&[String::new()]).is_err());
     }
 
     #[test]
