@@ -102,6 +102,9 @@ impl ToolBackend for LocalTools {
 }
 
 /// Days since 1970-01-01 of a `YYYY-MM-DD` date (proleptic Gregorian).
+/// Years `days_between` takes, either side of year 0.
+const MAX_YEAR: i64 = 1_000_000;
+
 fn days(date: &str) -> Result<i64, String> {
     let parts: Vec<i64> = date
         .trim()
@@ -112,7 +115,8 @@ fn days(date: &str) -> Result<i64, String> {
     let [y, m, d] = parts[..] else {
         return Err(format!("bad date {date:?}"));
     };
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+    // Years far out of range would overflow the day arithmetic below.
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || !(-MAX_YEAR..=MAX_YEAR).contains(&y) {
         return Err(format!("bad date {date:?}"));
     }
     let y = if m <= 2 { y - 1 } else { y };
@@ -289,6 +293,20 @@ mod tests {
             "{}",
             reply.error
         );
+    }
+
+    #[test]
+    fn far_years_are_refused_not_overflowed() {
+        let reply = LocalTools::answer(
+            "days_between",
+            r#"{"start": "9223372036854775807-01-01", "end": "-9223372036854775807-12-31"}"#,
+        );
+        assert!(reply.error_text().contains("bad date"), "{reply:?}");
+        let ok = LocalTools::answer(
+            "days_between",
+            r#"{"start": "0001-01-01", "end": "999999-12-31"}"#,
+        );
+        assert!(ok.error_text().is_empty(), "{ok:?}");
     }
 
     #[test]

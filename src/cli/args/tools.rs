@@ -75,7 +75,7 @@ pub struct ToolArgs {
     #[arg(long)]
     pub save_cache: bool,
     /// The key ToolBench issued you, sent with every call to its service.
-    #[arg(long, env = "TOOLBENCH_KEY")]
+    #[arg(long, env = "TOOLBENCH_KEY", hide_env_values = true)]
     pub toolbench_key: Option<String>,
 }
 
