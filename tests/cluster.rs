@@ -710,3 +710,21 @@ fn answer_files_are_byte_identical_at_any_concurrency_and_on_a_cluster() {
     }
     assert_eq!(cluster.len(), 4);
 }
+
+/// A client started before its coordinator (or during a restart, while the coordinator
+/// reads its journal) waits for it, as it does when the coordinator goes away mid-run,
+/// instead of failing at once.
+#[test]
+fn a_client_started_before_the_coordinator_waits_for_it() {
+    let etcd = Etcd::start();
+    let _workers = ["planner", "caller", "summarizer"].map(|r| worker(r, Some(&etcd.url)));
+    let dir = tempfile::tempdir().unwrap();
+    let q = queries(dir.path(), 2);
+    let out = dir.path().join("answers");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut run = run_via(&format!("https://{listen}"), &q, &out);
+    run.wait_for("waiting for the coordinator", Duration::from_secs(20));
+    let (_coord, _) = coordinator_at(&etcd.url, &listen, &[]);
+    assert!(run.child.wait().unwrap().success(), "{}", run.stderr());
+    assert_eq!(answers(&out).len(), 2, "{}", run.stderr());
+}

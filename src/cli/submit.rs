@@ -35,21 +35,58 @@ async fn connect(c: &CoordinatorAt) -> anyhow::Result<CoordinatorClient<AuthedCh
         .max_decoding_message_size(MAX_MESSAGE))
 }
 
-/// The coordinator's search method, which names the answer files.
+/// The coordinator's search method, which names the answer files. A coordinator not
+/// reachable yet (starting, restarting on its journal) is waited for as during a run, up
+/// to [`PATIENCE`]; one that answers but is no coordinator is an error at once.
 pub async fn method(c: &CoordinatorAt) -> anyhow::Result<String> {
     let address = &c.address;
-    let status = connect(c)
-        .await?
-        .status(StatusRequest {})
-        .await
-        .map_err(|s| match s.code() {
-            tonic::Code::Unimplemented => anyhow::anyhow!(
-                "{address} is not a coordinator (it does not serve umi.v1.Coordinator; a role worker?): give --coordinator the address `umi coordinator` listens on"
-            ),
-            _ => anyhow::anyhow!("asking the coordinator at {address}: {}", s.message()),
-        })?
-        .into_inner();
-    Ok(status.method)
+    let start = std::time::Instant::now();
+    let mut said = false;
+    loop {
+        let asked = match connect(c).await {
+            Ok(mut client) => client.status(StatusRequest {}).await.map_err(|s| match s.code() {
+                tonic::Code::Unimplemented => Broken::Fatal(anyhow::anyhow!(
+                    "{address} is not a coordinator (it does not serve umi.v1.Coordinator; a role worker?): give --coordinator the address `umi coordinator` listens on"
+                )),
+                tonic::Code::Unavailable => {
+                    Broken::Lost(anyhow::anyhow!("asking the coordinator at {address}: {}", s.message()))
+                }
+                _ => Broken::Fatal(anyhow::anyhow!(
+                    "asking the coordinator at {address}: {}",
+                    s.message()
+                )),
+            }),
+            // Not listening (yet): wait. A TLS or address mistake: say so at once.
+            Err(e) => {
+                let cause = crate::cli::report::cause(&e);
+                let not_yet = ["connection refused", "timed out", "connection reset"]
+                    .iter()
+                    .any(|s| cause.contains(s));
+                Err(if not_yet { Broken::Lost(e) } else { Broken::Fatal(e) })
+            }
+        };
+        match asked {
+            Ok(status) => return Ok(status.into_inner().method),
+            Err(Broken::Fatal(e)) => return Err(e),
+            Err(Broken::Lost(e)) if start.elapsed() > PATIENCE => {
+                return Err(e.context(format!(
+                    "the coordinator at {address} was not reachable for {} s",
+                    PATIENCE.as_secs()
+                )))
+            }
+            Err(Broken::Lost(e)) => {
+                if !said {
+                    eprintln!(
+                        "waiting for the coordinator at {address} ({}), up to {} s",
+                        crate::cli::report::cause(&e),
+                        PATIENCE.as_secs()
+                    );
+                    said = true;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
 }
 
 /// How long the coordinator may stay unreachable (killed and restarted, a network cut)

@@ -516,13 +516,27 @@ impl ClientSecurity {
 
     /// A connected channel to `address` (an unreachable server is an error now).
     pub async fn connect(&self, address: &str) -> Result<AuthedChannel, SecurityError> {
-        let channel = self
-            .endpoint(address)?
-            .connect()
-            .await
-            .map_err(|e| SecurityError::Config(format!("connecting to {address}: {e}")))?;
+        let channel = self.endpoint(address)?.connect().await.map_err(|e| {
+            SecurityError::Config(format!("connecting to {address}: {}", with_sources(&e)))
+        })?;
         Ok(InterceptedService::new(channel, self.token()))
     }
+}
+
+/// An error's text with its sources' (tonic's transport error alone says only
+/// "transport error"; the OS error below says what happened).
+fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
 }
 
 #[cfg(test)]
