@@ -100,7 +100,7 @@ fn long_version() -> String {
     format!(
         "{} (commit {}; {cuda}; {cpu})",
         env!("CARGO_PKG_VERSION"),
-        env!("UMI_GIT_COMMIT")
+        cli::COMMIT
     )
 }
 

@@ -2,6 +2,12 @@
 //! subcommands share in `args`; small helpers (atomic output, progress, signals, the
 //! static evaluation's journal) in `support`.
 
+/// The commit this binary was built from (`build.rs`), "unknown" outside a git checkout.
+pub const COMMIT: &str = match option_env!("UMI_GIT_COMMIT") {
+    Some(commit) => commit,
+    None => "unknown",
+};
+
 pub mod args;
 pub mod support;
 

@@ -93,7 +93,8 @@ impl RemoteArgs {
             || !self.summarizer_endpoint.is_empty()
     }
 
-    fn endpoints(&self) -> [(RoleKind, &Vec<String>); 3] {
+    /// Each role's fixed endpoints (empty: none given).
+    pub fn endpoints(&self) -> [(RoleKind, &Vec<String>); 3] {
         [
             (RoleKind::Planner, &self.planner_endpoint),
             (RoleKind::Caller, &self.caller_endpoint),

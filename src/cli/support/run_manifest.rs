@@ -22,7 +22,7 @@ use crate::cli::run::RunArgs;
 pub fn created_by() -> Value {
     json!({
         "umi": env!("CARGO_PKG_VERSION"),
-        "commit": option_env!("UMI_GIT_COMMIT").unwrap_or("unknown"),
+        "commit": crate::cli::COMMIT,
     })
 }
 
@@ -61,11 +61,10 @@ pub fn model_roles(
     digests: &mut Digests,
 ) -> anyhow::Result<Value> {
     let none = Vec::new();
-    let endpoints_of = |role: RoleKind| match (remote, role) {
-        (Some(rm), RoleKind::Planner) => &rm.planner_endpoint,
-        (Some(rm), RoleKind::Caller) => &rm.caller_endpoint,
-        (Some(rm), RoleKind::Summarizer) => &rm.summarizer_endpoint,
-        (None, _) => &none,
+    let endpoints_of = |role: RoleKind| {
+        remote
+            .and_then(|rm| rm.endpoints().into_iter().find(|(r, _)| *r == role))
+            .map_or(&none, |(_, e)| e)
     };
     let discovered = remote.is_some_and(|rm| !rm.etcd.etcd.is_empty());
     let mut roles = serde_json::Map::new();
