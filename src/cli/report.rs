@@ -104,6 +104,15 @@ impl std::fmt::Display for Actionable {
 
 impl std::error::Error for Actionable {}
 
+/// Whether the cause is a peer that is not listening (yet), which waiting may cure, as
+/// opposed to a wrong host name or TLS setting.
+pub fn not_listening(e: &anyhow::Error) -> bool {
+    let text = cause(e);
+    ["connection refused", "timed out", "connection reset"]
+        .iter()
+        .any(|s| text.contains(s))
+}
+
 /// What a person can do about it, where the cause says.
 pub fn remedy(e: &anyhow::Error) -> Option<String> {
     if let Some(a) = e.chain().find_map(|c| c.downcast_ref::<Actionable>()) {

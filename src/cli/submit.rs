@@ -57,13 +57,8 @@ pub async fn method(c: &CoordinatorAt) -> anyhow::Result<String> {
                 )),
             }),
             // Not listening (yet): wait. A TLS or address mistake: say so at once.
-            Err(e) => {
-                let cause = crate::cli::report::cause(&e);
-                let not_yet = ["connection refused", "timed out", "connection reset"]
-                    .iter()
-                    .any(|s| cause.contains(s));
-                Err(if not_yet { Broken::Lost(e) } else { Broken::Fatal(e) })
-            }
+            Err(e) if crate::cli::report::not_listening(&e) => Err(Broken::Lost(e)),
+            Err(e) => Err(Broken::Fatal(e)),
         };
         match asked {
             Ok(status) => return Ok(status.into_inner().method),
