@@ -10,7 +10,7 @@ use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 use umi_core::agent::RoleKind;
-use umi_engine::{GenerateOutput, StreamEvent};
+use umi_engine::{FinishReason, GenerateOutput, StreamEvent};
 use umi_rpc::convert::{request_from_pb, role_to_pb, sampling_from_pb, status_from};
 use umi_rpc::pb;
 use umi_rpc::pb::role_worker_server::{RoleWorker, RoleWorkerServer};
@@ -82,8 +82,18 @@ fn response(out: GenerateOutput, engine: &str) -> pb::GenerateResponse {
         prompt_tokens: out.prompt_tokens as u32,
         cached_tokens: out.cached_tokens as u32,
         generated_tokens: out.generated_tokens() as u32,
-        finish_reason: format!("{:?}", out.finish_reason),
+        finish_reason: finish_reason(out.finish_reason) as i32,
         text: out.text,
+    }
+}
+
+fn finish_reason(reason: FinishReason) -> pb::FinishReason {
+    match reason {
+        FinishReason::StopToken => pb::FinishReason::StopToken,
+        FinishReason::StopString => pb::FinishReason::StopString,
+        FinishReason::Length => pb::FinishReason::Length,
+        FinishReason::ContextFull => pb::FinishReason::ContextFull,
+        FinishReason::Cancelled => pb::FinishReason::Cancelled,
     }
 }
 
@@ -194,4 +204,36 @@ pub async fn serve(
     let name = <RoleWorkerServer<RoleService> as NamedService>::NAME;
     let routes = tonic::service::Routes::new(security.guard(service.into_server()));
     umi_rpc::serve::serve(listener, name, routes, security, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// The wire says why generation stopped as the proto's enum, each reason its own value.
+    #[test]
+    fn responses_carry_the_finish_reason_as_the_proto_enum() {
+        let reasons = [
+            (FinishReason::StopToken, pb::FinishReason::StopToken),
+            (FinishReason::StopString, pb::FinishReason::StopString),
+            (FinishReason::Length, pb::FinishReason::Length),
+            (FinishReason::ContextFull, pb::FinishReason::ContextFull),
+            (FinishReason::Cancelled, pb::FinishReason::Cancelled),
+        ];
+        for (reason, wire) in reasons {
+            let out = GenerateOutput {
+                text: "x".into(),
+                token_ids: vec![1],
+                prompt_tokens: 3,
+                cached_tokens: 0,
+                finish_reason: reason,
+                prefill_time: Duration::ZERO,
+                decode_time: Duration::ZERO,
+                peak_batch: 1,
+            };
+            let sent = response(out, "model");
+            assert_eq!(sent.finish_reason(), wire, "{reason:?}");
+        }
+    }
 }
