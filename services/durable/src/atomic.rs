@@ -21,6 +21,14 @@ pub struct WriteError {
     pub source: std::io::Error,
 }
 
+/// For callers that deal in `std::io::Error`: the kind of the failure, the message
+/// naming the path.
+impl From<WriteError> for std::io::Error {
+    fn from(e: WriteError) -> Self {
+        std::io::Error::new(e.source.kind(), e)
+    }
+}
+
 /// Replaces `path` with `bytes`.
 pub fn write(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
     write_with(path, |file| file.write_all(bytes))
@@ -218,6 +226,9 @@ mod tests {
     fn a_path_that_names_no_file_is_an_error() {
         let err = write(Path::new("/"), b"x").unwrap_err();
         assert_eq!(err.source.kind(), ErrorKind::InvalidInput);
+        let io = std::io::Error::from(err);
+        assert_eq!(io.kind(), ErrorKind::InvalidInput);
+        assert!(io.to_string().starts_with("writing /: "), "{io}");
     }
 
     #[cfg(unix)]
