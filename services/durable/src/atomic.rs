@@ -86,9 +86,9 @@ const ATTEMPTS: usize = 16;
 /// Creates `.<name>.<random>.tmp` beside `path`, failing rather than opening a file (or
 /// following a link) that is there already.
 fn create_temp(path: &Path) -> std::io::Result<(File, PathBuf)> {
-    let name = path.file_name().ok_or_else(|| {
-        std::io::Error::new(ErrorKind::InvalidInput, "the path names no file")
-    })?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::new(ErrorKind::InvalidInput, "the path names no file"))?;
     for _ in 0..ATTEMPTS {
         let mut tmp_name = OsString::from(".");
         tmp_name.push(name);

@@ -168,7 +168,9 @@ mod tests {
 
     #[test]
     fn a_last_line_torn_inside_a_multi_byte_character_is_dropped() {
-        let mut bytes = "{\"text\":\"ünï\"}\n\n{\"text\":\"b\"}\n".as_bytes().to_vec();
+        let mut bytes = "{\"text\":\"ünï\"}\n\n{\"text\":\"b\"}\n"
+            .as_bytes()
+            .to_vec();
         // The first byte of "é" (0xc3 0xa9), then the crash: not valid UTF-8.
         bytes.extend_from_slice(b"{\"text\":\"caf\xc3");
         let mut lines = JsonLines::from_bytes(Path::new("j.jsonl"), bytes);
@@ -191,7 +193,10 @@ mod tests {
             let mut lines = JsonLines::from_bytes(Path::new("/runs/j.jsonl"), bytes);
             let err = read_all(&mut lines).unwrap_err();
             assert!(matches!(err, ReadError::Malformed { line: 2, .. }), "{err}");
-            assert!(err.to_string().starts_with("/runs/j.jsonl, line 2: "), "{err}");
+            assert!(
+                err.to_string().starts_with("/runs/j.jsonl, line 2: "),
+                "{err}"
+            );
         }
     }
 

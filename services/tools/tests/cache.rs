@@ -232,7 +232,12 @@ async fn misses_are_simulated_with_stabletoolbenchs_prompt_and_saved_into_the_ca
         Lookup::Hit(serde_json::json!({"error": "", "response": "invented headlines é"}))
     );
     // Replaced in place, no temporary file left beside it.
-    let folder = again.file_of(&call).unwrap().parent().unwrap().to_path_buf();
+    let folder = again
+        .file_of(&call)
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
     for e in std::fs::read_dir(&folder).unwrap() {
         let name = e.unwrap().file_name();
         assert!(name.to_string_lossy().ends_with(".json"), "{name:?} left");
@@ -328,7 +333,9 @@ fn an_unreadable_cache_file_is_a_logged_miss() {
     std::fs::remove_dir(&file).unwrap();
     let log = Log::default();
     let writer = log.clone();
-    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).finish();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .finish();
     let fresh = ResponseCache::open(&root).unwrap();
     let lookup = tracing::subscriber::with_default(subscriber, || fresh.lookup(&call));
     assert_eq!(lookup, Lookup::Miss);
