@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -119,42 +119,31 @@ impl TaskJournal {
             source,
         };
         let lock = lock(path)?;
-        let records = match File::open(path) {
-            Ok(file) => read_records(path, file)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(io(e)),
-        };
+        let records = read_records(path)?;
         let (recovered, crashes) = replay(records, retention);
 
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
-        let mut compacted = File::create(&tmp).map_err(io)?;
-        for query in &recovered.unfinished {
-            let mut record = queued(query);
-            if let Record::Queued { crashes: c, .. } = &mut record {
-                *c = crashes.get(&query.id).copied().unwrap_or(0);
+        // Replaced whole (its directory synced too: until then a power loss could bring
+        // back the old file and lose everything appended to the new one).
+        umi_durable::write_with(path, |compacted| {
+            let mut compacted = std::io::BufWriter::new(compacted);
+            for query in &recovered.unfinished {
+                let mut record = queued(query);
+                if let Record::Queued { crashes: c, .. } = &mut record {
+                    *c = crashes.get(&query.id).copied().unwrap_or(0);
+                }
+                write_record(&mut compacted, &record)?;
             }
-            write_record(&mut compacted, &record).map_err(io)?;
-        }
-        for task in &recovered.ended {
-            write_record(&mut compacted, &queued(&task.query)).map_err(io)?;
-            let ended_at = now_unix().saturating_sub(task.age.as_secs());
-            write_record(
-                &mut compacted,
-                &ended(&task.status, task.answer.clone(), ended_at),
-            )
-            .map_err(io)?;
-        }
-        compacted.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)?;
-        // The rename is durable only once the directory is: until then a power loss
-        // could bring back the old file and lose everything appended to the new one.
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+            for task in &recovered.ended {
+                write_record(&mut compacted, &queued(&task.query))?;
+                let ended_at = now_unix().saturating_sub(task.age.as_secs());
+                write_record(
+                    &mut compacted,
+                    &ended(&task.status, task.answer.clone(), ended_at),
+                )?;
+            }
+            compacted.flush()
+        })
+        .map_err(|e| io(e.source))?;
         let file = OpenOptions::new().append(true).open(path).map_err(io)?;
         let journal = TaskJournal {
             path: path.to_path_buf(),
@@ -288,43 +277,28 @@ fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn read_records(path: &Path, file: File) -> Result<Vec<Record>, JournalError> {
-    // Bytes, not text: a line torn inside a multi-byte character is not valid UTF-8.
-    let mut lines: Vec<Vec<u8>> = Vec::new();
-    let mut reader = BufReader::new(file);
-    loop {
-        let mut line = Vec::new();
-        let n = reader
-            .read_until(b'\n', &mut line)
-            .map_err(|source| JournalError::Io {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        if n == 0 {
-            break;
-        }
-        lines.push(line);
-    }
-    let last = lines.len();
-    let mut records = Vec::with_capacity(last);
-    for (i, line) in lines.iter().enumerate() {
-        if line.trim_ascii().is_empty() {
-            continue;
-        }
-        match serde_json::from_slice::<Record>(line) {
-            Ok(record) => records.push(record),
-            // Only the last line can be torn by a crash, and it then lacks its newline.
-            Err(_) if i + 1 == last && !line.ends_with(b"\n") => break,
-            Err(e) => {
-                return Err(JournalError::Corrupt {
-                    path: path.to_path_buf(),
-                    line: i + 1,
-                    message: e.to_string(),
-                })
-            }
-        }
+/// The journal's records; a missing file has none. A torn last line is dropped.
+fn read_records(path: &Path) -> Result<Vec<Record>, JournalError> {
+    let mut lines = umi_durable::JsonLines::open(path).map_err(|e| corrupt_or_io(path, e))?;
+    let mut records = Vec::new();
+    while let Some(record) = lines.next_record().map_err(|e| corrupt_or_io(path, e))? {
+        records.push(record);
     }
     Ok(records)
+}
+
+fn corrupt_or_io(path: &Path, e: umi_durable::ReadError) -> JournalError {
+    match e {
+        umi_durable::ReadError::Io { source, .. } => JournalError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        umi_durable::ReadError::Malformed { line, message, .. } => JournalError::Corrupt {
+            path: path.to_path_buf(),
+            line,
+            message,
+        },
+    }
 }
 
 /// What the records say now, and each unfinished task's crash count.

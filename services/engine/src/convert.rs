@@ -42,10 +42,10 @@ pub fn gguf_to_hf(gguf: &Path, out_dir: &Path, dtype: DType) -> Result<()> {
     write_atomically(&config_path, config_json.as_bytes())?;
     tokenizer.save_json(&out_dir.join("tokenizer.json"))?;
     let weights = out_dir.join("model.safetensors");
-    crate::fsutil::replace_with(&weights, |tmp| {
+    umi_durable::replace_with(&weights, |tmp| {
         candle_core::safetensors::save(&tensors, tmp).map_err(std::io::Error::other)
     })
-    .map_err(|e| EngineError::io(&weights, e))
+    .map_err(|e| EngineError::io(e.path, e.source))
 }
 
 /// Writes a GGUF file (tensors in F32 or F16) from a HuggingFace directory. The
@@ -291,7 +291,7 @@ fn dir_name(dir: &Path) -> String {
 
 /// Writes beside the target, then renames, so a crash never leaves a half-written file.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    crate::fsutil::write_atomically(path, bytes).map_err(|e| EngineError::io(path, e))
+    umi_durable::write(path, bytes).map_err(|e| EngineError::io(e.path, e.source))
 }
 
 /// Applies llama.cpp's Q/K row permutation (HF halves → interleaved) or undoes it.

@@ -9,7 +9,6 @@ pub mod cpu_attention;
 pub mod device;
 pub mod engine;
 pub mod error;
-pub mod fsutil;
 #[cfg(target_arch = "x86_64")]
 pub mod gemm;
 pub mod generate;

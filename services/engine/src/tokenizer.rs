@@ -169,11 +169,14 @@ impl Tokenizer {
             .map_err(|e| EngineError::Tokenizer(e.to_string()))
     }
 
-    /// Writes a HuggingFace `tokenizer.json`.
+    /// Writes a HuggingFace `tokenizer.json` (pretty, as `save(path, true)` would),
+    /// replacing any file there atomically.
     pub fn save_json(&self, path: &Path) -> Result<()> {
-        self.inner
-            .save(path, true)
-            .map_err(|e| EngineError::load(path, format!("writing tokenizer: {e}")))
+        let json = self
+            .inner
+            .to_string(true)
+            .map_err(|e| EngineError::load(path, format!("writing tokenizer: {e}")))?;
+        umi_durable::write(path, json.as_bytes()).map_err(|e| EngineError::io(e.path, e.source))
     }
 
     /// The underlying HuggingFace tokenizer (for exporting its vocabulary).

@@ -149,7 +149,7 @@ impl ResponseCache {
 
     /// Records `reply` for `call` as StableToolBench's server saves a new response: the
     /// API's whole file rewritten (`json.dump(cache, indent=4)`), here atomically
-    /// (a temporary file renamed over it), folders made as needed.
+    /// (`umi_durable::write`), folders made as needed, on a blocking thread.
     pub async fn save(&self, call: &ApiCall, reply: &Value) -> std::io::Result<()> {
         let Some(key) = Self::key_of(&call.tool_input) else {
             return Ok(());
@@ -170,29 +170,35 @@ impl ResponseCache {
             .unwrap_or_default();
         entries.insert(key, reply.clone());
         let text = pyjson::dumps_indented(&Value::Object(entries.clone()), 4);
-        if let Some(dir) = file.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let tmp = file.with_extension("json.tmp");
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, &file)?;
+        let target = file.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Some(dir) = target.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            umi_durable::write(&target, text.as_bytes()).map_err(std::io::Error::from)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
         if let Ok(mut loaded) = self.loaded.lock() {
             loaded.insert(file, Arc::new(entries));
         }
         Ok(())
     }
 
-    /// A file's entries, read once; a missing or unreadable file has none (logged).
+    /// A file's entries, read once; a missing or unreadable file has none (an unreadable
+    /// one logged: a miss it causes is not the cache's answer).
     fn entries(&self, file: &Path) -> Option<Arc<Map<String, Value>>> {
         if let Some(map) = self.loaded.lock().ok()?.get(file) {
             return Some(map.clone());
         }
-        let read = std::fs::read(file).ok()?;
+        let read = match std::fs::read(file) {
+            Ok(read) => read,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::warn!(file = %file.display(), error = %e, "cache file unreadable: a miss");
+                return None;
+            }
+        };
         let map = match serde_json::from_slice::<Map<String, Value>>(&read) {
             Ok(map) => Arc::new(map),
             Err(e) => {

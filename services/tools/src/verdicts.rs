@@ -9,7 +9,7 @@
 //! answer that changed is judged again.
 
 use std::collections::HashMap;
-use std::io::{BufRead, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use futures::StreamExt;
@@ -91,52 +91,26 @@ pub struct VerdictStore {
 
 impl VerdictStore {
     /// Opens (or creates) `path` and reads its verdicts (a later line of one key wins). A
-    /// last line cut short (a crash mid-write: no newline) is dropped from the file; any
-    /// other line that is no verdict is an error.
+    /// last line cut short (a crash mid-write) is dropped from the file; any other line
+    /// that is no verdict is an error (`umi_durable::JsonLines`'s rule).
     pub fn open(path: &Path) -> Result<Self, VerdictError> {
-        let io = |source| VerdictError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
+        let file = std::fs::OpenOptions::new()
             .append(true)
             .create(true)
             .open(path)
-            .map_err(io)?;
+            .map_err(|source| VerdictError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let mut lines = umi_durable::JsonLines::open(path).map_err(unreadable)?;
         let mut known = HashMap::new();
-        let mut complete = 0u64;
-        let mut reader = std::io::BufReader::new(&mut file);
-        let mut text = String::new();
-        let mut line = 0;
-        loop {
-            text.clear();
-            let n = reader.read_line(&mut text).map_err(io)?;
-            if n == 0 {
-                break;
-            }
-            line += 1;
-            if !text.ends_with('\n') {
-                tracing::warn!(path = %path.display(), line, "dropping a verdict cut short");
-                break;
-            }
-            complete += n as u64;
-            if text.trim().is_empty() {
-                continue;
-            }
-            let parsed: Line =
-                serde_json::from_str(&text).map_err(|e| VerdictError::Malformed {
-                    path: path.to_path_buf(),
-                    line,
-                    message: e.to_string(),
-                })?;
+        while let Some(parsed) = lines.next_record::<Line>().map_err(unreadable)? {
             known.insert(parsed.key, parsed.verdict);
         }
-        drop(reader);
-        if file.seek(SeekFrom::End(0)).map_err(io)? != complete {
-            file.set_len(complete).map_err(io)?;
-            file.sync_data().map_err(io)?;
+        if let Some(torn) = lines.torn() {
+            tracing::warn!(path = %path.display(), line = torn.line, "dropping a verdict cut short");
         }
+        lines.ready_to_append(&file).map_err(unreadable)?;
         Ok(VerdictStore {
             path: path.to_path_buf(),
             known,
@@ -176,6 +150,21 @@ impl VerdictStore {
         self.file.sync_data().map_err(io)?;
         self.known.insert(key, verdict);
         Ok(())
+    }
+}
+
+fn unreadable(e: umi_durable::ReadError) -> VerdictError {
+    match e {
+        umi_durable::ReadError::Io { path, source } => VerdictError::Io { path, source },
+        umi_durable::ReadError::Malformed {
+            path,
+            line,
+            message,
+        } => VerdictError::Malformed {
+            path,
+            line,
+            message,
+        },
     }
 }
 
@@ -395,6 +384,33 @@ mod tests {
         let store = VerdictStore::open(&path).unwrap();
         assert_eq!(store.len(), 2);
         assert_eq!(store.get(&key(2)), Some(AnswerStatus::Unsolved));
+
+        // Cut inside a multi-byte character (the query's "é"): dropped all the same.
+        let key = |run| VerdictKey {
+            query_id: "1".into(),
+            query: "Un café, s'il vous plaît".into(),
+            answer_sha256: "00".into(),
+            judge_model: "m".into(),
+            evaluation: run,
+        };
+        std::fs::remove_file(&path).unwrap();
+        {
+            let mut store = VerdictStore::open(&path).unwrap();
+            store.record(key(0), AnswerStatus::Solved).unwrap();
+            store.record(key(1), AnswerStatus::Unsure).unwrap();
+        }
+        let text = std::fs::read(&path).unwrap();
+        let second = text.iter().position(|&b| b == b'\n').unwrap() + 1;
+        let e_acute = second
+            + text[second..]
+                .windows(2)
+                .position(|w| w == "é".as_bytes())
+                .unwrap();
+        std::fs::write(&path, &text[..e_acute + 1]).unwrap();
+        let mut store = VerdictStore::open(&path).unwrap();
+        assert_eq!(store.len(), 1);
+        store.record(key(2), AnswerStatus::Unsolved).unwrap();
+        assert_eq!(VerdictStore::open(&path).unwrap().len(), 2);
 
         std::fs::write(&path, "{\"not\": \"a verdict\"}\n").unwrap();
         let err = VerdictStore::open(&path).err().unwrap().to_string();

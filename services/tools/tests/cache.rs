@@ -231,6 +231,17 @@ async fn misses_are_simulated_with_stabletoolbenchs_prompt_and_saved_into_the_ca
         again.lookup(&call),
         Lookup::Hit(serde_json::json!({"error": "", "response": "invented headlines é"}))
     );
+    // Replaced in place, no temporary file left beside it.
+    let folder = again
+        .file_of(&call)
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    for e in std::fs::read_dir(&folder).unwrap() {
+        let name = e.unwrap().file_name();
+        assert!(name.to_string_lossy().ends_with(".json"), "{name:?} left");
+    }
     // Byte for byte what StableToolBench's save_cache writes (Python's json.dump).
     assert_eq!(
         std::fs::read_to_string(again.file_of(&call).unwrap()).unwrap(),
@@ -275,4 +286,58 @@ async fn a_category_outside_the_cache_is_refused() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(outside.len(), 1, "{outside:?}");
+}
+
+/// A cache file that cannot be read (here a folder where the file should be) is a miss
+/// as before, but a logged one, naming the file and the error: a silent miss would hide
+/// a broken cache behind simulated or failed calls.
+#[test]
+fn an_unreadable_cache_file_is_a_logged_miss() {
+    #[derive(Clone, Default)]
+    struct Log(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Log {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = cache_copy(dir.path());
+    let cache = ResponseCache::open(&root).unwrap();
+    let cases: Value =
+        serde_json::from_slice(&std::fs::read(fixtures().join("stb-cache.expected.json")).unwrap())
+            .unwrap();
+    let call = call_of(&cases[0]);
+    let file = cache.file_of(&call).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    std::fs::create_dir(&file).unwrap();
+
+    let log = Log::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let lookup = tracing::subscriber::with_default(subscriber, || cache.lookup(&call));
+    assert_eq!(lookup, Lookup::Miss);
+    let logged = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    assert!(logged.contains("WARN"), "{logged}");
+    assert!(logged.contains(&file.display().to_string()), "{logged}");
+    let error = std::fs::read(&file).unwrap_err().to_string();
+    assert!(logged.contains(&error), "{logged}");
+
+    // A file that is not there is an ordinary miss, not logged.
+    std::fs::remove_dir(&file).unwrap();
+    let log = Log::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .finish();
+    let fresh = ResponseCache::open(&root).unwrap();
+    let lookup = tracing::subscriber::with_default(subscriber, || fresh.lookup(&call));
+    assert_eq!(lookup, Lookup::Miss);
+    assert!(log.0.lock().unwrap().is_empty());
 }

@@ -3,11 +3,12 @@
 //!
 //! One JSON object per line. The first line names the run (its `fingerprint`); a
 //! journal written by a different run is refused rather than silently mixed in. A
-//! torn last line (the process died mid-write) is ignored: that call is redone.
+//! torn last line (the process died mid-write) is cut off and that call redone; any
+//! other damaged line is an error (`umi_durable::JsonLines` reads it).
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -44,14 +45,9 @@ impl Journal {
         let (mut seconds, mut untimed) = (0.0, 0);
         // An empty file is a journal whose run died before writing its first line.
         let exists = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
+        let mut lines = umi_durable::JsonLines::open(path)?;
         if exists {
-            let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-            let mut lines = BufReader::new(file).lines();
-            let header = lines
-                .next()
-                .transpose()
-                .with_context(|| format!("reading {}", path.display()))?;
-            let header: Option<Header> = header.and_then(|l| serde_json::from_str(&l).ok());
+            let header: Option<Header> = lines.next_record().ok().flatten();
             match header {
                 Some(h) if h.fingerprint == fingerprint => {}
                 Some(_) => bail!(
@@ -64,15 +60,15 @@ impl Journal {
                     path.display()
                 ),
             }
-            for line in lines {
-                let line = line.with_context(|| format!("reading {}", path.display()))?;
-                if let Ok(e) = serde_json::from_str::<Entry>(&line) {
-                    match e.seconds {
-                        Some(s) => seconds += s,
-                        None => untimed += 1,
-                    }
-                    done.insert((e.stage, e.step), e.output);
+            while let Some(e) = lines
+                .next_record::<Entry>()
+                .context("resuming from a damaged evaluation journal (delete it to start over)")?
+            {
+                match e.seconds {
+                    Some(s) => seconds += s,
+                    None => untimed += 1,
                 }
+                done.insert((e.stage, e.step), e.output);
             }
         }
         let mut file = OpenOptions::new()
@@ -85,13 +81,9 @@ impl Journal {
                 fingerprint: fingerprint.to_string(),
             })?;
             writeln!(file, "{header}").with_context(|| format!("writing {}", path.display()))?;
-        } else if std::fs::read(path)
-            .with_context(|| format!("reading {}", path.display()))?
-            .last()
-            != Some(&b'\n')
-        {
-            // A torn last line has no newline: start the next entry on a line of its own.
-            writeln!(file).with_context(|| format!("writing {}", path.display()))?;
+        } else {
+            // The next entry starts on a line of its own, with no torn one before it.
+            lines.ready_to_append(&file)?;
         }
         Ok(Journal {
             path: path.to_path_buf(),
@@ -172,6 +164,57 @@ mod tests {
         assert_eq!(j.get("planner", 1), Some("Next: give up"));
         assert_eq!(j.len(), 3);
         assert_eq!(j.seconds(), (4.0, 0));
+    }
+
+    #[test]
+    fn a_line_torn_inside_a_multi_byte_character_is_redone_and_the_others_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        {
+            let mut j = Journal::open(&path, "run-a").unwrap();
+            j.record("planner", 0, "Next: caller — ünïcode", 1.0)
+                .unwrap();
+            j.record("caller", 0, "Action: café", 2.0).unwrap();
+        }
+        // The crash comes after the first byte of "é" (0xc3 0xa9): not valid UTF-8.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"stage\":\"planner\",\"step\":1,\"output\":\"caf\xc3")
+            .unwrap();
+        drop(f);
+
+        let mut j = Journal::open(&path, "run-a").unwrap();
+        assert_eq!(j.len(), 2);
+        assert_eq!(j.get("planner", 0), Some("Next: caller — ünïcode"));
+        assert_eq!(j.get("caller", 0), Some("Action: café"));
+        assert_eq!(j.get("planner", 1), None, "the torn call is redone");
+        j.record("planner", 1, "Next: café", 0.5).unwrap();
+        drop(j);
+        // The torn bytes are gone, not left mid-file under the redone call.
+        let j = Journal::open(&path, "run-a").unwrap();
+        assert_eq!(j.len(), 3);
+        assert_eq!(j.get("planner", 1), Some("Next: café"));
+        assert_eq!(j.seconds(), (3.5, 0));
+        let text = std::fs::read(&path).unwrap();
+        assert!(
+            std::str::from_utf8(&text).is_ok(),
+            "the torn bytes were left"
+        );
+    }
+
+    #[test]
+    fn a_damaged_line_inside_the_journal_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        {
+            let mut j = Journal::open(&path, "run-a").unwrap();
+            j.record("planner", 0, "Next: caller", 1.0).unwrap();
+        }
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"stage\":\"planner\",\n").unwrap();
+        drop(f);
+        let err = format!("{:#}", Journal::open(&path, "run-a").err().unwrap());
+        assert!(err.contains("journal.jsonl, line 3"), "{err}");
+        assert!(err.contains("delete it to start over"), "{err}");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Results written so that a crash never leaves a half-written file
-//! (`umi_engine::fsutil`: a temporary file, synced, renamed over the target, the
+//! (`umi_durable::write`: a temporary file, synced, renamed over the target, the
 //! directory synced).
 
 use std::path::Path;
@@ -15,8 +15,7 @@ pub fn write_json_atomically<T: serde::Serialize + ?Sized>(
 }
 
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    umi_engine::fsutil::write_atomically(path, bytes)
-        .with_context(|| format!("writing {}", path.display()))
+    Ok(umi_durable::write(path, bytes)?)
 }
 
 /// Makes `dir` (if missing) and checks that files can be written there, before any model
