@@ -5,7 +5,9 @@
 //! rename is on disk only once its directory is). A reader sees the old file or the new
 //! one, never a mix; on an error the target is untouched and the temporary file removed.
 //!
-//! A replaced file keeps its permissions; a new one is the owner's only (0600 on unix).
+//! A replaced file keeps its permissions; a new one gets those `File::create` would give
+//! it (0666 less the process's umask): the temporary file is the owner's only while it is
+//! written, never the result.
 
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
@@ -110,13 +112,38 @@ fn create_temp(path: &Path) -> std::io::Result<(File, PathBuf)> {
     ))
 }
 
-/// Gives `file` the permissions of the file it will replace, if there is one.
+/// Gives `file` the permissions of the file it will replace, if there is one, else those
+/// of a newly created file.
 fn keep_permissions(path: &Path, file: &File) -> std::io::Result<()> {
     match std::fs::metadata(path) {
         Ok(old) => file.set_permissions(old.permissions()),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => set_new_file_mode(file),
         Err(e) => Err(e),
     }
+}
+
+#[cfg(unix)]
+fn set_new_file_mode(file: &File) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(std::fs::Permissions::from_mode(0o666 & !umask()))
+}
+
+#[cfg(not(unix))]
+fn set_new_file_mode(_: &File) -> std::io::Result<()> {
+    Ok(())
+}
+
+/// The process's umask, read from `/proc/self/status` (Linux 4.7 and later: reading it
+/// with umask(2) would have to set it); 022, the usual one, where that is not available.
+#[cfg(unix)]
+fn umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("Umask:"))?;
+            u32::from_str_radix(line["Umask:".len()..].trim(), 8).ok()
+        })
+        .unwrap_or(0o022)
 }
 
 /// 64 bits no other process or call is likely to pick: std's per-process random hash
@@ -233,13 +260,15 @@ mod tests {
 
     #[cfg(unix)]
     #[test]
-    fn new_files_are_the_owners_only_and_replaced_ones_keep_their_permissions() {
+    fn new_files_are_as_created_and_replaced_ones_keep_their_permissions() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let created = dir.path().join("created.json");
+        std::fs::write(&created, b"x").unwrap();
         let new = dir.path().join("new.json");
         write(&new, b"x").unwrap();
-        assert_eq!(mode(&new), 0o600);
+        assert_eq!(mode(&new), mode(&created));
 
         let shared = dir.path().join("shared.json");
         std::fs::write(&shared, b"old").unwrap();
