@@ -116,7 +116,7 @@ impl Command {
     /// How this process appears in traces: umi-coordinator, umi-planner, ...
     fn service_name(&self) -> String {
         match self {
-            Command::Worker(a) => format!("umi-{}", a.role.kind().as_str()),
+            Command::Worker(a) => format!("umi-{}", a.role.as_str()),
             Command::Coordinator(_) => "umi-coordinator".into(),
             _ => "umi".into(),
         }

@@ -16,13 +16,13 @@ use umi_discovery::WorkerInfo;
 use umi_rpc::cluster::{ClusterRoles, RetryPolicy};
 
 use super::args::etcd::EtcdArgs;
+use super::args::roles::role_kind;
 use super::args::security::ClientTlsArgs;
-use super::worker::Role;
 
 #[derive(Args, Debug)]
 pub struct RoleBenchArgs {
-    #[arg(long, value_enum, default_value = "planner")]
-    pub role: Role,
+    #[arg(long, value_parser = role_kind(), default_value = "planner")]
+    pub role: RoleKind,
     /// A replica's address (repeat for more), e.g. http://127.0.0.1:50051.
     #[arg(long, required_unless_present = "etcd")]
     pub endpoint: Vec<String>,
@@ -50,7 +50,7 @@ pub struct RoleBenchArgs {
 }
 
 pub async fn run(a: RoleBenchArgs) -> anyhow::Result<()> {
-    let role = a.role.kind();
+    let role = a.role;
     let text = std::fs::read_to_string(&a.queries)
         .with_context(|| format!("reading {}", a.queries.display()))?;
     let values: Vec<Value> = serde_json::from_str(&text)

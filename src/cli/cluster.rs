@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use umi_core::presets;
 
 use super::args::engine::EngineArgs;
-use super::args::model::ModelArgs;
+use super::args::model::{runs_demo_model, ModelArgs};
 use super::support::local_cluster::{ClusterSpec, LocalCluster, RoleSpec};
 
 #[derive(Subcommand, Debug)]
@@ -113,7 +113,7 @@ impl UpArgs {
             worker_flags.extend(["--tokenizer".to_string(), t.to_string_lossy().into_owned()]);
         }
         // The bundled 135M model gets `umi run`'s demo budgets.
-        let demo = m.model.is_none() && !self.engine.is_sim();
+        let demo = runs_demo_model(m, &self.engine);
         let max_steps = self.max_steps.unwrap_or(presets::max_steps(demo));
         let max_new_tokens = self
             .max_new_tokens

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use futures::StreamExt;
 use umi_core::agent::RoleKind;
 use umi_core::metrics::Metrics;
@@ -19,7 +19,7 @@ use umi_core::static_eval::{
 };
 use umi_worker::roles::EngineRoles;
 
-use super::args::roles::RoleArgs;
+use super::args::roles::{Answerers, RoleArgs};
 use super::support::eval_journal::Journal;
 use super::support::output::write_json_atomically;
 use super::support::progress::Progress;
@@ -49,21 +49,13 @@ pub struct ScoreArgs {
     pub out: Option<PathBuf>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Roles {
-    /// The models given by --model / --planner-model / ...
-    Model,
-    /// Each role replays the reference's output for its step (checks the pipeline).
-    Oracle,
-}
-
 #[derive(Args, Debug)]
 pub struct StaticArgs {
     /// A static test file (e.g. data/toolbench-static/out_of_domain.json).
     #[arg(long)]
     pub data: PathBuf,
-    #[arg(long, value_enum, default_value = "model")]
-    pub roles: Roles,
+    #[arg(long, value_parser = Answerers::eval_values(), default_value = "model")]
+    pub roles: Answerers,
     /// Only the first N records.
     #[arg(long)]
     pub limit: Option<usize>,
@@ -118,8 +110,8 @@ async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
         bail!("{}: no planner steps to evaluate", a.data.display());
     }
     let engines = match a.roles {
-        Roles::Oracle => None,
-        Roles::Model => Some(a.role_args.start(presets::STATIC)?),
+        Answerers::Replay => None,
+        Answerers::Models => Some(a.role_args.start(presets::STATIC)?),
     };
     let out = a.out.clone().unwrap_or_else(|| default_out(&a.data));
     super::support::output::writable_dir(&out, "--out")?;
@@ -128,11 +120,11 @@ async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
     let resumed = journal.len() > 0;
     run_manifest::check_and_write(&out, resumed, a.force, |digests| {
         let roles = match a.roles {
-            Roles::Oracle => json!("oracle: each role replays the reference's output"),
-            Roles::Model => run_manifest::model_roles(&a.role_args, None, digests)?,
+            Answerers::Replay => json!("oracle: each role replays the reference's output"),
+            Answerers::Models => run_manifest::model_roles(&a.role_args, None, digests)?,
         };
         let sampling =
-            (a.roles == Roles::Model).then(|| a.role_args.sampling.over(presets::STATIC));
+            (a.roles == Answerers::Models).then(|| a.role_args.sampling.over(presets::STATIC));
         Ok(section([
             ("created_by", run_manifest::created_by()),
             ("data", digests.of(&a.data)?),
@@ -286,7 +278,11 @@ fn fingerprint(a: &StaticArgs) -> String {
     serde_json::json!({
         "data": a.data.display().to_string(),
         "limit": a.limit,
-        "roles": format!("{:?}", a.roles),
+        // The names of the enum this flag had: earlier journals compare equal.
+        "roles": match a.roles {
+            Answerers::Models => "Model",
+            Answerers::Replay => "Oracle",
+        },
         "model": path(&r.model.model),
         "tokenizer": path(&r.model.tokenizer),
         "dtype": r.model.dtype.to_string(),

@@ -11,32 +11,20 @@ use clap::{Args, ValueEnum};
 use futures::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
-use umi_core::agent::RoleModels;
 use umi_core::dfs::{Outcome, SearchConfig};
 use umi_core::env::ToolBackend;
-use umi_core::presets;
+use umi_core::presets::{self, Sampling};
 use umi_core::task::{method_name, solve, Query, Solved};
-use umi_worker::roles::EngineRoles;
+use umi_roles::{ByRole, RoleSource, RolesSpec};
 
 use super::args::engine::EngineArgs;
+use super::args::model::runs_demo_model;
 use super::args::remote::RemoteArgs;
-use super::args::roles::RoleArgs;
+use super::args::roles::{Answerers, RoleArgs};
 use super::args::tools::ToolArgs;
 use super::support::output::{json_files_in, write_json_atomically};
 use super::support::progress::Progress;
 use super::support::run_manifest;
-
-/// What answers the three roles.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum RoleSource {
-    /// Models: the bundled one, --model checkpoints, remote workers or the simulated
-    /// engine.
-    Models,
-    /// Recorded trajectories (the --record answer files) replayed as α-UMi role outputs:
-    /// the real search, tools and answer writer, no model. For checking the pipeline end
-    /// to end on solved queries.
-    Replay,
-}
 
 /// Which converters the answer files are written for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -54,8 +42,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub queries: Option<PathBuf>,
     /// What answers the roles.
-    #[arg(long, value_enum, default_value = "models")]
-    pub roles: RoleSource,
+    #[arg(long, value_parser = Answerers::run_values(), default_value = "models")]
+    pub roles: Answerers,
     /// The answer files' message roles: `alpha-umi` as α-UMi's real-time code writes
     /// them (read by its ToolEval converter), or `toolbench` for upstream ToolBench's and
     /// StableToolBench's converters (a system message first, observations as
@@ -210,19 +198,48 @@ impl RunArgs {
         self.concurrency.unwrap_or(self.role_args.model.max_batch)
     }
 
-    /// Whether the roles are the bundled demo model in process: no --model, no remote
-    /// workers, no simulated engine (which stands for a full-size model).
+    /// Whether the bundled demo model plays the roles, in process (`runs_demo_model`;
+    /// not replayed recordings, no remote workers or servers).
     fn demo(&self) -> bool {
-        self.roles == RoleSource::Models
-            && self.role_args.model.model.is_none()
+        self.roles == Answerers::Models
             && !self.remote.is_set()
-            && !self.engine.is_sim()
+            && runs_demo_model(&self.role_args.model, &self.engine)
+    }
+
+    /// What plays each role of a run solved here, sampling with `sampling`: recordings
+    /// replayed, or models (workers or OpenAI-compatible servers as the remote flags say,
+    /// the other roles in process).
+    fn roles_spec(&self, sampling: Sampling) -> anyhow::Result<RolesSpec> {
+        let mut spec = RolesSpec {
+            sources: ByRole::all(RoleSource::InProcess),
+            sampling,
+            in_process: None,
+            workers: None,
+            openai: None,
+            replay: None,
+        };
+        match self.roles {
+            Answerers::Replay => {
+                if self.remote.is_set() || self.role_args.model.model.is_some() {
+                    bail!("--roles replay answers from recordings: drop the --model and --*-endpoint flags");
+                }
+                spec.sources = ByRole::all(RoleSource::Replay);
+                spec.replay = Some(Arc::new(self.tools.replay_roles()?));
+            }
+            Answerers::Models => {
+                self.remote.apply(&mut spec)?;
+                if spec.any(|s| *s == RoleSource::InProcess) {
+                    spec.in_process = Some(self.role_args.in_process(&self.engine)?);
+                }
+            }
+        }
+        Ok(spec)
     }
 
     /// What the roles sample with when this process decides it (not a coordinator's run,
     /// not replayed recordings).
     fn sampling(&self) -> Option<umi_core::presets::Sampling> {
-        (self.coordinator.is_none() && self.roles == RoleSource::Models)
+        (self.coordinator.is_none() && self.roles == Answerers::Models)
             .then(|| self.role_args.sampling.over(presets::realtime(self.demo())))
     }
 }
@@ -331,7 +348,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
             if a.width != 2 || a.max_steps.is_some() || a.max_depth.is_some() {
                 bail!("with --coordinator the search settings are the coordinator's: drop --width, --max-steps and --max-depth");
             }
-            if a.roles == RoleSource::Replay {
+            if a.roles == Answerers::Replay {
                 bail!("--roles replay runs here: drop --coordinator");
             }
             super::submit::solve_all(c, &todo, &mut finish).await?;
@@ -373,34 +390,13 @@ async fn solve_here(
 ) -> anyhow::Result<()> {
     let demo = a.demo();
     let backend = a.tools.backend()?;
-    let preset = presets::realtime(demo);
-    let sampling = a.role_args.sampling.over(preset);
-    let replay = match a.roles {
-        RoleSource::Replay if a.remote.is_set() || a.role_args.model.model.is_some() => {
-            bail!("--roles replay answers from recordings: drop the --model and --*-endpoint flags")
-        }
-        RoleSource::Replay => Some(a.tools.replay_roles()?),
-        RoleSource::Models => None,
-    };
-    let remote = match replay {
-        None => {
-            let start_local = || -> anyhow::Result<Arc<dyn RoleModels>> {
-                Ok(Arc::new(a.role_args.start_on(&a.engine, preset)?))
-            };
-            a.remote.role_models(sampling, start_local).await?
-        }
-        Some(_) => None,
-    };
-    let local = match (&replay, &remote) {
-        (None, None) => Some(a.role_args.start_on(&a.engine, preset)?),
-        _ => None,
-    };
-    let roles: &dyn RoleModels = match (&replay, &remote, &local) {
-        (Some(replay), _, _) => replay,
-        (None, Some(remote), _) => remote.as_ref(),
-        (None, None, Some(local)) => local,
-        (None, None, None) => unreachable!("one of the three was just made"),
-    };
+    let sampling = a.role_args.sampling.over(presets::realtime(demo));
+    let spec = a.roles_spec(sampling)?;
+    let replay = spec.replay.clone();
+    let roles = umi_roles::build(spec).await?;
+    for (role, model, base) in &roles.openai {
+        eprintln!("{} role: {model} at {base}", role.as_str());
+    }
     let reference_depth = SearchConfig::default().single_chain_max_step;
     let config = SearchConfig {
         tree_beam_size: a.width,
@@ -419,6 +415,7 @@ async fn solve_here(
     };
     let mut results = futures::stream::iter(todo.iter().map(|q| {
         let (backend, config) = (&backend, config.clone());
+        let roles = roles.models.as_ref();
         async move { (q, solve(q, roles, backend, config).await) }
     }))
     .buffer_unordered(a.concurrency());
@@ -426,7 +423,7 @@ async fn solve_here(
         finish(&q.id, solved.into())?;
     }
     drop(results);
-    if let Some(usage) = local.as_ref().map(EngineRoles::usage) {
+    if let Some(usage) = roles.engines.as_ref().map(|e| e.usage()) {
         eprintln!("{usage}");
     }
     if let Some(report) = backend.report() {

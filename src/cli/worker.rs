@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, ValueEnum};
+use clap::Args;
 use umi_core::agent::RoleKind;
 use umi_discovery::registry::Registration;
 use umi_discovery::WorkerInfo;
@@ -17,20 +17,14 @@ use super::args::engine::EngineArgs;
 use super::args::etcd::EtcdArgs;
 use super::args::metrics::MetricsArgs;
 use super::args::model::ModelArgs;
+use super::args::roles::role_kind;
 use super::args::security::{describe, ServerSecurityArgs};
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum Role {
-    Planner,
-    Caller,
-    Summarizer,
-}
 
 #[derive(Args, Debug)]
 pub struct WorkerArgs {
     /// The role this worker serves.
-    #[arg(long, value_enum)]
-    pub role: Role,
+    #[arg(long, value_parser = role_kind())]
+    pub role: RoleKind,
     /// Address to listen on (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
@@ -63,18 +57,8 @@ pub struct WorkerArgs {
     pub metrics: MetricsArgs,
 }
 
-impl Role {
-    pub fn kind(self) -> RoleKind {
-        match self {
-            Role::Planner => RoleKind::Planner,
-            Role::Caller => RoleKind::Caller,
-            Role::Summarizer => RoleKind::Summarizer,
-        }
-    }
-}
-
 pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
-    let role = a.role.kind();
+    let role = a.role;
     a.metrics.install(a.security.insecure_network)?;
     let security = a.security.security(a.listen)?;
     let engine = a.engine.start(&a.model)?;

@@ -23,6 +23,14 @@ pub enum RoleKind {
 }
 
 impl RoleKind {
+    /// Every role, in the order of a step: planner, caller, summarizer.
+    pub const ALL: [RoleKind; 3] = [RoleKind::Planner, RoleKind::Caller, RoleKind::Summarizer];
+
+    /// The role named `name` (`as_str`'s names).
+    pub fn parse(name: &str) -> Option<RoleKind> {
+        RoleKind::ALL.into_iter().find(|r| r.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             RoleKind::Planner => "planner",

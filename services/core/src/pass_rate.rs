@@ -79,7 +79,43 @@ pub struct JudgeCall {
 
 /// Whatever answers the judge's calls (an OpenAI-compatible chat endpoint in practice).
 pub trait Judge: Send + Sync {
-    fn answer_status<'a>(&'a self, call: JudgeCall) -> BoxFuture<'a, Result<AnswerStatus, String>>;
+    fn answer_status<'a>(
+        &'a self,
+        call: JudgeCall,
+    ) -> BoxFuture<'a, Result<AnswerStatus, JudgeError>>;
+}
+
+/// Why a judgment has no verdict.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum JudgeError {
+    /// The judge's endpoint could not be reached, or the request failed on the way.
+    #[error("{url}: {detail}")]
+    Unreachable { url: String, detail: String },
+    /// The endpoint answered with an error status.
+    #[error("{url}: HTTP {status}")]
+    Status { url: String, status: u16 },
+    /// The reply is not the function call asked for (not JSON, no call, arguments not
+    /// JSON).
+    #[error("{url}: {detail}")]
+    Reply { url: String, detail: String },
+    /// The function's arguments hold no verdict: `missing` names what they lack (a valid
+    /// `answer_status`, or the `reason` asked for).
+    #[error("no {missing} in {arguments}")]
+    NoVerdict {
+        missing: &'static str,
+        arguments: String,
+    },
+    /// Every attempt of one call failed; the last one's error.
+    #[error("the judge failed {attempts} times: {last}")]
+    Attempts {
+        attempts: u32,
+        last: Box<JudgeError>,
+    },
+    /// Retried until the time allowed for one judgment ran out; the last try's error.
+    #[error("{last} (retried for {seconds:.1} s)")]
+    RetriedFor { seconds: f64, last: Box<JudgeError> },
+    #[error(transparent)]
+    Template(#[from] TemplateError),
 }
 
 /// An answer as StableToolBench's converter writes it for the judge.
@@ -206,15 +242,14 @@ impl Converted {
     }
 
     /// `compute_pass_rate` + `check_is_solved` for one evaluation.
-    pub async fn judge(&self, judge: &dyn Judge) -> Result<AnswerStatus, String> {
+    pub async fn judge(&self, judge: &dyn Judge) -> Result<AnswerStatus, JudgeError> {
         if let Some(status) = self.verdict_without_judge() {
             return Ok(status);
         }
         let status = judge
             .answer_status(JudgeCall {
                 function: "check_answer_status",
-                prompt: fill(CHECK_ANSWER_STATUS, &self.query, &self.final_answer)
-                    .map_err(|e| e.to_string())?,
+                prompt: fill(CHECK_ANSWER_STATUS, &self.query, &self.final_answer)?,
             })
             .await?;
         if status != AnswerStatus::Unsure {
@@ -227,8 +262,7 @@ impl Converted {
                     PARSE_ANSWER_STATUS,
                     &self.query,
                     &pyjson::dumps(&self.answer),
-                )
-                .map_err(|e| e.to_string())?,
+                )?,
             })
             .await
     }
@@ -432,7 +466,7 @@ mod tests {
         fn answer_status<'a>(
             &'a self,
             call: JudgeCall,
-        ) -> BoxFuture<'a, Result<AnswerStatus, String>> {
+        ) -> BoxFuture<'a, Result<AnswerStatus, JudgeError>> {
             let mut calls = self.1.lock().unwrap();
             let status = self.0[calls.len()];
             calls.push(call);

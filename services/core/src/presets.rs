@@ -2,6 +2,8 @@
 //! top-p, the prompt-token budget, new tokens, `force_generate`) and the search budgets
 //! live here, and the CLI's flags only override them.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use serde::{Deserialize, Serialize};
 
 /// How one role call samples, and how much of its prompt it keeps.
@@ -20,6 +22,42 @@ pub struct Sampling {
     /// A stop token sampled before this many new tokens does not stop generation (1 is
     /// ToolBench's `force_generate`: an EOS at the first step is ignored).
     pub min_new_tokens: usize,
+}
+
+/// A role source's sampling with the one rule for a call's seed, shared by every way of
+/// playing a role (in process, umi workers, an OpenAI-compatible server): the base seed
+/// plus the call's offset, wrapping. A call inside a task carries its offset
+/// (`RoleRequest::seed_offset`, set by `task::solve`; the static pipeline's step index);
+/// a call outside a task takes the number of such calls this source made before it, so
+/// sampled calls with equal prompts still differ.
+#[derive(Debug)]
+pub struct CallSampling {
+    base: Sampling,
+    untasked: AtomicU64,
+}
+
+impl CallSampling {
+    pub fn new(base: Sampling) -> Self {
+        CallSampling {
+            base,
+            untasked: AtomicU64::new(0),
+        }
+    }
+
+    /// The sampling every call starts from (its seed the base seed).
+    pub fn base(&self) -> &Sampling {
+        &self.base
+    }
+
+    /// The sampling of one call: `seed_offset` its offset, `None` for a call outside a
+    /// task (which counts it).
+    pub fn for_call(&self, seed_offset: Option<u64>) -> Sampling {
+        let offset = seed_offset.unwrap_or_else(|| self.untasked.fetch_add(1, Ordering::Relaxed));
+        Sampling {
+            seed: self.base.seed.wrapping_add(offset),
+            ..self.base
+        }
+    }
 }
 
 /// The seed of every preset (and of the CLI's `--seed`).
@@ -75,5 +113,23 @@ pub fn max_steps(demo: bool) -> usize {
         DEMO_MAX_STEPS
     } else {
         REFERENCE_MAX_STEPS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_is_seeded_by_its_offset_or_by_the_untasked_calls_before_it() {
+        let s = CallSampling::new(Sampling {
+            seed: u64::MAX,
+            ..REALTIME
+        });
+        assert_eq!(s.for_call(Some(3)).seed, 2, "base + offset, wrapping");
+        assert_eq!(s.for_call(None).seed, u64::MAX);
+        assert_eq!(s.for_call(Some(7)).seed, 6, "a task's call does not count");
+        assert_eq!(s.for_call(None).seed, 0);
+        assert_eq!(s.for_call(None).max_new_tokens, REALTIME.max_new_tokens);
     }
 }

@@ -8,13 +8,13 @@
 //! (`convert::classify`), and a request refused as invalid is never retried.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 use umi_core::agent::{BoxFuture, Generated, RoleKind, RoleModels, RoleRequest};
-use umi_core::presets::Sampling;
+use umi_core::presets::{CallSampling, Sampling};
 use umi_core::{CoreError, ErrorClass};
 use umi_discovery::membership::Membership;
 
@@ -69,14 +69,11 @@ pub struct ClusterRoles<T: RoleTransport = GrpcTransport> {
     membership: Membership,
     transport: T,
     replicas: Mutex<ReplicaTable<T::Connection>>,
-    sampling: Sampling,
+    /// Each call's sampling and seed (`CallSampling::for_call`, as in process).
+    sampling: CallSampling,
     policy: RetryPolicy,
     routing: Routing,
     affinity: AffinityTable,
-    /// Calls made so far: a call without a `seed_offset` (outside a task) is seeded with
-    /// the base seed plus this, as in process, so sampled calls with equal prompts still
-    /// differ.
-    calls: AtomicU64,
 }
 
 impl ClusterRoles<GrpcTransport> {
@@ -102,11 +99,10 @@ impl<T: RoleTransport> ClusterRoles<T> {
             membership,
             transport,
             replicas: Mutex::default(),
-            sampling,
+            sampling: CallSampling::new(sampling),
             policy,
             routing: Routing::default(),
             affinity: AffinityTable::default(),
-            calls: AtomicU64::new(0),
         }
     }
 
@@ -186,11 +182,7 @@ impl<T: RoleTransport> ClusterRoles<T> {
         let role = request.role;
         let started = Instant::now();
         let deadline = started + self.policy.deadline;
-        let mut sampling = self.sampling;
-        let offset = request
-            .seed_offset
-            .unwrap_or_else(|| self.calls.fetch_add(1, Ordering::Relaxed));
-        sampling.seed = sampling.seed.wrapping_add(offset);
+        let sampling = self.sampling.for_call(request.seed_offset);
         let wire = request_to_pb(&request, &sampling);
         let mut tried = HashSet::new();
         // (replica, class, message) of each failed attempt.

@@ -8,7 +8,6 @@
 pub mod cluster;
 pub mod convert;
 pub mod metrics;
-pub mod openai;
 pub mod pki;
 pub mod routing;
 pub mod security;

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use umi_core::agent::BoxFuture;
-use umi_core::pass_rate::{AnswerStatus, Converted, Judge, JudgeCall};
+use umi_core::pass_rate::{AnswerStatus, Converted, Judge, JudgeCall, JudgeError};
 
 use crate::http::{post_json, HttpError};
 
@@ -137,7 +137,7 @@ pub async fn judge_with_backoff(
     converted: &Converted,
     judge: &dyn Judge,
     backoff: &Backoff,
-) -> Result<AnswerStatus, String> {
+) -> Result<AnswerStatus, JudgeError> {
     let start = Instant::now();
     let mut n = 0;
     loop {
@@ -145,7 +145,10 @@ pub async fn judge_with_backoff(
         match converted.judge(judge).await {
             Ok(status) => return Ok(status),
             Err(e) if elapsed >= backoff.max_time => {
-                return Err(format!("{e} (retried for {:.1} s)", elapsed.as_secs_f64()))
+                return Err(JudgeError::RetriedFor {
+                    seconds: elapsed.as_secs_f64(),
+                    last: Box::new(e),
+                })
             }
             Err(e) => {
                 let wait = backoff.wait(n, unit_random(), elapsed);
@@ -215,7 +218,7 @@ impl OpenAiJudge {
     }
 
     /// One request with the SDK's own retries (layer 1): the reply's body.
-    async fn post(&self, body: &[u8]) -> Result<Vec<u8>, String> {
+    async fn post(&self, body: &[u8]) -> Result<Vec<u8>, JudgeError> {
         let auth = self.api_key.as_ref().map(|k| format!("Bearer {k}"));
         let headers: Vec<(&str, &str)> =
             auth.iter().map(|a| ("Authorization", a.as_str())).collect();
@@ -230,8 +233,11 @@ impl OpenAiJudge {
                 };
             if retry >= self.retry.sdk_retries || !sdk_retries(&failure) {
                 return Err(match failure {
-                    Failure::Http(e) => format!("{url}: {e}"),
-                    Failure::Status(status) => format!("{url}: HTTP {status}"),
+                    Failure::Http(e) => JudgeError::Unreachable {
+                        url,
+                        detail: e.to_string(),
+                    },
+                    Failure::Status(status) => JudgeError::Status { url, status },
                 });
             }
             tokio::time::sleep(self.retry.sdk_wait(retry, unit_random())).await;
@@ -240,27 +246,33 @@ impl OpenAiJudge {
     }
 
     /// One attempt of `function_call`: the called function's arguments.
-    async fn ask(&self, call: &JudgeCall) -> Result<Value, String> {
+    async fn ask(&self, call: &JudgeCall) -> Result<Value, JudgeError> {
         let body = self.request_body(call).to_string();
         let reply = self.post(body.as_bytes()).await?;
-        let url = self.url();
-        let value: Value = serde_json::from_slice(&reply).map_err(|e| format!("{url}: {e}"))?;
+        let bad_reply = |detail: String| JudgeError::Reply {
+            url: self.url(),
+            detail,
+        };
+        let value: Value = serde_json::from_slice(&reply).map_err(|e| bad_reply(e.to_string()))?;
         let arguments = value
             .pointer("/choices/0/message/tool_calls/0/function/arguments")
             .and_then(Value::as_str)
-            .ok_or_else(|| format!("{url}: the reply calls no function"))?;
-        serde_json::from_str(arguments).map_err(|e| format!("{url}: arguments: {e}"))
+            .ok_or_else(|| bad_reply("the reply calls no function".into()))?;
+        serde_json::from_str(arguments).map_err(|e| bad_reply(format!("arguments: {e}")))
     }
 
     /// `function_call` with tenacity's retries (layer 2).
-    async fn function_call(&self, call: &JudgeCall) -> Result<Value, String> {
+    async fn function_call(&self, call: &JudgeCall) -> Result<Value, JudgeError> {
         let attempts = self.retry.attempts.max(1);
         let mut attempt = 1;
         loop {
             match self.ask(call).await {
                 Ok(arguments) => return Ok(arguments),
                 Err(e) if attempt >= attempts => {
-                    return Err(format!("the judge failed {attempts} times: {e}"))
+                    return Err(JudgeError::Attempts {
+                        attempts,
+                        last: Box::new(e),
+                    })
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, attempt, "judge call failed, retrying");
@@ -276,15 +288,22 @@ impl Judge for OpenAiJudge {
     /// The verdict, as `check_is_solved` reads it: `AnswerStatus(ret['answer_status'])`
     /// and `ret['reason']` (asked for), an error (for `judge_with_backoff`) when either
     /// is missing or no status.
-    fn answer_status<'a>(&'a self, call: JudgeCall) -> BoxFuture<'a, Result<AnswerStatus, String>> {
+    fn answer_status<'a>(
+        &'a self,
+        call: JudgeCall,
+    ) -> BoxFuture<'a, Result<AnswerStatus, JudgeError>> {
         Box::pin(async move {
             let arguments = self.function_call(&call).await?;
+            let no_verdict = |missing| JudgeError::NoVerdict {
+                missing,
+                arguments: arguments.to_string(),
+            };
             let status = arguments["answer_status"]
                 .as_str()
                 .and_then(AnswerStatus::parse)
-                .ok_or_else(|| format!("no valid answer_status in {arguments}"))?;
+                .ok_or_else(|| no_verdict("valid answer_status"))?;
             if arguments.get("reason").is_none() {
-                return Err(format!("no reason in {arguments}"));
+                return Err(no_verdict("reason"));
             }
             Ok(status)
         })
@@ -504,9 +523,10 @@ mod tests {
         let started = Instant::now();
         let err = judge.answer_status(call()).await.unwrap_err();
         assert!(
-            err.contains("failed 3 times") && err.contains("time out"),
-            "{err}"
+            matches!(&err, JudgeError::Attempts { attempts: 3, last } if matches!(**last, JudgeError::Unreachable { .. })),
+            "{err:?}"
         );
+        assert!(err.to_string().contains("time out"), "{err}");
         let at: Vec<Instant> = seen.lock().unwrap().iter().map(|(t, _)| *t).collect();
         // 3 attempts of 1 + 2 requests each.
         assert_eq!(at.len(), 9);
@@ -548,14 +568,17 @@ mod tests {
         fn answer_status<'a>(
             &'a self,
             _call: JudgeCall,
-        ) -> BoxFuture<'a, Result<AnswerStatus, String>> {
+        ) -> BoxFuture<'a, Result<AnswerStatus, JudgeError>> {
             let mut calls = self.calls.lock().unwrap();
             calls.push(Instant::now());
             let n = calls.len();
             let failures = self.failures;
             Box::pin(async move {
                 if n <= failures {
-                    Err(format!("failure {n}"))
+                    Err(JudgeError::Unreachable {
+                        url: "flaky".into(),
+                        detail: format!("failure {n}"),
+                    })
                 } else {
                     Ok(AnswerStatus::Solved)
                 }
@@ -597,7 +620,10 @@ mod tests {
         let err = judge_with_backoff(&converted, &failing, &backoff)
             .await
             .unwrap_err();
-        assert!(err.contains("failure"), "{err}");
+        assert!(
+            matches!(&err, JudgeError::RetriedFor { last, .. } if last.to_string().contains("failure")),
+            "{err}"
+        );
         assert!(started.elapsed() >= Duration::from_millis(150));
         assert!(started.elapsed() < Duration::from_secs(2));
         assert!(failing.calls.lock().unwrap().len() >= 2);

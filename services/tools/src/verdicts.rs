@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use umi_core::pass_rate::{AnswerStatus, Converted, Judge};
+use umi_core::pass_rate::{AnswerStatus, Converted, Judge, JudgeError};
 use umi_core::pyjson;
 
 use crate::judge::{judge_with_backoff, Backoff};
@@ -32,8 +32,8 @@ pub enum VerdictError {
         line: usize,
         message: String,
     },
-    #[error("judging query {query_id}: {message}")]
-    Judge { query_id: String, message: String },
+    #[error("judging query {query_id}: {error}")]
+    Judge { query_id: String, error: JudgeError },
 }
 
 /// What a verdict is about.
@@ -224,9 +224,9 @@ pub async fn judge_all(
     }))
     .buffer_unordered(concurrency.max(1));
     while let Some((q, run, key, verdict)) = results.next().await {
-        let verdict = verdict.map_err(|message| VerdictError::Judge {
+        let verdict = verdict.map_err(|error| VerdictError::Judge {
             query_id: answers[q].0.clone(),
-            message,
+            error,
         })?;
         store.record(key, verdict)?;
         verdicts[q][run] = Some(verdict);
@@ -281,7 +281,7 @@ mod tests {
         fn answer_status<'a>(
             &'a self,
             call: JudgeCall,
-        ) -> BoxFuture<'a, Result<AnswerStatus, String>> {
+        ) -> BoxFuture<'a, Result<AnswerStatus, JudgeError>> {
             self.0.fetch_add(1, Ordering::SeqCst);
             let status = if call.function == "check_answer_status" && call.prompt.contains("Zürich")
             {

@@ -9,7 +9,7 @@ use std::time::Instant;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::Instrument;
 use umi_core::agent::{BoxFuture, Generated, RoleKind, RoleModels, RoleRequest};
-use umi_core::presets::Sampling;
+use umi_core::presets::{CallSampling, Sampling};
 use umi_core::prompt::RolePrompts;
 use umi_core::{CoreError, ErrorClass};
 use umi_engine::sim::SimRequest;
@@ -183,14 +183,14 @@ pub fn classify(e: EngineError) -> CoreError {
 }
 
 /// The three roles on in-process engines (one engine per distinct checkpoint may serve
-/// several roles), sampling with one setting; a call is seeded with the base seed plus
-/// its request's `seed_offset` (or, without one, the number of calls made before it).
+/// several roles), sampling with one setting; a call is seeded by `CallSampling::for_call`
+/// (the base seed plus its request's `seed_offset`, or without one the number of such
+/// calls made before it).
 pub struct EngineRoles {
     planner: RoleEngine,
     caller: RoleEngine,
     summarizer: RoleEngine,
-    sampling: Sampling,
-    calls: AtomicU64,
+    sampling: CallSampling,
     usage: Usage,
 }
 
@@ -253,8 +253,7 @@ impl EngineRoles {
             planner: RoleEngine::new(planner),
             caller: RoleEngine::new(caller),
             summarizer: RoleEngine::new(summarizer),
-            sampling,
-            calls: AtomicU64::new(0),
+            sampling: CallSampling::new(sampling),
             usage: Usage::default(),
         }
     }
@@ -287,18 +286,12 @@ impl EngineRoles {
         seed_offset: u64,
     ) -> Result<GenerateOutput, CoreError> {
         let engine = self.role(role);
-        let sampling = self.sampling_for(seed_offset);
+        let sampling = self.sampling.for_call(Some(seed_offset));
         self.call(role, async {
             let request = engine.request_for_prompt(prompt, &sampling)?;
             engine.generate(Prepared::Model(request)).await
         })
         .await
-    }
-
-    fn sampling_for(&self, seed_offset: u64) -> Sampling {
-        let mut sampling = self.sampling;
-        sampling.seed = sampling.seed.wrapping_add(seed_offset);
-        sampling
     }
 
     /// Runs one call, naming the role in its error and counting its tokens.
@@ -336,10 +329,7 @@ impl RoleModels for EngineRoles {
         Box::pin(async move {
             let role = request.role;
             let engine = self.role(role);
-            let n = request
-                .seed_offset
-                .unwrap_or_else(|| self.calls.fetch_add(1, Ordering::Relaxed));
-            let sampling = self.sampling_for(n);
+            let sampling = self.sampling.for_call(request.seed_offset);
             let span = tracing::info_span!("role_call", role = role.as_str());
             let out = self
                 .call(role, async {

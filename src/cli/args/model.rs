@@ -6,8 +6,19 @@ use anyhow::Context;
 use clap::Args;
 use umi_engine::{Engine, EngineConfig, LoadOptions, LoadedModel, WeightDType};
 
+use super::engine::EngineArgs;
+
 /// Where `scripts/setup.sh` puts the bundled SmolLM2 model.
 pub const BUNDLED_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// Whether the engines these flags start run the bundled demo model: no --model, not the
+/// simulated engine (which stands for a full-size model). The one rule for the demo's
+/// budgets (`presets::realtime(true)`, `presets::max_steps(true)`): `umi run` applies it
+/// when its roles play in process, `umi cluster up` to the workers it starts with these
+/// flags.
+pub fn runs_demo_model(model: &ModelArgs, engine: &EngineArgs) -> bool {
+    model.model.is_none() && !engine.is_sim()
+}
 
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {

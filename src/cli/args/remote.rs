@@ -1,17 +1,16 @@
 //! Where remote role workers are found: fixed endpoints given as flags, or etcd.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::{Args, ValueEnum};
-use umi_core::agent::{PerRole, RoleKind, RoleModels};
+use umi_core::agent::RoleKind;
 use umi_core::presets::Sampling;
-use umi_discovery::membership::Membership;
 use umi_discovery::WorkerInfo;
+use umi_roles::openai;
+use umi_roles::{Discovery, OpenAiSettings, RoleSource, RolesSpec, Workers};
 use umi_rpc::cluster::{ClusterRoles, RetryPolicy};
-use umi_rpc::openai::{self, OpenAiRole};
 use umi_rpc::routing::Routing;
 use umi_rpc::security::ClientSecurity;
 
@@ -127,9 +126,8 @@ impl RemoteArgs {
             .any(|(_, list)| list.iter().any(|e| e.starts_with(openai::SCHEME_PREFIX)))
     }
 
-    /// The live workers per role, if any remote source was given (OpenAI-compatible
-    /// endpoints aside).
-    pub async fn membership(&self) -> anyhow::Result<Option<Membership>> {
+    /// Where the role workers are, if any were given (OpenAI-compatible endpoints aside).
+    fn discovery(&self) -> anyhow::Result<Option<Discovery>> {
         let fixed: Vec<(&str, Vec<&String>)> = self
             .endpoints()
             .iter()
@@ -147,27 +145,29 @@ impl RemoteArgs {
             .filter(|(_, e)| !e.is_empty())
             .count();
         let workers = fixed.iter().filter(|(_, e)| !e.is_empty()).count();
-        let etcd = self.etcd.endpoints();
-        match (etcd.is_empty(), given) {
+        let etcd = || -> anyhow::Result<Option<Discovery>> {
+            Ok(Some(Discovery::Etcd {
+                target: Box::new(self.etcd.target()?),
+                prefix: self.etcd.etcd_prefix.clone(),
+            }))
+        };
+        match (self.etcd.endpoints().is_empty(), given) {
             (true, 0) => Ok(None),
             // Only OpenAI-compatible endpoints (the other roles play in process).
             (true, _) if workers == 0 => Ok(None),
-            (true, 3) => Ok(Some(Membership::fixed(fixed.iter().flat_map(
-                |(role, addresses)| addresses.iter().map(|a| WorkerInfo::at(role, a)),
-            )))),
+            (true, 3) => Ok(Some(Discovery::Fixed(
+                fixed
+                    .iter()
+                    .flat_map(|(role, addresses)| {
+                        addresses.iter().map(|a| WorkerInfo::at(role, a))
+                    })
+                    .collect(),
+            ))),
             (true, _) => bail!(
                 "give all three of --planner-endpoint, --caller-endpoint and --summarizer-endpoint, or none"
             ),
-            (false, 0) => Ok(Some(
-                Membership::etcd(&self.etcd.target()?, &self.etcd.etcd_prefix)
-                    .await
-                    .context("discovering role workers")?,
-            )),
-            (false, _) if workers == 0 => Ok(Some(
-                Membership::etcd(&self.etcd.target()?, &self.etcd.etcd_prefix)
-                    .await
-                    .context("discovering role workers")?,
-            )),
+            (false, 0) => etcd(),
+            (false, _) if workers == 0 => etcd(),
             (false, _) => bail!("give --etcd or the --*-endpoint flags of workers, not both"),
         }
     }
@@ -183,21 +183,28 @@ impl RemoteArgs {
         })
     }
 
+    /// The role workers and how they are called, if any were given.
+    fn workers(&self) -> anyhow::Result<Option<Workers>> {
+        let policy = self.policy()?;
+        let security = self.worker_security()?;
+        Ok(self.discovery()?.map(|discovery| Workers {
+            discovery,
+            security,
+            policy,
+            routing: self.routing.into(),
+        }))
+    }
+
     /// The roles on remote workers, sampling as `sampling` says, if any remote source
     /// was given. (The coordinator's path: umi workers only.)
     pub async fn roles(&self, sampling: Sampling) -> anyhow::Result<Option<ClusterRoles>> {
         if self.has_openai() {
             bail!("OpenAI-compatible role endpoints (openai+http://…) are taken by umi run, not by the coordinator: serve the role with umi workers");
         }
-        self.cluster(sampling).await
-    }
-
-    async fn cluster(&self, sampling: Sampling) -> anyhow::Result<Option<ClusterRoles>> {
-        let policy = self.policy()?;
-        let security = self.worker_security()?;
-        Ok(self.membership().await?.map(|m| {
-            ClusterRoles::new(m, security, sampling, policy).with_routing(self.routing.into())
-        }))
+        match self.workers()? {
+            Some(w) => Ok(Some(umi_roles::workers(&w, sampling).await?)),
+            None => Ok(None),
+        }
     }
 
     /// What this process presents to role workers: TLS settings and the worker token.
@@ -205,60 +212,29 @@ impl RemoteArgs {
         self.tls.security(self.worker_token_file.as_deref())
     }
 
-    /// The remote roles of `umi run`: umi workers, and OpenAI-compatible servers for the
-    /// roles given one; roles given neither (without etcd) play on `local()`, started
-    /// only if needed. `None` when no remote source was given.
-    pub async fn role_models(
-        &self,
-        sampling: Sampling,
-        local: impl FnOnce() -> anyhow::Result<Arc<dyn RoleModels>>,
-    ) -> anyhow::Result<Option<Arc<dyn RoleModels>>> {
-        if !self.has_openai() {
-            return Ok(self
-                .cluster(sampling)
-                .await?
-                .map(|c| Arc::new(c) as Arc<dyn RoleModels>));
-        }
-        let cluster = self.cluster(sampling).await?.map(Arc::new);
-        let deadline = self.policy()?.deadline;
-        let mut local = Some(local);
-        let mut in_process: Option<Arc<dyn RoleModels>> = None;
-        let mut roles: Vec<Arc<dyn RoleModels>> = Vec::new();
-        for (role, _) in self.endpoints() {
-            let played: Arc<dyn RoleModels> = match self.openai_base(role)? {
-                Some(base) => {
-                    let r = OpenAiRole::connect(
-                        base,
-                        self.openai_model.clone(),
-                        self.openai_api_key.clone(),
-                        sampling,
-                        deadline,
-                    )
-                    .await
-                    .with_context(|| format!("the {} role's endpoint", role.as_str()))?;
-                    eprintln!("{} role: {} at {base}", role.as_str(), r.model());
-                    Arc::new(r)
-                }
-                None => match (&cluster, &in_process, local.take()) {
-                    (Some(c), _, _) => c.clone(),
-                    (None, Some(models), _) => models.clone(),
-                    (None, None, Some(start)) => {
-                        let models = start().context("the roles played in process")?;
-                        in_process = Some(models.clone());
-                        models
-                    }
-                    (None, None, None) => bail!("the {} role has no model", role.as_str()),
-                },
+    /// The roles of `umi run` in `spec`: umi workers, and OpenAI-compatible servers for
+    /// the roles given one; roles given neither (without etcd) keep `spec`'s source
+    /// (played in process).
+    pub fn apply(&self, spec: &mut RolesSpec) -> anyhow::Result<()> {
+        let workers = self.workers()?;
+        for role in RoleKind::ALL {
+            let source = match self.openai_base(role)? {
+                Some(base) => RoleSource::OpenAi(base.to_string()),
+                None if workers.is_some() => RoleSource::Workers,
+                None => continue,
             };
-            roles.push(played);
+            match role {
+                RoleKind::Planner => spec.sources.planner = source,
+                RoleKind::Caller => spec.sources.caller = source,
+                RoleKind::Summarizer => spec.sources.summarizer = source,
+            }
         }
-        let [planner, caller, summarizer]: [Arc<dyn RoleModels>; 3] = roles
-            .try_into()
-            .map_err(|_| anyhow::anyhow!("three roles expected"))?;
-        Ok(Some(Arc::new(PerRole {
-            planner,
-            caller,
-            summarizer,
-        })))
+        spec.workers = workers;
+        spec.openai = Some(OpenAiSettings {
+            model: self.openai_model.clone(),
+            api_key: self.openai_api_key.clone(),
+            deadline: self.policy()?.deadline,
+        });
+        Ok(())
     }
 }

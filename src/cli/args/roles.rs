@@ -1,13 +1,14 @@
-//! Which model plays each α-UMi role, and the flags over a mode's sampling preset
-//! (`umi_core::presets`). The role calls themselves are `umi_worker::roles::EngineRoles`.
+//! Which model plays each α-UMi role in process, what answers the roles (`--roles`), and
+//! the flags over a mode's sampling preset (`umi_core::presets`). The roles are built by
+//! `umi_roles` from the spec these flags fill.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
-use anyhow::Context;
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::Args;
+use umi_core::agent::RoleKind;
 use umi_core::presets::{Sampling, DEFAULT_SEED};
-use umi_engine::Engine;
+use umi_roles::{ByRole, InProcess};
 use umi_worker::roles::EngineRoles;
 
 use super::engine::EngineArgs;
@@ -68,47 +69,95 @@ impl SamplingArgs {
 }
 
 impl RoleArgs {
-    /// Loads each distinct checkpoint once and starts the three roles on them, sampling
-    /// with `preset` under the flags.
-    pub fn start(&self, preset: Sampling) -> anyhow::Result<EngineRoles> {
-        self.start_on(&EngineArgs::default(), preset)
+    /// The engines of the roles played in this process: each role's checkpoint (its own
+    /// flag, else --model, else the bundled model), or with the simulated engine one per
+    /// role.
+    pub fn in_process(&self, engine: &EngineArgs) -> anyhow::Result<InProcess> {
+        let m = &self.model;
+        if engine.is_sim() {
+            anyhow::ensure!(
+                m.model.is_none(),
+                "--model and --engine sim exclude each other: the simulated engine loads no weights"
+            );
+            return Ok(InProcess::Sim {
+                profile: engine.profile()?,
+                config: m.engine_config()?,
+            });
+        }
+        let base = m.model_path()?;
+        let config = m.engine_config()?;
+        let checkpoints = ByRole::from_fn(|role| {
+            let own = match role {
+                RoleKind::Planner => &self.planner_model,
+                RoleKind::Caller => &self.caller_model,
+                RoleKind::Summarizer => &self.summarizer_model,
+            };
+            own.clone().unwrap_or_else(|| base.clone())
+        });
+        Ok(InProcess::Model {
+            checkpoints,
+            tokenizer: m.tokenizer.clone(),
+            dtype: m.dtype,
+            device: m.device.clone(),
+            config,
+        })
     }
 
-    /// The same on `engine`: with the simulated engine, one per role (as α-UMi's three
-    /// checkpoints would each have theirs).
-    pub fn start_on(&self, engine: &EngineArgs, preset: Sampling) -> anyhow::Result<EngineRoles> {
-        if engine.is_sim() {
-            let start = || engine.start(&self.model);
-            return Ok(EngineRoles::new(
-                start()?,
-                start()?,
-                start()?,
-                self.sampling.over(preset),
-            ));
-        }
-        let mut engines: HashMap<PathBuf, Engine> = HashMap::new();
-        let base = self.model.model_path()?;
-        let mut engine_for = |path: Option<&PathBuf>| -> anyhow::Result<Engine> {
-            let path = path.cloned().unwrap_or_else(|| base.clone());
-            if let Some(e) = engines.get(&path) {
-                return Ok(e.clone());
-            }
-            let args = ModelArgs {
-                model: Some(path.clone()),
-                ..self.model.clone()
-            };
-            let engine = args.start()?;
-            engines.insert(path, engine.clone());
-            Ok(engine)
-        };
-        let planner = engine_for(self.planner_model.as_ref()).context("planner model")?;
-        let caller = engine_for(self.caller_model.as_ref()).context("caller model")?;
-        let summarizer = engine_for(self.summarizer_model.as_ref()).context("summarizer model")?;
-        Ok(EngineRoles::new(
-            planner,
-            caller,
-            summarizer,
+    /// The three roles on in-process model engines (no simulated engine), sampling with
+    /// `preset` under the flags.
+    pub fn start(&self, preset: Sampling) -> anyhow::Result<EngineRoles> {
+        let engines = self.in_process(&EngineArgs::default())?;
+        Ok(umi_roles::start_in_process(
+            &engines,
             self.sampling.over(preset),
-        ))
+        )?)
     }
+}
+
+/// What answers the roles of `umi run` and `umi eval static` (`--roles`): models (as the
+/// other flags say: in process, workers, OpenAI-compatible servers), or recorded outputs
+/// replayed. The two commands name the values as they always have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answerers {
+    Models,
+    Replay,
+}
+
+impl Answerers {
+    /// `umi run --roles`: `models` or `replay`.
+    pub fn run_values() -> impl TypedValueParser<Value = Answerers> {
+        Self::parser([
+            PossibleValue::new("models").help("Models: the bundled one, --model checkpoints, remote workers or the simulated engine"),
+            PossibleValue::new("replay").help("Recorded trajectories (the --record answer files) replayed as α-UMi role outputs: the real search, tools and answer writer, no model. For checking the pipeline end to end on solved queries"),
+        ])
+    }
+
+    /// `umi eval static --roles`: `model` or `oracle` (each role replays the reference's
+    /// output for its step).
+    pub fn eval_values() -> impl TypedValueParser<Value = Answerers> {
+        Self::parser([
+            PossibleValue::new("model").help("The models given by --model / --planner-model / ..."),
+            PossibleValue::new("oracle").help(
+                "Each role replays the reference's output for its step (checks the pipeline)",
+            ),
+        ])
+    }
+
+    /// The first value is `Models`, the second `Replay`.
+    fn parser(values: [PossibleValue; 2]) -> impl TypedValueParser<Value = Answerers> {
+        let models = values[0].get_name().to_string();
+        PossibleValuesParser::new(values).map(move |v| {
+            if v == models {
+                Answerers::Models
+            } else {
+                Answerers::Replay
+            }
+        })
+    }
+}
+
+/// `--role planner|caller|summarizer`, parsed to the core's `RoleKind` (its names).
+pub fn role_kind() -> impl TypedValueParser<Value = RoleKind> {
+    PossibleValuesParser::new(RoleKind::ALL.map(|r| PossibleValue::new(r.as_str())))
+        .try_map(|name| RoleKind::parse(&name).ok_or("not a role"))
 }

@@ -119,7 +119,7 @@ pub fn build(
     let recorded = t.record_paths();
     let roles = if let Some(coordinator) = &a.coordinator {
         json!({"coordinator": coordinator, "note": "models, sampling and search are the coordinator's"})
-    } else if a.roles == crate::cli::run::RoleSource::Replay {
+    } else if a.roles == crate::cli::args::roles::Answerers::Replay {
         let replayed = recorded
             .iter()
             .map(|p| digests.of(p))

@@ -1,7 +1,8 @@
 //! A role played by an OpenAI-compatible server (`--planner-endpoint openai+http://host:port/v1`):
 //! vLLM or TGI serving an α-UMi checkpoint, or another umi worker's `--openai-listen`.
 //! The α-UMi prompt is rendered here (`RoleRequest::render`, the one renderer) and sent
-//! to `/v1/completions` with the role's sampling: temperature, top-p, the call's seed,
+//! to `/v1/completions` with the role's sampling: temperature, top-p, the call's seed
+//! (`CallSampling::for_call`, the rule of every role source),
 //! `max_tokens`, `min_tokens` (ToolBench's `force_generate`, vLLM's extension) and
 //! `truncate_prompt_tokens` (the reference keeps the prompt's last tokens; vLLM's
 //! extension, also honoured by umi's worker). The reply's text is the role's output.
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use umi_core::agent::{BoxFuture, Generated, RoleModels, RoleRequest};
-use umi_core::presets::Sampling;
+use umi_core::presets::{CallSampling, Sampling};
 use umi_core::prompt::RolePrompts;
 use umi_core::{CoreError, ErrorClass, Result};
 use umi_tools::http::{get_with_headers, post_json, HttpError};
@@ -26,7 +27,7 @@ pub struct OpenAiRole {
     base: String,
     model: String,
     api_key: Option<String>,
-    sampling: Sampling,
+    sampling: CallSampling,
     prompts: RolePrompts,
     timeout: Duration,
 }
@@ -71,7 +72,7 @@ impl OpenAiRole {
             base,
             model,
             api_key,
-            sampling,
+            sampling: CallSampling::new(sampling),
             prompts: RolePrompts::toolbench(),
             timeout,
         })
@@ -84,14 +85,13 @@ impl OpenAiRole {
     /// The request for one role call. No `stop` strings: a role stops where α-UMi's
     /// reference `generate` stops, at the model's end-of-sequence token, which the server
     /// honours by default (the `</s>` text cut is applied to the reply, as in process).
-    fn body(&self, prompt: &str, seed_offset: u64) -> Value {
-        let s = &self.sampling;
+    fn body(&self, prompt: &str, s: &Sampling) -> Value {
         let mut body = json!({
             "model": self.model,
             "prompt": prompt,
             "max_tokens": s.max_new_tokens,
             "temperature": s.temperature,
-            "seed": s.seed.wrapping_add(seed_offset),
+            "seed": s.seed,
             "min_tokens": s.min_new_tokens,
         });
         if let Some(p) = s.top_p {
@@ -105,7 +105,7 @@ impl OpenAiRole {
 
     async fn complete(&self, request: RoleRequest) -> Result<Generated> {
         let prompt = request.render(&self.prompts);
-        let body = self.body(&prompt, request.seed_offset.unwrap_or(0));
+        let body = self.body(&prompt, &self.sampling.for_call(request.seed_offset));
         let auth = self.api_key.as_ref().map(|k| format!("Bearer {k}"));
         let headers: Vec<(&str, &str)> =
             auth.iter().map(|a| ("Authorization", a.as_str())).collect();
