@@ -10,8 +10,41 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// `doing`: opening, reading or writing.
+    #[error("{doing} {}", path.display())]
+    Io {
+        doing: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{} was written by a run with other inputs or settings; \
+         use another --out or delete it to start over",
+        path.display()
+    )]
+    OtherRun { path: PathBuf },
+    #[error(
+        "{} is not an evaluation journal (bad first line); delete it to start over",
+        path.display()
+    )]
+    NotAJournal { path: PathBuf },
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
+/// An I/O error while `doing` something to the journal at `path`.
+fn io<'a>(doing: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> JournalError + 'a {
+    move |source| JournalError::Io {
+        doing,
+        path: path.to_path_buf(),
+        source,
+    }
+}
 
 #[derive(Serialize, Deserialize)]
 struct Header {
@@ -28,6 +61,7 @@ struct Entry {
     seconds: Option<f64>,
 }
 
+/// The journal of one run, open for appending, with the calls recorded so far.
 pub struct Journal {
     path: PathBuf,
     file: File,
@@ -39,33 +73,31 @@ pub struct Journal {
 
 impl Journal {
     /// Opens (or starts) the journal at `path` for the run named by `fingerprint`.
-    pub fn open(path: &Path, fingerprint: &str) -> anyhow::Result<Self> {
+    pub fn open(path: &Path, fingerprint: &str) -> Result<Self, JournalError> {
         let mut done = HashMap::new();
         let (mut seconds, mut untimed) = (0.0, 0);
         // An empty file is a journal whose run died before writing its first line.
         let exists = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
         if exists {
-            let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+            let file = File::open(path).map_err(io("opening", path))?;
             let mut lines = BufReader::new(file).lines();
-            let header = lines
-                .next()
-                .transpose()
-                .with_context(|| format!("reading {}", path.display()))?;
+            let header = lines.next().transpose().map_err(io("reading", path))?;
             let header: Option<Header> = header.and_then(|l| serde_json::from_str(&l).ok());
             match header {
                 Some(h) if h.fingerprint == fingerprint => {}
-                Some(_) => bail!(
-                    "{} was written by a run with other inputs or settings; \
-                     use another --out or delete it to start over",
-                    path.display()
-                ),
-                None => bail!(
-                    "{} is not an evaluation journal (bad first line); delete it to start over",
-                    path.display()
-                ),
+                Some(_) => {
+                    return Err(JournalError::OtherRun {
+                        path: path.to_path_buf(),
+                    })
+                }
+                None => {
+                    return Err(JournalError::NotAJournal {
+                        path: path.to_path_buf(),
+                    })
+                }
             }
             for line in lines {
-                let line = line.with_context(|| format!("reading {}", path.display()))?;
+                let line = line.map_err(io("reading", path))?;
                 if let Ok(e) = serde_json::from_str::<Entry>(&line) {
                     match e.seconds {
                         Some(s) => seconds += s,
@@ -79,19 +111,15 @@ impl Journal {
             .create(true)
             .append(true)
             .open(path)
-            .with_context(|| format!("opening {}", path.display()))?;
+            .map_err(io("opening", path))?;
         if !exists {
             let header = serde_json::to_string(&Header {
                 fingerprint: fingerprint.to_string(),
             })?;
-            writeln!(file, "{header}").with_context(|| format!("writing {}", path.display()))?;
-        } else if std::fs::read(path)
-            .with_context(|| format!("reading {}", path.display()))?
-            .last()
-            != Some(&b'\n')
-        {
+            writeln!(file, "{header}").map_err(io("writing", path))?;
+        } else if std::fs::read(path).map_err(io("reading", path))?.last() != Some(&b'\n') {
             // A torn last line has no newline: start the next entry on a line of its own.
-            writeln!(file).with_context(|| format!("writing {}", path.display()))?;
+            writeln!(file).map_err(io("writing", path))?;
         }
         Ok(Journal {
             path: path.to_path_buf(),
@@ -109,8 +137,14 @@ impl Journal {
             .map(String::as_str)
     }
 
+    /// How many calls are recorded.
     pub fn len(&self) -> usize {
         self.done.len()
+    }
+
+    /// Whether no call is recorded yet (a new run).
+    pub fn is_empty(&self) -> bool {
+        self.done.is_empty()
     }
 
     /// Model time of every recorded call that carries one, and how many do not.
@@ -126,7 +160,7 @@ impl Journal {
         step: usize,
         output: &str,
         seconds: f64,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), JournalError> {
         let mut line = serde_json::to_string(&Entry {
             stage: stage.to_string(),
             step,
@@ -137,7 +171,7 @@ impl Journal {
         self.file
             .write_all(line.as_bytes())
             .and_then(|_| self.file.sync_data())
-            .with_context(|| format!("writing {}", self.path.display()))?;
+            .map_err(io("writing", &self.path))?;
         self.done
             .insert((stage.to_string(), step), output.to_string());
         self.seconds += seconds;
