@@ -21,6 +21,7 @@ use umi_core::task::Query;
 
 use super::args::engine::EngineKind;
 use super::args::remote::RoutingArg;
+use super::support::children::{CoordinatorSettings, WorkerSettings};
 use super::support::local_cluster::{free_ports, ClusterSpec, LocalCluster, RoleSpec};
 use super::support::prometheus::{self, Sample};
 
@@ -212,24 +213,13 @@ async fn one_run(
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
     }
-    let mut engine = vec!["--engine".to_string(), "sim".to_string()];
-    if let Some(p) = &a.sim_profile {
-        engine.extend([
-            "--sim-profile".to_string(),
-            p.to_string_lossy().into_owned(),
-        ]);
-    }
-    let worker = |batch: usize| -> Vec<String> {
-        let mut f = engine.clone();
-        f.extend([
-            "--max-batch".to_string(),
-            batch.to_string(),
-            "--prefix-cache-mb".to_string(),
-            a.prefix_cache_mb.to_string(),
-            "--max-queue".to_string(),
-            (2 * a.concurrency).to_string(),
-        ]);
-        f
+    let worker = |batch: usize| WorkerSettings {
+        sim: true,
+        sim_profile: a.sim_profile.clone(),
+        max_batch: batch,
+        prefix_cache_mb: a.prefix_cache_mb,
+        max_queue: 2 * a.concurrency,
+        ..WorkerSettings::default()
     };
     let spec = ClusterSpec {
         dir: dir.clone(),
@@ -239,30 +229,26 @@ async fn one_run(
             RoleSpec {
                 role: "planner",
                 replicas: planners,
-                flags: worker(a.max_batch),
+                settings: worker(a.max_batch),
             },
             RoleSpec {
                 role: "caller",
                 replicas: a.callers,
-                flags: worker(a.other_max_batch),
+                settings: worker(a.other_max_batch),
             },
             RoleSpec {
                 role: "summarizer",
                 replicas: a.summarizers,
-                flags: worker(a.other_max_batch),
+                settings: worker(a.other_max_batch),
             },
         ],
-        coordinator_flags: [
-            ("--concurrency", Some(a.concurrency)),
-            ("--max-pending", Some(a.tasks + 1)),
-            ("--max-steps", a.max_steps),
-            ("--max-new-tokens", a.max_new_tokens),
-        ]
-        .into_iter()
-        .filter_map(|(flag, v)| v.map(|v| [flag.to_string(), v.to_string()]))
-        .flatten()
-        .chain(["--routing".to_string(), routing.to_string()])
-        .collect(),
+        coordinator: CoordinatorSettings {
+            concurrency: a.concurrency,
+            max_pending: Some(a.tasks + 1),
+            max_steps: a.max_steps,
+            max_new_tokens: a.max_new_tokens,
+            routing: Some(routing),
+        },
         metrics: true,
     };
     let mut cluster = LocalCluster::start(&spec).await?;

@@ -10,6 +10,7 @@ use umi_core::presets;
 
 use super::args::engine::EngineArgs;
 use super::args::model::{runs_demo_model, ModelArgs};
+use super::support::children::{CoordinatorSettings, WorkerSettings};
 use super::support::local_cluster::{ClusterSpec, LocalCluster, RoleSpec};
 
 #[derive(Subcommand, Debug)]
@@ -89,43 +90,33 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
 }
 
 impl UpArgs {
-    /// The processes to start: each worker with this command's model and engine flags,
-    /// the coordinator with its budgets.
+    /// The processes to start: each worker with this command's model and engine
+    /// settings, the coordinator with its budgets.
     pub fn spec(&self) -> ClusterSpec {
         let m = &self.model;
-        let mut worker_flags = vec![
-            "--dtype".to_string(),
-            m.dtype.to_string(),
-            "--device".to_string(),
-            m.device.clone(),
-            "--max-batch".to_string(),
-            m.max_batch.to_string(),
-            "--prefix-cache-mb".to_string(),
-            m.prefix_cache_mb.to_string(),
-            "--max-queue".to_string(),
-            m.max_queue.to_string(),
-        ];
-        worker_flags.extend(self.engine.to_flags());
-        if let Some(path) = &m.model {
-            worker_flags.extend(["--model".to_string(), path.to_string_lossy().into_owned()]);
-        }
-        if let Some(t) = &m.tokenizer {
-            worker_flags.extend(["--tokenizer".to_string(), t.to_string_lossy().into_owned()]);
-        }
+        let worker = WorkerSettings {
+            sim: self.engine.is_sim(),
+            sim_profile: self.engine.sim_profile.clone(),
+            dtype: Some(m.dtype.to_string()),
+            device: Some(m.device.clone()),
+            max_batch: m.max_batch,
+            prefix_cache_mb: m.prefix_cache_mb,
+            max_queue: m.max_queue,
+            model: m.model.clone(),
+            tokenizer: m.tokenizer.clone(),
+        };
         // The bundled 135M model gets `umi run`'s demo budgets.
         let demo = runs_demo_model(m, &self.engine);
         let max_steps = self.max_steps.unwrap_or(presets::max_steps(demo));
         let max_new_tokens = self
             .max_new_tokens
             .unwrap_or(presets::realtime(demo).max_new_tokens);
-        let coordinator_flags = vec![
-            "--max-steps".to_string(),
-            max_steps.to_string(),
-            "--max-new-tokens".to_string(),
-            max_new_tokens.to_string(),
-            "--concurrency".to_string(),
-            self.concurrency.to_string(),
-        ];
+        let coordinator = CoordinatorSettings {
+            concurrency: self.concurrency,
+            max_steps: Some(max_steps),
+            max_new_tokens: Some(max_new_tokens),
+            ..CoordinatorSettings::default()
+        };
         ClusterSpec {
             dir: self.dir.clone(),
             etcd_port: self.etcd_port,
@@ -139,10 +130,10 @@ impl UpArgs {
             .map(|(role, replicas)| RoleSpec {
                 role,
                 replicas,
-                flags: worker_flags.clone(),
+                settings: worker.clone(),
             })
             .collect(),
-            coordinator_flags,
+            coordinator,
             metrics: self.metrics,
         }
     }

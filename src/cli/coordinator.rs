@@ -11,6 +11,7 @@ use umi_coordinator::service::{serve, CoordinatorService, Settings};
 use umi_coordinator::tasks::TaskSettings;
 use umi_core::dfs::SearchConfig;
 use umi_core::presets::{REALTIME, REFERENCE_MAX_STEPS};
+use umi_rpc::serve::Shutdown;
 
 use super::args::metrics::MetricsArgs;
 use super::args::remote::RemoteArgs;
@@ -116,7 +117,7 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<()> {
         listener,
         service,
         &security,
-        super::support::shutdown::signal(),
+        Shutdown::on(super::support::shutdown::signal()),
     )
     .await
     .with_context(|| format!("serving on {addr}"))?;

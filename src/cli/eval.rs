@@ -3,24 +3,23 @@
 //! the reference's `predictions.json` plus `metrics.json`, and printed as a table.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use futures::StreamExt;
+use futures::future::BoxFuture;
 use umi_core::agent::RoleKind;
+use umi_core::error::CoreError;
 use umi_core::metrics::Metrics;
-use umi_core::parse::Decision;
 use umi_core::presets;
 use umi_core::prompt::RolePrompts;
 use umi_core::static_eval::{
     build_samples, parse_records, reference_order, score, score_predictions, Sample,
 };
+use umi_eval::{Journal, PromptModels, Shard, StaticRun};
 use umi_worker::roles::EngineRoles;
 
 use super::args::roles::{Answerers, RoleArgs};
-use super::support::eval_journal::Journal;
 use super::support::output::write_json_atomically;
 use super::support::progress::Progress;
 use super::support::run_manifest;
@@ -116,8 +115,8 @@ async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
     let out = a.out.clone().unwrap_or_else(|| default_out(&a.data));
     super::support::output::writable_dir(&out, "--out")?;
     // Every finished call is journaled, so an interrupted run resumes where it stopped.
-    let journal = Journal::open(&out.join("journal.jsonl"), &fingerprint(&a))?;
-    let resumed = journal.len() > 0;
+    let mut journal = Journal::open(&out.join("journal.jsonl"), &fingerprint(&a))?;
+    let resumed = !journal.is_empty();
     run_manifest::check_and_write(&out, resumed, a.force, |digests| {
         let roles = match a.roles {
             Answerers::Replay => json!("oracle: each role replays the reference's output"),
@@ -142,65 +141,24 @@ async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
     }
 
     // Each step's calls depend only on that step (and its seed on its index), so shards
-    // split the steps and share the journal. A record's steps stay in one shard: each
-    // step's prompt extends the previous one's, which the prefix cache reuses.
-    let (shard, shards) = a.shard.unwrap_or((0, 1));
-    let record_of: Vec<usize> = samples
-        .iter()
-        .scan((0usize, None::<&str>), |(n, last), s| {
-            if last.is_some_and(|l| l != s.instruction) {
-                *n += 1;
-            }
-            *last = Some(&s.instruction);
-            Some(*n)
-        })
-        .collect();
-    let mine = |i: usize| record_of[i] % shards == shard;
-    // The steps of each of this shard's records, in order.
-    let mut records_steps: Vec<Vec<usize>> = Vec::new();
-    for i in (0..samples.len()).filter(|&i| mine(i)) {
-        match records_steps.last_mut() {
-            Some(steps) if record_of[steps[0]] == record_of[i] => steps.push(i),
-            _ => records_steps.push(vec![i]),
-        }
-    }
+    // split the records' steps and share the journal.
+    let shard = Shard::of(&samples, a.shard.unwrap_or((0, 1)));
     // Each record has one call in flight: more records than the engine runs and queues
     // (--max-batch + --max-queue) would be refused as overloaded.
     let engine_room = a.role_args.model.max_batch + a.role_args.model.max_queue;
-    let concurrency = a.concurrency.clamp(1, engine_room);
     let start = Instant::now();
-    let mut progress = Progress::new("steps", records_steps.iter().map(Vec::len).sum::<usize>());
-    // Records run concurrently (their calls batch in the engine); a record's steps run in
-    // order, each step's prompt extending the previous one's in the prefix cache. Every
-    // call is seeded by its step, so the outputs do not depend on the concurrency.
-    let journal = Mutex::new(journal);
-    let step_calls = StepCalls {
-        engines: &engines,
+    let mut progress = Progress::new("steps", shard.steps());
+    let models = engines.as_ref().map(Engines);
+    let run = StaticRun {
         prompts: &prompts,
-        journal: &journal,
+        models: models.as_ref().map(|m| m as &dyn PromptModels),
+        concurrency: a.concurrency.clamp(1, engine_room),
     };
-    let mut finished = futures::stream::iter(records_steps)
-        .map(|steps| step_calls.record(&samples, steps))
-        .buffer_unordered(concurrency);
-    let mut outputs: Vec<(usize, StepOutputs)> = Vec::new();
-    while let Some(record) = finished.next().await {
-        for step in record? {
-            outputs.push(step);
-            progress.tick();
-        }
-    }
-    drop(finished);
+    run.run(&mut samples, shard, &mut journal, || progress.tick())
+        .await?;
     progress.finish();
-    let journal = journal.into_inner().unwrap_or_else(|p| p.into_inner());
-    for (i, out) in outputs {
-        let s = &mut samples[i];
-        *s = out.routed;
-        if let Some(answer) = out.answer {
-            s.finish(&answer);
-        }
-    }
     let elapsed = start.elapsed();
-    if a.shard.is_some() {
+    if let Some((shard, shards)) = a.shard {
         eprintln!(
             "shard {shard}/{shards} done in {:.0} s; when every shard is done, run again without --shard to score",
             elapsed.as_secs_f64()
@@ -300,84 +258,20 @@ fn fingerprint(a: &StaticArgs) -> String {
     .to_string()
 }
 
-/// What one step produced: its sample routed by the planner's output, and the caller's
-/// or summarizer's output when the planner did not give up.
-struct StepOutputs {
-    routed: Sample,
-    answer: Option<String>,
-}
+/// The in-process engines as the static runner calls them.
+struct Engines<'a>(&'a EngineRoles);
 
-/// Makes (or takes from the journal) the calls of a record's steps.
-struct StepCalls<'a> {
-    engines: &'a Option<EngineRoles>,
-    prompts: &'a RolePrompts,
-    journal: &'a Mutex<Journal>,
-}
-
-impl StepCalls<'_> {
-    async fn record(
-        &self,
-        samples: &[Sample],
-        steps: Vec<usize>,
-    ) -> anyhow::Result<Vec<(usize, StepOutputs)>> {
-        let mut done = Vec::with_capacity(steps.len());
-        for i in steps {
-            let sample = &samples[i];
-            let planner = self
-                .output("planner", i, sample, RoleKind::Planner, &sample.model_input)
-                .await?;
-            // Routing is a pure function of the sample and the planner's output: the
-            // routed copy replaces the sample once every record is done.
-            let mut routed = sample.clone();
-            routed.route(&planner, self.prompts);
-            let answer = match (
-                routed.decision,
-                &routed.model_input_for_caller,
-                &routed.model_input_for_summarizer,
-            ) {
-                (Some(Decision::GiveUp), _, _) | (_, None, None) => None,
-                (_, Some(input), _) => Some(
-                    self.output("answer", i, &routed, RoleKind::Caller, input)
-                        .await?,
-                ),
-                (_, None, Some(input)) => Some(
-                    self.output("answer", i, &routed, RoleKind::Summarizer, input)
-                        .await?,
-                ),
-            };
-            done.push((i, StepOutputs { routed, answer }));
-        }
-        Ok(done)
-    }
-
-    /// One call's output: journaled by an earlier run, or made now (the model's, seeded by
-    /// the step's index, or the reference's) and journaled.
-    async fn output(
-        &self,
-        stage: &str,
-        step: usize,
-        sample: &Sample,
+impl PromptModels for Engines<'_> {
+    fn call<'a>(
+        &'a self,
         role: RoleKind,
-        input: &str,
-    ) -> anyhow::Result<String> {
-        let journaled = self.lock().get(stage, step).map(str::to_string);
-        if let Some(output) = journaled {
-            return Ok(output);
-        }
-        let t = Instant::now();
-        let output = match self.engines {
-            None => sample.oracle_output(),
-            Some(e) => e.call_prompt(role, input, step as u64).await?.text,
-        };
-        self.lock()
-            .record(stage, step, &output, t.elapsed().as_secs_f64())?;
-        Ok(output)
-    }
-
-    /// The journal; a panic elsewhere while holding it leaves its lines whole (each is one
-    /// write), so a poisoned lock is still usable.
-    fn lock(&self) -> std::sync::MutexGuard<'_, Journal> {
-        self.journal.lock().unwrap_or_else(|p| p.into_inner())
+        prompt: &'a str,
+        seed_offset: u64,
+    ) -> BoxFuture<'a, Result<String, CoreError>> {
+        Box::pin(async move {
+            let output = self.0.call_prompt(role, prompt, seed_offset).await?;
+            Ok(output.text)
+        })
     }
 }
 

@@ -1,6 +1,8 @@
 //! The command line: one module per subcommand here; the flag groups several
-//! subcommands share in `args`; small helpers (atomic output, progress, signals, the
-//! static evaluation's journal) in `support`.
+//! subcommands share in `args`; small helpers (atomic output, progress, signals, a
+//! local cluster's child processes and their command lines) in `support`. Library logic
+//! lives in the crates: the coordinator client in `umi-rpc`, the static evaluation's
+//! runner in `umi-eval`, the phased server shutdown in `umi_rpc::serve`.
 
 /// The commit this binary was built from (`build.rs`), "unknown" outside a git checkout.
 pub const COMMIT: &str = match option_env!("UMI_GIT_COMMIT") {

@@ -3,42 +3,13 @@
 //! where the cause is one a person can act on. The whole chain, with tonic's and hyper's
 //! internals, is logged at debug level (`RUST_LOG=debug`).
 
-/// What went wrong at the bottom of a transport error, in words, from its text.
-fn transport_summary(message: &str) -> Option<&'static str> {
-    let m = message.to_ascii_lowercase();
-    let summary = if m.contains("connection refused") {
-        "connection refused"
-    } else if m.contains("timed out") || m.contains("deadline") || m.contains("timeout") {
-        "timed out"
-    } else if m.contains("dns error")
-        || m.contains("failed to lookup")
-        || m.contains("name or service not known")
-    {
-        "host name not found"
-    } else if m.contains("certificate") || m.contains("tls") || m.contains("handshake") {
-        "TLS handshake failed"
-    } else if m.contains("connection reset") || m.contains("broken pipe") {
-        "connection reset"
-    } else if m.contains("tcp connect error") || m.contains("transport error") {
-        "could not connect"
-    } else {
-        return None;
-    };
-    Some(summary)
-}
+use umi_rpc::connect_error::{summary as transport_summary, INTERNALS};
 
 /// One layer's message, transport internals replaced by their summary (then only its
 /// first line is kept: umi's own messages may list things on further lines).
 fn layer(message: &str) -> String {
     let first = message.lines().next().unwrap_or_default();
-    let internals = [
-        "grpc request error",
-        "transport error",
-        "source: tonic",
-        "error trying to connect",
-        "tcp connect error",
-    ];
-    match internals.iter().filter_map(|p| first.find(p)).min() {
+    match INTERNALS.iter().filter_map(|p| first.find(p)).min() {
         Some(at) => {
             let head = first[..at].trim_end_matches([':', ' ', ',']);
             // Without a summary here, the layer below says what happened.
@@ -55,7 +26,14 @@ fn layer(message: &str) -> String {
 /// The one-line cause: each layer once (a layer that repeats the next one's text, as
 /// wrapped errors do, is cut to its own part).
 pub fn cause(e: &anyhow::Error) -> String {
-    let raw: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+    cause_of(e.as_ref())
+}
+
+/// [`cause`] of any error and its sources.
+pub fn cause_of(e: &(dyn std::error::Error + 'static)) -> String {
+    let raw: Vec<String> = std::iter::successors(Some(e), |e| e.source())
+        .map(|c| c.to_string())
+        .collect();
     let mut parts: Vec<String> = Vec::new();
     for (i, message) in raw.iter().enumerate() {
         let mut own = message.clone();
@@ -103,15 +81,6 @@ impl std::fmt::Display for Actionable {
 }
 
 impl std::error::Error for Actionable {}
-
-/// Whether the cause is a peer that is not listening (yet), which waiting may cure, as
-/// opposed to a wrong host name or TLS setting.
-pub fn not_listening(e: &anyhow::Error) -> bool {
-    let text = cause(e);
-    ["connection refused", "timed out", "connection reset"]
-        .iter()
-        .any(|s| text.contains(s))
-}
 
 /// What a person can do about it, where the cause says.
 pub fn remedy(e: &anyhow::Error) -> Option<String> {

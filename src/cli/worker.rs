@@ -9,6 +9,7 @@ use clap::Args;
 use umi_core::agent::RoleKind;
 use umi_discovery::registry::Registration;
 use umi_discovery::WorkerInfo;
+use umi_rpc::serve::Shutdown;
 use umi_worker::openai;
 use umi_worker::roles::RoleEngine;
 use umi_worker::server::{serve, RoleService};
@@ -134,20 +135,23 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let shutdown = async {
-        super::support::shutdown::signal().await;
-        let _ = stop_http.send(true);
-        // Leave the registry first, so no new calls are routed here while draining.
-        if let Some(r) = registration {
-            match r.deregister().await {
-                Ok(()) => eprintln!("umi worker: deregistered"),
-                Err(e) => {
-                    eprintln!("umi worker: could not deregister ({e}); the lease will expire")
+    // Leave first (the OpenAI endpoints stop, the registry entry goes, so no new calls
+    // are routed here), then drain the calls in flight.
+    let shutdown = Shutdown::on(super::support::shutdown::signal())
+        .leave(async move {
+            let _ = stop_http.send(true);
+        })
+        .leave(async move {
+            if let Some(r) = registration {
+                match r.deregister().await {
+                    Ok(()) => eprintln!("umi worker: deregistered"),
+                    Err(e) => {
+                        eprintln!("umi worker: could not deregister ({e}); the lease will expire")
+                    }
                 }
             }
-        }
-        eprintln!("umi worker: draining in-flight calls");
-    };
+        })
+        .leave(async { eprintln!("umi worker: draining in-flight calls") });
     serve(
         listener,
         RoleService::new(role, engine),

@@ -17,6 +17,7 @@ use umi_rpc::convert::status_from;
 use umi_rpc::pb;
 use umi_rpc::pb::coordinator_server::{Coordinator, CoordinatorServer};
 use umi_rpc::security::{Caller, ServerSecurity};
+use umi_rpc::serve::Shutdown;
 
 use crate::journal::{JournalError, TaskJournal};
 use crate::state::{TaskState, TaskStatus};
@@ -146,10 +147,9 @@ fn owned_id<'k>(caller: &Caller, key: &'k str) -> Option<&'k str> {
     tasks::owned_id(caller.name(), key)
 }
 
-/// The largest message the coordinator takes (a submission: `umi run` sends batches of
-/// about 1 MB, each task at most `MAX_QUERY_BYTES`) or clients should accept (an answer
-/// with a long trajectory).
-pub const MAX_MESSAGE: usize = 64 << 20;
+/// The largest message the coordinator takes or its clients accept, defined beside the
+/// client (`umi_rpc::coordinator_client`).
+pub use umi_rpc::coordinator_client::MAX_MESSAGE;
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::TaskEvent, Status>> + Send>>;
 
@@ -334,35 +334,37 @@ impl Coordinator for CoordinatorService {
     }
 }
 
-/// Serves on `listener` until `shutdown` completes; then stops accepting, ends open
-/// Watch streams and lets open calls finish. Callers are admitted as `security` says
+/// Serves on `listener` until `shutdown`'s signal; then, in its phases, stops admitting
+/// tasks, ends open Watch streams, stops accepting and lets open calls finish, and shuts
+/// the task supervisor down. Callers are admitted as `security` says
 /// (TLS, tokens; each token holder sees only its own tasks). `grpc.health.v1.Health`
 /// reports SERVING meanwhile.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     service: CoordinatorService,
     security: &ServerSecurity,
-    shutdown: impl std::future::Future<Output = ()>,
+    shutdown: Shutdown,
 ) -> Result<(), tonic::transport::Error> {
     let stop = service.stop.clone();
     let tasks = service.tasks.clone();
     // Query files with large tool lists make large submissions.
     let server = CoordinatorServer::new(service).max_decoding_message_size(MAX_MESSAGE);
     let name = <CoordinatorServer<CoordinatorService> as NamedService>::NAME;
-    let shutdown = async {
-        shutdown.await;
-        let _ = stop.send(true);
-    };
-    let served = umi_rpc::serve::serve(
+    // Leaving: no new tasks admitted; stopping, once the calls in flight are done: the
+    // task supervisor shuts down.
+    let shutdown = shutdown
+        .leave(async move {
+            let _ = stop.send(true);
+        })
+        .stop(move || tasks.shut_down());
+    umi_rpc::serve::serve(
         listener,
         name,
         tonic::service::Routes::new(security.guard(server)),
         security,
         shutdown,
     )
-    .await;
-    tasks.shut_down();
-    served
+    .await
 }
 
 /// A task's status as the wire has it, under the id its owner `caller` gave it.

@@ -24,6 +24,7 @@ use umi_roles::{
 };
 use umi_rpc::cluster::RetryPolicy;
 use umi_rpc::security::{ClientSecurity, ServerSecurity};
+use umi_rpc::serve::Shutdown;
 use umi_worker::server::{serve, RoleService};
 use umi_worker::sim_policy;
 
@@ -116,10 +117,10 @@ async fn worker_seeds() -> Vec<Option<u64>> {
     let service = RoleService::new(RoleKind::Planner, engine);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        serve(listener, service, &ServerSecurity::open(), async {
+        let shutdown = Shutdown::on(async {
             let _ = stopped.await;
-        })
-        .await
+        });
+        serve(listener, service, &ServerSecurity::open(), shutdown).await
     });
     let mut spec = spec(RoleSource::Workers);
     spec.workers = Some(Workers {

@@ -2,11 +2,14 @@
 //! (one `pb` module for the role workers' and the coordinator's services), conversions
 //! between the core's types and the wire's, W3C trace context in gRPC metadata,
 //! `ClusterRoles` (the role client: replica choice, `routing`, and retry, behind a
-//! transport trait), TLS and bearer tokens (`security`), and the health +
+//! transport trait), the coordinator's client (`coordinator_client`: submission,
+//! resubmission after a coordinator restart, answers as tasks end), TLS and bearer tokens (`security`), and the health +
 //! graceful-shutdown wiring every umi server uses.
 
 pub mod cluster;
+pub mod connect_error;
 pub mod convert;
+pub mod coordinator_client;
 pub mod metrics;
 pub mod pki;
 pub mod routing;

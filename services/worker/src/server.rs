@@ -15,6 +15,7 @@ use umi_rpc::convert::{request_from_pb, role_to_pb, sampling_from_pb, status_fro
 use umi_rpc::pb;
 use umi_rpc::pb::role_worker_server::{RoleWorker, RoleWorkerServer};
 use umi_rpc::security::ServerSecurity;
+use umi_rpc::serve::Shutdown;
 
 use crate::roles::{classify, Backend, Prepared, RoleEngine};
 
@@ -192,14 +193,14 @@ impl RoleWorker for RoleService {
     }
 }
 
-/// Serves on `listener` until `shutdown` completes, then stops accepting and finishes
-/// in-flight calls; callers are admitted as `security` says (TLS, tokens).
-/// `grpc.health.v1.Health` reports SERVING meanwhile.
+/// Serves on `listener` until `shutdown`'s signal, then stops in its phases (leave,
+/// drain the in-flight calls, stop); callers are admitted as `security` says (TLS,
+/// tokens). `grpc.health.v1.Health` reports SERVING meanwhile.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     service: RoleService,
     security: &ServerSecurity,
-    shutdown: impl std::future::Future<Output = ()>,
+    shutdown: Shutdown,
 ) -> Result<(), tonic::transport::Error> {
     let name = <RoleWorkerServer<RoleService> as NamedService>::NAME;
     let routes = tonic::service::Routes::new(security.guard(service.into_server()));

@@ -62,19 +62,4 @@ impl EngineArgs {
             }
         }
     }
-
-    /// The flags that start the same engine in a child process.
-    pub fn to_flags(&self) -> Vec<String> {
-        let mut flags = Vec::new();
-        if self.is_sim() {
-            flags.extend(["--engine".to_string(), "sim".to_string()]);
-            if let Some(p) = &self.sim_profile {
-                flags.extend([
-                    "--sim-profile".to_string(),
-                    p.to_string_lossy().into_owned(),
-                ]);
-            }
-        }
-        flags
-    }
 }

@@ -12,12 +12,16 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use tokio::process::{Child, Command};
+use umi_rpc::coordinator_client::CoordinatorAt;
 use umi_rpc::pb::coordinator_client::CoordinatorClient;
 use umi_rpc::pb::StatusRequest;
 use umi_rpc::pki::{write_loopback_pki, LoopbackPki};
 use umi_rpc::security::{ClientSecurity, ClientTls};
 
-use crate::cli::submit::CoordinatorAt;
+use super::children::{
+    CoordinatorCommand, CoordinatorSettings, EtcdCommand, ServerSecrets, WorkerCommand,
+    WorkerSettings,
+};
 
 /// What to start.
 #[derive(Debug, Clone)]
@@ -28,18 +32,18 @@ pub struct ClusterSpec {
     pub coordinator_port: u16,
     /// The workers of each role.
     pub roles: Vec<RoleSpec>,
-    /// Flags the coordinator gets besides its address, etcd and journal.
-    pub coordinator_flags: Vec<String>,
+    /// The coordinator's budgets and routing (besides its address, etcd and journal).
+    pub coordinator: CoordinatorSettings,
     /// Give every process a Prometheus endpoint on a free loopback port.
     pub metrics: bool,
 }
 
-/// One role's replicas and the flags each gets (engine, model, batch...).
+/// One role's replicas and the settings each gets (engine, model, batch...).
 #[derive(Debug, Clone)]
 pub struct RoleSpec {
     pub role: &'static str,
     pub replicas: usize,
-    pub flags: Vec<String>,
+    pub settings: WorkerSettings,
 }
 
 /// A started process and where its metrics are served.
@@ -79,36 +83,22 @@ impl LocalCluster {
             }
         }
         let pki = write_loopback_pki(&spec.dir.join("secrets"))?;
-        let os = |p: &Path| p.as_os_str().to_os_string();
-        let server_flags = [
-            "--tls-cert".into(),
-            os(&pki.cert),
-            "--tls-key".into(),
-            os(&pki.key),
-            "--auth-token-file".into(),
-            os(&pki.token),
-        ];
+        let secrets = ServerSecrets {
+            cert: pki.cert.clone(),
+            key: pki.key.clone(),
+            token: pki.token.clone(),
+        };
         let etcd_url = format!("http://127.0.0.1:{}", spec.etcd_port);
         let peer_url = format!("http://127.0.0.1:{}", spec.etcd_port + 1);
         let mut etcd_cmd = Command::new("etcd");
-        etcd_cmd.args([
-            "--name",
-            "umi",
-            "--data-dir",
-            &spec.dir.join("etcd").to_string_lossy(),
-            "--logger=zap",
-            "--log-level=warn",
-            "--listen-client-urls",
-            &etcd_url,
-            "--advertise-client-urls",
-            &etcd_url,
-            "--listen-peer-urls",
-            &peer_url,
-            "--initial-advertise-peer-urls",
-            &peer_url,
-            "--initial-cluster",
-            &format!("umi={peer_url}"),
-        ]);
+        etcd_cmd.args(
+            EtcdCommand {
+                data_dir: spec.dir.join("etcd"),
+                client_url: &etcd_url,
+                peer_url: &peer_url,
+            }
+            .args(),
+        );
         let mut etcd = spawn("etcd", &mut etcd_cmd, &spec.dir.join("etcd.log"), None)
             .context("starting etcd (Debian: apt-get install etcd-server)")?;
         wait_healthy(&mut etcd.child, &etcd_url).await?;
@@ -118,47 +108,45 @@ impl LocalCluster {
         for RoleSpec {
             role,
             replicas,
-            flags,
+            settings,
         } in &spec.roles
         {
             for i in 0..*replicas {
                 let name = format!("{role}-{i}");
-                let mut cmd = Command::new(&exe);
-                cmd.args([
-                    "worker",
-                    "--role",
-                    role,
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--etcd",
-                    &etcd_url,
-                ])
-                .args(&server_flags)
-                .args(flags);
                 let metrics = spec.metrics.then(free_port).transpose()?;
+                let mut cmd = Command::new(&exe);
+                cmd.args(
+                    WorkerCommand {
+                        role,
+                        listen: "127.0.0.1:0",
+                        etcd: &etcd_url,
+                        secrets: &secrets,
+                        settings,
+                        metrics_listen: metrics,
+                    }
+                    .args(),
+                );
                 let log = spec.dir.join(format!("{name}.log"));
                 workers.push(spawn(&name, &mut cmd, &log, metrics)?);
                 eprintln!("umi cluster: {role} worker {i} (log: {})", log.display());
             }
         }
         let coordinator_url = format!("https://127.0.0.1:{}", spec.coordinator_port);
-        let mut cmd = Command::new(&exe);
-        cmd.args([
-            "coordinator",
-            "--listen",
-            &format!("127.0.0.1:{}", spec.coordinator_port),
-            "--etcd",
-            &etcd_url,
-        ])
-        .args(&server_flags)
-        .arg("--tls-ca")
-        .arg(&pki.ca)
-        .arg("--worker-token-file")
-        .arg(&pki.token)
-        .args(&spec.coordinator_flags)
-        .arg("--task-journal")
-        .arg(spec.dir.join("tasks.jsonl"));
         let metrics = spec.metrics.then(free_port).transpose()?;
+        let mut cmd = Command::new(&exe);
+        cmd.args(
+            CoordinatorCommand {
+                listen: &format!("127.0.0.1:{}", spec.coordinator_port),
+                etcd: &etcd_url,
+                secrets: &secrets,
+                ca: &pki.ca,
+                worker_token: &pki.token,
+                settings: &spec.coordinator,
+                task_journal: spec.dir.join("tasks.jsonl"),
+                metrics_listen: metrics,
+            }
+            .args(),
+        );
         let log = spec.dir.join("coordinator.log");
         let coordinator = spawn("coordinator", &mut cmd, &log, metrics)?;
         eprintln!(
@@ -262,6 +250,8 @@ pub fn free_ports(n: u16) -> anyhow::Result<u16> {
     bail!("no {n} free consecutive loopback ports between 20000 and 32000")
 }
 
+/// Starts `cmd` (whose command line serves its metrics on `metrics`, if given) with its
+/// output in `log`.
 fn spawn(
     name: &str,
     cmd: &mut Command,
@@ -270,9 +260,6 @@ fn spawn(
 ) -> anyhow::Result<Process> {
     let file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let err = file.try_clone()?;
-    if let Some(addr) = metrics {
-        cmd.arg("--metrics-listen").arg(addr.to_string());
-    }
     // A process group of its own: Ctrl-C in the terminal reaches only the parent, which
     // then stops the children in order.
     #[cfg(unix)]

@@ -1,6 +1,6 @@
 //! Helpers of the subcommands.
 
-pub mod eval_journal;
+pub mod children;
 pub mod local_cluster;
 pub mod output;
 pub mod progress;

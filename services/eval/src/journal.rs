@@ -11,8 +11,48 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// `doing`: opening, reading or writing.
+    #[error("{doing} {}", path.display())]
+    Io {
+        doing: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{} was written by a run with other inputs or settings; \
+         use another --out or delete it to start over",
+        path.display()
+    )]
+    OtherRun { path: PathBuf },
+    #[error(
+        "{} is not an evaluation journal (bad first line); delete it to start over",
+        path.display()
+    )]
+    NotAJournal { path: PathBuf },
+    /// A damaged line inside the journal (a torn last line is not an error: its call is
+    /// made again).
+    #[error("resuming from a damaged evaluation journal (delete it to start over): {0}")]
+    Damaged(#[source] umi_durable::ReadError),
+    /// The journal could not be read at all.
+    #[error(transparent)]
+    Unreadable(umi_durable::ReadError),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
+/// An I/O error while `doing` something to the journal at `path`.
+fn io<'a>(doing: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> JournalError + 'a {
+    move |source| JournalError::Io {
+        doing,
+        path: path.to_path_buf(),
+        source,
+    }
+}
 
 #[derive(Serialize, Deserialize)]
 struct Header {
@@ -29,6 +69,7 @@ struct Entry {
     seconds: Option<f64>,
 }
 
+/// The journal of one run, open for appending, with the calls recorded so far.
 pub struct Journal {
     path: PathBuf,
     file: File,
@@ -40,29 +81,30 @@ pub struct Journal {
 
 impl Journal {
     /// Opens (or starts) the journal at `path` for the run named by `fingerprint`.
-    pub fn open(path: &Path, fingerprint: &str) -> anyhow::Result<Self> {
+    pub fn open(path: &Path, fingerprint: &str) -> Result<Self, JournalError> {
         let mut done = HashMap::new();
         let (mut seconds, mut untimed) = (0.0, 0);
         // An empty file is a journal whose run died before writing its first line.
         let exists = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
-        let mut lines = umi_durable::JsonLines::open(path)?;
+        let mut lines = umi_durable::JsonLines::open(path).map_err(JournalError::Unreadable)?;
         if exists {
             let header: Option<Header> = lines.next_record().ok().flatten();
             match header {
                 Some(h) if h.fingerprint == fingerprint => {}
-                Some(_) => bail!(
-                    "{} was written by a run with other inputs or settings; \
-                     use another --out or delete it to start over",
-                    path.display()
-                ),
-                None => bail!(
-                    "{} is not an evaluation journal (bad first line); delete it to start over",
-                    path.display()
-                ),
+                Some(_) => {
+                    return Err(JournalError::OtherRun {
+                        path: path.to_path_buf(),
+                    })
+                }
+                None => {
+                    return Err(JournalError::NotAJournal {
+                        path: path.to_path_buf(),
+                    })
+                }
             }
             while let Some(e) = lines
                 .next_record::<Entry>()
-                .context("resuming from a damaged evaluation journal (delete it to start over)")?
+                .map_err(JournalError::Damaged)?
             {
                 match e.seconds {
                     Some(s) => seconds += s,
@@ -75,15 +117,17 @@ impl Journal {
             .create(true)
             .append(true)
             .open(path)
-            .with_context(|| format!("opening {}", path.display()))?;
+            .map_err(io("opening", path))?;
         if !exists {
             let header = serde_json::to_string(&Header {
                 fingerprint: fingerprint.to_string(),
             })?;
-            writeln!(file, "{header}").with_context(|| format!("writing {}", path.display()))?;
+            writeln!(file, "{header}").map_err(io("writing", path))?;
         } else {
             // The next entry starts on a line of its own, with no torn one before it.
-            lines.ready_to_append(&file)?;
+            lines
+                .ready_to_append(&file)
+                .map_err(JournalError::Unreadable)?;
         }
         Ok(Journal {
             path: path.to_path_buf(),
@@ -101,8 +145,14 @@ impl Journal {
             .map(String::as_str)
     }
 
+    /// How many calls are recorded.
     pub fn len(&self) -> usize {
         self.done.len()
+    }
+
+    /// Whether no call is recorded yet (a new run).
+    pub fn is_empty(&self) -> bool {
+        self.done.is_empty()
     }
 
     /// Model time of every recorded call that carries one, and how many do not.
@@ -118,7 +168,7 @@ impl Journal {
         step: usize,
         output: &str,
         seconds: f64,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), JournalError> {
         let mut line = serde_json::to_string(&Entry {
             stage: stage.to_string(),
             step,
@@ -129,7 +179,7 @@ impl Journal {
         self.file
             .write_all(line.as_bytes())
             .and_then(|_| self.file.sync_data())
-            .with_context(|| format!("writing {}", self.path.display()))?;
+            .map_err(io("writing", &self.path))?;
         self.done
             .insert((stage.to_string(), step), output.to_string());
         self.seconds += seconds;

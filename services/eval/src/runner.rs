@@ -1,0 +1,209 @@
+//! The static evaluation's runner: a shard's records run concurrently (their calls
+//! batch in the engine), a record's steps in order (each step's prompt extends the
+//! previous one's, which the prefix cache reuses), every call seeded by its step (so the
+//! outputs depend neither on the concurrency nor on the sharding) and journaled (so an
+//! interrupted run resumes where it stopped).
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use futures::future::BoxFuture;
+use futures::StreamExt;
+use umi_core::agent::RoleKind;
+use umi_core::error::CoreError;
+use umi_core::parse::Decision;
+use umi_core::prompt::RolePrompts;
+use umi_core::static_eval::Sample;
+
+use crate::journal::{Journal, JournalError};
+
+/// What makes the static pipeline's calls: one rendered prompt for `role`, sampled with
+/// the base seed plus `seed_offset` (the step's index).
+pub trait PromptModels: Sync {
+    fn call<'a>(
+        &'a self,
+        role: RoleKind,
+        prompt: &'a str,
+        seed_offset: u64,
+    ) -> BoxFuture<'a, Result<String, CoreError>>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error(transparent)]
+    Call(#[from] CoreError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+/// The steps one shard runs: those of records K, K+N, K+2N, ... (shard K of N), grouped
+/// by record, in order. A record's steps stay in one shard, so that each step's prompt
+/// extends the previous one's in that shard's prefix cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shard {
+    records: Vec<Vec<usize>>,
+}
+
+impl Shard {
+    /// Shard `shard` of `shards` of `samples` (consecutive samples of one instruction
+    /// are one record).
+    pub fn of(samples: &[Sample], (shard, shards): (usize, usize)) -> Shard {
+        let record_of: Vec<usize> = samples
+            .iter()
+            .scan((0usize, None::<&str>), |(n, last), s| {
+                if last.is_some_and(|l| l != s.instruction) {
+                    *n += 1;
+                }
+                *last = Some(&s.instruction);
+                Some(*n)
+            })
+            .collect();
+        let mine = |i: usize| record_of[i] % shards == shard;
+        let mut records: Vec<Vec<usize>> = Vec::new();
+        for i in (0..samples.len()).filter(|&i| mine(i)) {
+            match records.last_mut() {
+                Some(steps) if record_of[steps[0]] == record_of[i] => steps.push(i),
+                _ => records.push(vec![i]),
+            }
+        }
+        Shard { records }
+    }
+
+    /// How many steps the shard runs.
+    pub fn steps(&self) -> usize {
+        self.records.iter().map(Vec::len).sum()
+    }
+}
+
+/// One run of the static pipeline.
+pub struct StaticRun<'a> {
+    pub prompts: &'a RolePrompts,
+    /// The models, or none: each role replays the reference's output (the oracle, which
+    /// checks the pipeline).
+    pub models: Option<&'a dyn PromptModels>,
+    /// Records run at once.
+    pub concurrency: usize,
+}
+
+impl StaticRun<'_> {
+    /// Runs `shard`'s steps of `samples`, taking the calls `journal` holds from it and
+    /// recording the others there; each finished step is routed and finished in
+    /// `samples` once every record is done, and `on_step` is told of it as it ends.
+    pub async fn run(
+        &self,
+        samples: &mut [Sample],
+        shard: Shard,
+        journal: &mut Journal,
+        mut on_step: impl FnMut(),
+    ) -> Result<(), EvalError> {
+        let journal = Mutex::new(journal);
+        let calls = StepCalls {
+            models: self.models,
+            prompts: self.prompts,
+            journal: &journal,
+        };
+        let outputs = {
+            let samples = &*samples;
+            let mut finished = futures::stream::iter(shard.records)
+                .map(|steps| calls.record(samples, steps))
+                .buffer_unordered(self.concurrency.max(1));
+            let mut outputs: Vec<(usize, StepOutputs)> = Vec::new();
+            while let Some(record) = finished.next().await {
+                for step in record? {
+                    outputs.push(step);
+                    on_step();
+                }
+            }
+            outputs
+        };
+        for (i, out) in outputs {
+            let s = &mut samples[i];
+            *s = out.routed;
+            if let Some(answer) = out.answer {
+                s.finish(&answer);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What one step produced: its sample routed by the planner's output, and the caller's
+/// or summarizer's output when the planner did not give up.
+struct StepOutputs {
+    routed: Sample,
+    answer: Option<String>,
+}
+
+/// Makes (or takes from the journal) the calls of a record's steps.
+struct StepCalls<'a, 'j> {
+    models: Option<&'a dyn PromptModels>,
+    prompts: &'a RolePrompts,
+    journal: &'a Mutex<&'j mut Journal>,
+}
+
+impl<'j> StepCalls<'_, 'j> {
+    async fn record(
+        &self,
+        samples: &[Sample],
+        steps: Vec<usize>,
+    ) -> Result<Vec<(usize, StepOutputs)>, EvalError> {
+        let mut done = Vec::with_capacity(steps.len());
+        for i in steps {
+            let sample = &samples[i];
+            let planner = self
+                .output("planner", i, sample, RoleKind::Planner, &sample.model_input)
+                .await?;
+            // Routing is a pure function of the sample and the planner's output: the
+            // routed copy replaces the sample once every record is done.
+            let mut routed = sample.clone();
+            routed.route(&planner, self.prompts);
+            let answer = match (
+                routed.decision,
+                &routed.model_input_for_caller,
+                &routed.model_input_for_summarizer,
+            ) {
+                (Some(Decision::GiveUp), _, _) | (_, None, None) => None,
+                (_, Some(input), _) => Some(
+                    self.output("answer", i, &routed, RoleKind::Caller, input)
+                        .await?,
+                ),
+                (_, None, Some(input)) => Some(
+                    self.output("answer", i, &routed, RoleKind::Summarizer, input)
+                        .await?,
+                ),
+            };
+            done.push((i, StepOutputs { routed, answer }));
+        }
+        Ok(done)
+    }
+
+    /// One call's output: journaled by an earlier run, or made now (the model's, seeded by
+    /// the step's index, or the reference's) and journaled.
+    async fn output(
+        &self,
+        stage: &str,
+        step: usize,
+        sample: &Sample,
+        role: RoleKind,
+        input: &str,
+    ) -> Result<String, EvalError> {
+        let journaled = self.lock().get(stage, step).map(str::to_string);
+        if let Some(output) = journaled {
+            return Ok(output);
+        }
+        let t = Instant::now();
+        let output = match self.models {
+            None => sample.oracle_output(),
+            Some(m) => m.call(role, input, step as u64).await?,
+        };
+        self.lock()
+            .record(stage, step, &output, t.elapsed().as_secs_f64())?;
+        Ok(output)
+    }
+
+    /// The journal; a panic elsewhere while holding it leaves its lines whole (each is one
+    /// write), so a poisoned lock is still usable.
+    fn lock(&self) -> std::sync::MutexGuard<'_, &'j mut Journal> {
+        self.journal.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
