@@ -15,9 +15,9 @@
 //! transformers").
 //!
 //! A row's arithmetic is fixed whatever the batch, the rows beside it or the thread, so
-//! a sequence gets the same bits alone as in a batch. `unsafe`: intrinsics (called only
-//! after detection, see `gemm::kernel`) and raw-pointer loads inside slices whose lengths
-//! are checked at entry.
+//! a sequence gets the same bits alone as in a batch. `unsafe`: the intrinsics (called
+//! only after detection, see `gemm::kernel`), each vector load from a slice range that is
+//! bounds-checked (raw-pointer offsets measured no faster, so none are kept).
 
 use std::arch::x86_64::*;
 use std::cell::RefCell;
@@ -201,6 +201,9 @@ thread_local! {
 
 /// Rows `rows` of `job` for key/value head `h` and its query heads; `out` is
 /// (rows, groups, head_dim).
+///
+/// # Safety
+/// AVX-512F must be present. Every access is a checked slice index.
 #[target_feature(enable = "avx512f")]
 unsafe fn task<E: Elem>(
     shape: Shape,
@@ -214,8 +217,7 @@ unsafe fn task<E: Elem>(
     let hd = shape.head_dim;
     let groups = shape.heads / shape.kv_heads;
     let scale = 1.0 / (hd as f32).sqrt();
-    let k = k.as_ptr().add(h * job.capacity * hd);
-    let v = v.as_ptr().add(h * job.capacity * hd);
+    let (k, v) = (&k[h * job.capacity * hd..], &v[h * job.capacity * hd..]);
     SCORES.with(|scores| {
         let mut scores = scores.borrow_mut();
         let stride = (job.offset + rows.end).div_ceil(16) * 16;
@@ -223,8 +225,8 @@ unsafe fn task<E: Elem>(
         for (n, row) in rows.enumerate() {
             let keys = job.offset + row + 1;
             // The query heads sharing key/value head h are adjacent, as are their outputs.
-            let q = job.q.as_ptr().add((row * shape.heads + h * groups) * hd);
-            let y = out.as_mut_ptr().add(n * groups * hd);
+            let q = &job.q[(row * shape.heads + h * groups) * hd..][..groups * hd];
+            let y = &mut out[n * groups * hd..][..groups * hd];
             group_row(q, groups, (k, v), keys, hd, scale, &mut scores, stride, y);
         }
     });
@@ -235,25 +237,30 @@ unsafe fn task<E: Elem>(
 const BLOCK: usize = 16;
 
 /// One query row of the `groups` query heads that share a key/value head, over `keys`
-/// keys: head g's query at `q + g * hd`, its output (hd values) written at `y + g * hd`,
-/// its scores in `scores[g * stride..]`. Keys and values are walked a block at a time,
-/// every head of the group taking the block in turn, so each is loaded from memory once
-/// per group rather than once per head (α-UMi's models share a key/value head among 3
-/// query heads). Each head's arithmetic, and its order, is that of a head alone.
+/// keys (`k` and `v` hold that key/value head's rows, `hd` values each): head g's query
+/// at `q[g * hd..]`, its output (hd values) written at `y[g * hd..]`, its scores in
+/// `scores[g * stride..]` (`stride`: `keys` rounded up to 16). Keys and values are walked
+/// a block at a time, every head of the group taking the block in turn, so each is loaded
+/// from memory once per group rather than once per head (α-UMi's models share a
+/// key/value head among 3 query heads). Each head's arithmetic, and its order, is that of
+/// a head alone.
+///
+/// # Safety
+/// AVX-512F must be present (the caller enables it). Every access is a checked slice
+/// index, each vector load or store over a range of exactly 16 elements.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn group_row<E: Elem>(
-    q: *const f32,
+    q: &[f32],
     groups: usize,
-    (k, v): (*const E, *const E),
+    (k, v): (&[E], &[E]),
     keys: usize,
     hd: usize,
     scale: f32,
     scores: &mut [f32],
     stride: usize,
-    y: *mut f32,
+    y: &mut [f32],
 ) {
-    let chunks = hd / 16;
     let valid_mask = |count: usize| -> __mmask16 {
         if count == 16 {
             0xffff
@@ -268,20 +275,16 @@ unsafe fn group_row<E: Elem>(
     while t0 < keys {
         let count = (keys - t0).min(BLOCK);
         for g in 0..groups {
-            let qg = q.add(g * hd);
+            let qg = &q[g * hd..][..hd];
             let mut acc = [_mm512_setzero_ps(); 16];
             for (key, a) in acc.iter_mut().enumerate().take(count) {
-                let kp = k.add((t0 + key) * hd);
-                for c in 0..chunks {
-                    *a = _mm512_fmadd_ps(
-                        _mm512_loadu_ps(qg.add(16 * c)),
-                        E::load16(kp.add(16 * c)),
-                        *a,
-                    );
+                let kr = &k[(t0 + key) * hd..][..hd];
+                for (qc, kc) in qg.chunks_exact(16).zip(kr.chunks_exact(16)) {
+                    *a = _mm512_fmadd_ps(_mm512_loadu_ps(qc.as_ptr()), E::load16(kc.as_ptr()), *a);
                 }
             }
             let s = _mm512_mul_ps(hsum16(&acc), scale_v);
-            _mm512_storeu_ps(scores.as_mut_ptr().add(g * stride + t0), s);
+            _mm512_storeu_ps(scores[g * stride + t0..][..16].as_mut_ptr(), s);
         }
         t0 += BLOCK;
     }
@@ -291,11 +294,11 @@ unsafe fn group_row<E: Elem>(
     // probabilities rounded to the buffers' type; for f32 buffers nothing is rounded.
     let mut inverse = [0f32; MAX_GROUPS];
     for (g, inv) in inverse.iter_mut().enumerate().take(groups) {
-        let row = scores.as_mut_ptr().add(g * stride);
+        let row = &mut scores[g * stride..][..stride];
         let mut max_v = _mm512_set1_ps(f32::NEG_INFINITY);
         let mut t0 = 0;
         while t0 < keys {
-            let s = _mm512_loadu_ps(row.add(t0));
+            let s = _mm512_loadu_ps(row[t0..][..16].as_ptr());
             let valid = valid_mask((keys - t0).min(16));
             max_v = _mm512_mask_max_ps(max_v, valid, max_v, s);
             t0 += 16;
@@ -305,10 +308,13 @@ unsafe fn group_row<E: Elem>(
         let mut t0 = 0;
         while t0 < keys {
             let valid = valid_mask((keys - t0).min(16));
-            let p = exp(_mm512_sub_ps(_mm512_loadu_ps(row.add(t0)), max));
+            let p = exp(_mm512_sub_ps(
+                _mm512_loadu_ps(row[t0..][..16].as_ptr()),
+                max,
+            ));
             let p = _mm512_maskz_mov_ps(valid, p);
             sum_v = _mm512_add_ps(sum_v, p);
-            _mm512_storeu_ps(row.add(t0), E::round16(p));
+            _mm512_storeu_ps(row[t0..][..16].as_mut_ptr(), E::round16(p));
             t0 += 16;
         }
         *inv = 1.0 / _mm512_reduce_add_ps(sum_v);
@@ -322,24 +328,25 @@ unsafe fn group_row<E: Elem>(
     while b0 < keys {
         let end = (b0 + BLOCK).min(keys);
         for g in 0..groups {
-            let p = scores.as_ptr().add(g * stride);
+            let p = &scores[g * stride..][..stride];
             let (mut e, mut o) = (even[g], odd[g]);
             let mut t = b0;
             while t + 1 < end {
-                let (pe, po) = (_mm512_set1_ps(*p.add(t)), _mm512_set1_ps(*p.add(t + 1)));
-                let (ve, vo) = (v.add(t * hd), v.add((t + 1) * hd));
-                for c in 0..chunks {
-                    e[c] = _mm512_fmadd_ps(pe, E::load16(ve.add(16 * c)), e[c]);
-                    o[c] = _mm512_fmadd_ps(po, E::load16(vo.add(16 * c)), o[c]);
+                let (pe, po) = (_mm512_set1_ps(p[t]), _mm512_set1_ps(p[t + 1]));
+                let (ve, vo) = (&v[t * hd..][..hd], &v[(t + 1) * hd..][..hd]);
+                let lanes = ve.chunks_exact(16).zip(vo.chunks_exact(16));
+                for ((ec, oc), (vec, voc)) in e.iter_mut().zip(o.iter_mut()).zip(lanes) {
+                    *ec = _mm512_fmadd_ps(pe, E::load16(vec.as_ptr()), *ec);
+                    *oc = _mm512_fmadd_ps(po, E::load16(voc.as_ptr()), *oc);
                 }
                 t += 2;
             }
             if t < end {
                 // Only at the last key (blocks are even-sized and start even).
-                let pe = _mm512_set1_ps(*p.add(t));
-                let ve = v.add(t * hd);
-                for (c, x) in e.iter_mut().take(chunks).enumerate() {
-                    *x = _mm512_fmadd_ps(pe, E::load16(ve.add(16 * c)), *x);
+                let pe = _mm512_set1_ps(p[t]);
+                let ve = &v[t * hd..][..hd];
+                for (x, vc) in e.iter_mut().zip(ve.chunks_exact(16)) {
+                    *x = _mm512_fmadd_ps(pe, E::load16(vc.as_ptr()), *x);
                 }
             }
             (even[g], odd[g]) = (e, o);
@@ -348,10 +355,10 @@ unsafe fn group_row<E: Elem>(
     }
     for g in 0..groups {
         let inv = _mm512_set1_ps(inverse[g]);
-        let yg = y.add(g * hd);
-        for c in 0..chunks {
-            let sum = _mm512_add_ps(even[g][c], odd[g][c]);
-            _mm512_storeu_ps(yg.add(16 * c), _mm512_mul_ps(sum, inv));
+        let yg = &mut y[g * hd..][..hd];
+        for ((yc, ec), oc) in yg.chunks_exact_mut(16).zip(&even[g]).zip(&odd[g]) {
+            let sum = _mm512_add_ps(*ec, *oc);
+            _mm512_storeu_ps(yc.as_mut_ptr(), _mm512_mul_ps(sum, inv));
         }
     }
 }
@@ -360,6 +367,9 @@ unsafe fn group_row<E: Elem>(
 const MAX_GROUPS: usize = 8;
 
 /// Sixteen vectors in, one vector out whose lane i is the sum of vector i's lanes.
+///
+/// # Safety
+/// AVX-512F must be present.
 #[inline(always)]
 unsafe fn hsum16(v: &[__m512; 16]) -> __m512 {
     // Pairs: per 128-bit lane, (a0+a2, b0+b2, a1+a3, b1+b3).
@@ -395,6 +405,9 @@ unsafe fn hsum16(v: &[__m512; 16]) -> __m512 {
 /// e^x for x <= 0 (scores minus their maximum), to about 2 ulp: x = n ln2 + r with
 /// |r| <= ln2/2, e^r by its degree-6 Taylor polynomial, times 2^n (`vscalefps`, which
 /// underflows to 0 cleanly below e^-87).
+///
+/// # Safety
+/// AVX-512F must be present.
 #[inline(always)]
 unsafe fn exp(x: __m512) -> __m512 {
     let x = _mm512_max_ps(x, _mm512_set1_ps(-104.0));

@@ -95,7 +95,9 @@ pub fn matmul(a: &[f32], m: usize, k: usize, b: Weights<'_>, n: usize) -> Option
                 (Some(a16), Weights::Bf16(w)) => {
                     let panel = &w[rows.start * k..rows.end * k];
                     // SAFETY: detected above; lengths: a16 is m x k, panel rows x k.
-                    unsafe { block_bf16(a16, m, k, bf16_bits(panel), rows.len(), &mut out) }
+                    unsafe {
+                        block_bf16(a16, m, k, bytemuck::cast_slice(panel), rows.len(), &mut out)
+                    }
                 }
                 (_, Weights::F32(w)) => {
                     let panel = &w[rows.start * k..rows.end * k];
@@ -170,11 +172,6 @@ fn to_bf16(a: &[f32]) -> Vec<u16> {
     a.iter().map(|&x| bf16::from_f32(x).to_bits()).collect()
 }
 
-fn bf16_bits(w: &[bf16]) -> &[u16] {
-    // SAFETY: bf16 is a transparent wrapper of u16 (same size and alignment).
-    unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<u16>(), w.len()) }
-}
-
 /// One block: `out` (m x n, row-major) = a (m x k) · panelᵀ (panel is n x k), f32.
 ///
 /// # Safety
@@ -203,6 +200,10 @@ unsafe fn block_f32(a: &[f32], m: usize, k: usize, panel: &[f32], n: usize, out:
 
 /// The R x C dot products of rows `a..a+R` with rows `b..b+C`, each summed over 16
 /// lanes along k (the tail masked) and then across its lanes, into out[i0.., j0..].
+///
+/// # Safety
+/// AVX-512F must be present (the caller enables it); `a` and `b` point at R and C
+/// readable rows of `k` elements.
 #[inline(always)]
 unsafe fn tile_f32<const R: usize, const C: usize>(
     a: *const f32,
@@ -277,6 +278,10 @@ unsafe fn block_bf16(a: &[u16], m: usize, k: usize, panel: &[u16], n: usize, out
 
 /// As [`tile_f32`], 32 bf16 pairs per step (`vdpbf16ps` adds each adjacent pair's
 /// products into one f32 lane).
+///
+/// # Safety
+/// AVX-512F, AVX-512BW and AVX512-BF16 must be present (the caller enables them); `a`
+/// and `b` point at R and C readable rows of `k` bf16 bit patterns.
 #[inline(always)]
 unsafe fn tile_bf16<const R: usize, const C: usize>(
     a: *const u16,

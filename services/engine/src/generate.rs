@@ -134,6 +134,11 @@ pub struct GenerateRequest {
     /// (ToolBench's `force_generate` is 1: an EOS at the first step does not stop).
     #[serde(default)]
     pub min_new_tokens: usize,
+    /// The text a simulated engine writes for this request (its test-double script, which
+    /// the worker's role policy decides), cut at `max_new_tokens`; without one it writes
+    /// nothing. A model ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script: Option<String>,
 }
 
 impl GenerateRequest {
@@ -146,7 +151,16 @@ impl GenerateRequest {
             stop_token_ids: vec![],
             ignore_eos: false,
             min_new_tokens: 0,
+            script: None,
         }
+    }
+
+    /// Checks the settings every engine refuses (sampling values, stop strings), so a
+    /// request is refused when submitted, before it takes a queue slot, by the model
+    /// engine and the simulated one alike. The prompt is checked where it is tokenized.
+    pub fn validate(&self) -> Result<()> {
+        self.sampling.validate()?;
+        check_stop_strings(&self.stop_strings).map_err(|m| EngineError::invalid("stop_strings", m))
     }
 }
 
@@ -253,9 +267,9 @@ impl<'t> Sequence<'t> {
         prefix_cache: &mut PrefixCache,
         abandoned: impl Fn() -> bool,
     ) -> Result<(Self, Tensor)> {
-        request.sampling.validate()?;
-        check_stop_strings(&request.stop_strings)
-            .map_err(|m| EngineError::invalid("stop_strings", m))?;
+        // The engines check at submission; callers driving a sequence directly get the
+        // same check here.
+        request.validate()?;
         let prompt = match &request.prompt {
             Prompt::Text(text) => tokenizer.encode(text)?,
             Prompt::Tokens(ids) => ids.clone(),

@@ -21,8 +21,10 @@ mod pointwise;
 pub mod prefix_cache;
 mod queue;
 mod safetensors;
+mod scheduler;
 pub mod sentencepiece;
 pub mod sim;
+pub mod text_engine;
 pub mod tokenizer;
 pub mod weights;
 
@@ -33,4 +35,5 @@ pub use error::{EngineError, Result};
 pub use generate::{FinishReason, GenerateOutput, GenerateRequest, Prompt, SamplingParams};
 pub use load::{load, LoadOptions, LoadedModel};
 pub use sim::{SimEngine, SimProfile};
+pub use text_engine::TextEngine;
 pub use tokenizer::Tokenizer;

@@ -1,6 +1,8 @@
 //! Admission control, shared by the model engine and the simulated one: jobs wait in a
 //! channel for the inference thread, and past `max_queue` waiting jobs a new one is
-//! refused at once (`EngineError::Overloaded`) instead of queueing without bound.
+//! refused at once (`EngineError::Overloaded`) instead of queueing without bound. A
+//! request is submitted here (`Submit::generate`, `Submit::stream`) whichever engine
+//! runs it.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -25,6 +27,21 @@ pub(crate) struct Job<R> {
 }
 
 impl<R> Job<R> {
+    /// A job queued now, in the caller's span.
+    fn new(
+        request: R,
+        events: Option<mpsc::UnboundedSender<StreamEvent>>,
+        done: oneshot::Sender<Result<GenerateOutput>>,
+    ) -> Self {
+        Job {
+            request,
+            span: tracing::Span::current(),
+            arrived: Instant::now(),
+            events,
+            done,
+        }
+    }
+
     /// The caller went away (timed out, retried elsewhere): its work can stop.
     pub(crate) fn is_abandoned(&self) -> bool {
         self.done.is_closed() || self.events.as_ref().is_some_and(|e| e.is_closed())
@@ -45,7 +62,7 @@ impl<R> Job<R> {
 }
 
 /// One ordered stream of a streaming job's text events and then its final result.
-pub(crate) fn merge_stream(
+fn merge_stream(
     mut events: mpsc::UnboundedReceiver<StreamEvent>,
     done: oneshot::Receiver<Result<GenerateOutput>>,
 ) -> mpsc::UnboundedReceiver<Result<StreamEvent>> {
@@ -119,6 +136,27 @@ impl<J> Submit<J> {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
             EngineError::Shutdown
         })
+    }
+}
+
+impl<R> Submit<Job<R>> {
+    /// Queues `request` and waits for its output.
+    pub(crate) async fn generate(&self, request: R) -> Result<GenerateOutput> {
+        let (done, rx) = oneshot::channel();
+        self.send(Job::new(request, None, done))?;
+        rx.await.map_err(|_| EngineError::Shutdown)?
+    }
+
+    /// Queues `request`, streaming its text as it is produced; the last event is
+    /// `Done`. Dropping the receiver cancels the request.
+    pub(crate) fn stream(
+        &self,
+        request: R,
+    ) -> Result<mpsc::UnboundedReceiver<Result<StreamEvent>>> {
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (done, done_rx) = oneshot::channel();
+        self.send(Job::new(request, Some(events_tx), done))?;
+        Ok(merge_stream(events_rx, done_rx))
     }
 }
 

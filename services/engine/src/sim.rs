@@ -1,10 +1,12 @@
 //! The simulated engine: a **test double** for load and fault runs, never a model.
 //!
-//! It schedules like the model engine (the same bounded admission queue, continuous
-//! batching up to `max_batch` with newcomers prefilled before the next decode step, the
-//! same prefix cache and its memory accounting, the same metrics) but, instead of running
-//! a forward pass, it waits the time a latency profile (`SimProfile`) gives for it, and
-//! "generates" the text its caller scripted (`SimRequest::output`), token by token.
+//! It runs the model engine's scheduling loop (`scheduler`: the same bounded admission
+//! queue, continuous batching up to `max_batch` with newcomers prefilled before the next
+//! decode step, the same prefix cache and its memory accounting, the same metrics) but,
+//! instead of running a forward pass, its step (`SimStep`) waits the time a latency
+//! profile (`SimProfile`) gives for it, and "generates" the text its caller scripted
+//! (`GenerateRequest::script`), token by token. It refuses the requests the model engine
+//! refuses (`GenerateRequest::validate`), when they are submitted.
 //! So a cluster of simulated workers behaves like GPU workers in time and batching without
 //! weights, and the text is whatever the caller's policy decided (the worker's simulated
 //! roles write valid α-UMi outputs). Everything it serves is labelled `engine="sim"`.
@@ -15,13 +17,14 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::engine::{EngineConfig, ModelInfo, StreamEvent};
 use crate::error::{EngineError, Result};
-use crate::generate::{FinishReason, GenerateOutput};
+use crate::generate::{FinishReason, GenerateOutput, GenerateRequest, Prompt, Step};
 use crate::prefix_cache::{CachedState, PrefixCache};
-use crate::queue::{self, merge_stream, Job, Queue, Submit};
+use crate::queue::{self, Job, Submit};
+use crate::scheduler::{self, StepBackend};
 
 /// How long the simulated engine takes, per request and per decode step.
 ///
@@ -146,18 +149,8 @@ fn piece_id(piece: &str) -> u32 {
     (h ^ (h >> 32)) as u32
 }
 
-/// One simulated generation: the prompt (cut to its last `keep_last` tokens, 0 keeps
-/// all, as the model engine truncates) and the text to emit.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SimRequest {
-    pub prompt: String,
-    pub keep_last: usize,
-    /// What the "model" writes; cut at `max_new_tokens`.
-    pub output: String,
-    pub max_new_tokens: usize,
-}
-
 /// What the queue carries: the request in simulated tokens.
+#[derive(Clone)]
 struct Work {
     prompt: Vec<u32>,
     output: Vec<(u32, String)>,
@@ -210,14 +203,15 @@ impl SimEngine {
         crate::metrics::engine_kind("sim", &info.name);
         let (jobs, mut queue) = queue::bounded(config.max_queue);
         let profile = Arc::new(profile);
-        let thread_profile = profile.clone();
+        let mut step = SimStep {
+            name: info.name.clone(),
+            profile: profile.clone(),
+            cache: PrefixCache::new(config.prefix_cache_bytes),
+        };
         let max_batch = info.max_batch;
         thread::Builder::new()
             .name(format!("umi-{}", info.name))
-            .spawn(move || {
-                let mut cache = PrefixCache::new(config.prefix_cache_bytes);
-                schedule(&thread_profile, &mut cache, max_batch, &mut queue);
-            })
+            .spawn(move || scheduler::run(&mut step, max_batch, &mut queue))
             .map_err(|e| EngineError::invalid("simulated engine", e))?;
         Ok(SimEngine {
             jobs,
@@ -235,34 +229,28 @@ impl SimEngine {
     }
 
     /// Generates to completion.
-    pub async fn generate(&self, request: SimRequest) -> Result<GenerateOutput> {
-        let (done, rx) = oneshot::channel();
-        self.enqueue(request, None, done)?;
-        rx.await.map_err(|_| EngineError::Shutdown)?
+    pub async fn generate(&self, request: GenerateRequest) -> Result<GenerateOutput> {
+        let work = self.work(request)?;
+        self.jobs.generate(work).await
     }
 
     /// Generates, streaming text token by token; the last event is `Done`. Dropping the
     /// receiver cancels the request.
     pub fn stream(
         &self,
-        request: SimRequest,
+        request: GenerateRequest,
     ) -> Result<mpsc::UnboundedReceiver<Result<StreamEvent>>> {
-        let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let (done, done_rx) = oneshot::channel();
-        self.enqueue(request, Some(events_tx), done)?;
-        Ok(merge_stream(events_rx, done_rx))
+        let work = self.work(request)?;
+        self.jobs.stream(work)
     }
 
-    fn enqueue(
-        &self,
-        request: SimRequest,
-        events: Option<mpsc::UnboundedSender<StreamEvent>>,
-        done: oneshot::Sender<Result<GenerateOutput>>,
-    ) -> Result<()> {
-        let mut prompt = self.profile.tokens(&request.prompt);
-        if request.keep_last > 0 && prompt.len() > request.keep_last {
-            prompt.drain(..prompt.len() - request.keep_last);
-        }
+    /// Checks `request` as the model engine would and puts it in simulated tokens.
+    fn work(&self, request: GenerateRequest) -> Result<Work> {
+        request.validate()?;
+        let prompt = match request.prompt {
+            Prompt::Text(text) => self.profile.tokens(&text),
+            Prompt::Tokens(ids) => ids,
+        };
         if prompt.is_empty() {
             return Err(EngineError::invalid("prompt", "empty"));
         }
@@ -275,165 +263,123 @@ impl SimEngine {
         }
         let output = self
             .profile
-            .pieces(&request.output)
+            .pieces(request.script.as_deref().unwrap_or_default())
             .map(|p| (piece_id(p), p.to_string()))
             .collect();
-        self.jobs.send(Job {
-            request: Work {
-                prompt,
-                output,
-                max_new_tokens: request.max_new_tokens,
-            },
-            span: tracing::Span::current(),
-            arrived: Instant::now(),
-            events,
-            done,
+        Ok(Work {
+            prompt,
+            output,
+            max_new_tokens: request.max_new_tokens,
         })
     }
 }
 
+/// The simulated engine's side of the scheduling loop: prefill and a decode step wait
+/// the time the profile gives; the next token is the script's next piece.
+struct SimStep {
+    name: String,
+    profile: Arc<SimProfile>,
+    cache: PrefixCache<SimState>,
+}
+
 /// A simulated sequence being decoded.
-struct Running {
-    job: Job<Work>,
+struct SimSeq {
+    work: Work,
     cached: usize,
     /// Output tokens emitted so far.
     emitted: usize,
-    context_len: usize,
     prefill_time: Duration,
     decode_start: Instant,
-    peak_batch: usize,
 }
 
-/// The scheduling loop, step for step the model engine's: admit newcomers up to
-/// `max_batch` (each prefilled, which holds the batch back by its prefill time), then one
-/// decode step for every running sequence, retiring those that finish.
-fn schedule(
-    profile: &SimProfile,
-    cache: &mut PrefixCache<SimState>,
-    max_batch: usize,
-    queue: &mut Queue<Job<Work>>,
-) {
-    let mut running: Vec<Running> = Vec::new();
-    loop {
-        let Some(arrived) = queue.admit(running.len(), max_batch) else {
-            return;
+impl StepBackend for SimStep {
+    type Request = Work;
+    type Seq = SimSeq;
+    type Logits = ();
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn prefill(&mut self, work: &Work, _abandoned: impl Fn() -> bool) -> Result<(SimSeq, ())> {
+        let prompt = work.prompt.len();
+        let cached = self.cache.lookup(&work.prompt).map_or(0, |s| s.tokens);
+        let started = Instant::now();
+        thread::sleep(self.profile.prefill_time(prompt - cached));
+        let seq = SimSeq {
+            work: work.clone(),
+            cached,
+            emitted: 0,
+            prefill_time: started.elapsed(),
+            decode_start: Instant::now(),
         };
-        crate::metrics::queue(running.len() + arrived.len(), queue.len());
-        for job in arrived {
-            running.extend(admit(profile, cache, job));
-        }
-        decode_step(profile, cache, &mut running);
-        crate::metrics::queue(running.len(), queue.len());
+        // Prefill's "logits" give the first token.
+        Ok((seq, ()))
     }
-}
 
-fn admit(
-    profile: &SimProfile,
-    cache: &mut PrefixCache<SimState>,
-    job: Job<Work>,
-) -> Option<Running> {
-    if job.is_abandoned() {
-        return None;
+    fn prompt_tokens(seq: &SimSeq) -> usize {
+        seq.work.prompt.len()
     }
-    crate::metrics::queue_wait(job.arrived.elapsed());
-    let prompt = job.request.prompt.len();
-    let cached = cache.lookup(&job.request.prompt).map_or(0, |s| s.tokens);
-    let started = Instant::now();
-    thread::sleep(profile.prefill_time(prompt - cached));
-    crate::metrics::first_token(job.arrived.elapsed());
-    let r = Running {
-        job,
-        cached,
-        emitted: 0,
-        context_len: profile.context_len,
-        prefill_time: started.elapsed(),
-        decode_start: Instant::now(),
-        peak_batch: 1,
-    };
-    // Prefill's logits give the first token.
-    r.advance(profile, cache)
-}
 
-fn decode_step(
-    profile: &SimProfile,
-    cache: &mut PrefixCache<SimState>,
-    running: &mut Vec<Running>,
-) {
-    let (live, gone): (Vec<_>, Vec<_>) = std::mem::take(running)
-        .into_iter()
-        .partition(|r| !r.job.is_abandoned());
-    for r in gone {
-        r.finish(FinishReason::Cancelled, profile, cache);
-    }
-    if live.is_empty() {
-        return;
-    }
-    let batch = live.len();
-    crate::metrics::decode_step(batch);
-    let context: usize = live
-        .iter()
-        .map(|r| r.job.request.prompt.len() + r.emitted)
-        .sum();
-    {
+    fn decode(&mut self, seqs: &mut [&mut SimSeq], _tokens: &[u32]) -> Result<Vec<Result<()>>> {
+        let batch = seqs.len();
+        let context: usize = seqs.iter().map(|s| s.work.prompt.len() + s.emitted).sum();
         let _span = tracing::debug_span!("sim_decode_step", batch).entered();
-        thread::sleep(profile.decode_step_time(context));
+        thread::sleep(self.profile.decode_step_time(context));
+        Ok((0..batch).map(|_| Ok(())).collect())
     }
-    for mut r in live {
-        r.peak_batch = r.peak_batch.max(batch);
-        running.extend(r.advance(profile, cache));
-    }
-}
 
-impl Running {
-    /// Emits the next scripted token, as sampling one would; `None` once finished. When
-    /// the script is spent, this step "samples" EOS.
-    fn advance(mut self, profile: &SimProfile, cache: &mut PrefixCache<SimState>) -> Option<Self> {
-        let work = &self.job.request;
-        if self.emitted >= work.max_new_tokens {
-            self.finish(FinishReason::Length, profile, cache);
-            return None;
+    /// Emits the next scripted token, as sampling one would. When the script is spent,
+    /// this step "samples" EOS.
+    fn advance(
+        &mut self,
+        seq: &mut SimSeq,
+        _logits: &(),
+        mut emit: impl FnMut(u32, &str) -> bool,
+    ) -> Result<Step> {
+        let work = &seq.work;
+        if seq.emitted >= work.max_new_tokens {
+            return Ok(Step::Done(FinishReason::Length));
         }
-        let Some((id, text)) = work.output.get(self.emitted) else {
-            self.finish(FinishReason::StopToken, profile, cache);
-            return None;
+        let Some((id, text)) = work.output.get(seq.emitted) else {
+            return Ok(Step::Done(FinishReason::StopToken));
         };
-        if !self.job.emit(*id, text) {
-            self.finish(FinishReason::Cancelled, profile, cache);
-            return None;
+        if !emit(*id, text) {
+            return Ok(Step::Done(FinishReason::Cancelled));
         }
-        self.emitted += 1;
-        if work.prompt.len() + self.emitted + 1 >= self.context_len {
-            self.finish(FinishReason::ContextFull, profile, cache);
-            return None;
+        seq.emitted += 1;
+        if work.prompt.len() + seq.emitted + 1 >= self.profile.context_len {
+            return Ok(Step::Done(FinishReason::ContextFull));
         }
-        if self.emitted >= work.max_new_tokens {
-            self.finish(FinishReason::Length, profile, cache);
-            return None;
+        if seq.emitted >= work.max_new_tokens {
+            return Ok(Step::Done(FinishReason::Length));
         }
-        Some(self)
+        Ok(Step::Feed(*id))
     }
 
-    fn finish(self, reason: FinishReason, profile: &SimProfile, cache: &mut PrefixCache<SimState>) {
-        let Running {
-            job,
+    fn finish(
+        &mut self,
+        seq: SimSeq,
+        reason: FinishReason,
+        _emit: impl FnMut(u32, &str) -> bool,
+    ) -> GenerateOutput {
+        let SimSeq {
+            work,
             cached,
             emitted,
             prefill_time,
             decode_start,
-            peak_batch,
-            ..
-        } = self;
-        let work = &job.request;
+        } = seq;
         // The state holds the prompt and every emitted token but the last.
         let fed = emitted.saturating_sub(1);
         let mut tokens = work.prompt.clone();
         tokens.extend(work.output[..fed].iter().map(|(id, _)| *id));
         let state = SimState {
             tokens: tokens.len(),
-            bytes_per_token: profile.kv_bytes_per_token,
+            bytes_per_token: self.profile.kv_bytes_per_token,
         };
-        cache.insert(tokens, state);
-        let out = GenerateOutput {
+        self.cache.insert(tokens, state);
+        GenerateOutput {
             text: work.output[..emitted]
                 .iter()
                 .map(|(_, t)| t.as_str())
@@ -444,19 +390,12 @@ impl Running {
             finish_reason: reason,
             prefill_time,
             decode_time: decode_start.elapsed(),
-            peak_batch,
-        };
-        crate::metrics::finished(
-            reason.as_str(),
-            out.prompt_tokens,
-            out.cached_tokens,
-            out.generated_tokens(),
-            out.decode_time,
-            cache.bytes(),
-        );
-        let Job { events, done, .. } = job;
-        drop(events);
-        let _ = done.send(Ok(out));
+            peak_batch: 1,
+        }
+    }
+
+    fn cache_bytes(&self) -> usize {
+        self.cache.bytes()
     }
 }
 
@@ -477,12 +416,11 @@ mod tests {
         }
     }
 
-    fn request(prompt: &str, output: &str) -> SimRequest {
-        SimRequest {
-            prompt: prompt.into(),
-            keep_last: 0,
-            output: output.into(),
+    fn request(prompt: &str, output: &str) -> GenerateRequest {
+        GenerateRequest {
             max_new_tokens: 64,
+            script: Some(output.into()),
+            ..GenerateRequest::new(Prompt::Text(prompt.into()))
         }
     }
 
@@ -527,7 +465,7 @@ mod tests {
         // The same task's next call shares the prompt: only the new part is computed.
         let longer = format!("{prompt}Thought. Next: caller. observation");
         let out = engine
-            .generate(SimRequest {
+            .generate(GenerateRequest {
                 max_new_tokens: 3,
                 ..request(&longer, "abcdefghijklmnop")
             })

@@ -27,7 +27,7 @@ use umi_core::presets::Sampling;
 use umi_core::{CoreError, ErrorClass};
 use umi_engine::{FinishReason, GenerateOutput, StreamEvent};
 
-use crate::roles::{classify, Prepared, RoleEngine};
+use crate::roles::{classify, RoleEngine};
 
 /// The largest request body taken.
 pub const MAX_BODY_BYTES: usize = 4 << 20;
@@ -258,7 +258,7 @@ fn sampling_of(options: &Options, context_len: usize) -> Result<Sampling, String
 }
 
 async fn run(shared: &Shared, prompt: String, options: Options, kind: Kind) -> Response {
-    let context_len = shared.engine.backend().info().context_len;
+    let context_len = shared.engine.engine().info().context_len;
     let sampling = match sampling_of(&options, context_len) {
         Ok(s) => s,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
@@ -284,12 +284,12 @@ async fn run(shared: &Shared, prompt: String, options: Options, kind: Kind) -> R
         kind,
     };
     if options.stream {
-        return match shared.engine.stream(Prepared::Model(request)) {
+        return match shared.engine.stream(request) {
             Ok(events) => stream(head, events),
             Err(e) => error(status_of(&e), e.message()),
         };
     }
-    match shared.engine.generate(Prepared::Model(request)).await {
+    match shared.engine.generate(request).await {
         Ok(out) => Json(head.whole(&out)).into_response(),
         Err(e) => error(status_of(&e), e.message()),
     }

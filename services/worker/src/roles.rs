@@ -4,6 +4,7 @@
 //! they arise.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -12,80 +13,34 @@ use umi_core::agent::{BoxFuture, Generated, RoleKind, RoleModels, RoleRequest};
 use umi_core::presets::{CallSampling, Sampling};
 use umi_core::prompt::RolePrompts;
 use umi_core::{CoreError, ErrorClass};
-use umi_engine::sim::SimRequest;
 use umi_engine::{
-    Engine, EngineError, GenerateOutput, GenerateRequest, ModelInfo, SamplingParams, SimEngine,
-    StreamEvent,
+    EngineError, GenerateOutput, GenerateRequest, SamplingParams, StreamEvent, TextEngine,
 };
 
 use crate::sim_policy;
 
-/// What runs a role's calls: a model, or the simulated engine (a test double for load
-/// and fault runs, whose text comes from `sim_policy`).
-#[derive(Clone)]
-pub enum Backend {
-    Model(Engine),
-    Sim(SimEngine),
-}
+/// What runs a role's calls: any engine behind the one seam, a model (`Engine`) or the
+/// simulated engine (`SimEngine`, a test double for load and fault runs, whose text
+/// comes from `sim_policy`). Both convert into it.
+pub type Backend = Arc<dyn TextEngine>;
 
-impl From<Engine> for Backend {
-    fn from(e: Engine) -> Self {
-        Backend::Model(e)
-    }
-}
-
-impl From<SimEngine> for Backend {
-    fn from(e: SimEngine) -> Self {
-        Backend::Sim(e)
-    }
-}
-
-impl Backend {
-    pub fn info(&self) -> &ModelInfo {
-        match self {
-            Backend::Model(e) => e.info(),
-            Backend::Sim(e) => e.info(),
-        }
-    }
-
-    /// `"sim"` for the simulated engine, `"model"` otherwise: what answer files and
-    /// responses report.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Backend::Model(_) => "model",
-            Backend::Sim(_) => "sim",
-        }
-    }
-
-    pub fn is_sim(&self) -> bool {
-        matches!(self, Backend::Sim(_))
-    }
-}
-
-/// A role call made ready for its backend.
-#[derive(Debug, Clone)]
-pub enum Prepared {
-    Model(GenerateRequest),
-    Sim(SimRequest),
-}
-
-/// One role's backend and the templates its prompts are rendered with.
+/// One role's engine and the templates its prompts are rendered with.
 #[derive(Clone)]
 pub struct RoleEngine {
-    backend: Backend,
+    engine: Backend,
     prompts: RolePrompts,
 }
 
 impl RoleEngine {
-    pub fn new(backend: impl Into<Backend>) -> Self {
+    pub fn new(engine: impl Into<Backend>) -> Self {
         RoleEngine {
-            backend: backend.into(),
+            engine: engine.into(),
             prompts: RolePrompts::toolbench(),
         }
     }
 
-    pub fn backend(&self) -> &Backend {
-        &self.backend
+    pub fn engine(&self) -> &dyn TextEngine {
+        self.engine.as_ref()
     }
 
     /// A role call made ready: its prompt rendered, tokenized and cut to the last
@@ -95,19 +50,13 @@ impl RoleEngine {
         &self,
         request: &RoleRequest,
         sampling: &Sampling,
-    ) -> Result<Prepared, CoreError> {
+    ) -> Result<GenerateRequest, CoreError> {
         let prompt = request.render(&self.prompts);
-        match &self.backend {
-            Backend::Model(_) => self
-                .request_for_prompt(&prompt, sampling)
-                .map(Prepared::Model),
-            Backend::Sim(_) => Ok(Prepared::Sim(SimRequest {
-                prompt,
-                keep_last: sampling.max_input_tokens,
-                output: sim_policy::output(request, sampling.seed),
-                max_new_tokens: sampling.max_new_tokens,
-            })),
+        let mut call = self.request(&prompt, sampling)?;
+        if self.engine.is_sim() {
+            call.script = Some(sim_policy::output(request, sampling.seed));
         }
+        Ok(call)
     }
 
     /// The model request for a prompt already rendered (the static pipeline renders its
@@ -117,13 +66,20 @@ impl RoleEngine {
         prompt: &str,
         sampling: &Sampling,
     ) -> Result<GenerateRequest, CoreError> {
-        let Backend::Model(engine) = &self.backend else {
+        if self.engine.is_sim() {
             return Err(CoreError::invalid(
                 "engine",
                 "the simulated engine answers role calls only; static evaluation needs a model",
             ));
-        };
-        let prompt = engine
+        }
+        self.request(prompt, sampling)
+    }
+
+    /// The one place a rendered prompt becomes a request: tokenized by the engine, cut
+    /// from the left to the input budget, with the role's sampling.
+    fn request(&self, prompt: &str, sampling: &Sampling) -> Result<GenerateRequest, CoreError> {
+        let prompt = self
+            .engine
             .truncated_prompt(prompt, sampling.max_input_tokens)
             .map_err(classify)?;
         Ok(GenerateRequest {
@@ -139,32 +95,17 @@ impl RoleEngine {
         })
     }
 
-    pub async fn generate(&self, call: Prepared) -> Result<GenerateOutput, CoreError> {
-        match (&self.backend, call) {
-            (Backend::Model(e), Prepared::Model(r)) => e.generate(r).await.map_err(classify),
-            (Backend::Sim(e), Prepared::Sim(r)) => e.generate(r).await.map_err(classify),
-            _ => Err(mismatch()),
-        }
+    pub async fn generate(&self, call: GenerateRequest) -> Result<GenerateOutput, CoreError> {
+        self.engine.generate(call).await.map_err(classify)
     }
 
     /// Generates, streaming text as it is produced; the last event is `Done`.
     pub fn stream(
         &self,
-        call: Prepared,
+        call: GenerateRequest,
     ) -> Result<UnboundedReceiver<Result<StreamEvent, EngineError>>, CoreError> {
-        match (&self.backend, call) {
-            (Backend::Model(e), Prepared::Model(r)) => e.stream(r).map_err(classify),
-            (Backend::Sim(e), Prepared::Sim(r)) => e.stream(r).map_err(classify),
-            _ => Err(mismatch()),
-        }
+        self.engine.stream(call).map_err(classify)
     }
-}
-
-fn mismatch() -> CoreError {
-    CoreError::new(
-        ErrorClass::Internal,
-        "a role call prepared for another kind of engine",
-    )
 }
 
 /// An engine failure, classified: a prompt or setting the engine refuses is invalid
@@ -289,7 +230,7 @@ impl EngineRoles {
         let sampling = self.sampling.for_call(Some(seed_offset));
         self.call(role, async {
             let request = engine.request_for_prompt(prompt, &sampling)?;
-            engine.generate(Prepared::Model(request)).await
+            engine.generate(request).await
         })
         .await
     }
@@ -342,7 +283,7 @@ impl RoleModels for EngineRoles {
                 generated_tokens: out.generated_tokens(),
                 prompt_tokens: out.prompt_tokens,
                 text: out.text,
-                simulated: engine.backend().is_sim(),
+                simulated: engine.engine().is_sim(),
             })
         })
     }

@@ -10,14 +10,14 @@ use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 use umi_core::agent::RoleKind;
-use umi_engine::{FinishReason, GenerateOutput, StreamEvent};
+use umi_engine::{FinishReason, GenerateOutput, GenerateRequest, StreamEvent};
 use umi_rpc::convert::{request_from_pb, role_to_pb, sampling_from_pb, status_from};
 use umi_rpc::pb;
 use umi_rpc::pb::role_worker_server::{RoleWorker, RoleWorkerServer};
 use umi_rpc::security::ServerSecurity;
 use umi_rpc::serve::Shutdown;
 
-use crate::roles::{classify, Backend, Prepared, RoleEngine};
+use crate::roles::{classify, Backend, RoleEngine};
 
 pub struct RoleService {
     role: RoleKind,
@@ -62,7 +62,7 @@ impl RoleService {
     }
 
     /// Validates the request at the edge and makes it ready for the engine.
-    fn engine_request(&self, wire: &pb::GenerateRequest) -> Result<Prepared, Status> {
+    fn engine_request(&self, wire: &pb::GenerateRequest) -> Result<GenerateRequest, Status> {
         let role_request = request_from_pb(wire).map_err(|e| status_from(&e))?;
         if role_request.role != self.role {
             return Err(Status::invalid_argument(format!(
@@ -131,7 +131,7 @@ impl RoleWorker for RoleService {
             latency_ms = started.elapsed().as_millis() as u64,
             "role call served"
         );
-        Ok(Response::new(response(out, self.engine.backend().kind())))
+        Ok(Response::new(response(out, self.engine.engine().kind())))
     }
 
     type GenerateStreamStream = ChunkStream;
@@ -150,7 +150,7 @@ impl RoleWorker for RoleService {
         let wire = request.into_inner();
         let request = span.in_scope(|| self.engine_request(&wire))?;
         let mut events = self.engine.stream(request).map_err(|e| status_from(&e))?;
-        let kind = self.engine.backend().kind();
+        let kind = self.engine.engine().kind();
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         tokio::spawn(async move {
             let _in_flight = in_flight;
@@ -180,7 +180,7 @@ impl RoleWorker for RoleService {
         &self,
         _request: Request<pb::InfoRequest>,
     ) -> Result<Response<pb::InfoResponse>, Status> {
-        let info = self.engine.backend().info();
+        let info = self.engine.engine().info();
         Ok(Response::new(pb::InfoResponse {
             role: role_to_pb(self.role) as i32,
             model: info.name.clone(),
