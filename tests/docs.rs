@@ -18,7 +18,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 /// Names in backticks that are not umi's: the reference's Python classes and the like.
-const NOT_UMI: &[&str] = &["LlamaRMSNorm"];
+const NOT_UMI: &[&str] = &["LlamaRMSNorm", "File::create"];
 
 struct Tree {
     root: PathBuf,
@@ -52,6 +52,17 @@ impl Tree {
                     .join("src")
                     .join(rest),
             );
+        }
+        if written.contains('/') && written.ends_with(".rs") {
+            // A path inside a crate's folders, `model/rope.rs`: a source file ending so.
+            let tail = format!("/{written}");
+            if let Some(found) = self
+                .sources
+                .keys()
+                .find(|path| path.to_string_lossy().ends_with(&tail))
+            {
+                return Some(found.clone());
+            }
         }
         if !written.contains('/') {
             // A bare file name: anywhere among the sources.
@@ -96,6 +107,26 @@ impl Tree {
                 .join("\n");
         }
         fs::read_to_string(path).unwrap_or_default()
+    }
+
+    /// Files that define a type of this name or implement something for it (its methods
+    /// may live beside the code they serve).
+    fn type_and_impl_files(&self, name: &str) -> Vec<&PathBuf> {
+        let defined = self.type_files(name);
+        if defined.is_empty() {
+            return defined;
+        }
+        self.sources
+            .iter()
+            .filter(|(path, text)| {
+                defined.contains(path)
+                    || text.lines().any(|line| {
+                        let line = line.trim_start();
+                        line.starts_with("impl") && find_word(line, name).is_some()
+                    })
+            })
+            .map(|(path, _)| path)
+            .collect()
     }
 
     /// Files that define a type (struct, enum, trait or type alias) of this name.
@@ -181,6 +212,12 @@ fn defines_item(text: &str, name: &str) -> bool {
     })
 }
 
+/// `pub use module::{…, name, …};` in a crate's root.
+fn reexports(text: &str, name: &str) -> bool {
+    text.lines()
+        .any(|line| line.trim_start().starts_with("pub use") && find_word(line, name).is_some())
+}
+
 fn is_ident(text: &str) -> bool {
     !text.is_empty()
         && text.chars().all(|c| c.is_alphanumeric() || c == '_')
@@ -203,6 +240,7 @@ fn check(tree: &Tree, name: &str) -> Result<(), String> {
         let file = tree
             .resolve(&format!("{path}.rs"))
             .ok_or_else(|| format!("no file {path}.rs"))?;
+        let symbol = symbol.rsplit("::").next().unwrap_or(symbol);
         return if defines_item(&tree.text(&file), symbol) {
             Ok(())
         } else {
@@ -252,7 +290,11 @@ fn check(tree: &Tree, name: &str) -> Result<(), String> {
             let file = match file {
                 Some(file) => file,
                 // An item of the crate's root.
-                None if defines_item(&tree.text(&src.join("lib.rs")), module) => return Ok(()),
+                None if defines_item(&tree.text(&src.join("lib.rs")), module)
+                    || reexports(&tree.text(&src.join("lib.rs")), module) =>
+                {
+                    return Ok(())
+                }
                 None => return Err(format!("no module {module} in {}", segments[0])),
             };
             return match segments.get(2) {
@@ -264,7 +306,7 @@ fn check(tree: &Tree, name: &str) -> Result<(), String> {
         }
         let (owner, member) = (segments[0], segments[segments.len() - 1]);
         let files: Vec<&PathBuf> = if is_type_name(owner) {
-            tree.type_files(owner)
+            tree.type_and_impl_files(owner)
         } else {
             tree.module_files(owner)
         };
@@ -332,6 +374,10 @@ fn the_checker_tells_names_that_exist_from_names_that_do_not() {
         "RoleModels",
         "--max-queue",
         "/v1/completions",
+        "umi_durable::write",
+        "model/rope.rs",
+        "Llama::attend_cpu",
+        "args/remote.rs::RemoteArgs::apply",
     ] {
         assert_eq!(check(&tree, exists), Ok(()), "{exists}");
     }
@@ -345,6 +391,9 @@ fn the_checker_tells_names_that_exist_from_names_that_do_not() {
         "static_eval::no_item",
         "ApiReply::no_member",
         "NoSuchType",
+        "umi_durable::no_such_export",
+        "model/nowhere.rs",
+        "Llama::no_such_method",
     ] {
         assert!(check(&tree, absent).is_err(), "{absent} passed");
     }

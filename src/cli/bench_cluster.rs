@@ -204,9 +204,10 @@ async fn one_run(
         RoutingArg::LeastOutstanding => "least-outstanding",
     };
     let engine_name = match a.engine {
-        EngineKind::Sim => "sim",
-        EngineKind::Model => "model",
-    };
+        EngineKind::Sim => umi_core::agent::EngineKind::Sim,
+        EngineKind::Model => umi_core::agent::EngineKind::Model,
+    }
+    .label();
     let dir = a
         .dir
         .join(format!("{engine_name}-planners-{planners}-{routing}"));
@@ -277,7 +278,13 @@ async fn measure(
 ) -> anyhow::Result<RunReport> {
     let todo: Vec<&Query> = queries.iter().collect();
     let mut r = RunReport {
-        engine: if sim { "sim" } else { "model" }.to_string(),
+        engine: if sim {
+            umi_core::agent::EngineKind::Sim
+        } else {
+            umi_core::agent::EngineKind::Model
+        }
+        .label()
+        .to_string(),
         planners,
         routing: routing.to_string(),
         tasks: todo.len(),
@@ -308,7 +315,8 @@ async fn measure(
             (None, Outcome::GaveUp) => r.gave_up += 1,
             (None, Outcome::Exhausted) => r.exhausted += 1,
         }
-        let marked = f.answer.get("engine").and_then(Value::as_str) == Some("sim");
+        let marked = f.answer.get("engine").and_then(Value::as_str)
+            == Some(umi_core::agent::EngineKind::Sim.label());
         if sim && !marked || !sim && marked {
             r.unmarked += 1;
         }

@@ -1,5 +1,5 @@
 //! `umi bench role`: throughput of one role's replicas behind the coordinator's client
-//! (`ClusterRoles`: least-outstanding choice), under concurrent load.
+//! (`ClusterRoles`: task-affinity choice (the default routing)), under concurrent load.
 
 use std::time::{Duration, Instant};
 

@@ -10,9 +10,9 @@ use clap::{Args, Subcommand};
 use futures::future::BoxFuture;
 use umi_core::agent::RoleKind;
 use umi_core::error::CoreError;
-use umi_core::metrics::Metrics;
 use umi_core::presets;
 use umi_core::prompt::RolePrompts;
+use umi_core::scores::Metrics;
 use umi_core::static_eval::{
     build_samples, parse_records, reference_order, score, score_predictions, Sample,
 };

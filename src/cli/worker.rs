@@ -10,7 +10,7 @@ use umi_core::agent::RoleKind;
 use umi_discovery::registry::Registration;
 use umi_discovery::WorkerInfo;
 use umi_rpc::serve::Shutdown;
-use umi_worker::openai;
+use umi_worker::openai_server;
 use umi_worker::roles::RoleEngine;
 use umi_worker::server::{serve, RoleService};
 
@@ -123,15 +123,19 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
                 "umi worker: OpenAI-compatible endpoints on http://{}/v1",
                 listener.local_addr()?
             );
-            let router = openai::router(
+            let router = openai_server::router(
                 RoleEngine::new(engine.clone()),
                 info.name.clone(),
                 a.openai_api_key.clone(),
             );
             let mut stopped = http_stopped;
-            Some(tokio::spawn(openai::serve(listener, router, async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            })))
+            Some(tokio::spawn(openai_server::serve(
+                listener,
+                router,
+                async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                },
+            )))
         }
         None => None,
     };

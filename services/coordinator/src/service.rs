@@ -13,11 +13,11 @@ use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 use umi_core::task::Query;
 use umi_discovery::membership::Membership;
-use umi_rpc::convert::status_from;
 use umi_rpc::pb;
 use umi_rpc::pb::coordinator_server::{Coordinator, CoordinatorServer};
 use umi_rpc::security::{Caller, ServerSecurity};
 use umi_rpc::serve::Shutdown;
+use umi_rpc::wire::status_from;
 
 use crate::journal::{JournalError, TaskJournal};
 use crate::state::{TaskState, TaskStatus};

@@ -40,6 +40,30 @@ impl RoleKind {
     }
 }
 
+/// What generated a role's output: a model, or the simulated engine (a test double,
+/// never a model). Its label is what responses on the wire, answer files (`"engine"`) and
+/// the engines' metrics say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineKind {
+    Model,
+    Sim,
+}
+
+impl EngineKind {
+    pub const fn label(self) -> &'static str {
+        match self {
+            EngineKind::Model => "model",
+            EngineKind::Sim => "sim",
+        }
+    }
+}
+
+impl std::fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
 /// What a role model returned.
 #[derive(Debug, Clone, Default)]
 pub struct Generated {

@@ -7,7 +7,6 @@ pub mod dfs;
 pub mod env;
 pub mod error;
 pub mod manifest;
-pub mod metrics;
 pub mod parse;
 pub mod pass_rate;
 pub mod presets;
@@ -15,6 +14,7 @@ pub mod prompt;
 pub mod pyjson;
 pub mod replay;
 pub mod rouge;
+pub mod scores;
 pub mod static_eval;
 pub mod task;
 #[cfg(test)]

@@ -9,9 +9,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CoreError, Result};
-use crate::metrics::{evaluate, Metrics, Scored};
 use crate::parse::{cut_planner, postprocess, Decision, CALLER, CONCLUSION, GIVE_UP};
 use crate::prompt::{render_history, Role, RolePrompts, Turn};
+use crate::scores::{evaluate, Metrics, Scored};
 use crate::tool::ToolDoc;
 
 /// One trajectory of the static test set.

@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tracing::Instrument;
 
-use crate::agent::{BoxFuture, Generated, RoleModels, RoleRequest};
+use crate::agent::{BoxFuture, EngineKind, Generated, RoleModels, RoleRequest};
 use crate::answer::answer_json;
 use crate::dfs::{Outcome, Search, SearchConfig};
 use crate::env::{ToolBackend, ToolEnv};
@@ -217,7 +217,7 @@ pub async fn solve(
     }
     if roles.simulated.load(Ordering::Relaxed) {
         // Never mistaken for a model's answer.
-        answer["engine"] = Value::String("sim".into());
+        answer["engine"] = Value::String(EngineKind::Sim.label().into());
     }
     Solved {
         answer,

@@ -10,6 +10,8 @@ use tokio::sync::mpsc;
 
 use candle_core::{Device, Tensor};
 
+use umi_core::agent::EngineKind;
+
 use crate::error::Result;
 use crate::generate::{FinishReason, GenerateOutput, GenerateRequest, Sequence, Step};
 use crate::load::LoadedModel;
@@ -96,7 +98,7 @@ impl Engine {
         let (jobs, mut queue) = queue::bounded::<Job<GenerateRequest>>(config.max_queue);
         let thread_name = format!("umi-engine-{}", info.name);
         let max_batch = info.max_batch;
-        crate::metrics::engine_kind("model", &info.name);
+        crate::metrics::engine_kind(EngineKind::Model, &info.name);
         let spawned = thread::Builder::new().name(thread_name).spawn(move || {
             let mut step = ModelStep {
                 loaded: &loaded,

@@ -44,8 +44,8 @@ pub(crate) fn queue_wait(since_arrival: Duration) {
     histogram!(QUEUE_WAIT).record(since_arrival.as_secs_f64());
 }
 
-pub(crate) fn engine_kind(kind: &'static str, model: &str) {
-    gauge!(ENGINE_INFO, "engine" => kind, "model" => model.to_string()).set(1.0);
+pub(crate) fn engine_kind(kind: umi_core::agent::EngineKind, model: &str) {
+    gauge!(ENGINE_INFO, "engine" => kind.label(), "model" => model.to_string()).set(1.0);
 }
 
 pub(crate) fn first_token(since_arrival: Duration) {

@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use umi_core::agent::EngineKind;
+
 use crate::engine::{EngineConfig, ModelInfo, StreamEvent};
 use crate::error::{EngineError, Result};
 use crate::generate::{FinishReason, GenerateOutput, GenerateRequest, Prompt, Step};
@@ -194,13 +196,13 @@ impl SimEngine {
             .map_err(|e| EngineError::invalid("simulated engine profile", e))?;
         let info = ModelInfo {
             name: format!("sim:{}", profile.name),
-            dtype: "sim".to_string(),
-            device: "sim".to_string(),
+            dtype: EngineKind::Sim.label().to_string(),
+            device: EngineKind::Sim.label().to_string(),
             context_len: profile.context_len,
             vocab_size: u32::MAX as usize,
             max_batch: config.max_batch.max(1),
         };
-        crate::metrics::engine_kind("sim", &info.name);
+        crate::metrics::engine_kind(EngineKind::Sim, &info.name);
         let (jobs, mut queue) = queue::bounded(config.max_queue);
         let profile = Arc::new(profile);
         let mut step = SimStep {

@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc::UnboundedReceiver;
 
+use umi_core::agent::EngineKind;
+
 use crate::engine::{Engine, ModelInfo, StreamEvent};
 use crate::error::Result;
 use crate::generate::{GenerateOutput, GenerateRequest, Prompt};
@@ -24,9 +26,8 @@ pub trait TextEngine: Send + Sync {
     /// Static facts about what is served (for the simulated engine, its profile's).
     fn info(&self) -> &ModelInfo;
 
-    /// `"model"` or `"sim"` (the simulated engine): what answer files and responses
-    /// report.
-    fn kind(&self) -> &'static str;
+    /// A model, or the simulated engine: what answer files and responses report.
+    fn kind(&self) -> EngineKind;
 
     /// `text` in this engine's tokens (the model's tokenizer, or the simulated engine's
     /// byte pieces).
@@ -40,7 +41,7 @@ pub trait TextEngine: Send + Sync {
     fn stream(&self, request: GenerateRequest) -> Result<UnboundedReceiver<Result<StreamEvent>>>;
 
     fn is_sim(&self) -> bool {
-        self.kind() == "sim"
+        self.kind() == EngineKind::Sim
     }
 
     /// `text` as tokens, only the last `keep_last` of them (0 keeps all), as α-UMi's
@@ -59,8 +60,8 @@ impl TextEngine for Engine {
         Engine::info(self)
     }
 
-    fn kind(&self) -> &'static str {
-        "model"
+    fn kind(&self) -> EngineKind {
+        EngineKind::Model
     }
 
     fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
@@ -81,8 +82,8 @@ impl TextEngine for SimEngine {
         SimEngine::info(self)
     }
 
-    fn kind(&self) -> &'static str {
-        "sim"
+    fn kind(&self) -> EngineKind {
+        EngineKind::Sim
     }
 
     fn tokenize(&self, text: &str) -> Result<Vec<u32>> {

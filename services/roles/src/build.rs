@@ -13,7 +13,7 @@ use umi_engine::{Engine, EngineError, LoadOptions, SimEngine};
 use umi_rpc::cluster::ClusterRoles;
 use umi_worker::roles::EngineRoles;
 
-use crate::openai::OpenAiRole;
+use crate::openai_role::OpenAiRole;
 use crate::spec::{ByRole, Discovery, InProcess, RoleSource, RolesSpec, Workers};
 
 #[derive(Debug, thiserror::Error)]

@@ -9,7 +9,7 @@
 //! workers, does not depend on it.
 
 pub mod build;
-pub mod openai;
+pub mod openai_role;
 pub mod spec;
 
 pub use build::{build, start_in_process, workers, BuildError, Roles};

@@ -13,15 +13,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tracing::Instrument;
-use umi_core::agent::{BoxFuture, Generated, RoleKind, RoleModels, RoleRequest};
+use umi_core::agent::{BoxFuture, EngineKind, Generated, RoleKind, RoleModels, RoleRequest};
 use umi_core::presets::{CallSampling, Sampling};
 use umi_core::{CoreError, ErrorClass};
 use umi_discovery::membership::Membership;
 
-use crate::convert::{classify, request_to_pb};
 use crate::routing::{self, AffinityTable, Candidate, Routing};
 use crate::security::ClientSecurity;
 use crate::transport::{GrpcTransport, RoleTransport};
+use crate::wire::{classify, request_to_pb};
 
 /// How hard a call tries before it is a failure.
 #[derive(Debug, Clone, Copy)]
@@ -246,7 +246,7 @@ impl<T: RoleTransport> ClusterRoles<T> {
                         text: reply.text,
                         prompt_tokens: reply.prompt_tokens as usize,
                         generated_tokens: reply.generated_tokens as usize,
-                        simulated: reply.engine == "sim",
+                        simulated: reply.engine == EngineKind::Sim.label(),
                     });
                 }
                 Err(status) => status,

@@ -8,7 +8,6 @@
 
 pub mod cluster;
 pub mod connect_error;
-pub mod convert;
 pub mod coordinator_client;
 pub mod metrics;
 pub mod pki;
@@ -17,6 +16,7 @@ pub mod security;
 pub mod serve;
 pub mod trace_context;
 pub mod transport;
+pub mod wire;
 
 /// The largest role request a worker decodes: a task's query and tools (at most
 /// `MAX_QUERY_BYTES`, checked where tasks enter) plus its history, whose observations are

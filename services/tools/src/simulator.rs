@@ -11,8 +11,8 @@ use umi_core::agent::BoxFuture;
 use umi_core::env::{ApiCall, ApiReply, BackendFailure, ToolBackend};
 
 use crate::cache::{bad_input_reply, Lookup, ResponseCache};
+use crate::miss_simulator::{failure_reply, MissSimulator};
 use crate::real_api::RealApi;
-use crate::simulate::{failure_reply, MissSimulator};
 
 /// Recorded responses: StableToolBench response caches first (looked up as its server
 /// does), then the calls of answer files and static records (by function and

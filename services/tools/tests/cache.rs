@@ -193,7 +193,7 @@ async fn scripted_chat(
 /// next lookup) reads it back.
 #[tokio::test]
 async fn misses_are_simulated_with_stabletoolbenchs_prompt_and_saved_into_the_cache() {
-    use umi_tools::simulate::{MissSimulator, SYSTEM_PROMPT};
+    use umi_tools::miss_simulator::{MissSimulator, SYSTEM_PROMPT};
     let dir = tempfile::tempdir().unwrap();
     let root = cache_copy(dir.path());
     let (base, mut requests) = scripted_chat(

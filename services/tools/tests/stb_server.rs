@@ -14,8 +14,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use umi_core::env::{ApiCall, ApiReply, ToolBackend};
 use umi_tools::cache::{Lookup, ResponseCache};
+use umi_tools::miss_simulator::{
+    failure_reply, user_prompt, MissSimulator, RETRY_WAIT, SYSTEM_PROMPT,
+};
 use umi_tools::real_api::{check_result, RealApi};
-use umi_tools::simulate::{failure_reply, user_prompt, MissSimulator, RETRY_WAIT, SYSTEM_PROMPT};
 use umi_tools::simulator::Simulator;
 use umi_tools::tools_folder::{api_doc, ToolsFolder};
 

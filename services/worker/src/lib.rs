@@ -4,7 +4,7 @@
 //! and by `umi run` / `umi eval` in process; the same model over OpenAI-compatible HTTP
 //! (`openai`).
 
-pub mod openai;
+pub mod openai_server;
 pub mod roles;
 pub mod server;
 pub mod sim_policy;

@@ -11,11 +11,11 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 use umi_core::agent::RoleKind;
 use umi_engine::{FinishReason, GenerateOutput, GenerateRequest, StreamEvent};
-use umi_rpc::convert::{request_from_pb, role_to_pb, sampling_from_pb, status_from};
 use umi_rpc::pb;
 use umi_rpc::pb::role_worker_server::{RoleWorker, RoleWorkerServer};
 use umi_rpc::security::ServerSecurity;
 use umi_rpc::serve::Shutdown;
+use umi_rpc::wire::{request_from_pb, role_to_pb, sampling_from_pb, status_from};
 
 use crate::roles::{classify, Backend, RoleEngine};
 
@@ -131,7 +131,10 @@ impl RoleWorker for RoleService {
             latency_ms = started.elapsed().as_millis() as u64,
             "role call served"
         );
-        Ok(Response::new(response(out, self.engine.engine().kind())))
+        Ok(Response::new(response(
+            out,
+            self.engine.engine().kind().label(),
+        )))
     }
 
     type GenerateStreamStream = ChunkStream;
@@ -150,7 +153,7 @@ impl RoleWorker for RoleService {
         let wire = request.into_inner();
         let request = span.in_scope(|| self.engine_request(&wire))?;
         let mut events = self.engine.stream(request).map_err(|e| status_from(&e))?;
-        let kind = self.engine.engine().kind();
+        let kind = self.engine.engine().kind().label();
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         tokio::spawn(async move {
             let _in_flight = in_flight;

@@ -8,7 +8,7 @@ use clap::{Args, ValueEnum};
 use umi_core::agent::RoleKind;
 use umi_core::presets::Sampling;
 use umi_discovery::WorkerInfo;
-use umi_roles::openai;
+use umi_roles::openai_role;
 use umi_roles::{Discovery, OpenAiSettings, RoleSource, RolesSpec, Workers};
 use umi_rpc::cluster::{ClusterRoles, RetryPolicy};
 use umi_rpc::routing::Routing;
@@ -109,7 +109,10 @@ impl RemoteArgs {
             .iter()
             .find(|(r, _)| *r == role)
             .map_or(&[][..], |(_, l)| l.as_slice());
-        let bases: Vec<&str> = list.iter().filter_map(|e| openai::base_url(e)).collect();
+        let bases: Vec<&str> = list
+            .iter()
+            .filter_map(|e| openai_role::base_url(e))
+            .collect();
         match bases.len() {
             0 => Ok(None),
             1 if list.len() == 1 => Ok(bases.first().copied()),
@@ -121,9 +124,10 @@ impl RemoteArgs {
     }
 
     fn has_openai(&self) -> bool {
-        self.endpoints()
-            .iter()
-            .any(|(_, list)| list.iter().any(|e| e.starts_with(openai::SCHEME_PREFIX)))
+        self.endpoints().iter().any(|(_, list)| {
+            list.iter()
+                .any(|e| e.starts_with(openai_role::SCHEME_PREFIX))
+        })
     }
 
     /// Where the role workers are, if any were given (OpenAI-compatible endpoints aside).
@@ -134,7 +138,7 @@ impl RemoteArgs {
             .map(|(role, list)| {
                 let workers = list
                     .iter()
-                    .filter(|e| !e.starts_with(openai::SCHEME_PREFIX))
+                    .filter(|e| !e.starts_with(openai_role::SCHEME_PREFIX))
                     .collect();
                 (role.as_str(), workers)
             })

@@ -9,10 +9,10 @@ use serde_json::Value;
 use umi_core::env::ToolBackend;
 use umi_core::replay::ReplayRoles;
 use umi_tools::cache::ResponseCache;
+use umi_tools::miss_simulator::MissSimulator;
 use umi_tools::rapidapi::{RapidApi, TOOLBENCH_SERVER};
 use umi_tools::real_api::RealApi;
 use umi_tools::router::Router;
-use umi_tools::simulate::MissSimulator;
 use umi_tools::simulator::Simulator;
 use umi_tools::tools_folder::ToolsFolder;
 
