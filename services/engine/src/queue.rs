@@ -11,6 +11,8 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
+use umi_core::log_limit::{LogLimiter, REFUSAL_LOG_INTERVAL};
+
 use crate::engine::StreamEvent;
 use crate::error::{EngineError, Result};
 use crate::generate::GenerateOutput;
@@ -83,6 +85,10 @@ fn merge_stream(
     out_rx
 }
 
+/// Overloaded refusals are logged at most once per interval; the refused-requests
+/// counter counts each.
+static OVERLOADED_LOG: LogLimiter = LogLimiter::new(REFUSAL_LOG_INTERVAL);
+
 /// The submitting end (cheap to clone; the inference thread stops once every one is gone).
 pub(crate) struct Submit<J> {
     jobs: mpsc::UnboundedSender<J>,
@@ -127,6 +133,14 @@ impl<J> Submit<J> {
         if before >= self.max_queue {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
             crate::metrics::refused();
+            if let Some(held_back) = OVERLOADED_LOG.admit() {
+                tracing::warn!(
+                    waiting = before,
+                    limit = self.max_queue,
+                    held_back,
+                    "refused a request: the queue is full (held_back: refusals not logged since the last warning)"
+                );
+            }
             return Err(EngineError::Overloaded {
                 waiting: before,
                 limit: self.max_queue,
