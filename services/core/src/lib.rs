@@ -6,6 +6,7 @@ pub mod answer;
 pub mod dfs;
 pub mod env;
 pub mod error;
+pub mod log_limit;
 pub mod manifest;
 pub mod parse;
 pub mod pass_rate;

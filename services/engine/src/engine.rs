@@ -117,6 +117,11 @@ impl Engine {
         }
     }
 
+    /// Whether the inference thread still works: see [`Liveness`].
+    pub fn liveness(&self, stall_after: std::time::Duration) -> crate::liveness::Liveness {
+        self.jobs.liveness(stall_after)
+    }
+
     pub fn info(&self) -> &ModelInfo {
         &self.info
     }

@@ -11,9 +11,12 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
+use umi_core::log_limit::{LogLimiter, REFUSAL_LOG_INTERVAL};
+
 use crate::engine::StreamEvent;
 use crate::error::{EngineError, Result};
 use crate::generate::GenerateOutput;
+use crate::liveness::{Heartbeat, Liveness};
 
 /// A queued request (`R`: what the engine runs) and where its results go.
 pub(crate) struct Job<R> {
@@ -83,11 +86,16 @@ fn merge_stream(
     out_rx
 }
 
+/// Overloaded refusals are logged at most once per interval; the refused-requests
+/// counter counts each.
+static OVERLOADED_LOG: LogLimiter = LogLimiter::new(REFUSAL_LOG_INTERVAL);
+
 /// The submitting end (cheap to clone; the inference thread stops once every one is gone).
 pub(crate) struct Submit<J> {
     jobs: mpsc::UnboundedSender<J>,
     waiting: Arc<AtomicUsize>,
     max_queue: usize,
+    heartbeat: Arc<Heartbeat>,
 }
 
 impl<J> Clone for Submit<J> {
@@ -96,27 +104,43 @@ impl<J> Clone for Submit<J> {
             jobs: self.jobs.clone(),
             waiting: self.waiting.clone(),
             max_queue: self.max_queue,
+            heartbeat: self.heartbeat.clone(),
         }
     }
 }
 
-/// The inference thread's end, counting jobs out as it takes them.
+/// The inference thread's end, counting jobs out as it takes them and beating the
+/// thread's heartbeat; dropped when the thread ends (also by a panic), it marks it
+/// exited.
 pub(crate) struct Queue<J> {
     jobs: mpsc::UnboundedReceiver<J>,
     waiting: Arc<AtomicUsize>,
+    heartbeat: Arc<Heartbeat>,
+}
+
+impl<J> Drop for Queue<J> {
+    fn drop(&mut self) {
+        self.heartbeat.exited();
+    }
 }
 
 /// A bounded job queue: at most `max_queue` jobs wait at once.
 pub(crate) fn bounded<J>(max_queue: usize) -> (Submit<J>, Queue<J>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let waiting = Arc::new(AtomicUsize::new(0));
+    let heartbeat = Arc::new(Heartbeat::default());
     (
         Submit {
             jobs: tx,
             waiting: waiting.clone(),
             max_queue,
+            heartbeat: heartbeat.clone(),
         },
-        Queue { jobs: rx, waiting },
+        Queue {
+            jobs: rx,
+            waiting,
+            heartbeat,
+        },
     )
 }
 
@@ -127,6 +151,14 @@ impl<J> Submit<J> {
         if before >= self.max_queue {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
             crate::metrics::refused();
+            if let Some(held_back) = OVERLOADED_LOG.admit() {
+                tracing::warn!(
+                    waiting = before,
+                    limit = self.max_queue,
+                    held_back,
+                    "refused a request: the queue is full (held_back: refusals not logged since the last warning)"
+                );
+            }
             return Err(EngineError::Overloaded {
                 waiting: before,
                 limit: self.max_queue,
@@ -136,6 +168,14 @@ impl<J> Submit<J> {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
             EngineError::Shutdown
         })
+    }
+}
+
+impl<J> Submit<J> {
+    /// Whether the inference thread still works: see [`Liveness`].
+    pub(crate) fn liveness(&self, stall_after: std::time::Duration) -> Liveness {
+        self.heartbeat
+            .liveness(self.waiting.load(Ordering::Acquire), stall_after)
     }
 }
 
@@ -168,7 +208,9 @@ impl<J> Queue<J> {
 
     /// Waits for a job; `None` once every `Submit` is gone.
     pub(crate) fn wait(&mut self) -> Option<J> {
+        self.heartbeat.idle();
         let job = self.jobs.blocking_recv()?;
+        self.heartbeat.beat();
         Some(self.taken(job))
     }
 
@@ -186,6 +228,7 @@ impl<J> Queue<J> {
     /// the waiting ones until `running` + taken reaches `max_batch`. `None` once every
     /// `Submit` is gone and nothing runs.
     pub(crate) fn admit(&mut self, running: usize, max_batch: usize) -> Option<Vec<J>> {
+        self.heartbeat.beat();
         let mut arrived = Vec::new();
         if running == 0 {
             arrived.push(self.wait()?);
@@ -226,5 +269,19 @@ mod tests {
         assert_eq!(queue.admit(1, 8), Some(vec![2, 3]));
         drop(submit);
         assert_eq!(queue.admit(0, 8), None);
+    }
+
+    #[test]
+    fn a_dropped_queue_marks_the_thread_exited() {
+        let (submit, queue) = bounded::<u32>(2);
+        let bound = std::time::Duration::from_secs(60);
+        assert_eq!(submit.liveness(bound), Liveness::Alive);
+        // The inference thread panics: its queue is dropped as it unwinds.
+        let thread = std::thread::spawn(move || {
+            let _queue = queue;
+            panic!("a step failed");
+        });
+        assert!(thread.join().is_err());
+        assert_eq!(submit.liveness(bound), Liveness::Exited);
     }
 }

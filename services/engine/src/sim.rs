@@ -222,6 +222,11 @@ impl SimEngine {
         })
     }
 
+    /// Whether the inference thread still works: see [`Liveness`].
+    pub fn liveness(&self, stall_after: std::time::Duration) -> crate::liveness::Liveness {
+        self.jobs.liveness(stall_after)
+    }
+
     pub fn info(&self) -> &ModelInfo {
         &self.info
     }
@@ -531,5 +536,35 @@ mod tests {
             .count();
         assert!(refused >= 1, "{results:?}");
         assert!(results.iter().any(|r| r.is_ok()));
+    }
+
+    #[tokio::test]
+    async fn a_step_that_never_ends_with_requests_waiting_reads_as_stuck() {
+        // One request's prefill stalls the loop (2 s); a second waits behind it.
+        let stalling = SimProfile {
+            prefill_overhead_ms: 2_000.0,
+            ..fast()
+        };
+        let engine = SimEngine::start(stalling, EngineConfig::default()).unwrap();
+        let bound = std::time::Duration::from_millis(200);
+        assert_eq!(engine.liveness(bound), crate::Liveness::Alive, "idle");
+        let _first = engine.stream(request("first ", "x")).unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(
+            engine.liveness(bound),
+            crate::Liveness::Alive,
+            "working, nothing waits"
+        );
+        let _second = engine.stream(request("second ", "x")).unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        assert!(
+            matches!(engine.liveness(bound), crate::Liveness::Stuck { .. }),
+            "{:?}",
+            engine.liveness(bound)
+        );
+        assert_eq!(
+            engine.liveness(std::time::Duration::from_secs(60)),
+            crate::Liveness::Alive
+        );
     }
 }

@@ -13,6 +13,7 @@ use umi_core::agent::EngineKind;
 use crate::engine::{Engine, ModelInfo, StreamEvent};
 use crate::error::Result;
 use crate::generate::{GenerateOutput, GenerateRequest, Prompt};
+use crate::liveness::Liveness;
 use crate::sim::SimEngine;
 
 /// A future an engine hands back, boxed so `TextEngine` stays object-safe.
@@ -39,6 +40,10 @@ pub trait TextEngine: Send + Sync {
     /// Generates, streaming text as it is produced; the last event is `Done`. Dropping
     /// the receiver cancels the request.
     fn stream(&self, request: GenerateRequest) -> Result<UnboundedReceiver<Result<StreamEvent>>>;
+
+    /// Whether the inference thread still works: exited, or stuck (requests wait and
+    /// it has not gone on for `stall_after`), or alive.
+    fn liveness(&self, stall_after: std::time::Duration) -> Liveness;
 
     fn is_sim(&self) -> bool {
         self.kind() == EngineKind::Sim
@@ -75,6 +80,10 @@ impl TextEngine for Engine {
     fn stream(&self, request: GenerateRequest) -> Result<UnboundedReceiver<Result<StreamEvent>>> {
         Engine::stream(self, request)
     }
+
+    fn liveness(&self, stall_after: std::time::Duration) -> Liveness {
+        Engine::liveness(self, stall_after)
+    }
 }
 
 impl TextEngine for SimEngine {
@@ -96,6 +105,10 @@ impl TextEngine for SimEngine {
 
     fn stream(&self, request: GenerateRequest) -> Result<UnboundedReceiver<Result<StreamEvent>>> {
         SimEngine::stream(self, request)
+    }
+
+    fn liveness(&self, stall_after: std::time::Duration) -> Liveness {
+        SimEngine::liveness(self, stall_after)
     }
 }
 

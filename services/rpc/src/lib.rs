@@ -8,7 +8,9 @@
 
 pub mod cluster;
 pub mod connect_error;
+mod connections;
 pub mod coordinator_client;
+mod health;
 pub mod metrics;
 pub mod pki;
 pub mod routing;

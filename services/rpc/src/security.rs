@@ -20,6 +20,7 @@ use tonic::transport::{
     Certificate, Channel, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig,
 };
 use tonic::{Request, Status};
+use umi_core::log_limit::{LogLimiter, REFUSAL_LOG_INTERVAL};
 
 /// Tokens shorter than this are refused: they are guessable, not secrets.
 pub const MIN_TOKEN_LEN: usize = 16;
@@ -229,6 +230,10 @@ impl Caller {
     }
 }
 
+/// Refusals of unauthenticated calls are logged at most once per interval (a caller
+/// without a token may call in a loop); `umi_rpc_unauthenticated_total` counts each.
+static UNAUTHENTICATED_LOG: LogLimiter = LogLimiter::new(REFUSAL_LOG_INTERVAL);
+
 /// Refuses calls without one of the server's tokens (UNAUTHENTICATED, before the
 /// service sees them) and tags the others with their [`Caller`].
 #[derive(Clone)]
@@ -258,7 +263,13 @@ impl tonic::service::Interceptor for CheckToken {
                         } else {
                             "no bearer token"
                         };
-                        tracing::warn!(%peer, "refused a call with {why}");
+                        if let Some(held_back) = UNAUTHENTICATED_LOG.admit() {
+                            tracing::warn!(
+                                %peer,
+                                held_back,
+                                "refused a call with {why} (held_back: refusals not logged since the last warning)"
+                            );
+                        }
                         metrics::counter!("umi_rpc_unauthenticated_total").increment(1);
                         return Err(Status::unauthenticated(format!(
                             "{why}: this server requires `authorization: Bearer <token>` (umi clients: --worker-token-file for workers, --auth-token-file for a coordinator)"

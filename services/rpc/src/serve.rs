@@ -1,14 +1,80 @@
 //! The serving wiring every umi server shares: `grpc.health.v1.Health` beside the
 //! service, SERVING while it runs, and one phased [`Shutdown`]. TLS and the token check
-//! come from [`ServerSecurity`]; health checks stay open.
+//! come from [`ServerSecurity`]; health checks stay open. Every server runs within
+//! [`Limits`], the one place its connection limits are set.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 
 use tonic::service::Routes;
+use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
+use crate::connections;
+use crate::health::BoundedHealth;
 use crate::security::ServerSecurity;
+
+/// What one gRPC server admits, so that no client can hold its resources without bound
+/// (the values are generous: the cluster tests and `umi bench cluster` run far below
+/// them). Each value with its reason:
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// A TLS handshake not finished by then is dropped: a client that opens TCP and
+    /// stalls must not hold a handshake task (on a LAN a handshake takes milliseconds).
+    pub tls_handshake: Duration,
+    /// A connection whose peer sends nothing for this long is closed: a socket opened
+    /// and left silent. Longer than `http2_keepalive_interval` + its timeout, so a live
+    /// idle client (which acknowledges the server's pings) is never closed.
+    pub idle_timeout: Duration,
+    /// Connections open at once; one more is closed as soon as it is accepted. umi's
+    /// clients hold one per server (a channel multiplexes its calls).
+    pub max_connections: usize,
+    /// HTTP/2 streams (calls) one connection may have open at once; a client past it
+    /// waits for a stream to end. Far above a worker's `--max-batch` + `--max-queue`.
+    pub max_streams_per_connection: u32,
+    /// The server pings each connection this often (also while idle) ...
+    pub http2_keepalive_interval: Duration,
+    /// ... and closes one whose peer does not answer a ping within this: a peer gone
+    /// without a FIN (a crashed host, a cut network) does not hold its streams forever.
+    pub http2_keepalive_timeout: Duration,
+    /// TCP keepalive on accepted sockets, below HTTP/2 (also while a handshake runs).
+    pub tcp_keepalive: Duration,
+    /// `grpc.health.v1` Watch streams open at once (each stays open as long as its
+    /// client likes); past it a Watch is refused with RESOURCE_EXHAUSTED.
+    pub max_health_watches: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            tls_handshake: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            max_connections: 1024,
+            max_streams_per_connection: 1024,
+            http2_keepalive_interval: Duration::from_secs(30),
+            http2_keepalive_timeout: Duration::from_secs(20),
+            tcp_keepalive: Duration::from_secs(60),
+            max_health_watches: 64,
+        }
+    }
+}
+
+/// What a server says of its own health beyond "it runs": `Ok` while it can serve,
+/// `Err(why)` while it cannot (a worker's engine thread dead or stuck). Asked every
+/// [`PROBE_INTERVAL`]; health follows it (NOT_SERVING while `Err`).
+pub type HealthProbe = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// How often a [`HealthProbe`] is asked.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How a server runs besides its routes: its [`Limits`] and its health probe.
+#[derive(Clone, Default)]
+pub struct ServeOptions {
+    pub limits: Limits,
+    pub probe: Option<HealthProbe>,
+}
 
 type Step = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -62,7 +128,8 @@ impl Shutdown {
 
 /// Serves `routes` (one service, named `name` in health checks, guarded by
 /// `security`'s token check: see [`ServerSecurity::guard`]) on `listener`, over TLS when
-/// `security` has it, until `shutdown`'s signal, then stops in its phases.
+/// `security` has it, within the default [`Limits`], until `shutdown`'s signal, then
+/// stops in its phases.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     name: &'static str,
@@ -70,12 +137,32 @@ pub async fn serve(
     security: &ServerSecurity,
     shutdown: Shutdown,
 ) -> Result<(), tonic::transport::Error> {
+    serve_with(
+        listener,
+        name,
+        routes,
+        security,
+        shutdown,
+        ServeOptions::default(),
+    )
+    .await
+}
+
+/// As [`serve`], within `options`' limits and with its health probe.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    name: &'static str,
+    routes: Routes,
+    security: &ServerSecurity,
+    shutdown: Shutdown,
+    options: ServeOptions,
+) -> Result<(), tonic::transport::Error> {
     let Shutdown {
         signal,
         leave,
         stop,
     } = shutdown;
-    let served = serve_until(listener, name, routes, security, async {
+    let served = serve_until(listener, name, routes, security, &options, async {
         Shutdown::leave_phase(signal, leave).await;
     })
     .await;
@@ -92,30 +179,71 @@ async fn serve_until(
     name: &'static str,
     routes: Routes,
     security: &ServerSecurity,
+    options: &ServeOptions,
     leave: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
-    let (health, health_service) = tonic_health::server::health_reporter();
+    let limits = &options.limits;
+    let health = HealthReporter::new();
     health
         .set_service_status(name, ServingStatus::Serving)
         .await;
-    let mut server = tonic::transport::Server::builder();
+    let health_service = BoundedHealth::server(
+        tonic_health::server::HealthService::from_health_reporter(health.clone()),
+        limits.max_health_watches,
+    );
+    let probing = options
+        .probe
+        .clone()
+        .map(|probe| tokio::spawn(follow_probe(probe, health.clone(), name)));
+    let mut server = tonic::transport::Server::builder()
+        .max_concurrent_streams(limits.max_streams_per_connection)
+        .http2_keepalive_interval(Some(limits.http2_keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.http2_keepalive_timeout));
     if let Some(tls) = security.tls_config() {
-        server = server.tls_config(tls)?;
+        server = server.tls_config(tls.timeout(limits.tls_handshake))?;
     }
     server
         .add_routes(routes.add_service(health_service))
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
-            async {
-                leave.await;
-                for service in [name, ""] {
-                    health
-                        .set_service_status(service, ServingStatus::NotServing)
-                        .await;
-                }
-            },
-        )
+        .serve_with_incoming_shutdown(connections::admitted(listener, limits), async {
+            leave.await;
+            if let Some(probing) = probing {
+                probing.abort();
+            }
+            for service in [name, ""] {
+                health
+                    .set_service_status(service, ServingStatus::NotServing)
+                    .await;
+            }
+        })
         .await
+}
+
+/// Keeps `name`'s (and the server's overall) health as `probe` says, logging each turn.
+async fn follow_probe(probe: HealthProbe, health: HealthReporter, name: &'static str) {
+    let mut serving = true;
+    let mut every = tokio::time::interval(PROBE_INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let verdict = probe();
+        if verdict.is_ok() == serving {
+            continue;
+        }
+        serving = verdict.is_ok();
+        let status = match verdict {
+            Ok(()) => {
+                tracing::info!(service = name, "serving again");
+                ServingStatus::Serving
+            }
+            Err(why) => {
+                tracing::error!(service = name, %why, "health turns NOT_SERVING");
+                ServingStatus::NotServing
+            }
+        };
+        for service in [name, ""] {
+            health.set_service_status(service, status).await;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -263,7 +263,7 @@ async fn run(shared: &Shared, prompt: String, options: Options, kind: Kind) -> R
         Ok(s) => s,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
-    let mut request = match shared.engine.request_for_prompt(&prompt, &sampling) {
+    let mut request = match shared.engine.request_for_prompt(&prompt, &sampling).await {
         Ok(r) => r,
         Err(e) => return error(status_of(&e), e.message()),
     };

@@ -43,25 +43,35 @@ impl RoleEngine {
         self.engine.as_ref()
     }
 
+    /// A shared handle to the engine (for what outlives a call: the health probe).
+    pub fn engine_handle(&self) -> Backend {
+        self.engine.clone()
+    }
+
     /// A role call made ready: its prompt rendered, tokenized and cut to the last
     /// `max_input_tokens` (as the reference truncates), sampled as `sampling` says; on
-    /// the simulated engine, with the text its policy writes.
-    pub fn prepare(
+    /// the simulated engine, with the text its policy writes. The work runs on the
+    /// blocking pool (see [`RoleEngine::off_runtime`]).
+    pub async fn prepare(
         &self,
         request: &RoleRequest,
         sampling: &Sampling,
     ) -> Result<GenerateRequest, CoreError> {
-        let prompt = request.render(&self.prompts);
-        let mut call = self.request(&prompt, sampling)?;
-        if self.engine.is_sim() {
-            call.script = Some(sim_policy::output(request, sampling.seed));
-        }
-        Ok(call)
+        let (request, sampling) = (request.clone(), *sampling);
+        self.off_runtime(move |this| {
+            let prompt = request.render(&this.prompts);
+            let mut call = this.request(&prompt, &sampling)?;
+            if this.engine.is_sim() {
+                call.script = Some(sim_policy::output(&request, sampling.seed));
+            }
+            Ok(call)
+        })
+        .await
     }
 
     /// The model request for a prompt already rendered (the static pipeline renders its
-    /// own); the simulated engine has no text for those.
-    pub fn request_for_prompt(
+    /// own); the simulated engine has no text for those. Tokenized on the blocking pool.
+    pub async fn request_for_prompt(
         &self,
         prompt: &str,
         sampling: &Sampling,
@@ -72,7 +82,26 @@ impl RoleEngine {
                 "the simulated engine answers role calls only; static evaluation needs a model",
             ));
         }
-        self.request(prompt, sampling)
+        let (prompt, sampling) = (prompt.to_string(), *sampling);
+        self.off_runtime(move |this| this.request(&prompt, &sampling))
+            .await
+    }
+
+    /// Runs `work` (rendering and tokenizing untrusted text, up to the gRPC message
+    /// limit: milliseconds to seconds of CPU) on tokio's blocking pool, so a large
+    /// prompt cannot stall the async runtime, which also serves other calls and renews
+    /// the worker's etcd lease. The result is the same as running it in place.
+    async fn off_runtime(
+        &self,
+        work: impl FnOnce(&RoleEngine) -> Result<GenerateRequest, CoreError> + Send + 'static,
+    ) -> Result<GenerateRequest, CoreError> {
+        let this = self.clone();
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || span.in_scope(|| work(&this)))
+            .await
+            .map_err(|e| {
+                CoreError::new(ErrorClass::Internal, format!("preparing a request: {e}"))
+            })?
     }
 
     /// The one place a rendered prompt becomes a request: tokenized by the engine, cut
@@ -229,7 +258,7 @@ impl EngineRoles {
         let engine = self.role(role);
         let sampling = self.sampling.for_call(Some(seed_offset));
         self.call(role, async {
-            let request = engine.request_for_prompt(prompt, &sampling)?;
+            let request = engine.request_for_prompt(prompt, &sampling).await?;
             engine.generate(request).await
         })
         .await
@@ -274,7 +303,7 @@ impl RoleModels for EngineRoles {
             let span = tracing::info_span!("role_call", role = role.as_str());
             let out = self
                 .call(role, async {
-                    let call = engine.prepare(&request, &sampling)?;
+                    let call = engine.prepare(&request, &sampling).await?;
                     engine.generate(call).await
                 })
                 .instrument(span)

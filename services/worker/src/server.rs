@@ -3,18 +3,18 @@
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio_stream::Stream;
 use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 use umi_core::agent::RoleKind;
-use umi_engine::{FinishReason, GenerateOutput, GenerateRequest, StreamEvent};
+use umi_engine::{FinishReason, GenerateOutput, GenerateRequest, Liveness, StreamEvent};
 use umi_rpc::pb;
 use umi_rpc::pb::role_worker_server::{RoleWorker, RoleWorkerServer};
 use umi_rpc::security::ServerSecurity;
-use umi_rpc::serve::Shutdown;
+use umi_rpc::serve::{HealthProbe, ServeOptions, Shutdown};
 use umi_rpc::wire::{request_from_pb, role_to_pb, sampling_from_pb, status_from};
 
 use crate::roles::{classify, Backend, RoleEngine};
@@ -62,7 +62,7 @@ impl RoleService {
     }
 
     /// Validates the request at the edge and makes it ready for the engine.
-    fn engine_request(&self, wire: &pb::GenerateRequest) -> Result<GenerateRequest, Status> {
+    async fn engine_request(&self, wire: &pb::GenerateRequest) -> Result<GenerateRequest, Status> {
         let role_request = request_from_pb(wire).map_err(|e| status_from(&e))?;
         if role_request.role != self.role {
             return Err(Status::invalid_argument(format!(
@@ -73,6 +73,7 @@ impl RoleService {
         }
         self.engine
             .prepare(&role_request, &sampling_from_pb(wire.sampling))
+            .await
             .map_err(|e| status_from(&e))
     }
 }
@@ -115,7 +116,7 @@ impl RoleWorker for RoleService {
         );
         umi_rpc::trace_context::adopt(&span, request.metadata());
         let wire = request.into_inner();
-        let request = span.in_scope(|| self.engine_request(&wire))?;
+        let request = self.engine_request(&wire).instrument(span.clone()).await?;
         let out = self
             .engine
             .generate(request)
@@ -151,7 +152,7 @@ impl RoleWorker for RoleService {
         );
         umi_rpc::trace_context::adopt(&span, request.metadata());
         let wire = request.into_inner();
-        let request = span.in_scope(|| self.engine_request(&wire))?;
+        let request = self.engine_request(&wire).instrument(span.clone()).await?;
         let mut events = self.engine.stream(request).map_err(|e| status_from(&e))?;
         let kind = self.engine.engine().kind().label();
         let (tx, rx) = tokio::sync::mpsc::channel(16);
@@ -199,6 +200,8 @@ impl RoleWorker for RoleService {
 /// Serves on `listener` until `shutdown`'s signal, then stops in its phases (leave,
 /// drain the in-flight calls, stop); callers are admitted as `security` says (TLS,
 /// tokens). `grpc.health.v1.Health` reports SERVING meanwhile.
+/// Health turns NOT_SERVING when the engine thread has exited, or when requests wait and
+/// its loop has not gone on for [`ENGINE_STALL_BOUND`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     service: RoleService,
@@ -206,14 +209,39 @@ pub async fn serve(
     shutdown: Shutdown,
 ) -> Result<(), tonic::transport::Error> {
     let name = <RoleWorkerServer<RoleService> as NamedService>::NAME;
+    let options = ServeOptions {
+        probe: Some(engine_probe(
+            service.engine.engine_handle(),
+            ENGINE_STALL_BOUND,
+        )),
+        ..ServeOptions::default()
+    };
     let routes = tonic::service::Routes::new(security.guard(service.into_server()));
-    umi_rpc::serve::serve(listener, name, routes, security, shutdown).await
+    umi_rpc::serve::serve_with(listener, name, routes, security, shutdown, options).await
+}
+
+/// How long the engine's loop may go without a step while requests wait before the
+/// worker reports NOT_SERVING: far longer than any step (a decode step takes
+/// milliseconds, a full-context prefill on a CPU seconds), so only a loop that hangs
+/// trips it.
+pub const ENGINE_STALL_BOUND: Duration = Duration::from_secs(120);
+
+/// The health probe of a worker serving `engine`: failing while its inference thread has
+/// exited, or is stuck for `stall_after` (see [`Liveness`]).
+pub fn engine_probe(engine: Backend, stall_after: Duration) -> HealthProbe {
+    Arc::new(move || match engine.liveness(stall_after) {
+        Liveness::Alive => Ok(()),
+        Liveness::Exited => Err("the engine's inference thread has exited".into()),
+        Liveness::Stuck { silent } => Err(format!(
+            "the engine's inference thread has made no progress for {} s while requests wait",
+            silent.as_secs()
+        )),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     /// The wire says why generation stopped as the proto's enum, each reason its own value.
     #[test]
@@ -239,5 +267,35 @@ mod tests {
             let sent = response(out, "model");
             assert_eq!(sent.finish_reason(), wire, "{reason:?}");
         }
+    }
+
+    /// The probe fails while the engine's loop is stuck with requests waiting, and passes
+    /// again once it goes on.
+    #[tokio::test]
+    async fn the_engine_probe_fails_while_the_engine_loop_is_stuck() {
+        let stalling = umi_engine::SimProfile {
+            prefill_overhead_ms: 1_500.0,
+            ..umi_engine::SimProfile::default()
+        };
+        let engine: Backend =
+            umi_engine::SimEngine::start(stalling, umi_engine::EngineConfig::default())
+                .unwrap()
+                .into();
+        let probe = engine_probe(engine.clone(), Duration::from_millis(200));
+        assert_eq!(probe(), Ok(()));
+        let request = |text: &str| GenerateRequest {
+            max_new_tokens: 1,
+            script: Some("x".into()),
+            ..GenerateRequest::new(umi_engine::Prompt::Text(text.into()))
+        };
+        // The first's prefill holds the loop; the second, sent after it was admitted, waits.
+        let _first = engine.stream(request("first")).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _second = engine.stream(request("second")).unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let why = probe().unwrap_err();
+        assert!(why.contains("no progress"), "{why}");
+        tokio::time::sleep(Duration::from_millis(3_500)).await;
+        assert_eq!(probe(), Ok(()), "the loop went on");
     }
 }
