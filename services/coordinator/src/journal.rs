@@ -169,14 +169,14 @@ impl TaskJournal {
     /// Compacts while serving only past `floor` bytes (and twice the live content)
     /// instead of `COMPACT_FLOOR`: for tests and measurements of small journals.
     pub fn with_compaction_floor(self, floor: u64) -> Self {
-        let size = self.len().unwrap_or(0);
+        let size = self.size().unwrap_or(0);
         self.compact_at
             .store(floor.max(2 * size), Ordering::Relaxed);
         TaskJournal { floor, ..self }
     }
 
     /// The journal's size now, in bytes.
-    pub fn len(&self) -> Result<u64, JournalError> {
+    pub fn size(&self) -> Result<u64, JournalError> {
         let file = self.file.lock().unwrap_or_else(|p| p.into_inner());
         file.metadata()
             .map(|m| m.len())
@@ -214,7 +214,7 @@ impl TaskJournal {
         };
         // Every record below this offset is whole: appends write whole records under
         // the lock, and cut off what they could not finish.
-        let start = self.len()?;
+        let start = self.size()?;
         let records = read_prefix(&self.path, start)?;
         let live = replay(records, self.retention, Replay::WhileServing);
         let mut held = None;
