@@ -47,6 +47,16 @@ pub struct CoordinatorArgs {
     /// end) instead of queueing without bound.
     #[arg(long, default_value_t = 4096)]
     pub max_pending: usize,
+    /// Unfinished tasks one caller (one token holder) may have at most, so no holder
+    /// fills the whole --max-pending; past it a submission is refused as
+    /// RESOURCE_EXHAUSTED, which `umi run --coordinator` waits out the same way.
+    #[arg(long, default_value_t = 4096)]
+    pub max_pending_per_caller: usize,
+    /// Ended tasks kept at most (each with its query and answer) within --retention:
+    /// past it the oldest are forgotten, those whose answers were fetched first, and a
+    /// Fetch of one finds nothing, as after the retention.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_ended: usize,
     /// Seconds an ended task's answer is kept for clients to fetch.
     #[arg(long, default_value_t = 3600)]
     pub retention: u64,
@@ -62,8 +72,14 @@ pub struct CoordinatorArgs {
 }
 
 pub async fn run(a: CoordinatorArgs) -> anyhow::Result<()> {
-    if a.width == 0 || a.concurrency == 0 || a.max_steps == 0 || a.max_pending == 0 {
-        bail!("--width, --max-steps, --concurrency and --max-pending must be at least 1");
+    if a.width == 0
+        || a.concurrency == 0
+        || a.max_steps == 0
+        || a.max_pending == 0
+        || a.max_pending_per_caller == 0
+        || a.max_ended == 0
+    {
+        bail!("--width, --max-steps, --concurrency, --max-pending, --max-pending-per-caller and --max-ended must be at least 1");
     }
     a.metrics.install(a.security.insecure_network)?;
     let security = a.security.security(a.listen)?;
@@ -84,6 +100,8 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<()> {
             concurrency: a.concurrency,
             retention: std::time::Duration::from_secs(a.retention),
             max_pending: a.max_pending,
+            max_pending_per_caller: a.max_pending_per_caller,
+            max_ended: a.max_ended,
         },
         membership,
         journal: a.task_journal.clone(),

@@ -3,6 +3,10 @@
 //! the same file serves the answers it had and runs again the tasks that were queued or
 //! running when it stopped, so clients that resubmit or keep watching lose nothing.
 //!
+//! The file is compacted (rewritten with one record per fact still true) when it is
+//! opened and, while the coordinator serves, whenever it grows past twice its live
+//! content (and past `COMPACT_FLOOR`): [`TaskJournal::compact`].
+//!
 //! A task that takes the coordinator down with it (a poison task) must not do so at every
 //! restart: a task found running after a stop that was not a clean shutdown counts a
 //! crash, and after `MAX_CRASHES` it ends FAILED instead of running again.
@@ -10,7 +14,9 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::io::{BufRead, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -22,6 +28,10 @@ use crate::state::{TaskState, TaskStatus};
 
 /// Crashes of the coordinator a task may be running through before it is failed.
 pub const MAX_CRASHES: u32 = 3;
+
+/// The journal is compacted while serving only once it is past this size (and past
+/// twice its live content): below it a rewrite would cost more than the bytes it saves.
+pub const COMPACT_FLOOR: u64 = 8 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -57,6 +67,9 @@ enum Record {
     },
     /// Began running.
     Started { id: String },
+    /// Forgotten before its retention ran out (the coordinator keeps only so many ended
+    /// tasks): nothing about it is served again.
+    Forgotten { id: String },
     /// The coordinator shut down cleanly: the tasks running then were interrupted, not
     /// the cause of a crash.
     Stopped,
@@ -98,7 +111,19 @@ pub struct Recovered {
 
 pub struct TaskJournal {
     path: PathBuf,
+    /// The open file, appended to; also the lock that keeps a compaction's swap from
+    /// losing a record appended meanwhile.
     file: Mutex<File>,
+    /// Ended tasks older than this are dropped at each compaction.
+    retention: Duration,
+    /// The size past which the next compaction is due: twice the live content at the
+    /// last one, at least `floor`.
+    compact_at: AtomicU64,
+    floor: u64,
+    /// Set when an append passes `compact_at`, cleared when a compaction starts.
+    due: AtomicBool,
+    /// A compaction is under way (at most one at a time).
+    compacting: AtomicBool,
     /// Held (an advisory lock) while this journal is open: a second coordinator on the
     /// same file would interleave its records with ours and rerun our tasks.
     _lock: File,
@@ -120,37 +145,99 @@ impl TaskJournal {
         };
         let lock = lock(path)?;
         let records = read_records(path)?;
-        let (recovered, crashes) = replay(records, retention);
+        let live = replay(records, retention, Replay::AfterStop);
 
         // Replaced whole (its directory synced too: until then a power loss could bring
         // back the old file and lose everything appended to the new one).
-        umi_durable::write_with(path, |compacted| {
-            let mut compacted = std::io::BufWriter::new(compacted);
-            for query in &recovered.unfinished {
-                let mut record = queued(query);
-                if let Record::Queued { crashes: c, .. } = &mut record {
-                    *c = crashes.get(&query.id).copied().unwrap_or(0);
-                }
-                write_record(&mut compacted, &record)?;
-            }
-            for task in &recovered.ended {
-                write_record(&mut compacted, &queued(&task.query))?;
-                let ended_at = now_unix().saturating_sub(task.age.as_secs());
-                write_record(
-                    &mut compacted,
-                    &ended(&task.status, task.answer.clone(), ended_at),
-                )?;
-            }
-            compacted.flush()
-        })
-        .map_err(|e| io(e.source))?;
+        umi_durable::write_with(path, |compacted| write_live(compacted, &live))
+            .map_err(|e| io(e.source))?;
         let file = OpenOptions::new().append(true).open(path).map_err(io)?;
+        let size = file.metadata().map_err(io)?.len();
         let journal = TaskJournal {
             path: path.to_path_buf(),
             file: Mutex::new(file),
+            retention,
+            compact_at: AtomicU64::new(COMPACT_FLOOR.max(2 * size)),
+            floor: COMPACT_FLOOR,
+            due: AtomicBool::new(false),
+            compacting: AtomicBool::new(false),
             _lock: lock,
         };
-        Ok((journal, recovered))
+        Ok((journal, live.recovered))
+    }
+
+    /// Compacts while serving only past `floor` bytes (and twice the live content)
+    /// instead of `COMPACT_FLOOR`: for tests and measurements of small journals.
+    pub fn with_compaction_floor(self, floor: u64) -> Self {
+        let size = self.size().unwrap_or(0);
+        self.compact_at
+            .store(floor.max(2 * size), Ordering::Relaxed);
+        TaskJournal { floor, ..self }
+    }
+
+    /// The journal's size now, in bytes.
+    pub fn size(&self) -> Result<u64, JournalError> {
+        let file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        file.metadata()
+            .map(|m| m.len())
+            .map_err(|source| JournalError::Io {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    /// Whether the journal has grown past twice its live content (and the floor) since
+    /// the last compaction; reading it claims the compaction, so one caller runs it.
+    pub fn compaction_due(&self) -> bool {
+        self.due.swap(false, Ordering::AcqRel)
+    }
+
+    /// Rewrites the journal with one record per fact still true, while records go on
+    /// being appended: the records up to now are read and compacted into a new file
+    /// without holding the append lock; then, under it, the records appended meanwhile
+    /// are copied after them, the new file replaces the old one (`umi_durable`), and
+    /// appends go to it. Submissions wait only for that copy and swap. Blocking: run it
+    /// off the async runtime.
+    pub fn compact(&self) -> Result<(), JournalError> {
+        if self.compacting.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let result = self.compact_now();
+        self.compacting.store(false, Ordering::Release);
+        result
+    }
+
+    fn compact_now(&self) -> Result<(), JournalError> {
+        let io = |source| JournalError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        // Every record below this offset is whole: appends write whole records under
+        // the lock, and cut off what they could not finish.
+        let start = self.size()?;
+        let records = read_prefix(&self.path, start)?;
+        let live = replay(records, self.retention, Replay::WhileServing);
+        let mut held = None;
+        umi_durable::write_with(&self.path, |compacted| {
+            write_live(compacted, &live)?;
+            let file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+            let mut old = File::open(&self.path)?;
+            old.seek(SeekFrom::Start(start))?;
+            std::io::copy(&mut old, compacted)?;
+            held = Some(file);
+            Ok(())
+        })
+        .map_err(|e| io(e.source))?;
+        let mut file = held.expect("write_with ran the fill");
+        *file = OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .map_err(io)?;
+        let size = file.metadata().map_err(io)?.len();
+        self.compact_at
+            .store(self.floor.max(2 * size), Ordering::Relaxed);
+        tracing::debug!(path = %self.path.display(), bytes = size, "task journal compacted");
+        Ok(())
     }
 
     /// Records tasks as queued, durably, in one write.
@@ -168,6 +255,17 @@ impl TaskJournal {
     /// Records a clean shutdown, durably: the tasks running now did not crash anything.
     pub fn stopped(&self) -> Result<(), JournalError> {
         self.append(&[Record::Stopped])
+    }
+
+    /// Records that ended tasks were forgotten early (evicted from the table), so
+    /// neither a restart nor a compaction brings them back. Not synced: a forgotten
+    /// task that comes back after a power loss is only kept a little longer.
+    pub fn forgotten(&self, ids: &[String]) -> Result<(), JournalError> {
+        let records: Vec<Record> = ids
+            .iter()
+            .map(|id| Record::Forgotten { id: id.clone() })
+            .collect();
+        self.write(&records, false)
     }
 
     /// Records how a task ended, with its answer, without waiting for the disk, so the
@@ -209,6 +307,11 @@ impl TaskJournal {
             // the journal unreadable at the next start: cut it off.
             let _ = file.set_len(len);
             return Err(io(e));
+        }
+        if len + bytes.len() as u64 > self.compact_at.load(Ordering::Relaxed)
+            && !self.compacting.load(Ordering::Acquire)
+        {
+            self.due.store(true, Ordering::Release);
         }
         Ok(())
     }
@@ -287,6 +390,60 @@ fn read_records(path: &Path) -> Result<Vec<Record>, JournalError> {
     Ok(records)
 }
 
+/// The records in the first `len` bytes of the journal (all of them whole).
+fn read_prefix(path: &Path, len: u64) -> Result<Vec<Record>, JournalError> {
+    let io = |source| JournalError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut reader = std::io::BufReader::new(File::open(path).map_err(io)?.take(len));
+    let mut records = Vec::new();
+    let mut line = Vec::new();
+    for number in 1.. {
+        line.clear();
+        if reader.read_until(b'\n', &mut line).map_err(io)? == 0 {
+            break;
+        }
+        let record = serde_json::from_slice(&line).map_err(|e| JournalError::Corrupt {
+            path: path.to_path_buf(),
+            line: number,
+            message: e.to_string(),
+        })?;
+        records.push(record);
+    }
+    Ok(records)
+}
+
+/// Writes one record per fact still true: each unfinished task queued (with its crash
+/// count, and started if it is running now), each kept ended task queued and ended.
+fn write_live(out: &mut File, live: &Live) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::new(out);
+    for query in &live.recovered.unfinished {
+        let mut record = queued(query);
+        if let Record::Queued { crashes: c, .. } = &mut record {
+            *c = live.crashes.get(&query.id).copied().unwrap_or(0);
+        }
+        write_record(&mut out, &record)?;
+        if live.running.contains(&query.id) {
+            write_record(
+                &mut out,
+                &Record::Started {
+                    id: query.id.clone(),
+                },
+            )?;
+        }
+    }
+    for task in &live.recovered.ended {
+        write_record(&mut out, &queued(&task.query))?;
+        let ended_at = now_unix().saturating_sub(task.age.as_secs());
+        write_record(
+            &mut out,
+            &ended(&task.status, task.answer.clone(), ended_at),
+        )?;
+    }
+    out.flush()
+}
+
 fn corrupt_or_io(path: &Path, e: umi_durable::ReadError) -> JournalError {
     match e {
         umi_durable::ReadError::Io { source, .. } => JournalError::Io {
@@ -301,8 +458,27 @@ fn corrupt_or_io(path: &Path, e: umi_durable::ReadError) -> JournalError {
     }
 }
 
-/// What the records say now, and each unfinished task's crash count.
-fn replay(records: Vec<Record>, retention: Duration) -> (Recovered, HashMap<String, u32>) {
+/// When the records are replayed.
+#[derive(Clone, Copy, PartialEq)]
+enum Replay {
+    /// At start, after the coordinator stopped: a task still running at the end of the
+    /// file counts a crash.
+    AfterStop,
+    /// While the coordinator serves (an online compaction): a task running is running.
+    WhileServing,
+}
+
+/// What the records say now.
+struct Live {
+    recovered: Recovered,
+    /// Each unfinished task's crash count.
+    crashes: HashMap<String, u32>,
+    /// Unfinished tasks running now (`Replay::WhileServing` only).
+    running: std::collections::HashSet<String>,
+}
+
+/// What the records say now.
+fn replay(records: Vec<Record>, retention: Duration, when: Replay) -> Live {
     struct State {
         query: Query,
         ended: Option<(TaskStatus, Option<String>, u64)>,
@@ -341,6 +517,11 @@ fn replay(records: Vec<Record>, retention: Duration) -> (Recovered, HashMap<Stri
                     task.running = task.ended.is_none();
                 }
             }
+            Record::Forgotten { id } => {
+                if tasks.get(&id).is_some_and(|t| t.ended.is_some()) {
+                    tasks.remove(&id);
+                }
+            }
             Record::Stopped => tasks.values_mut().for_each(|t| t.running = false),
             Record::Ended {
                 id,
@@ -375,12 +556,15 @@ fn replay(records: Vec<Record>, retention: Duration) -> (Recovered, HashMap<Stri
     let now = now_unix();
     let mut recovered = Recovered::default();
     let mut crashes = HashMap::new();
+    let mut running = std::collections::HashSet::new();
     for id in order {
         let Some(mut task) = tasks.remove(&id) else {
             continue;
         };
-        // Still running at the end of the file: the process died under it.
-        if task.running {
+        if task.running && when == Replay::WhileServing {
+            running.insert(id.clone());
+        } else if task.running {
+            // Still running at the end of the file: the process died under it.
             task.crashes += 1;
         }
         if task.ended.is_none() && task.crashes >= MAX_CRASHES {
@@ -416,7 +600,11 @@ fn replay(records: Vec<Record>, retention: Duration) -> (Recovered, HashMap<Stri
             }
         }
     }
-    (recovered, crashes)
+    Live {
+        recovered,
+        crashes,
+        running,
+    }
 }
 
 #[cfg(test)]
@@ -645,6 +833,47 @@ mod tests {
         let (_, recovered) = TaskJournal::open(&path, HOUR).unwrap();
         assert!(recovered.ended.is_empty());
         assert_eq!(recovered.unfinished.len(), 1);
+    }
+
+    #[test]
+    fn compacting_while_tasks_are_appended_loses_none_of_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.jsonl");
+        let (journal, _) = TaskJournal::open(&path, HOUR).unwrap();
+        let journal = journal.with_compaction_floor(0);
+        // Dead records for the compactions to drop: a task ended and then forgotten.
+        journal.queued(&[&query("gone")]).unwrap();
+        journal.ended(&answered("gone"), Some("{}".into())).unwrap();
+        journal.forgotten(&["gone".to_string()]).unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for i in 0..200 {
+                    journal.queued(&[&query(&format!("t{i}"))]).unwrap();
+                    journal.started(&format!("t{i}")).unwrap();
+                }
+            });
+            s.spawn(|| {
+                for _ in 0..50 {
+                    journal.compact().unwrap();
+                }
+            });
+        });
+        journal.compact().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            !text.contains("\"gone\""),
+            "a forgotten task was kept: {text}"
+        );
+        drop(journal);
+        let (_, recovered) = TaskJournal::open(&path, HOUR).unwrap();
+        let ids: Vec<String> = recovered.unfinished.iter().map(|q| q.id.clone()).collect();
+        let want: Vec<String> = (0..200).map(|i| format!("t{i}")).collect();
+        assert_eq!(ids, want);
+        assert!(recovered.ended.is_empty());
+        // Running while compacted, then a crash: one crash each, not one per compaction.
+        let compacted = std::fs::read_to_string(&path).unwrap();
+        assert!(compacted.contains(r#""crashes":1"#), "{compacted}");
+        assert!(!compacted.contains(r#""crashes":2"#), "{compacted}");
     }
 
     #[test]

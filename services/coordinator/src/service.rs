@@ -92,11 +92,11 @@ impl CoordinatorService {
         self.recovered
     }
 
-    /// Tasks in the table by state: (queued, running, ended).
-    fn counts(&self) -> (u32, u32, u32) {
+    /// `caller`'s tasks in the table by state: (queued, running, ended).
+    fn counts(&self, caller: &Caller) -> (u32, u32, u32) {
         let (mut queued, mut running, mut ended) = (0, 0, 0);
         self.tasks.with_table(|t| {
-            for e in t.values() {
+            for (_, e) in t.iter().filter(|(key, _)| owned_id(caller, key).is_some()) {
                 match e.status.state {
                     TaskState::Queued => queued += 1,
                     TaskState::Running => running += 1,
@@ -109,15 +109,17 @@ impl CoordinatorService {
 }
 
 /// Validates a submitted task at the edge: the error names the task and what is wrong.
+/// Its id follows the query-id rule (`umi_core::task::check_id`: a file name, so no
+/// '/', which separates a task's owner from its id in the table, and no control
+/// characters to forge log lines); its tool list is measured before it is parsed, so
+/// a small message cannot become a large tree of JSON values.
 fn query_from_pb(task: &pb::Task) -> Result<Query, Status> {
-    if task.id.is_empty() {
-        return Err(Status::invalid_argument("a task has an empty id"));
-    }
-    // '/' separates a task's owner from its id in the table (`tasks::task_key`).
-    if task.id.contains('/') {
+    umi_core::task::check_id(&task.id).map_err(|e| status_from(&e))?;
+    if task.api_list_json.len() > MAX_API_LIST_BYTES {
         return Err(Status::invalid_argument(format!(
-            "task id {:?} contains '/'",
-            task.id
+            "task {}: api_list_json is {} bytes; the limit is {MAX_API_LIST_BYTES} (a query's text and tools together are at most that)",
+            task.id,
+            task.api_list_json.len()
         )));
     }
     let list: Vec<Value> = serde_json::from_str(&task.api_list_json).map_err(|e| {
@@ -146,6 +148,11 @@ fn task_key(caller: &Caller, id: &str) -> String {
 fn owned_id<'k>(caller: &Caller, key: &'k str) -> Option<&'k str> {
     tasks::owned_id(caller.name(), key)
 }
+
+/// The largest tool list (`api_list_json`) a task may bring, in bytes: a whole query is at
+/// most this (`umi_core::task::MAX_QUERY_BYTES`, 1 MiB; real ToolBench tool lists are
+/// under 10 KB).
+pub const MAX_API_LIST_BYTES: usize = umi_core::task::MAX_QUERY_BYTES;
 
 /// The largest message the coordinator takes or its clients accept, defined beside the
 /// client (`umi_rpc::coordinator_client`).
@@ -176,6 +183,9 @@ impl Coordinator for CoordinatorService {
             SubmitError::Journal(m) => Status::unavailable(m),
             SubmitError::Full { pending, limit } => Status::resource_exhausted(format!(
                 "{pending} tasks are unfinished and the limit is {limit}; submit again when some have ended"
+            )),
+            SubmitError::CallerFull { pending, limit } => Status::resource_exhausted(format!(
+                "{pending} of your tasks are unfinished and the limit per caller is {limit} (--max-pending-per-caller); submit again when some have ended"
             )),
         })?;
         Ok(Response::new(pb::SubmitResponse {
@@ -287,9 +297,13 @@ impl Coordinator for CoordinatorService {
         let id = request.into_inner().task_id;
         self.tasks
             .with_table(|t| {
-                t.get(&task_key(&caller, &id)).map(|e| pb::FetchResponse {
-                    task: Some(event_to_pb(&e.status, &caller)),
-                    answer_json: e.answer.clone().unwrap_or_default(),
+                t.get_mut(&task_key(&caller, &id)).map(|e| {
+                    // Fetched answers are the first forgotten past `--max-ended`.
+                    e.fetched |= e.status.state.is_terminal();
+                    pb::FetchResponse {
+                        task: Some(event_to_pb(&e.status, &caller)),
+                        answer_json: e.answer.clone().unwrap_or_default(),
+                    }
                 })
             })
             .map(Response::new)
@@ -307,10 +321,12 @@ impl Coordinator for CoordinatorService {
         }))
     }
 
+    /// Worker membership is the cluster's; the task counts are the caller's own.
     async fn status(
         &self,
-        _request: Request<pb::StatusRequest>,
+        request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
+        let caller = Caller::of(&request);
         let roles = ["planner", "caller", "summarizer"]
             .into_iter()
             .map(|role| pb::RoleWorkers {
@@ -323,7 +339,7 @@ impl Coordinator for CoordinatorService {
                     .collect(),
             })
             .collect();
-        let (queued, running, ended) = self.counts();
+        let (queued, running, ended) = self.counts(&caller);
         Ok(Response::new(pb::StatusResponse {
             roles,
             queued,
@@ -411,6 +427,117 @@ mod tests {
             query_from_pb(&slash).unwrap_err().code(),
             tonic::Code::InvalidArgument
         );
+    }
+
+    #[test]
+    fn task_ids_follow_the_query_id_rule_and_tool_lists_are_measured_before_parsing() {
+        let task = |id: &str, api_list_json: String| pb::Task {
+            id: id.into(),
+            query: "q".into(),
+            api_list_json,
+        };
+        for id in [
+            "",
+            "a\nforged log line",
+            "a\u{1b}[31m",
+            "../up",
+            "bob/1",
+            &"1".repeat(129),
+        ] {
+            let refused = query_from_pb(&task(id, "[]".into())).unwrap_err();
+            assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{id:?}");
+            assert!(
+                refused.message().contains(&format!("{id:?}")),
+                "{}",
+                refused.message()
+            );
+            assert!(!refused.message().contains('\n'), "{}", refused.message());
+        }
+        assert!(query_from_pb(&task("G1_q-7.json", "[]".into())).is_ok());
+        // Many small values: refused by its size, not after parsing them all.
+        let many = format!("[{}0]", "0,".repeat(MAX_API_LIST_BYTES / 2));
+        let refused = query_from_pb(&task("big", many)).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        let message = refused.message();
+        assert!(
+            message.contains("big") && message.contains(&MAX_API_LIST_BYTES.to_string()),
+            "{message}"
+        );
+    }
+
+    /// Test double for the roles: no call ever returns, so tasks stay running.
+    struct Hangs;
+
+    impl umi_core::agent::RoleModels for Hangs {
+        fn generate<'a>(
+            &'a self,
+            _: umi_core::agent::RoleRequest,
+        ) -> umi_core::agent::BoxFuture<'a, Result<umi_core::agent::Generated, umi_core::CoreError>>
+        {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    /// Test double for the tools: never called.
+    struct NoTools;
+
+    impl umi_core::env::ToolBackend for NoTools {
+        fn call<'a>(
+            &'a self,
+            _: &'a umi_core::env::ApiCall,
+        ) -> umi_core::agent::BoxFuture<
+            'a,
+            Result<umi_core::env::ApiReply, umi_core::env::BackendFailure>,
+        > {
+            Box::pin(async { unreachable!("no tool calls here") })
+        }
+    }
+
+    fn as_caller<T>(message: T, caller: &str) -> Request<T> {
+        let mut request = Request::new(message);
+        request.extensions_mut().insert(Caller(caller.into()));
+        request
+    }
+
+    #[tokio::test]
+    async fn status_counts_only_the_callers_own_tasks() {
+        let service = CoordinatorService::new(Settings {
+            tasks: TaskSettings {
+                roles: Arc::new(Hangs),
+                backend: Arc::new(NoTools),
+                search: umi_core::dfs::SearchConfig::default(),
+                concurrency: 1,
+                retention: std::time::Duration::from_secs(60),
+                max_pending: 10,
+                max_pending_per_caller: 10,
+                max_ended: 10,
+            },
+            membership: Membership::fixed([]),
+            journal: None,
+        })
+        .unwrap();
+        let tasks = ["a", "b"].map(|id| pb::Task {
+            id: id.into(),
+            query: "q".into(),
+            api_list_json: "[]".into(),
+        });
+        let submit = pb::SubmitRequest {
+            tasks: tasks.to_vec(),
+        };
+        service.submit(as_caller(submit, "alice")).await.unwrap();
+        let counts = |r: pb::StatusResponse| (r.queued + r.running, r.ended);
+        let alice = service
+            .status(as_caller(pb::StatusRequest {}, "alice"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(counts(alice), (2, 0));
+        let bob = service
+            .status(as_caller(pb::StatusRequest {}, "bob"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(counts(bob), (0, 0), "bob sees alice's tasks");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! or a reason, even if its search task panics or is cancelled.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,11 @@ pub fn owned_id<'k>(owner: &str, key: &'k str) -> Option<&'k str> {
     key.strip_prefix(owner)?.strip_prefix('/')
 }
 
+/// Who owns the task under `key` (empty: no owner, a server without tokens).
+fn owner_of(key: &str) -> &str {
+    key.split_once('/').map_or("", |(owner, _)| owner)
+}
+
 /// The id the task under `key` was given, whoever owns it.
 fn given_id(key: &str) -> &str {
     key.split_once('/').map_or(key, |(_, id)| id)
@@ -56,6 +61,9 @@ pub struct Entry {
     /// different task under the same id.
     query: String,
     pub answer: Option<String>,
+    /// Its answer was fetched since it ended: such tasks are forgotten first when the
+    /// table holds too many ended tasks.
+    pub fetched: bool,
     abort: Option<AbortHandle>,
     ended_at: Option<Instant>,
     /// Which run of the task this entry is (a resubmitted task runs again): updates
@@ -77,6 +85,12 @@ pub struct TaskSettings {
     /// Unfinished (queued or running) tasks at most; a submission past it is refused
     /// whole (`SubmitError::Full`), so clients wait instead of queueing without bound.
     pub max_pending: usize,
+    /// Unfinished tasks one caller (one token holder) may have at most, so no holder
+    /// takes all of `max_pending`; refused as `SubmitError::CallerFull`.
+    pub max_pending_per_caller: usize,
+    /// Ended tasks kept at most (retention aside): past it the oldest are forgotten,
+    /// those whose answers were fetched first, so the table's memory is bounded.
+    pub max_ended: usize,
 }
 
 pub struct Tasks {
@@ -87,10 +101,14 @@ pub struct Tasks {
     pub method: String,
     permits: Arc<Semaphore>,
     max_pending: usize,
+    max_pending_per_caller: usize,
+    max_ended: usize,
     table: Mutex<HashMap<String, Entry>>,
+    /// Ended tasks in the table; changed only under the table's lock.
+    ended: AtomicUsize,
     events: broadcast::Sender<TaskStatus>,
     /// Where queued and ended tasks are recorded, when the coordinator has one.
-    journal: Option<TaskJournal>,
+    journal: Option<Arc<TaskJournal>>,
 }
 
 /// Why a submission queued nothing.
@@ -102,6 +120,9 @@ pub enum SubmitError {
     Journal(String),
     /// Queueing them would pass the bound of unfinished tasks; nothing was queued.
     Full { pending: usize, limit: usize },
+    /// Queueing them would pass the caller's own bound of unfinished tasks
+    /// (`TaskSettings::max_pending_per_caller`); nothing was queued.
+    CallerFull { pending: usize, limit: usize },
 }
 
 impl Tasks {
@@ -116,9 +137,12 @@ impl Tasks {
             search: settings.search,
             permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
             max_pending: settings.max_pending.max(1),
+            max_pending_per_caller: settings.max_pending_per_caller.max(1),
+            max_ended: settings.max_ended,
             table: Mutex::default(),
+            ended: AtomicUsize::new(0),
             events: broadcast::channel(4096).0,
-            journal,
+            journal: journal.map(Arc::new),
         });
         let weak = Arc::downgrade(&tasks);
         tokio::spawn(async move {
@@ -127,7 +151,9 @@ impl Tasks {
                 tokio::time::sleep(period).await;
                 let Some(tasks) = weak.upgrade() else { return };
                 tasks.with_table(|t| {
-                    t.retain(|_, e| e.ended_at.is_none_or(|at| at.elapsed() < retention))
+                    let before = t.len();
+                    t.retain(|_, e| e.ended_at.is_none_or(|at| at.elapsed() < retention));
+                    tasks.ended.fetch_sub(before - t.len(), Ordering::Relaxed);
                 });
             }
         });
@@ -179,6 +205,10 @@ impl Tasks {
             if answer.is_some() {
                 entry.answer = answer;
             }
+            if event.state.is_terminal() {
+                self.ended.fetch_add(1, Ordering::Relaxed);
+                self.evict_ended(t);
+            }
             Some(journaled)
         });
         let Some(journaled) = applied else {
@@ -194,8 +224,55 @@ impl Tasks {
             }
             tracing::info!(task_id = %task_id, state = %event.state.as_str(), steps = event.steps, "task ended");
             let _ = self.events.send(event);
+            self.compact_if_due();
         }
         true
+    }
+
+    /// Forgets ended tasks while more than `max_ended` are kept: those whose answers
+    /// were fetched first, oldest first; down to 1/16 under the bound at once, so the
+    /// scan is paid once per that many ended tasks, not at each. The journal records
+    /// it, so a restart does not bring them back.
+    fn evict_ended(&self, t: &mut HashMap<String, Entry>) {
+        let ended = self.ended.load(Ordering::Relaxed);
+        if ended <= self.max_ended {
+            return;
+        }
+        let keep = self.max_ended - self.max_ended / 16;
+        let mut candidates: Vec<(bool, Instant, &String)> = t
+            .iter()
+            .filter_map(|(key, e)| Some((!e.fetched, e.ended_at?, key)))
+            .collect();
+        candidates.sort_unstable();
+        let evicted: Vec<String> = candidates
+            .into_iter()
+            .take(ended.saturating_sub(keep))
+            .map(|(_, _, key)| key.clone())
+            .collect();
+        for key in &evicted {
+            t.remove(key);
+        }
+        self.ended.fetch_sub(evicted.len(), Ordering::Relaxed);
+        tracing::debug!(
+            evicted = evicted.len(),
+            "ended tasks forgotten past --max-ended"
+        );
+        if let Some(Err(e)) = self.journal.as_ref().map(|j| j.forgotten(&evicted)) {
+            tracing::error!("{e}");
+        }
+    }
+
+    /// Compacts the journal off the runtime when it has grown past its bound.
+    fn compact_if_due(&self) {
+        let Some(journal) = self.journal.as_ref().filter(|j| j.compaction_due()) else {
+            return;
+        };
+        let journal = journal.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = journal.compact() {
+                tracing::error!("compacting: {e}");
+            }
+        });
     }
 
     /// A clean shutdown: no queued task starts from now on, and the journal records that
@@ -219,7 +296,8 @@ impl Tasks {
     /// ones in the journal first, in one write; returns how many were queued. The same
     /// id with another query text refuses the whole batch.
     pub fn submit_all(self: &Arc<Self>, queries: Vec<Query>) -> Result<usize, SubmitError> {
-        self.with_table(|t| {
+        let owner = queries.first().map_or("", |q| owner_of(&q.id)).to_string();
+        let submitted = self.with_table(|t| {
             let mut to_queue: Vec<(Query, u64)> = Vec::new();
             let mut in_batch: HashMap<String, usize> = HashMap::new();
             for query in queries {
@@ -247,11 +325,23 @@ impl Tasks {
                     }
                 }
             }
-            let pending = t.values().filter(|e| !e.status.state.is_terminal()).count();
+            let (mut pending, mut callers) = (0, 0);
+            for (key, e) in t.iter() {
+                if !e.status.state.is_terminal() {
+                    pending += 1;
+                    callers += usize::from(owner_of(key) == owner);
+                }
+            }
             if !to_queue.is_empty() && pending + to_queue.len() > self.max_pending {
                 return Err(SubmitError::Full {
                     pending,
                     limit: self.max_pending,
+                });
+            }
+            if !to_queue.is_empty() && callers + to_queue.len() > self.max_pending_per_caller {
+                return Err(SubmitError::CallerFull {
+                    pending: callers,
+                    limit: self.max_pending_per_caller,
                 });
             }
             if let Some(journal) = &self.journal {
@@ -265,7 +355,9 @@ impl Tasks {
                 self.queue(t, query, generation);
             }
             Ok(queued)
-        })
+        });
+        self.compact_if_due();
+        submitted
     }
 
     /// Takes back what a journal held: ended tasks are served again (and forgotten
@@ -282,15 +374,18 @@ impl Tasks {
                         status: task.status,
                         query: identity(&task.query),
                         answer: task.answer,
+                        fetched: false,
                         abort: None,
                         ended_at: Some(ended_at),
                         run: 0,
                     },
                 );
+                self.ended.fetch_add(1, Ordering::Relaxed);
             }
             for query in recovered.unfinished {
                 self.queue(t, query, 0);
             }
+            self.evict_ended(t);
         });
     }
 
@@ -300,17 +395,21 @@ impl Tasks {
         // Spawned under the lock, so `cancel` always finds the abort handle; the task's
         // own updates wait for the lock and so come after QUEUED.
         let run = tokio::spawn(self.clone().run(query.clone(), generation));
-        t.insert(
+        let replaced = t.insert(
             id.clone(),
             Entry {
                 status: TaskStatus::new(&id, TaskState::Queued),
                 query: identity(&query),
                 answer: None,
+                fetched: false,
                 abort: Some(run.abort_handle()),
                 ended_at: None,
                 run: generation,
             },
         );
+        if replaced.is_some_and(|e| e.status.state.is_terminal()) {
+            self.ended.fetch_sub(1, Ordering::Relaxed);
+        }
         let _ = self.events.send(TaskStatus::new(&id, TaskState::Queued));
         crate::state::count_queued();
         let tasks = self.clone();
@@ -468,6 +567,8 @@ mod tests {
             concurrency,
             retention: Duration::from_secs(3600),
             max_pending: 1000,
+            max_pending_per_caller: 1000,
+            max_ended: 10_000,
         }
     }
 
@@ -608,6 +709,62 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn one_caller_cannot_take_more_than_its_share_of_unfinished_tasks() {
+        let t = Tasks::new(
+            TaskSettings {
+                max_pending_per_caller: 2,
+                ..settings(Arc::new(Hangs), 1)
+            },
+            None,
+        );
+        assert_eq!(
+            t.submit_all(vec![query("alice/a"), query("alice/b")]),
+            Ok(2)
+        );
+        assert_eq!(
+            t.submit_all(vec![query("alice/c")]),
+            Err(SubmitError::CallerFull {
+                pending: 2,
+                limit: 2
+            })
+        );
+        // Another holder has its own quota.
+        assert_eq!(t.submit_all(vec![query("bob/a"), query("bob/b")]), Ok(2));
+        // An ended task frees its owner's place.
+        assert!(t.cancel("alice/a"));
+        assert_eq!(t.submit(query("alice/c")), Ok(true));
+    }
+
+    #[tokio::test]
+    async fn past_the_bound_of_ended_tasks_fetched_ones_go_first_then_the_oldest() {
+        let t = Tasks::new(
+            TaskSettings {
+                max_ended: 3,
+                ..settings(Arc::new(Concludes), 1)
+            },
+            None,
+        );
+        for id in ["t0", "t1", "t2"] {
+            t.submit(query(id)).unwrap();
+            wait_for(&t, id, TaskState::Answered).await;
+        }
+        t.with_table(|t| t.get_mut("t1").unwrap().fetched = true);
+        t.submit(query("t3")).unwrap();
+        wait_for(&t, "t3", TaskState::Answered).await;
+        let kept = |t: &Tasks| {
+            let mut ids: Vec<String> = t.with_table(|t| t.keys().cloned().collect());
+            ids.sort();
+            ids
+        };
+        assert_eq!(kept(&t), ["t0", "t2", "t3"], "the fetched task goes first");
+        t.submit(query("t4")).unwrap();
+        wait_for(&t, "t4", TaskState::Answered).await;
+        assert_eq!(kept(&t), ["t2", "t3", "t4"], "then the oldest");
+        // A forgotten task is unknown: submitting it again runs it again.
+        assert_eq!(t.submit(query("t0")), Ok(true));
+    }
+
+    #[tokio::test]
     async fn a_cancelled_task_runs_again_when_resubmitted() {
         let t = tasks(Hangs, 1);
         t.submit(query("c")).unwrap();
@@ -714,6 +871,73 @@ mod tests {
             0,
             "the answered task was solved again"
         );
+    }
+
+    /// Waits until nothing but the test holds `tasks` (its runs and supervisors ended),
+    /// then lets go of it and of its journal.
+    async fn stop(tasks: Arc<Tasks>) {
+        let all_stopped = async {
+            while Arc::strong_count(&tasks) > 1
+                || tasks
+                    .journal
+                    .as_ref()
+                    .is_some_and(|j| Arc::strong_count(j) > 1)
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), all_stopped)
+            .await
+            .expect("the tasks did not stop");
+    }
+
+    /// Many tasks through a journal that keeps only a few ended ones: the journal is
+    /// compacted while serving, so it stays near its live content (not one record set
+    /// per task ever submitted), and a restart on it serves every answer still kept.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_journal_stays_near_its_live_content_and_a_restart_keeps_every_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.jsonl");
+        let hour = Duration::from_secs(3600);
+        let floor = 16 << 10;
+        let (journal, _) = TaskJournal::open(&path, hour).unwrap();
+        let t = Tasks::new(
+            TaskSettings {
+                max_ended: 20,
+                ..settings(Arc::new(Concludes), 4)
+            },
+            Some(journal.with_compaction_floor(floor)),
+        );
+        for batch in 0..30 {
+            let ids: Vec<String> = (0..10).map(|i| format!("q{batch}_{i}")).collect();
+            t.submit_all(ids.iter().map(|id| query(id)).collect())
+                .unwrap();
+            for id in &ids {
+                wait_for(&t, id, TaskState::Answered).await;
+            }
+        }
+        let served: HashMap<String, String> = t.with_table(|t| {
+            t.iter()
+                .map(|(id, e)| (id.clone(), e.answer.clone().unwrap()))
+                .collect()
+        });
+        stop(t).await;
+        let grown = std::fs::metadata(&path).unwrap().len();
+        let (_, recovered) = TaskJournal::open(&path, hour).unwrap();
+        let live = std::fs::metadata(&path).unwrap().len();
+        assert!(
+            grown <= floor.max(3 * live),
+            "the journal grew to {grown} bytes for {live} bytes of live content"
+        );
+        for (id, answer) in &served {
+            let task = recovered.ended.iter().find(|e| &e.query.id == id);
+            assert_eq!(
+                task.and_then(|e| e.answer.as_ref()),
+                Some(answer),
+                "task {id}'s answer was lost"
+            );
+        }
+        assert!(recovered.ended.len() <= 20, "{}", recovered.ended.len());
     }
 
     /// Test double for the roles: every planner call fails as the cluster client

@@ -156,7 +156,7 @@ pub fn queries_from_json(values: &[Value]) -> Result<Vec<Query>> {
 
 /// An id answer files can be named after: letters, digits, `_`, `-` and `.` (not only
 /// dots), at most `MAX_ID_CHARS`, so no id reaches outside the output directory.
-fn check_id(id: &str) -> Result<()> {
+pub fn check_id(id: &str) -> Result<()> {
     let ok_chars = id
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
