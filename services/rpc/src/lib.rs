@@ -12,6 +12,7 @@ pub mod coordinator_client;
 pub mod metrics;
 pub mod pki;
 pub mod routing;
+pub mod secret_file;
 pub mod security;
 pub mod serve;
 pub mod trace_context;
