@@ -73,6 +73,11 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<()> {
     a.metrics.install(a.security.insecure_network)?;
     let security = a.security.security(a.listen)?;
     check_ownership(a.listen, security.has_tokens(), a.anonymous)?;
+    if a.tools.save_cache {
+        eprintln!(
+            "umi coordinator: --save-cache: every reply --simulate-with invents or the real API gives is saved in the response cache and answered to every client, whoever's task asked for it"
+        );
+    }
     let roles = a.remote.roles(a.sampling.over(REALTIME)).await?.context(
         "the coordinator needs role workers: give --etcd, or all three --*-endpoint flags",
     )?;
