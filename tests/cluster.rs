@@ -522,11 +522,7 @@ fn each_token_holder_sees_only_its_own_tasks_and_no_token_is_refused() {
     std::fs::write(&tokens, format!("alice:{alice}\nbob:{bob}\n")).unwrap();
     // Readable by this user only: umi refuses token files others can read.
     #[cfg(unix)]
-    std::fs::set_permissions(
-        &tokens,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
+    std::fs::set_permissions(&tokens, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     // No workers: the tasks wait in the queue, which is all ownership needs.
     let (_coord_proc, coord) = coordinator(
         &etcd.url,

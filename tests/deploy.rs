@@ -122,11 +122,14 @@ fn every_secret_volume_is_readable_by_its_owner_and_group_only() {
             let Some(secret) = &volume.secret else {
                 continue;
             };
-            let mut problem =
-                |what: String| problems.push(format!("{} volume {}: {what}", pod.origin, volume.name));
+            let mut problem = |what: String| {
+                problems.push(format!("{} volume {}: {what}", pod.origin, volume.name))
+            };
             match secret.default_mode {
                 Some(mode) if mode & 0o027 == 0 => {}
-                mode => problem(format!("defaultMode {mode:?} is not owner/group-read only (0440)")),
+                mode => problem(format!(
+                    "defaultMode {mode:?} is not owner/group-read only (0440)"
+                )),
             }
             for item in secret.items.iter().flatten() {
                 if item.mode.is_some_and(|m| m & 0o027 != 0) {

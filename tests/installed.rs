@@ -248,14 +248,9 @@ fn unsafe_secret_settings_are_refused_with_the_fix() {
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let open = umi(&[
-            "coordinator",
-            "--auth-token-file",
-            tokens.to_str().unwrap(),
-        ]);
+        let open = umi(&["coordinator", "--auth-token-file", tokens.to_str().unwrap()]);
         assert!(
-            open.contains("mode 0644")
-                && open.contains(&format!("chmod 600 {}", tokens.display())),
+            open.contains("mode 0644") && open.contains(&format!("chmod 600 {}", tokens.display())),
             "{open}"
         );
     }
@@ -263,7 +258,8 @@ fn unsafe_secret_settings_are_refused_with_the_fix() {
     // ToolBench's key in clear to its public server, unless said explicitly.
     let clear = umi(&["run", "--tools", "rapidapi", "--toolbench-key", "k3y"]);
     assert!(
-        clear.contains("http://8.130.32.149:8080/rapidapi") && clear.contains("--send-key-over-http"),
+        clear.contains("http://8.130.32.149:8080/rapidapi")
+            && clear.contains("--send-key-over-http"),
         "{clear}"
     );
 }

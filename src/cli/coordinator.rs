@@ -164,7 +164,10 @@ mod tests {
         let far: SocketAddr = "0.0.0.0:50050".parse().unwrap();
         let near: SocketAddr = "127.0.0.1:50050".parse().unwrap();
         let e = check_ownership(far, false, false).unwrap_err().to_string();
-        assert!(e.contains("--auth-token-file") && e.contains("--anonymous"), "{e}");
+        assert!(
+            e.contains("--auth-token-file") && e.contains("--anonymous"),
+            "{e}"
+        );
         assert!(check_ownership(far, false, true).is_ok());
         assert!(check_ownership(far, true, false).is_ok());
         assert!(check_ownership(near, false, false).is_ok());

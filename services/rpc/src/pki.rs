@@ -200,7 +200,9 @@ mod tests {
             ..ClientTls::default()
         };
         assert!(exposed(
-            ClientSecurity::new(&ca_only, Some(&pki.token)).err().unwrap()
+            ClientSecurity::new(&ca_only, Some(&pki.token))
+                .err()
+                .unwrap()
         ));
         // Certificates are public: a readable one is fine.
         assert!(ClientSecurity::new(&ca_only, None).is_ok());

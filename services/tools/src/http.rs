@@ -69,9 +69,11 @@ pub struct Response {
 fn client(headers: &[(&str, &str)]) -> Result<&'static reqwest::Client, HttpError> {
     static PLAIN: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
     static KEYED: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
-    let keyed = headers
-        .iter()
-        .any(|(name, _)| CREDENTIAL_HEADERS.iter().any(|c| name.eq_ignore_ascii_case(c)));
+    let keyed = headers.iter().any(|(name, _)| {
+        CREDENTIAL_HEADERS
+            .iter()
+            .any(|c| name.eq_ignore_ascii_case(c))
+    });
     let (cell, policy): (_, fn() -> reqwest::redirect::Policy) = if keyed {
         (&KEYED, same_origin_redirects)
     } else {
@@ -241,7 +243,10 @@ mod tests {
         ] {
             assert!(check_clear_text(ok).is_ok(), "{ok}");
         }
-        for clear in ["http://8.130.32.149:8080/rapidapi", "http://llm.internal/v1"] {
+        for clear in [
+            "http://8.130.32.149:8080/rapidapi",
+            "http://llm.internal/v1",
+        ] {
             let e = check_clear_text(clear).unwrap_err().to_string();
             assert!(e.contains(clear) && e.contains("https://"), "{e}");
         }

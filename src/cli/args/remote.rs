@@ -225,7 +225,10 @@ impl RemoteArgs {
             let source = match self.openai_base(role)? {
                 Some(base) => {
                     if self.openai_api_key.is_some() {
-                        anyhow::Context::context(umi_tools::http::check_clear_text(base), "--openai-api-key")?;
+                        anyhow::Context::context(
+                            umi_tools::http::check_clear_text(base),
+                            "--openai-api-key",
+                        )?;
                     }
                     RoleSource::OpenAi(base.to_string())
                 }
