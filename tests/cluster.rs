@@ -520,6 +520,9 @@ fn each_token_holder_sees_only_its_own_tasks_and_no_token_is_refused() {
     let (alice, bob) = ("a1ice-0123456789abcdef", "b0b-fedcba9876543210xyz");
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, format!("alice:{alice}\nbob:{bob}\n")).unwrap();
+    // Readable by this user only: umi refuses token files others can read.
+    #[cfg(unix)]
+    std::fs::set_permissions(&tokens, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     // No workers: the tasks wait in the queue, which is all ownership needs.
     let (_coord_proc, coord) = coordinator(
         &etcd.url,

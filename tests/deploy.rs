@@ -1,7 +1,8 @@
 //! deploy/ checked without a cluster: every Kubernetes manifest parses strictly into the
 //! API's types and every pod runs hardened (non-root, read-only root filesystem, no
 //! privilege escalation or capabilities, seccomp, probes, requests and limits, pinned
-//! images, no service account token); NetworkPolicies deny ingress by default and let
+//! images, no service account token, secret volumes readable by owner and group only);
+//! NetworkPolicies deny ingress by default and let
 //! through only the paths umi uses; the image runs as the manifests' user and its build
 //! context leaves out builds, runs and secrets; the systemd units run sandboxed as their
 //! own user.
@@ -98,6 +99,46 @@ fn every_pod_is_hardened() {
         }
         if pod.deadline == Some(None) {
             problem("a Job without activeDeadlineSeconds (which stands in for probes)");
+        }
+    }
+    assert_none(problems);
+}
+
+/// umi refuses secret files others can read or its group can change (mode & 0o027,
+/// umi_rpc::secret_file); a secret volume's files are 0644 unless `defaultMode` says
+/// otherwise (kubelet adds group read for the pod's fsGroup, so 0440 is what they get).
+#[test]
+fn every_secret_volume_is_readable_by_its_owner_and_group_only() {
+    let manifests = manifests::load();
+    let mut problems = Vec::new();
+    for pod in pods(&manifests) {
+        let has_fs_group = pod
+            .spec
+            .security_context
+            .as_ref()
+            .and_then(|c| c.fs_group)
+            .is_some_and(|g| g > 0);
+        for volume in pod.spec.volumes.iter().flatten() {
+            let Some(secret) = &volume.secret else {
+                continue;
+            };
+            let mut problem = |what: String| {
+                problems.push(format!("{} volume {}: {what}", pod.origin, volume.name))
+            };
+            match secret.default_mode {
+                Some(mode) if mode & 0o027 == 0 => {}
+                mode => problem(format!(
+                    "defaultMode {mode:?} is not owner/group-read only (0440)"
+                )),
+            }
+            for item in secret.items.iter().flatten() {
+                if item.mode.is_some_and(|m| m & 0o027 != 0) {
+                    problem(format!("item {} has mode {:?}", item.path, item.mode));
+                }
+            }
+            if !has_fs_group {
+                problem("no non-root fsGroup to read its root-owned files through".into());
+            }
         }
     }
     assert_none(problems);

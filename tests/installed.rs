@@ -210,6 +210,60 @@ fn an_unreachable_service_is_one_line_of_cause_and_one_of_remedy() {
     );
 }
 
+/// Refusals that keep secrets and tasks private name what to do instead.
+#[test]
+fn unsafe_secret_settings_are_refused_with_the_fix() {
+    let umi = |args: &[&str]| {
+        let out = clean(&PathBuf::from(env!("CARGO_BIN_EXE_umi")), &root(""))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} ran");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // No tokens beyond loopback: every client would share every task.
+    let shared = umi(&["coordinator", "--listen", "0.0.0.0:0", "--insecure-network"]);
+    assert!(
+        shared.contains("--auth-token-file") && shared.contains("--anonymous"),
+        "{shared}"
+    );
+    // Said explicitly, it starts (and stops at the next missing setting: workers).
+    let anonymous = umi(&[
+        "coordinator",
+        "--listen",
+        "0.0.0.0:0",
+        "--insecure-network",
+        "--anonymous",
+    ]);
+    assert!(
+        anonymous.contains("shares one task namespace") && anonymous.contains("role workers"),
+        "{anonymous}"
+    );
+
+    // A token file others can read.
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "alice:0123456789abcdef0123\n").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let open = umi(&["coordinator", "--auth-token-file", tokens.to_str().unwrap()]);
+        assert!(
+            open.contains("mode 0644") && open.contains(&format!("chmod 600 {}", tokens.display())),
+            "{open}"
+        );
+    }
+
+    // ToolBench's key in clear to its public server, unless said explicitly.
+    let clear = umi(&["run", "--tools", "rapidapi", "--toolbench-key", "k3y"]);
+    assert!(
+        clear.contains("http://8.130.32.149:8080/rapidapi")
+            && clear.contains("--send-key-over-http"),
+        "{clear}"
+    );
+}
+
 #[test]
 fn json_logs_carry_the_span_fields() {
     let out_dir = tempfile::tempdir().unwrap();

@@ -29,6 +29,11 @@ pub struct CoordinatorArgs {
     /// cancel them.
     #[command(flatten)]
     pub security: ServerSecurityArgs,
+    /// Serve beyond loopback without --auth-token-file (so with --insecure-network):
+    /// every client is the same anonymous caller and shares one task namespace, seeing,
+    /// fetching and cancelling everyone's tasks. Refused without this flag.
+    #[arg(long)]
+    pub anonymous: bool,
     #[command(flatten)]
     pub remote: RemoteArgs,
     #[command(flatten)]
@@ -83,6 +88,12 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<()> {
     }
     a.metrics.install(a.security.insecure_network)?;
     let security = a.security.security(a.listen)?;
+    check_ownership(a.listen, security.has_tokens(), a.anonymous)?;
+    if a.tools.save_cache {
+        eprintln!(
+            "umi coordinator: --save-cache: every reply --simulate-with invents or the real API gives is saved in the response cache and answered to every client, whoever's task asked for it"
+        );
+    }
     let roles = a.remote.roles(a.sampling.over(REALTIME)).await?.context(
         "the coordinator needs role workers: give --etcd, or all three --*-endpoint flags",
     )?;
@@ -141,4 +152,43 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<()> {
     .with_context(|| format!("serving on {addr}"))?;
     eprintln!("umi coordinator: stopped");
     Ok(())
+}
+
+/// Task ownership comes from tokens: without them every caller is the same one. On
+/// loopback that is this machine's users; beyond it, anyone who reaches the port, so
+/// it takes an explicit --anonymous.
+fn check_ownership(listen: SocketAddr, has_tokens: bool, anonymous: bool) -> anyhow::Result<()> {
+    if has_tokens && anonymous {
+        bail!("--anonymous and --auth-token-file contradict each other: tokens give each holder its own tasks");
+    }
+    if !has_tokens && !anonymous && !listen.ip().is_loopback() {
+        bail!(
+            "--listen {listen} without --auth-token-file would let every client see, fetch and cancel every task: \
+             give --auth-token-file (each token's holder owns its tasks), or --anonymous if all clients may share one task namespace"
+        );
+    }
+    if anonymous {
+        eprintln!("umi coordinator: --anonymous: every client shares one task namespace");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn beyond_loopback_tasks_have_owners_unless_the_operator_says_anonymous() {
+        let far: SocketAddr = "0.0.0.0:50050".parse().unwrap();
+        let near: SocketAddr = "127.0.0.1:50050".parse().unwrap();
+        let e = check_ownership(far, false, false).unwrap_err().to_string();
+        assert!(
+            e.contains("--auth-token-file") && e.contains("--anonymous"),
+            "{e}"
+        );
+        assert!(check_ownership(far, false, true).is_ok());
+        assert!(check_ownership(far, true, false).is_ok());
+        assert!(check_ownership(near, false, false).is_ok());
+        assert!(check_ownership(near, true, true).is_err());
+    }
 }

@@ -167,6 +167,9 @@ pub async fn run(a: PassRateArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    if a.judge_api_key.is_some() {
+        umi_tools::http::check_clear_text(&base).context("--judge-api-key")?;
+    }
     let judge_id = format!("{} at {base}", a.judge_model);
     let judge = OpenAiJudge {
         base,

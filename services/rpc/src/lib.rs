@@ -14,6 +14,7 @@ mod health;
 pub mod metrics;
 pub mod pki;
 pub mod routing;
+pub mod secret_file;
 pub mod security;
 pub mod serve;
 pub mod trace_context;

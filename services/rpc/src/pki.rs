@@ -166,4 +166,46 @@ mod tests {
         assert_ne!(random_token().unwrap(), random_token().unwrap());
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    /// Every reader of a private key or token refuses one others can read.
+    #[cfg(unix)]
+    #[test]
+    fn keys_and_tokens_others_can_read_are_refused_by_every_reader() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("umi-pki-open-{}", std::process::id()));
+        let pki = write_loopback_pki(&dir).unwrap();
+        for path in [&pki.key, &pki.token] {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        let exposed = |e: SecurityError| matches!(e, SecurityError::Exposed { mode: 0o644, .. });
+        assert!(exposed(Tokens::load(&pki.token).unwrap_err()));
+        let server = ServerSecurity::new(
+            Some(&ServerTls {
+                cert: pki.cert.clone(),
+                key: pki.key.clone(),
+                client_ca: None,
+            }),
+            None,
+        );
+        assert!(exposed(server.err().unwrap()));
+        let tls = ClientTls {
+            ca: Some(pki.ca.clone()),
+            cert: Some(pki.cert.clone()),
+            key: Some(pki.key.clone()),
+            domain: None,
+        };
+        assert!(exposed(ClientSecurity::new(&tls, None).err().unwrap()));
+        let ca_only = ClientTls {
+            ca: Some(pki.ca.clone()),
+            ..ClientTls::default()
+        };
+        assert!(exposed(
+            ClientSecurity::new(&ca_only, Some(&pki.token))
+                .err()
+                .unwrap()
+        ));
+        // Certificates are public: a readable one is fine.
+        assert!(ClientSecurity::new(&ca_only, None).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -22,6 +22,8 @@ use tonic::transport::{
 use tonic::{Request, Status};
 use umi_core::log_limit::{LogLimiter, REFUSAL_LOG_INTERVAL};
 
+use crate::secret_file::read_private;
+
 /// Tokens shorter than this are refused: they are guessable, not secrets.
 pub const MIN_TOKEN_LEN: usize = 16;
 
@@ -42,6 +44,14 @@ pub enum SecurityError {
         what: &'static str,
         path: PathBuf,
         problem: String,
+    },
+    #[error(
+        "{what} {path} is mode {mode:04o}: others can read it or its group can change it; run `chmod 600 {path}` (0640 if a group must read it)"
+    )]
+    Exposed {
+        what: &'static str,
+        path: PathBuf,
+        mode: u32,
     },
     #[error("token file {path}, line {line}: {problem}")]
     TokenFile {
@@ -64,7 +74,25 @@ fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, SecurityError> {
 /// Reads a PEM file, refusing one without the block it must hold (a key given as the
 /// certificate, a DER file) with a clear message, before any handshake fails obscurely.
 fn read_pem(what: &'static str, path: &Path, block: &str) -> Result<Vec<u8>, SecurityError> {
-    let pem = read(what, path)?;
+    check_pem(what, path, read(what, path)?, block)
+}
+
+/// As [`read_pem`], for a private key: refused if others can read it
+/// ([`crate::secret_file::check_private`]).
+fn read_private_pem(
+    what: &'static str,
+    path: &Path,
+    block: &str,
+) -> Result<Vec<u8>, SecurityError> {
+    check_pem(what, path, read_private(what, path)?, block)
+}
+
+fn check_pem(
+    what: &'static str,
+    path: &Path,
+    pem: Vec<u8>,
+    block: &str,
+) -> Result<Vec<u8>, SecurityError> {
     let text = String::from_utf8_lossy(&pem);
     let found = text
         .lines()
@@ -98,7 +126,7 @@ impl std::fmt::Debug for Tokens {
 
 impl Tokens {
     pub fn load(path: &Path) -> Result<Self, SecurityError> {
-        let text = read("token file", path)?;
+        let text = read_private("token file", path)?;
         let text = String::from_utf8(text).map_err(|_| SecurityError::Invalid {
             what: "token file",
             path: path.to_path_buf(),
@@ -310,7 +338,7 @@ impl ServerSecurity {
             None => None,
             Some(t) => {
                 let cert = read_pem("TLS certificate", &t.cert, "CERTIFICATE")?;
-                let key = read_pem("TLS key", &t.key, "PRIVATE KEY")?;
+                let key = read_private_pem("TLS key", &t.key, "PRIVATE KEY")?;
                 let mut config = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
                 if let Some(ca) = &t.client_ca {
                     let ca = read_pem("client CA", ca, "CERTIFICATE")?;
@@ -447,7 +475,7 @@ impl ClientSecurity {
                     (Some(cert), Some(key)) => {
                         config = config.identity(Identity::from_pem(
                             read_pem("client certificate", cert, "CERTIFICATE")?,
-                            read_pem("client key", key, "PRIVATE KEY")?,
+                            read_private_pem("client key", key, "PRIVATE KEY")?,
                         ));
                     }
                     (None, None) => {}

@@ -1,6 +1,12 @@
 //! The HTTP client of the tool backends: JSON POSTs and GETs over `reqwest` (rustls,
 //! HTTP/1.1 and HTTP/2, keep-alive, the system's proxy settings), one connection pool
 //! for the process. ToolBench-style servers and LLM endpoints are often behind https.
+//!
+//! Requests carrying a credential (an `Authorization` or `toolbench_key` header) follow
+//! redirects only within their origin: reqwest strips `Authorization` on a redirect to
+//! another host but not custom headers such as `toolbench_key`, and a 307/308 resends
+//! the body (where ToolBench's key also goes). [`check_clear_text`] is what callers
+//! run on a URL before giving it a key: no key in clear beyond loopback.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -21,6 +27,31 @@ pub enum HttpError {
     Client(String),
     #[error("the response is larger than {limit} bytes")]
     TooLarge { limit: usize },
+    #[error("{0}")]
+    Redirect(String),
+    #[error("refusing to send a key in clear to {url}: use https://, or a server on this machine (127.0.0.1, localhost)")]
+    ClearText { url: String },
+}
+
+/// Headers that carry a credential (compared without case).
+const CREDENTIAL_HEADERS: [&str; 2] = ["authorization", "toolbench_key"];
+
+/// Refuses `url` as a destination for a key when it is plain `http://` to a host other
+/// than this machine: the key would cross the network readable by anyone on the path.
+pub fn check_clear_text(url: &str) -> Result<(), HttpError> {
+    let parsed = parse_url(url)?;
+    let host = parsed.host_str().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let local = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if parsed.scheme() == "http" && !local {
+        return Err(HttpError::ClearText {
+            url: url.to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// The largest response body read by default: tool replies are cut to 1,024 characters
@@ -32,22 +63,54 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
-/// The process's client: built once, its connections pooled and kept alive.
-fn client() -> Result<&'static reqwest::Client, HttpError> {
-    static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
-    CLIENT
-        .get_or_init(|| {
-            // rustls needs one crypto provider for the process; another part of the
-            // process may have installed it first, which is as good.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(10))
-                .pool_idle_timeout(Duration::from_secs(90))
-                .build()
-                .map_err(|e| error_text(&e))
-        })
-        .as_ref()
-        .map_err(|e| HttpError::Client(e.clone()))
+/// The process's clients, built once, their connections pooled and kept alive: one
+/// with reqwest's redirects, and one for requests with credentials that follows
+/// redirects only within the request's origin.
+fn client(headers: &[(&str, &str)]) -> Result<&'static reqwest::Client, HttpError> {
+    static PLAIN: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
+    static KEYED: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
+    let keyed = headers.iter().any(|(name, _)| {
+        CREDENTIAL_HEADERS
+            .iter()
+            .any(|c| name.eq_ignore_ascii_case(c))
+    });
+    let (cell, policy): (_, fn() -> reqwest::redirect::Policy) = if keyed {
+        (&KEYED, same_origin_redirects)
+    } else {
+        (&PLAIN, reqwest::redirect::Policy::default)
+    };
+    cell.get_or_init(|| {
+        // rustls needs one crypto provider for the process; another part of the
+        // process may have installed it first, which is as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .redirect(policy())
+            .build()
+            .map_err(|e| error_text(&e))
+    })
+    .as_ref()
+    .map_err(|e| HttpError::Client(e.clone()))
+}
+
+/// Follows up to 10 redirects that keep the first request's scheme, host and port;
+/// refuses one elsewhere, naming it, so that no credential travels with it.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let first = attempt.previous().first().map(|u| u.origin());
+        if attempt.previous().len() > 10 {
+            attempt.error("too many redirects")
+        } else if first.is_some_and(|o| o != attempt.url().origin()) {
+            let text = format!(
+                "refused a redirect to {}: the request carries a key, which goes to its own server only",
+                attempt.url()
+            );
+            attempt.error(text)
+        } else {
+            attempt.follow()
+        }
+    })
 }
 
 /// A POST of a JSON body, answered within `timeout` with at most `max_body` bytes.
@@ -58,7 +121,7 @@ pub async fn post_json(
     timeout: Duration,
     max_body: usize,
 ) -> Result<Response, HttpError> {
-    let mut request = client()?
+    let mut request = client(headers)?
         .post(parse_url(url)?)
         .header("Content-Type", "application/json")
         .body(body.to_vec())
@@ -80,7 +143,7 @@ pub async fn get_with_headers(
     headers: &[(&str, &str)],
     timeout: Duration,
 ) -> Result<Response, HttpError> {
-    let mut request = client()?.get(parse_url(url)?).timeout(timeout);
+    let mut request = client(headers)?.get(parse_url(url)?).timeout(timeout);
     for (k, v) in headers {
         request = request.header(*k, *v);
     }
@@ -134,6 +197,8 @@ async fn send(request: reqwest::RequestBuilder, max_body: usize) -> Result<Respo
 fn classify(e: reqwest::Error) -> HttpError {
     if e.is_timeout() {
         HttpError::Timeout
+    } else if e.is_redirect() {
+        HttpError::Redirect(error_text(&e))
     } else if e.is_builder() {
         // A header or URL the client cannot send: the request, not the connection.
         HttpError::Invalid(error_text(&e))
@@ -166,6 +231,111 @@ mod tests {
         let err = parse_url("ftp://x/y").unwrap_err().to_string();
         assert!(err.contains("ftp://x/y") && err.contains("http"), "{err}");
         assert!(parse_url("not a url").is_err());
+    }
+
+    #[test]
+    fn keys_go_in_clear_only_to_this_machine() {
+        for ok in [
+            "https://example.org/rapidapi",
+            "http://127.0.0.1:8080/rapidapi",
+            "http://localhost:8080/v1",
+            "http://[::1]:8080/v1",
+        ] {
+            assert!(check_clear_text(ok).is_ok(), "{ok}");
+        }
+        for clear in [
+            "http://8.130.32.149:8080/rapidapi",
+            "http://llm.internal/v1",
+        ] {
+            let e = check_clear_text(clear).unwrap_err().to_string();
+            assert!(e.contains(clear) && e.contains("https://"), "{e}");
+        }
+    }
+
+    /// A server that answers every request with `reply` and sends each request's head
+    /// (lowercased) and body down `seen`.
+    async fn recording_server(
+        listener: tokio::net::TcpListener,
+        reply: String,
+        seen: tokio::sync::mpsc::UnboundedSender<String>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = vec![0u8; 16 << 10];
+            let mut got = Vec::new();
+            // Headers then the declared body (the test bodies are tiny).
+            while let Ok(n) = socket.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&got).to_lowercase();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if got.len() >= end + 4 + length {
+                        break;
+                    }
+                }
+            }
+            let _ = seen.send(String::from_utf8_lossy(&got).to_lowercase());
+            let _ = socket.write_all(reply.as_bytes()).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_key_does_not_follow_a_redirect_to_another_host() {
+        let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+        let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let other_port = other.local_addr().unwrap().port();
+        let ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+        tokio::spawn(recording_server(other, ok.into(), seen_tx.clone()));
+        let first = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/rapidapi", first.local_addr().unwrap());
+        // The same machine under another name, so another origin.
+        let moved = format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://localhost:{other_port}/steal\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        tokio::spawn(recording_server(first, moved, seen_tx));
+
+        let secret = "k3y-0123456789abcdef";
+        let reply = post_json(
+            &url,
+            &[("toolbench_key", secret)],
+            format!("{{\"toolbench_key\":\"{secret}\"}}").as_bytes(),
+            Duration::from_secs(5),
+            DEFAULT_MAX_BODY,
+        )
+        .await;
+        let e = reply.err().expect("the redirect was followed").to_string();
+        assert!(e.contains(&format!("localhost:{other_port}")), "{e}");
+        // Only the first server heard from us.
+        let heard = seen.recv().await.unwrap();
+        assert!(heard.contains("/rapidapi") && heard.contains(secret));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(seen.try_recv().is_err(), "the other host got a request");
+
+        // Without a key, redirects are followed as before.
+        let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+        let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let other_port = other.local_addr().unwrap().port();
+        tokio::spawn(recording_server(other, ok.into(), tx.clone()));
+        let first = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", first.local_addr().unwrap());
+        let moved = format!(
+            "HTTP/1.1 302 Found\r\nLocation: http://localhost:{other_port}/\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        tokio::spawn(recording_server(first, moved, tx));
+        let reply = get(&url, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(reply.status, 200);
+        let _ = seen.recv().await;
+        assert!(seen.recv().await.unwrap().starts_with("get / "));
     }
 
     #[tokio::test]

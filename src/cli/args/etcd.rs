@@ -49,6 +49,10 @@ impl EtcdArgs {
         let read = |path: &PathBuf, what: &str| {
             std::fs::read(path).with_context(|| format!("reading {what} {}", path.display()))
         };
+        // Secrets: refused if others can read them (umi_rpc::secret_file).
+        let read_secret = |path: &PathBuf, what: &'static str| {
+            umi_rpc::secret_file::read_private(what, path).context("reading an etcd secret")
+        };
         let tls = match (&self.etcd_ca, &self.etcd_cert, &self.etcd_key) {
             (None, None, None) => None,
             (ca, cert, key) => {
@@ -63,7 +67,7 @@ impl EtcdArgs {
                     (Some(cert), Some(key)) => {
                         tls = tls.identity(umi_discovery::Identity::from_pem(
                             read(cert, "--etcd-cert")?,
-                            read(key, "--etcd-key")?,
+                            read_secret(key, "--etcd-key")?,
                         ))
                     }
                     (None, None) => {}
@@ -76,7 +80,7 @@ impl EtcdArgs {
             None => None,
             Some(user) => {
                 let password = match (&self.etcd_password_file, std::env::var("UMI_ETCD_PASSWORD")) {
-                    (Some(path), _) => String::from_utf8(read(path, "--etcd-password-file")?)
+                    (Some(path), _) => String::from_utf8(read_secret(path, "--etcd-password-file")?)
                         .context("--etcd-password-file is not UTF-8")?
                         .trim_end_matches(['\n', '\r'])
                         .to_string(),

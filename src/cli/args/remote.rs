@@ -223,7 +223,15 @@ impl RemoteArgs {
         let workers = self.workers()?;
         for role in RoleKind::ALL {
             let source = match self.openai_base(role)? {
-                Some(base) => RoleSource::OpenAi(base.to_string()),
+                Some(base) => {
+                    if self.openai_api_key.is_some() {
+                        anyhow::Context::context(
+                            umi_tools::http::check_clear_text(base),
+                            "--openai-api-key",
+                        )?;
+                    }
+                    RoleSource::OpenAi(base.to_string())
+                }
                 None if workers.is_some() => RoleSource::Workers,
                 None => continue,
             };

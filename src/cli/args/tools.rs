@@ -77,6 +77,11 @@ pub struct ToolArgs {
     /// The key ToolBench issued you, sent with every call to its service.
     #[arg(long, env = "TOOLBENCH_KEY", hide_env_values = true)]
     pub toolbench_key: Option<String>,
+    /// Send --toolbench-key over plain http:// beyond this machine, readable on the
+    /// way. ToolBench's public server (the default --rapidapi-url) speaks only http;
+    /// without this flag such a URL is refused.
+    #[arg(long)]
+    pub send_key_over_http: bool,
 }
 
 impl ToolArgs {
@@ -151,6 +156,7 @@ impl ToolArgs {
                     let key = self.toolbench_key.clone().context(
                         "--rapidapi-url with --tools simulator needs --toolbench-key (or $TOOLBENCH_KEY)",
                     )?;
+                    self.check_key_destination(url)?;
                     let mut real = RealApi::new(url.clone(), key);
                     if let Some(ms) = self.tool_pacing_ms {
                         real.pacing = std::time::Duration::from_millis(ms);
@@ -161,6 +167,9 @@ impl ToolArgs {
                 if let Some(base) = &self.simulate_with {
                     let mut simulator =
                         MissSimulator::new(base.clone(), self.simulate_model.clone());
+                    if self.simulate_api_key.is_some() {
+                        umi_tools::http::check_clear_text(base).context("--simulate-api-key")?;
+                    }
                     simulator.api_key = self.simulate_api_key.clone();
                     if let Some(folder) = &self.tools_folder {
                         simulator.tools = Some(ToolsFolder::open(folder)?);
@@ -188,6 +197,7 @@ impl ToolArgs {
                     .clone()
                     .context("--tools rapidapi needs --toolbench-key (or $TOOLBENCH_KEY)")?;
                 let url = self.rapidapi_url.as_deref().unwrap_or(TOOLBENCH_SERVER);
+                self.check_key_destination(url)?;
                 let mut client = RapidApi::new(url.to_string(), key);
                 if let Some(ms) = self.tool_pacing_ms {
                     client.pacing = std::time::Duration::from_millis(ms);
@@ -237,6 +247,19 @@ fn load_simulator(paths: &[PathBuf]) -> anyhow::Result<Simulator> {
 }
 
 /// The JSON files of `paths`: files as given, directories walked (sorted).
+impl ToolArgs {
+    /// Refuses to send --toolbench-key in clear beyond loopback unless
+    /// --send-key-over-http says so.
+    fn check_key_destination(&self, url: &str) -> anyhow::Result<()> {
+        if self.send_key_over_http {
+            return Ok(());
+        }
+        umi_tools::http::check_clear_text(url).context(
+            "--toolbench-key (give --send-key-over-http to send it anyway, e.g. to ToolBench's public server, which speaks only http)",
+        )
+    }
+}
+
 fn json_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for path in paths {
