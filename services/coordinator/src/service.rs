@@ -108,13 +108,37 @@ impl CoordinatorService {
     }
 }
 
+/// The longest digest after a task id's `#`.
+const MAX_DIGEST_CHARS: usize = 64;
+
+fn check_task_id(id: &str) -> Result<(), Status> {
+    let (query_id, digest) = match id.split_once('#') {
+        Some((query_id, digest)) => (query_id, Some(digest)),
+        None => (id, None),
+    };
+    umi_core::task::check_id(query_id)
+        .map_err(|e| Status::invalid_argument(format!("task id {id:?}: {e}")))?;
+    if let Some(digest) = digest {
+        if digest.is_empty()
+            || digest.len() > MAX_DIGEST_CHARS
+            || !digest.chars().all(|c| c.is_ascii_alphanumeric())
+        {
+            return Err(Status::invalid_argument(format!(
+                "task id {id:?}: after '#' comes a digest of at most {MAX_DIGEST_CHARS} letters and digits"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Validates a submitted task at the edge: the error names the task and what is wrong.
-/// Its id follows the query-id rule (`umi_core::task::check_id`: a file name, so no
-/// '/', which separates a task's owner from its id in the table, and no control
-/// characters to forge log lines); its tool list is measured before it is parsed, so
-/// a small message cannot become a large tree of JSON values.
+/// Its id is a query id (`umi_core::task::check_id`: a file name, so no '/', which
+/// separates a task's owner from its id in the table, and no control characters to forge
+/// log lines), optionally followed by `#` and a digest of letters and digits, as
+/// `umi run --coordinator` names its tasks; its tool list is measured before it is
+/// parsed, so a small message cannot become a large tree of JSON values.
 fn query_from_pb(task: &pb::Task) -> Result<Query, Status> {
-    umi_core::task::check_id(&task.id).map_err(|e| status_from(&e))?;
+    check_task_id(&task.id)?;
     if task.api_list_json.len() > MAX_API_LIST_BYTES {
         return Err(Status::invalid_argument(format!(
             "task {}: api_list_json is {} bytes; the limit is {MAX_API_LIST_BYTES} (a query's text and tools together are at most that)",
@@ -443,6 +467,11 @@ mod tests {
             "../up",
             "bob/1",
             &"1".repeat(129),
+            "1#",
+            "1#a4ec\nforged",
+            "a\n#a4ec",
+            "1#a4ec#ff",
+            &format!("1#{}", "f".repeat(65)),
         ] {
             let refused = query_from_pb(&task(id, "[]".into())).unwrap_err();
             assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{id:?}");
@@ -454,6 +483,8 @@ mod tests {
             assert!(!refused.message().contains('\n'), "{}", refused.message());
         }
         assert!(query_from_pb(&task("G1_q-7.json", "[]".into())).is_ok());
+        // As `umi run --coordinator` names its tasks: the query id, '#', a digest.
+        assert!(query_from_pb(&task("1#a4ecf2316dc07e63", "[]".into())).is_ok());
         // Many small values: refused by its size, not after parsing them all.
         let many = format!("[{}0]", "0,".repeat(MAX_API_LIST_BYTES / 2));
         let refused = query_from_pb(&task("big", many)).unwrap_err();

@@ -186,9 +186,10 @@ async fn many_tasks_keep_the_table_and_the_journal_bounded() {
     report(&f);
     assert!(f.kept <= 50, "{} ended tasks kept", f.kept);
     // Compaction is due past twice the live content (or the floor); appends go on
-    // while it runs, hence the margin.
+    // while it runs, hence the margin (3.14x seen on a busy 2-core machine; without
+    // online compaction this run's journal grows past 10x).
     assert!(
-        f.journal_peak <= 3 * floor.max(f.journal_live),
+        f.journal_peak <= 4 * floor.max(f.journal_live),
         "the journal grew to {} bytes for {} bytes of live content",
         f.journal_peak,
         f.journal_live
