@@ -63,7 +63,8 @@ fn a_taken_etcd_port_is_refused_by_name() {
 #[test]
 fn a_sigkilled_cluster_takes_its_children_with_it() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = Proc::spawn(&mut up(dir.path(), free_port(), free_port()));
+    let (etcd_port, coordinator_port) = (free_port(), free_port());
+    let mut cluster = Proc::spawn(&mut up(dir.path(), etcd_port, coordinator_port));
     let line = cluster.wait_for("Ctrl-C stops the cluster", Duration::from_secs(60));
 
     // Security is on: the suggested command (its throwaway CA and token) is served...
@@ -102,6 +103,8 @@ fn a_sigkilled_cluster_takes_its_children_with_it() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("bearer token"), "{stderr}");
 
+    no_way_around_the_tokens(&dir.path().join("secrets"), etcd_port, coordinator_port);
+
     let pid = cluster.child.id();
     let kids = children(pid);
     // etcd, a planner, a caller, a summarizer and the coordinator.
@@ -117,4 +120,112 @@ fn a_sigkilled_cluster_takes_its_children_with_it() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A local user without the cluster's secrets, or a client holding only the client
+/// token, cannot get at a task's prompts: etcd refuses anyone without the cluster's
+/// client certificate and, with it, lets each role's user write only its own prefix;
+/// and the workers refuse the clients' token (only the coordinator's is theirs).
+fn no_way_around_the_tokens(secrets: &Path, etcd_port: u16, coordinator_port: u16) {
+    use umi_discovery::registry::Registration;
+    use umi_discovery::{Certificate, EtcdTarget, Identity, TlsOptions, WorkerInfo};
+    let read = |name: &str| std::fs::read(secrets.join(name)).unwrap();
+    let password = |user: &str| {
+        String::from_utf8(read(&format!("etcd-{user}-password")))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let url = format!("https://127.0.0.1:{etcd_port}");
+    let ca_only = TlsOptions::new().ca_certificate(Certificate::from_pem(read("ca.pem")));
+    let certified = ca_only.clone().identity(Identity::from_pem(
+        read("loopback.pem"),
+        read("loopback-key.pem"),
+    ));
+    let target = |tls: Option<TlsOptions>, user: Option<&str>| EtcdTarget {
+        endpoints: vec![url.clone()],
+        tls,
+        user: user.map(|u| (u.to_string(), password(u))),
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let register = |target: EtcdTarget, role: &'static str| async move {
+            Registration::register(
+                &target,
+                "/umi",
+                WorkerInfo::at(role, "https://127.0.0.1:1"),
+                Duration::from_secs(3),
+            )
+            .await
+        };
+        // Plaintext, TLS without the client certificate, and the certificate without a
+        // user: all refused.
+        assert!(register(
+            EtcdTarget::new(vec![format!("http://127.0.0.1:{etcd_port}")]),
+            "planner"
+        )
+        .await
+        .is_err());
+        assert!(register(target(Some(ca_only.clone()), None), "planner")
+            .await
+            .is_err());
+        assert!(register(target(Some(certified.clone()), None), "planner")
+            .await
+            .is_err());
+        // The caller's user may register callers, not planners; the coordinator's none.
+        assert!(
+            register(target(Some(certified.clone()), Some("caller")), "planner")
+                .await
+                .is_err()
+        );
+        assert!(register(
+            target(Some(certified.clone()), Some("coordinator")),
+            "planner"
+        )
+        .await
+        .is_err());
+        let caller = register(target(Some(certified.clone()), Some("caller")), "caller")
+            .await
+            .expect("the caller user registers a caller");
+        caller.deregister().await.unwrap();
+
+        // The clients' token opens the coordinator, not the workers.
+        let client = umi_rpc::security::ClientSecurity::new(
+            &umi_rpc::security::ClientTls {
+                ca: Some(secrets.join("ca.pem")),
+                ..Default::default()
+            },
+            Some(&secrets.join("token")),
+        )
+        .unwrap();
+        let coordinator = client
+            .connect(&format!("https://127.0.0.1:{coordinator_port}"))
+            .await
+            .unwrap();
+        let status = umi_rpc::pb::coordinator_client::CoordinatorClient::new(coordinator)
+            .status(umi_rpc::pb::StatusRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let planner = status
+            .roles
+            .iter()
+            .find(|r| r.role == "planner")
+            .and_then(|r| r.addresses.first())
+            .expect("the coordinator sees a planner")
+            .clone();
+        let worker = client
+            .worker_endpoint(&planner, "planner")
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut call = tonic::Request::new(umi_rpc::pb::InfoRequest {});
+        client.token().authorize(call.metadata_mut());
+        let refused = umi_rpc::pb::role_worker_client::RoleWorkerClient::new(worker)
+            .info(call)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused}");
+    });
 }

@@ -22,6 +22,16 @@ pub fn umi() -> std::process::Command {
     cmd
 }
 
+/// Gives a `umi worker` command the test PKI's certificate of `role` (clients check a
+/// worker's certificate against its role's name).
+pub fn serve_as_worker(cmd: &mut std::process::Command, role: &str) {
+    if let Some(kind) = umi_core::agent::RoleKind::parse(role) {
+        let identity = pki().worker(kind);
+        cmd.env("UMI_TLS_CERT", &identity.cert)
+            .env("UMI_TLS_KEY", &identity.key);
+    }
+}
+
 /// This test process's throwaway CA, loopback certificate and token (made once).
 pub fn pki() -> &'static umi_rpc::pki::LoopbackPki {
     static PKI: std::sync::OnceLock<umi_rpc::pki::LoopbackPki> = std::sync::OnceLock::new();

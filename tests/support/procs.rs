@@ -233,6 +233,7 @@ fn healthy(port: u16) -> bool {
 /// given.
 pub fn worker_command(role: &str, etcd: Option<&str>) -> Command {
     let mut cmd = umi();
+    super::serve_as_worker(&mut cmd, role);
     cmd.args([
         "worker",
         "--role",

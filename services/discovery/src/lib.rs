@@ -3,6 +3,7 @@
 //! prefixes and keeps a live set of workers per role ([`membership`]). On one machine
 //! the same set can be given statically, with no etcd at all.
 
+pub mod access;
 pub mod membership;
 pub mod registry;
 

@@ -119,20 +119,33 @@ async fn list(
     let workers = reply
         .kvs()
         .iter()
-        .filter_map(|kv| parse(kv.key(), kv.value()))
+        .filter_map(|kv| parse(prefix, kv.key(), kv.value()))
         .collect();
     Ok((workers, revision))
 }
 
-fn parse(key: &[u8], value: &[u8]) -> Option<(String, WorkerInfo)> {
+/// A registry entry under `workers_prefix` (`<prefix>/workers/`): its key and worker, if
+/// it is one. The role is the key's: an entry whose value claims another role than the
+/// prefix it was written under is refused, so etcd's per-prefix permissions (a user per
+/// role, see deploy/) decide which roles a worker may serve.
+fn parse(workers_prefix: &str, key: &[u8], value: &[u8]) -> Option<(String, WorkerInfo)> {
     let key = String::from_utf8_lossy(key).into_owned();
-    match serde_json::from_slice::<WorkerInfo>(value) {
-        Ok(info) => Some((key, info)),
+    let info = match serde_json::from_slice::<WorkerInfo>(value) {
+        Ok(info) => info,
         Err(e) => {
             tracing::warn!(%key, error = %e, "ignoring a registry entry that is not a worker");
-            None
+            return None;
         }
+    };
+    let key_role = key
+        .strip_prefix(workers_prefix)
+        .and_then(|rest| rest.split_once('/'))
+        .map(|(role, _)| role);
+    if key_role != Some(info.role.as_str()) {
+        tracing::warn!(%key, claimed = %info.role, "ignoring a registry entry whose role is not its key's");
+        return None;
     }
+    Some((key, info))
 }
 
 /// Lists, then watches from the listing's revision; on any error keeps the last set,
@@ -188,11 +201,15 @@ async fn follow(
                     for event in reply.events() {
                         let Some(kv) = event.kv() else { continue };
                         match event.event_type() {
-                            EventType::Put => {
-                                if let Some((key, info)) = parse(kv.key(), kv.value()) {
+                            EventType::Put => match parse(&prefix, kv.key(), kv.value()) {
+                                Some((key, info)) => {
                                     workers.insert(key, info);
                                 }
-                            }
+                                // An entry overwritten with something refused is gone.
+                                None => {
+                                    workers.remove(&*String::from_utf8_lossy(kv.key()));
+                                }
+                            },
                             EventType::Delete => {
                                 workers.remove(&*String::from_utf8_lossy(kv.key()));
                             }
@@ -220,6 +237,24 @@ async fn follow(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_entry_counts_only_for_the_role_its_key_names() {
+        let value = |role: &str| {
+            serde_json::to_vec(&WorkerInfo::at(role, "https://10.0.0.7:50051")).unwrap()
+        };
+        let prefix = workers_prefix("/umi");
+        let key = b"/umi/workers/planner/https://10.0.0.7:50051";
+        let (_, info) = parse(&prefix, key, &value("planner")).unwrap();
+        assert_eq!(info.role, "planner");
+        // Written under the caller prefix (by the caller's etcd user), claiming planner.
+        let forged = b"/umi/workers/caller/https://10.0.0.7:50051";
+        assert!(parse(&prefix, forged, &value("planner")).is_none());
+        // Keys outside the workers prefix, or without a role segment, are no workers.
+        assert!(parse(&prefix, b"/umi/workers/planner", &value("planner")).is_none());
+        assert!(parse(&prefix, b"/other/workers/planner/x", &value("planner")).is_none());
+        assert!(parse(&prefix, key, b"not json").is_none());
+    }
 
     #[test]
     fn a_fixed_set_answers_per_role() {

@@ -102,7 +102,7 @@ async fn prefix_cache_reuses_shared_prompt_state_without_changing_output() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn converted_hf_directory_generates_the_same_tokens_as_the_gguf() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::scratch_dir();
     let hf = dir.path().join("smollm2-hf");
     umi_engine::convert::gguf_to_hf(&smollm2_gguf(), &hf, candle_core::DType::F32).unwrap();
     for f in ["config.json", "tokenizer.json", "model.safetensors"] {
@@ -372,7 +372,7 @@ mod load_errors {
 
     #[test]
     fn tokenizer_larger_than_the_vocabulary() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = super::common::scratch_dir();
         let hf = dir.path().join("hf");
         umi_engine::convert::gguf_to_hf(&smollm2_gguf(), &hf, candle_core::DType::F16).unwrap();
         let config_path = hf.join("config.json");

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 use umi_core::agent::{BoxFuture, EngineKind, Generated, RoleKind, RoleModels, RoleRequest};
+use umi_core::log_limit::{LogLimiter, REFUSAL_LOG_INTERVAL};
 use umi_core::presets::{CallSampling, Sampling};
 use umi_core::{CoreError, ErrorClass};
 use umi_discovery::membership::Membership;
@@ -59,7 +60,11 @@ impl<C> Drop for Outstanding<C> {
     }
 }
 
-type ReplicaTable<C> = HashMap<String, Arc<Replica<C>>>;
+/// Warnings about registry entries this client refuses (plaintext, a bad address).
+static UNUSABLE_LOG: LogLimiter = LogLimiter::new(REFUSAL_LOG_INTERVAL);
+
+/// Connections by (role, address).
+type ReplicaTable<C> = HashMap<(String, String), Arc<Replica<C>>>;
 
 /// The first pause before asking full replicas again, and the longest.
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
@@ -129,30 +134,38 @@ impl<T: RoleTransport> ClusterRoles<T> {
         // Every update of the table is a single insert or removal: a poisoned lock
         // still holds a consistent table.
         let mut replicas = self.replicas.lock().unwrap_or_else(|p| p.into_inner());
-        // Forget replicas that left, so their connections close.
+        // Forget replicas that left, so their connections close. A connection is the
+        // pair (role, address): it checks the worker's certificate for that role.
         let all = self.membership.all();
-        let addresses: HashSet<&str> = all.values().map(|w| w.address.as_str()).collect();
-        replicas.retain(|a, _| addresses.contains(a.as_str()));
+        let live_pairs: HashSet<(&str, &str)> = all
+            .values()
+            .map(|w| (w.role.as_str(), w.address.as_str()))
+            .collect();
+        replicas.retain(|(r, a), _| live_pairs.contains(&(r.as_str(), a.as_str())));
         let mut open: Vec<(String, Arc<Replica<T::Connection>>)> = Vec::new();
         for worker in live {
             if tried.contains(&worker.address) {
                 continue;
             }
-            let replica = match replicas.get(&worker.address) {
+            let key = (worker.role.clone(), worker.address.clone());
+            let replica = match replicas.get(&key) {
                 Some(r) => r.clone(),
-                None => match self.transport.connect(&worker.address) {
+                None => match self.transport.connect(&worker.address, role.as_str()) {
                     Ok(connection) => {
                         let r = Arc::new(Replica {
                             connection,
                             outstanding: AtomicUsize::new(0),
                             failed_at: Mutex::new(None),
                         });
-                        replicas.insert(worker.address.clone(), r.clone());
+                        replicas.insert(key, r.clone());
                         r
                     }
                     Err(error) => {
-                        // One bad registry entry must not stop the healthy replicas.
-                        tracing::warn!(address = %worker.address, %error, "skipping a worker with an invalid address");
+                        // One bad registry entry must not stop the healthy replicas,
+                        // nor flood the log: it is met again at every call.
+                        if let Some(held_back) = UNUSABLE_LOG.admit() {
+                            tracing::warn!(address = %worker.address, role = role.as_str(), %error, held_back, "skipping a worker this client cannot use");
+                        }
                         continue;
                     }
                 },
@@ -406,7 +419,7 @@ mod tests {
     impl RoleTransport for ScriptedTransport {
         type Connection = String;
 
-        fn connect(&self, address: &str) -> Result<String, CoreError> {
+        fn connect(&self, address: &str, _role: &str) -> Result<String, CoreError> {
             if address.contains(' ') {
                 return Err(CoreError::invalid("worker address", "not a URI"));
             }

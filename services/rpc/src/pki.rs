@@ -1,8 +1,10 @@
-//! A throwaway certificate authority and token, so a cluster on one machine (`umi
+//! A throwaway certificate authority and tokens, so a cluster on one machine (`umi
 //! cluster up`) and the whole-system tests run with TLS and tokens on. It signs one
-//! certificate for loopback (`localhost`, `127.0.0.1`, `::1`) that servers present and
-//! clients may use for mutual TLS. Keys are written unencrypted next to the certificates:
-//! for loopback and tests only; a real deployment brings its own CA (see deploy/).
+//! certificate for loopback (`localhost`, `127.0.0.1`, `::1`) that the coordinator and
+//! etcd present and clients may use for mutual TLS, and one per worker role that also
+//! names the role ([`worker_tls_name`]). Keys are written unencrypted next to the
+//! certificates: for loopback and tests only; a real deployment brings its own CA (see
+//! deploy/).
 
 use std::path::{Path, PathBuf};
 
@@ -11,7 +13,9 @@ use rcgen::{
     KeyPair, KeyUsagePurpose,
 };
 
-use crate::security::SecurityError;
+use umi_core::agent::RoleKind;
+
+use crate::security::{worker_tls_name, SecurityError};
 
 /// Where [`write_loopback_pki`] put its files.
 #[derive(Debug, Clone)]
@@ -22,8 +26,33 @@ pub struct LoopbackPki {
     /// `--tls-client-cert`/`--tls-client-key`).
     pub cert: PathBuf,
     pub key: PathBuf,
-    /// A token file holding one fresh token, held by `default`.
+    /// A token file holding one fresh token, held by `default`: what clients present to
+    /// the coordinator.
     pub token: PathBuf,
+    /// A second token: what the coordinator presents to the workers (`umi cluster up`
+    /// gives clients only [`LoopbackPki::token`], so they cannot call a worker).
+    pub worker_token: PathBuf,
+    /// Each role's worker certificate: the loopback names and the role's name
+    /// ([`worker_tls_name`]), so a worker can serve only its own role.
+    pub workers: Vec<WorkerIdentity>,
+}
+
+/// A worker's certificate and key for one role.
+#[derive(Debug, Clone)]
+pub struct WorkerIdentity {
+    pub role: RoleKind,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl LoopbackPki {
+    /// The certificate and key of `role`'s workers.
+    pub fn worker(&self, role: RoleKind) -> &WorkerIdentity {
+        self.workers
+            .iter()
+            .find(|w| w.role == role)
+            .expect("write_loopback_pki writes every role's identity")
+    }
 }
 
 fn pki_error(e: rcgen::Error) -> SecurityError {
@@ -38,8 +67,8 @@ pub fn random_token() -> Result<String, SecurityError> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Writes a new CA, a loopback certificate it signed and a token file into `dir` (made
-/// if missing; files readable by the owner only).
+/// Writes a new CA, a loopback certificate it signed, one certificate per worker role and
+/// two token files into `dir` (made if missing; files readable by the owner only).
 pub fn write_loopback_pki(dir: &Path) -> Result<LoopbackPki, SecurityError> {
     let io = |path: &Path, source: std::io::Error| SecurityError::Read {
         what: "throwaway PKI file",
@@ -67,42 +96,64 @@ pub fn write_loopback_pki(dir: &Path) -> Result<LoopbackPki, SecurityError> {
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().map_err(pki_error)?)
         .map_err(pki_error)?;
 
-    let mut params = CertificateParams::new(vec![
-        "localhost".to_string(),
-        "127.0.0.1".to_string(),
-        "::1".to_string(),
-    ])
-    .map_err(pki_error)?;
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "umi loopback");
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    let key = KeyPair::generate().map_err(pki_error)?;
-    let cert = params.signed_by(&key, &ca).map_err(pki_error)?;
+    let leaf = |extra_name: Option<String>, common_name: &str| {
+        let mut names = vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            "::1".to_string(),
+        ];
+        names.extend(extra_name);
+        let mut params = CertificateParams::new(names).map_err(pki_error)?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = KeyPair::generate().map_err(pki_error)?;
+        let cert = params.signed_by(&key, &ca).map_err(pki_error)?;
+        Ok::<_, SecurityError>((cert.pem(), key.serialize_pem()))
+    };
 
     let pki = LoopbackPki {
         ca: dir.join("ca.pem"),
         cert: dir.join("loopback.pem"),
         key: dir.join("loopback-key.pem"),
         token: dir.join("token"),
+        worker_token: dir.join("worker-token"),
+        workers: RoleKind::ALL
+            .iter()
+            .map(|role| WorkerIdentity {
+                role: *role,
+                cert: dir.join(format!("worker-{}.pem", role.as_str())),
+                key: dir.join(format!("worker-{}-key.pem", role.as_str())),
+            })
+            .collect(),
     };
-    for (path, text) in [
-        (&pki.ca, ca.pem()),
-        (&pki.cert, cert.pem()),
-        (&pki.key, key.serialize_pem()),
-        (&pki.token, format!("{}\n", random_token()?)),
-    ] {
-        write_private(path, text.as_bytes()).map_err(|e| io(path, e))?;
+    let (cert, key) = leaf(None, "umi loopback")?;
+    let mut files = vec![
+        (pki.ca.clone(), ca.pem()),
+        (pki.cert.clone(), cert),
+        (pki.key.clone(), key),
+        (pki.token.clone(), format!("{}\n", random_token()?)),
+        (pki.worker_token.clone(), format!("{}\n", random_token()?)),
+    ];
+    for worker in &pki.workers {
+        let role = worker.role.as_str();
+        let (cert, key) = leaf(Some(worker_tls_name(role)), &format!("umi {role} worker"))?;
+        files.push((worker.cert.clone(), cert));
+        files.push((worker.key.clone(), key));
+    }
+    for (path, text) in files {
+        write_private(&path, text.as_bytes()).map_err(|e| io(&path, e))?;
     }
     Ok(pki)
 }
 
 /// Writes `bytes` to a new file at `path` (an old one, or a link put there, is removed
-/// first), readable and writable by the owner only.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// first), readable and writable by the owner only: a key, token or password.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),

@@ -27,6 +27,16 @@ use crate::secret_file::read_private;
 /// Tokens shorter than this are refused: they are guessable, not secrets.
 pub const MIN_TOKEN_LEN: usize = 16;
 
+/// The DNS name suffix of worker identities: see [`worker_tls_name`].
+pub const WORKER_NAME_SUFFIX: &str = "umi-worker";
+
+/// The name a worker's TLS certificate must carry (as a DNS SAN) to serve `role`, e.g.
+/// `planner.umi-worker`: clients check a worker against its role's name, not against
+/// the address it registered, so the role is bound to the certificate.
+pub fn worker_tls_name(role: &str) -> String {
+    format!("{role}.{WORKER_NAME_SUFFIX}")
+}
+
 /// The name of a token given without one (a file with a single bare token).
 pub const DEFAULT_HOLDER: &str = "default";
 
@@ -526,7 +536,13 @@ impl ClientSecurity {
                     "{address} is served over TLS: give the CA that signed its certificate (--tls-ca)"
                 ))),
             },
-            Some("http") if self.token.0.is_some() || self.tls.is_some() => {
+            // A client that can authenticate servers talks to none it cannot: a
+            // plaintext entry in etcd, even on loopback, may be anyone's (any local
+            // user can listen on a port).
+            Some("http") if self.tls.is_some() => Err(SecurityError::Config(format!(
+                "{address} is plaintext: this client has TLS settings and sends its calls only to servers whose certificate its CA (--tls-ca) signed (https://)"
+            ))),
+            Some("http") if self.token.0.is_some() => {
                 if is_loopback_host(endpoint.uri().host().unwrap_or_default()) {
                     Ok(endpoint)
                 } else {
@@ -539,6 +555,20 @@ impl ClientSecurity {
             _ => Err(SecurityError::Config(format!(
                 "address {address:?}: http:// or https:// expected"
             ))),
+        }
+    }
+
+    /// As [`ClientSecurity::endpoint`], for a worker serving `role`: over TLS its
+    /// certificate must name [`worker_tls_name`]`(role)`, whatever address it registered,
+    /// so a worker holding another role's certificate (or none from this CA) gets no
+    /// call of this role.
+    pub fn worker_endpoint(&self, address: &str, role: &str) -> Result<Endpoint, SecurityError> {
+        let endpoint = self.endpoint(address)?;
+        match (&self.tls, endpoint.uri().scheme_str()) {
+            (Some(tls), Some("https")) => endpoint
+                .tls_config(tls.clone().domain_name(worker_tls_name(role)))
+                .map_err(|e| SecurityError::Config(format!("TLS settings for {address}: {e}"))),
+            _ => Ok(endpoint),
         }
     }
 

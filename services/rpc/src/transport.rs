@@ -16,9 +16,10 @@ pub trait RoleTransport: Send + Sync + 'static {
     /// A connection to one replica, kept by the client while the replica is live.
     type Connection: Clone + Send + Sync + 'static;
 
-    /// Opens (lazily: no I/O yet) a connection to `address`; an address it cannot use
-    /// is refused with the reason, and the client skips that replica.
-    fn connect(&self, address: &str) -> Result<Self::Connection, CoreError>;
+    /// Opens (lazily: no I/O yet) a connection to the `role` worker at `address`; an
+    /// address it cannot use is refused with the reason, and the client skips that
+    /// replica.
+    fn connect(&self, address: &str, role: &str) -> Result<Self::Connection, CoreError>;
 
     /// One attempt of a role call, answered within `timeout`.
     fn generate<'a>(
@@ -30,7 +31,8 @@ pub trait RoleTransport: Send + Sync + 'static {
 }
 
 /// Role calls over gRPC (HTTP/2), with the caller's trace context and token in the
-/// metadata; TLS for `https://` workers.
+/// metadata; TLS for `https://` workers, each checked against its role's name
+/// ([`crate::security::worker_tls_name`]).
 #[derive(Clone, Default)]
 pub struct GrpcTransport {
     security: ClientSecurity,
@@ -45,10 +47,10 @@ impl GrpcTransport {
 impl RoleTransport for GrpcTransport {
     type Connection = RoleWorkerClient<Channel>;
 
-    fn connect(&self, address: &str) -> Result<Self::Connection, CoreError> {
+    fn connect(&self, address: &str, role: &str) -> Result<Self::Connection, CoreError> {
         let endpoint = self
             .security
-            .endpoint(address)
+            .worker_endpoint(address, role)
             .map_err(|e| CoreError::invalid(format!("worker address {address:?}"), e))?;
         let endpoint = endpoint
             // A worker whose host vanished (no RST) fails its calls within seconds

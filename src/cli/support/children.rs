@@ -47,6 +47,39 @@ impl ServerSecrets {
     }
 }
 
+/// How a child reaches the cluster's etcd: its URL and, when etcd is secured, the CA,
+/// client certificate and the etcd user with its password file.
+#[derive(Debug, Clone)]
+pub struct EtcdClient {
+    pub url: String,
+    pub tls: Option<EtcdClientTls>,
+    /// The etcd user and the file holding its password.
+    pub user: Option<(String, PathBuf)>,
+}
+
+/// etcd's CA and the client certificate and key it requires.
+#[derive(Debug, Clone)]
+pub struct EtcdClientTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl EtcdClient {
+    fn push<A: Args>(&self, args: &mut Vec<OsString>) {
+        push::<A>(args, "etcd", &self.url);
+        if let Some(tls) = &self.tls {
+            push::<A>(args, "etcd_ca", &tls.ca);
+            push::<A>(args, "etcd_cert", &tls.cert);
+            push::<A>(args, "etcd_key", &tls.key);
+        }
+        if let Some((user, password_file)) = &self.user {
+            push::<A>(args, "etcd_user", user);
+            push::<A>(args, "etcd_password_file", password_file);
+        }
+    }
+}
+
 /// What serves a worker's role and how (its engine, model and batch settings).
 #[derive(Debug, Clone, Default)]
 pub struct WorkerSettings {
@@ -66,7 +99,7 @@ pub struct WorkerSettings {
 pub struct WorkerCommand<'a> {
     pub role: &'a str,
     pub listen: &'a str,
-    pub etcd: &'a str,
+    pub etcd: &'a EtcdClient,
     pub secrets: &'a ServerSecrets,
     pub settings: &'a WorkerSettings,
     pub metrics_listen: Option<SocketAddr>,
@@ -80,7 +113,7 @@ impl WorkerCommand<'_> {
         let mut args = vec![OsString::from("worker")];
         push::<W>(&mut args, "role", self.role);
         push::<W>(&mut args, "listen", self.listen);
-        push::<W>(&mut args, "etcd", self.etcd);
+        self.etcd.push::<W>(&mut args);
         self.secrets.push::<W>(&mut args);
         if let Some(dtype) = &s.dtype {
             push::<W>(&mut args, "dtype", dtype);
@@ -124,7 +157,7 @@ pub struct CoordinatorSettings {
 /// `umi coordinator` finding its workers in a loopback etcd, journaling its tasks.
 pub struct CoordinatorCommand<'a> {
     pub listen: &'a str,
-    pub etcd: &'a str,
+    pub etcd: &'a EtcdClient,
     pub secrets: &'a ServerSecrets,
     /// The CA the workers' certificates are signed by.
     pub ca: &'a PathBuf,
@@ -142,7 +175,7 @@ impl CoordinatorCommand<'_> {
         let s = self.settings;
         let mut args = vec![OsString::from("coordinator")];
         push::<C>(&mut args, "listen", self.listen);
-        push::<C>(&mut args, "etcd", self.etcd);
+        self.etcd.push::<C>(&mut args);
         self.secrets.push::<C>(&mut args);
         push::<C>(&mut args, "tls_ca", self.ca);
         push::<C>(&mut args, "worker_token_file", self.worker_token);
@@ -170,9 +203,20 @@ impl CoordinatorCommand<'_> {
 /// A single-member etcd on loopback, its data in `data_dir`.
 pub struct EtcdCommand<'a> {
     pub data_dir: PathBuf,
-    /// `http://127.0.0.1:<port>` for clients, and for its peer (the next port).
+    /// `http(s)://127.0.0.1:<port>` for clients, and for its peer (the next port).
     pub client_url: &'a str,
     pub peer_url: &'a str,
+    /// TLS on both listeners, client certificates from this CA required on both (the
+    /// URLs are then https://).
+    pub tls: Option<EtcdServerTls>,
+}
+
+/// etcd's certificate and key, and the CA whose client certificates it accepts.
+#[derive(Debug, Clone)]
+pub struct EtcdServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
 }
 
 impl EtcdCommand<'_> {
@@ -193,6 +237,22 @@ impl EtcdCommand<'_> {
             "--initial-cluster".into(),
             format!("umi={}", self.peer_url).into(),
         ]);
+        if let Some(tls) = &self.tls {
+            for (flag, path) in [
+                ("--cert-file", &tls.cert),
+                ("--key-file", &tls.key),
+                ("--trusted-ca-file", &tls.ca),
+                ("--peer-cert-file", &tls.cert),
+                ("--peer-key-file", &tls.key),
+                ("--peer-trusted-ca-file", &tls.ca),
+            ] {
+                args.extend([flag.into(), path.clone().into()]);
+            }
+            args.extend([
+                "--client-cert-auth=true".into(),
+                "--peer-client-cert-auth=true".into(),
+            ]);
+        }
         args
     }
 }
@@ -219,6 +279,18 @@ mod tests {
         }
     }
 
+    fn etcd_client(user: &str) -> EtcdClient {
+        EtcdClient {
+            url: "https://127.0.0.1:2379".into(),
+            tls: Some(EtcdClientTls {
+                ca: "s/etcd-ca.pem".into(),
+                cert: "s/etcd-cert.pem".into(),
+                key: "s/etcd-key.pem".into(),
+            }),
+            user: Some((user.into(), format!("s/{user}-password").into())),
+        }
+    }
+
     #[test]
     fn every_worker_flag_is_one_umi_worker_takes_into_the_right_field() {
         let settings = WorkerSettings {
@@ -236,7 +308,7 @@ mod tests {
         let command = WorkerCommand {
             role: "caller",
             listen: "127.0.0.1:0",
-            etcd: "http://127.0.0.1:2379",
+            etcd: &etcd_client("caller"),
             secrets: &secrets,
             settings: &settings,
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9000))),
@@ -246,7 +318,12 @@ mod tests {
         };
         assert_eq!(w.role, umi_core::agent::RoleKind::Caller);
         assert_eq!(w.listen.to_string(), "127.0.0.1:0");
-        assert_eq!(w.etcd.etcd, ["http://127.0.0.1:2379"]);
+        assert_eq!(w.etcd.etcd, ["https://127.0.0.1:2379"]);
+        assert_eq!(w.etcd.etcd_ca, Some("s/etcd-ca.pem".into()));
+        assert_eq!(w.etcd.etcd_cert, Some("s/etcd-cert.pem".into()));
+        assert_eq!(w.etcd.etcd_key, Some("s/etcd-key.pem".into()));
+        assert_eq!(w.etcd.etcd_user.as_deref(), Some("caller"));
+        assert_eq!(w.etcd.etcd_password_file, Some("s/caller-password".into()));
         assert_eq!(w.security.tls_cert, Some("s/cert.pem".into()));
         assert_eq!(w.security.tls_key, Some("s/key.pem".into()));
         assert_eq!(w.security.auth_token_file, Some("s/token".into()));
@@ -277,9 +354,10 @@ mod tests {
             routing: Some("least-outstanding"),
         };
         let (secrets, ca, token) = (secrets(), "s/ca.pem".into(), "s/token".into());
+        let etcd = etcd_client("coordinator");
         let command = CoordinatorCommand {
             listen: "127.0.0.1:50050",
-            etcd: "http://127.0.0.1:2379",
+            etcd: &etcd,
             secrets: &secrets,
             ca: &ca,
             worker_token: &token,
@@ -291,7 +369,12 @@ mod tests {
             panic!("not parsed as `umi coordinator`")
         };
         assert_eq!(c.listen.to_string(), "127.0.0.1:50050");
-        assert_eq!(c.remote.etcd.etcd, ["http://127.0.0.1:2379"]);
+        assert_eq!(c.remote.etcd.etcd, ["https://127.0.0.1:2379"]);
+        assert_eq!(c.remote.etcd.etcd_user.as_deref(), Some("coordinator"));
+        assert_eq!(
+            c.remote.etcd.etcd_password_file,
+            Some("s/coordinator-password".into())
+        );
         assert_eq!(c.security.tls_cert, Some("s/cert.pem".into()));
         assert_eq!(c.security.auth_token_file, Some("s/token".into()));
         assert_eq!(c.remote.tls.tls_ca.as_ref(), Some(&ca));
@@ -326,6 +409,7 @@ mod tests {
             data_dir: "d/etcd".into(),
             client_url: "http://127.0.0.1:2379",
             peer_url: "http://127.0.0.1:2380",
+            tls: None,
         }
         .args();
         let text: Vec<&str> = args.iter().map(|a| a.to_str().unwrap()).collect();
@@ -336,5 +420,26 @@ mod tests {
              --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
              --initial-cluster umi=http://127.0.0.1:2380"
         );
+        // Secured: both listeners serve TLS and require client certificates.
+        let args = EtcdCommand {
+            data_dir: "d/etcd".into(),
+            client_url: "https://127.0.0.1:2379",
+            peer_url: "https://127.0.0.1:2380",
+            tls: Some(EtcdServerTls {
+                cert: "s/etcd.pem".into(),
+                key: "s/etcd-key.pem".into(),
+                ca: "s/ca.pem".into(),
+            }),
+        }
+        .args();
+        let text: Vec<&str> = args.iter().map(|a| a.to_str().unwrap()).collect();
+        let text = text.join(" ");
+        for want in [
+            "--cert-file s/etcd.pem --key-file s/etcd-key.pem --trusted-ca-file s/ca.pem",
+            "--peer-cert-file s/etcd.pem --peer-key-file s/etcd-key.pem --peer-trusted-ca-file s/ca.pem",
+            "--client-cert-auth=true --peer-client-cert-auth=true",
+        ] {
+            assert!(text.contains(want), "{want} missing from: {text}");
+        }
     }
 }

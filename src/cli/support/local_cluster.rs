@@ -1,9 +1,12 @@
 //! A whole cluster as child processes on this machine: etcd on loopback, role workers
 //! that register in it, and a coordinator that finds them there. `umi cluster up` and
 //! `umi bench cluster` start one; stopping it stops the coordinator first, then the
-//! workers (each leaves etcd and drains), then etcd. Security is on as in production:
-//! a throwaway CA (in `<dir>/secrets`) signs the loopback certificate every server
-//! presents, and one fresh token is required on every call.
+//! workers (each leaves etcd and drains), then etcd. Security is on as in production
+//! (deploy/): a throwaway CA (in `<dir>/secrets`, made fresh at each start) signs the
+//! loopback certificate of the coordinator and etcd and one certificate per worker role;
+//! etcd requires client certificates and has auth on, with one user per role that may
+//! write only its role's prefix; clients present one token to the coordinator, which
+//! presents another to the workers.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,15 +15,18 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use tokio::process::{Child, Command};
+use umi_core::agent::RoleKind;
+use umi_discovery::access::{self, Accounts};
+use umi_discovery::{Certificate, EtcdTarget, Identity, TlsOptions};
 use umi_rpc::coordinator_client::CoordinatorAt;
 use umi_rpc::pb::coordinator_client::CoordinatorClient;
 use umi_rpc::pb::StatusRequest;
-use umi_rpc::pki::{write_loopback_pki, LoopbackPki};
+use umi_rpc::pki::{random_token, write_loopback_pki, write_private, LoopbackPki};
 use umi_rpc::security::{ClientSecurity, ClientTls};
 
 use super::children::{
-    CoordinatorCommand, CoordinatorSettings, EtcdCommand, ServerSecrets, WorkerCommand,
-    WorkerSettings,
+    CoordinatorCommand, CoordinatorSettings, EtcdClient, EtcdClientTls, EtcdCommand, EtcdServerTls,
+    ServerSecrets, WorkerCommand, WorkerSettings,
 };
 
 /// What to start.
@@ -82,27 +88,22 @@ impl LocalCluster {
                 bail!("port {port} ({what}) is taken on 127.0.0.1 (another etcd or cluster?): stop it or choose another port");
             }
         }
-        let pki = write_loopback_pki(&spec.dir.join("secrets"))?;
-        let secrets = ServerSecrets {
-            cert: pki.cert.clone(),
-            key: pki.key.clone(),
-            token: pki.token.clone(),
+        let secrets_dir = spec.dir.join("secrets");
+        let pki = write_loopback_pki(&secrets_dir)?;
+        let StartedEtcd {
+            process: etcd,
+            url: etcd_url,
+            users: etcd_users,
+        } = start_secured_etcd(spec, &pki, &secrets_dir).await?;
+        let etcd_as = |user: &str| EtcdClient {
+            url: etcd_url.clone(),
+            tls: Some(EtcdClientTls {
+                ca: pki.ca.clone(),
+                cert: pki.cert.clone(),
+                key: pki.key.clone(),
+            }),
+            user: Some((user.to_string(), etcd_users.password_file(user))),
         };
-        let etcd_url = format!("http://127.0.0.1:{}", spec.etcd_port);
-        let peer_url = format!("http://127.0.0.1:{}", spec.etcd_port + 1);
-        let mut etcd_cmd = Command::new("etcd");
-        etcd_cmd.args(
-            EtcdCommand {
-                data_dir: spec.dir.join("etcd"),
-                client_url: &etcd_url,
-                peer_url: &peer_url,
-            }
-            .args(),
-        );
-        let mut etcd = spawn("etcd", &mut etcd_cmd, &spec.dir.join("etcd.log"), None)
-            .context("starting etcd (Debian: apt-get install etcd-server)")?;
-        wait_healthy(&mut etcd.child, &etcd_url).await?;
-        eprintln!("umi cluster: etcd on {etcd_url}");
 
         let mut workers = Vec::new();
         for RoleSpec {
@@ -111,6 +112,17 @@ impl LocalCluster {
             settings,
         } in &spec.roles
         {
+            let kind =
+                RoleKind::parse(role).with_context(|| format!("{role:?} is not an α-UMi role"))?;
+            let identity = pki.worker(kind);
+            // Each role's workers: their role's certificate and etcd user, and the token
+            // only the coordinator presents.
+            let secrets = ServerSecrets {
+                cert: identity.cert.clone(),
+                key: identity.key.clone(),
+                token: pki.worker_token.clone(),
+            };
+            let etcd_client = etcd_as(&access::role_user(role));
             for i in 0..*replicas {
                 let name = format!("{role}-{i}");
                 let metrics = spec.metrics.then(free_port).transpose()?;
@@ -119,7 +131,7 @@ impl LocalCluster {
                     WorkerCommand {
                         role,
                         listen: "127.0.0.1:0",
-                        etcd: &etcd_url,
+                        etcd: &etcd_client,
                         secrets: &secrets,
                         settings,
                         metrics_listen: metrics,
@@ -134,13 +146,20 @@ impl LocalCluster {
         let coordinator_url = format!("https://127.0.0.1:{}", spec.coordinator_port);
         let metrics = spec.metrics.then(free_port).transpose()?;
         let mut cmd = Command::new(&exe);
+        // The coordinator: the loopback certificate, the clients' token, the workers'
+        // token to present to them, and the etcd user that may only read.
+        let secrets = ServerSecrets {
+            cert: pki.cert.clone(),
+            key: pki.key.clone(),
+            token: pki.token.clone(),
+        };
         cmd.args(
             CoordinatorCommand {
                 listen: &format!("127.0.0.1:{}", spec.coordinator_port),
-                etcd: &etcd_url,
+                etcd: &etcd_as(access::READER_USER),
                 secrets: &secrets,
                 ca: &pki.ca,
-                worker_token: &pki.token,
+                worker_token: &pki.worker_token,
                 settings: &spec.coordinator,
                 task_journal: spec.dir.join("tasks.jsonl"),
                 metrics_listen: metrics,
@@ -299,21 +318,105 @@ fn spawn(
     })
 }
 
-/// Polls etcd's /health until it answers, or fails if etcd exits or takes over 10 s.
-async fn wait_healthy(etcd: &mut Child, url: &str) -> anyhow::Result<()> {
-    let health = format!("{url}/health");
-    for _ in 0..100 {
-        if let Some(status) = etcd.try_wait()? {
-            bail!("etcd exited at startup ({status}); is the port taken? see its log");
-        }
-        if let Ok(r) = umi_tools::http::get(&health, Duration::from_millis(500)).await {
-            if r.status == 200 && String::from_utf8_lossy(&r.body).contains("true") {
-                return Ok(());
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+/// A started etcd: its process, client URL, and the users made for the cluster.
+struct StartedEtcd {
+    process: Process,
+    url: String,
+    users: EtcdUsers,
+}
+
+/// The password files of the etcd users made for one cluster (in its secrets folder).
+struct EtcdUsers {
+    dir: PathBuf,
+}
+
+impl EtcdUsers {
+    fn password_file(&self, user: &str) -> PathBuf {
+        self.dir.join(format!("etcd-{user}-password"))
     }
-    bail!("etcd at {url} was not healthy after 10 s")
+}
+
+/// Starts etcd as production runs it (deploy/): TLS on its client and peer ports with
+/// client certificates from the cluster's CA required, and auth on, with one user per
+/// worker role that may write only its role's prefix and a coordinator user that may
+/// only read. A local user without the cluster's secrets can neither read nor register
+/// anything. etcd's data is the workers' leases only: a data folder from an earlier
+/// start (whose users had other passwords) is removed first.
+async fn start_secured_etcd(
+    spec: &ClusterSpec,
+    pki: &LoopbackPki,
+    secrets_dir: &Path,
+) -> anyhow::Result<StartedEtcd> {
+    let data_dir = spec.dir.join("etcd");
+    if data_dir.join("member").is_dir() {
+        std::fs::remove_dir_all(&data_dir)
+            .with_context(|| format!("removing the earlier etcd data in {}", data_dir.display()))?;
+    }
+    let url = format!("https://127.0.0.1:{}", spec.etcd_port);
+    let peer_url = format!("https://127.0.0.1:{}", spec.etcd_port + 1);
+    let mut etcd_cmd = Command::new("etcd");
+    etcd_cmd.args(
+        EtcdCommand {
+            data_dir,
+            client_url: &url,
+            peer_url: &peer_url,
+            tls: Some(EtcdServerTls {
+                cert: pki.cert.clone(),
+                key: pki.key.clone(),
+                ca: pki.ca.clone(),
+            }),
+        }
+        .args(),
+    );
+    let mut process = spawn("etcd", &mut etcd_cmd, &spec.dir.join("etcd.log"), None)
+        .context("starting etcd (Debian: apt-get install etcd-server)")?;
+    let read =
+        |path: &Path| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
+    let admin = EtcdTarget {
+        endpoints: vec![url.clone()],
+        tls: Some(
+            TlsOptions::new()
+                .ca_certificate(Certificate::from_pem(read(&pki.ca)?))
+                .identity(Identity::from_pem(read(&pki.cert)?, read(&pki.key)?)),
+        ),
+        user: None,
+    };
+    tokio::select! {
+        ready = access::wait_ready(&admin, Duration::from_secs(10)) => {
+            ready.with_context(|| format!("etcd at {url} did not answer within 10 s; see {}", process.log.display()))?
+        }
+        status = process.child.wait() => {
+            bail!("etcd exited at startup ({:?}); is the port taken? see {}", status, process.log.display())
+        }
+    }
+    let users = EtcdUsers {
+        dir: secrets_dir.to_path_buf(),
+    };
+    let password = |user: &str| -> anyhow::Result<String> {
+        let password = random_token()?;
+        let path = users.password_file(user);
+        write_private(&path, format!("{password}\n").as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(password)
+    };
+    let accounts = Accounts {
+        root: random_token()?,
+        reader: password(access::READER_USER)?,
+        roles: spec
+            .roles
+            .iter()
+            .map(|r| Ok((r.role.to_string(), password(&access::role_user(r.role))?)))
+            .collect::<anyhow::Result<_>>()?,
+    };
+    access::enable_auth(&admin, "/umi", &accounts)
+        .await
+        .context("turning etcd's auth on")?;
+    eprintln!("umi cluster: etcd on {url} (TLS, client certificates, a user per role)");
+    Ok(StartedEtcd {
+        process,
+        url,
+        users,
+    })
 }
 
 /// SIGTERM, then SIGKILL if the process has not exited within 30 s.

@@ -27,6 +27,12 @@ pub fn smollm2_gguf() -> PathBuf {
     path
 }
 
+/// A temporary directory beside the build rather than in `/tmp`: the conversion tests write
+/// about 1 GB of f32 weights, more than a small `/tmp` holds (CI ran out of space there).
+pub fn scratch_dir() -> tempfile::TempDir {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("creating a scratch directory")
+}
+
 pub fn load(model: PathBuf, dtype: WeightDType) -> umi_engine::Result<LoadedModel> {
     umi_engine::load(&LoadOptions {
         model,
