@@ -7,6 +7,13 @@
 #   worker-stop       a planner replica SIGSTOPped for the role deadline + 10 s, then SIGCONTed (twice)
 #   etcd-kill         etcd SIGKILLed and restarted 5 s later on its data (twice)
 #   coordinator-kill  the coordinator SIGKILLed and restarted on its task journal 2 s later (3 times)
+#   all-at-once       every fault above and the client's, on a random schedule (seed $SEED, default
+#                     1) until the run ends: every 3-8 s one of: a worker of any role SIGKILLed
+#                     (restarted 2 s later), a worker SIGSTOPped for 5-20 s, etcd SIGKILLed
+#                     (restarted 5 s later), the coordinator SIGKILLed (restarted 2 s later), the
+#                     client SIGKILLed and started again on its output folder (it resumes); the
+#                     faults' log is $OUT/all-at-once/faults.log. Not in the default list: run it
+#                     with TASKS=2000 scripts/fault_suite.sh all-at-once
 # Then it checks the answer files: answered = an answer (solved or given up) with no
 # failure recorded; failed = an answer recording why it failed; lost = no
 # answer file at all; duplicated = a task the coordinator ended more than once (its logs
@@ -80,9 +87,12 @@ for scenario in $SCENARIOS; do
   start_coordinator
   sleep 3
   started=$(date +%s.%N)
-  "$UMI" run --coordinator "http://127.0.0.1:$COORD" --queries "$OUT/queries.json" --out "$dir/answers" \
-    >"$dir/client.log" 2>&1 &
-  client=$!
+  start_client() {
+    "$UMI" run --coordinator "http://127.0.0.1:$COORD" --queries "$OUT/queries.json" --out "$dir/answers" \
+      >>"$dir/client.log" 2>&1 &
+    client=$!
+  }
+  start_client
   alive() { kill -0 "$client" 2>/dev/null; }
   sleep 10
   case $scenario in
@@ -107,6 +117,35 @@ for scenario in $SCENARIOS; do
         alive || break
         kill -KILL "$coord_pid"; sleep 2; start_coordinator; sleep 18
       done ;;
+    all-at-once)
+      RANDOM=${SEED:-1}
+      workers=(planner0:planner:1 planner1:planner:2 caller0:caller:3 caller1:caller:4 summarizer0:summarizer:5)
+      : >"$dir/faults.log"
+      note() { echo "$(date +%T) $*" | tee -a "$dir/faults.log"; }
+      while alive; do
+        sleep $((3 + RANDOM % 6))
+        alive || break
+        IFS=: read -r name role port <<<"${workers[RANDOM % ${#workers[@]}]}"
+        pid_var=pid_$name
+        case $((RANDOM % 5)) in
+          0) note worker-kill "$name"
+             kill -KILL "${!pid_var}" 2>/dev/null || true; sleep 2
+             start_worker "$name" "$role" $((COORD + port)) ;;
+          1) stop_s=$((5 + RANDOM % 16)); note worker-stop "$name" "$stop_s s"
+             kill -STOP "${!pid_var}" 2>/dev/null || true; sleep "$stop_s"
+             kill -CONT "${!pid_var}" 2>/dev/null || true ;;
+          2) note etcd-kill
+             kill -KILL "$etcd_pid" 2>/dev/null || true; sleep 5; start_etcd ;;
+          3) note coordinator-kill
+             kill -KILL "$coord_pid" 2>/dev/null || true; sleep 2; start_coordinator ;;
+          4) alive || break
+             note client-kill
+             kill -KILL "$client" 2>/dev/null || true; wait "$client" 2>/dev/null || true
+             sleep 1; start_client ;;
+        esac
+      done
+      echo "faults injected: $(wc -l <"$dir/faults.log") ($(cut -d' ' -f2 "$dir/faults.log" | sort | uniq -c | awk '{printf "%s%s %d", NR > 1 ? ", " : "", $2, $1}'))" \
+        | tee -a "$dir/faults.log" ;;
     *) echo "unknown scenario $scenario" >&2; exit 2 ;;
   esac
   wait "$client" || true

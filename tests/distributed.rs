@@ -91,7 +91,7 @@ fn an_unknown_role_is_refused_at_startup() {
 
 #[test]
 fn an_unreachable_worker_is_a_recorded_failure_not_a_hang() {
-    let dead = format!("http://127.0.0.1:{}", free_port());
+    let dead = format!("https://127.0.0.1:{}", free_port());
     let out_dir = tempfile::tempdir().unwrap();
     let status = umi()
         .args(["run", "--out"])
