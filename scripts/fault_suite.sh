@@ -144,7 +144,7 @@ for scenario in $SCENARIOS; do
              sleep 1; start_client ;;
         esac
       done
-      echo "faults injected: $(wc -l <"$dir/faults.log") ($(cut -d' ' -f2 "$dir/faults.log" | sort | uniq -c | awk '{printf "%s%s %d", NR > 1 ? ", " : "", $2, $1}'))" \
+      echo "faults injected: $(wc -l <"$dir/faults.log") ($(cut -d' ' -f2 "$dir/faults.log" | sort | uniq -c | awk '{printf "%s%s %d", (NR > 1 ? ", " : ""), $2, $1}'))" \
         | tee -a "$dir/faults.log" ;;
     *) echo "unknown scenario $scenario" >&2; exit 2 ;;
   esac

@@ -128,10 +128,13 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<()> {
         );
         if r.failed_for_crashes > 0 {
             eprintln!(
-                "umi coordinator: {} of them failed: they were running each time the coordinator crashed",
+                "umi coordinator: {} of them failed: the coordinator went down too often while they ran",
                 r.failed_for_crashes
             );
         }
+        // From now on a panic that takes the process down is recorded with the tasks it
+        // hit, so the next start blames only those.
+        umi_coordinator::journal::record_panics(path.clone());
     }
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await

@@ -8,8 +8,15 @@
 //! content (and past `COMPACT_FLOOR`): [`TaskJournal::compact`].
 //!
 //! A task that takes the coordinator down with it (a poison task) must not do so at every
-//! restart: a task found running after a stop that was not a clean shutdown counts a
-//! crash, and after `MAX_CRASHES` it ends FAILED instead of running again.
+//! restart, and a task that was merely running when an operator killed the coordinator
+//! must not pay for it. So the cause of a crash is recorded where it can be known: a
+//! panic hook ([`record_panics`]) appends a `panicked` record naming the tasks being
+//! stepped on the panicking thread ([`Stepping`]). After a stop that was not a clean
+//! shutdown, a task still running counts a crash only if a panic named it, and after
+//! `MAX_CRASHES` such crashes it ends FAILED instead of running again. A crash with no
+//! trace (SIGKILL, the OOM killer, an abort or a stack overflow) blames no task, but
+//! counts for the tasks it interrupted against the much larger `MAX_UNTRACED_CRASHES`,
+//! so a task that kills the process without a trace still cannot restart it forever.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -26,8 +33,18 @@ use umi_core::tool::ApiSpec;
 
 use crate::state::{TaskState, TaskStatus};
 
-/// Crashes of the coordinator a task may be running through before it is failed.
+/// Panics a task may be named in (being stepped on the panicking thread) before it is
+/// failed.
 pub const MAX_CRASHES: u32 = 3;
+
+/// Crashes without a trace a task may be running through before it is failed: far more
+/// than an operator's restarts (the all-faults run kills the coordinator a dozen times
+/// spread over hundreds of tasks), few enough that a task crashing the process at every
+/// run (a stack overflow, an abort in native code) ends.
+pub const MAX_UNTRACED_CRASHES: u32 = 10;
+
+/// The longest panic message a `panicked` record keeps.
+const PANIC_MESSAGE_LIMIT: usize = 2000;
 
 /// The journal is compacted while serving only once it is past this size (and past
 /// twice its live content): below it a rewrite would cost more than the bytes it saves.
@@ -61,9 +78,12 @@ enum Record {
         id: String,
         query: String,
         apis: Vec<ApiSpec>,
-        /// Coordinator crashes it was running through (kept across compactions).
+        /// Coordinator panics it was named in (kept across compactions).
         #[serde(default, skip_serializing_if = "is_zero")]
         crashes: u32,
+        /// Crashes without a trace it was running through (kept across compactions).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        untraced: u32,
     },
     /// Began running.
     Started { id: String },
@@ -73,6 +93,9 @@ enum Record {
     /// The coordinator shut down cleanly: the tasks running then were interrupted, not
     /// the cause of a crash.
     Stopped,
+    /// A thread panicked while stepping these tasks (none: outside any task). If the
+    /// process died next, this is why.
+    Panicked { tasks: Vec<String>, message: String },
     Ended {
         id: String,
         /// By name (`"answered"`); journals written before names held the protobuf
@@ -107,6 +130,17 @@ pub struct Recovered {
     pub ended: Vec<EndedTask>,
     /// How many of `ended` were failed for that.
     pub failed_for_crashes: usize,
+    /// How the previous run ended, if tasks were running when it did.
+    pub previous_run: Option<CrashCause>,
+}
+
+/// Why the previous run ended while tasks were running.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CrashCause {
+    /// A panic, with its message: the tasks it named count a crash, the others none.
+    Panicked(String),
+    /// Nothing recorded (SIGKILL, OOM, abort): the running tasks count an untraced crash.
+    NoTrace,
 }
 
 pub struct TaskJournal {
@@ -350,6 +384,7 @@ fn queued(query: &Query) -> Record {
         query: query.text.clone(),
         apis: query.apis.clone(),
         crashes: 0,
+        untraced: 0,
     }
 }
 
@@ -420,8 +455,11 @@ fn write_live(out: &mut File, live: &Live) -> std::io::Result<()> {
     let mut out = std::io::BufWriter::new(out);
     for query in &live.recovered.unfinished {
         let mut record = queued(query);
-        if let Record::Queued { crashes: c, .. } = &mut record {
-            *c = live.crashes.get(&query.id).copied().unwrap_or(0);
+        if let Record::Queued {
+            crashes, untraced, ..
+        } = &mut record
+        {
+            (*crashes, *untraced) = live.crashes.get(&query.id).copied().unwrap_or((0, 0));
         }
         write_record(&mut out, &record)?;
         if live.running.contains(&query.id) {
@@ -458,6 +496,92 @@ fn corrupt_or_io(path: &Path, e: umi_durable::ReadError) -> JournalError {
     }
 }
 
+thread_local! {
+    /// The tasks being stepped on this thread now (innermost last), for the panic hook.
+    static STEPPING: std::cell::RefCell<Vec<std::sync::Arc<str>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A task's run, marked as "being stepped" on whichever thread polls it, so a panic
+/// there can name it ([`record_panics`]).
+pub struct Stepping<F> {
+    id: std::sync::Arc<str>,
+    inner: std::pin::Pin<Box<F>>,
+}
+
+impl<F: std::future::Future> Stepping<F> {
+    pub fn new(id: &str, inner: F) -> Self {
+        Stepping {
+            id: id.into(),
+            inner: Box::pin(inner),
+        }
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for Stepping<F> {
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        /// Unmarks the task when the poll returns or unwinds.
+        struct Unmark;
+        impl Drop for Unmark {
+            fn drop(&mut self) {
+                let _ = STEPPING.try_with(|s| s.borrow_mut().pop());
+            }
+        }
+        let this = self.get_mut();
+        STEPPING.with(|s| s.borrow_mut().push(this.id.clone()));
+        let _unmark = Unmark;
+        this.inner.as_mut().poll(cx)
+    }
+}
+
+/// The tasks being stepped on this thread now.
+fn stepping_here() -> Vec<String> {
+    STEPPING
+        .try_with(|s| {
+            s.try_borrow()
+                .map(|v| v.iter().map(|id| id.to_string()).collect())
+                .unwrap_or_default()
+        })
+        .unwrap_or_default()
+}
+
+/// Installs a panic hook (after the one in place, which still runs) that appends a
+/// `panicked` record to the journal at `path`, naming the tasks being stepped on the
+/// panicking thread, and syncs it: if the panic takes the process down, the next start
+/// knows why and which tasks to blame. Best effort: a record that cannot be written
+/// leaves the crash untraced. A panic inside a task's run is caught by its supervisor
+/// (the task ends FAILED); its record is then moot, as the task has ended.
+pub fn record_panics(path: PathBuf) {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let _ = append_panic(&path, stepping_here(), &info.to_string());
+        previous(info);
+    }));
+}
+
+/// Appends one `panicked` record (through its own handle, so a panic while the
+/// journal's lock is held cannot deadlock; appends are whole lines).
+fn append_panic(path: &Path, tasks: Vec<String>, message: &str) -> std::io::Result<()> {
+    let mut message = message.to_string();
+    if message.len() > PANIC_MESSAGE_LIMIT {
+        let mut end = PANIC_MESSAGE_LIMIT;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+    }
+    let mut line = serde_json::to_vec(&Record::Panicked { tasks, message })?;
+    line.push(b'\n');
+    let mut file = OpenOptions::new().append(true).open(path)?;
+    file.write_all(&line)?;
+    file.sync_data()
+}
+
 /// When the records are replayed.
 #[derive(Clone, Copy, PartialEq)]
 enum Replay {
@@ -471,8 +595,8 @@ enum Replay {
 /// What the records say now.
 struct Live {
     recovered: Recovered,
-    /// Each unfinished task's crash count.
-    crashes: HashMap<String, u32>,
+    /// Each unfinished task's crash counts: (panics naming it, untraced crashes).
+    crashes: HashMap<String, (u32, u32)>,
     /// Unfinished tasks running now (`Replay::WhileServing` only).
     running: std::collections::HashSet<String>,
 }
@@ -485,7 +609,10 @@ fn replay(records: Vec<Record>, retention: Duration, when: Replay) -> Live {
         /// Started since the last clean shutdown, and not ended.
         running: bool,
         crashes: u32,
+        untraced: u32,
     }
+    // The tasks named by panics since the last clean shutdown, and the last message.
+    let mut panicked: Option<(std::collections::HashSet<String>, String)> = None;
     let mut order: Vec<String> = Vec::new();
     let mut tasks: HashMap<String, State> = HashMap::new();
     for record in records {
@@ -495,6 +622,7 @@ fn replay(records: Vec<Record>, retention: Duration, when: Replay) -> Live {
                 query,
                 apis,
                 crashes,
+                untraced,
             } => {
                 if !tasks.contains_key(&id) {
                     order.push(id.clone());
@@ -509,6 +637,7 @@ fn replay(records: Vec<Record>, retention: Duration, when: Replay) -> Live {
                     ended: None,
                     running: false,
                     crashes,
+                    untraced,
                 };
                 tasks.insert(id, state);
             }
@@ -522,7 +651,18 @@ fn replay(records: Vec<Record>, retention: Duration, when: Replay) -> Live {
                     tasks.remove(&id);
                 }
             }
-            Record::Stopped => tasks.values_mut().for_each(|t| t.running = false),
+            Record::Stopped => {
+                tasks.values_mut().for_each(|t| t.running = false);
+                panicked = None;
+            }
+            Record::Panicked {
+                tasks: named,
+                message,
+            } => {
+                let (all, last) = panicked.get_or_insert_with(Default::default);
+                all.extend(named);
+                *last = message;
+            }
             Record::Ended {
                 id,
                 state,
@@ -565,26 +705,47 @@ fn replay(records: Vec<Record>, retention: Duration, when: Replay) -> Live {
             running.insert(id.clone());
         } else if task.running {
             // Still running at the end of the file: the process died under it.
-            task.crashes += 1;
+            match &panicked {
+                Some((named, message)) => {
+                    if named.contains(&id) {
+                        task.crashes += 1;
+                    }
+                    recovered.previous_run = Some(CrashCause::Panicked(message.clone()));
+                }
+                None => {
+                    task.untraced += 1;
+                    recovered.previous_run = Some(CrashCause::NoTrace);
+                }
+            }
         }
-        if task.ended.is_none() && task.crashes >= MAX_CRASHES {
-            tracing::warn!(task_id = %id, crashes = task.crashes, "task failed: it was running each time the coordinator crashed");
+        let failure = if task.crashes >= MAX_CRASHES {
+            Some(format!(
+                "the coordinator panicked {} times while stepping this task; it is not run again (submit it again to retry)",
+                task.crashes
+            ))
+        } else if task.untraced >= MAX_UNTRACED_CRASHES {
+            Some(format!(
+                "the coordinator went down without a trace {} times while this task ran; it is not run again (submit it again to retry)",
+                task.untraced
+            ))
+        } else {
+            None
+        };
+        if let (None, Some(failure)) = (&task.ended, failure) {
+            tracing::warn!(task_id = %id, panics = task.crashes, untraced = task.untraced, "task failed: {failure}");
             let failed = TaskStatus {
                 task_id: id.clone(),
                 state: TaskState::Failed,
                 steps: 0,
                 tokens: 0,
-                failure: format!(
-                    "the coordinator went down {} times while this task ran; it is not run again (submit it again to retry)",
-                    task.crashes
-                ),
+                failure,
             };
             task.ended = Some((failed, None, now));
             recovered.failed_for_crashes += 1;
         }
         match task.ended {
             None => {
-                crashes.insert(id, task.crashes);
+                crashes.insert(id, (task.crashes, task.untraced));
                 recovered.unfinished.push(task.query);
             }
             Some((event, answer, ended_at)) => {
@@ -689,41 +850,70 @@ mod tests {
     /// Opens the journal at `path` as a coordinator would, starts `running` tasks, and
     /// stops cleanly or not; returns what the next open recovers.
     fn lifetime(path: &Path, running: &[&str], clean: bool) -> Recovered {
+        lifetime_ending(path, running, if clean { End::Clean } else { End::Killed })
+    }
+
+    /// How a run ends.
+    enum End<'a> {
+        Clean,
+        /// SIGKILL: no trace.
+        Killed,
+        /// A panic naming these tasks took the process down.
+        Panicked(&'a [&'a str]),
+    }
+
+    fn lifetime_ending(path: &Path, running: &[&str], end: End) -> Recovered {
         let (journal, _) = TaskJournal::open(path, HOUR).unwrap();
         for id in running {
             journal.started(id).unwrap();
         }
-        if clean {
-            journal.stopped().unwrap();
+        match end {
+            End::Clean => journal.stopped().unwrap(),
+            End::Killed => {}
+            End::Panicked(named) => append_panic(
+                path,
+                named.iter().map(|s| s.to_string()).collect(),
+                "panicked at src/x.rs:1:1:\nboom",
+            )
+            .unwrap(),
         }
         drop(journal);
         TaskJournal::open(path, HOUR).unwrap().1
     }
 
     #[test]
-    fn a_task_running_through_three_crashes_fails_instead_of_running_again() {
+    fn a_task_named_in_three_fatal_panics_fails_and_a_bystander_does_not() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tasks.jsonl");
         let (journal, _) = TaskJournal::open(&path, HOUR).unwrap();
         journal
-            .queued(&[&query("poison"), &query("queued")])
+            .queued(&[&query("poison"), &query("bystander"), &query("queued")])
             .unwrap();
         drop(journal);
+        let running = ["poison", "bystander"];
         for crash in 1..MAX_CRASHES {
-            let recovered = lifetime(&path, &["poison"], false);
-            assert_eq!(recovered.unfinished.len(), 2, "after crash {crash}");
+            let recovered = lifetime_ending(&path, &running, End::Panicked(&["poison"]));
+            assert_eq!(recovered.unfinished.len(), 3, "after crash {crash}");
             assert_eq!(recovered.failed_for_crashes, 0);
+            assert!(matches!(
+                recovered.previous_run,
+                Some(CrashCause::Panicked(ref m)) if m.contains("boom")
+            ));
         }
-        let recovered = lifetime(&path, &["poison"], false);
+        let recovered = lifetime_ending(&path, &running, End::Panicked(&["poison"]));
         let ids: Vec<&str> = recovered.unfinished.iter().map(|q| q.id.as_str()).collect();
-        assert_eq!(ids, ["queued"], "a task that never started counts no crash");
+        assert_eq!(
+            ids,
+            ["bystander", "queued"],
+            "only the task the panics named is blamed"
+        );
         assert_eq!(recovered.failed_for_crashes, 1);
         let [poison] = &recovered.ended[..] else {
             panic!("{:?}", recovered.ended)
         };
         assert_eq!(poison.status.state, TaskState::Failed);
         assert!(
-            poison.status.failure.contains("3 times"),
+            poison.status.failure.contains("panicked 3 times"),
             "{}",
             poison.status.failure
         );
@@ -733,8 +923,81 @@ mod tests {
         assert_eq!(again.failed_for_crashes, 0, "reported once");
         journal.queued(&[&query("poison")]).unwrap();
         drop(journal);
-        let recovered = lifetime(&path, &["poison"], false);
-        assert_eq!(recovered.unfinished.len(), 2);
+        let recovered = lifetime_ending(&path, &["poison"], End::Panicked(&["poison"]));
+        assert_eq!(recovered.unfinished.len(), 3);
+    }
+
+    /// An operator's SIGKILLs blame no task; only a task running through many crashes
+    /// without a trace (one that kills the process each time) is failed.
+    #[test]
+    fn untraced_crashes_fail_a_task_only_at_the_larger_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.jsonl");
+        let (journal, _) = TaskJournal::open(&path, HOUR).unwrap();
+        journal.queued(&[&query("a"), &query("queued")]).unwrap();
+        drop(journal);
+        for crash in 1..MAX_UNTRACED_CRASHES {
+            let recovered = lifetime(&path, &["a"], false);
+            assert_eq!(recovered.unfinished.len(), 2, "after crash {crash}");
+            assert_eq!(recovered.previous_run, Some(CrashCause::NoTrace));
+        }
+        let recovered = lifetime(&path, &["a"], false);
+        assert_eq!(recovered.failed_for_crashes, 1);
+        let [a] = &recovered.ended[..] else {
+            panic!("{:?}", recovered.ended)
+        };
+        assert!(
+            a.status.failure.contains("without a trace 10 times"),
+            "{}",
+            a.status.failure
+        );
+    }
+
+    /// A journal written before crash causes were recorded (no `untraced` field) reads.
+    #[test]
+    fn journals_without_untraced_counts_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.jsonl");
+        std::fs::write(
+            &path,
+            "{\"record\":\"queued\",\"id\":\"old\",\"query\":\"q\",\"apis\":[],\"crashes\":2}\n",
+        )
+        .unwrap();
+        let (_, recovered) = TaskJournal::open(&path, HOUR).unwrap();
+        assert_eq!(recovered.unfinished.len(), 1);
+    }
+
+    /// The hook names the task being stepped on the panicking thread, and only that one.
+    #[test]
+    fn the_panic_hook_records_the_tasks_being_stepped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.jsonl");
+        let (journal, _) = TaskJournal::open(&path, HOUR).unwrap();
+        record_panics(path.clone());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let stepped = Stepping::new("stepped", async {
+            panic!("a bug while stepping");
+        });
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            runtime.block_on(stepped);
+        }));
+        assert!(caught.is_err());
+        // Outside any task now: nothing is being stepped.
+        assert!(stepping_here().is_empty());
+        drop(journal);
+        let records = read_records(&path).unwrap();
+        let named: Vec<&Vec<String>> = records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Panicked { tasks, message } if message.contains("a bug while stepping") => {
+                    Some(tasks)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(named, [&vec!["stepped".to_string()]]);
     }
 
     #[test]
@@ -870,10 +1133,11 @@ mod tests {
         let want: Vec<String> = (0..200).map(|i| format!("t{i}")).collect();
         assert_eq!(ids, want);
         assert!(recovered.ended.is_empty());
-        // Running while compacted, then a crash: one crash each, not one per compaction.
+        // Running while compacted, then a crash without a trace: one untraced crash
+        // each, not one per compaction.
         let compacted = std::fs::read_to_string(&path).unwrap();
-        assert!(compacted.contains(r#""crashes":1"#), "{compacted}");
-        assert!(!compacted.contains(r#""crashes":2"#), "{compacted}");
+        assert!(compacted.contains(r#""untraced":1"#), "{compacted}");
+        assert!(!compacted.contains(r#""untraced":2"#), "{compacted}");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use umi_rpc::security::{Caller, ServerSecurity};
 use umi_rpc::serve::Shutdown;
 use umi_rpc::wire::status_from;
 
-use crate::journal::{JournalError, TaskJournal};
+use crate::journal::{CrashCause, JournalError, TaskJournal};
 use crate::state::{TaskState, TaskStatus};
 use crate::tasks::{self, SubmitError, TaskSettings, Tasks};
 
@@ -66,6 +66,16 @@ impl CoordinatorService {
             }
             None => (None, None),
         };
+        match recovered.as_ref().and_then(|r| r.previous_run.as_ref()) {
+            Some(CrashCause::Panicked(message)) => tracing::warn!(
+                %message,
+                "the previous run panicked while tasks ran: the tasks the panic named count a crash"
+            ),
+            Some(CrashCause::NoTrace) => tracing::warn!(
+                "the previous run ended without a trace while tasks ran (SIGKILL, OOM or an abort): no task is blamed"
+            ),
+            None => {}
+        }
         let tasks = Tasks::new(s.tasks, journal);
         let counts = recovered
             .as_ref()

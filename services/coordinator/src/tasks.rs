@@ -394,7 +394,10 @@ impl Tasks {
         let id = query.id.clone();
         // Spawned under the lock, so `cancel` always finds the abort handle; the task's
         // own updates wait for the lock and so come after QUEUED.
-        let run = tokio::spawn(self.clone().run(query.clone(), generation));
+        let run = tokio::spawn(crate::journal::Stepping::new(
+            &id,
+            self.clone().run(query.clone(), generation),
+        ));
         let replaced = t.insert(
             id.clone(),
             Entry {
@@ -839,13 +842,14 @@ mod tests {
             .expect("the stuck task did not stop");
         drop(before);
         let (journal, recovered) = TaskJournal::open(&path, hour).unwrap();
-        // The stuck task was running when the coordinator died: one crash on its record.
+        // The stuck task was running when the coordinator died (no trace): one untraced
+        // crash on its record.
         let compacted = std::fs::read_to_string(&path).unwrap();
         let stuck_record = compacted
             .lines()
             .find(|l| l.contains(r#""id":"stuck""#))
             .unwrap();
-        assert!(stuck_record.contains(r#""crashes":1"#), "{stuck_record}");
+        assert!(stuck_record.contains(r#""untraced":1"#), "{stuck_record}");
         let roles = Arc::new(CountsAndSticks::default());
         let after = journaled(roles.clone(), journal);
         after.recover(recovered);
