@@ -11,6 +11,7 @@ pub mod connect_error;
 mod connections;
 pub mod coordinator_client;
 mod health;
+pub mod http_listener;
 pub mod metrics;
 pub mod pki;
 pub mod routing;

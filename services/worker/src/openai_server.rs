@@ -26,6 +26,7 @@ use serde_json::{json, Value};
 use umi_core::presets::Sampling;
 use umi_core::{CoreError, ErrorClass};
 use umi_engine::{FinishReason, GenerateOutput, StreamEvent};
+use umi_rpc::http_listener::{serve_http, HttpLimits};
 
 use crate::roles::{classify, RoleEngine};
 
@@ -407,15 +408,24 @@ fn stream(
         .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
-/// Serves `router` on `listener` until `shutdown` completes (in-flight requests finish).
+/// Serves `router` on `listener` until `shutdown` completes (in-flight requests finish),
+/// within `umi_rpc::http_listener`'s limits (headers within 10 s, 256 connections).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_within(listener, router, HttpLimits::default(), shutdown).await
+}
+
+/// As [`serve`], within `limits`.
+pub async fn serve_within(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    limits: HttpLimits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_http(listener, router, limits, shutdown).await
 }
 
 #[cfg(test)]

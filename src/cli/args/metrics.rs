@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use clap::Args;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use umi_rpc::http_listener::{serve_http, HttpLimits, TextPage};
 
 /// Latency buckets (seconds): 1 ms to 10 minutes.
 const SECONDS_BUCKETS: &[f64] = &[
@@ -35,15 +36,36 @@ impl MetricsArgs {
         check_listen(addr, insecure_network)?;
         // Histograms with buckets (not client-side summaries): they add up across
         // replicas and cover the whole run, not a sliding window.
-        PrometheusBuilder::new()
-            .with_http_listener(addr)
+        let handle = PrometheusBuilder::new()
             .set_buckets(SECONDS_BUCKETS)?
             .set_buckets_for_metric(
                 Matcher::Full(umi_engine::metrics::BATCH_SIZE.to_string()),
                 BATCH_BUCKETS,
             )?
-            .install()
+            .install_recorder()
+            .context("installing the Prometheus recorder")?;
+        // Served by umi's own HTTP listener (header timeout, connection cap), not the
+        // exporter's, which bounds neither.
+        let listener = std::net::TcpListener::bind(addr)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .and_then(tokio::net::TcpListener::from_std)
             .with_context(|| format!("serving metrics on {addr}"))?;
+        let upkeep = handle.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                upkeep.run_upkeep();
+            }
+        });
+        let page = TextPage::new("/metrics", "text/plain; version=0.0.4", move || {
+            handle.render()
+        });
+        tokio::spawn(serve_http(
+            listener,
+            page,
+            HttpLimits::default(),
+            std::future::pending(),
+        ));
         eprintln!("umi: Prometheus metrics on http://{addr}/metrics");
         Ok(())
     }
