@@ -664,3 +664,119 @@ fn the_systemd_units_run_sandboxed_as_their_own_user() {
     assert!(units >= 2, "the worker and coordinator units");
     assert_none(problems);
 }
+
+/// Identity per role: each role's workers (and the coordinator) mount their own TLS
+/// Secret and no other identity's, and log in to etcd as their own user; the auth Job
+/// lets each role's user write only its own prefix; the systemd worker unit takes its
+/// identity from its instance name. A pod of one role can then neither register as
+/// another role, nor serve one, nor impersonate the coordinator.
+#[test]
+fn each_role_has_an_identity_of_its_own() {
+    let manifests = manifests::load();
+    let mut problems = Vec::new();
+    let mut identities = Vec::new();
+    for pod in pods(&manifests) {
+        if pod.labels.get("app").map(String::as_str) != Some("umi") {
+            continue;
+        }
+        let Some(role) = pod.labels.get("role") else {
+            problems.push(format!("{}: no role label", pod.origin));
+            continue;
+        };
+        identities.push(role.clone());
+        let mut problem = |what: String| problems.push(format!("{} ({role}): {what}", pod.origin));
+        let volumes = pod.spec.volumes.iter().flatten();
+        let tls: Vec<&str> = volumes
+            .filter_map(|v| v.secret.as_ref()?.secret_name.as_deref())
+            .filter(|name| name.starts_with("umi-tls"))
+            .collect();
+        let own = format!("umi-tls-{role}");
+        if tls != [own.as_str()] {
+            problem(format!("mounts the TLS Secrets {tls:?}, not {own} alone"));
+        }
+        for c in pod.containers() {
+            let env: Vec<_> = c.env.iter().flatten().collect();
+            let user = env
+                .iter()
+                .find(|e| e.name == "UMI_ETCD_USER")
+                .and_then(|e| e.value.as_deref());
+            if user != Some(role.as_str()) {
+                problem(format!("{}: etcd user {user:?}, not {role}", c.name));
+            }
+            let password = env
+                .iter()
+                .find(|e| e.name == "UMI_ETCD_PASSWORD")
+                .and_then(|e| e.value_from.as_ref()?.secret_key_ref.as_ref())
+                .map(|r| r.key.as_str());
+            let own = format!("{role}-password");
+            if password != Some(own.as_str()) {
+                problem(format!("{}: etcd password {password:?}, not {own}", c.name));
+            }
+            if c.args
+                .iter()
+                .flatten()
+                .any(|a| a.starts_with("--tls-domain"))
+            {
+                problem(format!(
+                    "{}: --tls-domain would check workers against one name, not their roles'",
+                    c.name
+                ));
+            }
+        }
+    }
+    identities.sort();
+    assert_eq!(
+        identities,
+        ["caller", "coordinator", "planner", "summarizer"]
+    );
+
+    let job = std::fs::read_to_string(deploy_dir().join("k8s/etcd-auth-job.yaml")).unwrap();
+    let lines: Vec<&str> = job.lines().map(str::trim).collect();
+    let wanted: Vec<String> = ["planner", "caller", "summarizer"]
+        .iter()
+        .map(|role| {
+            format!(
+                r#"etcdctl role grant-permission umi-{role} --prefix=true readwrite "$PREFIX/workers/{role}/" || exit 1"#
+            )
+        })
+        .collect();
+    for line in lines
+        .iter()
+        .filter(|l| l.starts_with("etcdctl role grant-permission"))
+    {
+        if line.contains(" readwrite ") && !wanted.iter().any(|w| w == line) {
+            problems.push(format!(
+                "auth Job: a write grant beyond one role's prefix: {line}"
+            ));
+        }
+    }
+    for (role, grant) in ["planner", "caller", "summarizer"].iter().zip(&wanted) {
+        if !lines.contains(&grant.as_str()) {
+            problems.push(format!(
+                "auth Job: no grant of /workers/{role}/ to umi-{role}"
+            ));
+        }
+        let user = format!(
+            r#"user {role} "${}_PASSWORD" umi-{role}"#,
+            role.to_uppercase()
+        );
+        if !lines.contains(&user.as_str()) {
+            problems.push(format!("auth Job: no `{user}`"));
+        }
+    }
+
+    let unit = std::fs::read_to_string(deploy_dir().join("systemd/umi-worker@.service")).unwrap();
+    let unit = Unit::parse(&unit);
+    let environment = unit.all("Service", "Environment").join(" ");
+    for setting in [
+        "UMI_TLS_CERT=/etc/umi/tls/worker-%i.pem",
+        "UMI_TLS_KEY=/etc/umi/tls/worker-%i-key.pem",
+        "UMI_ETCD_USER=%i",
+        "UMI_ETCD_PASSWORD_FILE=/etc/umi/etcd/%i-password",
+    ] {
+        if !environment.split_whitespace().any(|s| s == setting) {
+            problems.push(format!("umi-worker@.service: no Environment={setting}"));
+        }
+    }
+    assert_none(problems);
+}
