@@ -708,12 +708,12 @@ fn replay(records: Vec<Record>, retention: Duration, when: Replay) -> Live {
             match &panicked {
                 Some((named, message)) => {
                     if named.contains(&id) {
-                        task.crashes += 1;
+                        task.crashes = task.crashes.saturating_add(1);
                     }
                     recovered.previous_run = Some(CrashCause::Panicked(message.clone()));
                 }
                 None => {
-                    task.untraced += 1;
+                    task.untraced = task.untraced.saturating_add(1);
                     recovered.previous_run = Some(CrashCause::NoTrace);
                 }
             }

@@ -121,7 +121,9 @@ impl CoordinatorService {
 /// The longest digest after a task id's `#`.
 const MAX_DIGEST_CHARS: usize = 64;
 
-fn check_task_id(id: &str) -> Result<(), Status> {
+/// Checks a submitted task id: a query id ([`umi_core::task::check_id`]), optionally
+/// followed by `#` and a digest of at most 64 ASCII letters and digits.
+pub fn check_task_id(id: &str) -> Result<(), Status> {
     let (query_id, digest) = match id.split_once('#') {
         Some((query_id, digest)) => (query_id, Some(digest)),
         None => (id, None),
