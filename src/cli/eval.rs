@@ -10,11 +10,15 @@ use clap::{Args, Subcommand};
 use futures::future::BoxFuture;
 use umi_core::agent::RoleKind;
 use umi_core::error::CoreError;
+use umi_core::parse::{parse_backbone_output, parse_output};
 use umi_core::presets;
-use umi_core::prompt::RolePrompts;
+use umi_core::prompt::{template, RolePrompts};
 use umi_core::scores::Metrics;
+use umi_core::static_backbone::{
+    build_backbone_samples, score_backbone, BackboneSample, GiveUpInput,
+};
 use umi_core::static_eval::{
-    build_samples, parse_records, reference_order, score, score_predictions, Sample,
+    build_samples, parse_records, reference_order, score, score_predictions, Sample, StaticRecord,
 };
 use umi_eval::{Journal, PromptModels, Shard, StaticRun};
 use umi_worker::roles::EngineRoles;
@@ -38,11 +42,27 @@ pub enum EvalCommand {
     Score(ScoreArgs),
 }
 
+/// Which agent `umi eval` evaluates.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StaticAgent {
+    /// α-UMi's planner, then caller or summarizer on its decision (`infer_pipeline.py`,
+    /// scored as `evaluate-multi_agent.py`).
+    AlphaUmi,
+    /// The single-LLM baseline (GLPFT's stage-1 backbone): one model, the
+    /// `toolbench_backbone` prompt as `prepro_backbone.py` renders it, cleaned as
+    /// `inference.py` and scored as `evaluate-backbone.py`; the planner's model plays it.
+    Backbone,
+}
+
 #[derive(Args, Debug)]
 pub struct ScoreArgs {
     /// The predictions file.
     #[arg(long)]
     pub predictions: PathBuf,
+    /// Whose evaluator reads it: `alpha-umi` (`evaluate-multi_agent.py`) or `backbone`
+    /// (`evaluate-backbone.py`, for `inference.py`'s files).
+    #[arg(long, value_enum, default_value_t = StaticAgent::AlphaUmi)]
+    pub agent: StaticAgent,
     /// Where metrics.json and hallu_cases.json go (default: beside the predictions).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -55,6 +75,14 @@ pub struct StaticArgs {
     pub data: PathBuf,
     #[arg(long, value_parser = Answerers::eval_values(), default_value = "model")]
     pub roles: Answerers,
+    /// The agent evaluated: α-UMi's three roles, or the single-LLM baseline.
+    #[arg(long, value_enum, default_value_t = StaticAgent::AlphaUmi)]
+    pub agent: StaticAgent,
+    /// With --agent backbone: a give-up step's prompt holds its own history.
+    /// `prepro_backbone.py` reuses the previous step's prompt for it (stale, from another
+    /// record when the give-up comes first), which is the default, as the reference scores.
+    #[arg(long)]
+    pub fix_give_up_prompt: bool,
     /// Only the first N records.
     #[arg(long)]
     pub limit: Option<usize>,
@@ -95,6 +123,53 @@ pub async fn run(cmd: EvalCommand) -> anyhow::Result<()> {
     }
 }
 
+/// The steps of one static run: α-UMi's, or the backbone's.
+enum Steps {
+    AlphaUmi(Vec<Sample>),
+    Backbone(Vec<BackboneSample>),
+}
+
+impl Steps {
+    fn build(
+        a: &StaticArgs,
+        records: &[StaticRecord],
+        prompts: &RolePrompts,
+    ) -> anyhow::Result<Steps> {
+        let steps = match a.agent {
+            StaticAgent::AlphaUmi => Steps::AlphaUmi(build_samples(records, prompts)?),
+            StaticAgent::Backbone => {
+                let give_up = if a.fix_give_up_prompt {
+                    GiveUpInput::Own
+                } else {
+                    GiveUpInput::Previous
+                };
+                Steps::Backbone(build_backbone_samples(
+                    records,
+                    template("toolbench_backbone")?,
+                    give_up,
+                )?)
+            }
+        };
+        Ok(steps)
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Steps::AlphaUmi(s) => s.len(),
+            Steps::Backbone(s) => s.len(),
+        }
+    }
+
+    fn shard(&self, shard: (usize, usize)) -> Shard {
+        match self {
+            Steps::AlphaUmi(s) => Shard::of(s, shard),
+            Steps::Backbone(s) => {
+                Shard::of_records(&s.iter().map(|s| s.record).collect::<Vec<_>>(), shard)
+            }
+        }
+    }
+}
+
 async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&a.data)
         .with_context(|| format!("reading {}", a.data.display()))?;
@@ -102,11 +177,14 @@ async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
     if let Some(limit) = a.limit {
         records.truncate(limit);
     }
+    if a.fix_give_up_prompt && a.agent != StaticAgent::Backbone {
+        bail!("--fix-give-up-prompt applies to --agent backbone only");
+    }
     let prompts = RolePrompts::toolbench();
-    let mut samples =
-        build_samples(&records, &prompts).with_context(|| format!("{}", a.data.display()))?;
-    if samples.is_empty() {
-        bail!("{}: no planner steps to evaluate", a.data.display());
+    let mut steps =
+        Steps::build(&a, &records, &prompts).with_context(|| format!("{}", a.data.display()))?;
+    if steps.len() == 0 {
+        bail!("{}: no steps to evaluate", a.data.display());
     }
     let engines = match a.roles {
         Answerers::Replay => None,
@@ -124,13 +202,19 @@ async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
         };
         let sampling =
             (a.roles == Answerers::Models).then(|| a.role_args.sampling.over(presets::STATIC));
-        Ok(section([
+        let mut manifest = section([
             ("created_by", run_manifest::created_by()),
             ("data", digests.of(&a.data)?),
             ("limit", json!(a.limit)),
             ("roles", roles),
             ("sampling", json!(sampling)),
-        ]))
+        ]);
+        // Only a backbone run names its agent: α-UMi runs keep their earlier manifests.
+        if let (StaticAgent::Backbone, Some(m)) = (a.agent, manifest.as_object_mut()) {
+            m.insert("agent".into(), json!("backbone"));
+            m.insert("fix_give_up_prompt".into(), json!(a.fix_give_up_prompt));
+        }
+        Ok(manifest)
     })?;
     if resumed {
         eprintln!(
@@ -142,7 +226,7 @@ async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
 
     // Each step's calls depend only on that step (and its seed on its index), so shards
     // split the records' steps and share the journal.
-    let shard = Shard::of(&samples, a.shard.unwrap_or((0, 1)));
+    let shard = steps.shard(a.shard.unwrap_or((0, 1)));
     // Each record has one call in flight: more records than the engine runs and queues
     // (--max-batch + --max-queue) would be refused as overloaded.
     let engine_room = a.role_args.model.max_batch + a.role_args.model.max_queue;
@@ -154,8 +238,16 @@ async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
         models: models.as_ref().map(|m| m as &dyn PromptModels),
         concurrency: a.concurrency.clamp(1, engine_room),
     };
-    run.run(&mut samples, shard, &mut journal, || progress.tick())
-        .await?;
+    match &mut steps {
+        Steps::AlphaUmi(samples) => {
+            run.run(samples, shard, &mut journal, || progress.tick())
+                .await?
+        }
+        Steps::Backbone(samples) => {
+            run.run_backbone(samples, shard, &mut journal, || progress.tick())
+                .await?
+        }
+    }
     progress.finish();
     let elapsed = start.elapsed();
     if let Some((shard, shards)) = a.shard {
@@ -165,15 +257,21 @@ async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let samples = reference_order(samples);
-    let metrics = score(&samples);
-
-    write_json_atomically(&out.join("predictions.json"), &samples)?;
-    write_json_atomically(&out.join("metrics.json"), &metrics)?;
-    write_json_atomically(
-        &out.join("hallu_cases.json"),
-        &hallucinations(&samples, &metrics),
-    )?;
+    // Each agent's files as its reference scripts write them: the multi-agent samples in
+    // `infer_pipeline.py`'s order, the backbone's in the data's.
+    let metrics = match steps {
+        Steps::AlphaUmi(samples) => {
+            let samples = reference_order(samples);
+            let metrics = score(&samples);
+            write_outputs(&out, &samples, &metrics)?;
+            metrics
+        }
+        Steps::Backbone(samples) => {
+            let metrics = score_backbone(&samples);
+            write_outputs(&out, &samples, &metrics)?;
+            metrics
+        }
+    };
     print_table(
         &a.data,
         records.len(),
@@ -203,12 +301,28 @@ async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `predictions.json`, `metrics.json` and `hallu_cases.json` (the hallucinated samples).
+fn write_outputs<S: serde::Serialize>(
+    out: &Path,
+    samples: &[S],
+    m: &Metrics,
+) -> anyhow::Result<()> {
+    write_json_atomically(&out.join("predictions.json"), samples)?;
+    write_json_atomically(&out.join("metrics.json"), m)?;
+    let cases: Vec<&S> = m.hallucinated.iter().map(|&i| &samples[i]).collect();
+    write_json_atomically(&out.join("hallu_cases.json"), &cases)
+}
+
 fn score_file(a: ScoreArgs) -> anyhow::Result<()> {
     let path = &a.predictions;
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let entries: Vec<serde_json::Value> = serde_json::from_slice(&bytes)
         .with_context(|| format!("{}: not a JSON array of predictions", path.display()))?;
-    let metrics = score_predictions(&entries).with_context(|| path.display().to_string())?;
+    let parse = match a.agent {
+        StaticAgent::AlphaUmi => parse_output,
+        StaticAgent::Backbone => parse_backbone_output,
+    };
+    let metrics = score_predictions(&entries, parse).with_context(|| path.display().to_string())?;
     let out = match a.out {
         Some(dir) => dir,
         None => path.parent().map(Path::to_path_buf).unwrap_or_default(),
@@ -233,7 +347,7 @@ fn score_file(a: ScoreArgs) -> anyhow::Result<()> {
 fn fingerprint(a: &StaticArgs) -> String {
     let r = &a.role_args;
     let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
-    serde_json::json!({
+    let mut fingerprint = serde_json::json!({
         "data": a.data.display().to_string(),
         "limit": a.limit,
         // The names of the enum this flag had: earlier journals compare equal.
@@ -254,8 +368,13 @@ fn fingerprint(a: &StaticArgs) -> String {
         "temperature": r.sampling.temperature,
         "top_p": r.sampling.top_p,
         "seed": r.sampling.seed,
-    })
-    .to_string()
+    });
+    // Only a backbone run names its agent: α-UMi journals keep their fingerprints.
+    if let (StaticAgent::Backbone, Some(f)) = (a.agent, fingerprint.as_object_mut()) {
+        f.insert("agent".into(), "backbone".into());
+        f.insert("fix_give_up_prompt".into(), a.fix_give_up_prompt.into());
+    }
+    fingerprint.to_string()
 }
 
 /// The in-process engines as the static runner calls them.
@@ -273,10 +392,6 @@ impl PromptModels for Engines<'_> {
             Ok(output.text)
         })
     }
-}
-
-fn hallucinations<'s>(samples: &'s [Sample], m: &Metrics) -> Vec<&'s Sample> {
-    m.hallucinated.iter().map(|&i| &samples[i]).collect()
 }
 
 fn default_out(data: &Path) -> PathBuf {

@@ -16,6 +16,7 @@ pub mod pyjson;
 pub mod replay;
 pub mod rouge;
 pub mod scores;
+pub mod static_backbone;
 pub mod static_eval;
 pub mod task;
 #[cfg(test)]

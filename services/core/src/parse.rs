@@ -20,7 +20,7 @@ pub enum Decision {
 /// and an output that is empty, `.` or `,` (after stripping) becomes `none`.
 pub fn postprocess(text: &str) -> String {
     let text = text.strip_prefix(": ").unwrap_or(text);
-    match text.trim() {
+    match crate::pyjson::strip(text) {
         "" | "." | "," => "none".to_string(),
         _ => text.to_string(),
     }

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::parse::{parse_output, Plan};
+use crate::parse::{parse_output, Parsed, Plan};
 use crate::rouge::rouge_l_f;
 
 /// One scored step: the reference text, the prediction text, and the record's tools.
@@ -98,7 +98,14 @@ fn mean_plus_quirk(xs: &[f64]) -> Option<f64> {
     (!xs.is_empty()).then(|| xs.iter().sum::<f64>() / xs.len() as f64 + 1e-30)
 }
 
+/// Scores as `evaluate-multi_agent.py` does.
 pub fn evaluate(samples: &[Scored<'_>]) -> Metrics {
+    evaluate_with(samples, parse_output)
+}
+
+/// Scores with `parse` reading references and predictions: the multi-agent evaluator and
+/// `evaluate-backbone.py` differ only there.
+pub fn evaluate_with(samples: &[Scored<'_>], parse: fn(&str) -> Parsed) -> Metrics {
     let mut plan_hits = 0usize;
     let mut action_hits = Vec::new();
     let mut hallucinated = Vec::new();
@@ -106,8 +113,8 @@ pub fn evaluate(samples: &[Scored<'_>]) -> Metrics {
     let mut rouge = Vec::new();
     let mut rouge_rejected = 0;
     for (i, s) in samples.iter().enumerate() {
-        let reference = parse_output(s.reference);
-        let prediction = parse_output(s.prediction);
+        let reference = parse(s.reference);
+        let prediction = parse(s.prediction);
         if reference.plan == prediction.plan {
             plan_hits += 1;
         }

@@ -9,9 +9,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CoreError, Result};
-use crate::parse::{cut_planner, postprocess, Decision, CALLER, CONCLUSION, GIVE_UP};
+use crate::parse::{cut_planner, postprocess, Decision, Parsed, CALLER, CONCLUSION, GIVE_UP};
 use crate::prompt::{render_history, Role, RolePrompts, Turn};
-use crate::scores::{evaluate, Metrics, Scored};
+use crate::scores::{evaluate, evaluate_with, Metrics, Scored};
 use crate::tool::ToolDoc;
 
 /// One trajectory of the static test set.
@@ -199,10 +199,15 @@ pub fn score(samples: &[Sample]) -> Metrics {
     evaluate(&scored)
 }
 
-/// Scores a `predictions.json` as `evaluate-multi_agent.py` reads one: from each entry only
-/// its tools' `Name`s, `reference` and `predictions`, so files written by the seed's own
-/// `infer_pipeline.py` score as umi's do. An entry without them is an error naming it.
-pub fn score_predictions(entries: &[serde_json::Value]) -> Result<Metrics> {
+/// Scores a `predictions.json` as `evaluate-multi_agent.py` reads one (or, with
+/// [`parse_backbone_output`](crate::parse::parse_backbone_output), `evaluate-backbone.py`):
+/// from each entry only its tools' `Name`s, `reference` and `predictions`, so files written
+/// by the seed's own `infer_pipeline.py` or `inference.py` score as umi's do. An entry
+/// without them is an error naming it.
+pub fn score_predictions(
+    entries: &[serde_json::Value],
+    parse: fn(&str) -> Parsed,
+) -> Result<Metrics> {
     let field = |i: usize, e: &'_ serde_json::Value, key: &str| -> Result<String> {
         e.get(key)
             .and_then(serde_json::Value::as_str)
@@ -242,5 +247,5 @@ pub fn score_predictions(entries: &[serde_json::Value]) -> Result<Metrics> {
             tool_names: names.iter().map(String::as_str).collect(),
         })
         .collect();
-    Ok(evaluate(&scored))
+    Ok(evaluate_with(&scored, parse))
 }

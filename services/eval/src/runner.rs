@@ -13,6 +13,7 @@ use umi_core::agent::RoleKind;
 use umi_core::error::CoreError;
 use umi_core::parse::Decision;
 use umi_core::prompt::RolePrompts;
+use umi_core::static_backbone::BackboneSample;
 use umi_core::static_eval::Sample;
 
 use crate::journal::{Journal, JournalError};
@@ -47,7 +48,7 @@ pub struct Shard {
 impl Shard {
     /// Shard `shard` of `shards` of `samples` (consecutive samples of one instruction
     /// are one record).
-    pub fn of(samples: &[Sample], (shard, shards): (usize, usize)) -> Shard {
+    pub fn of(samples: &[Sample], shards: (usize, usize)) -> Shard {
         let record_of: Vec<usize> = samples
             .iter()
             .scan((0usize, None::<&str>), |(n, last), s| {
@@ -58,9 +59,15 @@ impl Shard {
                 Some(*n)
             })
             .collect();
+        Shard::of_records(&record_of, shards)
+    }
+
+    /// Shard `shard` of `shards` of steps whose records are `record_of` (one per step,
+    /// a record's steps consecutive).
+    pub fn of_records(record_of: &[usize], (shard, shards): (usize, usize)) -> Shard {
         let mine = |i: usize| record_of[i] % shards == shard;
         let mut records: Vec<Vec<usize>> = Vec::new();
-        for i in (0..samples.len()).filter(|&i| mine(i)) {
+        for i in (0..record_of.len()).filter(|&i| mine(i)) {
             match records.last_mut() {
                 Some(steps) if record_of[steps[0]] == record_of[i] => steps.push(i),
                 _ => records.push(vec![i]),
@@ -127,6 +134,60 @@ impl StaticRun<'_> {
     }
 }
 
+impl StaticRun<'_> {
+    /// Runs `shard`'s steps of the single-LLM baseline: one call per step, the model's
+    /// (the planner's engine plays the backbone) or the reference's (`--roles oracle`),
+    /// journaled as the multi-agent calls are.
+    pub async fn run_backbone(
+        &self,
+        samples: &mut [BackboneSample],
+        shard: Shard,
+        journal: &mut Journal,
+        mut on_step: impl FnMut(),
+    ) -> Result<(), EvalError> {
+        let journal = Mutex::new(journal);
+        let calls = StepCalls {
+            models: self.models,
+            prompts: self.prompts,
+            journal: &journal,
+        };
+        let outputs = {
+            let samples = &*samples;
+            let calls = &calls;
+            let mut finished = futures::stream::iter(shard.records)
+                .map(|steps| async move {
+                    let mut done = Vec::with_capacity(steps.len());
+                    for i in steps {
+                        let s = &samples[i];
+                        let output = calls
+                            .call(BACKBONE_STAGE, i, RoleKind::Planner, &s.model_input, || {
+                                s.reference.clone()
+                            })
+                            .await?;
+                        done.push((i, output));
+                    }
+                    Ok::<_, EvalError>(done)
+                })
+                .buffer_unordered(self.concurrency.max(1));
+            let mut outputs = Vec::new();
+            while let Some(record) = finished.next().await {
+                for step in record? {
+                    outputs.push(step);
+                    on_step();
+                }
+            }
+            outputs
+        };
+        for (i, output) in outputs {
+            samples[i].finish(&output);
+        }
+        Ok(())
+    }
+}
+
+/// The journal's name for a backbone step's call.
+const BACKBONE_STAGE: &str = "backbone";
+
 /// What one step produced: its sample routed by the planner's output, and the caller's
 /// or summarizer's output when the planner did not give up.
 struct StepOutputs {
@@ -187,13 +248,26 @@ impl<'j> StepCalls<'_, 'j> {
         role: RoleKind,
         input: &str,
     ) -> Result<String, EvalError> {
+        self.call(stage, step, role, input, || sample.oracle_output())
+            .await
+    }
+
+    /// One call's output, the reference's being `oracle`.
+    async fn call(
+        &self,
+        stage: &str,
+        step: usize,
+        role: RoleKind,
+        input: &str,
+        oracle: impl FnOnce() -> String,
+    ) -> Result<String, EvalError> {
         let journaled = self.lock().get(stage, step).map(str::to_string);
         if let Some(output) = journaled {
             return Ok(output);
         }
         let t = Instant::now();
         let output = match self.models {
-            None => sample.oracle_output(),
+            None => oracle(),
             Some(m) => m.call(role, input, step as u64).await?,
         };
         self.lock()
