@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::parse::{parse_output, Parsed, Plan};
 use crate::rouge::rouge_l_f;
+use crate::tool::ToolDoc;
 
 /// One scored step: the reference text, the prediction text, and the record's tools.
 pub struct Scored<'a> {
@@ -96,6 +97,21 @@ fn argument_f1(reference: &str, prediction: &str) -> Option<f64> {
 
 fn mean_plus_quirk(xs: &[f64]) -> Option<f64> {
     (!xs.is_empty()).then(|| xs.iter().sum::<f64>() / xs.len() as f64 + 1e-30)
+}
+
+/// Scores steps given as (reference, prediction, the record's tools) with `parse`.
+pub fn score_steps<'a>(
+    steps: impl Iterator<Item = (&'a str, &'a str, &'a [ToolDoc])>,
+    parse: fn(&str) -> Parsed,
+) -> Metrics {
+    let scored: Vec<Scored<'a>> = steps
+        .map(|(reference, prediction, tools)| Scored {
+            reference,
+            prediction,
+            tool_names: tools.iter().map(ToolDoc::name).collect(),
+        })
+        .collect();
+    evaluate_with(&scored, parse)
 }
 
 /// Scores as `evaluate-multi_agent.py` does.

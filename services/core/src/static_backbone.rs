@@ -12,7 +12,7 @@ use crate::error::{CoreError, Result};
 use crate::parse::{parse_backbone_output, postprocess};
 use crate::prompt::{fill, render_turns, HistoryTurn, Role, Turn, PLANNER_SUFFIX};
 use crate::pyjson::strip;
-use crate::scores::{evaluate_with, Metrics, Scored};
+use crate::scores::{score_steps, Metrics};
 use crate::static_eval::StaticRecord;
 use crate::tool::ToolDoc;
 
@@ -152,15 +152,12 @@ impl BackboneSample {
 
 /// Scores finished samples as `evaluate-backbone.py` does.
 pub fn score_backbone(samples: &[BackboneSample]) -> Metrics {
-    let scored: Vec<Scored<'_>> = samples
-        .iter()
-        .map(|s| Scored {
-            reference: &s.reference,
-            prediction: &s.predictions,
-            tool_names: s.tools.iter().map(ToolDoc::name).collect(),
-        })
-        .collect();
-    evaluate_with(&scored, parse_backbone_output)
+    score_steps(
+        samples
+            .iter()
+            .map(|s| (s.reference.as_str(), s.predictions.as_str(), &s.tools[..])),
+        parse_backbone_output,
+    )
 }
 
 #[cfg(test)]

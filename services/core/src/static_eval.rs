@@ -9,9 +9,11 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CoreError, Result};
-use crate::parse::{cut_planner, postprocess, Decision, Parsed, CALLER, CONCLUSION, GIVE_UP};
+use crate::parse::{
+    cut_planner, parse_output, postprocess, Decision, Parsed, CALLER, CONCLUSION, GIVE_UP,
+};
 use crate::prompt::{render_history, Role, RolePrompts, Turn};
-use crate::scores::{evaluate, evaluate_with, Metrics, Scored};
+use crate::scores::{evaluate_with, score_steps, Metrics, Scored};
 use crate::tool::ToolDoc;
 
 /// One trajectory of the static test set.
@@ -188,15 +190,12 @@ pub fn reference_order(samples: Vec<Sample>) -> Vec<Sample> {
 
 /// Scores finished samples.
 pub fn score(samples: &[Sample]) -> Metrics {
-    let scored: Vec<Scored<'_>> = samples
-        .iter()
-        .map(|s| Scored {
-            reference: &s.reference,
-            prediction: &s.predictions,
-            tool_names: s.tools.iter().map(ToolDoc::name).collect(),
-        })
-        .collect();
-    evaluate(&scored)
+    score_steps(
+        samples
+            .iter()
+            .map(|s| (s.reference.as_str(), s.predictions.as_str(), &s.tools[..])),
+        parse_output,
+    )
 }
 
 /// Scores a `predictions.json` as `evaluate-multi_agent.py` reads one (or, with

@@ -109,20 +109,14 @@ impl StaticRun<'_> {
             prompts: self.prompts,
             journal: &journal,
         };
-        let outputs = {
-            let samples = &*samples;
-            let mut finished = futures::stream::iter(shard.records)
-                .map(|steps| calls.record(samples, steps))
-                .buffer_unordered(self.concurrency.max(1));
-            let mut outputs: Vec<(usize, StepOutputs)> = Vec::new();
-            while let Some(record) = finished.next().await {
-                for step in record? {
-                    outputs.push(step);
-                    on_step();
-                }
-            }
-            outputs
-        };
+        let samples_ref = &*samples;
+        let outputs = self
+            .records(
+                shard,
+                |steps| calls.record(samples_ref, steps),
+                &mut on_step,
+            )
+            .await?;
         for (i, out) in outputs {
             let s = &mut samples[i];
             *s = out.routed;
@@ -151,37 +145,53 @@ impl StaticRun<'_> {
             prompts: self.prompts,
             journal: &journal,
         };
-        let outputs = {
-            let samples = &*samples;
-            let calls = &calls;
-            let mut finished = futures::stream::iter(shard.records)
-                .map(|steps| async move {
-                    let mut done = Vec::with_capacity(steps.len());
-                    for i in steps {
-                        let s = &samples[i];
-                        let output = calls
-                            .call(BACKBONE_STAGE, i, RoleKind::Planner, &s.model_input, || {
-                                s.reference.clone()
-                            })
-                            .await?;
-                        done.push((i, output));
-                    }
-                    Ok::<_, EvalError>(done)
-                })
-                .buffer_unordered(self.concurrency.max(1));
-            let mut outputs = Vec::new();
-            while let Some(record) = finished.next().await {
-                for step in record? {
-                    outputs.push(step);
-                    on_step();
-                }
+        let calls = &calls;
+        let samples_ref = &*samples;
+        let step = |steps: Vec<usize>| async move {
+            let mut done = Vec::with_capacity(steps.len());
+            for i in steps {
+                let s = &samples_ref[i];
+                let output = calls
+                    .call(BACKBONE_STAGE, i, RoleKind::Planner, &s.model_input, || {
+                        s.reference.clone()
+                    })
+                    .await?;
+                done.push((i, output));
             }
-            outputs
+            Ok(done)
         };
+        let outputs = self.records(shard, step, &mut on_step).await?;
         for (i, output) in outputs {
             samples[i].finish(&output);
         }
         Ok(())
+    }
+}
+
+impl StaticRun<'_> {
+    /// Runs `record` on each of the shard's records, `concurrency` at once, and collects
+    /// what their steps produced (by step index), telling `on_step` of each.
+    async fn records<T, F, Fut>(
+        &self,
+        shard: Shard,
+        record: F,
+        on_step: &mut impl FnMut(),
+    ) -> Result<Vec<(usize, T)>, EvalError>
+    where
+        F: FnMut(Vec<usize>) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<(usize, T)>, EvalError>>,
+    {
+        let mut finished = futures::stream::iter(shard.records)
+            .map(record)
+            .buffer_unordered(self.concurrency.max(1));
+        let mut outputs = Vec::new();
+        while let Some(record) = finished.next().await {
+            for step in record? {
+                outputs.push(step);
+                on_step();
+            }
+        }
+        Ok(outputs)
     }
 }
 
