@@ -171,14 +171,14 @@ impl Steps {
 }
 
 async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
+    if a.fix_give_up_prompt && a.agent != StaticAgent::Backbone {
+        bail!("--fix-give-up-prompt applies to --agent backbone only");
+    }
     let text = std::fs::read_to_string(&a.data)
         .with_context(|| format!("reading {}", a.data.display()))?;
     let mut records = parse_records(&text).with_context(|| format!("{}", a.data.display()))?;
     if let Some(limit) = a.limit {
         records.truncate(limit);
-    }
-    if a.fix_give_up_prompt && a.agent != StaticAgent::Backbone {
-        bail!("--fix-give-up-prompt applies to --agent backbone only");
     }
     let prompts = RolePrompts::toolbench();
     let mut steps =
@@ -301,13 +301,18 @@ async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `predictions.json`, `metrics.json` and `hallu_cases.json` (the hallucinated samples).
+/// `predictions.json`, then the scores of [`write_scores`].
 fn write_outputs<S: serde::Serialize>(
     out: &Path,
     samples: &[S],
     m: &Metrics,
 ) -> anyhow::Result<()> {
     write_json_atomically(&out.join("predictions.json"), samples)?;
+    write_scores(out, samples, m)
+}
+
+/// `metrics.json` and `hallu_cases.json` (the hallucinated samples).
+fn write_scores<S: serde::Serialize>(out: &Path, samples: &[S], m: &Metrics) -> anyhow::Result<()> {
     write_json_atomically(&out.join("metrics.json"), m)?;
     let cases: Vec<&S> = m.hallucinated.iter().map(|&i| &samples[i]).collect();
     write_json_atomically(&out.join("hallu_cases.json"), &cases)
@@ -328,10 +333,7 @@ fn score_file(a: ScoreArgs) -> anyhow::Result<()> {
         None => path.parent().map(Path::to_path_buf).unwrap_or_default(),
     };
     super::support::output::writable_dir(&out, "--out")?;
-    let cases: Vec<&serde_json::Value> =
-        metrics.hallucinated.iter().map(|&i| &entries[i]).collect();
-    write_json_atomically(&out.join("metrics.json"), &metrics)?;
-    write_json_atomically(&out.join("hallu_cases.json"), &cases)?;
+    write_scores(&out, &entries, &metrics)?;
     let records = entries
         .iter()
         .filter_map(|e| e.get("instruction").and_then(serde_json::Value::as_str))

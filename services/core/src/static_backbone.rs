@@ -9,16 +9,12 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CoreError, Result};
-use crate::parse::{parse_backbone_output, postprocess};
+use crate::parse::{parse_backbone_output, postprocess, CALLER, CONCLUSION, GIVE_UP};
 use crate::prompt::{fill, render_turns, HistoryTurn, Role, Turn, PLANNER_SUFFIX};
 use crate::pyjson::strip;
 use crate::scores::{score_steps, Metrics};
 use crate::static_eval::StaticRecord;
 use crate::tool::ToolDoc;
-
-const GIVE_UP: &str = "Next: give up.";
-const CALLER: &str = "Next: caller.";
-const CONCLUSION: &str = "Next: conclusion.";
 
 /// One backbone step, with `inference.py`'s keys in its order (`tools`, `history`,
 /// `model_input`, `reference`, `predictions`).

@@ -126,9 +126,7 @@ impl StaticRun<'_> {
         }
         Ok(())
     }
-}
 
-impl StaticRun<'_> {
     /// Runs `shard`'s steps of the single-LLM baseline: one call per step, the model's
     /// (the planner's engine plays the backbone) or the reference's (`--roles oracle`),
     /// journaled as the multi-agent calls are.
@@ -166,9 +164,7 @@ impl StaticRun<'_> {
         }
         Ok(())
     }
-}
 
-impl StaticRun<'_> {
     /// Runs `record` on each of the shard's records, `concurrency` at once, and collects
     /// what their steps produced (by step index), telling `on_step` of each.
     async fn records<T, F, Fut>(
