@@ -54,6 +54,9 @@ enum Command {
     /// α-UMi evaluations.
     #[command(subcommand)]
     Eval(cli::eval::EvalCommand),
+    /// Training data: GLPFT's role files from ToolBench's answer files.
+    #[command(subcommand)]
+    Data(cli::data::DataCommand),
     /// Tool backends by hand.
     #[command(subcommand)]
     Tools(cli::tools::ToolsCommand),
@@ -157,6 +160,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             Command::Bench(b) => cli::bench::run(b).await,
             Command::Model(m) => cli::model::run(m),
             Command::Eval(e) => cli::eval::run(e).await,
+            Command::Data(d) => cli::data::run(d),
             Command::Tools(t) => cli::tools::run(t).await,
             Command::Config(ConfigCommand::Show { subcommand }) => {
                 let root = Args::command();

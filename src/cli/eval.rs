@@ -33,7 +33,7 @@ use umi_core::manifest::section;
 #[derive(Subcommand, Debug)]
 pub enum EvalCommand {
     /// Step-level evaluation on a static test file (Plan ACC, Act. EM, Hallu., Arg. F1, R-L).
-    Static(StaticArgs),
+    Static(Box<StaticArgs>),
     /// StableToolBench's solvable pass rate of a directory of answer files, judged by an
     /// OpenAI-compatible model.
     PassRate(super::pass_rate::PassRateArgs),
@@ -117,7 +117,7 @@ fn parse_shard(s: &str) -> Result<(usize, usize), String> {
 
 pub async fn run(cmd: EvalCommand) -> anyhow::Result<()> {
     match cmd {
-        EvalCommand::Static(a) => static_eval(a).await,
+        EvalCommand::Static(a) => static_eval(*a).await,
         EvalCommand::PassRate(a) => super::pass_rate::run(a).await,
         EvalCommand::Score(a) => score_file(a),
     }

@@ -19,6 +19,7 @@ pub mod bench_role;
 pub mod cluster;
 pub mod config;
 pub mod coordinator;
+pub mod data;
 pub mod eval;
 pub mod generate;
 pub mod man;

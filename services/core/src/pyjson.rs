@@ -122,37 +122,40 @@ fn python_number(n: &serde_json::Number) -> String {
 /// `json.dumps(value, indent=n)`: Python's indented layout (`,` at line ends, `": "`),
 /// ASCII-escaped; empty lists and objects stay `[]`, `{}`.
 pub fn dumps_indented(value: &Value, indent: usize) -> String {
-    fn write(v: &Value, step: usize, at: usize, out: &mut String) {
-        let pad = |n: usize| " ".repeat(n);
-        match v {
-            Value::Array(items) if !items.is_empty() => {
-                out.push_str("[\n");
-                for (i, item) in items.iter().enumerate() {
-                    out.push_str(&pad(at + step));
-                    write(item, step, at + step, out);
-                    out.push_str(if i + 1 < items.len() { ",\n" } else { "\n" });
-                }
-                out.push_str(&pad(at));
-                out.push(']');
-            }
-            Value::Object(map) if !map.is_empty() => {
-                out.push_str("{\n");
-                for (i, (k, item)) in map.iter().enumerate() {
-                    out.push_str(&pad(at + step));
-                    write_str(k, out);
-                    out.push_str(": ");
-                    write(item, step, at + step, out);
-                    out.push_str(if i + 1 < map.len() { ",\n" } else { "\n" });
-                }
-                out.push_str(&pad(at));
-                out.push('}');
-            }
-            other => out.push_str(&dumps(other)),
-        }
-    }
     let mut out = String::new();
-    write(value, indent, 0, &mut out);
+    write_indented(value, indent, 0, &mut out);
     out
+}
+
+/// Appends `value` as `json.dump(..., indent=step)` writes it when the value sits `at`
+/// spaces deep (an element of a list written piece by piece: `at` = `step`).
+pub fn write_indented(value: &Value, step: usize, at: usize, out: &mut String) {
+    let pad = |out: &mut String, n: usize| out.extend(std::iter::repeat_n(' ', n));
+    match value {
+        Value::Array(items) if !items.is_empty() => {
+            out.push_str("[\n");
+            for (i, item) in items.iter().enumerate() {
+                pad(out, at + step);
+                write_indented(item, step, at + step, out);
+                out.push_str(if i + 1 < items.len() { ",\n" } else { "\n" });
+            }
+            pad(out, at);
+            out.push(']');
+        }
+        Value::Object(map) if !map.is_empty() => {
+            out.push_str("{\n");
+            for (i, (k, item)) in map.iter().enumerate() {
+                pad(out, at + step);
+                write_str(k, out);
+                out.push_str(": ");
+                write_indented(item, step, at + step, out);
+                out.push_str(if i + 1 < map.len() { ",\n" } else { "\n" });
+            }
+            pad(out, at);
+            out.push('}');
+        }
+        other => write_value(other, &JSON, out),
+    }
 }
 
 /// Python's `str()` of what `json.loads` made of a JSON value: `None`/`True`/`False`,

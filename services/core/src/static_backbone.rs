@@ -49,18 +49,46 @@ pub enum GiveUpInput {
 
 /// `prepro_backbone.py` over `records` with `template` (e.g. `toolbench_backbone`): one
 /// sample per assistant turn followed by a caller or conclusion turn, and per give-up.
-/// The history merges each assistant turn with its outcome (`thought\nAction: ...`, or
-/// `thought\nconclusion: ...`) and leaves the caller and conclusion turns out.
 pub fn build_backbone_samples(
     records: &[StaticRecord],
     template: &str,
     give_up: GiveUpInput,
 ) -> Result<Vec<BackboneSample>> {
+    let mut builder = BackboneBuilder::new(template, give_up);
     let mut samples = Vec::new();
-    // The reference's `input` variable, which outlives each record.
-    let mut last_input: Option<String> = None;
     for (r, record) in records.iter().enumerate() {
+        samples.extend(builder.record(r, record)?);
+    }
+    Ok(samples)
+}
+
+/// `prepro_backbone.py`'s walk, one record at a time (for files streamed through, such
+/// as GLPFT's training data). The history merges each assistant turn with its outcome
+/// (`thought\nAction: ...`, or `thought\nconclusion: ...`) and leaves the caller and
+/// conclusion turns out. The builder carries the script's `input` variable from record to
+/// record: a give-up reuses it.
+#[derive(Debug, Clone)]
+pub struct BackboneBuilder<'t> {
+    template: &'t str,
+    give_up: GiveUpInput,
+    last_input: Option<String>,
+}
+
+impl<'t> BackboneBuilder<'t> {
+    pub fn new(template: &'t str, give_up: GiveUpInput) -> Self {
+        BackboneBuilder {
+            template,
+            give_up,
+            last_input: None,
+        }
+    }
+
+    /// The samples of record number `r`. On an error the builder is as it was before the
+    /// record (the next record's give-up does not see this one's prompts).
+    pub fn record(&mut self, r: usize, record: &StaticRecord) -> Result<Vec<BackboneSample>> {
         let turns = &record.conversations;
+        let mut samples = Vec::new();
+        let mut last_input = self.last_input.clone();
         let mut history: Vec<HistoryTurn> = Vec::new();
         for (i, turn) in turns.iter().enumerate() {
             let merged = match turn.from {
@@ -71,10 +99,11 @@ pub fn build_backbone_samples(
                 Role::Caller | Role::Conclusion => continue,
                 Role::Assistant => turn,
             };
-            let input =
-                || fill(template, &record.tools, None, &render_turns(&history)) + PLANNER_SUFFIX;
+            let input = || {
+                fill(self.template, &record.tools, None, &render_turns(&history)) + PLANNER_SUFFIX
+            };
             let step = if merged.value.contains(GIVE_UP) {
-                let model_input = match (give_up, &last_input) {
+                let model_input = match (self.give_up, &last_input) {
                     (GiveUpInput::Own, _) => input(),
                     (GiveUpInput::Previous, Some(previous)) => previous.clone(),
                     (GiveUpInput::Previous, None) => {
@@ -135,8 +164,9 @@ pub fn build_backbone_samples(
             };
             history.push(HistoryTurn::new(Role::Assistant.label(), &span));
         }
+        self.last_input = last_input;
+        Ok(samples)
     }
-    Ok(samples)
 }
 
 impl BackboneSample {

@@ -59,26 +59,71 @@ fn replace(
     path: &Path,
     fill: impl FnOnce(&Path, &mut File) -> std::io::Result<()>,
 ) -> Result<(), WriteError> {
-    let failed = |source| WriteError {
+    let mut replacement = Replacement::begin(path)?;
+    let tmp = replacement.tmp.clone();
+    fill(&tmp, replacement.file()).map_err(|source| WriteError {
         path: path.to_path_buf(),
         source,
-    };
-    let (mut file, tmp) = create_temp(path).map_err(failed)?;
-    let filled = fill(&tmp, &mut file);
-    drop(file);
-    // Synced through a handle opened after `fill`: a writer given the path may have
-    // written through its own.
-    let done = filled.and_then(|()| {
-        let file = File::open(&tmp)?;
-        keep_permissions(path, &file)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    });
-    if let Err(e) = done {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(failed(e));
+    })?;
+    replacement.commit()
+}
+
+/// A replacement under way, for a writer that keeps several files open at once (each
+/// written piece by piece as its data streams by): the temporary file beside the target,
+/// written through [`Replacement::file`]. [`Replacement::commit`] puts it in place;
+/// dropped uncommitted (an error, a panic), it is removed and the target is untouched.
+pub struct Replacement {
+    path: PathBuf,
+    tmp: PathBuf,
+    file: Option<File>,
+}
+
+impl Replacement {
+    pub fn begin(path: &Path) -> Result<Replacement, WriteError> {
+        let (file, tmp) = create_temp(path).map_err(|source| WriteError {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(Replacement {
+            path: path.to_path_buf(),
+            tmp,
+            file: Some(file),
+        })
     }
-    sync_dir(path).map_err(failed)
+
+    /// The temporary file, empty at first.
+    pub fn file(&mut self) -> &mut File {
+        // Taken only by `commit` and `drop`, which end the replacement.
+        self.file
+            .as_mut()
+            .expect("a replacement's file lives until it ends")
+    }
+
+    /// Syncs the temporary file, renames it over the target and syncs the directory.
+    pub fn commit(mut self) -> Result<(), WriteError> {
+        let failed = |source| WriteError {
+            path: self.path.clone(),
+            source,
+        };
+        drop(self.file.take());
+        // Synced through a handle opened after the writing: a writer given the path may
+        // have written through its own.
+        let file = File::open(&self.tmp).map_err(failed)?;
+        keep_permissions(&self.path, &file).map_err(failed)?;
+        file.sync_all().map_err(failed)?;
+        std::fs::rename(&self.tmp, &self.path).map_err(failed)?;
+        self.tmp = PathBuf::new();
+        sync_dir(&self.path).map_err(failed)
+    }
+}
+
+impl Drop for Replacement {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            drop(self.file.take());
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 /// Tries this many random names before giving up (each taken one is a collision of 64
@@ -231,6 +276,27 @@ mod tests {
         replace_with(&path, |tmp| std::fs::write(tmp, b"three\n")).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"three\n");
         assert_eq!(others(dir.path(), "journal.jsonl"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn replacements_open_side_by_side_land_only_when_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = dir.path().join("kept.json");
+        let dropped = dir.path().join("dropped.json");
+        std::fs::write(&dropped, b"old").unwrap();
+        let mut a = Replacement::begin(&kept).unwrap();
+        let mut b = Replacement::begin(&dropped).unwrap();
+        a.file().write_all(b"[1").unwrap();
+        b.file().write_all(b"half").unwrap();
+        a.file().write_all(b"]").unwrap();
+        assert!(!kept.exists(), "visible before its commit");
+        a.commit().unwrap();
+        drop(b);
+        assert_eq!(std::fs::read(&kept).unwrap(), b"[1]");
+        assert_eq!(std::fs::read(&dropped).unwrap(), b"old");
+        let mut names = others(dir.path(), "kept.json");
+        names.sort();
+        assert_eq!(names, ["dropped.json"], "a temporary file was left");
     }
 
     #[test]

@@ -8,5 +8,5 @@
 pub mod atomic;
 pub mod jsonl;
 
-pub use atomic::{replace_with, write, write_with, WriteError};
+pub use atomic::{replace_with, write, write_with, Replacement, WriteError};
 pub use jsonl::{JsonLines, ReadError, Torn};
