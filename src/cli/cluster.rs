@@ -104,6 +104,7 @@ impl UpArgs {
             max_queue: m.max_queue,
             model: m.model.clone(),
             tokenizer: m.tokenizer.clone(),
+            adapter: m.adapter.clone(),
         };
         // The bundled 135M model gets `umi run`'s demo budgets.
         let demo = runs_demo_model(m, &self.engine);

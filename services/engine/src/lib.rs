@@ -16,6 +16,7 @@ pub mod kv_cache;
 pub mod linear;
 pub mod liveness;
 pub mod load;
+pub mod lora;
 pub mod metrics;
 pub mod model;
 mod pointwise;

@@ -8,6 +8,7 @@ use candle_core::Device;
 use crate::config::LlamaConfig;
 use crate::device::WeightDType;
 use crate::error::{EngineError, Result};
+use crate::lora::{LoraAdapter, LoraSource};
 use crate::model::Llama;
 use crate::tokenizer::Tokenizer;
 use crate::weights::{GgufSource, HfSource, TensorSource};
@@ -20,6 +21,8 @@ pub struct LoadOptions {
     pub tokenizer: Option<PathBuf>,
     pub dtype: WeightDType,
     pub device: Device,
+    /// A PEFT LoRA adapter directory, merged into the weights as they load.
+    pub adapter: Option<PathBuf>,
 }
 
 /// A model ready to generate: weights, tokenizer, and a name for logs and metrics.
@@ -63,11 +66,27 @@ pub fn load(opts: &LoadOptions) -> Result<LoadedModel> {
         tokenizer.set_eos_ids(config.eos_token_ids.clone());
     }
     let dtype = resolve_dtype(opts.dtype, path, meta.is_dir())?;
-    let model = Llama::load(config, source.as_mut(), dtype, &opts.device)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().trim_end_matches(".gguf").to_string())
-        .unwrap_or_else(|| path.display().to_string());
+    let model = match &opts.adapter {
+        None => Llama::load(config, source.as_mut(), dtype, &opts.device)?,
+        Some(dir) => {
+            // Read (and checked) before the base weights load.
+            let adapter = LoraAdapter::open(dir)?;
+            let mut merging = LoraSource::new(source.as_mut(), adapter);
+            let model = Llama::load(config, &mut merging, dtype, &opts.device)?;
+            let weights = merging.finish()?;
+            tracing::info!(adapter = %dir.display(), weights, "LoRA adapter merged");
+            model
+        }
+    };
+    let file_name = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().trim_end_matches(".gguf").to_string())
+            .unwrap_or_else(|| p.display().to_string())
+    };
+    let name = match &opts.adapter {
+        None => file_name(path),
+        Some(dir) => format!("{}+{}", file_name(path), file_name(dir)),
+    };
     tracing::info!(
         model = %name,
         dtype = %dtype,

@@ -105,6 +105,7 @@ async fn batched_decode_matches_each_request_alone(device: candle_core::Device) 
             tokenizer: None,
             dtype: WeightDType::BF16,
             device: device.clone(),
+            adapter: None,
         })
         .unwrap();
         Engine::start_with(

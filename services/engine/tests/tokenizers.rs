@@ -91,6 +91,7 @@ fn a_tokenizer_of_another_vocabulary_is_refused_at_load() {
         tokenizer: Some(tokenizer.clone()),
         dtype: umi_engine::WeightDType::Quantized,
         device: candle_core::Device::Cpu,
+        adapter: None,
     }) {
         Ok(_) => panic!("a tokenizer of another vocabulary was accepted"),
         Err(e) => e.to_string(),
@@ -115,6 +116,7 @@ fn the_same_vocabulary_from_another_file_is_accepted() {
         tokenizer: Some(exported),
         dtype: umi_engine::WeightDType::Quantized,
         device: candle_core::Device::Cpu,
+        adapter: None,
     });
     assert!(loaded.is_ok(), "{:?}", loaded.err().map(|e| e.to_string()));
 }

@@ -14,7 +14,7 @@ use umi_rpc::cluster::ClusterRoles;
 use umi_worker::roles::EngineRoles;
 
 use crate::openai_role::OpenAiRole;
-use crate::spec::{ByRole, Discovery, InProcess, RoleSource, RolesSpec, Workers};
+use crate::spec::{ByRole, Checkpoint, Discovery, InProcess, RoleSource, RolesSpec, Workers};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -162,26 +162,27 @@ pub fn start_in_process(spec: &InProcess, sampling: Sampling) -> Result<EngineRo
             config,
         } => {
             let device = umi_engine::parse_device(device)?;
-            let mut loaded: HashMap<&PathBuf, Engine> = HashMap::new();
+            let mut loaded: HashMap<&Checkpoint, Engine> = HashMap::new();
             let mut engines = Vec::with_capacity(3);
-            for (role, path) in checkpoints.iter() {
-                if let Some(engine) = loaded.get(path) {
+            for (role, checkpoint) in checkpoints.iter() {
+                if let Some(engine) = loaded.get(checkpoint) {
                     engines.push(engine.clone());
                     continue;
                 }
                 let opts = LoadOptions {
-                    model: path.clone(),
+                    model: checkpoint.model.clone(),
                     tokenizer: tokenizer.clone(),
                     dtype: *dtype,
                     device: device.clone(),
+                    adapter: checkpoint.adapter.clone(),
                 };
                 let model = umi_engine::load(&opts).map_err(|source| BuildError::Load {
                     role: role.as_str(),
-                    path: path.clone(),
+                    path: checkpoint.model.clone(),
                     source,
                 })?;
                 let engine = Engine::start_with(model, config.clone());
-                loaded.insert(path, engine.clone());
+                loaded.insert(checkpoint, engine.clone());
                 engines.push(engine);
             }
             let [planner, caller, summarizer]: [Engine; 3] = engines

@@ -13,4 +13,6 @@ pub mod openai_role;
 pub mod spec;
 
 pub use build::{build, start_in_process, workers, BuildError, Roles};
-pub use spec::{ByRole, Discovery, InProcess, OpenAiSettings, RoleSource, RolesSpec, Workers};
+pub use spec::{
+    ByRole, Checkpoint, Discovery, InProcess, OpenAiSettings, RoleSource, RolesSpec, Workers,
+};

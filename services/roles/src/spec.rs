@@ -73,12 +73,20 @@ pub enum RoleSource {
     Replay,
 }
 
+/// What one in-process role loads: a checkpoint, and a LoRA adapter merged into it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Checkpoint {
+    pub model: PathBuf,
+    pub adapter: Option<PathBuf>,
+}
+
 /// The engines of roles played in this process.
 #[derive(Debug, Clone)]
 pub enum InProcess {
-    /// Each role on its checkpoint; roles on the same checkpoint share one engine.
+    /// Each role on its checkpoint; roles on the same checkpoint (and adapter) share one
+    /// engine.
     Model {
-        checkpoints: ByRole<PathBuf>,
+        checkpoints: ByRole<Checkpoint>,
         /// Overrides the tokenizer found beside the weights.
         tokenizer: Option<PathBuf>,
         dtype: WeightDType,

@@ -28,6 +28,10 @@ pub struct ModelArgs {
     /// tokenizer.json or tokenizer.model, overriding the one beside the weights.
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
+    /// A PEFT LoRA adapter directory (adapter_config.json, adapter_model.safetensors or
+    /// .bin), merged into the model's weights at load: no cost per token.
+    #[arg(long, value_name = "DIR", env = "UMI_ADAPTER")]
+    pub adapter: Option<PathBuf>,
     /// Weight precision: auto (a HuggingFace directory's torch_dtype, f32 for GGUF),
     /// quantized (GGUF only: kept as stored), q8_0 (re-quantized at load), f32, f16 or
     /// bf16.
@@ -68,6 +72,7 @@ impl ModelArgs {
             tokenizer: self.tokenizer.clone(),
             dtype: self.dtype,
             device,
+            adapter: self.adapter.clone(),
         };
         let path = opts.model.display().to_string();
         umi_engine::load(&opts).with_context(|| format!("loading model {path}"))

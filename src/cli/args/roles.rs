@@ -8,7 +8,7 @@ use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::Args;
 use umi_core::agent::RoleKind;
 use umi_core::presets::{Sampling, DEFAULT_SEED};
-use umi_roles::{ByRole, InProcess};
+use umi_roles::{ByRole, Checkpoint, InProcess};
 use umi_worker::roles::EngineRoles;
 
 use super::engine::EngineArgs;
@@ -27,6 +27,15 @@ pub struct RoleArgs {
     /// Summarizer checkpoint (default: --model).
     #[arg(long)]
     pub summarizer_model: Option<PathBuf>,
+    /// The planner's LoRA adapter, merged into its checkpoint at load (default: --adapter).
+    #[arg(long, value_name = "DIR")]
+    pub planner_adapter: Option<PathBuf>,
+    /// The caller's LoRA adapter (default: --adapter).
+    #[arg(long, value_name = "DIR")]
+    pub caller_adapter: Option<PathBuf>,
+    /// The summarizer's LoRA adapter (default: --adapter).
+    #[arg(long, value_name = "DIR")]
+    pub summarizer_adapter: Option<PathBuf>,
     #[command(flatten)]
     pub sampling: SamplingArgs,
 }
@@ -87,12 +96,15 @@ impl RoleArgs {
         let base = m.model_path()?;
         let config = m.engine_config()?;
         let checkpoints = ByRole::from_fn(|role| {
-            let own = match role {
-                RoleKind::Planner => &self.planner_model,
-                RoleKind::Caller => &self.caller_model,
-                RoleKind::Summarizer => &self.summarizer_model,
+            let (model, adapter) = match role {
+                RoleKind::Planner => (&self.planner_model, &self.planner_adapter),
+                RoleKind::Caller => (&self.caller_model, &self.caller_adapter),
+                RoleKind::Summarizer => (&self.summarizer_model, &self.summarizer_adapter),
             };
-            own.clone().unwrap_or_else(|| base.clone())
+            Checkpoint {
+                model: model.clone().unwrap_or_else(|| base.clone()),
+                adapter: adapter.clone().or_else(|| m.adapter.clone()),
+            }
         });
         Ok(InProcess::Model {
             checkpoints,

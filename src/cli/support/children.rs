@@ -93,6 +93,8 @@ pub struct WorkerSettings {
     pub max_queue: usize,
     pub model: Option<PathBuf>,
     pub tokenizer: Option<PathBuf>,
+    /// A LoRA adapter merged into the model at load.
+    pub adapter: Option<PathBuf>,
 }
 
 /// `umi worker` serving one role, registered in a loopback etcd.
@@ -135,6 +137,9 @@ impl WorkerCommand<'_> {
         }
         if let Some(tokenizer) = &s.tokenizer {
             push::<W>(&mut args, "tokenizer", tokenizer);
+        }
+        if let Some(adapter) = &s.adapter {
+            push::<W>(&mut args, "adapter", adapter);
         }
         if let Some(addr) = self.metrics_listen {
             push::<W>(&mut args, "metrics_listen", addr.to_string());
@@ -303,6 +308,7 @@ mod tests {
             max_queue: 45,
             model: Some("m.gguf".into()),
             tokenizer: Some("tokenizer.json".into()),
+            adapter: Some("planner-lora".into()),
         };
         let secrets = secrets();
         let command = WorkerCommand {
@@ -341,6 +347,7 @@ mod tests {
         );
         assert_eq!(w.model.model, Some("m.gguf".into()));
         assert_eq!(w.model.tokenizer, Some("tokenizer.json".into()));
+        assert_eq!(w.model.adapter, Some("planner-lora".into()));
         assert_eq!(w.metrics.metrics_listen, command.metrics_listen);
     }
 

@@ -68,10 +68,14 @@ pub fn model_roles(
     };
     let discovered = remote.is_some_and(|rm| !rm.etcd.etcd.is_empty());
     let mut roles = serde_json::Map::new();
-    for (role, own) in [
-        (RoleKind::Planner, &r.planner_model),
-        (RoleKind::Caller, &r.caller_model),
-        (RoleKind::Summarizer, &r.summarizer_model),
+    for (role, own, own_adapter) in [
+        (RoleKind::Planner, &r.planner_model, &r.planner_adapter),
+        (RoleKind::Caller, &r.caller_model, &r.caller_adapter),
+        (
+            RoleKind::Summarizer,
+            &r.summarizer_model,
+            &r.summarizer_adapter,
+        ),
     ] {
         let endpoints = endpoints_of(role);
         let entry = if !endpoints.is_empty() {
@@ -84,7 +88,7 @@ pub fn model_roles(
                 Some(p) => p.clone(),
                 None => r.model.model_path()?,
             };
-            section([
+            let mut entry = section([
                 (
                     "checkpoint",
                     digests
@@ -94,7 +98,17 @@ pub fn model_roles(
                 ("dtype", json!(r.model.dtype.to_string())),
                 // The kind of device, not its number.
                 ("device", json!(r.model.device.split(':').next())),
-            ])
+            ]);
+            // Only with an adapter, so manifests of runs without one stay as they were.
+            if let Some(adapter) = own_adapter.as_ref().or(r.model.adapter.as_ref()) {
+                let digest = digests
+                    .of(adapter)
+                    .with_context(|| format!("{} adapter", role.as_str()))?;
+                if let Value::Object(fields) = &mut entry {
+                    fields.insert("adapter".into(), digest);
+                }
+            }
+            entry
         };
         roles.insert(role.as_str().into(), entry);
     }

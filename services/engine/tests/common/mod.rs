@@ -39,6 +39,7 @@ pub fn load(model: PathBuf, dtype: WeightDType) -> umi_engine::Result<LoadedMode
         tokenizer: None,
         dtype,
         device: candle_core::Device::Cpu,
+        adapter: None,
     })
 }
 

@@ -1,0 +1,142 @@
+//! LoRA adapters merged at load against transformers + PEFT: adapters saved by `peft` on
+//! the tiny random LLaMA (scripts/make_lora_fixture.py), and the greedy tokens PEFT
+//! generates with each, unmerged (`PeftModel`, as GLPFT's inference scripts run LoRA
+//! roles) and merged (`merge_and_unload`).
+
+mod common;
+
+use std::path::PathBuf;
+
+use umi_engine::{Engine, GenerateRequest, LoadOptions, Prompt, WeightDType};
+
+fn fixture(name: &str) -> PathBuf {
+    common::repo().join("tests/fixtures").join(name)
+}
+
+fn expected() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture("tiny-lora.expected.json")).unwrap())
+        .unwrap()
+}
+
+fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn load(model: PathBuf, adapter: Option<PathBuf>) -> umi_engine::Result<umi_engine::LoadedModel> {
+    umi_engine::load(&LoadOptions {
+        model,
+        tokenizer: None,
+        dtype: WeightDType::F32,
+        device: candle_core::Device::Cpu,
+        adapter,
+    })
+}
+
+async fn greedy(adapter: Option<&str>) -> Vec<u32> {
+    let want = expected();
+    let model = load(fixture("tiny-llama-sharded"), adapter.map(fixture)).unwrap();
+    let engine = Engine::start(model);
+    let request = GenerateRequest {
+        max_new_tokens: ids(&want["base"]).len(),
+        ignore_eos: true,
+        ..GenerateRequest::new(Prompt::Tokens(ids(&want["prompt"])))
+    };
+    engine.generate(request).await.unwrap().token_ids
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn merged_adapters_generate_what_peft_generates() {
+    let want = expected();
+    for adapter in ["tiny-lora-qv", "tiny-lora-all"] {
+        let got = greedy(Some(adapter)).await;
+        assert_eq!(
+            got,
+            ids(&want[adapter]["unmerged"]),
+            "{adapter}, against PeftModel"
+        );
+        assert_eq!(
+            got,
+            ids(&want[adapter]["merged"]),
+            "{adapter}, against merge_and_unload"
+        );
+    }
+    // And the adapters matter: without one, the base model's tokens.
+    assert_eq!(greedy(None).await, ids(&want["base"]));
+    assert_ne!(ids(&want["base"]), ids(&want["tiny-lora-qv"]["merged"]));
+}
+
+#[test]
+fn a_setting_umi_cannot_honour_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(fixture("tiny-lora-qv")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+    }
+    let config_path = dir.path().join("adapter_config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["use_dora"] = serde_json::json!(true);
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let err = load(
+        fixture("tiny-llama-sharded"),
+        Some(dir.path().to_path_buf()),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.contains("use_dora") && err.contains("adapter_config.json"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_adapter_for_other_weights_is_refused() {
+    // The tiny adapter on SmolLM2: its q_proj is quantized there (and of another shape).
+    let err = load(common::smollm2_gguf(), Some(fixture("tiny-lora-qv")))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("q_proj") && err.contains("quantized"), "{err}");
+    // A missing adapter directory is named.
+    let err = load(
+        fixture("tiny-llama-sharded"),
+        Some(fixture("no-such-adapter")),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("no-such-adapter"), "{err}");
+}
+
+/// The same at 1B (a random TinyLlama-shaped checkpoint, f32): run by
+/// scripts/check_lora_1b.sh, which writes the checkpoint, the adapter and PEFT's tokens
+/// under `$UMI_LORA_1B`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs scripts/check_lora_1b.sh's 1B checkpoint (several GB)"]
+async fn merged_adapter_at_1b_generates_what_peft_generates() {
+    let Some(dir) = std::env::var_os("UMI_LORA_1B").map(PathBuf::from) else {
+        panic!("UMI_LORA_1B names the folder scripts/check_lora_1b.sh wrote");
+    };
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let generate = |adapter: Option<PathBuf>| {
+        let model = load(dir.join("base"), adapter).unwrap();
+        let engine = Engine::start(model);
+        let request = GenerateRequest {
+            max_new_tokens: ids(&want["merged"]).len(),
+            ignore_eos: true,
+            ..GenerateRequest::new(Prompt::Tokens(ids(&want["prompt"])))
+        };
+        async move { engine.generate(request).await.unwrap().token_ids }
+    };
+    let got = generate(Some(dir.join("adapter"))).await;
+    println!("umi: {got:?}\npeft: {want}");
+    assert_eq!(got, ids(&want["unmerged"]), "against PeftModel");
+    assert_eq!(got, ids(&want["merged"]), "against merge_and_unload");
+    assert_eq!(generate(None).await, ids(&want["base"]), "the base alone");
+}
