@@ -71,7 +71,8 @@ pub fn load(opts: &LoadOptions) -> Result<LoadedModel> {
         Some(dir) => {
             // Read (and checked) before the base weights load.
             let adapter = LoraAdapter::open(dir)?;
-            let mut merging = LoraSource::new(source.as_mut(), adapter);
+            let dense = !matches!(dtype, WeightDType::Quantized | WeightDType::Q8_0);
+            let mut merging = LoraSource::new(source.as_mut(), adapter, dense);
             let model = Llama::load(config, &mut merging, dtype, &opts.device)?;
             let weights = merging.finish()?;
             tracing::info!(adapter = %dir.display(), weights, "LoRA adapter merged");

@@ -319,14 +319,18 @@ fn lora_name(name: &str) -> Option<(&str, Half)> {
 pub struct LoraSource<'a> {
     base: &'a mut dyn TensorSource,
     adapter: LoraAdapter,
+    /// Whether the model keeps matrices dense (f32, f16, bf16): a quantized one is then
+    /// dequantized before the merge, as it would be anyway; otherwise it is refused.
+    dense: bool,
     merged: Vec<String>,
 }
 
 impl<'a> LoraSource<'a> {
-    pub fn new(base: &'a mut dyn TensorSource, adapter: LoraAdapter) -> Self {
+    pub fn new(base: &'a mut dyn TensorSource, adapter: LoraAdapter, dense: bool) -> Self {
         LoraSource {
             base,
             adapter,
+            dense,
             merged: Vec::new(),
         }
     }
@@ -370,14 +374,18 @@ impl TensorSource for LoraSource<'_> {
         if !self.adapter.pairs.contains_key(name) {
             return Ok(raw);
         }
-        let RawTensor::Dense(weight) = raw else {
-            return Err(EngineError::load(
-                self.base.path(),
-                format!(
-                    "{name} is quantized: a LoRA adapter merges into dense weights (use a \
-                     HuggingFace checkpoint, or an f16/f32 GGUF)"
-                ),
-            ));
+        let weight = match raw {
+            RawTensor::Dense(weight) => weight,
+            quantized if self.dense => quantized.dequantize(device)?,
+            _ => {
+                return Err(EngineError::load(
+                    self.base.path(),
+                    format!(
+                        "{name} stays quantized with this --dtype: a LoRA adapter merges into \
+                         dense weights (load with --dtype f32, f16 or bf16)"
+                    ),
+                ))
+            }
         };
         let merged = self.adapter.merge(name, &weight)?.unwrap_or(weight);
         self.merged.push(name.to_string());

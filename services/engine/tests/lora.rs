@@ -27,10 +27,18 @@ fn ids(v: &serde_json::Value) -> Vec<u32> {
 }
 
 fn load(model: PathBuf, adapter: Option<PathBuf>) -> umi_engine::Result<umi_engine::LoadedModel> {
+    load_as(model, adapter, WeightDType::F32)
+}
+
+fn load_as(
+    model: PathBuf,
+    adapter: Option<PathBuf>,
+    dtype: WeightDType,
+) -> umi_engine::Result<umi_engine::LoadedModel> {
     umi_engine::load(&LoadOptions {
         model,
         tokenizer: None,
-        dtype: WeightDType::F32,
+        dtype,
         device: candle_core::Device::Cpu,
         adapter,
     })
@@ -96,12 +104,22 @@ fn a_setting_umi_cannot_honour_is_refused_by_name() {
 
 #[test]
 fn an_adapter_for_other_weights_is_refused() {
-    // The tiny adapter on SmolLM2: its q_proj is quantized there (and of another shape).
-    let err = load(common::smollm2_gguf(), Some(fixture("tiny-lora-qv")))
-        .err()
-        .unwrap()
-        .to_string();
+    // The tiny adapter on SmolLM2: kept quantized, its q_proj cannot take a merge; made
+    // dense (f32), it is of another shape.
+    let quantized = load_as(
+        common::smollm2_gguf(),
+        Some(fixture("tiny-lora-qv")),
+        WeightDType::Quantized,
+    );
+    let err = quantized.err().unwrap().to_string();
     assert!(err.contains("q_proj") && err.contains("quantized"), "{err}");
+    let dense = load_as(
+        common::smollm2_gguf(),
+        Some(fixture("tiny-lora-qv")),
+        WeightDType::F32,
+    );
+    let err = dense.err().unwrap().to_string();
+    assert!(err.contains("q_proj") && err.contains("B·A"), "{err}");
     // A missing adapter directory is named.
     let err = load(
         fixture("tiny-llama-sharded"),
