@@ -197,11 +197,12 @@ impl<'t> StepBackend for ModelStep<'t> {
     ) -> Result<Vec<Result<Tensor>>> {
         let logits = {
             let _span = tracing::debug_span!("decode_step", batch = seqs.len()).entered();
+            let adapters: Vec<Option<usize>> = seqs.iter().map(|s| s.adapter()).collect();
             let mut caches: Vec<&mut KvCache> = seqs.iter_mut().map(|s| s.cache_mut()).collect();
             // Sampling reads every row on the host: one copy for the batch, not one per row.
             self.loaded
                 .model
-                .forward_batch(tokens, &mut caches)
+                .forward_batch(tokens, &mut caches, &adapters)
                 .and_then(|l| Ok(l.to_device(&Device::Cpu)?))?
         };
         Ok((0..seqs.len()).map(|i| Ok(logits.get(i)?)).collect())

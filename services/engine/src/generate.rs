@@ -125,6 +125,10 @@ pub struct GenerateRequest {
     /// Generation stops when the text ends with one of these; the stop string is not
     /// part of the returned text.
     pub stop_strings: Vec<String>,
+    /// The LoRA adapter served unmerged by this name ([`crate::Llama::add_adapter`])
+    /// that the request runs with; None: the base weights. A simulated engine ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<String>,
     /// Token ids that stop generation, in addition to the model's EOS ids.
     pub stop_token_ids: Vec<u32>,
     /// Keep generating past EOS (benchmarks want a fixed length).
@@ -148,6 +152,7 @@ impl GenerateRequest {
             max_new_tokens: 256,
             sampling: SamplingParams::default(),
             stop_strings: vec![],
+            adapter: None,
             stop_token_ids: vec![],
             ignore_eos: false,
             min_new_tokens: 0,
@@ -244,6 +249,8 @@ pub enum Step {
 /// it returns `Step::Done`; `finish` hands back the output.
 pub struct Sequence<'t> {
     prompt: Vec<u32>,
+    /// The unmerged adapter it runs with (an index of the model's).
+    adapter: Option<usize>,
     cache: KvCache,
     sampler: LogitsProcessor,
     stop_ids: Vec<u32>,
@@ -297,8 +304,23 @@ impl<'t> Sequence<'t> {
             tokenizer.eos_ids().to_vec()
         };
         stop_ids.extend(&request.stop_token_ids);
+        let adapter = match &request.adapter {
+            None => None,
+            Some(name) => Some(model.adapter_index(name).ok_or_else(|| {
+                EngineError::invalid(
+                    "adapter",
+                    format!(
+                        "{name:?} is not served here (served: {})",
+                        match model.adapter_names().join(", ") {
+                            names if names.is_empty() => "none".to_string(),
+                            names => names,
+                        }
+                    ),
+                )
+            })?),
+        };
         let mut cache = prefix_cache
-            .lookup(&prompt)
+            .lookup_with(adapter, &prompt)
             .unwrap_or_else(|| model.new_cache());
         let cached_tokens = cache.len();
         let start = Instant::now();
@@ -309,12 +331,13 @@ impl<'t> Sequence<'t> {
             if abandoned() {
                 return Err(EngineError::Abandoned);
             }
-            logits = Some(model.forward(chunk, &mut cache)?);
+            logits = Some(model.forward(chunk, &mut cache, adapter)?);
         }
         let logits = logits.ok_or_else(|| EngineError::invalid("prompt", "nothing to run"))?;
         let prefill_time = start.elapsed();
         let sequence = Sequence {
             prompt,
+            adapter,
             cache,
             sampler: LogitsProcessor::from_sampling(
                 request.sampling.seed,
@@ -367,6 +390,10 @@ impl<'t> Sequence<'t> {
     }
 
     /// The state the next `Feed` token runs against.
+    pub fn adapter(&self) -> Option<usize> {
+        self.adapter
+    }
+
     pub fn cache_mut(&mut self) -> &mut KvCache {
         &mut self.cache
     }
@@ -388,7 +415,7 @@ impl<'t> Sequence<'t> {
         let fed = self.cache.len() - self.prompt.len();
         let mut tokens = self.prompt.clone();
         tokens.extend_from_slice(&self.generated[..fed.min(self.generated.len())]);
-        prefix_cache.insert(tokens, self.cache);
+        prefix_cache.insert_with(self.adapter, tokens, self.cache);
         let tail = self.stream.finish();
         if !tail.is_empty() && finish_reason != FinishReason::Cancelled {
             on_text(self.generated.last().copied().unwrap_or(0), &tail);

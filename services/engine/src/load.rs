@@ -32,6 +32,18 @@ pub struct LoadedModel {
     pub tokenizer: Tokenizer,
 }
 
+impl LoadedModel {
+    /// Serves the LoRA adapter in `dir` unmerged as `name`: requests naming it
+    /// (`GenerateRequest::adapter`) run with it, others on the base weights, in the same
+    /// batches.
+    pub fn serve_adapter(&mut self, name: &str, dir: &Path) -> Result<()> {
+        let adapter = LoraAdapter::open(dir)?;
+        self.model.add_adapter(name, &adapter)?;
+        tracing::info!(adapter = %dir.display(), name, "LoRA adapter served unmerged");
+        Ok(())
+    }
+}
+
 pub fn load(opts: &LoadOptions) -> Result<LoadedModel> {
     let path = &opts.model;
     let start = Instant::now();

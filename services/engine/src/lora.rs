@@ -4,6 +4,11 @@
 //! costs nothing per token. The merge is PEFT's `merge_and_unload`: the product and the
 //! sum in f32, the result rounded once to the checkpoint's dtype.
 //!
+//! Or served unmerged ([`LowRank`]): one copy of the base weights for several adapters,
+//! each request naming its own, each row of a batch adding its own low-rank product
+//! `scaling · (x·Aᵀ)·Bᵀ` (PEFT's `PeftModel` forward), so α-UMi's three roles fit on one
+//! device at the memory of one model.
+//!
 //! Every setting of the config that changes the arithmetic is read or refused by name;
 //! settings that only matter for training are ignored.
 
@@ -116,6 +121,105 @@ impl LoraAdapter {
 
     fn targets(&self) -> impl Iterator<Item = &String> {
         self.pairs.keys()
+    }
+
+    /// The adapter's product for a stacked matrix (`parts`: each part's weight name and
+    /// rows, in the stack's order): A of the adapted parts one after another, B placing
+    /// each part's B in its rows and ranks (zero elsewhere), in `dtype` on `device`. None
+    /// when no part is adapted. The names used are recorded in `used`.
+    pub fn low_rank(
+        &self,
+        parts: &[(String, usize)],
+        dtype: DType,
+        device: &Device,
+        used: &mut Vec<String>,
+    ) -> Result<Option<LowRank>> {
+        let adapted: Vec<(usize, &(Tensor, Tensor))> = parts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (name, _))| self.pairs.get(name).map(|pair| (i, pair)))
+            .collect();
+        if adapted.is_empty() {
+            return Ok(None);
+        }
+        let in_adapter = |e: candle_core::Error| EngineError::load(&self.dir, e);
+        let rows: usize = parts.iter().map(|(_, r)| r).sum();
+        let mut b_blocks = Vec::new();
+        let mut a_parts = Vec::new();
+        for (i, (a, b)) in &adapted {
+            let (part_rows, rank) = (parts[*i].1, a.dims()[0]);
+            if b.dims() != [part_rows, rank] {
+                return Err(EngineError::load(
+                    &self.dir,
+                    format!(
+                        "{}: lora_B is {:?}, the model's weight has {part_rows} rows",
+                        parts[*i].0,
+                        b.dims()
+                    ),
+                ));
+            }
+            let row_at: usize = parts[..*i].iter().map(|(_, r)| r).sum();
+            // B's columns for this part's ranks: its rows in place, zero above and below.
+            let block = b
+                .to_dtype(DType::F32)
+                .and_then(|b| b.pad_with_zeros(0, row_at, rows - row_at - part_rows))
+                .map_err(in_adapter)?;
+            b_blocks.push(block);
+            a_parts.push(a.to_dtype(DType::F32).map_err(in_adapter)?);
+            used.push(parts[*i].0.clone());
+        }
+        let b = Tensor::cat(&b_blocks, 1).map_err(in_adapter)?;
+        let a = Tensor::cat(&a_parts, 0).map_err(in_adapter)?;
+        let on_device = |t: Tensor| {
+            t.to_dtype(dtype)
+                .and_then(|t| t.to_device(device))
+                .and_then(|t| t.t())
+                .and_then(|t| t.contiguous())
+                .map_err(in_adapter)
+        };
+        Ok(Some(LowRank {
+            a_t: on_device(a)?,
+            b_t: on_device(b)?,
+            scaling: self.scaling,
+        }))
+    }
+
+    /// An error if some pair of the adapter was not in `used` (a weight the model lacks).
+    pub fn check_all_used(&self, used: &[String]) -> Result<()> {
+        let unused: Vec<&String> = self.targets().filter(|t| !used.contains(t)).collect();
+        match unused.first() {
+            None => Ok(()),
+            Some(first) => Err(EngineError::load(
+                &self.dir,
+                format!(
+                    "the adapter adapts {first} (and {} more), which the model does not have",
+                    unused.len() - 1
+                ),
+            )),
+        }
+    }
+}
+
+/// One linear layer's share of an unmerged adapter: `y += scaling · (x·Aᵀ)·Bᵀ`.
+pub struct LowRank {
+    /// Aᵀ: [in, r].
+    a_t: Tensor,
+    /// Bᵀ: [r, out].
+    b_t: Tensor,
+    scaling: f64,
+}
+
+impl LowRank {
+    /// The product to add to the layer's output for input `x` (..., in).
+    pub fn delta(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        x.broadcast_matmul(&self.a_t)?
+            .broadcast_matmul(&self.b_t)?
+            .affine(self.scaling, 0.0)
+    }
+
+    /// Bytes of the two matrices.
+    pub fn bytes(&self) -> usize {
+        (self.a_t.elem_count() + self.b_t.elem_count()) * self.a_t.dtype().size_in_bytes()
     }
 }
 
@@ -338,20 +442,7 @@ impl<'a> LoraSource<'a> {
     /// How many weights took the adapter; an error if some adapted weight is not the
     /// model's (a LoRA for another architecture).
     pub fn finish(self) -> Result<usize> {
-        let unused: Vec<&String> = self
-            .adapter
-            .targets()
-            .filter(|t| !self.merged.contains(t))
-            .collect();
-        if let Some(first) = unused.first() {
-            return Err(EngineError::load(
-                &self.adapter.dir,
-                format!(
-                    "the adapter adapts {first} (and {} more), which the model does not have",
-                    unused.len() - 1
-                ),
-            ));
-        }
+        self.adapter.check_all_used(&self.merged)?;
         Ok(self.merged.len())
     }
 }

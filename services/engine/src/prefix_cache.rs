@@ -27,6 +27,9 @@ impl CachedState for KvCache {
 }
 
 struct Entry<S> {
+    /// The adapter the state was computed with (None: the base weights): a state is
+    /// reused only under the same one, since an adapter changes keys and values.
+    adapter: Option<usize>,
     tokens: Vec<u32>,
     kv: S,
     /// `kv.bytes()`, counted once.
@@ -65,10 +68,16 @@ impl<S: CachedState> PrefixCache<S> {
     /// A copy of the state after the longest cached prefix of `prompt`, always leaving at
     /// least the last prompt token to run (its logits start generation).
     pub fn lookup(&mut self, prompt: &[u32]) -> Option<S> {
+        self.lookup_with(None, prompt)
+    }
+
+    /// [`PrefixCache::lookup`] among the states computed with `adapter`.
+    pub fn lookup_with(&mut self, adapter: Option<usize>, prompt: &[u32]) -> Option<S> {
         self.clock += 1;
         let (best, shared) = self
             .entries
             .iter_mut()
+            .filter(|e| e.adapter == adapter)
             .map(|e| {
                 let shared = e
                     .tokens
@@ -90,13 +99,18 @@ impl<S: CachedState> PrefixCache<S> {
     /// the least recently used sequences to stay within the budget (a state larger than
     /// the whole budget is not kept).
     pub fn insert(&mut self, tokens: Vec<u32>, kv: S) {
+        self.insert_with(None, tokens, kv)
+    }
+
+    /// [`PrefixCache::insert`] of a state computed with `adapter`.
+    pub fn insert_with(&mut self, adapter: Option<usize>, tokens: Vec<u32>, kv: S) {
         let bytes = kv.bytes();
         if bytes > self.budget || tokens.len() < MIN_SHARED_TOKENS {
             return;
         }
         self.clock += 1;
-        // A sequence that extends a cached one replaces it.
-        self.remove_where(|e| tokens.starts_with(&e.tokens));
+        // A sequence that extends a cached one (of the same adapter) replaces it.
+        self.remove_where(|e| e.adapter == adapter && tokens.starts_with(&e.tokens));
         while self.used + bytes > self.budget {
             let Some(oldest) = self
                 .entries
@@ -112,6 +126,7 @@ impl<S: CachedState> PrefixCache<S> {
         }
         self.used += bytes;
         self.entries.push(Entry {
+            adapter,
             tokens,
             kv,
             bytes,
@@ -172,6 +187,16 @@ mod tests {
         cache.insert(tokens(0, 20), KvCache::zeros(20));
         assert!(cache.bytes() <= 1000);
         assert_eq!(cache.lookup(&tokens(0, 25)).map(|kv| kv.len()), Some(20));
+        // A state computed under an adapter serves only that adapter.
+        cache.insert_with(Some(1), tokens(500, 20), KvCache::zeros(20));
+        assert!(cache.lookup(&tokens(500, 25)).is_none());
+        assert!(cache.lookup_with(Some(0), &tokens(500, 25)).is_none());
+        assert_eq!(
+            cache
+                .lookup_with(Some(1), &tokens(500, 25))
+                .map(|kv| kv.len()),
+            Some(20)
+        );
         assert!(PrefixCache::<KvCache>::new(0).is_empty());
     }
 }

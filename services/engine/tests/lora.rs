@@ -158,3 +158,106 @@ async fn merged_adapter_at_1b_generates_what_peft_generates() {
     assert_eq!(got, ids(&want["merged"]), "against merge_and_unload");
     assert_eq!(generate(None).await, ids(&want["base"]), "the base alone");
 }
+
+/// The tiny base serving both adapters unmerged, plus the base itself.
+fn serving_both() -> Engine {
+    let mut model = load(fixture("tiny-llama-sharded"), None).unwrap();
+    for name in ["tiny-lora-qv", "tiny-lora-all"] {
+        model.serve_adapter(name, &fixture(name)).unwrap();
+    }
+    Engine::start(model)
+}
+
+fn request(prompt: Vec<u32>, adapter: Option<&str>, n: usize) -> GenerateRequest {
+    GenerateRequest {
+        max_new_tokens: n,
+        ignore_eos: true,
+        adapter: adapter.map(str::to_string),
+        ..GenerateRequest::new(Prompt::Tokens(prompt))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unmerged_adapters_generate_what_peft_generates_alone_and_batched() {
+    let want = expected();
+    let prompt = ids(&want["prompt"]);
+    let n = ids(&want["base"]).len();
+    let engine = serving_both();
+    let cases = [
+        (Some("tiny-lora-qv"), ids(&want["tiny-lora-qv"]["unmerged"])),
+        (
+            Some("tiny-lora-all"),
+            ids(&want["tiny-lora-all"]["unmerged"]),
+        ),
+        (None, ids(&want["base"])),
+    ];
+    // One at a time.
+    for (adapter, tokens) in &cases {
+        let got = engine
+            .generate(request(prompt.clone(), *adapter, n))
+            .await
+            .unwrap()
+            .token_ids;
+        assert_eq!(&got, tokens, "{adapter:?} alone");
+    }
+    // All at once, twice over: their decode steps share batches, each row its adapter.
+    let calls = cases
+        .iter()
+        .chain(cases.iter())
+        .map(|(adapter, _)| engine.generate(request(prompt.clone(), *adapter, n)));
+    let outs: Vec<_> = futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert!(
+        outs.iter().any(|o| o.peak_batch >= 3),
+        "the requests were not decoded together: {:?}",
+        outs.iter().map(|o| o.peak_batch).collect::<Vec<_>>()
+    );
+    for (out, (adapter, tokens)) in outs.iter().zip(cases.iter().chain(cases.iter())) {
+        assert_eq!(&out.token_ids, tokens, "{adapter:?} in a batch");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prefix_computed_under_one_adapter_never_serves_another() {
+    // Long enough for the prefix cache (which then holds the first request's state).
+    let prompt: Vec<u32> = (1..40).collect();
+    let engine = serving_both();
+    let first = engine
+        .generate(request(prompt.clone(), Some("tiny-lora-qv"), 6))
+        .await
+        .unwrap();
+    assert!(first.token_ids.len() == 6);
+    let other = engine
+        .generate(request(prompt.clone(), Some("tiny-lora-all"), 6))
+        .await
+        .unwrap();
+    assert_eq!(other.cached_tokens, 0, "reused another adapter's state");
+    let fresh = serving_both()
+        .generate(request(prompt.clone(), Some("tiny-lora-all"), 6))
+        .await
+        .unwrap();
+    assert_eq!(other.token_ids, fresh.token_ids);
+    // The same adapter again reuses its own.
+    let again = engine
+        .generate(request(prompt, Some("tiny-lora-qv"), 6))
+        .await
+        .unwrap();
+    assert!(again.cached_tokens > 0);
+    assert_eq!(again.token_ids, first.token_ids);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_for_an_adapter_not_served_is_refused_by_name() {
+    let err = serving_both()
+        .generate(request(vec![1, 2, 3], Some("planner"), 2))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("\"planner\"") && err.contains("tiny-lora-qv"),
+        "{err}"
+    );
+}

@@ -146,6 +146,7 @@ impl Llama {
             context,
             weight_dtype: dtype,
             config,
+            adapters: Vec::new(),
         })
     }
 }

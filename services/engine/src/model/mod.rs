@@ -3,6 +3,9 @@
 //! The key/value cache lives outside the model (`kv_cache::KvCache`), so one set of
 //! weights serves any number of sequences.
 //!
+//! LoRA adapters served unmerged ride along the base weights: a request names one, and
+//! each linear layer adds that adapter's low-rank product to its row (`lora.rs`).
+//!
 //! This file holds the model and its forward pass; the rest, one idea a file:
 //! `build` (loading and packing the weights), `rope` (the rotary tables), `attention`
 //! (which attention path a layer takes, and candle's per-sequence one), `attention_cpu`
@@ -23,6 +26,7 @@ use crate::error::{EngineError, Result};
 pub use crate::kv_cache::KvCache;
 use crate::kv_cache::LayerKv;
 use crate::linear::Linear;
+use crate::lora::{LoraAdapter, LowRank};
 
 use attention::causal_mask;
 use rope::Rope;
@@ -46,6 +50,28 @@ struct Layer {
     mlp: Mlp,
 }
 
+/// An adapter served unmerged: its share of each linear layer.
+struct ServedAdapter {
+    name: String,
+    layers: Vec<LayerLora>,
+    lm_head: Option<LowRank>,
+}
+
+#[derive(Default)]
+struct LayerLora {
+    qkv: Option<LowRank>,
+    o: Option<LowRank>,
+    gate_up: Option<LowRank>,
+    down: Option<LowRank>,
+}
+
+/// Which adapter each row of a forward pass takes: one for a whole sequence (prefill), or
+/// one per row (a decode batch).
+enum Rows<'a> {
+    One(Option<&'a ServedAdapter>),
+    Each(Vec<Option<&'a ServedAdapter>>),
+}
+
 pub struct Llama {
     config: LlamaConfig,
     embed: Tensor,
@@ -58,6 +84,8 @@ pub struct Llama {
     device: Device,
     context: usize,
     weight_dtype: WeightDType,
+    /// Adapters served unmerged, by their index in requests.
+    adapters: Vec<ServedAdapter>,
 }
 
 impl Llama {
@@ -84,9 +112,75 @@ impl Llama {
         }
     }
 
+    /// Serves `adapter` unmerged under `name`: its matrices join the model (a few MB at
+    /// α-UMi's rank 8, beside gigabytes of base weights), and requests naming it add them.
+    pub fn add_adapter(&mut self, name: &str, adapter: &LoraAdapter) -> Result<()> {
+        if self.adapter_index(name).is_some() {
+            return Err(EngineError::invalid(
+                "adapter",
+                format!("{name:?} is served already"),
+            ));
+        }
+        let c = &self.config;
+        let (h, kv, ff, v) = (
+            c.hidden_size,
+            c.num_key_value_heads * c.head_dim(),
+            c.intermediate_size,
+            c.vocab_size,
+        );
+        let mut used = Vec::new();
+        let mut low_rank = |parts: &[(String, usize)]| {
+            adapter.low_rank(parts, self.dtype, &self.device, &mut used)
+        };
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for i in 0..self.layers.len() {
+            let p = format!("model.layers.{i}");
+            let part = |name: &str, rows: usize| (format!("{p}.{name}.weight"), rows);
+            layers.push(LayerLora {
+                qkv: low_rank(&[
+                    part("self_attn.q_proj", h),
+                    part("self_attn.k_proj", kv),
+                    part("self_attn.v_proj", kv),
+                ])?,
+                o: low_rank(&[part("self_attn.o_proj", h)])?,
+                gate_up: low_rank(&[part("mlp.gate_proj", ff), part("mlp.up_proj", ff)])?,
+                down: low_rank(&[part("mlp.down_proj", h)])?,
+            });
+        }
+        let lm_head = low_rank(&[("lm_head.weight".to_string(), v)])?;
+        adapter.check_all_used(&used)?;
+        self.adapters.push(ServedAdapter {
+            name: name.to_string(),
+            layers,
+            lm_head,
+        });
+        Ok(())
+    }
+
+    /// The index requests use for the adapter served as `name`.
+    pub fn adapter_index(&self, name: &str) -> Option<usize> {
+        self.adapters.iter().position(|a| a.name == name)
+    }
+
+    /// The names of the adapters served unmerged.
+    pub fn adapter_names(&self) -> Vec<&str> {
+        self.adapters.iter().map(|a| a.name.as_str()).collect()
+    }
+
+    fn served(&self, adapter: Option<usize>) -> Option<&ServedAdapter> {
+        adapter.and_then(|a| self.adapters.get(a))
+    }
+
     /// Runs `tokens` (appended after what `cache` holds) and returns the f32 logits of
-    /// the last position, shape (vocab,).
-    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+    /// the last position, shape (vocab,), with `adapter` (an index of
+    /// [`Llama::adapter_index`]) added to every layer it adapts.
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        adapter: Option<usize>,
+    ) -> Result<Tensor> {
+        let rows = Rows::One(self.served(adapter));
         let seq = tokens.len();
         let offset = cache.len;
         if seq == 0 {
@@ -103,19 +197,25 @@ impl Llama {
         for (i, layer) in self.layers.iter().enumerate() {
             let residual = x.clone();
             let normed = self.rms_norm(&x, &layer.attn_norm)?;
-            let qkv = layer.attn.qkv.forward(&normed)?;
+            let qkv = project(&layer.attn.qkv, &normed, &rows, |a| {
+                a.layers[i].qkv.as_ref()
+            })?;
             let mut ys = self.attend(
                 &[qkv],
                 &[offset],
                 &mut [&mut cache.layers[i]],
                 mask.as_ref(),
             )?;
-            x = (layer.attn.o.forward(&ys.remove(0))? + residual)?;
-            x = self.mlp(layer, &x)?;
+            let o = project(&layer.attn.o, &ys.remove(0), &rows, |a| {
+                a.layers[i].o.as_ref()
+            })?;
+            x = (o + residual)?;
+            x = self.mlp(i, &x, &rows)?;
         }
         cache.len += seq;
         let last = x.narrow(1, seq - 1, 1)?;
-        let logits = self.lm_head.forward(&self.rms_norm(&last, &self.norm)?)?;
+        let normed = self.rms_norm(&last, &self.norm)?;
+        let logits = project(&self.lm_head, &normed, &rows, |a| a.lm_head.as_ref())?;
         Ok(logits.flatten_all()?.to_dtype(DType::F32)?)
     }
 
@@ -125,16 +225,30 @@ impl Llama {
     /// The matrix products run once for the whole batch (the weights are read once);
     /// attention runs per sequence, since each has its own length. Row for row the
     /// logits are those `forward` gives each sequence alone.
-    pub fn forward_batch(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor> {
-        if tokens.is_empty() || tokens.len() != caches.len() {
+    ///
+    /// `adapters[i]` is sequence `i`'s adapter: each row adds its own low-rank products,
+    /// computed for that row alone, so a row's logits do not depend on its batch.
+    pub fn forward_batch(
+        &self,
+        tokens: &[u32],
+        caches: &mut [&mut KvCache],
+        adapters: &[Option<usize>],
+    ) -> Result<Tensor> {
+        if tokens.is_empty() || tokens.len() != caches.len() || adapters.len() != caches.len() {
             return Err(EngineError::invalid(
                 "batch",
-                format!("{} tokens for {} sequences", tokens.len(), caches.len()),
+                format!(
+                    "{} tokens and {} adapters for {} sequences",
+                    tokens.len(),
+                    adapters.len(),
+                    caches.len()
+                ),
             ));
         }
-        if let ([token], [cache]) = (tokens, &mut *caches) {
-            return Ok(self.forward(&[*token], cache)?.unsqueeze(0)?);
+        if let ([token], [cache], [adapter]) = (tokens, &mut *caches, adapters) {
+            return Ok(self.forward(&[*token], cache, *adapter)?.unsqueeze(0)?);
         }
+        let rows = Rows::Each(adapters.iter().map(|a| self.served(*a)).collect());
         for cache in caches.iter() {
             self.check_room(cache.len + 1)?;
         }
@@ -144,21 +258,27 @@ impl Llama {
         for (i, layer) in self.layers.iter().enumerate() {
             let residual = x.clone();
             let normed = self.rms_norm(&x, &layer.attn_norm)?;
-            let qkv = layer.attn.qkv.forward(&normed)?;
-            let rows = (0..caches.len())
+            let qkv = project(&layer.attn.qkv, &normed, &rows, |a| {
+                a.layers[i].qkv.as_ref()
+            })?;
+            let per_sequence = (0..caches.len())
                 .map(|s| qkv.narrow(0, s, 1))
                 .collect::<candle_core::Result<Vec<_>>>()?;
             let offsets: Vec<usize> = caches.iter().map(|c| c.len).collect();
             let mut slots: Vec<&mut Option<LayerKv>> =
                 caches.iter_mut().map(|c| &mut c.layers[i]).collect();
-            let ys = self.attend(&rows, &offsets, &mut slots, None)?;
-            x = (layer.attn.o.forward(&Tensor::cat(&ys, 0)?)? + residual)?;
-            x = self.mlp(layer, &x)?;
+            let ys = self.attend(&per_sequence, &offsets, &mut slots, None)?;
+            let o = project(&layer.attn.o, &Tensor::cat(&ys, 0)?, &rows, |a| {
+                a.layers[i].o.as_ref()
+            })?;
+            x = (o + residual)?;
+            x = self.mlp(i, &x, &rows)?;
         }
         for cache in caches.iter_mut() {
             cache.len += 1;
         }
-        let logits = self.lm_head.forward(&self.rms_norm(&x, &self.norm)?)?;
+        let normed = self.rms_norm(&x, &self.norm)?;
+        let logits = project(&self.lm_head, &normed, &rows, |a| a.lm_head.as_ref())?;
         Ok(logits.squeeze(1)?.to_dtype(DType::F32)?)
     }
 
@@ -176,12 +296,52 @@ impl Llama {
         crate::pointwise::rms_norm(x, weight, self.config.rms_norm_eps as f32)
     }
 
-    /// The feed-forward block with its residual connection.
-    fn mlp(&self, layer: &Layer, x: &Tensor) -> Result<Tensor> {
+    /// Layer `i`'s feed-forward block with its residual connection.
+    fn mlp(&self, i: usize, x: &Tensor, rows: &Rows) -> Result<Tensor> {
+        let layer = &self.layers[i];
         let mlp = &layer.mlp;
-        let gate_up = mlp.gate_up.forward(&self.rms_norm(x, &layer.ffn_norm)?)?;
+        let normed = self.rms_norm(x, &layer.ffn_norm)?;
+        let gate_up = project(&mlp.gate_up, &normed, rows, |a| {
+            a.layers[i].gate_up.as_ref()
+        })?;
         let ff = self.config.intermediate_size;
         let act = crate::pointwise::silu_mul(&gate_up, ff)?;
-        Ok((mlp.down.forward(&act)? + x)?)
+        let down = project(&mlp.down, &act, rows, |a| a.layers[i].down.as_ref())?;
+        Ok((down + x)?)
+    }
+}
+
+/// `linear(x)` plus each row's adapter product for this layer (`share` picks the layer's
+/// low-rank pair out of an adapter). Rows of a batch (dim 0) each compute their own, so a
+/// row's result does not depend on which rows share its batch.
+fn project(
+    linear: &Linear,
+    x: &Tensor,
+    rows: &Rows,
+    share: impl Fn(&ServedAdapter) -> Option<&LowRank>,
+) -> Result<Tensor> {
+    let y = linear.forward(x)?;
+    match rows {
+        Rows::One(None) => Ok(y),
+        Rows::One(Some(adapter)) => match share(adapter) {
+            Some(low_rank) => Ok((&y + low_rank.delta(x)?.to_dtype(y.dtype())?)?),
+            None => Ok(y),
+        },
+        Rows::Each(adapters) => {
+            let pairs: Vec<Option<&LowRank>> =
+                adapters.iter().map(|a| a.and_then(&share)).collect();
+            if pairs.iter().all(Option::is_none) {
+                return Ok(y);
+            }
+            let deltas = pairs
+                .iter()
+                .enumerate()
+                .map(|(row, pair)| match pair {
+                    Some(low_rank) => low_rank.delta(&x.narrow(0, row, 1)?)?.to_dtype(y.dtype()),
+                    None => y.narrow(0, row, 1)?.zeros_like(),
+                })
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            Ok((&y + Tensor::cat(&deltas, 0)?)?)
+        }
     }
 }
