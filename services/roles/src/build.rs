@@ -9,7 +9,7 @@ use umi_core::presets::Sampling;
 use umi_core::CoreError;
 use umi_discovery::membership::Membership;
 use umi_discovery::DiscoveryError;
-use umi_engine::{Engine, EngineError, LoadOptions, SimEngine};
+use umi_engine::{Engine, EngineError, LoadOptions, SimEngine, WeightDType};
 use umi_rpc::cluster::ClusterRoles;
 use umi_worker::roles::EngineRoles;
 
@@ -156,12 +156,75 @@ pub fn start_in_process(spec: &InProcess, sampling: Sampling) -> Result<EngineRo
         }
         InProcess::Model {
             checkpoints,
+            unmerged_adapters: true,
             tokenizer,
             dtype,
             device,
             config,
         } => {
-            let device = umi_engine::parse_device(device)?;
+            // Each base model loaded once; each (model, adapter) served once, named after
+            // the first role that uses it; per role: its model's index and adapter name.
+            let mut models: Vec<(&PathBuf, umi_engine::LoadedModel)> = Vec::new();
+            let mut served: Vec<(&PathBuf, &PathBuf, &'static str)> = Vec::new();
+            let mut placed: Vec<(RoleKind, usize, Option<&'static str>)> = Vec::new();
+            for (role, checkpoint) in checkpoints.iter() {
+                let at = match models.iter().position(|(p, _)| **p == checkpoint.model) {
+                    Some(at) => at,
+                    None => {
+                        let base = Checkpoint {
+                            model: checkpoint.model.clone(),
+                            adapter: None,
+                        };
+                        let model = load_checkpoint(role, &base, tokenizer, *dtype, device)?;
+                        models.push((&checkpoint.model, model));
+                        models.len() - 1
+                    }
+                };
+                let name = match &checkpoint.adapter {
+                    None => None,
+                    Some(dir) => Some(
+                        match served
+                            .iter()
+                            .find(|(m, d, _)| **m == checkpoint.model && *d == dir)
+                        {
+                            Some((_, _, name)) => *name,
+                            None => {
+                                models[at].1.serve_adapter(role.as_str(), dir).map_err(
+                                    |source| BuildError::Load {
+                                        role: role.as_str(),
+                                        path: dir.clone(),
+                                        source,
+                                    },
+                                )?;
+                                served.push((&checkpoint.model, dir, role.as_str()));
+                                role.as_str()
+                            }
+                        },
+                    ),
+                };
+                placed.push((role, at, name));
+            }
+            let engines: Vec<Engine> = models
+                .into_iter()
+                .map(|(_, model)| Engine::start_with(model, config.clone()))
+                .collect();
+            let engine_of = |i: usize| engines[placed[i].1].clone();
+            let mut roles = EngineRoles::new(engine_of(0), engine_of(1), engine_of(2), sampling);
+            for (role, _, name) in &placed {
+                if let Some(name) = name {
+                    roles = roles.with_adapter(*role, name);
+                }
+            }
+            Ok(roles)
+        }
+        InProcess::Model {
+            checkpoints,
+            unmerged_adapters: false,
+            tokenizer,
+            dtype,
+            device,
+            config,
+        } => {
             let mut loaded: HashMap<&Checkpoint, Engine> = HashMap::new();
             let mut engines = Vec::with_capacity(3);
             for (role, checkpoint) in checkpoints.iter() {
@@ -169,18 +232,7 @@ pub fn start_in_process(spec: &InProcess, sampling: Sampling) -> Result<EngineRo
                     engines.push(engine.clone());
                     continue;
                 }
-                let opts = LoadOptions {
-                    model: checkpoint.model.clone(),
-                    tokenizer: tokenizer.clone(),
-                    dtype: *dtype,
-                    device: device.clone(),
-                    adapter: checkpoint.adapter.clone(),
-                };
-                let model = umi_engine::load(&opts).map_err(|source| BuildError::Load {
-                    role: role.as_str(),
-                    path: checkpoint.model.clone(),
-                    source,
-                })?;
+                let model = load_checkpoint(role, checkpoint, tokenizer, *dtype, device)?;
                 let engine = Engine::start_with(model, config.clone());
                 loaded.insert(checkpoint, engine.clone());
                 engines.push(engine);
@@ -191,6 +243,28 @@ pub fn start_in_process(spec: &InProcess, sampling: Sampling) -> Result<EngineRo
             Ok(EngineRoles::new(planner, caller, summarizer, sampling))
         }
     }
+}
+
+/// Loads `checkpoint` (its adapter, if any, merged) for `role`'s error messages.
+fn load_checkpoint(
+    role: RoleKind,
+    checkpoint: &Checkpoint,
+    tokenizer: &Option<PathBuf>,
+    dtype: WeightDType,
+    device: &str,
+) -> Result<umi_engine::LoadedModel, BuildError> {
+    let opts = LoadOptions {
+        model: checkpoint.model.clone(),
+        tokenizer: tokenizer.clone(),
+        dtype,
+        device: umi_engine::parse_device(device)?,
+        adapter: checkpoint.adapter.clone(),
+    };
+    umi_engine::load(&opts).map_err(|source| BuildError::Load {
+        role: role.as_str(),
+        path: checkpoint.model.clone(),
+        source,
+    })
 }
 
 /// The client of umi workers, sampling with `sampling`.

@@ -87,6 +87,10 @@ pub enum InProcess {
     /// engine.
     Model {
         checkpoints: ByRole<Checkpoint>,
+        /// Adapters served unmerged: roles on the same base model share one engine (one
+        /// copy of its weights), each role's calls adding its own adapter. Otherwise each
+        /// adapter is merged into its own copy of the weights.
+        unmerged_adapters: bool,
         /// Overrides the tokenizer found beside the weights.
         tokenizer: Option<PathBuf>,
         dtype: WeightDType,

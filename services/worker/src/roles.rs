@@ -29,6 +29,9 @@ pub type Backend = Arc<dyn TextEngine>;
 pub struct RoleEngine {
     engine: Backend,
     prompts: RolePrompts,
+    /// The LoRA adapter the engine serves unmerged for this role (None: its weights as
+    /// loaded).
+    adapter: Option<String>,
 }
 
 impl RoleEngine {
@@ -36,6 +39,7 @@ impl RoleEngine {
         RoleEngine {
             engine: engine.into(),
             prompts: RolePrompts::toolbench(),
+            adapter: None,
         }
     }
 
@@ -112,6 +116,7 @@ impl RoleEngine {
             .truncated_prompt(prompt, sampling.max_input_tokens)
             .map_err(classify)?;
         Ok(GenerateRequest {
+            adapter: self.adapter.clone(),
             max_new_tokens: sampling.max_new_tokens,
             min_new_tokens: sampling.min_new_tokens,
             sampling: SamplingParams {
@@ -226,6 +231,17 @@ impl EngineRoles {
             sampling: CallSampling::new(sampling),
             usage: Usage::default(),
         }
+    }
+
+    /// `role`'s calls run with the adapter its engine serves unmerged as `name`.
+    pub fn with_adapter(mut self, role: RoleKind, name: &str) -> Self {
+        let engine = match role {
+            RoleKind::Planner => &mut self.planner,
+            RoleKind::Caller => &mut self.caller,
+            RoleKind::Summarizer => &mut self.summarizer,
+        };
+        engine.adapter = Some(name.to_string());
+        self
     }
 
     /// The tokens of every call made so far.

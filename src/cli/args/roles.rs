@@ -36,8 +36,21 @@ pub struct RoleArgs {
     /// The summarizer's LoRA adapter (default: --adapter).
     #[arg(long, value_name = "DIR")]
     pub summarizer_adapter: Option<PathBuf>,
+    /// How adapters are applied: `merged` into each role's own copy of the weights at
+    /// load (no cost per token), or `unmerged`: roles on the same base model share one
+    /// engine and one copy of its weights, each call adding its role's low-rank product
+    /// (three roles at the memory of one model).
+    #[arg(long, value_enum, default_value_t = AdapterMode::Merged)]
+    pub adapter_mode: AdapterMode,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+}
+
+/// How LoRA adapters are applied (`--adapter-mode`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdapterMode {
+    Merged,
+    Unmerged,
 }
 
 /// How every role call samples: each flag overrides the mode's preset.
@@ -108,6 +121,7 @@ impl RoleArgs {
         });
         Ok(InProcess::Model {
             checkpoints,
+            unmerged_adapters: self.adapter_mode == AdapterMode::Unmerged,
             tokenizer: m.tokenizer.clone(),
             dtype: m.dtype,
             device: m.device.clone(),
