@@ -9,7 +9,9 @@ use umi_core::presets::Sampling;
 use umi_core::CoreError;
 use umi_discovery::membership::Membership;
 use umi_discovery::DiscoveryError;
-use umi_engine::{Engine, EngineError, LoadOptions, SimEngine, WeightDType};
+use umi_engine::{
+    Engine, EngineConfig, EngineError, LoadOptions, LoadedModel, SimEngine, WeightDType,
+};
 use umi_rpc::cluster::ClusterRoles;
 use umi_worker::roles::EngineRoles;
 
@@ -161,62 +163,7 @@ pub fn start_in_process(spec: &InProcess, sampling: Sampling) -> Result<EngineRo
             dtype,
             device,
             config,
-        } => {
-            // Each base model loaded once; each (model, adapter) served once, named after
-            // the first role that uses it; per role: its model's index and adapter name.
-            let mut models: Vec<(&PathBuf, umi_engine::LoadedModel)> = Vec::new();
-            let mut served: Vec<(&PathBuf, &PathBuf, &'static str)> = Vec::new();
-            let mut placed: Vec<(RoleKind, usize, Option<&'static str>)> = Vec::new();
-            for (role, checkpoint) in checkpoints.iter() {
-                let at = match models.iter().position(|(p, _)| **p == checkpoint.model) {
-                    Some(at) => at,
-                    None => {
-                        let base = Checkpoint {
-                            model: checkpoint.model.clone(),
-                            adapter: None,
-                        };
-                        let model = load_checkpoint(role, &base, tokenizer, *dtype, device)?;
-                        models.push((&checkpoint.model, model));
-                        models.len() - 1
-                    }
-                };
-                let name = match &checkpoint.adapter {
-                    None => None,
-                    Some(dir) => Some(
-                        match served
-                            .iter()
-                            .find(|(m, d, _)| **m == checkpoint.model && *d == dir)
-                        {
-                            Some((_, _, name)) => *name,
-                            None => {
-                                models[at].1.serve_adapter(role.as_str(), dir).map_err(
-                                    |source| BuildError::Load {
-                                        role: role.as_str(),
-                                        path: dir.clone(),
-                                        source,
-                                    },
-                                )?;
-                                served.push((&checkpoint.model, dir, role.as_str()));
-                                role.as_str()
-                            }
-                        },
-                    ),
-                };
-                placed.push((role, at, name));
-            }
-            let engines: Vec<Engine> = models
-                .into_iter()
-                .map(|(_, model)| Engine::start_with(model, config.clone()))
-                .collect();
-            let engine_of = |i: usize| engines[placed[i].1].clone();
-            let mut roles = EngineRoles::new(engine_of(0), engine_of(1), engine_of(2), sampling);
-            for (role, _, name) in &placed {
-                if let Some(name) = name {
-                    roles = roles.with_adapter(*role, name);
-                }
-            }
-            Ok(roles)
-        }
+        } => start_unmerged(checkpoints, tokenizer, *dtype, device, config, sampling),
         InProcess::Model {
             checkpoints,
             unmerged_adapters: false,
@@ -245,6 +192,80 @@ pub fn start_in_process(spec: &InProcess, sampling: Sampling) -> Result<EngineRo
     }
 }
 
+/// One engine per base model, each role's LoRA adapter served unmerged on its base: the
+/// three roles on one model take one copy of its weights.
+fn start_unmerged(
+    checkpoints: &ByRole<Checkpoint>,
+    tokenizer: &Option<PathBuf>,
+    dtype: WeightDType,
+    device: &str,
+    config: &EngineConfig,
+    sampling: Sampling,
+) -> Result<EngineRoles, BuildError> {
+    let mut models: Vec<(&PathBuf, LoadedModel)> = Vec::new();
+    let mut served = Vec::new();
+    // Per role: its model's index in `models` and its adapter's name there.
+    let mut placed: Vec<(RoleKind, usize, Option<&'static str>)> = Vec::new();
+    for (role, checkpoint) in checkpoints.iter() {
+        let base = &checkpoint.model;
+        let at = match models.iter().position(|(p, _)| *p == base) {
+            Some(at) => at,
+            None => {
+                let plain = Checkpoint {
+                    model: base.clone(),
+                    adapter: None,
+                };
+                models.push((
+                    base,
+                    load_checkpoint(role, &plain, tokenizer, dtype, device)?,
+                ));
+                models.len() - 1
+            }
+        };
+        let name = match &checkpoint.adapter {
+            Some(dir) => Some(serve_once(&mut models[at].1, &mut served, base, dir, role)?),
+            None => None,
+        };
+        placed.push((role, at, name));
+    }
+    let engines: Vec<Engine> = models
+        .into_iter()
+        .map(|(_, model)| Engine::start_with(model, config.clone()))
+        .collect();
+    let engine_of = |i: usize| engines[placed[i].1].clone();
+    let mut roles = EngineRoles::new(engine_of(0), engine_of(1), engine_of(2), sampling);
+    for (role, _, name) in &placed {
+        if let Some(name) = name {
+            roles = roles.with_adapter(*role, name);
+        }
+    }
+    Ok(roles)
+}
+
+/// Serves the adapter in `dir` on `model` (the checkpoint `base`) under `role`'s name,
+/// unless it is served there already (`served`: base, adapter, name), and returns its
+/// name.
+fn serve_once<'a>(
+    model: &mut LoadedModel,
+    served: &mut Vec<(&'a PathBuf, &'a PathBuf, &'static str)>,
+    base: &'a PathBuf,
+    dir: &'a PathBuf,
+    role: RoleKind,
+) -> Result<&'static str, BuildError> {
+    if let Some((_, _, name)) = served.iter().find(|(b, d, _)| *b == base && *d == dir) {
+        return Ok(name);
+    }
+    model
+        .serve_adapter(role.as_str(), dir)
+        .map_err(|source| BuildError::Load {
+            role: role.as_str(),
+            path: dir.clone(),
+            source,
+        })?;
+    served.push((base, dir, role.as_str()));
+    Ok(role.as_str())
+}
+
 /// Loads `checkpoint` (its adapter, if any, merged) for `role`'s error messages.
 fn load_checkpoint(
     role: RoleKind,
@@ -252,7 +273,7 @@ fn load_checkpoint(
     tokenizer: &Option<PathBuf>,
     dtype: WeightDType,
     device: &str,
-) -> Result<umi_engine::LoadedModel, BuildError> {
+) -> Result<LoadedModel, BuildError> {
     let opts = LoadOptions {
         model: checkpoint.model.clone(),
         tokenizer: tokenizer.clone(),
