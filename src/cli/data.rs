@@ -41,7 +41,8 @@ pub struct GlpftArgs {
     #[arg(long, default_value = "toolbench", value_parser = ["toolbench", "toolalpaca"])]
     pub templates: String,
     /// Fix: keep every trajectory. `prepro_raw_stage_1.py` writes only its first 20 (a
-    /// debugging cut left in the script), which is the default.
+    /// debugging cut left in the script), which is the default; umi then stops reading
+    /// after the 20th (the script reads, and may crash on, every file first).
     #[arg(long)]
     pub all_trajectories: bool,
     /// Fix: a backbone give-up step's prompt holds its own history. `prepro_backbone.py`

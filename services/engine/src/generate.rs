@@ -389,11 +389,12 @@ impl<'t> Sequence<'t> {
         Ok(Step::Feed(next))
     }
 
-    /// The state the next `Feed` token runs against.
+    /// The unmerged adapter the sequence runs with.
     pub fn adapter(&self) -> Option<usize> {
         self.adapter
     }
 
+    /// The state the next `Feed` token runs against.
     pub fn cache_mut(&mut self) -> &mut KvCache {
         &mut self.cache
     }

@@ -37,8 +37,7 @@ impl LoadedModel {
     /// (`GenerateRequest::adapter`) run with it, others on the base weights, in the same
     /// batches.
     pub fn serve_adapter(&mut self, name: &str, dir: &Path) -> Result<()> {
-        let adapter = LoraAdapter::open(dir)?;
-        self.model.add_adapter(name, &adapter)?;
+        self.model.add_adapter(name, LoraAdapter::open(dir)?)?;
         tracing::info!(adapter = %dir.display(), name, "LoRA adapter served unmerged");
         Ok(())
     }
@@ -82,7 +81,12 @@ pub fn load(opts: &LoadOptions) -> Result<LoadedModel> {
         None => Llama::load(config, source.as_mut(), dtype, &opts.device)?,
         Some(dir) => {
             // Read (and checked) before the base weights load.
-            let adapter = LoraAdapter::open(dir)?;
+            let mut adapter = LoraAdapter::open(dir)?;
+            adapter.match_rope_layout(
+                source.rope_layout(),
+                config.num_attention_heads,
+                config.num_key_value_heads,
+            )?;
             let dense = !matches!(dtype, WeightDType::Quantized | WeightDType::Q8_0);
             let mut merging = LoraSource::new(source.as_mut(), adapter, dense);
             let model = Llama::load(config, &mut merging, dtype, &opts.device)?;

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 
+use crate::convert::permute_rope_rows;
 use crate::error::{EngineError, Result};
 use crate::weights::{RawTensor, RopeLayout, TensorSource};
 
@@ -29,14 +30,13 @@ const PEFT_PREFIX: &str = "base_model.model.";
 /// Settings that only matter to training or to PEFT's bookkeeping (`megatron_core` and
 /// `qalora_group_size` are read only with `megatron_config` or `use_qalora`, which must be
 /// off).
-const IGNORED: [&str; 14] = [
+const IGNORED: [&str; 13] = [
     "megatron_core",
     "qalora_group_size",
     "base_model_name_or_path",
     "revision",
     "task_type",
     "inference_mode",
-    "init_lora_weights",
     "lora_dropout",
     "auto_mapping",
     "peft_version",
@@ -47,7 +47,8 @@ const IGNORED: [&str; 14] = [
 ];
 
 /// Settings read here.
-const READ: [&str; 7] = [
+const READ: [&str; 8] = [
+    "init_lora_weights",
     "peft_type",
     "r",
     "lora_alpha",
@@ -87,6 +88,35 @@ impl LoraAdapter {
         &self.dir
     }
 
+    /// Puts B's rows of q_proj and k_proj in the checkpoint's rotary layout: PEFT's are in
+    /// HuggingFace's (halves), a GGUF file's weights in llama.cpp's (interleaved).
+    pub fn match_rope_layout(
+        &mut self,
+        layout: RopeLayout,
+        heads: usize,
+        kv_heads: usize,
+    ) -> Result<()> {
+        if layout == RopeLayout::Halves {
+            return Ok(());
+        }
+        for (name, (_, b)) in self.pairs.iter_mut() {
+            let heads = if name.ends_with("self_attn.q_proj.weight") {
+                heads
+            } else if name.ends_with("self_attn.k_proj.weight") {
+                kv_heads
+            } else {
+                continue;
+            };
+            if b.dims().first().is_none_or(|rows| rows % (2 * heads) != 0) {
+                // Not this model's shape: the merge or the stacking refuses it by name.
+                continue;
+            }
+            *b = permute_rope_rows(b, heads, layout)
+                .map_err(|e| EngineError::load(&self.dir, format!("{name}: {e}")))?;
+        }
+        Ok(())
+    }
+
     /// `W + scaling · B·A` for a base weight the adapter targets (None for the others).
     pub fn merge(&self, name: &str, weight: &Tensor) -> Result<Option<Tensor>> {
         let Some((a, b)) = self.pairs.get(name) else {
@@ -124,13 +154,14 @@ impl LoraAdapter {
     }
 
     /// The adapter's product for a stacked matrix (`parts`: each part's weight name and
-    /// rows, in the stack's order): A of the adapted parts one after another, B placing
-    /// each part's B in its rows and ranks (zero elsewhere), in `dtype` on `device`. None
-    /// when no part is adapted. The names used are recorded in `used`.
+    /// rows, in the stack's order; `inputs`: the columns they share): A of the adapted
+    /// parts one after another, B placing each part's B in its rows and ranks (zero
+    /// elsewhere), in f32 on `device`. None when no part is adapted. The names used are
+    /// recorded in `used`.
     pub fn low_rank(
         &self,
         parts: &[(String, usize)],
-        dtype: DType,
+        inputs: usize,
         device: &Device,
         used: &mut Vec<String>,
     ) -> Result<Option<LowRank>> {
@@ -148,12 +179,14 @@ impl LoraAdapter {
         let mut a_parts = Vec::new();
         for (i, (a, b)) in &adapted {
             let (part_rows, rank) = (parts[*i].1, a.dims()[0]);
-            if b.dims() != [part_rows, rank] {
+            if b.dims() != [part_rows, rank] || a.dims() != [rank, inputs] {
                 return Err(EngineError::load(
                     &self.dir,
                     format!(
-                        "{}: lora_B is {:?}, the model's weight has {part_rows} rows",
+                        "{}: lora_A is {:?} and lora_B {:?}; the model's weight is \
+                         [{part_rows}, {inputs}]",
                         parts[*i].0,
+                        a.dims(),
                         b.dims()
                     ),
                 ));
@@ -170,9 +203,9 @@ impl LoraAdapter {
         }
         let b = Tensor::cat(&b_blocks, 1).map_err(in_adapter)?;
         let a = Tensor::cat(&a_parts, 0).map_err(in_adapter)?;
+        // Kept in f32: PEFT upcasts adapter weights to f32 by default.
         let on_device = |t: Tensor| {
-            t.to_dtype(dtype)
-                .and_then(|t| t.to_device(device))
+            t.to_device(device)
                 .and_then(|t| t.t())
                 .and_then(|t| t.contiguous())
                 .map_err(in_adapter)
@@ -210,11 +243,15 @@ pub struct LowRank {
 }
 
 impl LowRank {
-    /// The product to add to the layer's output for input `x` (..., in).
-    pub fn delta(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        x.broadcast_matmul(&self.a_t)?
+    /// `y + scaling · (x·Aᵀ)·Bᵀ` for the layer's input `x` (..., in) and output `y`,
+    /// in f32 and rounded once to `y`'s dtype, as PEFT's forward computes it.
+    pub fn add_to(&self, y: &Tensor, x: &Tensor) -> candle_core::Result<Tensor> {
+        let delta = x
+            .to_dtype(DType::F32)?
+            .broadcast_matmul(&self.a_t)?
             .broadcast_matmul(&self.b_t)?
-            .affine(self.scaling, 0.0)
+            .affine(self.scaling, 0.0)?;
+        (y.to_dtype(DType::F32)? + delta)?.to_dtype(y.dtype())
     }
 
     /// Bytes of the two matrices.
@@ -272,6 +309,18 @@ impl Settings {
                     "the setting {key:?} = {value} is not supported (umi merges plain LoRA: \
                      no DoRA, per-module ranks, saved modules, layer selections or biases)"
                 ));
+            }
+        }
+        // Initialisations that rewrite the base weights too (PiSSA, OLoRA, LoftQ, CorDA,
+        // EVA): such an adapter needs its converted base.
+        match config.get("init_lora_weights") {
+            None | Some(Value::Bool(_)) => {}
+            Some(Value::String(s)) if s == "gaussian" => {}
+            Some(other) => {
+                return Err(format!(
+                    "init_lora_weights is {other}: an adapter initialised that way needs the \
+                     base weights it rewrote (convert it to plain LoRA first)"
+                ))
             }
         }
         match config.get("peft_type").and_then(Value::as_str) {

@@ -261,3 +261,56 @@ async fn a_request_for_an_adapter_not_served_is_refused_by_name() {
         "{err}"
     );
 }
+
+/// On a GGUF base the q/k rows are in llama.cpp's interleaved order: an adapter's rows
+/// must be put in it. A random adapter on SmolLM2's q/k/v, on the GGUF file (dequantized
+/// to f32) and on its HuggingFace conversion, merged and unmerged: the same tokens.
+#[tokio::test(flavor = "multi_thread")]
+async fn adapters_on_a_gguf_base_are_put_in_its_row_order() {
+    use candle_core::{DType, Device, Tensor};
+    let dir = common::scratch_dir();
+    let gguf = common::smollm2_gguf();
+    let hf = dir.path().join("hf");
+    umi_engine::convert::gguf_to_hf(&gguf, &hf, DType::F32).unwrap();
+    // SmolLM2-135M: hidden 576, 9 heads and 3 key/value heads of 64.
+    let adapter = dir.path().join("adapter");
+    std::fs::create_dir_all(&adapter).unwrap();
+    let mut tensors = std::collections::HashMap::new();
+    for layer in 0..30 {
+        for (proj, rows) in [("q_proj", 576), ("k_proj", 192), ("v_proj", 192)] {
+            let key = format!("base_model.model.model.layers.{layer}.self_attn.{proj}");
+            let a = Tensor::randn(0f32, 0.05, (4, 576), &Device::Cpu).unwrap();
+            let b = Tensor::randn(0f32, 0.05, (rows, 4), &Device::Cpu).unwrap();
+            tensors.insert(format!("{key}.lora_A.weight"), a);
+            tensors.insert(format!("{key}.lora_B.weight"), b);
+        }
+    }
+    candle_core::safetensors::save(&tensors, adapter.join("adapter_model.safetensors")).unwrap();
+    std::fs::write(
+        adapter.join("adapter_config.json"),
+        r#"{"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "k_proj", "v_proj"]}"#,
+    )
+    .unwrap();
+    let prompt: Vec<u32> = vec![1, 504, 3458, 314, 260, 2365, 282, 4053, 30];
+    let greedy = |engine: Engine, name: Option<&'static str>| {
+        let request = request(prompt.clone(), name, 12);
+        async move { engine.generate(request).await.unwrap().token_ids }
+    };
+    let reference = greedy(
+        Engine::start(load(hf.clone(), Some(adapter.clone())).unwrap()),
+        None,
+    )
+    .await;
+    let base = greedy(Engine::start(load(hf, None).unwrap()), None).await;
+    assert_ne!(reference, base, "the adapter changed nothing");
+    let merged = greedy(
+        Engine::start(load(gguf.clone(), Some(adapter.clone())).unwrap()),
+        None,
+    )
+    .await;
+    assert_eq!(merged, reference, "merged on the GGUF file");
+    let mut served = load(gguf, None).unwrap();
+    served.serve_adapter("a", &adapter).unwrap();
+    let unmerged = greedy(Engine::start(served), Some("a")).await;
+    assert_eq!(unmerged, reference, "unmerged on the GGUF file");
+}

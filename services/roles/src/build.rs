@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use candle_core::Device;
 use umi_core::agent::{PerRole, RoleKind, RoleModels};
 use umi_core::presets::Sampling;
 use umi_core::CoreError;
@@ -163,7 +164,10 @@ pub fn start_in_process(spec: &InProcess, sampling: Sampling) -> Result<EngineRo
             dtype,
             device,
             config,
-        } => start_unmerged(checkpoints, tokenizer, *dtype, device, config, sampling),
+        } => {
+            let device = umi_engine::parse_device(device)?;
+            start_unmerged(checkpoints, tokenizer, *dtype, &device, config, sampling)
+        }
         InProcess::Model {
             checkpoints,
             unmerged_adapters: false,
@@ -172,6 +176,7 @@ pub fn start_in_process(spec: &InProcess, sampling: Sampling) -> Result<EngineRo
             device,
             config,
         } => {
+            let device = umi_engine::parse_device(device)?;
             let mut loaded: HashMap<&Checkpoint, Engine> = HashMap::new();
             let mut engines = Vec::with_capacity(3);
             for (role, checkpoint) in checkpoints.iter() {
@@ -179,7 +184,7 @@ pub fn start_in_process(spec: &InProcess, sampling: Sampling) -> Result<EngineRo
                     engines.push(engine.clone());
                     continue;
                 }
-                let model = load_checkpoint(role, checkpoint, tokenizer, *dtype, device)?;
+                let model = load_checkpoint(role, checkpoint, tokenizer, *dtype, &device)?;
                 let engine = Engine::start_with(model, config.clone());
                 loaded.insert(checkpoint, engine.clone());
                 engines.push(engine);
@@ -198,7 +203,7 @@ fn start_unmerged(
     checkpoints: &ByRole<Checkpoint>,
     tokenizer: &Option<PathBuf>,
     dtype: WeightDType,
-    device: &str,
+    device: &Device,
     config: &EngineConfig,
     sampling: Sampling,
 ) -> Result<EngineRoles, BuildError> {
@@ -272,13 +277,13 @@ fn load_checkpoint(
     checkpoint: &Checkpoint,
     tokenizer: &Option<PathBuf>,
     dtype: WeightDType,
-    device: &str,
+    device: &Device,
 ) -> Result<LoadedModel, BuildError> {
     let opts = LoadOptions {
         model: checkpoint.model.clone(),
         tokenizer: tokenizer.clone(),
         dtype,
-        device: umi_engine::parse_device(device)?,
+        device: device.clone(),
         adapter: checkpoint.adapter.clone(),
     };
     umi_engine::load(&opts).map_err(|source| BuildError::Load {

@@ -147,6 +147,7 @@ impl Llama {
             weight_dtype: dtype,
             config,
             adapters: Vec::new(),
+            rope_layout: source.rope_layout(),
         })
     }
 }

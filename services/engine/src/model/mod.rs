@@ -27,6 +27,7 @@ pub use crate::kv_cache::KvCache;
 use crate::kv_cache::LayerKv;
 use crate::linear::Linear;
 use crate::lora::{LoraAdapter, LowRank};
+use crate::weights::RopeLayout;
 
 use attention::causal_mask;
 use rope::Rope;
@@ -86,6 +87,8 @@ pub struct Llama {
     weight_dtype: WeightDType,
     /// Adapters served unmerged, by their index in requests.
     adapters: Vec<ServedAdapter>,
+    /// The checkpoint's q/k row order (an adapter's rows are put in it).
+    rope_layout: RopeLayout,
 }
 
 impl Llama {
@@ -114,7 +117,7 @@ impl Llama {
 
     /// Serves `adapter` unmerged under `name`: its matrices join the model (a few MB at
     /// α-UMi's rank 8, beside gigabytes of base weights), and requests naming it add them.
-    pub fn add_adapter(&mut self, name: &str, adapter: &LoraAdapter) -> Result<()> {
+    pub fn add_adapter(&mut self, name: &str, mut adapter: LoraAdapter) -> Result<()> {
         if self.adapter_index(name).is_some() {
             return Err(EngineError::invalid(
                 "adapter",
@@ -122,6 +125,11 @@ impl Llama {
             ));
         }
         let c = &self.config;
+        adapter.match_rope_layout(
+            self.rope_layout,
+            c.num_attention_heads,
+            c.num_key_value_heads,
+        )?;
         let (h, kv, ff, v) = (
             c.hidden_size,
             c.num_key_value_heads * c.head_dim(),
@@ -129,25 +137,28 @@ impl Llama {
             c.vocab_size,
         );
         let mut used = Vec::new();
-        let mut low_rank = |parts: &[(String, usize)]| {
-            adapter.low_rank(parts, self.dtype, &self.device, &mut used)
+        let mut low_rank = |parts: &[(String, usize)], inputs: usize| {
+            adapter.low_rank(parts, inputs, &self.device, &mut used)
         };
         let mut layers = Vec::with_capacity(self.layers.len());
         for i in 0..self.layers.len() {
             let p = format!("model.layers.{i}");
             let part = |name: &str, rows: usize| (format!("{p}.{name}.weight"), rows);
             layers.push(LayerLora {
-                qkv: low_rank(&[
-                    part("self_attn.q_proj", h),
-                    part("self_attn.k_proj", kv),
-                    part("self_attn.v_proj", kv),
-                ])?,
-                o: low_rank(&[part("self_attn.o_proj", h)])?,
-                gate_up: low_rank(&[part("mlp.gate_proj", ff), part("mlp.up_proj", ff)])?,
-                down: low_rank(&[part("mlp.down_proj", h)])?,
+                qkv: low_rank(
+                    &[
+                        part("self_attn.q_proj", h),
+                        part("self_attn.k_proj", kv),
+                        part("self_attn.v_proj", kv),
+                    ],
+                    h,
+                )?,
+                o: low_rank(&[part("self_attn.o_proj", h)], h)?,
+                gate_up: low_rank(&[part("mlp.gate_proj", ff), part("mlp.up_proj", ff)], h)?,
+                down: low_rank(&[part("mlp.down_proj", h)], ff)?,
             });
         }
-        let lm_head = low_rank(&[("lm_head.weight".to_string(), v)])?;
+        let lm_head = low_rank(&[("lm_head.weight".to_string(), v)], h)?;
         adapter.check_all_used(&used)?;
         self.adapters.push(ServedAdapter {
             name: name.to_string(),
@@ -324,7 +335,7 @@ fn project(
     match rows {
         Rows::One(None) => Ok(y),
         Rows::One(Some(adapter)) => match share(adapter) {
-            Some(low_rank) => Ok((&y + low_rank.delta(x)?.to_dtype(y.dtype())?)?),
+            Some(low_rank) => Ok(low_rank.add_to(&y, x)?),
             None => Ok(y),
         },
         Rows::Each(adapters) => {
@@ -333,15 +344,18 @@ fn project(
             if pairs.iter().all(Option::is_none) {
                 return Ok(y);
             }
-            let deltas = pairs
+            let rows = pairs
                 .iter()
                 .enumerate()
-                .map(|(row, pair)| match pair {
-                    Some(low_rank) => low_rank.delta(&x.narrow(0, row, 1)?)?.to_dtype(y.dtype()),
-                    None => y.narrow(0, row, 1)?.zeros_like(),
+                .map(|(row, pair)| {
+                    let y_row = y.narrow(0, row, 1)?;
+                    match pair {
+                        Some(low_rank) => low_rank.add_to(&y_row, &x.narrow(0, row, 1)?),
+                        None => Ok(y_row),
+                    }
                 })
                 .collect::<candle_core::Result<Vec<_>>>()?;
-            Ok((&y + Tensor::cat(&deltas, 0)?)?)
+            Ok(Tensor::cat(&rows, 0)?)
         }
     }
 }
