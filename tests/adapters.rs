@@ -4,8 +4,12 @@
 //! served unmerged by one engine: the same answer files either way, and not the base
 //! model's.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use support::answer_bytes;
 
 fn root(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -35,20 +39,6 @@ fn run(out: &Path, extra: &[&str]) {
     );
 }
 
-fn answers(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().ends_with("_DFS_woFilter_w2.json"))
-        .map(|p| {
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            (name, std::fs::read(&p).unwrap())
-        })
-        .collect();
-    files.sort();
-    files
-}
-
 #[test]
 fn per_role_adapters_merged_or_unmerged_give_the_same_answers() {
     let dir = tempfile::tempdir().unwrap();
@@ -70,7 +60,11 @@ fn per_role_adapters_merged_or_unmerged_give_the_same_answers() {
     let base = dir.path().join("base");
     run(&base, &[]);
 
-    let (m, u, b) = (answers(&merged), answers(&unmerged), answers(&base));
+    let (m, u, b) = (
+        answer_bytes(&merged),
+        answer_bytes(&unmerged),
+        answer_bytes(&base),
+    );
     assert_eq!(m.len(), 4, "the four demo queries");
     assert!(
         m == u,

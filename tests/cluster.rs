@@ -644,19 +644,7 @@ fn answer_files_are_byte_identical_at_any_concurrency_and_on_a_cluster() {
     ];
     let dir = tempfile::tempdir().unwrap();
     let q = queries(dir.path(), 4);
-    let files = |out: &Path| -> Vec<(String, Vec<u8>)> {
-        let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(out)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.to_string_lossy().ends_with("_DFS_woFilter_w2.json"))
-            .map(|p| {
-                let name = p.file_name().unwrap().to_string_lossy().into_owned();
-                (name, std::fs::read(&p).unwrap())
-            })
-            .collect();
-        v.sort();
-        v
-    };
+    let files = support::answer_bytes;
     let in_process = |concurrency: &str| {
         let out = dir.path().join(format!("local-{concurrency}"));
         let status = umi()

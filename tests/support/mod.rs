@@ -91,6 +91,22 @@ pub fn replay(recordings: &std::path::Path, out: &std::path::Path, extra: &[&str
     );
 }
 
+/// The answer files a run wrote into `dir` (`<id>_DFS_woFilter_w2.json`), by name, with
+/// their bytes: what two runs are compared by.
+pub fn answer_bytes(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with("_DFS_woFilter_w2.json"))
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(&p).unwrap())
+        })
+        .collect();
+    files.sort();
+    files
+}
+
 /// Runs a future to completion on a fresh single-thread runtime (gRPC calls from
 /// synchronous tests).
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {

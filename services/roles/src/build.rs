@@ -159,42 +159,48 @@ pub fn start_in_process(spec: &InProcess, sampling: Sampling) -> Result<EngineRo
         }
         InProcess::Model {
             checkpoints,
-            unmerged_adapters: true,
+            unmerged_adapters,
             tokenizer,
             dtype,
             device,
             config,
         } => {
             let device = umi_engine::parse_device(device)?;
-            start_unmerged(checkpoints, tokenizer, *dtype, &device, config, sampling)
-        }
-        InProcess::Model {
-            checkpoints,
-            unmerged_adapters: false,
-            tokenizer,
-            dtype,
-            device,
-            config,
-        } => {
-            let device = umi_engine::parse_device(device)?;
-            let mut loaded: HashMap<&Checkpoint, Engine> = HashMap::new();
-            let mut engines = Vec::with_capacity(3);
-            for (role, checkpoint) in checkpoints.iter() {
-                if let Some(engine) = loaded.get(checkpoint) {
-                    engines.push(engine.clone());
-                    continue;
-                }
-                let model = load_checkpoint(role, checkpoint, tokenizer, *dtype, &device)?;
-                let engine = Engine::start_with(model, config.clone());
-                loaded.insert(checkpoint, engine.clone());
-                engines.push(engine);
+            if *unmerged_adapters {
+                start_unmerged(checkpoints, tokenizer, *dtype, &device, config, sampling)
+            } else {
+                start_merged(checkpoints, tokenizer, *dtype, &device, config, sampling)
             }
-            let [planner, caller, summarizer]: [Engine; 3] = engines
-                .try_into()
-                .unwrap_or_else(|_| unreachable!("one engine per role"));
-            Ok(EngineRoles::new(planner, caller, summarizer, sampling))
         }
     }
+}
+
+/// One engine per distinct checkpoint (base and adapter), each adapter merged into its
+/// own copy of the weights.
+fn start_merged(
+    checkpoints: &ByRole<Checkpoint>,
+    tokenizer: &Option<PathBuf>,
+    dtype: WeightDType,
+    device: &Device,
+    config: &EngineConfig,
+    sampling: Sampling,
+) -> Result<EngineRoles, BuildError> {
+    let mut loaded: HashMap<&Checkpoint, Engine> = HashMap::new();
+    let mut engines = Vec::with_capacity(3);
+    for (role, checkpoint) in checkpoints.iter() {
+        if let Some(engine) = loaded.get(checkpoint) {
+            engines.push(engine.clone());
+            continue;
+        }
+        let model = load_checkpoint(role, checkpoint, tokenizer, dtype, device)?;
+        let engine = Engine::start_with(model, config.clone());
+        loaded.insert(checkpoint, engine.clone());
+        engines.push(engine);
+    }
+    let [planner, caller, summarizer]: [Engine; 3] = engines
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("one engine per role"));
+    Ok(EngineRoles::new(planner, caller, summarizer, sampling))
 }
 
 /// One engine per base model, each role's LoRA adapter served unmerged on its base: the
