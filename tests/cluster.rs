@@ -266,6 +266,7 @@ fn sigterm_drains_in_flight_calls_and_leaves_the_registry() {
                         ..Default::default()
                     }),
                     task_id: "drain".into(),
+                    ..Default::default()
                 })
                 .await
             })

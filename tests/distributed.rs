@@ -146,6 +146,7 @@ fn the_streamed_answer_is_the_plain_answer_and_health_says_serving() {
             ..Default::default()
         }),
         task_id: "stream".into(),
+        ..Default::default()
     };
     let generated = block_on(async {
         // Health checks need TLS but no token (load balancers and probes have none).

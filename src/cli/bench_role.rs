@@ -84,16 +84,17 @@ pub async fn run(a: RoleBenchArgs) -> anyhow::Result<()> {
     let security = a.tls.security(a.worker_token_file.as_deref())?;
     let roles = ClusterRoles::new(membership, security, sampling, RetryPolicy::default());
     let request = |i: usize| RoleRequest {
-        role,
-        tools: tools.clone(),
-        // Distinct queries, as concurrent tasks have: only the tool docs are shared.
-        history: vec![HistoryTurn::new(
-            "user",
-            &format!("{} (request {i})", query.text),
-        )],
-        thought: (role == RoleKind::Caller).then(|| "Call the first tool.".to_string()),
         task_id: format!("bench-{i}"),
-        seed_offset: None,
+        ..RoleRequest::alpha_umi(
+            role,
+            tools.clone(),
+            // Distinct queries, as concurrent tasks have: only the tool docs are shared.
+            vec![HistoryTurn::new(
+                "user",
+                &format!("{} (request {i})", query.text),
+            )],
+            (role == RoleKind::Caller).then(|| "Call the first tool.".to_string()),
+        )
     };
     // One warm-up call per replica, so model loading and first connections are not timed.
     for i in 0..replicas {

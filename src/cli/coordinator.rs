@@ -9,8 +9,9 @@ use anyhow::{bail, Context};
 use clap::Args;
 use umi_coordinator::service::{serve, CoordinatorService, Settings};
 use umi_coordinator::tasks::TaskSettings;
+use umi_core::agents::AgentKind;
 use umi_core::dfs::SearchConfig;
-use umi_core::presets::{REALTIME, REFERENCE_MAX_STEPS};
+use umi_core::presets::{realtime_for, REFERENCE_MAX_STEPS};
 use umi_rpc::serve::Shutdown;
 
 use super::args::metrics::MetricsArgs;
@@ -41,6 +42,11 @@ pub struct CoordinatorArgs {
     /// Children tried per search node: 2 = DFS_woFilter_w2, 1 = a single chain (CoT).
     #[arg(long, default_value_t = 2)]
     pub width: usize,
+    /// The agent: `alpha-umi`, or `toolllama` (one model, ToolBench's ReAct prompt,
+    /// played by the planner's workers). (`openai-functions` runs with `umi run
+    /// --planner-endpoint openai+http://…`.)
+    #[arg(long, value_parser = coordinator_agent, default_value = "alpha-umi")]
+    pub agent: AgentKind,
     /// Agent steps (planner calls) per task before giving up on it.
     #[arg(long, default_value_t = REFERENCE_MAX_STEPS)]
     pub max_steps: usize,
@@ -94,9 +100,13 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<()> {
             "umi coordinator: --save-cache: every reply --simulate-with invents or the real API gives is saved in the response cache and answered to every client, whoever's task asked for it"
         );
     }
-    let roles = a.remote.roles(a.sampling.over(REALTIME)).await?.context(
-        "the coordinator needs role workers: give --etcd, or all three --*-endpoint flags",
-    )?;
+    let roles = a
+        .remote
+        .roles(a.sampling.over(realtime_for(a.agent, false)))
+        .await?
+        .context(
+            "the coordinator needs role workers: give --etcd, or all three --*-endpoint flags",
+        )?;
     let membership = roles.membership().clone();
     let settings = Settings {
         tasks: TaskSettings {
@@ -106,6 +116,7 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<()> {
                 tree_beam_size: a.width,
                 max_query_count: a.max_steps,
                 seed: a.sampling.seed,
+                agent: a.agent,
                 ..SearchConfig::default()
             },
             concurrency: a.concurrency,
@@ -174,6 +185,15 @@ fn check_ownership(listen: SocketAddr, has_tokens: bool, anonymous: bool) -> any
         eprintln!("umi coordinator: --anonymous: every client shares one task namespace");
     }
     Ok(())
+}
+
+/// `--agent`'s values on a coordinator, whose roles are umi workers.
+fn coordinator_agent(name: &str) -> Result<AgentKind, String> {
+    match AgentKind::parse(name) {
+        Some(AgentKind::OpenAiFunctions) => Err("openai-functions calls an OpenAI-compatible endpoint, not umi workers: run it with umi run --agent openai-functions --planner-endpoint openai+http://HOST:PORT/v1".into()),
+        Some(agent) => Ok(agent),
+        None => Err(format!("{name:?} is not an agent (alpha-umi, toolllama)")),
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use clap::{Args, ValueEnum};
 use futures::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
+use umi_core::agents::AgentKind;
 use umi_core::dfs::{Outcome, SearchConfig};
 use umi_core::env::ToolBackend;
 use umi_core::presets::{self, Sampling};
@@ -44,12 +45,20 @@ pub struct RunArgs {
     /// What answers the roles.
     #[arg(long, value_parser = Answerers::run_values(), default_value = "models")]
     pub roles: Answerers,
+    /// The agent: `alpha-umi` (planner, caller, summarizer), or the reference runner's
+    /// single-model backbones, played by the planner's model: `toolllama` (ToolBench's
+    /// ToolLLaMA prompt and ReAct parser) or `openai-functions` (an OpenAI-compatible
+    /// chat with function calling, as `chatgpt_function`; needs --planner-endpoint
+    /// openai+http://HOST:PORT/v1). The latter two write upstream ToolBench's answer files.
+    #[arg(long, value_parser = agent_kind, default_value = "alpha-umi")]
+    pub agent: AgentKind,
     /// The answer files' message roles: `alpha-umi` as α-UMi's real-time code writes
     /// them (read by its ToolEval converter), or `toolbench` for upstream ToolBench's and
     /// StableToolBench's converters (a system message first, observations as
-    /// `function` messages).
-    #[arg(long, value_enum, default_value = "alpha-umi")]
-    pub answer_format: AnswerFormat,
+    /// `function` messages). Default: the agent's (`toolbench` for toolllama and
+    /// openai-functions, whose messages are ToolBench's).
+    #[arg(long, value_enum)]
+    pub answer_format: Option<AnswerFormat>,
     /// Node depth at which a chain ends (`single_chain_max_step`; each agent step adds 3
     /// nodes). Default: 12, the reference's; with --roles replay, deep enough for the
     /// longest recorded chain.
@@ -91,6 +100,14 @@ pub struct RunArgs {
     /// differs from this run's); without it such a run is refused, naming the differences.
     #[arg(long)]
     pub force: bool,
+}
+
+/// `--agent`'s values.
+fn agent_kind(name: &str) -> Result<AgentKind, String> {
+    AgentKind::parse(name).ok_or_else(|| {
+        let known: Vec<&str> = AgentKind::ALL.iter().map(|a| a.as_str()).collect();
+        format!("{name:?} is not an agent (known: {})", known.join(", "))
+    })
 }
 
 /// The demo queries, built in so that `umi run` works from any directory.
@@ -227,7 +244,17 @@ impl RunArgs {
                 spec.replay = Some(Arc::new(self.tools.replay_roles()?));
             }
             Answerers::Models => {
-                self.remote.apply(&mut spec)?;
+                self.remote
+                    .apply(&mut spec, self.agent != AgentKind::AlphaUmi)?;
+                if self.agent != AgentKind::AlphaUmi {
+                    // One model plays the agent: the planner's.
+                    spec.sources = ByRole::all(spec.sources.planner.clone());
+                }
+                if self.agent == AgentKind::OpenAiFunctions
+                    && !matches!(spec.sources.planner, RoleSource::OpenAi(_))
+                {
+                    bail!("--agent openai-functions calls an OpenAI-compatible chat endpoint with function calling: give --planner-endpoint openai+http://HOST:PORT/v1 (umi's own engines and workers serve α-UMi's and ToolLLaMA's prompts)");
+                }
                 if spec.any(|s| *s == RoleSource::InProcess) {
                     spec.in_process = Some(self.role_args.in_process(&self.engine)?);
                 }
@@ -239,8 +266,29 @@ impl RunArgs {
     /// What the roles sample with when this process decides it (not a coordinator's run,
     /// not replayed recordings).
     fn sampling(&self) -> Option<umi_core::presets::Sampling> {
-        (self.coordinator.is_none() && self.roles == Answerers::Models)
-            .then(|| self.role_args.sampling.over(presets::realtime(self.demo())))
+        (self.coordinator.is_none() && self.roles == Answerers::Models).then(|| {
+            self.role_args
+                .sampling
+                .over(presets::realtime_for(self.agent, self.demo()))
+        })
+    }
+
+    /// The answer files' format: the flag's, else the agent's own. α-UMi's format for a
+    /// ToolBench agent's messages is refused (they have no α-UMi turns to keep).
+    pub fn answer_format(&self) -> anyhow::Result<AnswerFormat> {
+        let own = if self.agent.toolbench_messages() {
+            AnswerFormat::Toolbench
+        } else {
+            AnswerFormat::AlphaUmi
+        };
+        match self.answer_format {
+            Some(AnswerFormat::AlphaUmi) if own == AnswerFormat::Toolbench => bail!(
+                "--agent {} writes upstream ToolBench's messages: drop --answer-format alpha-umi",
+                self.agent
+            ),
+            Some(format) => Ok(format),
+            None => Ok(own),
+        }
     }
 }
 
@@ -259,6 +307,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
         bail!("--width and --concurrency must be at least 1");
     }
     let queries = read_queries(a.queries.as_deref())?;
+    let answer_format = a.answer_format()?;
     let out_dir = a.out.clone().unwrap_or_else(|| {
         let stem = match &a.queries {
             Some(path) => path
@@ -317,7 +366,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let mut progress = Progress::new("queries", todo.len());
     let mut finish = |id: &str, mut solved: Finished| -> anyhow::Result<()> {
-        if a.answer_format == AnswerFormat::Toolbench {
+        if answer_format == AnswerFormat::Toolbench {
             umi_core::answer::toolbench_roles(&mut solved.answer);
         }
         if !solved.answer.is_null() {
@@ -345,8 +394,12 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
             if a.remote.has_endpoints() || a.role_args.model.model.is_some() {
                 bail!("with --coordinator the coordinator's workers and models are used: drop the --model and --*-endpoint flags");
             }
-            if a.width != 2 || a.max_steps.is_some() || a.max_depth.is_some() {
-                bail!("with --coordinator the search settings are the coordinator's: drop --width, --max-steps and --max-depth");
+            if a.width != 2
+                || a.max_steps.is_some()
+                || a.max_depth.is_some()
+                || a.agent != AgentKind::AlphaUmi
+            {
+                bail!("with --coordinator the search settings are the coordinator's: drop --agent, --width, --max-steps and --max-depth");
             }
             if a.roles == Answerers::Replay {
                 bail!("--roles replay runs here: drop --coordinator");
@@ -390,7 +443,10 @@ async fn solve_here(
 ) -> anyhow::Result<()> {
     let demo = a.demo();
     let backend = a.tools.backend()?;
-    let sampling = a.role_args.sampling.over(presets::realtime(demo));
+    let sampling = a
+        .role_args
+        .sampling
+        .over(presets::realtime_for(a.agent, demo));
     let spec = a.roles_spec(sampling)?;
     let replay = spec.replay.clone();
     let roles = umi_roles::build(spec).await?;
@@ -411,6 +467,7 @@ async fn solve_here(
             needed.max(reference_depth)
         }),
         seed: a.role_args.sampling.seed,
+        agent: a.agent,
         ..SearchConfig::default()
     };
     let mut results = futures::stream::iter(todo.iter().map(|q| {

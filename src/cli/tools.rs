@@ -49,6 +49,7 @@ async fn call(a: CallArgs) -> anyhow::Result<()> {
         required_parameters: vec![],
         optional_parameters: vec![],
         method: None,
+        shown_description: None,
     };
     // The request fields the environment would send for this API.
     let call = ApiCall {

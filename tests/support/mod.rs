@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod procs;
+pub mod tree_chat;
 
 /// The `umi` binary, run from the repository root, with security on as in production:
 /// every server it starts (worker, coordinator) serves TLS with the test PKI's loopback

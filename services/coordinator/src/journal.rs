@@ -788,6 +788,7 @@ mod tests {
                 required_parameters: vec![],
                 optional_parameters: vec![],
                 method: Some("GET".into()),
+                shown_description: None,
             }],
         }
     }

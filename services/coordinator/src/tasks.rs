@@ -626,6 +626,7 @@ mod tests {
             required_parameters: vec![],
             optional_parameters: vec![],
             method: None,
+            shown_description: None,
         }];
         assert!(
             matches!(t.submit(other_tools), Err(SubmitError::Conflict(m)) if m.contains("another query"))

@@ -6,13 +6,14 @@ use std::future::Future;
 use std::pin::Pin;
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{json, Value};
 
-use crate::error::Result;
+use crate::error::{CoreError, Result};
 use crate::parse::{cut_planner, parse_action, realtime_output, realtime_planner, Decision};
 use crate::prompt::{render_turns, HistoryTurn, RolePrompts};
 use crate::pyjson;
 use crate::tool::ToolDoc;
+use crate::toolbench;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -72,6 +73,32 @@ pub struct Generated {
     pub generated_tokens: usize,
     /// Written by the simulated engine (a test double), not a model.
     pub simulated: bool,
+    /// What a function-calling chat answered (`PromptForm::Functions`); `text` is then
+    /// its content.
+    pub chat: Option<ChatReply>,
+}
+
+/// A function-calling chat's assistant message: its content (`None` when the model only
+/// called a function, as OpenAI's API answers then) and its first call.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChatReply {
+    pub content: Option<String>,
+    pub function_call: Option<FunctionCall>,
+}
+
+/// Which prompt a role request is rendered into.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromptForm {
+    /// α-UMi's role templates, from `tools`, `history` and `thought`.
+    #[default]
+    AlphaUmi,
+    /// ToolLLaMA's template (`toolbench::toolllama_prompt`): `history` holds the search's
+    /// messages as (message role, content) and `functions` the function list.
+    ToolLlama,
+    /// A chat with function calling (OpenAI's): `chat` and `functions` as they are.
+    /// Only an OpenAI-compatible endpoint that calls functions serves it.
+    Functions,
 }
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -96,18 +123,62 @@ pub struct RoleRequest {
     /// numbers its calls itself. Not part of the prompt.
     #[serde(default)]
     pub seed_offset: Option<u64>,
+    /// Which prompt this is (α-UMi's role templates unless a ToolBench agent asks).
+    #[serde(default)]
+    pub form: PromptForm,
+    /// ToolBench's OpenAI-style function list (`Finish` last), for ToolBench's agents.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub functions: Vec<Value>,
+    /// The conversation of a function-calling chat (`PromptForm::Functions`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chat: Vec<Message>,
 }
 
 impl RoleRequest {
-    pub fn render(&self, prompts: &RolePrompts) -> String {
-        let history = render_turns(&self.history);
-        match self.role {
-            RoleKind::Planner => prompts.planner_input(&self.tools, &history),
-            RoleKind::Caller => {
-                prompts.caller_input(&self.tools, self.thought.as_deref().unwrap_or(""), &history)
-            }
-            RoleKind::Summarizer => prompts.summarizer_input(&self.tools, &history),
+    /// An α-UMi role request (the other fields empty: no task yet, α-UMi's form).
+    pub fn alpha_umi(
+        role: RoleKind,
+        tools: Vec<ToolDoc>,
+        history: Vec<HistoryTurn>,
+        thought: Option<String>,
+    ) -> Self {
+        RoleRequest {
+            role,
+            tools,
+            history,
+            thought,
+            task_id: String::new(),
+            seed_offset: None,
+            form: PromptForm::AlphaUmi,
+            functions: vec![],
+            chat: vec![],
         }
+    }
+
+    /// The prompt text. A function-calling chat has none: only an endpoint that calls
+    /// functions serves it, and anything else refuses it here, saying so.
+    pub fn render(&self, prompts: &RolePrompts) -> Result<String> {
+        let history = render_turns(&self.history);
+        Ok(match self.form {
+            PromptForm::AlphaUmi => match self.role {
+                RoleKind::Planner => prompts.planner_input(&self.tools, &history),
+                RoleKind::Caller => prompts.caller_input(
+                    &self.tools,
+                    self.thought.as_deref().unwrap_or(""),
+                    &history,
+                ),
+                RoleKind::Summarizer => prompts.summarizer_input(&self.tools, &history),
+            },
+            PromptForm::ToolLlama => toolbench::toolllama_prompt(&self.history, &self.functions),
+            PromptForm::Functions => {
+                return Err(CoreError::invalid(
+                    "agent",
+                    "openai-functions needs an OpenAI-compatible endpoint that calls functions \
+                     (--planner-endpoint openai+http://HOST:PORT/v1); umi's engines and workers \
+                     serve α-UMi's and ToolLLaMA's prompts",
+                ))
+            }
+        })
     }
 }
 
@@ -139,42 +210,60 @@ impl RoleModels for PerRole {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 /// Fields in the order the reference's dicts have them (user: role, content, value;
 /// assistant: role, content, function_call, value; observation: role, name, content,
-/// value; `valid` added last when a retry prompt is spent).
+/// value; `valid` added last when a retry prompt is spent). ToolBench's agents' messages
+/// have no `value`, and their assistant's `content` may be `null`.
 pub struct Message {
     pub role: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub content: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub function_call: Option<FunctionCall>,
-    /// The raw agent string (assistant) or the text shown to the models.
-    pub value: String,
+    /// α-UMi's messages: the raw agent string (assistant) or the text shown to the models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub valid: Option<bool>,
 }
 
 impl Message {
-    pub fn user(text: &str) -> Self {
+    /// A message of `role` with `content` only (ToolBench's agents' shape).
+    pub fn plain(role: &str, content: &str) -> Self {
         Message {
-            role: "user".into(),
-            content: Some(text.into()),
-            value: text.into(),
+            role: role.into(),
+            content: Some(content.into()),
+            value: None,
             name: None,
             function_call: None,
             valid: None,
         }
     }
 
+    /// An α-UMi user message (content and value).
+    pub fn user(text: &str) -> Self {
+        Message {
+            value: Some(text.into()),
+            ..Message::plain("user", text)
+        }
+    }
+
+    /// An α-UMi observation message.
     pub fn observation(function: &str, text: &str) -> Self {
         Message {
-            role: "observation".into(),
-            content: Some(text.into()),
-            value: text.into(),
             name: Some(function.into()),
-            function_call: None,
-            valid: None,
+            value: Some(text.into()),
+            ..Message::plain("observation", text)
         }
+    }
+
+    /// The text α-UMi's history shows of a message: its `value` (its content for a
+    /// message without one).
+    pub fn shown(&self) -> &str {
+        self.value
+            .as_deref()
+            .or(self.content.as_deref())
+            .unwrap_or("")
     }
 }
 
@@ -191,7 +280,7 @@ pub fn history_turns(messages: &[Message]) -> Vec<HistoryTurn> {
     messages
         .iter()
         .filter(|m| matches!(m.role.as_str(), "assistant" | "user" | "observation"))
-        .map(|m| HistoryTurn::new(&m.role, &m.value))
+        .map(|m| HistoryTurn::new(&m.role, m.shown()))
         .collect()
 }
 
@@ -220,15 +309,9 @@ pub async fn agent_step(
     messages: &[Message],
 ) -> Result<Step> {
     let history = history_turns(messages);
-    let request =
-        |role: RoleKind, history: Vec<HistoryTurn>, thought: Option<String>| RoleRequest {
-            role,
-            tools: tools.to_vec(),
-            history,
-            thought,
-            task_id: String::new(),
-            seed_offset: None,
-        };
+    let request = |role: RoleKind, history: Vec<HistoryTurn>, thought: Option<String>| {
+        RoleRequest::alpha_umi(role, tools.to_vec(), history, thought)
+    };
     let mut tokens = 0;
     let mut planned = None;
     for _ in 0..PLANNER_ATTEMPTS {
@@ -325,7 +408,7 @@ mod tests {
             },
             Message {
                 role: "assistant".into(),
-                value: "t Next: caller.</s>caller: Action: f\nAction Input: {}".into(),
+                value: Some("t Next: caller.</s>caller: Action: f\nAction Input: {}".into()),
                 ..Message::user("")
             },
             Message::observation("f", "{\"a\": 1}"),

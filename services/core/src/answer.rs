@@ -203,11 +203,14 @@ pub fn answer_json(search: &Search, functions: Vec<Value>) -> Value {
             "max_query_count": c.max_query_count,
             "answer": c.answer,
             "with_filter": c.with_filter,
-            "prompt_type": prompt_type(),
         },
         "compare_candidates": compare,
         "answer_generation": generation,
     });
+    // The fork's search records α-UMi's templates; upstream ToolBench's has no such key.
+    if !c.agent.toolbench_messages() {
+        answer["forward_args"]["prompt_type"] = prompt_type();
+    }
     if let Some(trys) = trys {
         answer["try_count"] = json!(1);
         answer["trys"] = trys;
@@ -260,7 +263,7 @@ mod tests {
             spent("d2"),
             Message::user("u"),
         ]);
-        let texts: Vec<&str> = kept.iter().map(|m| m.value.as_str()).collect();
+        let texts: Vec<&str> = kept.iter().map(|m| m.shown()).collect();
         assert_eq!(texts, ["q", "o", "d2", "u"]);
     }
 

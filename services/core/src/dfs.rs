@@ -8,7 +8,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tracing::Instrument;
 
-use crate::agent::{agent_step, BoxFuture, FunctionCall, Message, RoleModels};
+use crate::agent::{BoxFuture, FunctionCall, Message, RoleModels};
+use crate::agents::AgentKind;
 use crate::env::{status, ToolEnv};
 use crate::error::CoreError;
 use crate::parse::Decision;
@@ -33,6 +34,8 @@ pub struct SearchConfig {
     /// Seeds the choice among give-up chains when no chain answered (the reference picks
     /// one with Python's `random`); with the query, it makes the choice reproducible.
     pub seed: u64,
+    /// Which agent takes the steps.
+    pub agent: AgentKind,
 }
 
 impl Default for SearchConfig {
@@ -44,6 +47,7 @@ impl Default for SearchConfig {
             answer: 1,
             with_filter: false,
             seed: crate::presets::DEFAULT_SEED,
+            agent: AgentKind::AlphaUmi,
         }
     }
 }
@@ -113,7 +117,8 @@ enum Control {
 }
 
 impl Search {
-    pub fn new(query: &str, config: SearchConfig) -> Self {
+    /// A search for `query` whose root holds `opening` (`AgentKind::opening`).
+    pub fn new(query: &str, config: SearchConfig, opening: Vec<Message>) -> Self {
         let root = Node {
             node_type: NodeType::ActionInput,
             description: String::new(),
@@ -126,7 +131,7 @@ impl Search {
             is_terminal: false,
             finished: false,
             expand_num: 0,
-            messages: vec![Message::user(query)],
+            messages: opening,
         };
         Search {
             nodes: vec![root],
@@ -193,20 +198,26 @@ impl Search {
                     decision = tracing::field::Empty,
                     function = tracing::field::Empty,
                 );
-                let step = agent_step(models, env.docs(), &messages)
+                let agent = self.config.agent;
+                let reply = agent
+                    .step(models, env, &messages)
                     .instrument(step_span.clone())
                     .await;
                 self.query_count += 1;
-                let step = match step {
-                    Ok(step) => step,
+                let reply = match reply {
+                    Ok(reply) => reply,
                     Err(e) => {
                         self.failure = Some(e);
                         return Control::Abort;
                     }
                 };
-                step_span.record("decision", tracing::field::debug(step.decision));
-                step_span.record("function", step.call.name.as_str());
-                self.total_tokens += step.tokens;
+                if let Some(decision) = reply.decision {
+                    step_span.record("decision", tracing::field::debug(decision));
+                }
+                if let Some(call) = &reply.message.function_call {
+                    step_span.record("function", call.name.as_str());
+                }
+                self.total_tokens += reply.tokens;
                 if self.query_count >= self.config.max_query_count {
                     return Control::Abort;
                 }
@@ -215,54 +226,28 @@ impl Search {
                 }
                 self.nodes[id].messages = messages.clone();
 
-                let (observation, code) = env.step(&step.call.name, &step.call.arguments).await;
-                let mut call = step.call.clone();
-                if code == status::NO_SUCH_FUNCTION {
-                    call.name = "invalid_hallucination_function_name".into();
+                // As the reference: a content makes a Thought node, a call an Action and
+                // an Action Input node below it; the last node made takes the message.
+                let (message, decision) = (reply.message, reply.decision);
+                let mut last = id;
+                if let Some(content) = &message.content {
+                    last = self.add_child(last, NodeType::Thought, content.clone(), &messages);
                 }
-                let assistant = Message {
-                    role: "assistant".into(),
-                    content: Some(step.thought.clone()),
-                    value: step.value.clone(),
-                    name: None,
-                    function_call: Some(FunctionCall {
-                        name: call.name.clone(),
-                        arguments: call.arguments.clone(),
-                    }),
-                    valid: None,
-                };
-                let thought =
-                    self.add_child(id, NodeType::Thought, step.thought.clone(), &messages);
-                let action =
-                    self.add_child(thought, NodeType::Action, step.call.name.clone(), &messages);
-                let mut child_messages = messages.clone();
-                child_messages.push(assistant);
-                child_messages.push(Message::observation(&call.name, &observation));
-                let input = self.add_child(
-                    action,
-                    NodeType::ActionInput,
-                    step.call.arguments.clone(),
-                    &child_messages,
-                );
-                {
-                    let n = &mut self.nodes[input];
-                    n.observation = Some(observation);
-                    n.observation_code = Some(code);
-                    match code {
-                        status::GIVE_UP => n.pruned = true,
-                        status::FINAL_ANSWER => n.is_terminal = true,
-                        _ => {}
+                let next = match message.function_call.clone() {
+                    None => {
+                        self.nodes[last].messages.push(message);
+                        last
                     }
-                }
-                if code == status::FINAL_ANSWER {
-                    self.make_finish(input, FINAL_ANSWER_BACK_LENGTH);
-                }
+                    Some(call) => self.take_call(last, call, message, &messages, env).await,
+                };
                 debug_assert!(
-                    step.decision != Decision::GiveUp
-                        || code == status::GIVE_UP
-                        || code == status::BAD_FINISH
+                    decision != Some(Decision::GiveUp)
+                        || matches!(
+                            self.nodes[next].observation_code,
+                            Some(status::GIVE_UP | status::BAD_FINISH)
+                        )
                 );
-                match self.dfs(input, models, env).await {
+                match self.dfs(next, models, env).await {
                     Control::Abort => return Control::Abort,
                     Control::Answered => return Control::Answered,
                     _ if self.terminal.len() >= self.config.answer => return Control::Answered,
@@ -272,6 +257,55 @@ impl Search {
             }
             Control::Up(1)
         })
+    }
+
+    /// Makes a step's call: its Action and Action Input nodes below `last`, the tool's
+    /// observation (a hallucinated name renamed in the message, as the reference does),
+    /// the message and the observation message appended to the input node's messages.
+    /// Returns the Action Input node.
+    async fn take_call(
+        &mut self,
+        last: usize,
+        call: FunctionCall,
+        mut message: Message,
+        messages: &[Message],
+        env: &ToolEnv<'_>,
+    ) -> usize {
+        let agent = self.config.agent;
+        let action = self.add_child(last, NodeType::Action, call.name.clone(), messages);
+        let (observation, code) = env.step(&call.name, &call.arguments).await;
+        if code == status::NO_SUCH_FUNCTION {
+            if let Some(c) = message.function_call.as_mut() {
+                c.name = "invalid_hallucination_function_name".into();
+            }
+        }
+        let shown_name = message
+            .function_call
+            .as_ref()
+            .map_or(call.name.clone(), |c| c.name.clone());
+        let mut child_messages = messages.to_vec();
+        child_messages.push(message);
+        child_messages.push(agent.observation_message(&shown_name, &observation));
+        let input = self.add_child(
+            action,
+            NodeType::ActionInput,
+            call.arguments.clone(),
+            &child_messages,
+        );
+        {
+            let n = &mut self.nodes[input];
+            n.observation = Some(observation);
+            n.observation_code = Some(code);
+            match code {
+                status::GIVE_UP => n.pruned = true,
+                status::FINAL_ANSWER => n.is_terminal = true,
+                _ => {}
+            }
+        }
+        if code == status::FINAL_ANSWER {
+            self.make_finish(input, FINAL_ANSWER_BACK_LENGTH);
+        }
+        input
     }
 
     /// `tree_node.make_finish`: marks `id` and its ancestors finished, up to and
@@ -352,9 +386,11 @@ impl Search {
         if let Some(obs) = &node.observation {
             text.push_str(&format!("again, your former observation: {obs}\n"));
         }
-        Some(Message::user(
-            &DIVERSITY_PROMPT.replace("{previous_candidate}", &text),
-        ))
+        Some(
+            self.config
+                .agent
+                .user_message(&DIVERSITY_PROMPT.replace("{previous_candidate}", &text)),
+        )
     }
 }
 
@@ -405,10 +441,12 @@ mod tests {
     impl RoleModels for ScriptedRoles {
         fn generate<'a>(&'a self, request: RoleRequest) -> BoxFuture<'a, crate::Result<Generated>> {
             let role = request.role;
-            self.prompts
-                .lock()
-                .unwrap()
-                .push((role, request.render(&RolePrompts::toolbench())));
+            self.prompts.lock().unwrap().push((
+                role,
+                request
+                    .render(&RolePrompts::toolbench())
+                    .unwrap_or_default(),
+            ));
             let mut outputs = self.outputs.lock().unwrap();
             let text = outputs
                 .iter_mut()
@@ -448,6 +486,7 @@ mod tests {
                 tree_beam_size: width,
                 ..SearchConfig::default()
             },
+            vec![Message::user("Weather in Paris?")],
         );
         block_on(search.run(roles, &env));
         search
@@ -659,6 +698,41 @@ mod tests {
         );
     }
 
+    /// A ToolBench agent's reply without a call leaves a Thought node alone, holding the
+    /// message, and the next step grows below it (one level a step).
+    #[test]
+    fn a_reply_without_a_call_is_a_thought_and_the_search_goes_on_below_it() {
+        let roles = ScriptedRoles::new(&["just thinking"; 5], &[], &[]);
+        let env = ToolEnv::new(vec![weather_api()], &FixedReply);
+        let config = SearchConfig {
+            single_chain_max_step: 3,
+            tree_beam_size: 1,
+            agent: AgentKind::OpenAiFunctions,
+            ..SearchConfig::default()
+        };
+        let opening = AgentKind::OpenAiFunctions.opening("q", &env);
+        let mut s = Search::new("q", config, opening);
+        block_on(s.run(&roles, &env));
+        assert_eq!(s.query_count, 3);
+        let depths: Vec<(usize, NodeType)> =
+            s.nodes.iter().map(|n| (n.depth, n.node_type)).collect();
+        assert_eq!(
+            depths[1..],
+            [
+                (1, NodeType::Thought),
+                (2, NodeType::Thought),
+                (3, NodeType::Thought)
+            ]
+        );
+        let last = s.nodes[3].messages.last().unwrap();
+        assert_eq!(
+            (last.role.as_str(), last.content.as_deref()),
+            ("assistant", Some(""))
+        );
+        assert_eq!(s.nodes[3].messages[0].role, "system");
+        assert!(s.nodes[3].pruned);
+    }
+
     #[test]
     fn the_step_budget_aborts_the_search() {
         let roles = ScriptedRoles::new(&["a Next: caller."; 30], &[CALL; 30], &[]);
@@ -669,6 +743,7 @@ mod tests {
                 max_query_count: 3,
                 ..SearchConfig::default()
             },
+            vec![Message::user("q")],
         );
         block_on(s.run(&roles, &env));
         assert_eq!(s.query_count, 3);

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use tracing::Instrument;
 
 use crate::agent::BoxFuture;
+use crate::agents::ObservationStyle;
 use crate::pyjson;
 use crate::tool::{ApiSpec, ToolDoc};
 
@@ -99,6 +100,12 @@ impl ApiReply {
         }
     }
 
+    /// The observation upstream ToolBench's `_step` returns: the whole reply,
+    /// `json.dumps({"error": …, "response": …})`.
+    pub fn whole(&self) -> String {
+        pyjson::dumps(&json!({"error": self.error, "response": self.response}))
+    }
+
     /// The status code of the reply: the reference compares the error text exactly.
     pub fn status(&self) -> Status {
         match self.error.as_str() {
@@ -148,6 +155,13 @@ pub trait ToolBackend: Send + Sync {
     fn cached_entry(&self, _call: &ApiCall) -> Option<Value> {
         None
     }
+
+    /// A tool's description from ToolBench's tool folder (`tool_description` of
+    /// `<category>/<standard tool name>.json`), for ToolBench's agents' system message;
+    /// None where the backend has no tool folder.
+    fn tool_description(&self, _category: &str, _standard_tool_name: &str) -> Option<String> {
+        None
+    }
 }
 
 /// A transport-level failure (timeout, bad status, unreadable body): status 12.
@@ -175,6 +189,7 @@ pub struct ToolEnv<'b> {
     apis: Vec<ApiSpec>,
     docs: Vec<ToolDoc>,
     backend: &'b dyn ToolBackend,
+    style: ObservationStyle,
 }
 
 /// A status code of `step` (ToolBench's `rapidapi_wrapper.step`), named in [`status`].
@@ -233,7 +248,32 @@ impl<'b> ToolEnv<'b> {
             apis,
             docs,
             backend,
+            style: ObservationStyle::default(),
         }
+    }
+
+    /// The same environment writing observations in `style`.
+    pub fn with_observations(self, style: ObservationStyle) -> Self {
+        ToolEnv { style, ..self }
+    }
+
+    /// `rapidapi_wrapper.task_description`: each of the query's tools (in `api_list`
+    /// order) with its description from the backend's tool folder (empty, shown as
+    /// `None`, without one).
+    pub fn task_description(&self) -> String {
+        let tools: Vec<(String, String)> = self
+            .apis
+            .iter()
+            .map(|api| {
+                let name = api.standard_tool_name();
+                let description = self
+                    .backend
+                    .tool_description(&api.category_name, &name)
+                    .unwrap_or_default();
+                (name, description)
+            })
+            .collect();
+        crate::toolbench::task_description(&tools)
     }
 
     /// The model-facing docs (`{doc}`).
@@ -290,7 +330,11 @@ impl<'b> ToolEnv<'b> {
         };
         let code = reply.status();
         span.record("status", code);
-        (reply.observation(), code)
+        let text = match self.style {
+            ObservationStyle::Response => reply.observation(),
+            ObservationStyle::WholeReply => reply.whole(),
+        };
+        (text, code)
     }
 }
 

@@ -2,6 +2,7 @@
 //! evaluation metrics, and the DFSDT search over abstract roles and tools.
 
 pub mod agent;
+pub mod agents;
 pub mod answer;
 pub mod dfs;
 pub mod env;
@@ -22,5 +23,6 @@ pub mod task;
 #[cfg(test)]
 mod testing;
 pub mod tool;
+pub mod toolbench;
 
 pub use error::{CoreError, ErrorClass, Result};

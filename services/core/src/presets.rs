@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+use crate::agents::AgentKind;
+
 /// How one role call samples, and how much of its prompt it keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Sampling {
@@ -104,6 +106,25 @@ pub fn realtime(demo: bool) -> Sampling {
             REALTIME.max_new_tokens
         },
         ..REALTIME
+    }
+}
+
+/// ToolLLaMA's prompt budget: `generate_stream`'s `context_len - max_new_tokens - 8`
+/// with ToolLLaMA's 8192-token context.
+pub const TOOLLLAMA_MAX_INPUT_TOKENS: usize = 8192 - 512 - 8;
+
+/// The real-time sampling of `agent`: ToolLLaMA's keeps its longer prompt (its other
+/// settings are α-UMi's: temperature 0.5, 512 new tokens, `force_generate`); an
+/// OpenAI-style chat sends only the seed (`chatgpt_function` leaves the rest to the
+/// server).
+pub fn realtime_for(agent: AgentKind, demo: bool) -> Sampling {
+    let sampling = realtime(demo);
+    match agent {
+        AgentKind::ToolLlama => Sampling {
+            max_input_tokens: TOOLLLAMA_MAX_INPUT_TOKENS,
+            ..sampling
+        },
+        AgentKind::AlphaUmi | AgentKind::OpenAiFunctions => sampling,
     }
 }
 

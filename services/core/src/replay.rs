@@ -237,7 +237,11 @@ mod tests {
 
     fn run(roles: &ReplayRoles) -> Search {
         let env = ToolEnv::new(vec![weather_api()], &Sunny);
-        let mut search = Search::new("Weather in Paris?", SearchConfig::default());
+        let mut search = Search::new(
+            "Weather in Paris?",
+            SearchConfig::default(),
+            vec![crate::agent::Message::user("Weather in Paris?")],
+        );
         block_on(search.run(roles, &env));
         search
     }

@@ -199,8 +199,10 @@ pub async fn solve(
         steps = tracing::field::Empty,
         outcome = tracing::field::Empty
     );
-    let env = ToolEnv::new(query.apis.clone(), backend);
-    let mut search = Search::new(&query.text, config);
+    let agent = config.agent;
+    let env =
+        ToolEnv::new(query.apis.clone(), backend).with_observations(agent.observation_style());
+    let mut search = Search::new(&query.text, config, agent.opening(&query.text, &env));
     let roles = TaskRoles {
         inner: roles,
         task_id: &query.id,

@@ -17,6 +17,7 @@ pub fn weather_api() -> ApiSpec {
         }],
         optional_parameters: vec![],
         method: None,
+        shown_description: None,
     }
 }
 

@@ -86,6 +86,11 @@ pub struct ApiSpec {
     pub optional_parameters: Vec<ApiParam>,
     #[serde(default)]
     pub method: Option<String>,
+    /// The description exactly as both docs show it, for an API rebuilt from an answer
+    /// file's function spec: its raw API name is lost, so the name's replacement in the
+    /// description cannot be redone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shown_description: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -188,6 +193,9 @@ impl ApiSpec {
     /// stripped, the raw API name replaced by the function name, first 256 characters;
     /// `None` when blank.
     fn shown_description(&self) -> Option<String> {
+        if let Some(shown) = &self.shown_description {
+            return (!shown.is_empty()).then(|| shown.clone());
+        }
         let description = pyjson::strip(self.api_description.as_deref().unwrap_or(""));
         if description.is_empty() {
             return None;
@@ -261,15 +269,13 @@ impl ApiSpec {
             .unwrap_or(name)
             .to_string();
         let function = format!("{api_name}_for_{tool}");
-        // Shown descriptions name the function where the original named the API: undo
-        // that, so that `doc` redoes it.
-        let api_description = text
+        let shown = text
             .split_once(DESCRIPTION)
             .map_or(String::new(), |(_, d)| {
-                d.strip_suffix('"')
-                    .unwrap_or(d)
-                    .replace(&function, &api_name)
+                d.strip_suffix('"').unwrap_or(d).to_string()
             });
+        // The original's guess: the function's name back to the API's.
+        let api_description = shown.replace(&function, &api_name);
         let parameters = spec.get("parameters");
         let listed = |key: &str| -> Vec<ApiParam> {
             let properties = parameters.and_then(|p| p.get("properties"));
@@ -310,6 +316,7 @@ impl ApiSpec {
             required_parameters: listed("required"),
             optional_parameters: listed("optional"),
             method: None,
+            shown_description: Some(shown),
         })
     }
 
@@ -382,6 +389,7 @@ mod tests {
             required_parameters: vec![],
             optional_parameters: vec![],
             method: None,
+            shown_description: None,
         };
         assert_eq!(api.function_name(), "is_from_for_my_tool");
         let long = ApiSpec {
@@ -408,6 +416,7 @@ mod tests {
             required_parameters: vec![param("q", "STRING", "query")],
             optional_parameters: vec![param("n", "NUMBER", "")],
             method: Some("GET".into()),
+            shown_description: None,
         };
         assert_eq!(
             api.doc().render(),
@@ -444,6 +453,7 @@ mod tests {
             required_parameters: vec![param("id", " the id\n", json!(""))],
             optional_parameters: vec![param("Page Size", &"x".repeat(300), Value::Null)],
             method: None,
+            shown_description: None,
         };
         let doc = api.doc();
         assert_eq!(doc.doc()["function"], "");
@@ -486,10 +496,30 @@ mod tests {
             required_parameters: vec![param("city", "STRING", json!("Paris"))],
             optional_parameters: vec![param("days", "NUMBER", json!(""))],
             method: None,
+            shown_description: None,
         };
         let spec = api.function_spec();
         let rebuilt = ApiSpec::from_function_spec(&spec).unwrap();
-        assert_eq!(rebuilt, api);
+        let shown = "current_for_weather_api gives the weather now";
+        assert_eq!(rebuilt.shown_description.as_deref(), Some(shown));
+        assert_eq!(
+            ApiSpec {
+                shown_description: None,
+                ..rebuilt.clone()
+            },
+            api
+        );
+        assert_eq!(rebuilt.function_spec(), spec);
+        assert_eq!(rebuilt.doc(), api.doc());
+        // A raw name that is not its standardized one ("Transitaire" → `transitaire`) is
+        // not replaced in the description; the rebuilt API shows it as recorded.
+        let api = ApiSpec {
+            api_name: "Transitaire".into(),
+            api_description: Some("Récupère un transitaire donnée".into()),
+            ..api
+        };
+        let spec = api.function_spec();
+        let rebuilt = ApiSpec::from_function_spec(&spec).unwrap();
         assert_eq!(rebuilt.function_spec(), spec);
         assert_eq!(rebuilt.doc(), api.doc());
     }

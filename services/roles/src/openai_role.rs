@@ -6,11 +6,15 @@
 //! `max_tokens`, `min_tokens` (ToolBench's `force_generate`, vLLM's extension) and
 //! `truncate_prompt_tokens` (the reference keeps the prompt's last tokens; vLLM's
 //! extension, also honoured by umi's worker). The reply's text is the role's output.
+//! The openai-functions agent's requests (`PromptForm::Functions`) go to
+//! `/v1/chat/completions` instead, with the conversation and the functions as tools.
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use umi_core::agent::{BoxFuture, Generated, RoleModels, RoleRequest};
+use umi_core::agent::{
+    BoxFuture, ChatReply, FunctionCall, Generated, Message, PromptForm, RoleModels, RoleRequest,
+};
 use umi_core::presets::{CallSampling, Sampling};
 use umi_core::prompt::RolePrompts;
 use umi_core::{CoreError, ErrorClass, Result};
@@ -104,12 +108,84 @@ impl OpenAiRole {
     }
 
     async fn complete(&self, request: RoleRequest) -> Result<Generated> {
-        let prompt = request.render(&self.prompts);
-        let body = self.body(&prompt, &self.sampling.for_call(request.seed_offset));
+        let sampling = self.sampling.for_call(request.seed_offset);
+        if request.form == PromptForm::Functions {
+            return self.chat(&request, &sampling).await;
+        }
+        let prompt = request.render(&self.prompts)?;
+        let body = self.body(&prompt, &sampling);
+        let (url, value) = self.post("completions", &body).await?;
+        let text = value
+            .pointer("/choices/0/text")
+            .and_then(Value::as_str)
+            .ok_or_else(|| unavailable(&url, "the reply has no choices[0].text"))?;
+        Ok(Generated {
+            text: text.to_string(),
+            prompt_tokens: usage(&value, "prompt_tokens"),
+            generated_tokens: usage(&value, "completion_tokens"),
+            ..Generated::default()
+        })
+    }
+
+    /// The openai-functions agent's step (`ChatGPTFunction.parse`): the conversation and
+    /// the functions sent as `chatgpt_function` sends them (`max_tokens` 1024, no
+    /// penalties, the server's own temperature), in today's `tools` form, which vLLM,
+    /// TGI and OpenAI all take (the legacy `functions` field is OpenAI's alone); the
+    /// reply's first call read back as ToolBench's `function_call`.
+    async fn chat(&self, request: &RoleRequest, s: &Sampling) -> Result<Generated> {
+        let tools: Vec<Value> = request
+            .functions
+            .iter()
+            .map(|f| json!({"type": "function", "function": f}))
+            .collect();
+        let mut body = json!({
+            "model": self.model,
+            "messages": chat_messages(&request.chat),
+            "max_tokens": 1024,
+            "frequency_penalty": 0,
+            "presence_penalty": 0,
+            "seed": s.seed,
+        });
+        if !tools.is_empty() {
+            body["tools"] = Value::Array(tools);
+        }
+        let (url, value) = self.post("chat/completions", &body).await?;
+        let message = value
+            .pointer("/choices/0/message")
+            .ok_or_else(|| unavailable(&url, "the reply has no choices[0].message"))?;
+        let content = message
+            .get("content")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let call = message
+            .pointer("/tool_calls/0/function")
+            .or_else(|| message.get("function_call"))
+            .map(|f| FunctionCall {
+                name: f["name"].as_str().unwrap_or_default().to_string(),
+                arguments: match &f["arguments"] {
+                    Value::String(text) => text.clone(),
+                    Value::Null => String::new(),
+                    other => other.to_string(),
+                },
+            });
+        Ok(Generated {
+            text: content.clone().unwrap_or_default(),
+            prompt_tokens: usage(&value, "prompt_tokens"),
+            generated_tokens: usage(&value, "completion_tokens"),
+            chat: Some(ChatReply {
+                content,
+                function_call: call,
+            }),
+            ..Generated::default()
+        })
+    }
+
+    /// POSTs `body` to `<base>/<path>`; the reply's JSON, or its error classified.
+    async fn post(&self, path: &str, body: &Value) -> Result<(String, Value)> {
         let auth = self.api_key.as_ref().map(|k| format!("Bearer {k}"));
         let headers: Vec<(&str, &str)> =
             auth.iter().map(|a| ("Authorization", a.as_str())).collect();
-        let url = format!("{}/completions", self.base);
+        let url = format!("{}/{path}", self.base);
         let reply = post_json(
             &url,
             &headers,
@@ -135,23 +211,43 @@ impl OpenAiRole {
                 format!("{url}: HTTP {}: {message}", reply.status),
             ));
         }
-        let text = value
-            .pointer("/choices/0/text")
-            .and_then(Value::as_str)
-            .ok_or_else(|| unavailable(&url, "the reply has no choices[0].text"))?;
-        let count = |key: &str| {
-            value
-                .pointer(&format!("/usage/{key}"))
-                .and_then(Value::as_u64)
-                .unwrap_or(0) as usize
-        };
-        Ok(Generated {
-            text: text.to_string(),
-            prompt_tokens: count("prompt_tokens"),
-            generated_tokens: count("completion_tokens"),
-            simulated: false,
-        })
+        Ok((url, value))
     }
+}
+
+/// A reply's `usage` count (0 when the server gives none).
+fn usage(reply: &Value, key: &str) -> usize {
+    reply
+        .pointer(&format!("/usage/{key}"))
+        .and_then(Value::as_u64)
+        .unwrap_or(0) as usize
+}
+
+/// ToolBench's messages in the chat API's `tools` form: each assistant call gets an id
+/// (`call_<n>`, numbered in the conversation) and the `function` message after it
+/// becomes a `tool` message answering that id.
+fn chat_messages(messages: &[Message]) -> Vec<Value> {
+    let mut calls = 0;
+    let mut out = Vec::with_capacity(messages.len());
+    for m in messages {
+        out.push(match (m.role.as_str(), &m.function_call) {
+            ("assistant", Some(call)) => {
+                calls += 1;
+                json!({"role": "assistant", "content": m.content, "tool_calls": [{
+                    "id": format!("call_{calls}"),
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments},
+                }]})
+            }
+            ("function", _) => json!({
+                "role": "tool",
+                "tool_call_id": format!("call_{calls}"),
+                "content": m.content.as_deref().unwrap_or(""),
+            }),
+            (role, _) => json!({"role": role, "content": m.content}),
+        });
+    }
+    out
 }
 
 async fn first_model(base: &str, api_key: Option<&str>) -> Result<String> {

@@ -49,12 +49,14 @@ fn instant_profile() -> SimProfile {
 
 fn request(seed_offset: Option<u64>) -> RoleRequest {
     RoleRequest {
-        role: RoleKind::Planner,
-        tools: vec![],
-        history: vec![HistoryTurn::new("user", "What is the weather in Paris?")],
-        thought: None,
         task_id: "seeds".into(),
         seed_offset,
+        ..RoleRequest::alpha_umi(
+            RoleKind::Planner,
+            vec![],
+            vec![HistoryTurn::new("user", "What is the weather in Paris?")],
+            None,
+        )
     }
 }
 

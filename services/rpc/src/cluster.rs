@@ -196,7 +196,7 @@ impl<T: RoleTransport> ClusterRoles<T> {
         let started = Instant::now();
         let deadline = started + self.policy.deadline;
         let sampling = self.sampling.for_call(request.seed_offset);
-        let wire = request_to_pb(&request, &sampling);
+        let wire = request_to_pb(&request, &sampling)?;
         let mut tried = HashSet::new();
         // (replica, class, message) of each failed attempt.
         let mut errors: Vec<(String, ErrorClass, String)> = Vec::new();
@@ -260,6 +260,7 @@ impl<T: RoleTransport> ClusterRoles<T> {
                         prompt_tokens: reply.prompt_tokens as usize,
                         generated_tokens: reply.generated_tokens as usize,
                         simulated: reply.engine == EngineKind::Sim.label(),
+                        chat: None,
                     });
                 }
                 Err(status) => status,
@@ -474,14 +475,12 @@ mod tests {
     }
 
     fn planner_request() -> RoleRequest {
-        RoleRequest {
-            role: RoleKind::Planner,
-            tools: vec![],
-            history: vec![HistoryTurn::new("user", "q")],
-            thought: None,
-            task_id: String::new(),
-            seed_offset: None,
-        }
+        RoleRequest::alpha_umi(
+            RoleKind::Planner,
+            vec![],
+            vec![HistoryTurn::new("user", "q")],
+            None,
+        )
     }
 
     fn quick() -> RetryPolicy {

@@ -2,7 +2,7 @@
 //! classes (a gRPC status code is classified here, once).
 
 use tonic::Code;
-use umi_core::agent::{RoleKind, RoleRequest};
+use umi_core::agent::{PromptForm, RoleKind, RoleRequest};
 use umi_core::presets::Sampling;
 use umi_core::prompt::HistoryTurn;
 use umi_core::tool::ToolDoc;
@@ -27,8 +27,24 @@ pub fn role_from_pb(role: pb::Role) -> Option<RoleKind> {
     }
 }
 
-pub fn request_to_pb(request: &RoleRequest, sampling: &Sampling) -> pb::GenerateRequest {
-    pb::GenerateRequest {
+/// A request as the wire carries it; a function-calling chat has no wire form (workers
+/// serve rendered prompts only), refused here by name.
+pub fn request_to_pb(
+    request: &RoleRequest,
+    sampling: &Sampling,
+) -> Result<pb::GenerateRequest, CoreError> {
+    let form = match request.form {
+        PromptForm::AlphaUmi => pb::PromptForm::AlphaUmi,
+        PromptForm::ToolLlama => pb::PromptForm::ToolLlama,
+        // Renders the refusal: the one place that says why.
+        PromptForm::Functions => {
+            return Err(request
+                .render(&umi_core::prompt::RolePrompts::toolbench())
+                .err()
+                .unwrap_or_else(|| CoreError::invalid_input("a chat request has no wire form")))
+        }
+    };
+    Ok(pb::GenerateRequest {
         role: role_to_pb(request.role) as i32,
         tools_json: request.tools.iter().map(|t| t.doc().to_string()).collect(),
         history: request
@@ -42,7 +58,9 @@ pub fn request_to_pb(request: &RoleRequest, sampling: &Sampling) -> pb::Generate
         thought: request.thought.clone(),
         sampling: Some(sampling_to_pb(sampling)),
         task_id: request.task_id.clone(),
-    }
+        form: form as i32,
+        functions_json: request.functions.iter().map(|f| f.to_string()).collect(),
+    })
 }
 
 pub fn sampling_to_pb(s: &Sampling) -> pb::Sampling {
@@ -93,7 +111,30 @@ pub fn request_from_pb(request: &pb::GenerateRequest) -> Result<RoleRequest, Cor
             ToolDoc::try_from(value).map_err(|e| e.context(format!("tools_json[{i}]")))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let form = match pb::PromptForm::try_from(request.form) {
+        Ok(pb::PromptForm::AlphaUmi) => PromptForm::AlphaUmi,
+        Ok(pb::PromptForm::ToolLlama) => PromptForm::ToolLlama,
+        Err(_) => {
+            return Err(CoreError::invalid_input(format!(
+                "prompt form {} is not α-UMi's (0) or ToolLLaMA's (1)",
+                request.form
+            )))
+        }
+    };
+    let functions = request
+        .functions_json
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            serde_json::from_str(text).map_err(|e| {
+                CoreError::invalid_input(format!("functions_json[{i}] is not valid JSON: {e}"))
+            })
+        })
+        .collect::<Result<Vec<serde_json::Value>, _>>()?;
     Ok(RoleRequest {
+        form,
+        functions,
+        chat: vec![],
         role,
         tools,
         history: request

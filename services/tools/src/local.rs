@@ -27,6 +27,7 @@ fn api(name: &str, description: &str, required: Vec<ApiParam>) -> ApiSpec {
         required_parameters: required,
         optional_parameters: vec![],
         method: Some("GET".into()),
+        shown_description: None,
     }
 }
 

@@ -7,10 +7,13 @@ use umi_core::env::{ApiCall, ApiReply, BackendFailure, ToolBackend};
 use umi_core::tool::standardize;
 
 use crate::local::{LocalTools, TOOL_NAME};
+use crate::tools_folder::ToolsFolder;
 
 pub struct Router {
     local: LocalTools,
     fallback: Box<dyn ToolBackend>,
+    /// ToolBench's tools folder, for the tools' descriptions.
+    tools: Option<ToolsFolder>,
 }
 
 impl Router {
@@ -18,6 +21,16 @@ impl Router {
         Router {
             local: LocalTools,
             fallback,
+            tools: None,
+        }
+    }
+
+    /// The same router describing tools from `folder` (ToolBench's agents' system
+    /// message lists each tool with its description).
+    pub fn with_tools_folder(self, folder: ToolsFolder) -> Self {
+        Router {
+            tools: Some(folder),
+            ..self
         }
     }
 }
@@ -33,6 +46,12 @@ impl ToolBackend for Router {
 
     fn report(&self) -> Option<String> {
         self.fallback.report()
+    }
+
+    fn tool_description(&self, category: &str, standard_tool_name: &str) -> Option<String> {
+        self.tools
+            .as_ref()?
+            .tool_description(category, standard_tool_name)
     }
 
     fn cached_entry(&self, call: &ApiCall) -> Option<Value> {

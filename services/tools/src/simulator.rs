@@ -205,16 +205,32 @@ impl Simulator {
             .insert((function.to_string(), canonical_args(arguments)), reply);
     }
 
-    /// Adds every recorded call of a ToolBench answer file. Returns how many.
+    /// Adds every recorded call of a ToolBench answer file. Returns how many. A call is
+    /// recorded under the function it reached: ToolBench takes the first function of the
+    /// file's list whose name ends with the name the model called.
     pub fn add_answer_file(&mut self, answer: &Value) -> usize {
+        let functions: Vec<&str> = answer
+            .pointer("/answer_generation/function")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f["name"].as_str())
+            .filter(|name| *name != "Finish")
+            .collect();
         let mut added = 0;
         if let Some(root) = answer.pointer("/tree/tree") {
-            self.walk(root, None, &mut added);
+            self.walk(root, None, &functions, &mut added);
         }
         added
     }
 
-    fn walk(&mut self, node: &Value, father: Option<&Value>, added: &mut usize) {
+    fn walk(
+        &mut self,
+        node: &Value,
+        father: Option<&Value>,
+        functions: &[&str],
+        added: &mut usize,
+    ) {
         let kind = node.get("node_type").and_then(Value::as_str);
         let father_kind = father
             .and_then(|f| f.get("node_type"))
@@ -233,7 +249,12 @@ impl Simulator {
                 .and_then(Value::as_str)
                 .unwrap_or("");
             if function != "Finish" && !function.is_empty() {
-                self.record(function, arguments, recorded_reply(obs));
+                let reached = functions
+                    .iter()
+                    .find(|f| f.ends_with(function))
+                    .copied()
+                    .unwrap_or(function);
+                self.record(reached, arguments, recorded_reply(obs));
                 *added += 1;
             }
         }
@@ -243,7 +264,7 @@ impl Simulator {
             .into_iter()
             .flatten()
         {
-            self.walk(child, Some(node), added);
+            self.walk(child, Some(node), functions, added);
         }
     }
 
@@ -298,22 +319,41 @@ fn recorded_reply(obs: &str) -> ApiReply {
         }
         _ => {}
     }
-    for head in ["{\"error\": \"\", \"response\": \"", "\""] {
-        let Some(rest) = obs.strip_prefix(head) else {
+    // A cut `{"error": E, "response": "…` (upstream ToolBench) or `"…` (the fork's).
+    let (error, rest) = match obs.strip_prefix("{\"error\": \"") {
+        Some(tail) => match cut_error(tail) {
+            Some(split) => split,
+            None => return ApiReply::text(obs),
+        },
+        None => match obs.strip_prefix('"') {
+            Some(rest) => (String::new(), rest),
+            None => return ApiReply::text(obs),
+        },
+    };
+    let rest = rest.strip_suffix("...").unwrap_or(rest);
+    // Drop a trailing partial escape until the prefix parses as a JSON string.
+    for cut in 0..8.min(rest.len()) {
+        let Some(prefix) = rest.get(..rest.len() - cut) else {
             continue;
         };
-        let rest = rest.strip_suffix("...").unwrap_or(rest);
-        // Drop a trailing partial escape until the prefix parses as a JSON string.
-        for cut in 0..8.min(rest.len()) {
-            let Some(prefix) = rest.get(..rest.len() - cut) else {
-                continue;
+        if let Ok(text) = serde_json::from_str::<String>(&format!("\"{prefix}\"")) {
+            return ApiReply {
+                error: Value::String(error),
+                response: Value::String(text),
             };
-            if let Ok(text) = serde_json::from_str::<String>(&format!("\"{prefix}\"")) {
-                return ApiReply::text(text);
-            }
         }
     }
     ApiReply::text(obs)
+}
+
+/// A cut reply's error string and what follows `", "response": "`: the first such
+/// place where the text before it is a whole JSON string.
+fn cut_error(tail: &str) -> Option<(String, &str)> {
+    const SEP: &str = "\", \"response\": \"";
+    tail.match_indices(SEP).find_map(|(at, _)| {
+        let error = serde_json::from_str::<String>(&format!("\"{}\"", &tail[..at])).ok()?;
+        Some((error, &tail[at + SEP.len()..]))
+    })
 }
 
 impl ToolBackend for Simulator {
@@ -370,6 +410,30 @@ mod tests {
                 error: json!("x"),
                 response: json!("y")
             }
+        );
+        // A cut reply that carries an error keeps it, and with it its status.
+        let obs = r#"{"error": "Message error...", "response": "{'result': [{'title': 'Fi\"do'..."#;
+        let reply = recorded_reply(obs);
+        assert_eq!(reply.error, json!("Message error..."));
+        assert_eq!(reply.response, json!("{'result': [{'title': 'Fi\"do'"));
+        assert_eq!(reply.status(), umi_core::env::status::MESSAGE_ERROR);
+    }
+
+    /// A recorded call is found under the function it reached: ToolBench matches the
+    /// called name to the first function whose name ends with it.
+    #[test]
+    fn recorded_calls_are_kept_under_the_function_they_reached() {
+        let answer = json!({
+            "answer_generation": {"function": [{"name": "match_history_for_dota"}, {"name": "Finish"}]},
+            "tree": {"tree": {"node_type": "Action Input", "children": [
+                {"node_type": "Action", "description": "dota", "children": [
+                    {"node_type": "Action Input", "description": "{}", "observation": "{\"error\": \"\", \"response\": \"won\"}", "children": []}]}]}}});
+        let mut sim = Simulator::new();
+        assert_eq!(sim.add_answer_file(&answer), 1);
+        assert_eq!(
+            sim.lookup("match_history_for_dota", "{}")
+                .map(|r| r.response.clone()),
+            Some(json!("won"))
         );
     }
 

@@ -86,6 +86,36 @@ impl ToolsFolder {
         }
     }
 
+    /// A tool's `tool_description`, as ToolBench's runner reads it for its agents' system
+    /// message: `<category>/<standard tool name>.json` (the category as given, or as
+    /// StableToolBench folders name it), else that file in any category folder (the
+    /// runner's white list is keyed by tool alone; a query rebuilt from an answer file
+    /// has no category). None when no such file has one.
+    pub fn tool_description(&self, category: &str, standard_tool_name: &str) -> Option<String> {
+        use crate::cache::is_folder_name;
+        if !is_folder_name(standard_tool_name) {
+            return None;
+        }
+        let file_name = format!("{standard_tool_name}.json");
+        let mut folders: Vec<PathBuf> = [category.to_string(), standardize_category(category)]
+            .into_iter()
+            .filter(|c| is_folder_name(c))
+            .map(|c| self.root.join(c))
+            .collect();
+        let mut others: Vec<PathBuf> = std::fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir())
+            .collect();
+        others.sort();
+        folders.extend(others);
+        folders.iter().find_map(|folder| {
+            let tool = self.tool(&folder.join(&file_name))?;
+            tool.get("tool_description")?.as_str().map(str::to_string)
+        })
+    }
+
     fn tool(&self, file: &Path) -> Option<Arc<Value>> {
         if let Some(tool) = self.loaded.lock().ok()?.get(file) {
             return tool.clone();

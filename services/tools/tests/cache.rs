@@ -24,6 +24,7 @@ fn api_of(case: &Value) -> ApiSpec {
         required_parameters: vec![],
         optional_parameters: vec![],
         method: None,
+        shown_description: None,
     }
 }
 

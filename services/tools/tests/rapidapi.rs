@@ -24,6 +24,7 @@ fn api() -> Vec<ApiSpec> {
         }],
         optional_parameters: vec![],
         method: None,
+        shown_description: None,
     }]
 }
 

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::Instrument;
-use umi_core::agent::{BoxFuture, Generated, RoleKind, RoleModels, RoleRequest};
+use umi_core::agent::{BoxFuture, Generated, PromptForm, RoleKind, RoleModels, RoleRequest};
 use umi_core::presets::{CallSampling, Sampling};
 use umi_core::prompt::RolePrompts;
 use umi_core::{CoreError, ErrorClass};
@@ -63,9 +63,15 @@ impl RoleEngine {
     ) -> Result<GenerateRequest, CoreError> {
         let (request, sampling) = (request.clone(), *sampling);
         self.off_runtime(move |this| {
-            let prompt = request.render(&this.prompts);
+            let prompt = request.render(&this.prompts)?;
             let mut call = this.request(&prompt, &sampling)?;
             if this.engine.is_sim() {
+                if request.form != PromptForm::AlphaUmi {
+                    return Err(CoreError::invalid(
+                        "engine",
+                        "the simulated engine plays α-UMi's roles only; other agents need a model",
+                    ));
+                }
                 call.script = Some(sim_policy::output(&request, sampling.seed));
             }
             Ok(call)
@@ -329,6 +335,7 @@ impl RoleModels for EngineRoles {
                 prompt_tokens: out.prompt_tokens,
                 text: out.text,
                 simulated: engine.engine().is_sim(),
+                chat: None,
             })
         })
     }

@@ -178,12 +178,8 @@ mod tests {
             history.push(HistoryTurn::new("observation", "{}"));
         }
         RoleRequest {
-            role,
-            tools,
-            history,
-            thought: None,
             task_id: "task-7".into(),
-            seed_offset: None,
+            ..RoleRequest::alpha_umi(role, tools, history, None)
         }
     }
 

@@ -130,8 +130,9 @@ impl RemoteArgs {
         })
     }
 
-    /// Where the role workers are, if any were given (OpenAI-compatible endpoints aside).
-    fn discovery(&self) -> anyhow::Result<Option<Discovery>> {
+    /// Where the role workers are, if any were given (OpenAI-compatible endpoints aside):
+    /// every role's endpoints, or the planner's alone for a single-model agent.
+    fn discovery(&self, planner_only: bool) -> anyhow::Result<Option<Discovery>> {
         let fixed: Vec<(&str, Vec<&String>)> = self
             .endpoints()
             .iter()
@@ -159,6 +160,16 @@ impl RemoteArgs {
             (true, 0) => Ok(None),
             // Only OpenAI-compatible endpoints (the other roles play in process).
             (true, _) if workers == 0 => Ok(None),
+            (true, 1) if planner_only && !fixed[0].1.is_empty() => Ok(Some(Discovery::Fixed(
+                fixed[0]
+                    .1
+                    .iter()
+                    .map(|a| WorkerInfo::at(fixed[0].0, a))
+                    .collect(),
+            ))),
+            (true, _) if planner_only => bail!(
+                "a single-model agent is played by the planner's model: give --planner-endpoint alone"
+            ),
             (true, 3) => Ok(Some(Discovery::Fixed(
                 fixed
                     .iter()
@@ -188,10 +199,10 @@ impl RemoteArgs {
     }
 
     /// The role workers and how they are called, if any were given.
-    fn workers(&self) -> anyhow::Result<Option<Workers>> {
+    fn workers(&self, planner_only: bool) -> anyhow::Result<Option<Workers>> {
         let policy = self.policy()?;
         let security = self.worker_security()?;
-        Ok(self.discovery()?.map(|discovery| Workers {
+        Ok(self.discovery(planner_only)?.map(|discovery| Workers {
             discovery,
             security,
             policy,
@@ -205,7 +216,7 @@ impl RemoteArgs {
         if self.has_openai() {
             bail!("OpenAI-compatible role endpoints (openai+http://…) are taken by umi run, not by the coordinator: serve the role with umi workers");
         }
-        match self.workers()? {
+        match self.workers(false)? {
             Some(w) => Ok(Some(umi_roles::workers(&w, sampling).await?)),
             None => Ok(None),
         }
@@ -219,8 +230,10 @@ impl RemoteArgs {
     /// The roles of `umi run` in `spec`: umi workers, and OpenAI-compatible servers for
     /// the roles given one; roles given neither (without etcd) keep `spec`'s source
     /// (played in process).
-    pub fn apply(&self, spec: &mut RolesSpec) -> anyhow::Result<()> {
-        let workers = self.workers()?;
+    /// `planner_only`: a single-model agent's run, whose planner plays the agent (its
+    /// source is then every role's).
+    pub fn apply(&self, spec: &mut RolesSpec, planner_only: bool) -> anyhow::Result<()> {
+        let workers = self.workers(planner_only)?;
         for role in RoleKind::ALL {
             let source = match self.openai_base(role)? {
                 Some(base) => {

@@ -66,7 +66,8 @@ pub struct ToolArgs {
     /// ToolBench's tools folder (`toolenv/tools`: `<category>/<tool>.json`), from which
     /// --simulate-with's API documentation is read as StableToolBench's server reads it
     /// (the tool's description, the API's name and description); without it the
-    /// document is the server's empty one.
+    /// document is the server's empty one. The toolllama and openai-functions agents'
+    /// system message lists each tool with its description from here (`None` without).
     #[arg(long, env = "UMI_TOOLS_FOLDER")]
     pub tools_folder: Option<PathBuf>,
     /// Save each new reply (simulated, or the real API's) into the (first) response
@@ -175,9 +176,6 @@ impl ToolArgs {
                         simulator.tools = Some(ToolsFolder::open(folder)?);
                     }
                     sim.simulate_misses(simulator);
-                } else if let Some(folder) = &self.tools_folder {
-                    // It may come from $UMI_TOOLS_FOLDER set for other runs: not fatal.
-                    tracing::warn!(folder = %folder.display(), "--tools-folder documents the APIs for --simulate-with, which is not given: not used");
                 }
                 if self.save_cache {
                     if self.simulate_with.is_none() && self.rapidapi_url.is_none() {
@@ -206,7 +204,11 @@ impl ToolArgs {
                 Box::new(client)
             }
         };
-        Ok(Router::new(fallback))
+        let router = Router::new(fallback);
+        Ok(match &self.tools_folder {
+            Some(folder) => router.with_tools_folder(ToolsFolder::open(folder)?),
+            None => router,
+        })
     }
 }
 

@@ -192,17 +192,19 @@ pub fn build(
             "sha256": manifest::text_digest(crate::cli::run::DEMO_QUERIES),
         }),
     };
+    let mut search = json!({"width": a.width, "max_steps": max_steps, "max_depth": a.max_depth});
+    // Only another agent is named, so α-UMi runs made before agents were a setting resume.
+    if a.agent != umi_core::agents::AgentKind::AlphaUmi {
+        search["agent"] = json!(a.agent.as_str());
+    }
     Ok(section([
         ("created_by", created_by()),
         ("queries", queries),
         ("method", json!(method)),
-        ("answer_format", json!(format!("{:?}", a.answer_format))),
+        ("answer_format", json!(format!("{:?}", a.answer_format()?))),
         ("roles", roles),
         ("sampling", json!(sampling)),
-        (
-            "search",
-            json!({"width": a.width, "max_steps": max_steps, "max_depth": a.max_depth}),
-        ),
+        ("search", search),
         ("tools", tools),
     ]))
 }
