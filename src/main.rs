@@ -119,7 +119,10 @@ impl Command {
     /// How this process appears in traces: umi-coordinator, umi-planner, ...
     fn service_name(&self) -> String {
         match self {
-            Command::Worker(a) => format!("umi-{}", a.role.as_str()),
+            Command::Worker(a) => {
+                let roles: Vec<&str> = a.role.iter().map(|r| r.as_str()).collect();
+                format!("umi-{}", roles.join("+"))
+            }
             Command::Coordinator(_) => "umi-coordinator".into(),
             _ => "umi".into(),
         }

@@ -130,6 +130,52 @@ fn workers_found_in_etcd_answer_as_the_in_process_run() {
     );
 }
 
+/// One worker serving the three roles registers under each role's key: the coordinator
+/// routes every role to it and runs a task on it alone; stopped, it leaves all three.
+#[test]
+fn a_worker_of_three_roles_registers_under_each_and_leaves_all() {
+    let etcd = Etcd::start();
+    let mut cmd = umi();
+    support::serve_as_worker_of_every_role(&mut cmd);
+    cmd.args(["worker", "--listen", "127.0.0.1:0", "--dtype", "quantized"])
+        .args([
+            "--role",
+            "planner",
+            "--role",
+            "caller",
+            "--role",
+            "summarizer",
+        ])
+        .args(["--etcd", &etcd.url]);
+    let (mut worker, address) = support::procs::start_worker(&mut cmd);
+    let (_coord, coord) = coordinator(&etcd.url, &[]);
+    wait_for_all_roles(&coord);
+    for role in ["planner", "caller", "summarizer"] {
+        assert_eq!(
+            coordinator_sees(&coord, role),
+            HashSet::from([address.clone()]),
+            "{role}"
+        );
+    }
+    let remote = tempfile::tempdir().unwrap();
+    let q = queries(remote.path(), 1);
+    let mut run = run_via(&coord, &q, remote.path());
+    assert!(run.child.wait().unwrap().success(), "{}", run.stderr());
+    let answer = &answers(remote.path())[0];
+    assert!(answer.get("failure").is_none(), "{}", answer["failure"]);
+
+    worker.terminate();
+    wait_until(
+        "the worker leaves every role",
+        Duration::from_secs(10),
+        || {
+            ["planner", "caller", "summarizer"]
+                .iter()
+                .all(|r| coordinator_sees(&coord, r).is_empty())
+        },
+    );
+}
+
 /// Admission control at the coordinator: with 2 unfinished tasks at most, a client with 5
 /// queries is refused, waits, and submits the rest as tasks end; every query is answered.
 #[test]

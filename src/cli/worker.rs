@@ -1,7 +1,9 @@
-//! `umi worker`: serve one α-UMi role over gRPC (`proto/umi/v1/roles.proto`), and,
-//! with `--etcd`, register in etcd so coordinators find it.
+//! `umi worker`: serve an α-UMi role over gRPC (`proto/umi/v1/roles.proto`), or several
+//! roles on one copy of the model (each with its own LoRA adapter, served unmerged), and,
+//! with `--etcd`, register in etcd under each role so coordinators find it.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -9,9 +11,10 @@ use clap::Args;
 use umi_core::agent::RoleKind;
 use umi_discovery::registry::Registration;
 use umi_discovery::WorkerInfo;
+use umi_engine::Engine;
 use umi_rpc::serve::Shutdown;
 use umi_worker::openai_server;
-use umi_worker::roles::RoleEngine;
+use umi_worker::roles::{Backend, RoleEngine};
 use umi_worker::server::{serve, RoleService};
 
 use super::args::engine::EngineArgs;
@@ -23,9 +26,20 @@ use super::args::security::{describe, ServerSecurityArgs};
 
 #[derive(Args, Debug)]
 pub struct WorkerArgs {
-    /// The role this worker serves.
-    #[arg(long, value_parser = role_kind())]
-    pub role: RoleKind,
+    /// The role this worker serves; repeat it to serve several on one copy of the model
+    /// (its certificate must then name each role's `<role>.umi-worker`).
+    #[arg(long, value_parser = role_kind(), required = true)]
+    pub role: Vec<RoleKind>,
+    /// The planner's PEFT LoRA adapter, served unmerged on the model (one copy of the
+    /// base weights for all the roles served; each call adds its role's adapter).
+    #[arg(long, value_name = "DIR")]
+    pub planner_adapter: Option<PathBuf>,
+    /// The caller's adapter, as --planner-adapter.
+    #[arg(long, value_name = "DIR")]
+    pub caller_adapter: Option<PathBuf>,
+    /// The summarizer's adapter, as --planner-adapter.
+    #[arg(long, value_name = "DIR")]
+    pub summarizer_adapter: Option<PathBuf>,
     /// Address to listen on (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
@@ -58,11 +72,69 @@ pub struct WorkerArgs {
     pub metrics: MetricsArgs,
 }
 
+impl WorkerArgs {
+    /// The roles served, each with its adapter's path, once each.
+    fn roles(&self) -> anyhow::Result<Vec<(RoleKind, Option<PathBuf>)>> {
+        let mut roles: Vec<(RoleKind, Option<PathBuf>)> = Vec::new();
+        for role in &self.role {
+            if roles.iter().any(|(r, _)| r == role) {
+                anyhow::bail!("--role {} is given twice", role.as_str());
+            }
+            let adapter = match role {
+                RoleKind::Planner => &self.planner_adapter,
+                RoleKind::Caller => &self.caller_adapter,
+                RoleKind::Summarizer => &self.summarizer_adapter,
+            };
+            roles.push((*role, adapter.clone()));
+        }
+        for (role, adapter) in [
+            (RoleKind::Planner, &self.planner_adapter),
+            (RoleKind::Caller, &self.caller_adapter),
+            (RoleKind::Summarizer, &self.summarizer_adapter),
+        ] {
+            if adapter.is_some() && !self.role.contains(&role) {
+                anyhow::bail!(
+                    "--{}-adapter is given but this worker does not serve the {0} role (add --role {0})",
+                    role.as_str()
+                );
+            }
+        }
+        Ok(roles)
+    }
+
+    /// The engine: the model with each role's adapter served unmerged under the role's
+    /// name, or as `EngineArgs::start` starts it when no role has one.
+    fn start(&self, roles: &[(RoleKind, Option<PathBuf>)]) -> anyhow::Result<Backend> {
+        if roles.iter().all(|(_, a)| a.is_none()) {
+            return self.engine.start(&self.model);
+        }
+        anyhow::ensure!(
+            !self.engine.is_sim(),
+            "--<role>-adapter needs a model: the simulated engine loads no weights"
+        );
+        anyhow::ensure!(
+            self.model.adapter.is_none(),
+            "--adapter merges one adapter into the weights; with --<role>-adapter each role's is served unmerged: give one or the other"
+        );
+        let mut model = self.model.load()?;
+        for (role, adapter) in roles {
+            if let Some(dir) = adapter {
+                model
+                    .serve_adapter(role.as_str(), dir)
+                    .with_context(|| format!("--{}-adapter {}", role.as_str(), dir.display()))?;
+            }
+        }
+        Ok(Engine::start_with(model, self.model.engine_config()?).into())
+    }
+}
+
 pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
-    let role = a.role;
+    let roles = a.roles()?;
+    let names: Vec<&str> = roles.iter().map(|(r, _)| r.as_str()).collect();
+    let names = names.join("+");
     a.metrics.install(a.security.insecure_network)?;
     let security = a.security.security(a.listen)?;
-    let engine = a.engine.start(&a.model)?;
+    let engine = a.start(&roles)?;
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await
         .with_context(|| format!("listening on {}", a.listen))?;
@@ -78,30 +150,32 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
             addr.port()
         );
     }
-    let registration = if etcd.is_empty() {
-        None
-    } else {
-        let worker = WorkerInfo {
-            role: role.as_str().to_string(),
-            address: advertise.unwrap_or_else(|| format!("{}://{addr}", security.scheme())),
-            model: info.name.clone(),
-            device: info.device.clone(),
-            capacity: info.max_batch as u32,
-        };
-        let r = Registration::register(
-            &a.etcd.target()?,
-            &a.etcd.etcd_prefix,
-            worker,
-            Duration::from_secs(a.lease_ttl),
-        )
-        .await
-        .context("registering in etcd")?;
-        eprintln!("umi worker: registered as {}", r.key());
-        Some(r)
-    };
+    // One registration per role served, each under its role's key.
+    let mut registrations = Vec::new();
+    if !etcd.is_empty() {
+        let address = advertise.unwrap_or_else(|| format!("{}://{addr}", security.scheme()));
+        for (role, _) in &roles {
+            let worker = WorkerInfo {
+                role: role.as_str().to_string(),
+                address: address.clone(),
+                model: info.name.clone(),
+                device: info.device.clone(),
+                capacity: info.max_batch as u32,
+            };
+            let r = Registration::register(
+                &a.etcd.target()?,
+                &a.etcd.etcd_prefix,
+                worker,
+                Duration::from_secs(a.lease_ttl),
+            )
+            .await
+            .context("registering in etcd")?;
+            eprintln!("umi worker: registered as {}", r.key());
+            registrations.push(r);
+        }
+    }
     eprintln!(
-        "umi worker: {} role on {}://{addr} ({}; {})",
-        role.as_str(),
+        "umi worker: {names} role on {}://{addr} ({}; {})",
         security.scheme(),
         info.name,
         describe(&security)
@@ -146,7 +220,7 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
             let _ = stop_http.send(true);
         })
         .leave(async move {
-            if let Some(r) = registration {
+            for r in registrations {
                 match r.deregister().await {
                     Ok(()) => eprintln!("umi worker: deregistered"),
                     Err(e) => {
@@ -158,7 +232,13 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
         .leave(async { eprintln!("umi worker: draining in-flight calls") });
     serve(
         listener,
-        RoleService::new(role, engine),
+        RoleService::serving(
+            roles
+                .iter()
+                .map(|(role, adapter)| (*role, adapter.as_ref().map(|_| role.as_str().to_string())))
+                .collect(),
+            engine,
+        ),
         &security,
         shutdown,
     )

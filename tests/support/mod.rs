@@ -33,6 +33,13 @@ pub fn serve_as_worker(cmd: &mut std::process::Command, role: &str) {
     }
 }
 
+/// Gives a `umi worker` command the test PKI's certificate naming every role (a worker
+/// serving several).
+pub fn serve_as_worker_of_every_role(cmd: &mut std::process::Command) {
+    let (cert, key) = &pki().every_role;
+    cmd.env("UMI_TLS_CERT", cert).env("UMI_TLS_KEY", key);
+}
+
 /// This test process's throwaway CA, loopback certificate and token (made once).
 pub fn pki() -> &'static umi_rpc::pki::LoopbackPki {
     static PKI: std::sync::OnceLock<umi_rpc::pki::LoopbackPki> = std::sync::OnceLock::new();

@@ -35,6 +35,9 @@ pub struct LoopbackPki {
     /// Each role's worker certificate: the loopback names and the role's name
     /// ([`worker_tls_name`]), so a worker can serve only its own role.
     pub workers: Vec<WorkerIdentity>,
+    /// A worker certificate naming every role, for one worker serving several
+    /// (`umi worker --role planner --role caller --role summarizer`).
+    pub every_role: (PathBuf, PathBuf),
 }
 
 /// A worker's certificate and key for one role.
@@ -96,13 +99,13 @@ pub fn write_loopback_pki(dir: &Path) -> Result<LoopbackPki, SecurityError> {
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().map_err(pki_error)?)
         .map_err(pki_error)?;
 
-    let leaf = |extra_name: Option<String>, common_name: &str| {
+    let leaf = |extra_names: Vec<String>, common_name: &str| {
         let mut names = vec![
             "localhost".to_string(),
             "127.0.0.1".to_string(),
             "::1".to_string(),
         ];
-        names.extend(extra_name);
+        names.extend(extra_names);
         let mut params = CertificateParams::new(names).map_err(pki_error)?;
         params
             .distinguished_name
@@ -130,8 +133,9 @@ pub fn write_loopback_pki(dir: &Path) -> Result<LoopbackPki, SecurityError> {
                 key: dir.join(format!("worker-{}-key.pem", role.as_str())),
             })
             .collect(),
+        every_role: (dir.join("worker-all.pem"), dir.join("worker-all-key.pem")),
     };
-    let (cert, key) = leaf(None, "umi loopback")?;
+    let (cert, key) = leaf(vec![], "umi loopback")?;
     let mut files = vec![
         (pki.ca.clone(), ca.pem()),
         (pki.cert.clone(), cert),
@@ -141,10 +145,17 @@ pub fn write_loopback_pki(dir: &Path) -> Result<LoopbackPki, SecurityError> {
     ];
     for worker in &pki.workers {
         let role = worker.role.as_str();
-        let (cert, key) = leaf(Some(worker_tls_name(role)), &format!("umi {role} worker"))?;
+        let (cert, key) = leaf(vec![worker_tls_name(role)], &format!("umi {role} worker"))?;
         files.push((worker.cert.clone(), cert));
         files.push((worker.key.clone(), key));
     }
+    let every: Vec<String> = RoleKind::ALL
+        .iter()
+        .map(|r| worker_tls_name(r.as_str()))
+        .collect();
+    let (cert, key) = leaf(every, "umi worker of every role")?;
+    files.push((pki.every_role.0.clone(), cert));
+    files.push((pki.every_role.1.clone(), key));
     for (path, text) in files {
         write_private(&path, text.as_bytes()).map_err(|e| io(&path, e))?;
     }

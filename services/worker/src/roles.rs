@@ -43,6 +43,12 @@ impl RoleEngine {
         }
     }
 
+    /// The same engine, each call adding `adapter` (a name the engine serves; None: the
+    /// weights as loaded).
+    pub fn with_adapter(self, adapter: Option<String>) -> Self {
+        RoleEngine { adapter, ..self }
+    }
+
     pub fn engine(&self) -> &dyn TextEngine {
         self.engine.as_ref()
     }

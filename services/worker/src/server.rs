@@ -1,4 +1,5 @@
-//! The gRPC service of one role worker.
+//! The gRPC service of a role worker: one role, or several on one engine (each with its
+//! own LoRA adapter, served unmerged on one copy of the base weights).
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -20,8 +21,8 @@ use umi_rpc::wire::{request_from_pb, role_to_pb, sampling_from_pb, status_from};
 use crate::roles::{classify, Backend, RoleEngine};
 
 pub struct RoleService {
-    role: RoleKind,
-    engine: RoleEngine,
+    /// The roles served, each by its engine handle (the same engine, its own adapter).
+    roles: Vec<(RoleKind, RoleEngine)>,
     load: Arc<Load>,
 }
 
@@ -50,28 +51,48 @@ impl Drop for InFlight {
 
 impl RoleService {
     pub fn new(role: RoleKind, engine: impl Into<Backend>) -> Self {
+        RoleService::serving(vec![(role, None)], engine)
+    }
+
+    /// Serves each of `roles` on `engine`, a role's calls adding its adapter (a name the
+    /// engine serves) when it has one. `roles` is not empty.
+    pub fn serving(roles: Vec<(RoleKind, Option<String>)>, engine: impl Into<Backend>) -> Self {
+        let engine = RoleEngine::new(engine);
         RoleService {
-            role,
-            engine: RoleEngine::new(engine),
+            roles: roles
+                .into_iter()
+                .map(|(role, adapter)| (role, engine.clone().with_adapter(adapter)))
+                .collect(),
             load: Arc::default(),
         }
+    }
+
+    /// The engine of the first role (they share one).
+    fn engine(&self) -> &RoleEngine {
+        &self.roles[0].1
+    }
+
+    fn role_names(&self) -> String {
+        let names: Vec<&str> = self.roles.iter().map(|(r, _)| r.as_str()).collect();
+        names.join("+")
     }
 
     pub fn into_server(self) -> RoleWorkerServer<RoleService> {
         RoleWorkerServer::new(self).max_decoding_message_size(umi_rpc::MAX_ROLE_REQUEST)
     }
 
-    /// Validates the request at the edge and makes it ready for the engine.
+    /// Validates the request at the edge and makes it ready for the engine, with the
+    /// adapter of the role it asks for.
     async fn engine_request(&self, wire: &pb::GenerateRequest) -> Result<GenerateRequest, Status> {
         let role_request = request_from_pb(wire).map_err(|e| status_from(&e))?;
-        if role_request.role != self.role {
+        let Some((_, engine)) = self.roles.iter().find(|(r, _)| *r == role_request.role) else {
             return Err(Status::invalid_argument(format!(
                 "this worker serves the {} role, not {}",
-                self.role.as_str(),
+                self.role_names(),
                 role_request.role.as_str()
             )));
-        }
-        self.engine
+        };
+        engine
             .prepare(&role_request, &sampling_from_pb(wire.sampling))
             .await
             .map_err(|e| status_from(&e))
@@ -99,6 +120,14 @@ fn finish_reason(reason: FinishReason) -> pb::FinishReason {
     }
 }
 
+/// The role a request names, for its span (its validation comes after).
+fn role_name(request: &pb::GenerateRequest) -> &'static str {
+    pb::Role::try_from(request.role)
+        .ok()
+        .and_then(umi_rpc::wire::role_from_pb)
+        .map_or("unknown", RoleKind::as_str)
+}
+
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::GenerateChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -111,14 +140,14 @@ impl RoleWorker for RoleService {
         let started = Instant::now();
         let span = tracing::info_span!(
             "worker_generate",
-            role = self.role.as_str(),
+            role = role_name(request.get_ref()),
             task_id = request.get_ref().task_id.as_str()
         );
         umi_rpc::trace_context::adopt(&span, request.metadata());
         let wire = request.into_inner();
         let request = self.engine_request(&wire).instrument(span.clone()).await?;
         let out = self
-            .engine
+            .engine()
             .generate(request)
             .instrument(span.clone())
             .await
@@ -134,7 +163,7 @@ impl RoleWorker for RoleService {
         );
         Ok(Response::new(response(
             out,
-            self.engine.engine().kind().label(),
+            self.engine().engine().kind().label(),
         )))
     }
 
@@ -147,14 +176,14 @@ impl RoleWorker for RoleService {
         let in_flight = InFlight::new(&self.load);
         let span = tracing::info_span!(
             "worker_generate_stream",
-            role = self.role.as_str(),
+            role = role_name(request.get_ref()),
             task_id = request.get_ref().task_id.as_str()
         );
         umi_rpc::trace_context::adopt(&span, request.metadata());
         let wire = request.into_inner();
         let request = self.engine_request(&wire).instrument(span.clone()).await?;
-        let mut events = self.engine.stream(request).map_err(|e| status_from(&e))?;
-        let kind = self.engine.engine().kind().label();
+        let mut events = self.engine().stream(request).map_err(|e| status_from(&e))?;
+        let kind = self.engine().engine().kind().label();
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         tokio::spawn(async move {
             let _in_flight = in_flight;
@@ -184,9 +213,14 @@ impl RoleWorker for RoleService {
         &self,
         _request: Request<pb::InfoRequest>,
     ) -> Result<Response<pb::InfoResponse>, Status> {
-        let info = self.engine.engine().info();
+        let info = self.engine().engine().info();
         Ok(Response::new(pb::InfoResponse {
-            role: role_to_pb(self.role) as i32,
+            role: role_to_pb(self.roles[0].0) as i32,
+            roles: self
+                .roles
+                .iter()
+                .map(|(r, _)| role_to_pb(*r) as i32)
+                .collect(),
             model: info.name.clone(),
             dtype: info.dtype.clone(),
             device: info.device.clone(),
@@ -211,7 +245,7 @@ pub async fn serve(
     let name = <RoleWorkerServer<RoleService> as NamedService>::NAME;
     let options = ServeOptions {
         probe: Some(engine_probe(
-            service.engine.engine_handle(),
+            service.engine().engine_handle(),
             ENGINE_STALL_BOUND,
         )),
         ..ServeOptions::default()

@@ -322,7 +322,7 @@ mod tests {
         let crate::Command::Worker(w) = parse(command.args()) else {
             panic!("not parsed as `umi worker`")
         };
-        assert_eq!(w.role, umi_core::agent::RoleKind::Caller);
+        assert_eq!(w.role, [umi_core::agent::RoleKind::Caller]);
         assert_eq!(w.listen.to_string(), "127.0.0.1:0");
         assert_eq!(w.etcd.etcd, ["https://127.0.0.1:2379"]);
         assert_eq!(w.etcd.etcd_ca, Some("s/etcd-ca.pem".into()));
