@@ -21,7 +21,7 @@ use super::args::engine::EngineArgs;
 use super::args::etcd::EtcdArgs;
 use super::args::metrics::MetricsArgs;
 use super::args::model::ModelArgs;
-use super::args::roles::role_kind;
+use super::args::roles::{role_kind, RoleAdapters};
 use super::args::security::{describe, ServerSecurityArgs};
 
 #[derive(Args, Debug)]
@@ -30,16 +30,10 @@ pub struct WorkerArgs {
     /// (its certificate must then name each role's `<role>.umi-worker`).
     #[arg(long, value_parser = role_kind(), required = true)]
     pub role: Vec<RoleKind>,
-    /// The planner's PEFT LoRA adapter, served unmerged on the model (one copy of the
-    /// base weights for all the roles served; each call adds its role's adapter).
-    #[arg(long, value_name = "DIR")]
-    pub planner_adapter: Option<PathBuf>,
-    /// The caller's adapter, as --planner-adapter.
-    #[arg(long, value_name = "DIR")]
-    pub caller_adapter: Option<PathBuf>,
-    /// The summarizer's adapter, as --planner-adapter.
-    #[arg(long, value_name = "DIR")]
-    pub summarizer_adapter: Option<PathBuf>,
+    /// Each role's adapter, served unmerged on the model (one copy of the base weights
+    /// for all the roles served; each call adds its role's adapter).
+    #[command(flatten)]
+    pub adapters: RoleAdapters,
     /// Address to listen on (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
@@ -80,19 +74,10 @@ impl WorkerArgs {
             if roles.iter().any(|(r, _)| r == role) {
                 anyhow::bail!("--role {} is given twice", role.as_str());
             }
-            let adapter = match role {
-                RoleKind::Planner => &self.planner_adapter,
-                RoleKind::Caller => &self.caller_adapter,
-                RoleKind::Summarizer => &self.summarizer_adapter,
-            };
-            roles.push((*role, adapter.clone()));
+            roles.push((*role, self.adapters.of(*role).cloned()));
         }
-        for (role, adapter) in [
-            (RoleKind::Planner, &self.planner_adapter),
-            (RoleKind::Caller, &self.caller_adapter),
-            (RoleKind::Summarizer, &self.summarizer_adapter),
-        ] {
-            if adapter.is_some() && !self.role.contains(&role) {
+        for role in RoleKind::ALL {
+            if self.adapters.of(role).is_some() && !self.role.contains(&role) {
                 anyhow::bail!(
                     "--{}-adapter is given but this worker does not serve the {0} role (add --role {0})",
                     role.as_str()

@@ -27,15 +27,8 @@ pub struct RoleArgs {
     /// Summarizer checkpoint (default: --model).
     #[arg(long)]
     pub summarizer_model: Option<PathBuf>,
-    /// The planner's LoRA adapter, merged into its checkpoint at load (default: --adapter).
-    #[arg(long, value_name = "DIR")]
-    pub planner_adapter: Option<PathBuf>,
-    /// The caller's LoRA adapter (default: --adapter).
-    #[arg(long, value_name = "DIR")]
-    pub caller_adapter: Option<PathBuf>,
-    /// The summarizer's LoRA adapter (default: --adapter).
-    #[arg(long, value_name = "DIR")]
-    pub summarizer_adapter: Option<PathBuf>,
+    #[command(flatten)]
+    pub adapters: RoleAdapters,
     /// How adapters are applied: `merged` into each role's own copy of the weights at
     /// load (no cost per token), or `unmerged`: roles on the same base model share one
     /// engine and one copy of its weights, each call adding its role's low-rank product
@@ -44,6 +37,32 @@ pub struct RoleArgs {
     pub adapter_mode: AdapterMode,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+}
+
+/// Each role's PEFT LoRA adapter: for `umi run`/`umi eval` merged into its checkpoint or
+/// served unmerged as `--adapter-mode` says (default: `--adapter`); on a worker of several
+/// roles, served unmerged on its one model.
+#[derive(Args, Debug, Clone, Default)]
+pub struct RoleAdapters {
+    /// The planner's LoRA adapter directory.
+    #[arg(long, value_name = "DIR")]
+    pub planner_adapter: Option<PathBuf>,
+    /// The caller's LoRA adapter directory.
+    #[arg(long, value_name = "DIR")]
+    pub caller_adapter: Option<PathBuf>,
+    /// The summarizer's LoRA adapter directory.
+    #[arg(long, value_name = "DIR")]
+    pub summarizer_adapter: Option<PathBuf>,
+}
+
+impl RoleAdapters {
+    pub fn of(&self, role: RoleKind) -> Option<&PathBuf> {
+        match role {
+            RoleKind::Planner => self.planner_adapter.as_ref(),
+            RoleKind::Caller => self.caller_adapter.as_ref(),
+            RoleKind::Summarizer => self.summarizer_adapter.as_ref(),
+        }
+    }
 }
 
 /// How LoRA adapters are applied (`--adapter-mode`).
@@ -109,14 +128,14 @@ impl RoleArgs {
         let base = m.model_path()?;
         let config = m.engine_config()?;
         let checkpoints = ByRole::from_fn(|role| {
-            let (model, adapter) = match role {
-                RoleKind::Planner => (&self.planner_model, &self.planner_adapter),
-                RoleKind::Caller => (&self.caller_model, &self.caller_adapter),
-                RoleKind::Summarizer => (&self.summarizer_model, &self.summarizer_adapter),
+            let model = match role {
+                RoleKind::Planner => &self.planner_model,
+                RoleKind::Caller => &self.caller_model,
+                RoleKind::Summarizer => &self.summarizer_model,
             };
             Checkpoint {
                 model: model.clone().unwrap_or_else(|| base.clone()),
-                adapter: adapter.clone().or_else(|| m.adapter.clone()),
+                adapter: self.adapters.of(role).or(m.adapter.as_ref()).cloned(),
             }
         });
         Ok(InProcess::Model {

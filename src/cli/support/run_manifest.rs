@@ -68,15 +68,12 @@ pub fn model_roles(
     };
     let discovered = remote.is_some_and(|rm| !rm.etcd.etcd.is_empty());
     let mut roles = serde_json::Map::new();
-    for (role, own, own_adapter) in [
-        (RoleKind::Planner, &r.planner_model, &r.planner_adapter),
-        (RoleKind::Caller, &r.caller_model, &r.caller_adapter),
-        (
-            RoleKind::Summarizer,
-            &r.summarizer_model,
-            &r.summarizer_adapter,
-        ),
+    for (role, own) in [
+        (RoleKind::Planner, &r.planner_model),
+        (RoleKind::Caller, &r.caller_model),
+        (RoleKind::Summarizer, &r.summarizer_model),
     ] {
+        let own_adapter = r.adapters.of(role);
         let endpoints = endpoints_of(role);
         let entry = if !endpoints.is_empty() {
             json!({"endpoints": endpoints, "openai_model": remote.and_then(|rm| rm.openai_model.clone())})
@@ -100,7 +97,7 @@ pub fn model_roles(
                 ("device", json!(r.model.device.split(':').next())),
             ]);
             // Only with an adapter, so manifests of runs without one stay as they were.
-            if let Some(adapter) = own_adapter.as_ref().or(r.model.adapter.as_ref()) {
+            if let Some(adapter) = own_adapter.or(r.model.adapter.as_ref()) {
                 let digest = digests
                     .of(adapter)
                     .with_context(|| format!("{} adapter", role.as_str()))?;
