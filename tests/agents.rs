@@ -227,6 +227,41 @@ fn toolllama_runs_the_bundled_model_in_process_and_on_a_planner_worker_alike() {
     assert!(observation.get("error").is_some() && observation.get("response").is_some());
 }
 
+/// `umi run --agent openai-functions` with the bundled model behind a worker's
+/// OpenAI-compatible endpoint (which lists the functions in the prompt and reads calls
+/// back): the search runs end to end; each step's conversation starts with ToolBench's
+/// system and user messages.
+#[test]
+fn openai_functions_runs_the_bundled_model_through_a_workers_chat_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = queries(dir.path(), 1);
+    let listen = format!("127.0.0.1:{}", support::procs::free_port());
+    let mut cmd = support::procs::worker_command("planner", None);
+    cmd.args(["--openai-listen", &listen]);
+    let (_worker, _) = support::procs::start_worker(&mut cmd);
+    let out = dir.path().join("out");
+    let output = umi()
+        .args(["run", "--agent", "openai-functions", "--queries"])
+        .arg(&q)
+        .arg("--planner-endpoint")
+        .arg(format!("openai+http://{listen}/v1"))
+        .args(["--max-new-tokens", "24", "--max-steps", "3", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let answer = read(&out.join("1_DFS_woFilter_w2.json"));
+    assert!(answer.get("failure").is_none(), "{}", answer["failure"]);
+    assert_eq!(answer["answer_generation"]["query_count"], 3);
+    assert!(answer["forward_args"].get("prompt_type").is_none());
+    let first = &answer["tree"]["tree"]["children"][0];
+    assert!(
+        ["Thought", "Action"].contains(&first["node_type"].as_str().unwrap()),
+        "{first}"
+    );
+}
+
 /// openai-functions calls a chat endpoint that calls functions: without one it is
 /// refused before anything runs, saying what to give.
 #[test]

@@ -253,7 +253,7 @@ impl RunArgs {
                 if self.agent == AgentKind::OpenAiFunctions
                     && !matches!(spec.sources.planner, RoleSource::OpenAi(_))
                 {
-                    bail!("--agent openai-functions calls an OpenAI-compatible chat endpoint with function calling: give --planner-endpoint openai+http://HOST:PORT/v1 (umi's own engines and workers serve α-UMi's and ToolLLaMA's prompts)");
+                    bail!("--agent openai-functions calls an OpenAI-compatible chat endpoint with function calling: give --planner-endpoint openai+http://HOST:PORT/v1 (vLLM, TGI, OpenAI, or a umi worker's --openai-listen)");
                 }
                 if spec.any(|s| *s == RoleSource::InProcess) {
                     spec.in_process = Some(self.role_args.in_process(&self.engine)?);

@@ -173,9 +173,10 @@ impl RoleRequest {
             PromptForm::Functions => {
                 return Err(CoreError::invalid(
                     "agent",
-                    "openai-functions needs an OpenAI-compatible endpoint that calls functions \
-                     (--planner-endpoint openai+http://HOST:PORT/v1); umi's engines and workers \
-                     serve α-UMi's and ToolLLaMA's prompts",
+                    "openai-functions needs an OpenAI-compatible chat endpoint that calls \
+                     functions (--planner-endpoint openai+http://HOST:PORT/v1: vLLM, TGI, \
+                     OpenAI, or a umi worker's --openai-listen); engines in process and \
+                     workers over gRPC serve rendered prompts",
                 ))
             }
         })

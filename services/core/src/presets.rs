@@ -113,15 +113,22 @@ pub fn realtime(demo: bool) -> Sampling {
 /// with ToolLLaMA's 8192-token context.
 pub const TOOLLLAMA_MAX_INPUT_TOKENS: usize = 8192 - 512 - 8;
 
+/// `chatgpt_function`'s `max_tokens`.
+pub const CHAT_FUNCTIONS_MAX_TOKENS: usize = 1024;
+
 /// The real-time sampling of `agent`: ToolLLaMA's keeps its longer prompt (its other
 /// settings are α-UMi's: temperature 0.5, 512 new tokens, `force_generate`); an
-/// OpenAI-style chat sends only the seed (`chatgpt_function` leaves the rest to the
-/// server).
+/// OpenAI-style chat sends its new tokens (`max_tokens`, 1024) and the seed, leaving the
+/// rest to the server as `chatgpt_function` does.
 pub fn realtime_for(agent: AgentKind, demo: bool) -> Sampling {
     let sampling = realtime(demo);
     match agent {
         AgentKind::ToolLlama => Sampling {
             max_input_tokens: TOOLLLAMA_MAX_INPUT_TOKENS,
+            ..sampling
+        },
+        AgentKind::OpenAiFunctions if !demo => Sampling {
+            max_new_tokens: CHAT_FUNCTIONS_MAX_TOKENS,
             ..sampling
         },
         AgentKind::AlphaUmi | AgentKind::OpenAiFunctions => sampling,

@@ -128,8 +128,9 @@ impl OpenAiRole {
     }
 
     /// The openai-functions agent's step (`ChatGPTFunction.parse`): the conversation and
-    /// the functions sent as `chatgpt_function` sends them (`max_tokens` 1024, no
-    /// penalties, the server's own temperature), in today's `tools` form, which vLLM,
+    /// the functions sent as `chatgpt_function` sends them (`max_tokens` from the
+    /// sampling, 1024 by default; no penalties; the server's own temperature), in today's
+    /// `tools` form, which vLLM,
     /// TGI and OpenAI all take (the legacy `functions` field is OpenAI's alone); the
     /// reply's first call read back as ToolBench's `function_call`.
     async fn chat(&self, request: &RoleRequest, s: &Sampling) -> Result<Generated> {
@@ -141,7 +142,7 @@ impl OpenAiRole {
         let mut body = json!({
             "model": self.model,
             "messages": chat_messages(&request.chat),
-            "max_tokens": 1024,
+            "max_tokens": s.max_new_tokens,
             "frequency_penalty": 0,
             "presence_penalty": 0,
             "seed": s.seed,

@@ -28,6 +28,7 @@ use umi_core::{CoreError, ErrorClass};
 use umi_engine::{FinishReason, GenerateOutput, StreamEvent};
 use umi_rpc::http_listener::{serve_http, HttpLimits};
 
+use crate::chat_tools;
 use crate::roles::{classify, RoleEngine};
 
 /// The largest request body taken.
@@ -100,12 +101,23 @@ struct CompletionRequest {
 #[derive(Debug, Deserialize)]
 struct ChatMessage {
     role: String,
-    content: String,
+    /// `null` on an assistant message that only called.
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    tool_calls: Vec<chat_tools::ToolCallIn>,
+    /// The legacy single call.
+    #[serde(default)]
+    function_call: Option<chat_tools::CallIn>,
 }
 
 #[derive(Debug, Deserialize)]
 struct ChatRequest {
     messages: Vec<ChatMessage>,
+    #[serde(default)]
+    tools: Vec<chat_tools::Tool>,
+    #[serde(default)]
+    tool_choice: Option<Value>,
     #[serde(flatten)]
     options: Options,
 }
@@ -195,28 +207,78 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, body: axum::body::B
             "messages: at least one message is needed",
         );
     }
-    if let Some(m) = request
-        .messages
-        .iter()
-        .find(|m| !matches!(m.role.as_str(), "system" | "user" | "assistant"))
-    {
+    if let Some(m) = request.messages.iter().find(|m| {
+        !matches!(
+            m.role.as_str(),
+            "system" | "user" | "assistant" | "tool" | "function"
+        )
+    }) {
         return error(
             StatusCode::BAD_REQUEST,
             format!(
-                "messages: unknown role {:?} (system, user or assistant)",
+                "messages: unknown role {:?} (system, user, assistant, tool or function)",
                 m.role
             ),
         );
     }
+    let functions = match chat_tools::check(&request.tools, request.tool_choice.as_ref()) {
+        Ok(f) => f,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    if !functions.is_empty() && request.options.stream {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "stream: streaming with tools is not served yet; ask without \"stream\"",
+        );
+    }
+    let prompt = chat_prompt(&request.messages, &functions);
+    let kind = if functions.is_empty() {
+        Kind::Chat
+    } else {
+        Kind::ChatWithTools
+    };
+    run(&shared, prompt, request.options, kind).await
+}
+
+/// The conversation in the model's ChatML, the functions (if any) listed in the system
+/// message, calls and tool results as `chat_tools` writes them.
+fn chat_prompt(messages: &[ChatMessage], functions: &[Value]) -> String {
+    let turn = |role: &str, text: &str| format!("<|im_start|>{role}\n{text}<|im_end|>\n");
     let mut prompt = String::new();
-    for m in &request.messages {
-        prompt.push_str(&format!(
-            "<|im_start|>{}\n{}<|im_end|>\n",
-            m.role, m.content
-        ));
+    let tools = (!functions.is_empty()).then(|| chat_tools::tools_block(functions));
+    if let Some(block) = &tools {
+        if messages.first().is_none_or(|m| m.role != "system") {
+            prompt.push_str(&turn("system", block.trim_start()));
+        }
+    }
+    for (i, m) in messages.iter().enumerate() {
+        let content = m.content.as_deref().unwrap_or("");
+        let text = match m.role.as_str() {
+            "system" if i == 0 => format!("{content}{}", tools.as_deref().unwrap_or("")),
+            "assistant" => {
+                let calls = m
+                    .tool_calls
+                    .iter()
+                    .map(|c| &c.function)
+                    .chain(m.function_call.iter())
+                    .map(chat_tools::render_call);
+                std::iter::once(content.to_string())
+                    .chain(calls)
+                    .filter(|t| !t.is_empty())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            }
+            "tool" | "function" => chat_tools::render_result(content),
+            _ => content.to_string(),
+        };
+        let role = match m.role.as_str() {
+            "tool" | "function" => "user",
+            role => role,
+        };
+        prompt.push_str(&turn(role, &text));
     }
     prompt.push_str("<|im_start|>assistant\n");
-    run(&shared, prompt, request.options, Kind::Chat).await
+    prompt
 }
 
 async fn models(State(shared): State<Arc<Shared>>) -> Response {
@@ -228,6 +290,8 @@ async fn models(State(shared): State<Arc<Shared>>) -> Response {
 enum Kind {
     Completion,
     Chat,
+    /// A chat offered functions: calls in the output are answered as `tool_calls`.
+    ChatWithTools,
 }
 
 /// OpenAI's defaults: 16 new tokens, temperature 1; the prompt kept whole unless it
@@ -276,7 +340,7 @@ async fn run(shared: &Shared, prompt: String, options: Options, kind: Kind) -> R
     let head = Head {
         id: match kind {
             Kind::Completion => format!("cmpl-{n}"),
-            Kind::Chat => format!("chatcmpl-{n}"),
+            Kind::Chat | Kind::ChatWithTools => format!("chatcmpl-{n}"),
         },
         created: SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -315,8 +379,8 @@ impl Head {
     fn object(&self, chunk: bool) -> &'static str {
         match (self.kind, chunk) {
             (Kind::Completion, _) => "text_completion",
-            (Kind::Chat, false) => "chat.completion",
-            (Kind::Chat, true) => "chat.completion.chunk",
+            (Kind::Chat | Kind::ChatWithTools, false) => "chat.completion",
+            (Kind::Chat | Kind::ChatWithTools, true) => "chat.completion.chunk",
         }
     }
 
@@ -336,6 +400,24 @@ impl Head {
             Kind::Chat => {
                 json!({"index": 0, "message": {"role": "assistant", "content": out.text}, "finish_reason": finish_reason(out)})
             }
+            Kind::ChatWithTools => {
+                let (content, calls) = chat_tools::parse_calls(&out.text);
+                let mut message = json!({"role": "assistant", "content": content});
+                let mut reason = finish_reason(out);
+                if !calls.is_empty() {
+                    let calls: Vec<Value> = calls
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, (name, arguments))| {
+                            json!({"id": format!("call_{}_{i}", self.id), "type": "function",
+                                "function": {"name": name, "arguments": arguments}})
+                        })
+                        .collect();
+                    message["tool_calls"] = Value::Array(calls);
+                    reason = "tool_calls";
+                }
+                json!({"index": 0, "message": message, "finish_reason": reason})
+            }
         };
         json!({"id": self.id, "object": self.object(false), "created": self.created, "model": self.model, "choices": [choice], "usage": Self::usage(out)})
     }
@@ -347,7 +429,7 @@ impl Head {
             Kind::Completion => {
                 json!({"index": 0, "text": text, "logprobs": null, "finish_reason": reason})
             }
-            Kind::Chat => {
+            Kind::Chat | Kind::ChatWithTools => {
                 let delta = if done.is_some() {
                     json!({})
                 } else {
@@ -376,7 +458,7 @@ fn stream(
 ) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(16);
     tokio::spawn(async move {
-        if head.kind == Kind::Chat {
+        if head.kind != Kind::Completion {
             let mut first = head.chunk("", None);
             first["choices"][0]["delta"] = json!({"role": "assistant", "content": ""});
             if tx.send(Ok(event(&first))).await.is_err() {
@@ -466,6 +548,38 @@ mod tests {
         assert!(err.contains("17 strings"), "{err}");
         assert!(check_stop_strings(&["y".repeat(257)]).is_err());
         assert!(check_stop_strings(&[String::new()]).is_err());
+    }
+
+    /// The ChatML prompt of a conversation with functions: the tools listed in the system
+    /// message, an earlier call and its result as `chat_tools` writes them.
+    #[test]
+    fn a_chat_with_tools_renders_calls_and_results() {
+        let request: ChatRequest = serde_json::from_value(json!({
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Weather?"},
+                {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+                    "function": {"name": "weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+            ],
+            "tools": [{"type": "function", "function": {"name": "weather", "parameters": {}}}],
+        }))
+        .unwrap();
+        let functions = chat_tools::check(&request.tools, None).unwrap();
+        let prompt = chat_prompt(&request.messages, &functions);
+        let expected = format!(
+            "<|im_start|>system\nBe brief.{}<|im_end|>\n<|im_start|>user\nWeather?<|im_end|>\n\
+             <|im_start|>assistant\n<tool_call>\n{{\"name\":\"weather\",\"arguments\":{{\"city\":\"Paris\"}}}}\n</tool_call><|im_end|>\n\
+             <|im_start|>user\n<tool_response>\nsunny\n</tool_response><|im_end|>\n<|im_start|>assistant\n",
+            chat_tools::tools_block(&functions)
+        );
+        assert_eq!(prompt, expected);
+        // Without tools the conversation is plain ChatML.
+        let plain = chat_prompt(&request.messages[..2], &[]);
+        assert_eq!(
+            plain,
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nWeather?<|im_end|>\n<|im_start|>assistant\n"
+        );
     }
 
     #[test]
