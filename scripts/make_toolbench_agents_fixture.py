@@ -20,11 +20,15 @@
   conversations of those searches: the prompt it builds and the message it parses from a
   scripted prediction.
 
+* `<group>.converted.json.gz`: with a StableToolBench checkout as the second argument,
+  what its `toolbench/tooleval/convert_to_answer_format.py` makes of those answer files
+  (the converter its pass rate reads).
+
 tests/agents.rs replays the same recordings through `umi run --agent openai-functions`
 and compares. Run with a ToolBench checkout and an environment with torch and
 transformers (ToolBench's `inference/utils.py` imports them) and termcolor:
 
-    python scripts/make_toolbench_agents_fixture.py /path/to/ToolBench
+    python scripts/make_toolbench_agents_fixture.py /path/to/ToolBench [/path/to/StableToolBench]
 """
 
 import copy
@@ -32,7 +36,9 @@ import gzip
 import json
 import os
 import random
+import subprocess
 import sys
+import tempfile
 import types
 from pathlib import Path
 
@@ -301,13 +307,35 @@ def toolllama_cases(ToolLLaMA, answers):
     return cases
 
 
+def gzip_json(path, text):
+    # mtime 0: the same bytes on every run.
+    with gzip.GzipFile(path, "wb", mtime=0) as f:
+        f.write(text.encode("utf-8"))
+
+
+def convert_with_stabletoolbench(stb, group, answers):
+    """StableToolBench's converter over a group's answer files (written to a scratch
+    folder, as it reads a folder)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        for qid, data in answers:
+            Path(scratch, f"{qid}_DFS_woFilter_w2.json").write_text(json.dumps(data))
+        output = Path(scratch) / "converted.json"
+        subprocess.run([sys.executable, "convert_to_answer_format.py", "--answer_dir", scratch,
+                        "--method", "DFS_woFilter_w2", "--output", str(output)],
+                       cwd=stb / "toolbench" / "tooleval", check=True)
+        converted = json.loads(output.read_text())
+    gzip_json(OUT / f"{group}.converted.json.gz", json.dumps(converted, indent=1, sort_keys=True) + "\n")
+
+
 def main():
-    if len(sys.argv) != 2:
+    if len(sys.argv) not in (2, 3):
         sys.exit(__doc__)
     rapidapi, ToolLLaMA, DFS_tree_search = load_toolbench(Path(sys.argv[1]).resolve())
     random.seed(42)
     written = []
+    stb = Path(sys.argv[2]).resolve() if len(sys.argv) == 3 else None
     for group in sorted(os.listdir(RECORDINGS)):
+        group_answers = []
         out = OUT / group.split("_")[0]
         out.mkdir(parents=True, exist_ok=True)
         answers = [(name, json.loads((RECORDINGS / group / name).read_text()))
@@ -319,12 +347,12 @@ def main():
         for name, answer in answers:
             data = replay_search(rapidapi, DFS_tree_search, answer, calls, described)
             qid = name.split("_")[0]
-            text = json.dumps(data, indent=2) + "\n"
-            # mtime 0: the same bytes on every run.
-            with gzip.GzipFile(out / f"{qid}_DFS_woFilter_w2.json.gz", "wb", mtime=0) as f:
-                f.write(text.encode("utf-8"))
+            gzip_json(out / f"{qid}_DFS_woFilter_w2.json.gz", json.dumps(data, indent=2) + "\n")
             written.append(data)
+            group_answers.append((qid, data))
             print(group, qid, "win" if data["win"] else "no win", data["tree"]["size"], "nodes")
+        if stb is not None:
+            convert_with_stabletoolbench(stb, group.split("_")[0], group_answers)
     cases = toolllama_cases(ToolLLaMA, written)
     (OUT / "toolllama-prompts.json").write_text(json.dumps(cases, indent=1, ensure_ascii=False) + "\n")
     print(len(cases), "ToolLLaMA prompts")

@@ -167,6 +167,32 @@ fn openai_functions_searches_as_toolbench_does_on_recorded_chatgpt_replies() {
     }
 }
 
+/// Those answer files read by StableToolBench's converter (the pass rate's input), and by
+/// umi's (`umi eval pass-rate`): the same steps, final answers and query for each.
+#[test]
+fn stabletoolbenchs_converter_and_umis_read_toolbench_agents_answer_files_alike() {
+    for group in ["G1", "G2", "G3"] {
+        let fixtures = root("tests/fixtures/toolbench-agents");
+        let converted = read_gz(&fixtures.join(format!("{group}.converted.json.gz")));
+        let converted = converted.as_object().unwrap();
+        assert_eq!(converted.len(), 5, "{group}");
+        for (id, expected) in converted {
+            let answer = read_gz(&fixtures.join(format!("{group}/{id}_DFS_woFilter_w2.json.gz")));
+            let ours = umi_core::pass_rate::convert(&answer, "DFS_woFilter_w2");
+            assert_eq!(
+                ours.query,
+                expected["query"].as_str().unwrap(),
+                "{group}/{id}"
+            );
+            // Key order aside (the fixture's keys are sorted).
+            if ours.answer != expected["answer"] {
+                let diff = first_difference(&ours.answer, &expected["answer"], "");
+                panic!("{group}/{id}: umi's conversion differs from StableToolBench's: {diff:?}");
+            }
+        }
+    }
+}
+
 /// Greedy and short, so the bundled model runs a search in seconds.
 const GREEDY: [&str; 8] = [
     "--dtype",
