@@ -176,6 +176,31 @@ fn a_worker_of_three_roles_registers_under_each_and_leaves_all() {
     );
 }
 
+/// A coordinator with `--agent toolllama` solves tasks on the planner's workers alone
+/// (no caller or summarizer registered), writing upstream ToolBench's answer files.
+#[test]
+fn a_toolllama_coordinator_needs_only_planner_workers() {
+    let etcd = Etcd::start();
+    let (_planner, _) = worker("planner", Some(&etcd.url));
+    let (_coord, coord) = coordinator(&etcd.url, &["--agent", "toolllama"]);
+    wait_until(
+        "the coordinator sees the planner",
+        Duration::from_secs(5),
+        || !coordinator_sees(&coord, "planner").is_empty(),
+    );
+    let remote = tempfile::tempdir().unwrap();
+    let q = queries(remote.path(), 1);
+    let mut run = run_via(&coord, &q, remote.path());
+    assert!(run.child.wait().unwrap().success(), "{}", run.stderr());
+    let answer = &answers(remote.path())[0];
+    assert!(answer.get("failure").is_none(), "{}", answer["failure"]);
+    assert!(answer["forward_args"].get("prompt_type").is_none());
+    assert_eq!(
+        answer["tree"]["tree"]["children"][0]["node_type"],
+        "Thought"
+    );
+}
+
 /// Admission control at the coordinator: with 2 unfinished tasks at most, a client with 5
 /// queries is refused, waits, and submits the rest as tasks end; every query is answered.
 #[test]
