@@ -155,7 +155,7 @@ fn one_worker_serves_three_roles_each_with_its_adapter_as_in_process() {
     assert!(
         refused
             .message()
-            .contains("serves the planner+caller role, not summarizer"),
+            .contains("serves the planner+caller roles, not summarizer"),
         "{refused:?}"
     );
 }

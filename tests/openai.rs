@@ -56,6 +56,27 @@ fn openai_endpoints_serve_check_keys_and_play_roles_like_the_engine_in_process()
     assert_eq!(status, 400);
     assert!(body.contains("max_tokens"), "{body}");
 
+    // Function calling: a forced call and the legacy fields are refused by name.
+    let tools = json!([{"type": "function", "function": {"name": "f", "parameters": {}}}]);
+    let chat = |extra: Value| {
+        let mut body = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        post(port, "/v1/chat/completions", Some(KEY), &body)
+    };
+    let forced = json!({"type": "function", "function": {"name": "f"}});
+    let (status, body) = chat(json!({"tools": tools, "tool_choice": forced}));
+    assert_eq!(status, 400);
+    assert!(body.contains("tool_choice"), "{body}");
+    let (status, body) = chat(json!({"functions": [{"name": "f"}]}));
+    assert_eq!(status, 400);
+    assert!(body.contains("functions"), "{body}");
+    let (status, body) = chat(json!({"tools": tools, "tool_choice": "auto"}));
+    assert_eq!(status, 200, "{body}");
+    let reply: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(reply["choices"][0]["message"]["role"], "assistant");
+
     let (status, body) = post(port, "/v1/completions", Some(KEY), &ask);
     assert_eq!(status, 200, "{body}");
     let whole: Value = serde_json::from_str(&body).unwrap();

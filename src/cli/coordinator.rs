@@ -100,13 +100,12 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<()> {
             "umi coordinator: --save-cache: every reply --simulate-with invents or the real API gives is saved in the response cache and answered to every client, whoever's task asked for it"
         );
     }
+    let planner_only = a.agent != AgentKind::AlphaUmi;
     let roles = a
         .remote
-        .roles(a.sampling.over(realtime_for(a.agent, false)))
+        .roles(a.sampling.over(realtime_for(a.agent, false)), planner_only)
         .await?
-        .context(
-            "the coordinator needs role workers: give --etcd, or all three --*-endpoint flags",
-        )?;
+        .context("the coordinator needs role workers: give --etcd, or the --*-endpoint flags (all three; the planner's alone with --agent toolllama)")?;
     let membership = roles.membership().clone();
     let settings = Settings {
         tasks: TaskSettings {

@@ -237,6 +237,12 @@ impl RunArgs {
         };
         match self.roles {
             Answerers::Replay => {
+                if self.agent != AgentKind::AlphaUmi {
+                    bail!(
+                        "--roles replay replays α-UMi's roles: drop --agent {}",
+                        self.agent
+                    );
+                }
                 if self.remote.is_set() || self.role_args.model.model.is_some() {
                     bail!("--roles replay answers from recordings: drop the --model and --*-endpoint flags");
                 }
@@ -308,6 +314,15 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
     }
     let queries = read_queries(a.queries.as_deref())?;
     let answer_format = a.answer_format()?;
+    if let Some(folder) = a.tools.tools_folder.as_ref().filter(|f| !f.is_dir()) {
+        if a.agent.toolbench_messages() {
+            bail!(
+                "--tools-folder {}: not a folder (the tools' descriptions of --agent {} come from it)",
+                folder.display(),
+                a.agent
+            );
+        }
+    }
     let out_dir = a.out.clone().unwrap_or_else(|| {
         let stem = match &a.queries {
             Some(path) => path

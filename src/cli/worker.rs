@@ -76,6 +76,9 @@ impl WorkerArgs {
             }
             roles.push((*role, self.adapters.of(*role).cloned()));
         }
+        if self.openai_listen.is_some() && roles.iter().any(|(_, a)| a.is_some()) {
+            anyhow::bail!("--openai-listen serves the model as loaded, without the roles' adapters: drop it, or serve each adapted role from its own worker with --adapter (merged)");
+        }
         for role in RoleKind::ALL {
             if self.adapters.of(role).is_some() && !self.role.contains(&role) {
                 anyhow::bail!(
@@ -136,7 +139,7 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
         );
     }
     // One registration per role served, each under its role's key.
-    let mut registrations = Vec::new();
+    let mut registrations: Vec<Registration> = Vec::new();
     if !etcd.is_empty() {
         let address = advertise.unwrap_or_else(|| format!("{}://{addr}", security.scheme()));
         for (role, _) in &roles {
@@ -147,14 +150,24 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
                 device: info.device.clone(),
                 capacity: info.max_batch as u32,
             };
-            let r = Registration::register(
+            let registered = Registration::register(
                 &a.etcd.target()?,
                 &a.etcd.etcd_prefix,
                 worker,
                 Duration::from_secs(a.lease_ttl),
             )
-            .await
-            .context("registering in etcd")?;
+            .await;
+            let r = match registered {
+                Ok(r) => r,
+                Err(e) => {
+                    // Leave no role half-registered.
+                    for r in registrations {
+                        let _ = r.deregister().await;
+                    }
+                    return Err(e)
+                        .context(format!("registering the {} role in etcd", role.as_str()));
+                }
+            };
             eprintln!("umi worker: registered as {}", r.key());
             registrations.push(r);
         }

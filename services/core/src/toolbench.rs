@@ -71,14 +71,16 @@ pub fn opening(task_description: &str, query: &str) -> (String, String) {
 /// `process_system_message`: the ReAct format asked for, and the functions listed as
 /// Python prints them (`str(functions)`).
 pub fn process_system_message(system: &str, functions: &[Value]) -> String {
+    with_listed_functions(system, &pyjson::repr(&Value::Array(functions.to_vec())))
+}
+
+/// `process_system_message` with the function list already printed.
+fn with_listed_functions(system: &str, listed: &str) -> String {
     let system = system.replace(
         "with a function call to actually excute your step.",
         "with a function call to actually excute your step. Your output should follow this format:\nThought:\nAction\nAction Input:\n",
     );
-    format!(
-        "{system}\nSpecifically, you have access to the following APIs: {}",
-        pyjson::repr(&Value::Array(functions.to_vec()))
-    )
+    format!("{system}\nSpecifically, you have access to the following APIs: {listed}")
 }
 
 /// A conversation as ToolLLaMA's prompt shows it: each message's role and content (a
@@ -108,9 +110,11 @@ pub fn toolllama_turns(messages: &[Message]) -> Result<Vec<HistoryTurn>> {
 /// ToolLLaMA's prompt (`ToolLLaMA.parse`): each message as `<Label>: <content>\n` (the
 /// system message through `process_system_message` when there are functions; spent
 /// retry prompts included, as the reference does not filter them), then `Assistant:\n`.
-/// `turns` are the messages as `toolllama_turns` gives them; a role the template has no
-/// label for (a request off the wire) is shown as it is.
+/// `turns` are the messages as `toolllama_turns` gives them (a search has one system
+/// message; requests off the wire are held to that, `umi_rpc::wire`, so the function list
+/// is never repeated); a role the template has no label for is shown as it is.
 pub fn toolllama_prompt(turns: &[HistoryTurn], functions: &[Value]) -> String {
+    let listed = (!functions.is_empty()).then(|| pyjson::repr(&Value::Array(functions.to_vec())));
     let mut prompt = String::new();
     for turn in turns {
         let label = TOOLLLAMA_ROLES
@@ -119,8 +123,8 @@ pub fn toolllama_prompt(turns: &[HistoryTurn], functions: &[Value]) -> String {
             .map_or(turn.label.as_str(), |(_, l)| l);
         prompt.push_str(label);
         prompt.push_str(": ");
-        if label == "System" && !functions.is_empty() {
-            prompt.push_str(&process_system_message(&turn.value, functions));
+        if let (true, Some(listed)) = (label == "System", &listed) {
+            prompt.push_str(&with_listed_functions(&turn.value, listed));
         } else {
             prompt.push_str(&turn.value);
         }

@@ -154,29 +154,12 @@ impl OpenAiRole {
         let message = value
             .pointer("/choices/0/message")
             .ok_or_else(|| unavailable(&url, "the reply has no choices[0].message"))?;
-        let content = message
-            .get("content")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        let call = message
-            .pointer("/tool_calls/0/function")
-            .or_else(|| message.get("function_call"))
-            .map(|f| FunctionCall {
-                name: f["name"].as_str().unwrap_or_default().to_string(),
-                arguments: match &f["arguments"] {
-                    Value::String(text) => text.clone(),
-                    Value::Null => String::new(),
-                    other => other.to_string(),
-                },
-            });
+        let reply = chat_reply(message);
         Ok(Generated {
-            text: content.clone().unwrap_or_default(),
+            text: reply.content.clone().unwrap_or_default(),
             prompt_tokens: usage(&value, "prompt_tokens"),
             generated_tokens: usage(&value, "completion_tokens"),
-            chat: Some(ChatReply {
-                content,
-                function_call: call,
-            }),
+            chat: Some(reply),
             ..Generated::default()
         })
     }
@@ -213,6 +196,34 @@ impl OpenAiRole {
             ));
         }
         Ok((url, value))
+    }
+}
+
+/// A chat reply's message as ToolBench reads it: its content (`None` when `null`) and its
+/// first call (`tool_calls`, else the legacy `function_call`). A call without a name (or
+/// a `null` one, as some servers write "no call") is no call: an empty name would reach
+/// the first API by ToolBench's suffix match.
+fn chat_reply(message: &Value) -> ChatReply {
+    let content = message
+        .get("content")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let function_call = message
+        .pointer("/tool_calls/0/function")
+        .or_else(|| message.get("function_call"))
+        .and_then(|f| {
+            Some(FunctionCall {
+                name: f.get("name")?.as_str()?.to_string(),
+                arguments: match &f["arguments"] {
+                    Value::String(text) => text.clone(),
+                    Value::Null => String::new(),
+                    other => other.to_string(),
+                },
+            })
+        });
+    ChatReply {
+        content,
+        function_call,
     }
 }
 
@@ -287,6 +298,27 @@ impl RoleModels for OpenAiRole {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chat_reply_reads_its_first_call_and_no_call_from_a_nameless_one() {
+        let reply = chat_reply(&json!({"content": null, "tool_calls": [
+            {"id": "a", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+            {"id": "b", "type": "function", "function": {"name": "g", "arguments": "{}"}}]}));
+        assert_eq!(reply.content, None);
+        let call = reply.function_call.unwrap();
+        assert_eq!((call.name.as_str(), call.arguments.as_str()), ("f", "{}"));
+        let legacy = chat_reply(
+            &json!({"content": "x", "function_call": {"name": "h", "arguments": {"a": 1}}}),
+        );
+        assert_eq!(legacy.function_call.unwrap().arguments, "{\"a\":1}");
+        for none in [
+            json!({"content": "just text", "function_call": null}),
+            json!({"content": "t", "tool_calls": [{"function": {"arguments": "{}"}}]}),
+        ] {
+            let reply = chat_reply(&none);
+            assert!(reply.function_call.is_none(), "{none}");
+        }
+    }
 
     #[test]
     fn only_openai_http_endpoints_have_a_base() {

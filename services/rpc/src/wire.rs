@@ -121,6 +121,19 @@ pub fn request_from_pb(request: &pb::GenerateRequest) -> Result<RoleRequest, Cor
             )))
         }
     };
+    // ToolLLaMA's prompt lists the functions in each system turn: a search has one.
+    if form == PromptForm::ToolLlama
+        && request
+            .history
+            .iter()
+            .filter(|t| t.label == "system")
+            .count()
+            > 1
+    {
+        return Err(CoreError::invalid_input(
+            "history: a ToolLLaMA conversation has one system message",
+        ));
+    }
     let functions = request
         .functions_json
         .iter()

@@ -118,6 +118,11 @@ struct ChatRequest {
     tools: Vec<chat_tools::Tool>,
     #[serde(default)]
     tool_choice: Option<Value>,
+    /// The legacy `functions` / `function_call` fields: refused by name (not ignored).
+    #[serde(default)]
+    functions: Option<Value>,
+    #[serde(default)]
+    function_call: Option<Value>,
     #[serde(flatten)]
     options: Options,
 }
@@ -219,6 +224,12 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, body: axum::body::B
                 "messages: unknown role {:?} (system, user, assistant, tool or function)",
                 m.role
             ),
+        );
+    }
+    if request.functions.is_some() || request.function_call.is_some() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "functions/function_call: the legacy function-calling fields are not taken; send the functions as tools (and tool_choice)",
         );
     }
     let functions = match chat_tools::check(&request.tools, request.tool_choice.as_ref()) {

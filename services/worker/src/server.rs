@@ -86,8 +86,13 @@ impl RoleService {
     async fn engine_request(&self, wire: &pb::GenerateRequest) -> Result<GenerateRequest, Status> {
         let role_request = request_from_pb(wire).map_err(|e| status_from(&e))?;
         let Some((_, engine)) = self.roles.iter().find(|(r, _)| *r == role_request.role) else {
+            let noun = if self.roles.len() == 1 {
+                "role"
+            } else {
+                "roles"
+            };
             return Err(Status::invalid_argument(format!(
-                "this worker serves the {} role, not {}",
+                "this worker serves the {} {noun}, not {}",
                 self.role_names(),
                 role_request.role.as_str()
             )));

@@ -211,12 +211,17 @@ impl RemoteArgs {
     }
 
     /// The roles on remote workers, sampling as `sampling` says, if any remote source
-    /// was given. (The coordinator's path: umi workers only.)
-    pub async fn roles(&self, sampling: Sampling) -> anyhow::Result<Option<ClusterRoles>> {
+    /// was given (the planner's alone for a single-model agent). (The coordinator's path:
+    /// umi workers only.)
+    pub async fn roles(
+        &self,
+        sampling: Sampling,
+        planner_only: bool,
+    ) -> anyhow::Result<Option<ClusterRoles>> {
         if self.has_openai() {
             bail!("OpenAI-compatible role endpoints (openai+http://…) are taken by umi run, not by the coordinator: serve the role with umi workers");
         }
-        match self.workers(false)? {
+        match self.workers(planner_only)? {
             Some(w) => Ok(Some(umi_roles::workers(&w, sampling).await?)),
             None => Ok(None),
         }

@@ -205,8 +205,14 @@ impl ToolArgs {
             }
         };
         let router = Router::new(fallback);
-        Ok(match &self.tools_folder {
-            Some(folder) => router.with_tools_folder(ToolsFolder::open(folder)?),
+        // For ToolBench agents' system message; a folder that is not there (e.g. a stale
+        // $UMI_TOOLS_FOLDER) describes nothing (`umi run` refuses it for those agents).
+        Ok(match self.tools_folder.as_deref().map(ToolsFolder::open) {
+            Some(Ok(folder)) => router.with_tools_folder(folder),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "--tools-folder: not used");
+                router
+            }
             None => router,
         })
     }

@@ -176,7 +176,9 @@ pub fn build(
                 tools["real_api"] =
                     json!({"url": url, "max_response_bytes": t.tool_max_response_bytes});
             }
-            if let (Some(folder), Some(_)) = (&t.tools_folder, &t.simulate_with) {
+            // Read by --simulate-with, and by ToolBench agents for their system message.
+            let read = t.simulate_with.is_some() || a.agent.toolbench_messages();
+            if let (Some(folder), true) = (&t.tools_folder, read) {
                 tools["tools_folder"] = digests.of(folder)?;
             }
             tools
