@@ -165,7 +165,7 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
                         let _ = r.deregister().await;
                     }
                     return Err(e)
-                        .context(format!("registering the {} role in etcd", role.as_str()));
+                        .context(format!("registering in etcd as the {} role", role.as_str()));
                 }
             };
             eprintln!("umi worker: registered as {}", r.key());
