@@ -164,8 +164,12 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
                     for r in registrations {
                         let _ = r.deregister().await;
                     }
-                    return Err(e)
-                        .context(format!("registering in etcd as the {} role", role.as_str()));
+                    // The role is named only where there are several.
+                    let what = match roles.len() {
+                        1 => "registering in etcd".to_string(),
+                        _ => format!("registering in etcd as the {} role", role.as_str()),
+                    };
+                    return Err(e).context(what);
                 }
             };
             eprintln!("umi worker: registered as {}", r.key());
