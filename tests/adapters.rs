@@ -9,7 +9,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::procs::start_worker;
+use support::procs::{every_role_worker_command, start_worker};
 use support::{answer_bytes, serve_as_worker_of_every_role, umi};
 use umi_rpc::pb;
 use umi_rpc::pb::role_worker_client::RoleWorkerClient;
@@ -97,18 +97,8 @@ fn one_worker_serves_three_roles_each_with_its_adapter_as_in_process() {
         &[&ADAPTERS[..], &["--adapter-mode", "unmerged"]].concat(),
     );
 
-    let mut cmd = umi();
-    serve_as_worker_of_every_role(&mut cmd);
+    let mut cmd = every_role_worker_command();
     cmd.current_dir(root(""))
-        .args(["worker", "--listen", "127.0.0.1:0"])
-        .args([
-            "--role",
-            "planner",
-            "--role",
-            "caller",
-            "--role",
-            "summarizer",
-        ])
         .args(["--model", "tests/fixtures/tiny-llama-sharded"])
         .args(ADAPTERS);
     let (_worker, address) = start_worker(&mut cmd);

@@ -135,18 +135,8 @@ fn workers_found_in_etcd_answer_as_the_in_process_run() {
 #[test]
 fn a_worker_of_three_roles_registers_under_each_and_leaves_all() {
     let etcd = Etcd::start();
-    let mut cmd = umi();
-    support::serve_as_worker_of_every_role(&mut cmd);
-    cmd.args(["worker", "--listen", "127.0.0.1:0", "--dtype", "quantized"])
-        .args([
-            "--role",
-            "planner",
-            "--role",
-            "caller",
-            "--role",
-            "summarizer",
-        ])
-        .args(["--etcd", &etcd.url]);
+    let mut cmd = support::procs::every_role_worker_command();
+    cmd.args(["--dtype", "quantized", "--etcd", &etcd.url]);
     let (mut worker, address) = support::procs::start_worker(&mut cmd);
     let (_coord, coord) = coordinator(&etcd.url, &[]);
     wait_for_all_roles(&coord);

@@ -249,6 +249,22 @@ pub fn worker_command(role: &str, etcd: Option<&str>) -> Command {
     cmd
 }
 
+/// A `umi worker` serving the three roles on one model, with the certificate naming them
+/// all; the caller adds the model and its other flags.
+pub fn every_role_worker_command() -> Command {
+    let mut cmd = umi();
+    super::serve_as_worker_of_every_role(&mut cmd);
+    cmd.args(["worker", "--listen", "127.0.0.1:0"]).args([
+        "--role",
+        "planner",
+        "--role",
+        "caller",
+        "--role",
+        "summarizer",
+    ]);
+    cmd
+}
+
 /// Starts a worker command; returns once it serves, with its address.
 pub fn start_worker(cmd: &mut Command) -> (Proc, String) {
     let mut p = Proc::spawn(cmd);

@@ -170,16 +170,20 @@ impl RoleRequest {
                 RoleKind::Summarizer => prompts.summarizer_input(&self.tools, &history),
             },
             PromptForm::ToolLlama => toolbench::toolllama_prompt(&self.history, &self.functions),
-            PromptForm::Functions => {
-                return Err(CoreError::invalid(
-                    "agent",
-                    "openai-functions needs an OpenAI-compatible chat endpoint that calls \
-                     functions (--planner-endpoint openai+http://HOST:PORT/v1: vLLM, TGI, \
-                     OpenAI, or a umi worker's --openai-listen); engines in process and \
-                     workers over gRPC serve rendered prompts",
-                ))
-            }
+            PromptForm::Functions => return Err(RoleRequest::chat_has_no_prompt()),
         })
+    }
+
+    /// Why a function-calling chat is refused wherever a prompt is rendered or sent over
+    /// gRPC: only an endpoint that calls functions serves it.
+    pub fn chat_has_no_prompt() -> CoreError {
+        CoreError::invalid(
+            "agent",
+            "openai-functions needs an OpenAI-compatible chat endpoint that calls \
+             functions (--planner-endpoint openai+http://HOST:PORT/v1: vLLM, TGI, \
+             OpenAI, or a umi worker's --openai-listen); engines in process and \
+             workers over gRPC serve rendered prompts",
+        )
     }
 }
 

@@ -69,13 +69,8 @@ pub fn opening(task_description: &str, query: &str) -> (String, String) {
 }
 
 /// `process_system_message`: the ReAct format asked for, and the functions listed as
-/// Python prints them (`str(functions)`).
-pub fn process_system_message(system: &str, functions: &[Value]) -> String {
-    with_listed_functions(system, &pyjson::repr(&Value::Array(functions.to_vec())))
-}
-
-/// `process_system_message` with the function list already printed.
-fn with_listed_functions(system: &str, listed: &str) -> String {
+/// Python prints them (`listed`: `str(functions)`, printed once per prompt).
+fn process_system_message(system: &str, listed: &str) -> String {
     let system = system.replace(
         "with a function call to actually excute your step.",
         "with a function call to actually excute your step. Your output should follow this format:\nThought:\nAction\nAction Input:\n",
@@ -124,7 +119,7 @@ pub fn toolllama_prompt(turns: &[HistoryTurn], functions: &[Value]) -> String {
         prompt.push_str(label);
         prompt.push_str(": ");
         if let (true, Some(listed)) = (label == "System", &listed) {
-            prompt.push_str(&with_listed_functions(&turn.value, listed));
+            prompt.push_str(&process_system_message(&turn.value, listed));
         } else {
             prompt.push_str(&turn.value);
         }

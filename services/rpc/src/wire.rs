@@ -36,13 +36,7 @@ pub fn request_to_pb(
     let form = match request.form {
         PromptForm::AlphaUmi => pb::PromptForm::AlphaUmi,
         PromptForm::ToolLlama => pb::PromptForm::ToolLlama,
-        // Renders the refusal: the one place that says why.
-        PromptForm::Functions => {
-            return Err(request
-                .render(&umi_core::prompt::RolePrompts::toolbench())
-                .err()
-                .unwrap_or_else(|| CoreError::invalid_input("a chat request has no wire form")))
-        }
+        PromptForm::Functions => return Err(RoleRequest::chat_has_no_prompt()),
     };
     Ok(pb::GenerateRequest {
         role: role_to_pb(request.role) as i32,

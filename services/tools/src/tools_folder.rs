@@ -97,11 +97,18 @@ impl ToolsFolder {
             return None;
         }
         let file_name = format!("{standard_tool_name}.json");
-        let mut folders: Vec<PathBuf> = [category.to_string(), standardize_category(category)]
+        let described = |folder: &Path| {
+            let tool = self.tool(&folder.join(&file_name))?;
+            tool.get("tool_description")?.as_str().map(str::to_string)
+        };
+        let named = [category.to_string(), standardize_category(category)]
             .into_iter()
             .filter(|c| is_folder_name(c))
-            .map(|c| self.root.join(c))
-            .collect();
+            .find_map(|c| described(&self.root.join(c)));
+        if named.is_some() {
+            return named;
+        }
+        // Only on a miss: every category folder, in name order.
         let mut others: Vec<PathBuf> = std::fs::read_dir(&self.root)
             .into_iter()
             .flatten()
@@ -109,11 +116,7 @@ impl ToolsFolder {
             .filter(|p| p.is_dir())
             .collect();
         others.sort();
-        folders.extend(others);
-        folders.iter().find_map(|folder| {
-            let tool = self.tool(&folder.join(&file_name))?;
-            tool.get("tool_description")?.as_str().map(str::to_string)
-        })
+        others.iter().find_map(|folder| described(folder))
     }
 
     fn tool(&self, file: &Path) -> Option<Arc<Value>> {
