@@ -206,6 +206,60 @@ mod tests {
         }
     }
 
+    /// A ToolLLaMA request keeps its form and functions across the wire; one with several
+    /// system turns (each would repeat the function list), an unknown form, a function
+    /// that is not JSON, or a chat with functions (no wire form) is refused, named.
+    #[test]
+    fn toolllama_requests_cross_the_wire_and_bad_ones_are_refused() {
+        let turn = |label: &str| HistoryTurn::new(label, "x");
+        let request = RoleRequest {
+            form: PromptForm::ToolLlama,
+            functions: vec![serde_json::json!({"name": "f"})],
+            ..RoleRequest::alpha_umi(
+                RoleKind::Planner,
+                vec![],
+                vec![turn("system"), turn("user")],
+                None,
+            )
+        };
+        let s = umi_core::presets::REALTIME;
+        let wire = request_to_pb(&request, &s).unwrap();
+        let back = request_from_pb(&wire).unwrap();
+        assert_eq!(
+            (back.form, &back.functions),
+            (PromptForm::ToolLlama, &request.functions)
+        );
+
+        let mut twice = wire.clone();
+        twice.history.push(pb::HistoryTurn {
+            label: "system".into(),
+            value: "y".into(),
+        });
+        let err = request_from_pb(&twice).unwrap_err().to_string();
+        assert!(err.contains("one system message"), "{err}");
+        let mut unknown = wire.clone();
+        unknown.form = 7;
+        assert!(request_from_pb(&unknown)
+            .unwrap_err()
+            .to_string()
+            .contains("prompt form 7"));
+        let mut bad = wire;
+        bad.functions_json = vec!["{".into()];
+        assert!(request_from_pb(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("functions_json[0]"));
+
+        let chat = RoleRequest {
+            form: PromptForm::Functions,
+            ..request
+        };
+        assert!(request_to_pb(&chat, &s)
+            .unwrap_err()
+            .to_string()
+            .contains("openai-functions"));
+    }
+
     #[test]
     fn sampling_survives_the_wire() {
         let s = umi_core::presets::STATIC;
