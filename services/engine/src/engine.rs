@@ -19,6 +19,7 @@ use crate::model::KvCache;
 use crate::prefix_cache::PrefixCache;
 use crate::queue::{self, Job, Submit};
 use crate::scheduler::{self, StepBackend};
+use crate::structured::Grammars;
 use crate::tokenizer::Tokenizer;
 
 /// A piece of streamed output.
@@ -103,6 +104,7 @@ impl Engine {
             let mut step = ModelStep {
                 loaded: &loaded,
                 prefix_cache: PrefixCache::new(config.prefix_cache_bytes),
+                grammars: None,
             };
             scheduler::run(&mut step, max_batch, &mut queue);
         });
@@ -153,6 +155,8 @@ impl Engine {
 struct ModelStep<'t> {
     loaded: &'t LoadedModel,
     prefix_cache: PrefixCache,
+    /// Built at the first request with a grammar (it reads the whole vocabulary).
+    grammars: Option<Grammars>,
 }
 
 impl<'t> StepBackend for ModelStep<'t> {
@@ -177,13 +181,31 @@ impl<'t> StepBackend for ModelStep<'t> {
         abandoned: impl Fn() -> bool,
     ) -> Result<(Sequence<'t>, Tensor)> {
         let loaded = self.loaded;
-        Sequence::start(
+        // A grammar is compiled before the prefill, so a bad one is refused at once.
+        let grammar = match &request.constraint {
+            None => None,
+            Some(constraint) => {
+                let grammars = match &mut self.grammars {
+                    Some(grammars) => grammars,
+                    empty => empty.insert(Grammars::new(
+                        &loaded.tokenizer,
+                        loaded.model.config().vocab_size,
+                    )?),
+                };
+                Some(grammars.constrain(constraint)?)
+            }
+        };
+        let (mut seq, logits) = Sequence::start(
             &loaded.model,
             &loaded.tokenizer,
             request,
             &mut self.prefix_cache,
             abandoned,
-        )
+        )?;
+        if let Some(grammar) = grammar {
+            seq.constrain(grammar);
+        }
+        Ok((seq, logits))
     }
 
     fn prompt_tokens(seq: &Sequence<'t>) -> usize {

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{EngineError, Result};
 use crate::model::{KvCache, Llama};
 use crate::prefix_cache::PrefixCache;
+use crate::structured::{Constrained, Constraint};
 use crate::tokenizer::Tokenizer;
 
 /// What to generate from.
@@ -143,6 +144,10 @@ pub struct GenerateRequest {
     /// nothing. A model ignores it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub script: Option<String>,
+    /// A grammar the text must match (structured output, [`crate::structured`]); a
+    /// simulated engine ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraint: Option<Constraint>,
 }
 
 impl GenerateRequest {
@@ -157,6 +162,7 @@ impl GenerateRequest {
             ignore_eos: false,
             min_new_tokens: 0,
             script: None,
+            constraint: None,
         }
     }
 
@@ -253,6 +259,8 @@ pub struct Sequence<'t> {
     adapter: Option<usize>,
     cache: KvCache,
     sampler: LogitsProcessor,
+    /// The grammar its text must match, if any.
+    constraint: Option<Constrained>,
     stop_ids: Vec<u32>,
     max_new_tokens: usize,
     min_new_tokens: usize,
@@ -343,6 +351,7 @@ impl<'t> Sequence<'t> {
                 request.sampling.seed,
                 request.sampling.sampling(),
             ),
+            constraint: None,
             stop_ids,
             max_new_tokens: request.max_new_tokens,
             min_new_tokens: request.min_new_tokens,
@@ -368,10 +377,17 @@ impl<'t> Sequence<'t> {
         if self.generated.len() >= self.max_new_tokens {
             return Ok(Step::Done(FinishReason::Length));
         }
-        let next = self.sampler.sample(logits)?;
+        let next = match &mut self.constraint {
+            None => self.sampler.sample(logits)?,
+            Some(grammar) => self.sampler.sample(&grammar.mask(logits)?)?,
+        };
         if self.stop_ids.contains(&next) && self.generated.len() >= self.min_new_tokens {
             return Ok(Step::Done(FinishReason::StopToken));
         }
+        let complete = match &mut self.constraint {
+            None => false,
+            Some(grammar) => grammar.consume(next)?,
+        };
         self.generated.push(next);
         let (piece, hit_stop) = self.stream.push(next)?;
         if !piece.is_empty() && !on_text(next, &piece) {
@@ -380,6 +396,9 @@ impl<'t> Sequence<'t> {
         if hit_stop {
             return Ok(Step::Done(FinishReason::StopString));
         }
+        if complete {
+            return Ok(Step::Done(FinishReason::StopToken));
+        }
         if self.cache.len() + 1 >= self.context {
             return Ok(Step::Done(FinishReason::ContextFull));
         }
@@ -387,6 +406,12 @@ impl<'t> Sequence<'t> {
             return Ok(Step::Done(FinishReason::Length));
         }
         Ok(Step::Feed(next))
+    }
+
+    /// From now on, tokens are sampled only where `grammar` allows them (call it before
+    /// the first `advance`).
+    pub fn constrain(&mut self, grammar: Constrained) {
+        self.constraint = Some(grammar);
     }
 
     /// The unmerged adapter the sequence runs with.

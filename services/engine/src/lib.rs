@@ -26,6 +26,7 @@ mod safetensors;
 mod scheduler;
 pub mod sentencepiece;
 pub mod sim;
+pub mod structured;
 pub mod text_engine;
 pub mod tokenizer;
 pub mod weights;
@@ -38,5 +39,6 @@ pub use generate::{FinishReason, GenerateOutput, GenerateRequest, Prompt, Sampli
 pub use liveness::Liveness;
 pub use load::{load, LoadOptions, LoadedModel};
 pub use sim::{SimEngine, SimProfile};
+pub use structured::Constraint;
 pub use text_engine::TextEngine;
 pub use tokenizer::Tokenizer;
