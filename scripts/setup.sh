@@ -61,6 +61,14 @@ else
   echo "fetched, sha256 ok"
 fi
 
+step "Python clients the tests drive umi with (openai==3.63.0)"
+if python3 -c 'import openai, sys; sys.exit(openai.__version__ != "3.63.0")' 2>/dev/null; then
+  echo "present"
+else
+  python3 -m pip install --quiet --disable-pip-version-check openai==3.63.0
+  echo "installed"
+fi
+
 step "release build"
 cargo build --release --workspace
 echo "built target/release/umi"

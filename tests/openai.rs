@@ -56,19 +56,26 @@ fn openai_endpoints_serve_check_keys_and_play_roles_like_the_engine_in_process()
     assert_eq!(status, 400);
     assert!(body.contains("max_tokens"), "{body}");
 
-    // Function calling: a forced call and the legacy fields are refused by name.
-    let tools = json!([{"type": "function", "function": {"name": "f", "parameters": {}}}]);
+    // Function calling: a forced call comes back as one (its arguments decoded under the
+    // function's schema); the legacy fields are refused by name.
+    let tools = json!([{"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}}}]);
     let chat = |extra: Value| {
-        let mut body = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4});
+        let mut body = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 12});
         body.as_object_mut()
             .unwrap()
             .extend(extra.as_object().unwrap().clone());
         post(port, "/v1/chat/completions", Some(KEY), &body)
     };
     let forced = json!({"type": "function", "function": {"name": "f"}});
-    let (status, body) = chat(json!({"tools": tools, "tool_choice": forced}));
-    assert_eq!(status, 400);
-    assert!(body.contains("tool_choice"), "{body}");
+    let (status, body) =
+        chat(json!({"tools": tools, "tool_choice": forced, "temperature": 0, "max_tokens": 48}));
+    assert_eq!(status, 200, "{body}");
+    let reply: Value = serde_json::from_str(&body).unwrap();
+    let call = &reply["choices"][0]["message"]["tool_calls"][0]["function"];
+    assert_eq!(call["name"], "f", "{body}");
+    let arguments: Value = serde_json::from_str(call["arguments"].as_str().unwrap()).unwrap();
+    assert!(arguments["n"].is_i64(), "{body}");
     let (status, body) = chat(json!({"functions": [{"name": "f"}]}));
     assert_eq!(status, 400);
     assert!(body.contains("functions"), "{body}");
@@ -179,4 +186,38 @@ fn openai_endpoints_serve_check_keys_and_play_roles_like_the_engine_in_process()
     let (remote, local) = (read(&remote_out), read(&local_out));
     assert!(remote["answer_generation"]["query_count"].as_u64().unwrap() >= 1);
     assert_eq!(remote, local);
+}
+
+/// Structured output and function calling through the `openai` Python package: JSON
+/// schemas and objects, forced, required and free calls, streamed too, vLLM's guided
+/// fields, and refusals in OpenAI's error shape (`tests/clients/openai_structured.py`).
+#[test]
+fn the_openai_python_client_gets_structured_output_and_tool_calls() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut cmd = worker_command("planner", None);
+    cmd.args(["--openai-listen", &listen, "--openai-api-key", KEY]);
+    let (_worker, _) = start_worker(&mut cmd);
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/openai_structured.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(format!("http://{listen}/v1"))
+        .arg(KEY)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        !stderr.contains("No module named 'openai'"),
+        "the openai package is missing: run scripts/setup.sh"
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("ok ")).count(),
+        11,
+        "{stdout}"
+    );
 }

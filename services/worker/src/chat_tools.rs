@@ -6,12 +6,16 @@
 //! templates (the one vLLM's `hermes` parser reads). Earlier calls and tool results are
 //! rendered the same way, and the calls are read back from the output.
 //!
-//! Decoding is not constrained: a model that writes no well-formed call answers with
-//! text, and a request that forces a call (`tool_choice` naming a function, or
-//! `required`) is refused rather than answered without one.
+//! With `tool_choice: "auto"` decoding is free: a model that writes no well-formed call
+//! answers with text. A forced call is decoded under a grammar (structured output), so
+//! the model cannot help but call: `tool_choice` naming a function constrains the output
+//! to that function's arguments (a JSON value valid under its `parameters` schema), as
+//! vLLM and StableToolBench's judge expect; `required` to one `{"name", "arguments"}`
+//! object naming one of the offered functions.
 
 use serde::Deserialize;
 use serde_json::{json, Value};
+use umi_engine::Constraint;
 
 /// A function the request offers (`tools[i].function`).
 #[derive(Debug, Clone, Deserialize)]
@@ -35,9 +39,81 @@ pub struct ToolCallIn {
     pub function: CallIn,
 }
 
-/// Checks the offered tools and the choice among them; the functions to list (none when
-/// `tool_choice` is `none`).
-pub fn check(tools: &[Tool], choice: Option<&Value>) -> Result<Vec<Value>, String> {
+/// How a reply's calls are written and read back.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Calls {
+    /// Freely, in `<tool_call>` blocks among text (`tool_choice: "auto"`).
+    Written,
+    /// The whole output is this function's arguments (`tool_choice` naming it).
+    Named(String),
+    /// The whole output is one `{"name", "arguments"}` object (`tool_choice: "required"`).
+    Any,
+}
+
+/// What a request offers: the functions listed in the prompt (none when `tool_choice`
+/// is `none`) and how calls come back.
+#[derive(Debug, Clone)]
+pub struct Offer {
+    pub functions: Vec<Value>,
+    pub calls: Calls,
+}
+
+impl Offer {
+    /// The grammar a forced call is decoded under.
+    pub fn constraint(&self) -> Option<Constraint> {
+        let parameters = |f: &Value| match f.get("parameters") {
+            Some(p) if !p.is_null() => p.clone(),
+            _ => json!({"type": "object"}),
+        };
+        match &self.calls {
+            Calls::Written => None,
+            Calls::Named(name) => {
+                let function = self.functions.iter().find(|f| f["name"] == **name)?;
+                Some(Constraint::JsonSchema(parameters(function)))
+            }
+            Calls::Any => {
+                let one_of: Vec<Value> = self
+                    .functions
+                    .iter()
+                    .map(|f| {
+                        json!({
+                            "type": "object",
+                            "properties": {"name": {"const": f["name"]}, "arguments": parameters(f)},
+                            "required": ["name", "arguments"],
+                            "additionalProperties": false,
+                        })
+                    })
+                    .collect();
+                Some(Constraint::JsonSchema(json!({"anyOf": one_of})))
+            }
+        }
+    }
+
+    /// The reply's text (`None` when nothing but calls) and its calls, each `(name,
+    /// arguments as a JSON text)`.
+    pub fn read(&self, output: &str) -> (Option<String>, Vec<(String, String)>) {
+        match &self.calls {
+            Calls::Written => parse_calls(output),
+            Calls::Named(name) => (None, vec![(name.clone(), output.trim().to_string())]),
+            Calls::Any => {
+                let call = serde_json::from_str::<Value>(output).ok().and_then(|v| {
+                    Some((
+                        v["name"].as_str()?.to_string(),
+                        v.get("arguments")?.to_string(),
+                    ))
+                });
+                match call {
+                    Some(call) => (None, vec![call]),
+                    // Cut by max_tokens before the object closed: the text as it is.
+                    None => (Some(output.to_string()), vec![]),
+                }
+            }
+        }
+    }
+}
+
+/// Checks the offered tools and the choice among them.
+pub fn check(tools: &[Tool], choice: Option<&Value>) -> Result<Offer, String> {
     for (i, tool) in tools.iter().enumerate() {
         if tool.kind != "function" {
             return Err(format!(
@@ -49,17 +125,44 @@ pub fn check(tools: &[Tool], choice: Option<&Value>) -> Result<Vec<Value>, Strin
             return Err(format!("tools[{i}].function has no \"name\""));
         }
     }
-    match choice {
-        None => {}
-        Some(Value::String(c)) if c == "auto" => {}
-        Some(Value::String(c)) if c == "none" => return Ok(vec![]),
+    let functions: Vec<Value> = tools.iter().map(|t| t.function.clone()).collect();
+    let calls = match choice {
+        None => Calls::Written,
+        Some(Value::String(c)) if c == "auto" => Calls::Written,
+        Some(Value::String(c)) if c == "none" => {
+            return Ok(Offer {
+                functions: vec![],
+                calls: Calls::Written,
+            })
+        }
+        Some(Value::String(c)) if c == "required" => Calls::Any,
+        Some(named) if named["type"] == "function" && named["function"]["name"].is_string() => {
+            let name = named["function"]["name"].as_str().unwrap_or_default();
+            if !functions.iter().any(|f| f["name"] == name) {
+                return Err(format!(
+                    "tool_choice: names the function {name:?}, which tools do not offer"
+                ));
+            }
+            Calls::Named(name.to_string())
+        }
         Some(other) => {
             return Err(format!(
-                "tool_choice: {other} forces a call, which needs constrained decoding; this endpoint takes \"auto\" or \"none\""
+                "tool_choice: {other} is not \"auto\", \"none\", \"required\" or {{\"type\": \"function\", \"function\": {{\"name\": …}}}}"
             ))
         }
+    };
+    if calls != Calls::Written && functions.is_empty() {
+        return Err("tool_choice: forces a call, but no tools are offered".into());
     }
-    Ok(tools.iter().map(|t| t.function.clone()).collect())
+    if let Some((i, _)) = functions.iter().enumerate().find(|(_, f)| {
+        f.get("parameters")
+            .is_some_and(|p| !p.is_object() && !p.is_null())
+    }) {
+        return Err(format!(
+            "tools[{i}].function.parameters: not a JSON schema object"
+        ));
+    }
+    Ok(Offer { functions, calls })
 }
 
 /// The system message's addition listing `functions`.
@@ -169,19 +272,82 @@ mod tests {
         );
     }
 
-    #[test]
-    fn forced_calls_and_other_tool_kinds_are_refused() {
-        let tool = |kind: &str| Tool {
+    fn tool(kind: &str, function: Value) -> Tool {
+        Tool {
             kind: kind.into(),
-            function: json!({"name": "f"}),
-        };
-        assert_eq!(check(&[tool("function")], None).unwrap().len(), 1);
-        assert!(check(&[tool("function")], Some(&json!("none")))
+            function,
+        }
+    }
+
+    #[test]
+    fn choices_are_read_and_bad_ones_refused_by_name() {
+        let f = || tool("function", json!({"name": "f"}));
+        assert_eq!(check(&[f()], None).unwrap().calls, Calls::Written);
+        assert_eq!(check(&[f()], None).unwrap().functions.len(), 1);
+        assert!(check(&[f()], Some(&json!("none")))
             .unwrap()
+            .functions
             .is_empty());
+        assert_eq!(
+            check(&[f()], Some(&json!("required"))).unwrap().calls,
+            Calls::Any
+        );
         let forced = json!({"type": "function", "function": {"name": "f"}});
-        let err = check(&[tool("function")], Some(&forced)).unwrap_err();
-        assert!(err.contains("tool_choice"), "{err}");
-        assert!(check(&[tool("retrieval")], None).is_err());
+        assert_eq!(
+            check(&[f()], Some(&forced)).unwrap().calls,
+            Calls::Named("f".into())
+        );
+        let other = json!({"type": "function", "function": {"name": "g"}});
+        let err = check(&[f()], Some(&other)).unwrap_err();
+        assert!(
+            err.contains("\"g\"") && err.contains("tool_choice"),
+            "{err}"
+        );
+        let err = check(&[], Some(&json!("required"))).unwrap_err();
+        assert!(err.contains("no tools"), "{err}");
+        let err = check(&[f()], Some(&json!("sometimes"))).unwrap_err();
+        assert!(err.starts_with("tool_choice"), "{err}");
+        assert!(check(&[tool("retrieval", json!({"name": "f"}))], None).is_err());
+        let bad = tool("function", json!({"name": "f", "parameters": "x"}));
+        let err = check(&[bad], None).unwrap_err();
+        assert!(err.starts_with("tools[0].function.parameters"), "{err}");
+    }
+
+    #[test]
+    fn a_forced_call_is_decoded_under_its_functions_schema_and_read_back() {
+        let params = json!({"type": "object", "properties": {"city": {"type": "string"}}});
+        let tools = [
+            tool("function", json!({"name": "weather", "parameters": params})),
+            tool("function", json!({"name": "time"})),
+        ];
+        let named = json!({"type": "function", "function": {"name": "weather"}});
+        let offer = check(&tools, Some(&named)).unwrap();
+        assert_eq!(offer.constraint(), Some(Constraint::JsonSchema(params)));
+        assert_eq!(
+            offer.read("{\"city\": \"Paris\"}"),
+            (
+                None,
+                vec![("weather".into(), "{\"city\": \"Paris\"}".into())]
+            )
+        );
+        let any = check(&tools, Some(&json!("required"))).unwrap();
+        let Some(Constraint::JsonSchema(schema)) = any.constraint() else {
+            panic!("no schema")
+        };
+        assert_eq!(
+            schema["anyOf"][1]["properties"]["name"],
+            json!({"const": "time"})
+        );
+        assert_eq!(
+            schema["anyOf"][1]["properties"]["arguments"],
+            json!({"type": "object"})
+        );
+        assert_eq!(
+            any.read("{\"name\": \"time\", \"arguments\": {}}"),
+            (None, vec![("time".into(), "{}".into())])
+        );
+        // Cut before the object closed: text, no call.
+        assert_eq!(any.read("{\"name\": \"ti").1.len(), 0);
+        assert_eq!(check(&tools, None).unwrap().constraint(), None);
     }
 }

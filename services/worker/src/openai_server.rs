@@ -9,6 +9,11 @@
 //! Chat messages are rendered with ChatML (SmolLM2's template); α-UMi's roles use
 //! `/v1/completions` with their own prompts. `min_tokens` (vLLM's extension) carries
 //! ToolBench's `force_generate`.
+//!
+//! Structured output: `response_format` (`json_object`, `json_schema`) and vLLM's
+//! `guided_json`, `guided_regex` and `guided_grammar` (Lark) constrain the text on both
+//! endpoints; a chat's forced `tool_choice` is decoded under its function's schema
+//! (`chat_tools`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,10 +30,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use umi_core::presets::Sampling;
 use umi_core::{CoreError, ErrorClass};
-use umi_engine::{FinishReason, GenerateOutput, StreamEvent};
+use umi_engine::{Constraint, FinishReason, GenerateOutput, StreamEvent};
 use umi_rpc::http_listener::{serve_http, HttpLimits};
 
-use crate::chat_tools;
+use crate::chat_tools::{self, Calls};
 use crate::roles::{classify, RoleEngine};
 
 /// The largest request body taken.
@@ -89,6 +94,69 @@ struct Options {
     min_tokens: Option<usize>,
     /// vLLM's extension: keep only the prompt's last this many tokens.
     truncate_prompt_tokens: Option<usize>,
+    /// `{"type": "text" | "json_object" | "json_schema", "json_schema": {"schema": …}}`.
+    response_format: Option<Value>,
+    /// vLLM's extensions: the text is a JSON value valid under this schema, matches this
+    /// regular expression, or this Lark grammar.
+    guided_json: Option<Value>,
+    guided_regex: Option<String>,
+    guided_grammar: Option<String>,
+}
+
+/// The grammar `options` ask the text to match, if any; more than one is refused.
+fn constraint_of(options: &Options) -> Result<Option<Constraint>, String> {
+    let format = match &options.response_format {
+        None => None,
+        Some(format) => match format["type"].as_str() {
+            Some("text") => None,
+            Some("json_object") => Some(Constraint::JsonObject),
+            Some("json_schema") => match format["json_schema"].get("schema") {
+                Some(schema) if schema.is_object() => Some(Constraint::JsonSchema(schema.clone())),
+                Some(_) => {
+                    return Err(
+                        "response_format.json_schema.schema: not a JSON schema object".into(),
+                    )
+                }
+                None if format["json_schema"].is_object() => Some(Constraint::JsonObject),
+                None => {
+                    return Err("response_format.json_schema: missing (it holds the schema)".into())
+                }
+            },
+            _ => {
+                return Err(format!(
+                    "response_format.type: {} is not \"text\", \"json_object\" or \"json_schema\"",
+                    format["type"]
+                ))
+            }
+        },
+    };
+    let guided = [
+        options.guided_json.clone().map(|schema| match schema {
+            // vLLM takes the schema as an object or as its JSON text.
+            Value::String(text) => serde_json::from_str(&text)
+                .map(Constraint::JsonSchema)
+                .map_err(|e| format!("guided_json: not JSON: {e}")),
+            schema => Ok(Constraint::JsonSchema(schema)),
+        }),
+        options
+            .guided_regex
+            .clone()
+            .map(|rx| Ok(Constraint::Regex(rx))),
+        options
+            .guided_grammar
+            .clone()
+            .map(|g| Ok(Constraint::Lark(g))),
+    ];
+    let mut given: Vec<Constraint> = format.into_iter().collect();
+    for g in guided.into_iter().flatten() {
+        given.push(g?);
+    }
+    if given.len() > 1 {
+        return Err(
+            "response_format, guided_json, guided_regex, guided_grammar: give one of them".into(),
+        );
+    }
+    Ok(given.pop())
 }
 
 #[derive(Debug, Deserialize)]
@@ -232,21 +300,15 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, body: axum::body::B
             "functions/function_call: the legacy function-calling fields are not taken; send the functions as tools (and tool_choice)",
         );
     }
-    let functions = match chat_tools::check(&request.tools, request.tool_choice.as_ref()) {
-        Ok(f) => f,
+    let offer = match chat_tools::check(&request.tools, request.tool_choice.as_ref()) {
+        Ok(offer) => offer,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
-    if !functions.is_empty() && request.options.stream {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "stream: streaming with tools is not served yet; ask without \"stream\"",
-        );
-    }
-    let prompt = chat_prompt(&request.messages, &functions);
-    let kind = if functions.is_empty() {
+    let prompt = chat_prompt(&request.messages, &offer.functions);
+    let kind = if offer.functions.is_empty() {
         Kind::Chat
     } else {
-        Kind::ChatWithTools
+        Kind::ChatWithTools(offer)
     };
     run(&shared, prompt, request.options, kind).await
 }
@@ -297,12 +359,11 @@ async fn models(State(shared): State<Arc<Shared>>) -> Response {
         .into_response()
 }
 
-#[derive(Clone, Copy, PartialEq)]
 enum Kind {
     Completion,
     Chat,
     /// A chat offered functions: calls in the output are answered as `tool_calls`.
-    ChatWithTools,
+    ChatWithTools(chat_tools::Offer),
 }
 
 /// OpenAI's defaults: 16 new tokens, temperature 1; the prompt kept whole unless it
@@ -343,6 +404,23 @@ async fn run(shared: &Shared, prompt: String, options: Options, kind: Kind) -> R
         Ok(r) => r,
         Err(e) => return error(status_of(&e), e.message()),
     };
+    let format = match constraint_of(&options) {
+        Ok(format) => format,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let forced = match &kind {
+        Kind::ChatWithTools(offer) => offer.constraint(),
+        _ => None,
+    };
+    request.constraint = match (format, forced) {
+        (Some(_), Some(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "response_format: a forced tool_choice already decides the output's form; give one of them",
+            )
+        }
+        (format, forced) => format.or(forced),
+    };
     request.stop_strings = options.stop.map(OneOrMany::into_vec).unwrap_or_default();
     if let Err(message) = umi_engine::generate::check_stop_strings(&request.stop_strings) {
         return error(StatusCode::BAD_REQUEST, message);
@@ -351,7 +429,7 @@ async fn run(shared: &Shared, prompt: String, options: Options, kind: Kind) -> R
     let head = Head {
         id: match kind {
             Kind::Completion => format!("cmpl-{n}"),
-            Kind::Chat | Kind::ChatWithTools => format!("chatcmpl-{n}"),
+            Kind::Chat | Kind::ChatWithTools(_) => format!("chatcmpl-{n}"),
         },
         created: SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -388,10 +466,10 @@ fn finish_reason(out: &GenerateOutput) -> &'static str {
 
 impl Head {
     fn object(&self, chunk: bool) -> &'static str {
-        match (self.kind, chunk) {
+        match (&self.kind, chunk) {
             (Kind::Completion, _) => "text_completion",
-            (Kind::Chat | Kind::ChatWithTools, false) => "chat.completion",
-            (Kind::Chat | Kind::ChatWithTools, true) => "chat.completion.chunk",
+            (Kind::Chat | Kind::ChatWithTools(_), false) => "chat.completion",
+            (Kind::Chat | Kind::ChatWithTools(_), true) => "chat.completion.chunk",
         }
     }
 
@@ -404,28 +482,19 @@ impl Head {
     }
 
     fn whole(&self, out: &GenerateOutput) -> Value {
-        let choice = match self.kind {
+        let choice = match &self.kind {
             Kind::Completion => {
                 json!({"index": 0, "text": out.text, "logprobs": null, "finish_reason": finish_reason(out)})
             }
             Kind::Chat => {
                 json!({"index": 0, "message": {"role": "assistant", "content": out.text}, "finish_reason": finish_reason(out)})
             }
-            Kind::ChatWithTools => {
-                let (content, calls) = chat_tools::parse_calls(&out.text);
+            Kind::ChatWithTools(offer) => {
+                let (content, calls) = offer.read(&out.text);
+                let reason = self.reason(out, !calls.is_empty());
                 let mut message = json!({"role": "assistant", "content": content});
-                let mut reason = finish_reason(out);
                 if !calls.is_empty() {
-                    let calls: Vec<Value> = calls
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, (name, arguments))| {
-                            json!({"id": format!("call_{}_{i}", self.id), "type": "function",
-                                "function": {"name": name, "arguments": arguments}})
-                        })
-                        .collect();
-                    message["tool_calls"] = Value::Array(calls);
-                    reason = "tool_calls";
+                    message["tool_calls"] = Value::Array(self.tool_calls(calls, false));
                 }
                 json!({"index": 0, "message": message, "finish_reason": reason})
             }
@@ -433,27 +502,113 @@ impl Head {
         json!({"id": self.id, "object": self.object(false), "created": self.created, "model": self.model, "choices": [choice], "usage": Self::usage(out)})
     }
 
-    /// One streamed chunk: new text, or (with `done`) the end and its reason.
-    fn chunk(&self, text: &str, done: Option<&GenerateOutput>) -> Value {
-        let reason = done.map(finish_reason);
-        let choice = match self.kind {
+    /// Calls in OpenAI's shape (a streamed delta's also carry their `index`).
+    fn tool_calls(&self, calls: Vec<(String, String)>, streamed: bool) -> Vec<Value> {
+        calls
+            .into_iter()
+            .enumerate()
+            .map(|(i, (name, arguments))| {
+                let mut call = json!({"id": self.call_id(i), "type": "function",
+                    "function": {"name": name, "arguments": arguments}});
+                if streamed {
+                    call["index"] = json!(i);
+                }
+                call
+            })
+            .collect()
+    }
+
+    fn call_id(&self, i: usize) -> String {
+        format!("call_{}_{i}", self.id)
+    }
+
+    /// The finish reason: `tool_calls` when the model chose to call; a call it was told
+    /// to make ends with `stop`, as OpenAI's do.
+    fn reason(&self, out: &GenerateOutput, called: bool) -> &'static str {
+        match (&self.kind, finish_reason(out)) {
+            (Kind::ChatWithTools(offer), "stop")
+                if called && !matches!(offer.calls, Calls::Named(_)) =>
+            {
+                "tool_calls"
+            }
+            (_, reason) => reason,
+        }
+    }
+
+    /// One streamed chunk of a choice's `delta` (or, for a completion, its text).
+    fn chunk(&self, delta: Value, reason: Option<&str>) -> Value {
+        let choice = match &self.kind {
             Kind::Completion => {
+                let text = delta["content"].as_str().unwrap_or_default();
                 json!({"index": 0, "text": text, "logprobs": null, "finish_reason": reason})
             }
-            Kind::Chat | Kind::ChatWithTools => {
-                let delta = if done.is_some() {
-                    json!({})
-                } else {
-                    json!({"content": text})
-                };
+            Kind::Chat | Kind::ChatWithTools(_) => {
                 json!({"index": 0, "delta": delta, "finish_reason": reason})
             }
         };
-        let mut chunk = json!({"id": self.id, "object": self.object(true), "created": self.created, "model": self.model, "choices": [choice]});
-        if let Some(out) = done {
-            chunk["usage"] = Self::usage(out);
+        json!({"id": self.id, "object": self.object(true), "created": self.created, "model": self.model, "choices": [choice]})
+    }
+
+    /// The chunks that carry new text. A named call's text is its arguments, streamed
+    /// as they come; other calls are read from the whole output, so a chat with tools
+    /// holds its text back for [`Head::last`].
+    fn text(&self, text: &str) -> Option<Value> {
+        match &self.kind {
+            Kind::ChatWithTools(offer) => match offer.calls {
+                Calls::Named(_) => Some(self.chunk(
+                    json!({"tool_calls": [{"index": 0, "function": {"arguments": text}}]}),
+                    None,
+                )),
+                _ => None,
+            },
+            _ => Some(self.chunk(json!({"content": text}), None)),
         }
-        chunk
+    }
+
+    /// The chunks that open a chat's stream: the role (and a named call's name).
+    fn first(&self) -> Option<Value> {
+        match &self.kind {
+            Kind::Completion => None,
+            Kind::ChatWithTools(chat_tools::Offer {
+                calls: Calls::Named(name),
+                ..
+            }) => Some(self.chunk(
+                json!({"role": "assistant", "content": null, "tool_calls": [
+                    {"index": 0, "id": self.call_id(0), "type": "function",
+                     "function": {"name": name, "arguments": ""}}]}),
+                None,
+            )),
+            _ => Some(self.chunk(json!({"role": "assistant", "content": ""}), None)),
+        }
+    }
+
+    /// The chunks that end the stream: text and calls held back, then the finish reason
+    /// with the usage.
+    fn last(&self, out: &GenerateOutput) -> Vec<Value> {
+        let mut chunks = Vec::new();
+        let mut called =
+            matches!(&self.kind, Kind::ChatWithTools(o) if matches!(o.calls, Calls::Named(_)));
+        if let Kind::ChatWithTools(offer) = &self.kind {
+            if !matches!(offer.calls, Calls::Named(_)) {
+                let (content, calls) = offer.read(&out.text);
+                if let Some(content) = content {
+                    chunks.push(self.chunk(json!({"content": content}), None));
+                }
+                called = !calls.is_empty();
+                if called {
+                    let calls = self.tool_calls(calls, true);
+                    chunks.push(self.chunk(json!({"tool_calls": calls}), None));
+                }
+            }
+        }
+        let delta = match self.kind {
+            Kind::Completion => json!({"content": ""}),
+            _ => json!({}),
+        };
+        let mut end = self.chunk(delta, Some(self.reason(out, called)));
+        end["usage"] = Self::usage(out);
+        chunks.push(end);
+        chunks
     }
 }
 
@@ -469,18 +624,20 @@ fn stream(
 ) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(16);
     tokio::spawn(async move {
-        if head.kind != Kind::Completion {
-            let mut first = head.chunk("", None);
-            first["choices"][0]["delta"] = json!({"role": "assistant", "content": ""});
+        if let Some(first) = head.first() {
             if tx.send(Ok(event(&first))).await.is_err() {
                 return;
             }
         }
         while let Some(e) = events.recv().await {
             let text = match e {
-                Ok(StreamEvent::Text { text, .. }) => event(&head.chunk(&text, None)),
+                Ok(StreamEvent::Text { text, .. }) => match head.text(&text) {
+                    Some(chunk) => event(&chunk),
+                    None => continue,
+                },
                 Ok(StreamEvent::Done(out)) => {
-                    format!("{}data: [DONE]\n\n", event(&head.chunk("", Some(&out))))
+                    let last: String = head.last(&out).iter().map(event).collect();
+                    format!("{last}data: [DONE]\n\n")
                 }
                 Err(e) => {
                     let e = classify(e);
@@ -535,7 +692,53 @@ mod tests {
             stream: false,
             min_tokens: Some(1),
             truncate_prompt_tokens: Some(100),
+            response_format: None,
+            guided_json: None,
+            guided_regex: None,
+            guided_grammar: None,
         }
+    }
+
+    #[test]
+    fn response_formats_and_vllms_guided_fields_name_their_grammar() {
+        let with = |fields: Value| {
+            let mut o = options(None, None);
+            let given: Options = serde_json::from_value(fields).unwrap();
+            o.response_format = given.response_format;
+            o.guided_json = given.guided_json;
+            o.guided_regex = given.guided_regex;
+            o.guided_grammar = given.guided_grammar;
+            constraint_of(&o)
+        };
+        let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
+        assert_eq!(with(json!({})), Ok(None));
+        assert_eq!(with(json!({"response_format": {"type": "text"}})), Ok(None));
+        assert_eq!(
+            with(json!({"response_format": {"type": "json_object"}})),
+            Ok(Some(Constraint::JsonObject))
+        );
+        assert_eq!(
+            with(
+                json!({"response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": schema}}})
+            ),
+            Ok(Some(Constraint::JsonSchema(schema.clone())))
+        );
+        assert_eq!(
+            with(json!({"guided_json": schema.to_string()})),
+            Ok(Some(Constraint::JsonSchema(schema)))
+        );
+        assert_eq!(
+            with(json!({"guided_regex": "a+"})),
+            Ok(Some(Constraint::Regex("a+".into())))
+        );
+        let err = with(json!({"response_format": {"type": "yaml"}})).unwrap_err();
+        assert!(err.starts_with("response_format.type: \"yaml\""), "{err}");
+        let err = with(json!({"response_format": {"type": "json_schema"}})).unwrap_err();
+        assert!(err.starts_with("response_format.json_schema"), "{err}");
+        let err = with(json!({"response_format": {"type": "json_object"}, "guided_regex": "a"}))
+            .unwrap_err();
+        assert!(err.contains("give one"), "{err}");
+        assert!(with(json!({"guided_json": "{not json"})).is_err());
     }
 
     #[test]
@@ -576,7 +779,7 @@ mod tests {
             "tools": [{"type": "function", "function": {"name": "weather", "parameters": {}}}],
         }))
         .unwrap();
-        let functions = chat_tools::check(&request.tools, None).unwrap();
+        let functions = chat_tools::check(&request.tools, None).unwrap().functions;
         let prompt = chat_prompt(&request.messages, &functions);
         let expected = format!(
             "<|im_start|>system\nBe brief.{}<|im_end|>\n<|im_start|>user\nWeather?<|im_end|>\n\
