@@ -17,6 +17,15 @@
 # JUDGE_MODEL, key UMI_JUDGE_API_KEY) for `umi eval pass-rate`, per group:
 # <group>/pass_rate.json in StableToolBench's schema, the rates printed at the end.
 # A --width 1 in the umi run flags makes single-chain (CoT@1) files; the method follows.
+#
+#   OFFLINE=1 scripts/stabletoolbench.sh ...   # nothing outside: no network, no key
+#
+# OFFLINE=1: a umi worker on loopback (the bundled model, or the model flags in
+# OFFLINE_WORKER_FLAGS) simulates the cache's misses (saved into the cache) and judges
+# the answers; its replies are capped at OFFLINE_MAX_TOKENS new tokens (default 256).
+# StableToolBench's published figures use GPT-4-class simulators and judges: a small
+# local model's verdicts say little about the answers, and a different judge gives other
+# rates. The loop is the point; with real checkpoints the judge is your choice (JUDGE=).
 set -euo pipefail
 STB=${1:?usage: scripts/stabletoolbench.sh STABLETOOLBENCH_DIR [CACHE_DIR] [-- umi run flags]}
 shift
@@ -38,6 +47,32 @@ for i in "${!args[@]}"; do
 done
 method=DFS_woFilter_w$width
 [[ $width == 1 ]] && method=CoT@1
+mkdir -p "$OUT"
+offline=()
+if [[ -n ${OFFLINE:-} ]]; then
+  # A fresh key each run; the worker listens on loopback only, on a port it picks.
+  key=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+  log=$OUT/offline-worker.log
+  read -r -a worker_flags <<<"${OFFLINE_WORKER_FLAGS:---dtype quantized}"
+  UMI_OPENAI_API_KEY=$key "$UMI" worker --role planner --listen 127.0.0.1:0 \
+    --openai-listen 127.0.0.1:0 --openai-max-tokens "${OFFLINE_MAX_TOKENS:-256}" \
+    "${worker_flags[@]}" 2>"$log" &
+  worker=$!
+  trap 'kill "$worker" 2>/dev/null; wait "$worker" 2>/dev/null || true' EXIT
+  base=
+  for _ in $(seq 600); do
+    base=$(sed -n 's|.*OpenAI-compatible endpoints on \(http://[^ ]*/v1\).*|\1|p' "$log")
+    [[ -n $base ]] && break
+    kill -0 "$worker" 2>/dev/null || { cat "$log" >&2; echo "the offline worker stopped" >&2; exit 1; }
+    sleep 0.2
+  done
+  [[ -n $base ]] || { cat "$log" >&2; echo "the offline worker did not start in 120 s" >&2; exit 1; }
+  echo "offline: simulator and judge on $base (log: $log)" >&2
+  export UMI_SIMULATE_API_KEY=$key UMI_JUDGE_API_KEY=$key
+  offline=(--simulate-with "$base")
+  [[ -d $CACHE ]] && offline+=(--save-cache)
+  JUDGE=$base
+fi
 judge=()
 [[ -n ${JUDGE:-} ]] && judge=(--judge "$JUDGE")
 [[ -n ${JUDGE_MODEL:-} ]] && judge+=(--judge-model "$JUDGE_MODEL")
@@ -48,7 +83,7 @@ start=$(date +%s)
 for g in "${GROUPS_[@]}"; do
   echo "== $g" >&2
   "$UMI" run --queries "$STB/solvable_queries/test_instruction/$g.json" --out "$OUT/$g" \
-    --answer-format toolbench "${record[@]}" "$@" 2>&1 | grep -E "^tool calls|queries \(" >&2
+    --answer-format toolbench "${record[@]}" "${offline[@]}" "$@" 2>&1 | grep -E "^tool calls|queries \(" >&2
   if [[ -f $STB/toolbench/tooleval/convert_to_answer_format.py ]]; then
     (cd "$STB/toolbench/tooleval" && python3 convert_to_answer_format.py --answer_dir "$OUT/$g" \
       --method "$method" --output "$OUT/converted/$g.json" >/dev/null)

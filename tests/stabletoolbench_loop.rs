@@ -79,12 +79,12 @@ fn api(category: &str, tool: &str, api: &str, params: &[&str]) -> Value {
         "optional_parameters": [], "method": "GET"})
 }
 
-#[test]
-fn observations_in_the_answer_files_are_the_references_json_dumps_of_the_cache() {
-    let dir = tempfile::tempdir().unwrap();
-    let cache = dir.path().join("tool_response_cache");
+/// A StableToolBench layout in `dir` with one group of three queries over the cache
+/// fixture: (the StableToolBench folder, its cache, the group's query file).
+fn stabletoolbench_in(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let cache = dir.join("tool_response_cache");
     copy_dir(&root("tests/fixtures/stb-cache"), &cache);
-    let stb = dir.path().join("StableToolBench");
+    let stb = dir.join("StableToolBench");
     let groups = stb.join("solvable_queries/test_instruction");
     std::fs::create_dir_all(&groups).unwrap();
     // The bundled 135M model writes no `Action:` line, which the reference parses as the
@@ -118,6 +118,13 @@ fn observations_in_the_answer_files_are_the_references_json_dumps_of_the_cache()
     let query_file = groups.join("G1_instruction.json");
     std::fs::write(&query_file, serde_json::to_vec_pretty(&queries).unwrap()).unwrap();
 
+    (stb, cache, query_file)
+}
+
+#[test]
+fn observations_in_the_answer_files_are_the_references_json_dumps_of_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let (stb, cache, query_file) = stabletoolbench_in(dir.path());
     let (simulator, served) = scripted_simulator();
     let out = dir.path().join("runs");
     let output = std::process::Command::new("bash")
@@ -172,4 +179,81 @@ fn observations_in_the_answer_files_are_the_references_json_dumps_of_the_cache()
         "nothing was simulated: {said}"
     );
     eprintln!("{said} (simulated {})", served.load(Ordering::SeqCst));
+}
+
+/// The loop with nothing outside (`OFFLINE=1`): a umi worker on loopback serving the
+/// bundled model simulates the cache's misses (JSON-constrained, saved into the cache)
+/// and judges the answers (forced function calls), with no network and no key given.
+#[test]
+fn the_loop_runs_offline_with_a_umi_worker_as_simulator_and_judge() {
+    let dir = tempfile::tempdir().unwrap();
+    let (stb, cache, _) = stabletoolbench_in(dir.path());
+    let missed = cache.join("Data/cache_none_for_Data/model_info.json");
+    assert!(!missed.exists());
+    let out = dir.path().join("runs");
+    // The bundled model's own searches end without a final answer, which the evaluator
+    // rates without asking the judge; four answers with final answers (the pass-rate
+    // fixture's, as if from an earlier run into the same folder) are judged.
+    let group = out.join("G1_instruction");
+    std::fs::create_dir_all(&group).unwrap();
+    for id in [7, 8, 10, 11] {
+        let name = format!("{id}_DFS_woFilter_w2.json");
+        std::fs::copy(
+            root("tests/fixtures/pass-rate/answers").join(&name),
+            group.join(&name),
+        )
+        .unwrap();
+    }
+    let output = std::process::Command::new("bash")
+        .arg(root("scripts/stabletoolbench.sh"))
+        .arg(&stb)
+        .arg(&cache)
+        .args([
+            "--",
+            "--dtype",
+            "quantized",
+            "--max-new-tokens",
+            "32",
+            "--max-steps",
+            "4",
+        ])
+        .env("UMI", env!("CARGO_BIN_EXE_umi"))
+        .env("OUT", &out)
+        .env("STB_GROUPS", "G1_instruction")
+        .env("OFFLINE", "1")
+        .env("OFFLINE_MAX_TOKENS", "64")
+        .env_remove("UMI_SIMULATE_API_KEY")
+        .env_remove("UMI_JUDGE_API_KEY")
+        .current_dir(root(""))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("offline: simulator and judge on http://127.0.0.1:"),
+        "{stderr}"
+    );
+    for id in 100..103 {
+        assert!(
+            group.join(format!("{id}_DFS_woFilter_w2.json")).exists(),
+            "{stderr}"
+        );
+    }
+    // The miss was simulated by the worker and saved into the cache.
+    let saved: Value = serde_json::from_slice(&std::fs::read(&missed).unwrap()).unwrap();
+    assert_eq!(saved.as_object().unwrap().len(), 1, "{saved}");
+    // The four final answers went to the worker's judge (as forced calls, whose verdicts
+    // parse), and the group's pass rate covers all seven queries.
+    let asked: usize = stderr
+        .split(" judgments asked of the judge")
+        .next()
+        .and_then(|head| head.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no judgments counted: {stderr}"));
+    assert!(asked >= 4, "{stderr}");
+    let rates = std::fs::read_to_string(out.join("pass_rate.txt")).unwrap();
+    assert!(rates.starts_with("G1_instruction: Solve rate: "), "{rates}");
+    assert!(rates.contains("(7 queries"), "{rates}");
+    eprintln!("{stderr}\n{rates}");
 }

@@ -3,8 +3,9 @@
 
 use std::time::Instant;
 
+use anyhow::Context;
 use clap::{Args, Subcommand};
-use umi_engine::{Engine, EngineConfig, GenerateOutput, GenerateRequest, Prompt};
+use umi_engine::{Constraint, Engine, EngineConfig, GenerateOutput, GenerateRequest, Prompt};
 
 use super::args::model::ModelArgs;
 
@@ -42,6 +43,13 @@ pub struct EngineBenchArgs {
     /// (scripts/bench_reference.py) can run exactly the same prompt.
     #[arg(long)]
     pub print_prompt_ids: bool,
+    /// Constrain the output to the JSON schema in this file (structured output's cost;
+    /// a grammar that completes early stops the run short of --gen-tokens).
+    #[arg(long, value_name = "FILE", conflicts_with = "regex")]
+    pub json_schema: Option<std::path::PathBuf>,
+    /// Constrain the output to this regular expression.
+    #[arg(long, value_name = "REGEX")]
+    pub regex: Option<String>,
 }
 
 /// Prose to tokenize for the synthetic prompt; any text works, this reads naturally.
@@ -82,15 +90,28 @@ async fn engine(a: EngineBenchArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&prompt)?);
         return Ok(());
     }
+    let constraint = match (&a.json_schema, &a.regex) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--json-schema {}", path.display()))?;
+            let schema = serde_json::from_str(&text)
+                .with_context(|| format!("--json-schema {}: not JSON", path.display()))?;
+            Some(Constraint::JsonSchema(schema))
+        }
+        (None, Some(rx)) => Some(Constraint::Regex(rx.clone())),
+        (None, None) => None,
+    };
     let request = GenerateRequest {
         max_new_tokens: a.gen_tokens,
         ignore_eos: true,
+        constraint,
         ..GenerateRequest::new(Prompt::Tokens(prompt))
     };
     let run =
         || futures::future::try_join_all((0..a.streams).map(|_| engine.generate(request.clone())));
     run().await?;
     let (mut prefill, mut decode, mut total) = (Vec::new(), Vec::new(), Vec::new());
+    let mut grammar_us = Vec::new();
     for _ in 0..a.repeats.max(1) {
         let start = Instant::now();
         let outs: Vec<GenerateOutput> = run().await?;
@@ -100,6 +121,9 @@ async fn engine(a: EngineBenchArgs) -> anyhow::Result<()> {
         let each =
             |f: fn(&GenerateOutput) -> f64| median(&mut outs.iter().map(f).collect::<Vec<_>>());
         prefill.push(each(GenerateOutput::prefill_tokens_per_second));
+        grammar_us.push(each(|o| {
+            o.constraint_time.as_secs_f64() * 1e6 / o.generated_tokens().max(1) as f64
+        }));
         decode.push(each(GenerateOutput::decode_tokens_per_second));
     }
     // Per stream (medians) and, over all streams, generated tokens per second of wall time.
@@ -117,12 +141,26 @@ async fn engine(a: EngineBenchArgs) -> anyhow::Result<()> {
                 "prompt_tokens": a.prompt_tokens, "gen_tokens": a.gen_tokens,
                 "streams": a.streams, "max_batch": info.max_batch,
                 "prefill_tok_s": prefill, "decode_tok_s": decode, "total_tok_s": total,
+                "constrained": request.constraint.is_some(),
+                "grammar_us_per_token": median(&mut grammar_us),
             })
         );
     } else {
         println!(
-            "umi  {:<28} {:<9} prompt {:>5}  gen {:>4}  prefill {:>8.1} tok/s  decode {:>7.1} tok/s",
-            info.name, info.dtype, a.prompt_tokens, a.gen_tokens, prefill, decode
+            "umi  {:<28} {:<9} prompt {:>5}  gen {:>4}  prefill {:>8.1} tok/s  decode {:>7.1} tok/s{}",
+            info.name,
+            info.dtype,
+            a.prompt_tokens,
+            a.gen_tokens,
+            prefill,
+            decode,
+            match request.constraint {
+                Some(_) => format!(
+                    "  (constrained: grammar {:.0} µs/token)",
+                    median(&mut grammar_us)
+                ),
+                None => String::new(),
+            }
         );
         if a.streams > 1 {
             println!(

@@ -58,6 +58,11 @@ pub struct WorkerArgs {
     /// --openai-listen is not a loopback address).
     #[arg(long, env = "UMI_OPENAI_API_KEY", hide_env_values = true)]
     pub openai_api_key: Option<String>,
+    /// The most new tokens one request to those endpoints generates; a request asking
+    /// for more gets this many (a small local simulator or judge then ends in bounded
+    /// time).
+    #[arg(long, value_name = "N")]
+    pub openai_max_tokens: Option<std::num::NonZeroUsize>,
     #[command(flatten)]
     pub model: ModelArgs,
     #[command(flatten)]
@@ -201,8 +206,11 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
             );
             let router = openai_server::router(
                 RoleEngine::new(engine.clone()),
-                info.name.clone(),
-                a.openai_api_key.clone(),
+                openai_server::Settings {
+                    model: info.name.clone(),
+                    api_key: a.openai_api_key.clone(),
+                    max_tokens: a.openai_max_tokens.map(std::num::NonZeroUsize::get),
+                },
             );
             let mut stopped = http_stopped;
             Some(tokio::spawn(openai_server::serve(

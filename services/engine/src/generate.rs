@@ -216,6 +216,9 @@ pub struct GenerateOutput {
     /// The most requests it was decoded with at once (1: alone).
     #[serde(default)]
     pub peak_batch: usize,
+    /// Time spent on its grammar (structured output): masks and matching.
+    #[serde(default)]
+    pub constraint_time: Duration,
 }
 
 impl GenerateOutput {
@@ -261,6 +264,7 @@ pub struct Sequence<'t> {
     sampler: LogitsProcessor,
     /// The grammar its text must match, if any.
     constraint: Option<Constrained>,
+    constraint_time: Duration,
     stop_ids: Vec<u32>,
     max_new_tokens: usize,
     min_new_tokens: usize,
@@ -352,6 +356,7 @@ impl<'t> Sequence<'t> {
                 request.sampling.sampling(),
             ),
             constraint: None,
+            constraint_time: Duration::ZERO,
             stop_ids,
             max_new_tokens: request.max_new_tokens,
             min_new_tokens: request.min_new_tokens,
@@ -379,14 +384,24 @@ impl<'t> Sequence<'t> {
         }
         let next = match &mut self.constraint {
             None => self.sampler.sample(logits)?,
-            Some(grammar) => self.sampler.sample(&grammar.mask(logits)?)?,
+            Some(grammar) => {
+                let start = Instant::now();
+                let masked = grammar.mask(logits)?;
+                self.constraint_time += start.elapsed();
+                self.sampler.sample(&masked)?
+            }
         };
         if self.stop_ids.contains(&next) && self.generated.len() >= self.min_new_tokens {
             return Ok(Step::Done(FinishReason::StopToken));
         }
         let complete = match &mut self.constraint {
             None => false,
-            Some(grammar) => grammar.consume(next)?,
+            Some(grammar) => {
+                let start = Instant::now();
+                let complete = grammar.consume(next)?;
+                self.constraint_time += start.elapsed();
+                complete
+            }
         };
         self.generated.push(next);
         let (piece, hit_stop) = self.stream.push(next)?;
@@ -455,6 +470,7 @@ impl<'t> Sequence<'t> {
             prefill_time: self.prefill_time,
             decode_time,
             peak_batch: 1,
+            constraint_time: self.constraint_time,
         }
     }
 }

@@ -398,6 +398,7 @@ impl StepBackend for SimStep {
             prefill_time,
             decode_time: decode_start.elapsed(),
             peak_batch: 1,
+            constraint_time: Duration::ZERO,
         }
     }
 

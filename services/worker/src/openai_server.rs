@@ -39,20 +39,33 @@ use crate::roles::{classify, RoleEngine};
 /// The largest request body taken.
 pub const MAX_BODY_BYTES: usize = 4 << 20;
 
+/// Who the endpoints answer as, and what they take.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// The model name replies carry.
+    pub model: String,
+    /// With a key, only requests carrying `Authorization: Bearer <key>` are served.
+    pub api_key: Option<String>,
+    /// The most new tokens one request generates: one asking for more gets this many
+    /// (and `finish_reason: "length"` when it runs out).
+    pub max_tokens: Option<usize>,
+}
+
 struct Shared {
     engine: RoleEngine,
     model: String,
     api_key: Option<String>,
+    max_tokens: Option<usize>,
     requests: AtomicU64,
 }
 
-/// The endpoints over `engine`, answering as model `model`; with `api_key`, only
-/// requests carrying `Authorization: Bearer <api_key>` are served.
-pub fn router(engine: RoleEngine, model: String, api_key: Option<String>) -> Router {
+/// The endpoints over `engine`.
+pub fn router(engine: RoleEngine, settings: Settings) -> Router {
     let shared = Arc::new(Shared {
         engine,
-        model,
-        api_key,
+        model: settings.model,
+        api_key: settings.api_key,
+        max_tokens: settings.max_tokens,
         requests: AtomicU64::new(0),
     });
     Router::new()
@@ -367,9 +380,17 @@ enum Kind {
 }
 
 /// OpenAI's defaults: 16 new tokens, temperature 1; the prompt kept whole unless it
-/// leaves no room in the context for the new tokens (then refused).
-fn sampling_of(options: &Options, context_len: usize) -> Result<Sampling, String> {
-    let max_new_tokens = options.max_tokens.unwrap_or(16);
+/// leaves no room in the context for the new tokens (then refused). At most `cap` new
+/// tokens.
+fn sampling_of(
+    options: &Options,
+    context_len: usize,
+    cap: Option<usize>,
+) -> Result<Sampling, String> {
+    let max_new_tokens = options
+        .max_tokens
+        .unwrap_or(16)
+        .min(cap.unwrap_or(usize::MAX));
     if max_new_tokens == 0 || max_new_tokens >= context_len {
         return Err(format!(
             "max_tokens: {max_new_tokens} is not between 1 and the context length {context_len}"
@@ -396,7 +417,7 @@ fn sampling_of(options: &Options, context_len: usize) -> Result<Sampling, String
 
 async fn run(shared: &Shared, prompt: String, options: Options, kind: Kind) -> Response {
     let context_len = shared.engine.engine().info().context_len;
-    let sampling = match sampling_of(&options, context_len) {
+    let sampling = match sampling_of(&options, context_len, shared.max_tokens) {
         Ok(s) => s,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
@@ -743,15 +764,18 @@ mod tests {
 
     #[test]
     fn sampling_is_checked_at_the_edge() {
-        let s = sampling_of(&options(Some(64), Some(0.0)), 2048).unwrap();
+        let s = sampling_of(&options(Some(64), Some(0.0)), 2048, None).unwrap();
         assert_eq!(
             (s.max_new_tokens, s.max_input_tokens, s.min_new_tokens),
             (64, 100, 1)
         );
-        assert!(sampling_of(&options(Some(0), None), 2048).is_err());
-        assert!(sampling_of(&options(Some(4096), None), 2048).is_err());
-        let err = sampling_of(&options(None, Some(7.0)), 2048).unwrap_err();
+        assert!(sampling_of(&options(Some(0), None), 2048, None).is_err());
+        assert!(sampling_of(&options(Some(4096), None), 2048, None).is_err());
+        let err = sampling_of(&options(None, Some(7.0)), 2048, None).unwrap_err();
         assert!(err.contains("temperature"), "{err}");
+        // A worker's cap: asking for more gets the cap.
+        let s = sampling_of(&options(Some(1000), None), 2048, Some(256)).unwrap();
+        assert_eq!(s.max_new_tokens, 256);
     }
 
     #[test]

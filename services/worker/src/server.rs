@@ -302,6 +302,7 @@ mod tests {
                 prefill_time: Duration::ZERO,
                 decode_time: Duration::ZERO,
                 peak_batch: 1,
+                constraint_time: Duration::ZERO,
             };
             let sent = response(out, "model");
             assert_eq!(sent.finish_reason(), wire, "{reason:?}");

@@ -22,7 +22,13 @@ async fn read_to_close(stream: &mut TcpStream, within: Duration) -> Option<Strin
 #[tokio::test]
 async fn a_client_trickling_its_headers_is_cut_off_and_others_are_served() {
     let engine = SimEngine::start(SimProfile::default(), EngineConfig::default()).unwrap();
-    let router = openai_server::router(RoleEngine::new(engine), "sim".into(), None);
+    let router = openai_server::router(
+        RoleEngine::new(engine),
+        openai_server::Settings {
+            model: "sim".into(),
+            ..Default::default()
+        },
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let limits = HttpLimits {
