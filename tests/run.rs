@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use support::umi;
 
 fn answer_files(dir: &Path) -> Vec<PathBuf> {
@@ -352,4 +353,68 @@ fn the_manifest_names_the_inputs_and_a_resume_with_other_inputs_is_refused() {
         String::from_utf8_lossy(&rerun.stderr)
     );
     assert_eq!(answer_files(again.path()).len(), 1);
+}
+
+/// `--constrain caller`: each action the caller takes is one the query offers, with a JSON
+/// object as input (the bundled model, decoding freely, names none of them).
+#[test]
+fn a_constrained_caller_calls_only_the_offered_apis() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = support::procs::queries(dir.path(), 1);
+    let out = dir.path().join("out");
+    let status = umi()
+        .args(["run", "--queries"])
+        .arg(&file)
+        .arg("--out")
+        .arg(&out)
+        .args(["--dtype", "quantized", "--constrain", "caller"])
+        .args(["--max-steps", "3", "--max-new-tokens", "48"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let answer: Value =
+        serde_json::from_slice(&std::fs::read(out.join("1_DFS_woFilter_w2.json")).unwrap())
+            .unwrap();
+    let offered: Vec<&str> = answer["answer_generation"]["function"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["name"].as_str())
+        .filter(|n| *n != "Finish")
+        .collect();
+    fn nodes<'a>(node: &'a Value, out: &mut Vec<&'a Value>) {
+        out.push(node);
+        for child in node["children"].as_array().into_iter().flatten() {
+            nodes(child, out);
+        }
+    }
+    let mut all = Vec::new();
+    nodes(&answer["tree"]["tree"], &mut all);
+    let actions: Vec<&Value> = all
+        .iter()
+        .copied()
+        .filter(|n| n["node_type"] == "Action")
+        .collect();
+    assert!(!actions.is_empty(), "no call was made");
+    for action in actions {
+        let name = action["description"].as_str().unwrap();
+        assert!(offered.contains(&name), "{name} is not among {offered:?}");
+        for input in action["children"].as_array().unwrap() {
+            let text = input["description"].as_str().unwrap();
+            let args: Value = serde_json::from_str(text).unwrap();
+            assert!(args.is_object(), "{text}");
+        }
+    }
+    // Only α-UMi has a caller to constrain.
+    let refused = umi()
+        .args(["run", "--queries"])
+        .arg(&file)
+        .arg("--out")
+        .arg(dir.path().join("other"))
+        .args(["--agent", "toolllama", "--constrain", "caller"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--constrain caller"), "{stderr}");
 }

@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use futures::future::BoxFuture;
 use umi_core::agent::RoleKind;
+use umi_core::constraint::Constraint;
 use umi_core::error::CoreError;
 use umi_core::parse::{parse_backbone_output, parse_output};
 use umi_core::presets;
@@ -23,7 +24,7 @@ use umi_core::static_eval::{
 use umi_eval::{Journal, PromptModels, Shard, StaticRun};
 use umi_worker::roles::EngineRoles;
 
-use super::args::roles::{Answerers, RoleArgs};
+use super::args::roles::{Answerers, ConstrainRole, RoleArgs};
 use super::support::output::write_json_atomically;
 use super::support::progress::Progress;
 use super::support::run_manifest;
@@ -209,6 +210,11 @@ async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
             ("roles", roles),
             ("sampling", json!(sampling)),
         ]);
+        if let (Some(ConstrainRole::Caller), Some(m)) =
+            (a.role_args.constrain, manifest.as_object_mut())
+        {
+            m.insert("constrain".into(), json!("caller"));
+        }
         // Only a backbone run names its agent: α-UMi runs keep their earlier manifests.
         if let (StaticAgent::Backbone, Some(m)) = (a.agent, manifest.as_object_mut()) {
             m.insert("agent".into(), json!("backbone"));
@@ -237,6 +243,7 @@ async fn static_eval(a: StaticArgs) -> anyhow::Result<()> {
         prompts: &prompts,
         models: models.as_ref().map(|m| m as &dyn PromptModels),
         concurrency: a.concurrency.clamp(1, engine_room),
+        constrain_caller: a.role_args.constrain == Some(ConstrainRole::Caller),
     };
     match &mut steps {
         Steps::AlphaUmi(samples) => {
@@ -376,6 +383,10 @@ fn fingerprint(a: &StaticArgs) -> String {
         f.insert("agent".into(), "backbone".into());
         f.insert("fix_give_up_prompt".into(), a.fix_give_up_prompt.into());
     }
+    // Only a constrained run names it: earlier journals keep their fingerprints.
+    if let (Some(ConstrainRole::Caller), Some(f)) = (r.constrain, fingerprint.as_object_mut()) {
+        f.insert("constrain".into(), "caller".into());
+    }
     fingerprint.to_string()
 }
 
@@ -388,9 +399,13 @@ impl PromptModels for Engines<'_> {
         role: RoleKind,
         prompt: &'a str,
         seed_offset: u64,
+        constraint: Option<Constraint>,
     ) -> BoxFuture<'a, Result<String, CoreError>> {
         Box::pin(async move {
-            let output = self.0.call_prompt(role, prompt, seed_offset).await?;
+            let output = self
+                .0
+                .call_prompt(role, prompt, seed_offset, constraint)
+                .await?;
             Ok(output.text)
         })
     }

@@ -11,7 +11,9 @@ use clap::{Args, ValueEnum};
 use futures::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
+use umi_core::agent::RoleModels;
 use umi_core::agents::AgentKind;
+use umi_core::constraint::ConstrainCaller;
 use umi_core::dfs::{Outcome, SearchConfig};
 use umi_core::env::ToolBackend;
 use umi_core::presets::{self, Sampling};
@@ -21,7 +23,7 @@ use umi_roles::{ByRole, RoleSource, RolesSpec};
 use super::args::engine::EngineArgs;
 use super::args::model::runs_demo_model;
 use super::args::remote::RemoteArgs;
-use super::args::roles::{Answerers, RoleArgs};
+use super::args::roles::{Answerers, ConstrainRole, RoleArgs};
 use super::args::tools::ToolArgs;
 use super::support::output::{json_files_in, write_json_atomically};
 use super::support::progress::Progress;
@@ -235,6 +237,12 @@ impl RunArgs {
             openai: None,
             replay: None,
         };
+        if self.role_args.constrain.is_some() && self.agent != AgentKind::AlphaUmi {
+            bail!(
+                "--constrain caller holds α-UMi's caller to a grammar: --agent {} has no caller",
+                self.agent
+            );
+        }
         match self.roles {
             Answerers::Replay => {
                 if self.agent != AgentKind::AlphaUmi {
@@ -465,6 +473,10 @@ async fn solve_here(
     let spec = a.roles_spec(sampling)?;
     let replay = spec.replay.clone();
     let roles = umi_roles::build(spec).await?;
+    let models: Arc<dyn RoleModels> = match a.role_args.constrain {
+        Some(ConstrainRole::Caller) => Arc::new(ConstrainCaller(roles.models.clone())),
+        None => roles.models.clone(),
+    };
     for (role, model, base) in &roles.openai {
         eprintln!("{} role: {model} at {base}", role.as_str());
     }
@@ -487,7 +499,7 @@ async fn solve_here(
     };
     let mut results = futures::stream::iter(todo.iter().map(|q| {
         let (backend, config) = (&backend, config.clone());
-        let roles = roles.models.as_ref();
+        let roles = models.as_ref();
         async move { (q, solve(q, roles, backend, config).await) }
     }))
     .buffer_unordered(a.concurrency());

@@ -8,6 +8,7 @@ use std::pin::Pin;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::constraint::{caller_grammar, Constraint};
 use crate::error::{CoreError, Result};
 use crate::parse::{cut_planner, parse_action, realtime_output, realtime_planner, Decision};
 use crate::prompt::{render_turns, HistoryTurn, RolePrompts};
@@ -132,6 +133,10 @@ pub struct RoleRequest {
     /// The conversation of a function-calling chat (`PromptForm::Functions`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chat: Vec<Message>,
+    /// Decode an α-UMi caller's output under the grammar of its offered tools
+    /// ([`crate::constraint::caller_grammar`]; `--constrain caller`).
+    #[serde(default)]
+    pub constrain_call: bool,
 }
 
 impl RoleRequest {
@@ -152,7 +157,17 @@ impl RoleRequest {
             form: PromptForm::AlphaUmi,
             functions: vec![],
             chat: vec![],
+            constrain_call: false,
         }
+    }
+
+    /// The grammar its output is decoded under, if any: an α-UMi caller asked to be
+    /// constrained gets its tools' grammar.
+    pub fn constraint(&self) -> Option<Constraint> {
+        let caller = self.role == RoleKind::Caller && self.form == PromptForm::AlphaUmi;
+        (caller && self.constrain_call)
+            .then(|| caller_grammar(&self.tools))
+            .flatten()
     }
 
     /// The prompt text. A function-calling chat has none: only an endpoint that calls

@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod agents;
 pub mod answer;
+pub mod constraint;
 pub mod dfs;
 pub mod env;
 pub mod error;

@@ -14,34 +14,20 @@ use candle_core::{Device, Tensor};
 use llguidance::api::TopLevelGrammar;
 use llguidance::toktrie::{ApproximateTokEnv, SimpleVob, TokRxInfo, TokTrie, TokenizerEnv};
 use llguidance::{Matcher, ParserFactory};
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::error::{EngineError, Result};
 use crate::tokenizer::Tokenizer;
 
-/// What a request's text must match.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Constraint {
-    /// Any JSON object (OpenAI's `response_format: json_object`).
-    JsonObject,
-    /// A JSON value valid under this JSON schema.
-    JsonSchema(Value),
-    /// Text matching this regular expression as a whole.
-    Regex(String),
-    /// A Lark grammar (llguidance's dialect).
-    Lark(String),
-}
+pub use umi_core::constraint::Constraint;
 
-impl Constraint {
-    fn grammar(&self) -> TopLevelGrammar {
-        match self {
-            Constraint::JsonObject => TopLevelGrammar::from_json_schema(json!({"type": "object"})),
-            Constraint::JsonSchema(schema) => TopLevelGrammar::from_json_schema(schema.clone()),
-            Constraint::Regex(rx) => TopLevelGrammar::from_regex(rx),
-            Constraint::Lark(grammar) => TopLevelGrammar::from_lark(grammar.clone()),
-        }
+/// llguidance's form of `constraint`.
+fn grammar(constraint: &Constraint) -> TopLevelGrammar {
+    match constraint {
+        Constraint::JsonObject => TopLevelGrammar::from_json_schema(json!({"type": "object"})),
+        Constraint::JsonSchema(schema) => TopLevelGrammar::from_json_schema(schema.clone()),
+        Constraint::Regex(rx) => TopLevelGrammar::from_regex(rx),
+        Constraint::Lark(grammar) => TopLevelGrammar::from_lark(grammar.clone()),
     }
 }
 
@@ -83,7 +69,7 @@ impl Grammars {
     pub fn constrain(&self, constraint: &Constraint) -> Result<Constrained> {
         let parser = self
             .factory
-            .create_parser(constraint.grammar())
+            .create_parser(grammar(constraint))
             .map_err(|e| EngineError::invalid("constraint", e))?;
         let matcher = Matcher::new(Ok(parser));
         if let Some(e) = matcher.get_error() {

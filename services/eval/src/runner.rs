@@ -10,6 +10,7 @@ use std::time::Instant;
 use futures::future::BoxFuture;
 use futures::StreamExt;
 use umi_core::agent::RoleKind;
+use umi_core::constraint::{caller_grammar, Constraint};
 use umi_core::error::CoreError;
 use umi_core::parse::Decision;
 use umi_core::prompt::RolePrompts;
@@ -19,13 +20,15 @@ use umi_core::static_eval::Sample;
 use crate::journal::{Journal, JournalError};
 
 /// What makes the static pipeline's calls: one rendered prompt for `role`, sampled with
-/// the base seed plus `seed_offset` (the step's index).
+/// the base seed plus `seed_offset` (the step's index), decoded under `constraint` if
+/// one is given.
 pub trait PromptModels: Sync {
     fn call<'a>(
         &'a self,
         role: RoleKind,
         prompt: &'a str,
         seed_offset: u64,
+        constraint: Option<Constraint>,
     ) -> BoxFuture<'a, Result<String, CoreError>>;
 }
 
@@ -90,6 +93,8 @@ pub struct StaticRun<'a> {
     pub models: Option<&'a dyn PromptModels>,
     /// Records run at once.
     pub concurrency: usize,
+    /// The caller decodes under its tools' grammar (`--constrain caller`).
+    pub constrain_caller: bool,
 }
 
 impl StaticRun<'_> {
@@ -108,6 +113,7 @@ impl StaticRun<'_> {
             models: self.models,
             prompts: self.prompts,
             journal: &journal,
+            constrain_caller: self.constrain_caller,
         };
         let samples_ref = &*samples;
         let outputs = self
@@ -142,6 +148,7 @@ impl StaticRun<'_> {
             models: self.models,
             prompts: self.prompts,
             journal: &journal,
+            constrain_caller: self.constrain_caller,
         };
         let calls = &calls;
         let samples_ref = &*samples;
@@ -150,9 +157,14 @@ impl StaticRun<'_> {
             for i in steps {
                 let s = &samples_ref[i];
                 let output = calls
-                    .call(BACKBONE_STAGE, i, RoleKind::Planner, &s.model_input, || {
-                        s.reference.clone()
-                    })
+                    .call(
+                        BACKBONE_STAGE,
+                        i,
+                        RoleKind::Planner,
+                        &s.model_input,
+                        None,
+                        || s.reference.clone(),
+                    )
                     .await?;
                 done.push((i, output));
             }
@@ -206,6 +218,7 @@ struct StepCalls<'a, 'j> {
     models: Option<&'a dyn PromptModels>,
     prompts: &'a RolePrompts,
     journal: &'a Mutex<&'j mut Journal>,
+    constrain_caller: bool,
 }
 
 impl<'j> StepCalls<'_, 'j> {
@@ -254,8 +267,14 @@ impl<'j> StepCalls<'_, 'j> {
         role: RoleKind,
         input: &str,
     ) -> Result<String, EvalError> {
-        self.call(stage, step, role, input, || sample.oracle_output())
-            .await
+        let constraint = match role {
+            RoleKind::Caller if self.constrain_caller => caller_grammar(&sample.tools),
+            _ => None,
+        };
+        self.call(stage, step, role, input, constraint, || {
+            sample.oracle_output()
+        })
+        .await
     }
 
     /// One call's output, the reference's being `oracle`.
@@ -265,6 +284,7 @@ impl<'j> StepCalls<'_, 'j> {
         step: usize,
         role: RoleKind,
         input: &str,
+        constraint: Option<Constraint>,
         oracle: impl FnOnce() -> String,
     ) -> Result<String, EvalError> {
         let journaled = self.lock().get(stage, step).map(str::to_string);
@@ -274,7 +294,7 @@ impl<'j> StepCalls<'_, 'j> {
         let t = Instant::now();
         let output = match self.models {
             None => oracle(),
-            Some(m) => m.call(role, input, step as u64).await?,
+            Some(m) => m.call(role, input, step as u64, constraint).await?,
         };
         self.lock()
             .record(stage, step, &output, t.elapsed().as_secs_f64())?;

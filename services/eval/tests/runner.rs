@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use futures::executor::block_on;
 use futures::future::BoxFuture;
 use umi_core::agent::RoleKind;
+use umi_core::constraint::{caller_grammar, Constraint};
 use umi_core::error::CoreError;
 use umi_core::prompt::RolePrompts;
 use umi_core::static_eval::{build_samples, parse_records, Sample};
@@ -26,6 +27,8 @@ fn samples(records: usize) -> Vec<Sample> {
 #[derive(Default)]
 struct Seeded {
     calls: Mutex<Vec<(RoleKind, u64)>>,
+    /// Each call's role and grammar.
+    grammars: Mutex<Vec<(RoleKind, Option<Constraint>)>>,
 }
 
 impl PromptModels for Seeded {
@@ -34,8 +37,10 @@ impl PromptModels for Seeded {
         role: RoleKind,
         _prompt: &'a str,
         seed_offset: u64,
+        constraint: Option<Constraint>,
     ) -> BoxFuture<'a, Result<String, CoreError>> {
         self.calls.lock().unwrap().push((role, seed_offset));
+        self.grammars.lock().unwrap().push((role, constraint));
         Box::pin(async move {
             Ok(match role {
                 RoleKind::Planner => "I call a tool.\nNext: caller.".to_string(),
@@ -60,6 +65,7 @@ fn run(
         prompts: &prompts,
         models,
         concurrency,
+        constrain_caller: false,
     };
     block_on(run.run(&mut samples, shard, &mut journal, || steps += 1)).unwrap();
     (samples, steps)
@@ -119,4 +125,36 @@ fn shards_split_by_record_and_share_one_journal_to_the_same_outputs() {
     let (merged, _) = run(Some(&Seeded::default()), &shared, (0, 1), 2);
     // Every call came from the shards' journal (the oracle's outputs, not the fake's).
     assert_eq!(json(&whole), json(&merged));
+}
+
+/// `--constrain caller`: each caller call carries the grammar of its record's tools, and
+/// no other role's does; without it, none does.
+#[test]
+fn a_constrained_run_gives_each_caller_call_its_tools_grammar() {
+    let prompts = RolePrompts::toolbench();
+    for constrain_caller in [true, false] {
+        let mut samples = samples(2);
+        let tools: Vec<_> = samples.iter().map(|s| s.tools.clone()).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = Journal::open(&dir.path().join("j.jsonl"), "run").unwrap();
+        let models = Seeded::default();
+        let shard = Shard::of(&samples, (0, 1));
+        let run = StaticRun {
+            prompts: &prompts,
+            models: Some(&models),
+            concurrency: 1,
+            constrain_caller,
+        };
+        block_on(run.run(&mut samples, shard, &mut journal, || {})).unwrap();
+        let calls = models.calls.lock().unwrap().clone();
+        let grammars = models.grammars.lock().unwrap().clone();
+        assert!(grammars.iter().any(|(r, _)| *r == RoleKind::Caller));
+        for ((role, step), (_, grammar)) in calls.iter().zip(&grammars) {
+            let expected = match role {
+                RoleKind::Caller if constrain_caller => caller_grammar(&tools[*step as usize]),
+                _ => None,
+            };
+            assert_eq!(grammar, &expected, "{role:?} at step {step}");
+        }
+    }
 }

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use umi_core::agent::{
     BoxFuture, ChatReply, FunctionCall, Generated, Message, PromptForm, RoleModels, RoleRequest,
 };
+use umi_core::constraint::Constraint;
 use umi_core::presets::{CallSampling, Sampling};
 use umi_core::prompt::RolePrompts;
 use umi_core::{CoreError, ErrorClass, Result};
@@ -113,7 +114,17 @@ impl OpenAiRole {
             return self.chat(&request, &sampling).await;
         }
         let prompt = request.render(&self.prompts)?;
-        let body = self.body(&prompt, &sampling);
+        let mut body = self.body(&prompt, &sampling);
+        // A grammar goes as vLLM's guided fields (umi's workers take them too).
+        match request.constraint() {
+            Some(Constraint::Lark(grammar)) => body["guided_grammar"] = json!(grammar),
+            Some(Constraint::Regex(rx)) => body["guided_regex"] = json!(rx),
+            Some(Constraint::JsonSchema(schema)) => body["guided_json"] = schema,
+            Some(Constraint::JsonObject) => {
+                body["response_format"] = json!({"type": "json_object"})
+            }
+            None => {}
+        }
         let (url, value) = self.post("completions", &body).await?;
         let text = value
             .pointer("/choices/0/text")

@@ -54,6 +54,7 @@ pub fn request_to_pb(
         task_id: request.task_id.clone(),
         form: form as i32,
         functions_json: request.functions.iter().map(|f| f.to_string()).collect(),
+        constrain_call: request.constrain_call,
     })
 }
 
@@ -153,6 +154,7 @@ pub fn request_from_pb(request: &pb::GenerateRequest) -> Result<RoleRequest, Cor
         task_id: request.task_id.clone(),
         // The offset is already in the wire's seed.
         seed_offset: Some(0),
+        constrain_call: request.constrain_call,
     })
 }
 
@@ -229,6 +231,14 @@ mod tests {
             (back.form, &back.functions),
             (PromptForm::ToolLlama, &request.functions)
         );
+        assert!(!back.constrain_call);
+        // `--constrain caller` crosses too.
+        let constrained = RoleRequest {
+            constrain_call: true,
+            ..RoleRequest::alpha_umi(RoleKind::Caller, vec![], vec![turn("user")], None)
+        };
+        let back = request_from_pb(&request_to_pb(&constrained, &s).unwrap()).unwrap();
+        assert!(back.constrain_call);
 
         let mut twice = wire.clone();
         twice.history.push(pb::HistoryTurn {

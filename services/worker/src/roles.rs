@@ -10,6 +10,7 @@ use std::time::Instant;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::Instrument;
 use umi_core::agent::{BoxFuture, Generated, PromptForm, RoleKind, RoleModels, RoleRequest};
+use umi_core::constraint::Constraint;
 use umi_core::presets::{CallSampling, Sampling};
 use umi_core::prompt::RolePrompts;
 use umi_core::{CoreError, ErrorClass};
@@ -71,6 +72,7 @@ impl RoleEngine {
         self.off_runtime(move |this| {
             let prompt = request.render(&this.prompts)?;
             let mut call = this.request(&prompt, &sampling)?;
+            call.constraint = request.constraint();
             if this.engine.is_sim() {
                 if request.form != PromptForm::AlphaUmi {
                     return Err(CoreError::invalid(
@@ -282,11 +284,13 @@ impl EngineRoles {
         role: RoleKind,
         prompt: &str,
         seed_offset: u64,
+        constraint: Option<Constraint>,
     ) -> Result<GenerateOutput, CoreError> {
         let engine = self.role(role);
         let sampling = self.sampling.for_call(Some(seed_offset));
         self.call(role, async {
-            let request = engine.request_for_prompt(prompt, &sampling).await?;
+            let mut request = engine.request_for_prompt(prompt, &sampling).await?;
+            request.constraint = constraint;
             engine.generate(request).await
         })
         .await

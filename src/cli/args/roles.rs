@@ -37,6 +37,19 @@ pub struct RoleArgs {
     pub adapter_mode: AdapterMode,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    /// Decode a role's output under a grammar (structured output). `caller`: `Action:`
+    /// one of the offered tools, then an `Action Input:` JSON object of that tool's
+    /// parameters. Off by default: the reference decodes freely. Served by umi's
+    /// engines and workers, and by OpenAI-compatible servers that take vLLM's
+    /// `guided_grammar` (Lark).
+    #[arg(long, value_enum, value_name = "ROLE")]
+    pub constrain: Option<ConstrainRole>,
+}
+
+/// The roles `--constrain` can hold to a grammar.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConstrainRole {
+    Caller,
 }
 
 /// Each role's PEFT LoRA adapter: for `umi run`/`umi eval` merged into its checkpoint or
