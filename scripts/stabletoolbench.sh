@@ -22,7 +22,8 @@
 #
 # OFFLINE=1: a umi worker on loopback (the bundled model, or the model flags in
 # OFFLINE_WORKER_FLAGS) simulates the cache's misses (saved into the cache) and judges
-# the answers; its replies are capped at OFFLINE_MAX_TOKENS new tokens (default 256).
+# the answers; its replies are capped at OFFLINE_MAX_TOKENS new tokens (default 256); it
+# listens on 127.0.0.1:OFFLINE_PORT (default 18431, the same each run so a rerun resumes).
 # StableToolBench's published figures use GPT-4-class simulators and judges: a small
 # local model's verdicts say little about the answers, and a different judge gives other
 # rates. The loop is the point; with real checkpoints the judge is your choice (JUDGE=).
@@ -50,12 +51,13 @@ method=DFS_woFilter_w$width
 mkdir -p "$OUT"
 offline=()
 if [[ -n ${OFFLINE:-} ]]; then
-  # A fresh key each run; the worker listens on loopback only, on a port it picks.
+  # A fresh key each run; the worker listens on loopback only, on a fixed port (the
+  # simulator's address is one of the run's inputs, so a resumed run must find it again).
   key=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
   log=$OUT/offline-worker.log
   read -r -a worker_flags <<<"${OFFLINE_WORKER_FLAGS:---dtype quantized}"
   UMI_OPENAI_API_KEY=$key "$UMI" worker --role planner --listen 127.0.0.1:0 \
-    --openai-listen 127.0.0.1:0 --openai-max-tokens "${OFFLINE_MAX_TOKENS:-256}" \
+    --openai-listen "127.0.0.1:${OFFLINE_PORT:-18431}" --openai-max-tokens "${OFFLINE_MAX_TOKENS:-256}" \
     "${worker_flags[@]}" 2>"$log" &
   worker=$!
   trap 'kill "$worker" 2>/dev/null; wait "$worker" 2>/dev/null || true' EXIT

@@ -121,32 +121,37 @@ fn stabletoolbench_in(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     (stb, cache, query_file)
 }
 
+/// `scripts/stabletoolbench.sh` over the G1_instruction group of `stb`, with `cache`,
+/// answers into `out`, the bundled model (quantized) and `flags` for `umi run`.
+fn script(stb: &Path, cache: &Path, out: &Path, flags: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg(root("scripts/stabletoolbench.sh"))
+        .arg(stb)
+        .arg(cache)
+        .args(["--", "--dtype", "quantized"])
+        .args(flags)
+        .env("UMI", env!("CARGO_BIN_EXE_umi"))
+        .env("OUT", out)
+        .env("STB_GROUPS", "G1_instruction")
+        .current_dir(root(""));
+    cmd
+}
+
 #[test]
 fn observations_in_the_answer_files_are_the_references_json_dumps_of_the_cache() {
     let dir = tempfile::tempdir().unwrap();
     let (stb, cache, query_file) = stabletoolbench_in(dir.path());
     let (simulator, served) = scripted_simulator();
     let out = dir.path().join("runs");
-    let output = std::process::Command::new("bash")
-        .arg(root("scripts/stabletoolbench.sh"))
-        .arg(&stb)
-        .arg(&cache)
-        .args([
-            "--",
-            "--dtype",
-            "quantized",
-            "--max-new-tokens",
-            "48",
-            "--max-steps",
-            "6",
-        ])
-        .args(["--simulate-with", &simulator, "--save-cache"])
-        .env("UMI", env!("CARGO_BIN_EXE_umi"))
-        .env("OUT", &out)
-        .env("STB_GROUPS", "G1_instruction")
-        .current_dir(root(""))
-        .output()
-        .unwrap();
+    let output = script(
+        &stb,
+        &cache,
+        &out,
+        &["--max-new-tokens", "48", "--max-steps", "6"],
+    )
+    .args(["--simulate-with", &simulator, "--save-cache"])
+    .output()
+    .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("tool calls:"), "{stderr}");
@@ -204,29 +209,18 @@ fn the_loop_runs_offline_with_a_umi_worker_as_simulator_and_judge() {
         )
         .unwrap();
     }
-    let output = std::process::Command::new("bash")
-        .arg(root("scripts/stabletoolbench.sh"))
-        .arg(&stb)
-        .arg(&cache)
-        .args([
-            "--",
-            "--dtype",
-            "quantized",
-            "--max-new-tokens",
-            "32",
-            "--max-steps",
-            "4",
-        ])
-        .env("UMI", env!("CARGO_BIN_EXE_umi"))
-        .env("OUT", &out)
-        .env("STB_GROUPS", "G1_instruction")
-        .env("OFFLINE", "1")
-        .env("OFFLINE_MAX_TOKENS", "64")
-        .env_remove("UMI_SIMULATE_API_KEY")
-        .env_remove("UMI_JUDGE_API_KEY")
-        .current_dir(root(""))
-        .output()
-        .unwrap();
+    let port = support::procs::free_port().to_string();
+    let offline = || {
+        let flags = ["--max-new-tokens", "32", "--max-steps", "4"];
+        let mut cmd = script(&stb, &cache, &out, &flags);
+        cmd.env("OFFLINE", "1")
+            .env("OFFLINE_MAX_TOKENS", "64")
+            .env("OFFLINE_PORT", &port)
+            .env_remove("UMI_SIMULATE_API_KEY")
+            .env_remove("UMI_JUDGE_API_KEY");
+        cmd
+    };
+    let output = offline().output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}\n{stderr}");
@@ -255,5 +249,15 @@ fn the_loop_runs_offline_with_a_umi_worker_as_simulator_and_judge() {
     let rates = std::fs::read_to_string(out.join("pass_rate.txt")).unwrap();
     assert!(rates.starts_with("G1_instruction: Solve rate: "), "{rates}");
     assert!(rates.contains("(7 queries"), "{rates}");
+    // A rerun finds the same simulator (its address is one of the run's inputs) and
+    // resumes: nothing left to solve, the verdicts reused.
+    let again = offline().output().unwrap();
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{stderr}");
+    assert!(stderr.contains("(3 already done)"), "{stderr}");
+    assert!(
+        stderr.contains(" 0 judgments asked of the judge"),
+        "{stderr}"
+    );
     eprintln!("{stderr}\n{rates}");
 }
