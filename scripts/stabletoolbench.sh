@@ -21,7 +21,8 @@
 #   OFFLINE=1 scripts/stabletoolbench.sh ...   # nothing outside: no network, no key
 #
 # OFFLINE=1: a umi worker on loopback (the bundled model, or the model flags in
-# OFFLINE_WORKER_FLAGS) simulates the cache's misses (saved into the cache) and judges
+# OFFLINE_WORKER_FLAGS) simulates the cache's misses (saved into the cache only with
+# OFFLINE_SAVE_CACHE=1: a small model's inventions would become recorded replies) and judges
 # the answers; its replies are capped at OFFLINE_MAX_TOKENS new tokens (default 256); it
 # listens on 127.0.0.1:OFFLINE_PORT (default 18431, the same each run so a rerun resumes).
 # StableToolBench's published figures use GPT-4-class simulators and judges: a small
@@ -72,7 +73,8 @@ if [[ -n ${OFFLINE:-} ]]; then
   echo "offline: simulator and judge on $base (log: $log)" >&2
   export UMI_SIMULATE_API_KEY=$key UMI_JUDGE_API_KEY=$key
   offline=(--simulate-with "$base")
-  [[ -d $CACHE ]] && offline+=(--save-cache)
+  # The small model's inventions stay out of a shared cache unless asked for.
+  [[ -d $CACHE && -n ${OFFLINE_SAVE_CACHE:-} ]] && offline+=(--save-cache)
   JUDGE=$base
 fi
 judge=()
@@ -85,7 +87,7 @@ start=$(date +%s)
 for g in "${GROUPS_[@]}"; do
   echo "== $g" >&2
   "$UMI" run --queries "$STB/solvable_queries/test_instruction/$g.json" --out "$OUT/$g" \
-    --answer-format toolbench "${record[@]}" "${offline[@]}" "$@" 2>&1 | grep -E "^tool calls|queries \(" >&2
+    --answer-format toolbench ${record[@]+"${record[@]}"} ${offline[@]+"${offline[@]}"} "$@" 2>&1 | grep -E "^tool calls|queries \(" >&2
   if [[ -f $STB/toolbench/tooleval/convert_to_answer_format.py ]]; then
     (cd "$STB/toolbench/tooleval" && python3 convert_to_answer_format.py --answer_dir "$OUT/$g" \
       --method "$method" --output "$OUT/converted/$g.json" >/dev/null)

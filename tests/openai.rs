@@ -217,7 +217,7 @@ fn the_openai_python_client_gets_structured_output_and_tool_calls() {
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert_eq!(
         stdout.lines().filter(|l| l.starts_with("ok ")).count(),
-        11,
+        12,
         "{stdout}"
     );
 }

@@ -417,4 +417,19 @@ fn a_constrained_caller_calls_only_the_offered_apis() {
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("--constrain caller"), "{stderr}");
+    // Replayed roles write their own text: nothing to constrain.
+    let replayed = umi()
+        .args(["run", "--roles", "replay", "--constrain", "caller", "--out"])
+        .arg(dir.path().join("replayed"))
+        .output()
+        .unwrap();
+    assert!(!replayed.status.success());
+    let stderr = String::from_utf8_lossy(&replayed.stderr);
+    assert!(
+        stderr.contains("--constrain caller needs a model"),
+        "{stderr}"
+    );
+    // The run's manifest names the grammar, so a resume without it is refused.
+    let manifest = std::fs::read_to_string(out.join("manifest.json")).unwrap();
+    assert!(manifest.contains("\"constrain\": \"caller\""), "{manifest}");
 }

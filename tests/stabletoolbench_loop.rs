@@ -216,6 +216,7 @@ fn the_loop_runs_offline_with_a_umi_worker_as_simulator_and_judge() {
         cmd.env("OFFLINE", "1")
             .env("OFFLINE_MAX_TOKENS", "64")
             .env("OFFLINE_PORT", &port)
+            .env("OFFLINE_SAVE_CACHE", "1")
             .env_remove("UMI_SIMULATE_API_KEY")
             .env_remove("UMI_JUDGE_API_KEY");
         cmd

@@ -237,11 +237,16 @@ impl RunArgs {
             openai: None,
             replay: None,
         };
-        if self.role_args.constrain.is_some() && self.agent != AgentKind::AlphaUmi {
-            bail!(
-                "--constrain caller holds α-UMi's caller to a grammar: --agent {} has no caller",
-                self.agent
-            );
+        if self.role_args.constrain.is_some() {
+            if self.agent != AgentKind::AlphaUmi {
+                bail!(
+                    "--constrain caller holds α-UMi's caller to a grammar: --agent {} has no caller",
+                    self.agent
+                );
+            }
+            if self.roles == Answerers::Replay || self.engine.is_sim() {
+                bail!("--constrain caller needs a model to decode under the grammar: replayed roles and the simulated engine write their own text; drop --constrain");
+            }
         }
         match self.roles {
             Answerers::Replay => {
@@ -426,6 +431,9 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
             }
             if a.roles == Answerers::Replay {
                 bail!("--roles replay runs here: drop --coordinator");
+            }
+            if a.role_args.constrain.is_some() {
+                bail!("--constrain caller applies to roles called from here; with --coordinator its roles are the coordinator's: drop --constrain");
             }
             super::submit::solve_all(c, &todo, &mut finish).await?;
         }

@@ -208,6 +208,15 @@ for kw, named in [
         raise AssertionError(f"{kw} was not refused")
 check("bad requests refused by name")
 
+# Streamed too: the engine refuses the grammar before the stream starts.
+try:
+    stream("hi", response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "no-such-type"}}})
+except openai.BadRequestError as e:
+    assert "constraint" in e.message, e.message
+else:
+    raise AssertionError("a streamed request with a bad grammar was not refused")
+check("a streamed bad grammar refused before the stream")
+
 try:
     openai.OpenAI(base_url=base_url, api_key="wrong", max_retries=0).models.list()
 except openai.AuthenticationError:

@@ -40,8 +40,11 @@ pub fn caller_grammar(tools: &[ToolDoc]) -> Option<Constraint> {
         };
         let schema =
             json!({"type": "object", "properties": properties, "additionalProperties": false});
-        // A JSON string is a Lark string literal (same quotes and escapes).
-        let name = Value::String(tool.name().to_string());
+        // A JSON string is a Lark string literal (same quotes and escapes), but for DEL,
+        // which JSON leaves as it is and Lark refuses.
+        let name = Value::String(tool.name().to_string())
+            .to_string()
+            .replace('\u{7f}', "\\u007f");
         alternatives.push(format!("{name} \"\\nAction Input: \" input{i}"));
         rules.push_str(&format!("input{i}: %json {schema}\n"));
     }
@@ -97,6 +100,16 @@ mod tests {
         );
         assert_eq!(caller_grammar(&tools[2..]), None);
         assert_eq!(caller_grammar(&[]), None);
+        // Quotes and newlines are escaped as JSON escapes them; DEL, which JSON leaves
+        // bare and Lark refuses, too.
+        let odd = [tool(json!({"Name": "a\"b\nc\u{7f}", "input": {}}))];
+        let Some(Constraint::Lark(grammar)) = caller_grammar(&odd) else {
+            panic!("no grammar")
+        };
+        assert!(
+            grammar.contains("call: \"a\\\"b\\nc\\u007f\" "),
+            "{grammar}"
+        );
     }
 
     /// Records each request's grammar.

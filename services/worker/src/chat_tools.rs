@@ -61,8 +61,15 @@ pub struct Offer {
 impl Offer {
     /// The grammar a forced call is decoded under.
     pub fn constraint(&self) -> Option<Constraint> {
+        // OpenAI's arguments are a JSON object: a schema that does not say (`{}`, common
+        // for functions without arguments) is made to.
         let parameters = |f: &Value| match f.get("parameters") {
-            Some(p) if !p.is_null() => p.clone(),
+            Some(Value::Object(p)) if p.contains_key("type") => Value::Object(p.clone()),
+            Some(Value::Object(p)) => {
+                let mut p = p.clone();
+                p.insert("type".into(), json!("object"));
+                Value::Object(p)
+            }
             _ => json!({"type": "object"}),
         };
         match &self.calls {
@@ -349,5 +356,17 @@ mod tests {
         // Cut before the object closed: text, no call.
         assert_eq!(any.read("{\"name\": \"ti").1.len(), 0);
         assert_eq!(check(&tools, None).unwrap().constraint(), None);
+        // A schema that names no type (`{}`) still asks for an object.
+        let untyped = [tool(
+            "function",
+            json!({"name": "ping", "parameters": {"properties": {}}}),
+        )];
+        let named = json!({"type": "function", "function": {"name": "ping"}});
+        assert_eq!(
+            check(&untyped, Some(&named)).unwrap().constraint(),
+            Some(Constraint::JsonSchema(
+                json!({"properties": {}, "type": "object"})
+            ))
+        );
     }
 }

@@ -460,7 +460,16 @@ async fn run(shared: &Shared, prompt: String, options: Options, kind: Kind) -> R
     };
     if options.stream {
         return match shared.engine.stream(request) {
-            Ok(events) => stream(head, events),
+            // The headers wait for the first event, so a request the engine refuses at
+            // its prefill (a grammar it cannot compile, a prompt too long) is answered
+            // with its status, not a 200 whose stream then fails.
+            Ok(mut events) => match events.recv().await {
+                Some(Err(e)) => {
+                    let e = classify(e);
+                    error(status_of(&e), e.message())
+                }
+                first => stream(head, first, events),
+            },
             Err(e) => error(status_of(&e), e.message()),
         };
     }
@@ -641,6 +650,7 @@ fn event(value: &Value) -> String {
 /// client that hangs up cancels the generation (the engine's receiver is dropped).
 fn stream(
     head: Head,
+    first: Option<Result<StreamEvent, umi_engine::EngineError>>,
     mut events: tokio::sync::mpsc::UnboundedReceiver<Result<StreamEvent, umi_engine::EngineError>>,
 ) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(16);
@@ -650,7 +660,15 @@ fn stream(
                 return;
             }
         }
-        while let Some(e) = events.recv().await {
+        let mut waiting = first;
+        loop {
+            let e = match waiting.take() {
+                Some(e) => e,
+                None => match events.recv().await {
+                    Some(e) => e,
+                    None => break,
+                },
+            };
             let text = match e {
                 Ok(StreamEvent::Text { text, .. }) => match head.text(&text) {
                     Some(chunk) => event(&chunk),
@@ -662,7 +680,11 @@ fn stream(
                 }
                 Err(e) => {
                     let e = classify(e);
-                    event(&json!({"error": {"message": e.message(), "type": "server_error"}}))
+                    let kind = match e.class() {
+                        ErrorClass::InvalidRequest => "invalid_request_error",
+                        _ => "server_error",
+                    };
+                    event(&json!({"error": {"message": e.message(), "type": kind}}))
                 }
             };
             if tx.send(Ok(text)).await.is_err() {

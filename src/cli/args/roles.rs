@@ -41,7 +41,8 @@ pub struct RoleArgs {
     /// one of the offered tools, then an `Action Input:` JSON object of that tool's
     /// parameters. Off by default: the reference decodes freely. Served by umi's
     /// engines and workers, and by OpenAI-compatible servers that take vLLM's
-    /// `guided_grammar` (Lark).
+    /// `guided_grammar` in llguidance's Lark (vLLM with its `guidance` backend); `umi
+    /// run` only, roles called from this process (not replayed, not simulated).
     #[arg(long, value_enum, value_name = "ROLE")]
     pub constrain: Option<ConstrainRole>,
 }

@@ -196,6 +196,10 @@ pub fn build(
     if a.agent != umi_core::agents::AgentKind::AlphaUmi {
         search["agent"] = json!(a.agent.as_str());
     }
+    // Only a constrained caller is named, so earlier runs' manifests compare equal.
+    if a.role_args.constrain.is_some() {
+        search["constrain"] = json!("caller");
+    }
     Ok(section([
         ("created_by", created_by()),
         ("queries", queries),
