@@ -12,7 +12,7 @@ use candle_core::{Device, Tensor};
 
 use umi_core::agent::EngineKind;
 
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 use crate::generate::{FinishReason, GenerateOutput, GenerateRequest, Sequence, Step};
 use crate::load::LoadedModel;
 use crate::model::KvCache;
@@ -155,8 +155,9 @@ impl Engine {
 struct ModelStep<'t> {
     loaded: &'t LoadedModel,
     prefix_cache: PrefixCache,
-    /// Built at the first request with a grammar (it reads the whole vocabulary).
-    grammars: Option<Grammars>,
+    /// Built at the first request with a grammar (it reads the whole vocabulary); a
+    /// vocabulary that cannot be read is remembered, not read again for each request.
+    grammars: Option<std::result::Result<Grammars, String>>,
 }
 
 impl<'t> StepBackend for ModelStep<'t> {
@@ -185,14 +186,18 @@ impl<'t> StepBackend for ModelStep<'t> {
         let grammar = match &request.constraint {
             None => None,
             Some(constraint) => {
-                let grammars = match &mut self.grammars {
-                    Some(grammars) => grammars,
-                    empty => empty.insert(Grammars::new(
-                        &loaded.tokenizer,
-                        loaded.model.config().vocab_size,
-                    )?),
-                };
-                Some(grammars.constrain(constraint)?)
+                let grammars = self.grammars.get_or_insert_with(|| {
+                    Grammars::new(&loaded.tokenizer, loaded.model.config().vocab_size).map_err(
+                        |e| match e {
+                            EngineError::Tokenizer(message) => message,
+                            other => other.to_string(),
+                        },
+                    )
+                });
+                match grammars {
+                    Ok(grammars) => Some(grammars.constrain(constraint)?),
+                    Err(e) => return Err(EngineError::Tokenizer(e.clone())),
+                }
             }
         };
         let (mut seq, logits) = Sequence::start(
