@@ -264,7 +264,6 @@ pub struct Sequence<'t> {
     sampler: LogitsProcessor,
     /// The grammar its text must match, if any.
     constraint: Option<Constrained>,
-    constraint_time: Duration,
     stop_ids: Vec<u32>,
     max_new_tokens: usize,
     min_new_tokens: usize,
@@ -356,7 +355,6 @@ impl<'t> Sequence<'t> {
                 request.sampling.sampling(),
             ),
             constraint: None,
-            constraint_time: Duration::ZERO,
             stop_ids,
             max_new_tokens: request.max_new_tokens,
             min_new_tokens: request.min_new_tokens,
@@ -384,24 +382,14 @@ impl<'t> Sequence<'t> {
         }
         let next = match &mut self.constraint {
             None => self.sampler.sample(logits)?,
-            Some(grammar) => {
-                let start = Instant::now();
-                let masked = grammar.mask(logits)?;
-                self.constraint_time += start.elapsed();
-                self.sampler.sample(&masked)?
-            }
+            Some(grammar) => self.sampler.sample(&grammar.mask(logits)?)?,
         };
         if self.stop_ids.contains(&next) && self.generated.len() >= self.min_new_tokens {
             return Ok(Step::Done(FinishReason::StopToken));
         }
         let complete = match &mut self.constraint {
             None => false,
-            Some(grammar) => {
-                let start = Instant::now();
-                let complete = grammar.consume(next)?;
-                self.constraint_time += start.elapsed();
-                complete
-            }
+            Some(grammar) => grammar.consume(next)?,
         };
         self.generated.push(next);
         let (piece, hit_stop) = self.stream.push(next)?;
@@ -470,7 +458,10 @@ impl<'t> Sequence<'t> {
             prefill_time: self.prefill_time,
             decode_time,
             peak_batch: 1,
-            constraint_time: self.constraint_time,
+            constraint_time: self
+                .constraint
+                .as_ref()
+                .map_or(Duration::ZERO, Constrained::spent),
         }
     }
 }

@@ -9,6 +9,7 @@
 //! work per token are llguidance's defaults, meant for grammars from untrusted clients.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
 use llguidance::api::TopLevelGrammar;
@@ -75,19 +76,31 @@ impl Grammars {
         if let Some(e) = matcher.get_error() {
             return Err(EngineError::invalid("constraint", e));
         }
-        Ok(Constrained { matcher })
+        Ok(Constrained {
+            matcher,
+            spent: Duration::ZERO,
+        })
     }
 }
 
 /// One request's position in its grammar.
 pub struct Constrained {
     matcher: Matcher,
+    /// Time spent in `mask` and `consume`.
+    spent: Duration,
 }
 
 impl Constrained {
     /// `logits` (shape (vocab,)) with every token the grammar cannot take next set to
     /// minus infinity, on the host.
     pub fn mask(&mut self, logits: &Tensor) -> Result<Tensor> {
+        let start = Instant::now();
+        let masked = self.masked(logits);
+        self.spent += start.elapsed();
+        masked
+    }
+
+    fn masked(&mut self, logits: &Tensor) -> Result<Tensor> {
         let allowed = self
             .matcher
             .compute_mask_or_eos()
@@ -107,10 +120,19 @@ impl Constrained {
 
     /// Takes the sampled token; true when the grammar is complete and takes no more.
     pub fn consume(&mut self, token: u32) -> Result<bool> {
-        self.matcher
+        let start = Instant::now();
+        let consumed = self
+            .matcher
             .consume_token(token)
-            .map_err(|e| EngineError::Step(format!("structured output: {e}")))?;
-        Ok(self.matcher.is_stopped())
+            .map_err(|e| EngineError::Step(format!("structured output: {e}")));
+        let complete = self.matcher.is_stopped();
+        self.spent += start.elapsed();
+        consumed.map(|()| complete)
+    }
+
+    /// The time the grammar has taken so far (masks and matching).
+    pub fn spent(&self) -> Duration {
+        self.spent
     }
 }
 

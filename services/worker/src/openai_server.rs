@@ -616,21 +616,23 @@ impl Head {
     /// with the usage.
     fn last(&self, out: &GenerateOutput) -> Vec<Value> {
         let mut chunks = Vec::new();
-        let mut called =
-            matches!(&self.kind, Kind::ChatWithTools(o) if matches!(o.calls, Calls::Named(_)));
-        if let Kind::ChatWithTools(offer) = &self.kind {
-            if !matches!(offer.calls, Calls::Named(_)) {
+        let called = match &self.kind {
+            // Its call went out as it was generated.
+            Kind::ChatWithTools(offer) if matches!(offer.calls, Calls::Named(_)) => true,
+            Kind::ChatWithTools(offer) => {
                 let (content, calls) = offer.read(&out.text);
                 if let Some(content) = content {
                     chunks.push(self.chunk(json!({"content": content}), None));
                 }
-                called = !calls.is_empty();
+                let called = !calls.is_empty();
                 if called {
                     let calls = self.tool_calls(calls, true);
                     chunks.push(self.chunk(json!({"tool_calls": calls}), None));
                 }
+                called
             }
-        }
+            Kind::Completion | Kind::Chat => false,
+        };
         let delta = match self.kind {
             Kind::Completion => json!({"content": ""}),
             _ => json!({}),
