@@ -12,11 +12,12 @@ WHEEL_SHA256=bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "system packages (protoc for gRPC code generation, etcd for discovery tests)"
+step "system packages (protoc for gRPC code generation, etcd for discovery tests, Chromium for the report's page test)"
 missing=()
 command -v protoc >/dev/null || missing+=(protobuf-compiler)
 [ -f /usr/include/google/protobuf/descriptor.proto ] || missing+=(libprotobuf-dev)
 command -v etcd >/dev/null || missing+=(etcd-server)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
@@ -61,11 +62,12 @@ else
   echo "fetched, sha256 ok"
 fi
 
-step "Python clients the tests drive umi with (openai==3.63.0)"
-if python3 -c 'import openai, sys; sys.exit(openai.__version__ != "3.63.0")' 2>/dev/null; then
+step "Python clients the tests drive umi with (openai==3.63.0; playwright==1.65.2, driving Debian's Chromium)"
+if python3 -c 'import openai, sys; sys.exit(openai.__version__ != "3.63.0")' 2>/dev/null \
+  && python3 -c 'import importlib.metadata as m, sys; sys.exit(m.version("playwright") != "1.65.2")' 2>/dev/null; then
   echo "present"
 else
-  python3 -m pip install --quiet --disable-pip-version-check openai==3.63.0
+  python3 -m pip install --quiet --disable-pip-version-check openai==3.63.0 playwright==1.65.2
   echo "installed"
 fi
 

@@ -60,6 +60,8 @@ enum Command {
     /// Tool backends by hand.
     #[command(subcommand)]
     Tools(cli::tools::ToolsCommand),
+    /// One self-contained HTML page of a run's or a static evaluation's results.
+    Report(cli::run_report::ReportArgs),
     /// Settings from --config and the environment.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -165,6 +167,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             Command::Eval(e) => cli::eval::run(e).await,
             Command::Data(d) => cli::data::run(d),
             Command::Tools(t) => cli::tools::run(t).await,
+            Command::Report(a) => cli::run_report::run(a),
             Command::Config(ConfigCommand::Show { subcommand }) => {
                 let root = Args::command();
                 print!(

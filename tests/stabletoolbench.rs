@@ -7,7 +7,7 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use support::{replay, umi};
+use support::{replay, scripted_judge, umi};
 
 fn root(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -143,57 +143,6 @@ fn single_chain_answers_carry_trys_for_unsolved_queries() {
         }
     }
     assert_eq!((solved, unsolved), (4, 1));
-}
-
-/// A scripted judge (a test double, not a model) on loopback, answering StableToolBench's
-/// forced function calls: `check_answer_status` is Unsure for queries about 'Gondrand'
-/// and Solved otherwise; `parse_answer_status` is Solved. Counts the detail checks, and
-/// all requests.
-fn scripted_judge() -> (
-    String,
-    std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    std::sync::Arc<std::sync::atomic::AtomicUsize>,
-) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}/v1", listener.local_addr().unwrap());
-    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counted = calls.clone();
-    let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let all = requests.clone();
-    std::thread::spawn(move || {
-        for sock in listener.incoming() {
-            let mut sock = sock.unwrap();
-            let Some(body) = support::read_request_body(&mut sock) else {
-                continue;
-            };
-            let request: Value = serde_json::from_slice(&body).unwrap();
-            all.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let function = request["tool_choice"]["function"]["name"]
-                .as_str()
-                .unwrap()
-                .to_string();
-            let prompt = request["messages"][0]["content"].as_str().unwrap();
-            if function == "parse_answer_status" {
-                assert!(
-                    prompt.contains("\"answer_details\": [{\"role\": \"system\""),
-                    "{prompt}"
-                );
-                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            }
-            let status = if function == "check_answer_status" && prompt.contains("'Gondrand'") {
-                "Unsure"
-            } else {
-                "Solved"
-            };
-            let arguments =
-                serde_json::json!({"answer_status": status, "reason": "scripted"}).to_string();
-            let reply = serde_json::json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": null,
-                "tool_calls": [{"id": "c", "type": "function", "function": {"name": function, "arguments": arguments}}]}}]})
-            .to_string();
-            support::write_json_response(&mut sock, &reply);
-        }
-    });
-    (base, calls, requests)
 }
 
 /// StableToolBench's pass rate over replayed answers with a scripted judge: the four

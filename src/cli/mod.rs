@@ -27,6 +27,7 @@ pub mod model;
 pub mod pass_rate;
 pub mod report;
 pub mod run;
+pub mod run_report;
 pub mod submit;
 pub mod tools;
 pub mod worker;

@@ -18,6 +18,7 @@ use umi_core::dfs::{Outcome, SearchConfig};
 use umi_core::env::ToolBackend;
 use umi_core::presets::{self, Sampling};
 use umi_core::task::{method_name, solve, Query, Solved};
+use umi_core::trace::{TaskTrace, TraceLine};
 use umi_roles::{ByRole, RoleSource, RolesSpec};
 
 use super::args::engine::EngineArgs;
@@ -28,6 +29,7 @@ use super::args::tools::ToolArgs;
 use super::support::output::{json_files_in, write_json_atomically};
 use super::support::progress::Progress;
 use super::support::run_manifest;
+use super::support::trace_file::TraceFile;
 
 /// Which converters the answer files are written for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -180,6 +182,8 @@ pub struct Finished {
     pub failure: Option<String>,
     pub steps: usize,
     pub tokens: usize,
+    /// Its calls, where they were made here (a coordinator's tasks have none).
+    pub calls: Option<TaskTrace>,
 }
 
 impl From<Solved> for Finished {
@@ -190,6 +194,7 @@ impl From<Solved> for Finished {
             failure: s.failure.map(|e| e.to_string()),
             steps: s.steps,
             tokens: s.tokens,
+            calls: Some(s.trace),
         }
     }
 }
@@ -392,6 +397,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
     }
 
     let start = Instant::now();
+    let mut trace = TraceFile::open(&out_dir)?;
     let mut progress = Progress::new("queries", todo.len());
     let mut finish = |id: &str, mut solved: Finished| -> anyhow::Result<()> {
         if answer_format == AnswerFormat::Toolbench {
@@ -401,6 +407,14 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
             write_json_atomically(&answer_path(id), &solved.answer)
                 .with_context(|| format!("writing the answer of query {id}"))?;
         }
+        trace.append(&TraceLine {
+            id: id.to_string(),
+            outcome: solved.outcome,
+            failure: solved.failure.clone(),
+            steps: solved.steps,
+            tokens: solved.tokens,
+            calls: solved.calls.take(),
+        })?;
         summary.steps += solved.steps;
         summary.tokens += solved.tokens;
         match (solved.outcome, &solved.failure) {

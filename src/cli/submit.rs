@@ -30,6 +30,7 @@ pub async fn solve_all(
                 failure: end.failure,
                 steps: end.steps,
                 tokens: end.tokens,
+                calls: None,
             },
         )
         .map_err(Into::into)

@@ -190,3 +190,54 @@ pub fn write_json_response(sock: &mut std::net::TcpStream, body: &str) {
     let _ = sock.write_all(head.as_bytes());
     let _ = sock.write_all(body.as_bytes());
 }
+
+/// A scripted judge (a test double, not a model) on loopback, answering StableToolBench's
+/// forced function calls: `check_answer_status` is Unsure for queries about 'Gondrand'
+/// and Solved otherwise; `parse_answer_status` is Solved. Counts the detail checks, and
+/// all requests.
+pub fn scripted_judge() -> (
+    String,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}/v1", listener.local_addr().unwrap());
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = calls.clone();
+    let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let all = requests.clone();
+    std::thread::spawn(move || {
+        for sock in listener.incoming() {
+            let mut sock = sock.unwrap();
+            let Some(body) = read_request_body(&mut sock) else {
+                continue;
+            };
+            let request = serde_json::from_slice::<serde_json::Value>(&body).unwrap();
+            all.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let function = request["tool_choice"]["function"]["name"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let prompt = request["messages"][0]["content"].as_str().unwrap();
+            if function == "parse_answer_status" {
+                assert!(
+                    prompt.contains("\"answer_details\": [{\"role\": \"system\""),
+                    "{prompt}"
+                );
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            let status = if function == "check_answer_status" && prompt.contains("'Gondrand'") {
+                "Unsure"
+            } else {
+                "Solved"
+            };
+            let arguments =
+                serde_json::json!({"answer_status": status, "reason": "scripted"}).to_string();
+            let reply = serde_json::json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": null,
+                "tool_calls": [{"id": "c", "type": "function", "function": {"name": function, "arguments": arguments}}]}}]})
+            .to_string();
+            write_json_response(&mut sock, &reply);
+        }
+    });
+    (base, calls, requests)
+}

@@ -71,6 +71,8 @@ impl std::fmt::Display for EngineKind {
 pub struct Generated {
     pub text: String,
     pub prompt_tokens: usize,
+    /// Prompt tokens served by the prefix cache (0 where the source does not say).
+    pub cached_tokens: usize,
     pub generated_tokens: usize,
     /// Written by the simulated engine (a test double), not a model.
     pub simulated: bool,

@@ -4,7 +4,7 @@
 //! earlier ones did; a chain ends at `max_depth`; a give-up sends the search one step up;
 //! the first final answer ends it. Width 1 is the plain single-chain (ReAct) mode.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tracing::Instrument;
 
@@ -86,7 +86,7 @@ pub struct Node {
 }
 
 /// How a task ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Answered,

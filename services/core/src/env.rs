@@ -11,6 +11,7 @@ use crate::agent::BoxFuture;
 use crate::agents::ObservationStyle;
 use crate::pyjson;
 use crate::tool::{ApiSpec, ToolDoc};
+use crate::trace::Recorder;
 
 /// Observations longer than this many characters are cut (and `...` appended).
 pub const MAX_OBSERVATION_CHARS: usize = 1024;
@@ -139,10 +140,60 @@ pub struct ApiCall {
     pub description: String,
 }
 
+/// Where a tool reply came from, for a run's trace and report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplySource {
+    /// A live tool server (ToolBench's RapidAPI service).
+    Live,
+    /// umi's local tools.
+    Local,
+    /// A StableToolBench response cache.
+    Cache,
+    /// A call recorded in an answer file.
+    Recorded,
+    /// The real API, asked by the offline simulator.
+    RealApi,
+    /// Invented by the miss simulator's model.
+    Simulated,
+    /// The miss simulator failed; the reply says so.
+    SimulationFailed,
+    /// Nothing recorded and nothing to ask: the miss observation.
+    Missing,
+    /// An input no server would take (not JSON).
+    BadInput,
+}
+
+impl ReplySource {
+    pub fn label(self) -> &'static str {
+        match self {
+            ReplySource::Live => "live",
+            ReplySource::Local => "local",
+            ReplySource::Cache => "cache",
+            ReplySource::Recorded => "recorded",
+            ReplySource::RealApi => "real_api",
+            ReplySource::Simulated => "simulated",
+            ReplySource::SimulationFailed => "simulation_failed",
+            ReplySource::Missing => "missing",
+            ReplySource::BadInput => "bad_input",
+        }
+    }
+}
+
+/// A reply (or a transport failure) and where it came from.
+pub type SourcedReply = (Result<ApiReply, BackendFailure>, ReplySource);
+
 /// Where API calls go. Transport failures are replies too (`error` set), as in the
 /// reference, so that the search can continue.
 pub trait ToolBackend: Send + Sync {
     fn call<'a>(&'a self, call: &'a ApiCall) -> BoxFuture<'a, Result<ApiReply, BackendFailure>>;
+
+    /// `call`, saying where the reply came from. A backend of one source (a live tool
+    /// server) need not say more; those of several (the offline simulator, the router
+    /// in front of local tools) tell each reply's.
+    fn call_sourced<'a>(&'a self, call: &'a ApiCall) -> BoxFuture<'a, SourcedReply> {
+        Box::pin(async move { (self.call(call).await, ReplySource::Live) })
+    }
 
     /// Where the replies so far came from, for a run's summary (e.g. cache hits and
     /// misses); `None` when there is nothing to say.
@@ -190,6 +241,7 @@ pub struct ToolEnv<'b> {
     docs: Vec<ToolDoc>,
     backend: &'b dyn ToolBackend,
     style: ObservationStyle,
+    trace: Option<&'b Recorder>,
 }
 
 /// A status code of `step` (ToolBench's `rapidapi_wrapper.step`), named in [`status`].
@@ -249,6 +301,15 @@ impl<'b> ToolEnv<'b> {
             docs,
             backend,
             style: ObservationStyle::default(),
+            trace: None,
+        }
+    }
+
+    /// The same environment recording each API call (its source, status and time).
+    pub fn with_trace(self, trace: &'b Recorder) -> Self {
+        ToolEnv {
+            trace: Some(trace),
+            ..self
         }
     }
 
@@ -318,18 +379,26 @@ impl<'b> ToolEnv<'b> {
             description: api.api_description.clone().unwrap_or_default(),
         };
         let span = tracing::info_span!("tool_call", function = %call.function, status = tracing::field::Empty);
-        let reply = match self.backend.call(&call).instrument(span.clone()).await {
+        let at = self.trace.map(Recorder::now);
+        let (reply, source) = self
+            .backend
+            .call_sourced(&call)
+            .instrument(span.clone())
+            .await;
+        let code = reply.as_ref().map_or(status::TRANSPORT, ApiReply::status);
+        span.record("status", code);
+        if let (Some(trace), Some(at)) = (self.trace, at) {
+            trace.tool_call(&call.function, source, code, at);
+        }
+        let reply = match reply {
             Ok(reply) => reply,
             Err(BackendFailure(error)) => {
-                span.record("status", status::TRANSPORT);
                 return (
                     pyjson::dumps(&json!({"error": error, "response": ""})),
                     status::TRANSPORT,
                 );
             }
         };
-        let code = reply.status();
-        span.record("status", code);
         let text = match self.style {
             ObservationStyle::Response => reply.observation(),
             ObservationStyle::WholeReply => reply.whole(),

@@ -25,5 +25,6 @@ pub mod task;
 mod testing;
 pub mod tool;
 pub mod toolbench;
+pub mod trace;
 
 pub use error::{CoreError, ErrorClass, Result};

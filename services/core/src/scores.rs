@@ -114,6 +114,42 @@ pub fn score_steps<'a>(
     evaluate_with(&scored, parse)
 }
 
+/// What one step got right by the evaluator's rules: its plan, and for a call its action
+/// (hallucinated: a predicted action that is none of the record's tools).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepOutcome {
+    pub reference_plan: Plan,
+    pub predicted_plan: Plan,
+    pub hallucinated: bool,
+    /// For a step whose reference calls: whether the same action was predicted.
+    pub same_action: Option<bool>,
+}
+
+impl StepOutcome {
+    pub fn plan_hit(&self) -> bool {
+        self.reference_plan == self.predicted_plan
+    }
+}
+
+/// One step read and judged: its reference, its prediction, and what it got right.
+fn judge(s: &Scored<'_>, parse: fn(&str) -> Parsed) -> (Parsed, Parsed, StepOutcome) {
+    let reference = parse(s.reference);
+    let prediction = parse(s.prediction);
+    let step = StepOutcome {
+        reference_plan: reference.plan,
+        predicted_plan: prediction.plan,
+        hallucinated: prediction.action != "none"
+            && !s.tool_names.contains(&prediction.action.as_str()),
+        same_action: (reference.plan == Plan::Call).then(|| prediction.action == reference.action),
+    };
+    (reference, prediction, step)
+}
+
+/// Each step's [`StepOutcome`], in order (for a report's per-step errors).
+pub fn step_outcomes(samples: &[Scored<'_>], parse: fn(&str) -> Parsed) -> Vec<StepOutcome> {
+    samples.iter().map(|s| judge(s, parse).2).collect()
+}
+
 /// Scores as `evaluate-multi_agent.py` does.
 pub fn evaluate(samples: &[Scored<'_>]) -> Metrics {
     evaluate_with(samples, parse_output)
@@ -129,17 +165,16 @@ pub fn evaluate_with(samples: &[Scored<'_>], parse: fn(&str) -> Parsed) -> Metri
     let mut rouge = Vec::new();
     let mut rouge_rejected = 0;
     for (i, s) in samples.iter().enumerate() {
-        let reference = parse(s.reference);
-        let prediction = parse(s.prediction);
-        if reference.plan == prediction.plan {
+        let (reference, prediction, step) = judge(s, parse);
+        if step.plan_hit() {
             plan_hits += 1;
         }
-        if prediction.action != "none" && !s.tool_names.contains(&prediction.action.as_str()) {
+        if step.hallucinated {
             hallucinated.push(i);
         }
         match reference.plan {
             Plan::Call => {
-                let same_action = prediction.action == reference.action;
+                let same_action = step.same_action == Some(true);
                 action_hits.push(if same_action { 1.0 } else { 0.0 });
                 let is_easy = serde_json::from_str::<Value>(&reference.action_input)
                     .is_ok_and(|v| v.as_object().is_some_and(|o| o.is_empty()));

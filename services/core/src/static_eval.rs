@@ -199,14 +199,39 @@ pub fn score(samples: &[Sample]) -> Metrics {
 }
 
 /// Scores a `predictions.json` as `evaluate-multi_agent.py` reads one (or, with
-/// [`parse_backbone_output`](crate::parse::parse_backbone_output), `evaluate-backbone.py`):
-/// from each entry only its tools' `Name`s, `reference` and `predictions`, so files written
-/// by the seed's own `infer_pipeline.py` or `inference.py` score as umi's do. An entry
-/// without them is an error naming it.
+/// [`parse_backbone_output`](crate::parse::parse_backbone_output), `evaluate-backbone.py`).
 pub fn score_predictions(
     entries: &[serde_json::Value],
     parse: fn(&str) -> Parsed,
 ) -> Result<Metrics> {
+    let predictions = read_predictions(entries)?;
+    Ok(evaluate_with(&scored(&predictions), parse))
+}
+
+/// One entry of a `predictions.json`, as the evaluator reads it.
+pub struct Prediction {
+    pub reference: String,
+    pub prediction: String,
+    pub tool_names: Vec<String>,
+}
+
+/// The steps as the scoring functions take them.
+pub fn scored(predictions: &[Prediction]) -> Vec<Scored<'_>> {
+    predictions
+        .iter()
+        .map(|p| Scored {
+            reference: &p.reference,
+            prediction: &p.prediction,
+            tool_names: p.tool_names.iter().map(String::as_str).collect(),
+        })
+        .collect()
+}
+
+/// A `predictions.json`'s entries as `evaluate-multi_agent.py` reads them: from each only
+/// its tools' `Name`s, `reference` and `predictions`, so files written by the seed's own
+/// `infer_pipeline.py` or `inference.py` read as umi's do. An entry without them is an
+/// error naming it.
+pub fn read_predictions(entries: &[serde_json::Value]) -> Result<Vec<Prediction>> {
     let field = |i: usize, e: &'_ serde_json::Value, key: &str| -> Result<String> {
         e.get(key)
             .and_then(serde_json::Value::as_str)
@@ -215,13 +240,13 @@ pub fn score_predictions(
                 CoreError::invalid(format!("prediction {i}"), format!("no string \"{key}\""))
             })
     };
-    let mut owned = Vec::with_capacity(entries.len());
+    let mut out = Vec::with_capacity(entries.len());
     for (i, e) in entries.iter().enumerate() {
         let tools = e
             .get("tools")
             .and_then(serde_json::Value::as_array)
             .ok_or_else(|| CoreError::invalid(format!("prediction {i}"), "no \"tools\" list"))?;
-        let names = tools
+        let tool_names = tools
             .iter()
             .map(|t| {
                 t.get("Name")
@@ -232,19 +257,11 @@ pub fn score_predictions(
                     })
             })
             .collect::<Result<Vec<_>>>()?;
-        owned.push((
-            field(i, e, "reference")?,
-            field(i, e, "predictions")?,
-            names,
-        ));
+        out.push(Prediction {
+            reference: field(i, e, "reference")?,
+            prediction: field(i, e, "predictions")?,
+            tool_names,
+        });
     }
-    let scored: Vec<Scored<'_>> = owned
-        .iter()
-        .map(|(reference, prediction, names)| Scored {
-            reference,
-            prediction,
-            tool_names: names.iter().map(String::as_str).collect(),
-        })
-        .collect();
-    Ok(evaluate_with(&scored, parse))
+    Ok(out)
 }

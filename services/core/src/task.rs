@@ -13,6 +13,7 @@ use crate::dfs::{Outcome, Search, SearchConfig};
 use crate::env::{ToolBackend, ToolEnv};
 use crate::error::{CoreError, Result};
 use crate::tool::ApiSpec;
+use crate::trace::{Recorder, TaskTrace};
 
 /// The longest query id taken: answer files are named after ids.
 pub const MAX_ID_CHARS: usize = 128;
@@ -184,6 +185,9 @@ pub struct Solved {
     pub failure: Option<CoreError>,
     pub steps: usize,
     pub tokens: usize,
+    /// Its role and tool calls, timed.
+    #[serde(skip)]
+    pub trace: TaskTrace,
 }
 
 /// Solves `query` with DFSDT in a `task` span.
@@ -200,8 +204,10 @@ pub async fn solve(
         outcome = tracing::field::Empty
     );
     let agent = config.agent;
-    let env =
-        ToolEnv::new(query.apis.clone(), backend).with_observations(agent.observation_style());
+    let recorder = Recorder::new();
+    let env = ToolEnv::new(query.apis.clone(), backend)
+        .with_observations(agent.observation_style())
+        .with_trace(&recorder);
     let mut search = Search::new(&query.text, config, agent.opening(&query.text, &env));
     let roles = TaskRoles {
         inner: roles,
@@ -209,6 +215,7 @@ pub async fn solve(
         seed_base: seed_base(&query.text),
         calls: AtomicU64::new(0),
         simulated: AtomicBool::new(false),
+        trace: &recorder,
     };
     search.run(&roles, &env).instrument(span.clone()).await;
     span.record("steps", search.query_count);
@@ -227,6 +234,7 @@ pub async fn solve(
         failure: search.failure.clone(),
         steps: search.query_count,
         tokens: search.total_tokens,
+        trace: recorder.finish(),
     }
 }
 
@@ -240,6 +248,7 @@ struct TaskRoles<'r> {
     calls: AtomicU64,
     /// Some call was answered by the simulated engine.
     simulated: AtomicBool,
+    trace: &'r Recorder,
 }
 
 impl RoleModels for TaskRoles<'_> {
@@ -247,8 +256,12 @@ impl RoleModels for TaskRoles<'_> {
         request.task_id = self.task_id.to_string();
         let n = self.calls.fetch_add(1, Ordering::Relaxed);
         request.seed_offset = Some(self.seed_base.wrapping_add(n));
+        let role = request.role;
+        let at = self.trace.now();
         Box::pin(async move {
-            let out = self.inner.generate(request).await?;
+            let out = self.inner.generate(request).await;
+            self.trace.role_call(role, at, out.as_ref().ok());
+            let out = out?;
             if out.simulated {
                 self.simulated.store(true, Ordering::Relaxed);
             }

@@ -133,6 +133,7 @@ impl OpenAiRole {
         Ok(Generated {
             text: text.to_string(),
             prompt_tokens: usage(&value, "prompt_tokens"),
+            cached_tokens: cached_tokens(&value),
             generated_tokens: usage(&value, "completion_tokens"),
             ..Generated::default()
         })
@@ -169,6 +170,7 @@ impl OpenAiRole {
         Ok(Generated {
             text: reply.content.clone().unwrap_or_default(),
             prompt_tokens: usage(&value, "prompt_tokens"),
+            cached_tokens: cached_tokens(&value),
             generated_tokens: usage(&value, "completion_tokens"),
             chat: Some(reply),
             ..Generated::default()
@@ -244,6 +246,12 @@ fn usage(reply: &Value, key: &str) -> usize {
         .pointer(&format!("/usage/{key}"))
         .and_then(Value::as_u64)
         .unwrap_or(0) as usize
+}
+
+/// Prompt tokens the server's prefix cache served (`usage.prompt_tokens_details
+/// .cached_tokens`, as OpenAI and vLLM report them), 0 where it does not say.
+fn cached_tokens(reply: &Value) -> usize {
+    usage(reply, "prompt_tokens_details/cached_tokens")
 }
 
 /// ToolBench's messages in the chat API's `tools` form: each assistant call gets an id

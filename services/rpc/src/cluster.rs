@@ -258,6 +258,7 @@ impl<T: RoleTransport> ClusterRoles<T> {
                     return Ok(Generated {
                         text: reply.text,
                         prompt_tokens: reply.prompt_tokens as usize,
+                        cached_tokens: reply.cached_tokens as usize,
                         generated_tokens: reply.generated_tokens as usize,
                         simulated: reply.engine == EngineKind::Sim.label(),
                         chat: None,

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 use umi_core::agent::BoxFuture;
-use umi_core::env::{ApiCall, ApiReply, BackendFailure, ToolBackend};
+use umi_core::env::{ApiCall, ApiReply, BackendFailure, ReplySource, SourcedReply, ToolBackend};
 use umi_core::tool::{ApiParam, ApiSpec};
 
 pub const TOOL_NAME: &str = "umi local";
@@ -99,6 +99,10 @@ impl LocalTools {
 impl ToolBackend for LocalTools {
     fn call<'a>(&'a self, call: &'a ApiCall) -> BoxFuture<'a, Result<ApiReply, BackendFailure>> {
         Box::pin(async move { Ok(LocalTools::answer(&call.api_name, &call.tool_input)) })
+    }
+
+    fn call_sourced<'a>(&'a self, call: &'a ApiCall) -> BoxFuture<'a, SourcedReply> {
+        Box::pin(async move { (self.call(call).await, ReplySource::Local) })
     }
 }
 

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 use umi_core::agent::BoxFuture;
-use umi_core::env::{ApiCall, ApiReply, BackendFailure, ToolBackend};
+use umi_core::env::{ApiCall, ApiReply, BackendFailure, SourcedReply, ToolBackend};
 use umi_core::tool::standardize;
 
 use crate::local::{LocalTools, TOOL_NAME};
@@ -41,6 +41,14 @@ impl ToolBackend for Router {
             self.local.call(call)
         } else {
             self.fallback.call(call)
+        }
+    }
+
+    fn call_sourced<'a>(&'a self, call: &'a ApiCall) -> BoxFuture<'a, SourcedReply> {
+        if call.tool_name == standardize(TOOL_NAME) {
+            self.local.call_sourced(call)
+        } else {
+            self.fallback.call_sourced(call)
         }
     }
 

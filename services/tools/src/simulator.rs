@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
 use umi_core::agent::BoxFuture;
-use umi_core::env::{ApiCall, ApiReply, BackendFailure, ToolBackend};
+use umi_core::env::{ApiCall, ApiReply, BackendFailure, ReplySource, SourcedReply, ToolBackend};
 
 use crate::cache::{bad_input_reply, Lookup, ResponseCache};
 use crate::miss_simulator::{failure_reply, MissSimulator};
@@ -104,23 +104,23 @@ impl Simulator {
 
     /// The recorded reply to `call`, counted by where it came from: a cache, then the
     /// recorded calls (an input that is not JSON gets StableToolBench's parse error).
-    fn recorded(&self, call: &ApiCall) -> Option<ApiReply> {
+    fn recorded(&self, call: &ApiCall) -> Option<(ApiReply, ReplySource)> {
         for cache in &self.caches {
             match cache.lookup(call) {
                 Lookup::Hit(entry) => {
                     self.cache_hits.fetch_add(1, Ordering::Relaxed);
-                    return Some(ApiReply::from_entry(&entry));
+                    return Some((ApiReply::from_entry(&entry), ReplySource::Cache));
                 }
                 Lookup::BadInput => {
                     self.misses.fetch_add(1, Ordering::Relaxed);
-                    return Some(bad_input_reply());
+                    return Some((bad_input_reply(), ReplySource::BadInput));
                 }
                 Lookup::Miss => {}
             }
         }
         let reply = self.lookup(&call.function, &call.tool_input)?.clone();
         self.recorded_hits.fetch_add(1, Ordering::Relaxed);
-        Some(reply)
+        Some((reply, ReplySource::Recorded))
     }
 
     fn missed(&self, call: &ApiCall) -> ApiReply {
@@ -134,7 +134,9 @@ impl Simulator {
 
     /// The reply to `call` from the recordings, or the miss observation.
     pub fn answer(&self, call: &ApiCall) -> ApiReply {
-        self.recorded(call).unwrap_or_else(|| self.missed(call))
+        self.recorded(call)
+            .map(|(reply, _)| reply)
+            .unwrap_or_else(|| self.missed(call))
     }
 
     /// The reply to `call` in StableToolBench's server's order: recorded (a cache, then
@@ -143,11 +145,16 @@ impl Simulator {
     /// observation. New replies are saved when asked, a failed simulation never (the
     /// server saves its "Failed to generate fake response"; umi asks again next time).
     pub async fn reply(&self, call: &ApiCall) -> ApiReply {
-        if let Some(reply) = self.recorded(call) {
-            return reply;
+        self.sourced_reply(call).await.0
+    }
+
+    /// [`Simulator::reply`], and where it came from.
+    pub async fn sourced_reply(&self, call: &ApiCall) -> (ApiReply, ReplySource) {
+        if let Some(recorded) = self.recorded(call) {
+            return recorded;
         }
         if self.real_api.is_none() && self.miss_simulator.is_none() {
-            return self.missed(call);
+            return (self.missed(call), ReplySource::Missing);
         }
         // The server parses the input first: `{}` for an empty one, its parse error else.
         let parsed = if call.tool_input.is_empty() {
@@ -157,7 +164,7 @@ impl Simulator {
         };
         let (Some(input), Some(key)) = (parsed, ResponseCache::key_of(&call.tool_input)) else {
             self.misses.fetch_add(1, Ordering::Relaxed);
-            return bad_input_reply();
+            return (bad_input_reply(), ReplySource::BadInput);
         };
         let cache = self.caches.first();
         if let Some(api) = &self.real_api {
@@ -165,7 +172,7 @@ impl Simulator {
                 Ok(real) => {
                     self.real_hits.fetch_add(1, Ordering::Relaxed);
                     self.save(call, &real).await;
-                    return ApiReply::from_entry(&real);
+                    return (ApiReply::from_entry(&real), ReplySource::RealApi);
                 }
                 Err(e) => {
                     tracing::debug!(function = %call.function, error = %e, "the real API's reply is not used")
@@ -173,19 +180,22 @@ impl Simulator {
             }
         }
         let Some(simulator) = &self.miss_simulator else {
-            return self.missed(call);
+            return (self.missed(call), ReplySource::Missing);
         };
         let examples = cache.map(|c| c.examples(call)).unwrap_or_default();
         match simulator.simulate(call, &key, &examples).await {
             Ok(invented) => {
                 self.simulated.fetch_add(1, Ordering::Relaxed);
                 self.save(call, &invented).await;
-                ApiReply::from_entry(&invented)
+                (ApiReply::from_entry(&invented), ReplySource::Simulated)
             }
             Err(e) => {
                 self.failed_simulations.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(function = %call.function, error = %e, "simulation failed (not saved)");
-                ApiReply::from_entry(&failure_reply())
+                (
+                    ApiReply::from_entry(&failure_reply()),
+                    ReplySource::SimulationFailed,
+                )
             }
         }
     }
@@ -359,6 +369,13 @@ fn cut_error(tail: &str) -> Option<(String, &str)> {
 impl ToolBackend for Simulator {
     fn call<'a>(&'a self, call: &'a ApiCall) -> BoxFuture<'a, Result<ApiReply, BackendFailure>> {
         Box::pin(async move { Ok(self.reply(call).await) })
+    }
+
+    fn call_sourced<'a>(&'a self, call: &'a ApiCall) -> BoxFuture<'a, SourcedReply> {
+        Box::pin(async move {
+            let (reply, source) = self.sourced_reply(call).await;
+            (Ok(reply), source)
+        })
     }
 
     fn report(&self) -> Option<String> {

@@ -343,6 +343,7 @@ impl RoleModels for EngineRoles {
             Ok(Generated {
                 generated_tokens: out.generated_tokens(),
                 prompt_tokens: out.prompt_tokens,
+                cached_tokens: out.cached_tokens,
                 text: out.text,
                 simulated: engine.engine().is_sim(),
                 chat: None,

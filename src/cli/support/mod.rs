@@ -7,3 +7,4 @@ pub mod progress;
 pub mod prometheus;
 pub mod run_manifest;
 pub mod shutdown;
+pub mod trace_file;
