@@ -17,6 +17,11 @@
 # JUDGE_MODEL, key UMI_JUDGE_API_KEY) for `umi eval pass-rate`, per group:
 # <group>/pass_rate.json in StableToolBench's schema, the rates printed at the end.
 # A --width 1 in the umi run flags makes single-chain (CoT@1) files; the method follows.
+# REFERENCE: a folder of reference answers per group (<REFERENCE>/<group>/, e.g.
+# StableToolBench's virtual_chatgpt_cot answers; their method REFERENCE_METHOD, default
+# CoT@1): with a judge, also ToolEval's win rate against them, per group
+# (<group>/win_rate.json, `umi eval win-rate`, WIN_RATE_TIMES rounds, default 7).
+# Afterwards `umi report OUT` draws the whole run (outcomes, calls, trees, both rates).
 #
 #   OFFLINE=1 scripts/stabletoolbench.sh ...   # nothing outside: no network, no key
 #
@@ -94,9 +99,15 @@ for g in "${GROUPS_[@]}"; do
   fi
   if [[ ${#judge[@]} -gt 0 ]]; then
     "$UMI" eval pass-rate --answers "$OUT/$g" --method "$method" "${judge[@]}" | sed "s/^/$g: /" | tee -a "$OUT/pass_rate.txt"
+    if [[ -n ${REFERENCE:-} && -d $REFERENCE/$g ]]; then
+      "$UMI" eval win-rate --answers "$OUT/$g" --method "$method" --reference "$REFERENCE/$g" \
+        --reference-method "${REFERENCE_METHOD:-CoT@1}" --evaluate-times "${WIN_RATE_TIMES:-7}" \
+        "${judge[@]}" | tee -a "$OUT/pass_rate.txt"
+    fi
   fi
 done
 answers=$(find "$OUT" -maxdepth 2 -name "*_$method.json" | wc -l)
 echo "answer files: $answers; seconds: $(( $(date +%s) - start ))"
 [[ ${#judge[@]} -gt 0 ]] && cat "$OUT/pass_rate.txt"
+"$UMI" report "$OUT" >/dev/null && echo "report: $OUT/report.html"
 true

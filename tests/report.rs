@@ -46,7 +46,8 @@ fn check_in_chromium(page: &Path, name: &str, expect: serde_json::Value) {
 }
 
 /// Two query groups replayed from recorded ToolBench answers (G1 judged by a scripted
-/// judge, a test double), and one query solved by the bundled model with small budgets:
+/// judge, a test double, and compared with G2), and two queries solved by the bundled
+/// model with small budgets:
 /// outcomes, distributions, calls over time with prefix-cache reuse, tool calls by
 /// source, search trees and the pass rate, all drawn.
 #[test]
@@ -64,6 +65,29 @@ fn a_benchmark_run_renders_in_chromium() {
             .output()
             .unwrap(),
         "the pass rate",
+    );
+    // G1 against G2 (mostly other queries: each side's unanswered ones count for the other).
+    let stdout = ok(
+        umi()
+            .args([
+                "eval",
+                "win-rate",
+                "--evaluate-times",
+                "1",
+                "--judge",
+                &judge,
+            ])
+            .arg("--answers")
+            .arg(out.path().join("G1"))
+            .arg("--reference")
+            .arg(out.path().join("G2"))
+            .output()
+            .unwrap(),
+        "the win rate",
+    );
+    assert!(
+        stdout.starts_with("Test set: G1. Reference model: G2, Candidate model: G1. Win rate: "),
+        "{stdout}"
     );
     let model_run = out.path().join("model");
     let queries = support::procs::queries(out.path(), 2);
@@ -109,6 +133,7 @@ fn a_benchmark_run_renders_in_chromium() {
         assert!(html.contains(&format!("<td>{group}</td>")), "group {group}");
     }
     assert!(html.contains("id=\"card-pass-rate\""), "G1 was judged");
+    assert!(html.contains("id=\"card-win-rate\""), "G1 was compared");
     assert!(
         html.contains("<td>recorded</td>"),
         "replayed calls are from recorded answers"
@@ -120,7 +145,7 @@ fn a_benchmark_run_renders_in_chromium() {
             "sections": ["summary", "outcomes", "distributions", "role-calls", "tool-calls", "trees"],
             "min_charts": 7,
             "trees": 6,
-            "text": ["Outcomes per group", "pass rate", "planner", "recorded"],
+            "text": ["Outcomes per group", "pass rate", "win rate", "planner", "recorded"],
         }),
     );
 

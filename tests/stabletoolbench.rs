@@ -336,3 +336,103 @@ fn the_pass_rate_of_several_runs_is_their_mean_and_std() {
     assert_eq!(run["queries"], 4);
     assert_eq!(run["over_runs"], over);
 }
+
+/// ToolEval's win rate of replayed answers against a reference whose final answers
+/// differ (so the judge compares them), with a scripted judge: every query judged in
+/// each round, a query the candidate did not answer counted for the reference, the
+/// preference file in StableToolBench's schema, and a rerun asking nothing.
+#[test]
+fn the_win_rate_compares_answers_as_tooleval_does() {
+    let recordings = root("data/toolbench-real/answer/G1_answer");
+    let dir = tempfile::tempdir().unwrap();
+    let (reference, candidate) = (dir.path().join("ref"), dir.path().join("cand"));
+    replay(&recordings, &reference, &[]);
+    replay(&recordings, &candidate, &[]);
+    for entry in std::fs::read_dir(&reference).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.to_string_lossy().ends_with("_DFS_woFilter_w2.json") {
+            continue;
+        }
+        let mut answer: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let text = answer["answer_generation"]["final_answer"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if !text.is_empty() {
+            answer["answer_generation"]["final_answer"] =
+                Value::String(format!("{text} (shorter)"));
+        }
+        std::fs::write(&path, serde_json::to_vec(&answer).unwrap()).unwrap();
+    }
+    std::fs::remove_file(candidate.join("10_DFS_woFilter_w2.json")).unwrap();
+
+    let (judge, _, requests) = scripted_judge();
+    let count = || requests.load(std::sync::atomic::Ordering::SeqCst);
+    let win_rate = || {
+        let output = umi()
+            .args([
+                "eval",
+                "win-rate",
+                "--evaluate-times",
+                "3",
+                "--judge",
+                &judge,
+            ])
+            .arg("--answers")
+            .arg(&candidate)
+            .arg("--reference")
+            .arg(&reference)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{stderr}");
+        (String::from_utf8_lossy(&output.stdout).into_owned(), stderr)
+    };
+    let (stdout, _) = win_rate();
+    let asked = count();
+    assert!(asked > 0);
+    let file: Value =
+        serde_json::from_slice(&std::fs::read(candidate.join("win_rate.json")).unwrap()).unwrap();
+    let entries = file.as_object().unwrap();
+    assert_eq!(entries.len(), 5, "{file}");
+    let mut won = 0;
+    for (id, entry) in entries {
+        let (r, c) = (
+            entry["ref"].as_u64().unwrap(),
+            entry["cand"].as_u64().unwrap(),
+        );
+        assert_eq!(r + c, 3, "query {id}: {entry}");
+        for round in 0..3 {
+            assert_eq!(entry[format!("round_{round}")], "complete");
+        }
+        won += usize::from(c > r);
+    }
+    assert_eq!(file["10"]["ref"], 3, "unanswered by the candidate");
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(candidate.join("win_rate.summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["win_rate"], won as f64 / 5.0);
+    let expected = format!(
+        "Test set: cand. Reference model: ref, Candidate model: cand. Win rate: {:?}, Tie rate: 0.0\n",
+        won as f64 / 5.0
+    );
+    assert_eq!(stdout, expected);
+
+    let (again, stderr) = win_rate();
+    assert_eq!(count(), asked, "{stderr}");
+    assert_eq!(again, stdout);
+    assert!(
+        stderr.contains("0 judgments asked of the judge, 12 reused"),
+        "{stderr}"
+    );
+
+    let refused = umi()
+        .args(["eval", "win-rate", "--answers"])
+        .arg(&candidate)
+        .arg("--reference")
+        .arg(&reference)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("needs a judge"));
+}

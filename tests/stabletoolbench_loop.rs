@@ -250,6 +250,9 @@ fn the_loop_runs_offline_with_a_umi_worker_as_simulator_and_judge() {
     let rates = std::fs::read_to_string(out.join("pass_rate.txt")).unwrap();
     assert!(rates.starts_with("G1_instruction: Solve rate: "), "{rates}");
     assert!(rates.contains("(7 queries"), "{rates}");
+    // The script ends with the run's page.
+    let page = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(page.contains("<td>G1_instruction</td>") && page.contains("id=\"card-pass-rate\""));
     // A rerun finds the same simulator (its address is one of the run's inputs) and
     // resumes: nothing left to solve, the verdicts reused.
     let again = offline().output().unwrap();

@@ -38,6 +38,9 @@ pub enum EvalCommand {
     /// StableToolBench's solvable pass rate of a directory of answer files, judged by an
     /// OpenAI-compatible model.
     PassRate(super::pass_rate::PassRateArgs),
+    /// ToolEval's win rate: a folder of answers against a reference's answers to the same
+    /// queries, each pair judged by an OpenAI-compatible model.
+    WinRate(super::win_rate::WinRateArgs),
     /// Scores a `predictions.json` (umi's, or one the seed's `infer_pipeline.py` wrote) as
     /// `evaluate-multi_agent.py` does: `metrics.json` and `hallu_cases.json`.
     Score(ScoreArgs),
@@ -120,6 +123,7 @@ pub async fn run(cmd: EvalCommand) -> anyhow::Result<()> {
     match cmd {
         EvalCommand::Static(a) => static_eval(*a).await,
         EvalCommand::PassRate(a) => super::pass_rate::run(a).await,
+        EvalCommand::WinRate(a) => super::win_rate::run(a).await,
         EvalCommand::Score(a) => score_file(a),
     }
 }

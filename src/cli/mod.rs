@@ -30,4 +30,5 @@ pub mod run;
 pub mod run_report;
 pub mod submit;
 pub mod tools;
+pub mod win_rate;
 pub mod worker;

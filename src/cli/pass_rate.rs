@@ -6,15 +6,15 @@
 //! …%`); over several folders, the mean and standard deviation of their rates.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::{json, Map, Value};
 use umi_core::pass_rate::{answer_files, convert, result_file, score, Converted, Spread};
-use umi_tools::judge::{Backoff, OpenAiJudge, RetryPolicy};
+use umi_tools::judge::Backoff;
 use umi_tools::verdicts::{judge_all, VerdictStore};
 
+use super::args::judge::JudgeArgs;
 use super::support::output::{json_files_in, write_json_atomically};
 
 #[derive(Args, Debug)]
@@ -30,20 +30,8 @@ pub struct PassRateArgs {
     /// or `CoT@1` (`--width 1`).
     #[arg(long, default_value = "DFS_woFilter_w2")]
     pub method: String,
-    /// The judge: an OpenAI-compatible endpoint, `http(s)://host:port/v1`. Required: there
-    /// is no pass rate without one.
-    #[arg(long)]
-    pub judge: Option<String>,
-    /// The judge's model (StableToolBench's default evaluator: gpt-3.5-turbo-16k).
-    #[arg(long, default_value = "gpt-3.5-turbo-16k")]
-    pub judge_model: String,
-    /// The judge's API key.
-    #[arg(long, env = "UMI_JUDGE_API_KEY", hide_env_values = true)]
-    pub judge_api_key: Option<String>,
-    /// Seconds one judge request may take (StableToolBench's evaluator: 10), before its
-    /// retries.
-    #[arg(long, default_value_t = 10.0)]
-    pub judge_timeout: f64,
+    #[command(flatten)]
+    pub judge: JudgeArgs,
     /// Judgments per query (StableToolBench's default: 4).
     #[arg(long, default_value_t = 4)]
     pub evaluate_times: usize,
@@ -73,7 +61,7 @@ pub struct PassRateArgs {
 /// The answers of `dir` as (query id, converted), the files chosen by `answer_files` in
 /// file-name order; `results` (this run's output file) and the pass rate's own files are
 /// no answers.
-fn read_answers(
+pub(crate) fn read_answers(
     dir: &Path,
     method: &str,
     ids: Option<&Map<String, Value>>,
@@ -142,44 +130,26 @@ fn read_answers(
     Ok(out)
 }
 
+/// A `test_query_ids/<group>.json`: a JSON object keyed by query id.
+pub(crate) fn read_test_ids(path: &Path) -> anyhow::Result<Map<String, Value>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let v: Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+    v.as_object()
+        .cloned()
+        .with_context(|| format!("{}: not a JSON object keyed by query id", path.display()))
+}
+
 pub async fn run(a: PassRateArgs) -> anyhow::Result<()> {
-    let Some(base) = a.judge.clone() else {
-        bail!("the pass rate needs a judge: give --judge http(s)://host:port/v1 (an OpenAI-compatible endpoint; StableToolBench uses gpt-3.5-turbo-16k). umi makes up no proxy for it");
-    };
+    let (judge, judge_id) = a.judge.judge("the pass rate")?;
     if a.evaluate_times == 0 || a.concurrency == 0 {
         bail!("--evaluate-times and --concurrency must be at least 1");
-    }
-    if !(a.judge_timeout.is_finite() && a.judge_timeout > 0.0) {
-        bail!("--judge-timeout must be a positive number of seconds");
     }
     if a.answers.len() > 1 && (a.out.is_some() || a.verdicts.is_some()) {
         bail!("--out and --verdicts name one run's files: with several --answers each run keeps its own in its folder (pass_rate.json, pass_rate.verdicts.jsonl)");
     }
-    let ids = match &a.test_ids {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            let v: Value = serde_json::from_str(&text)
-                .with_context(|| format!("{}: not JSON", path.display()))?;
-            Some(v.as_object().cloned().with_context(|| {
-                format!("{}: not a JSON object keyed by query id", path.display())
-            })?)
-        }
-        None => None,
-    };
-    if a.judge_api_key.is_some() {
-        umi_tools::http::check_clear_text(&base).context("--judge-api-key")?;
-    }
-    let judge_id = format!("{} at {base}", a.judge_model);
-    let judge = OpenAiJudge {
-        base,
-        model: a.judge_model.clone(),
-        api_key: a.judge_api_key.clone(),
-        retry: RetryPolicy {
-            request_timeout: Duration::from_secs_f64(a.judge_timeout),
-            ..RetryPolicy::default()
-        },
-    };
+    let ids = a.test_ids.as_deref().map(read_test_ids).transpose()?;
     let backoff = Backoff::default();
 
     let mut runs = Vec::new();
@@ -229,7 +199,7 @@ pub async fn run(a: PassRateArgs) -> anyhow::Result<()> {
     let spread = Spread::of(&rates);
     let over_runs = json!({
         "method": a.method,
-        "judge_model": a.judge_model,
+        "judge_model": a.judge.judge_model,
         "evaluate_times": a.evaluate_times,
         "runs": runs.iter().map(|(dir, out, rate, judged)| json!({
             "answers": dir,
@@ -249,7 +219,7 @@ pub async fn run(a: PassRateArgs) -> anyhow::Result<()> {
         let mut summary = json!(rate);
         if let Some(fields) = summary.as_object_mut() {
             fields.insert("method".into(), json!(a.method));
-            fields.insert("judge_model".into(), json!(a.judge_model));
+            fields.insert("judge_model".into(), json!(a.judge.judge_model));
             fields.insert("asked".into(), json!(judged.asked));
             fields.insert("reused".into(), json!(judged.reused));
             fields.insert("over_runs".into(), over_runs.clone());

@@ -193,8 +193,9 @@ pub fn write_json_response(sock: &mut std::net::TcpStream, body: &str) {
 
 /// A scripted judge (a test double, not a model) on loopback, answering StableToolBench's
 /// forced function calls: `check_answer_status` is Unsure for queries about 'Gondrand'
-/// and Solved otherwise; `parse_answer_status` is Solved. Counts the detail checks, and
-/// all requests.
+/// and Solved otherwise; `parse_answer_status` is Solved; `check_task_solvable` is
+/// Solvable; `select_better_answer` picks Answer_1. Counts the detail checks, and all
+/// requests.
 pub fn scripted_judge() -> (
     String,
     std::sync::Arc<std::sync::atomic::AtomicUsize>,
@@ -231,8 +232,12 @@ pub fn scripted_judge() -> (
             } else {
                 "Solved"
             };
-            let arguments =
-                serde_json::json!({"answer_status": status, "reason": "scripted"}).to_string();
+            let arguments = match function.as_str() {
+                "select_better_answer" => serde_json::json!({"index": 1, "reason": "scripted"}),
+                "check_task_solvable" => serde_json::json!({"task_status": "Solvable"}),
+                _ => serde_json::json!({"answer_status": status, "reason": "scripted"}),
+            }
+            .to_string();
             let reply = serde_json::json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": null,
                 "tool_calls": [{"id": "c", "type": "function", "function": {"name": function, "arguments": arguments}}]}}]})
             .to_string();

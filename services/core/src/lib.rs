@@ -12,6 +12,7 @@ pub mod log_limit;
 pub mod manifest;
 pub mod parse;
 pub mod pass_rate;
+pub mod preference;
 pub mod presets;
 pub mod prompt;
 pub mod pyjson;

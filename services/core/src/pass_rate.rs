@@ -30,8 +30,10 @@ use crate::agent::BoxFuture;
 use crate::answer::toolbench_roles;
 use crate::pyjson;
 
-const CHECK_ANSWER_STATUS: &str = include_str!("stabletoolbench_check_answer_status.txt");
-const PARSE_ANSWER_STATUS: &str = include_str!("stabletoolbench_parse_answer_status.txt");
+pub(crate) const CHECK_ANSWER_STATUS: &str =
+    include_str!("stabletoolbench_check_answer_status.txt");
+pub(crate) const PARSE_ANSWER_STATUS: &str =
+    include_str!("stabletoolbench_parse_answer_status.txt");
 
 /// A judge's verdict on one answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,20 +71,91 @@ impl AnswerStatus {
     }
 }
 
-/// One function the judge is made to call: its name, and the user message
-/// (StableToolBench's template with the arguments filled in).
+/// One function the judge is made to call: its name, the user message
+/// (StableToolBench's template with the arguments filled in), and whether its schema
+/// asks for a `reason` (`return_reason`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct JudgeCall {
     pub function: &'static str,
     pub prompt: String,
+    pub reason: bool,
+}
+
+impl JudgeCall {
+    pub fn new(function: &'static str, prompt: String, reason: bool) -> Self {
+        JudgeCall {
+            function,
+            prompt,
+            reason,
+        }
+    }
+}
+
+/// The schema of one of the default evaluator's functions (`config.yaml` of
+/// `tooleval_gpt-3.5-turbo_default`), as `function_call` sends it: with `reason` added
+/// last, and required, when the call asks for one.
+pub fn function_schema(name: &str, reason: bool) -> Value {
+    let status =
+        |field: &str, values: [&str; 3]| json!({field: {"type": "string", "enum": values}});
+    let (description, mut properties, required) = match name {
+        "check_task_solvable" => (
+            "Parse the task description and return the task_status about the task",
+            status("task_status", ["Unsure", "Unsolvable", "Solvable"]),
+            "task_status",
+        ),
+        "select_better_answer" => (
+            "Select the better answer with a comprehensive investigation on given aspects. You should ignore the impact of the order of candidate answers.",
+            json!({"index": {"type": "number", "description": "The `index` value in the selected better answer."}}),
+            "index",
+        ),
+        // check_answer_status, parse_answer_status
+        _ => (
+            "Parse the json answer with layerd nodes and return the answer_status about the answer",
+            status("answer_status", ["Unsure", "Unsolved", "Solved"]),
+            "answer_status",
+        ),
+    };
+    let mut required = vec![required];
+    if reason {
+        properties["reason"] = json!({"type": "string", "description": "explain your answer."});
+        required.push("reason");
+    }
+    json!({
+        "name": name,
+        "description": description,
+        "parameters": {"type": "object", "properties": properties, "required": required},
+    })
 }
 
 /// Whatever answers the judge's calls (an OpenAI-compatible chat endpoint in practice).
 pub trait Judge: Send + Sync {
+    /// The arguments the judge called `call.function` with (`function_call`).
+    fn call<'a>(&'a self, call: JudgeCall) -> BoxFuture<'a, Result<Value, JudgeError>>;
+
+    /// The verdict of an answer-status call, as `check_is_solved` reads it:
+    /// `AnswerStatus(ret['answer_status'])`, and `ret['reason']` when asked for; an error
+    /// (for the pass rate's backoff) when either is missing or no status.
     fn answer_status<'a>(
         &'a self,
         call: JudgeCall,
-    ) -> BoxFuture<'a, Result<AnswerStatus, JudgeError>>;
+    ) -> BoxFuture<'a, Result<AnswerStatus, JudgeError>> {
+        Box::pin(async move {
+            let wants_reason = call.reason;
+            let arguments = self.call(call).await?;
+            let no_verdict = |missing| JudgeError::NoVerdict {
+                missing,
+                arguments: arguments.to_string(),
+            };
+            let status = arguments["answer_status"]
+                .as_str()
+                .and_then(AnswerStatus::parse)
+                .ok_or_else(|| no_verdict("valid answer_status"))?;
+            if wants_reason && arguments.get("reason").is_none() {
+                return Err(no_verdict("reason"));
+            }
+            Ok(status)
+        })
+    }
 }
 
 /// Why a judgment has no verdict.
@@ -126,6 +199,8 @@ pub struct Converted {
     /// Tool steps, as the `answer_details` chain holds them.
     pub steps: Vec<Value>,
     pub tool_names: Vec<String>,
+    /// The functions offered (`available_tools`: the answer file's function specs).
+    pub available_tools: Vec<Value>,
     /// `{"method", "total_steps", "final_answer", "answer_details"}`.
     pub answer: Value,
 }
@@ -203,6 +278,7 @@ pub fn convert(answer_file: &Value, method: &str) -> Converted {
         final_answer,
         steps,
         tool_names,
+        available_tools: functions,
         answer,
     }
 }
@@ -247,23 +323,25 @@ impl Converted {
             return Ok(status);
         }
         let status = judge
-            .answer_status(JudgeCall {
-                function: "check_answer_status",
-                prompt: fill(CHECK_ANSWER_STATUS, &self.query, &self.final_answer)?,
-            })
+            .answer_status(JudgeCall::new(
+                "check_answer_status",
+                fill(CHECK_ANSWER_STATUS, &self.query, &self.final_answer)?,
+                true,
+            ))
             .await?;
         if status != AnswerStatus::Unsure {
             return Ok(status);
         }
         judge
-            .answer_status(JudgeCall {
-                function: "parse_answer_status",
-                prompt: fill(
+            .answer_status(JudgeCall::new(
+                "parse_answer_status",
+                fill(
                     PARSE_ANSWER_STATUS,
                     &self.query,
                     &pyjson::dumps(&self.answer),
                 )?,
-            })
+                true,
+            ))
             .await
     }
 }
@@ -463,14 +541,12 @@ mod tests {
 
     struct Scripted(Vec<AnswerStatus>, std::sync::Mutex<Vec<JudgeCall>>);
     impl Judge for Scripted {
-        fn answer_status<'a>(
-            &'a self,
-            call: JudgeCall,
-        ) -> BoxFuture<'a, Result<AnswerStatus, JudgeError>> {
+        fn call<'a>(&'a self, call: JudgeCall) -> BoxFuture<'a, Result<Value, JudgeError>> {
             let mut calls = self.1.lock().unwrap();
             let status = self.0[calls.len()];
             calls.push(call);
-            Box::pin(async move { Ok(status) })
+            let arguments = json!({"answer_status": format!("{status:?}"), "reason": "scripted"});
+            Box::pin(async move { Ok(arguments) })
         }
     }
 

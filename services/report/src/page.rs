@@ -164,6 +164,25 @@ fn run_body(run: &RunReport, options: &Options) -> String {
             "card-pass-rate",
         );
     }
+    let compared: Vec<&Group> = run.groups.iter().filter(|g| g.win_rate.is_some()).collect();
+    if !compared.is_empty() {
+        let n: usize = compared
+            .iter()
+            .filter_map(|g| g.win_rate.as_ref())
+            .map(|w| w.queries)
+            .sum();
+        let won: f64 = compared
+            .iter()
+            .filter_map(|g| g.win_rate.as_ref())
+            .map(|w| w.win_rate * w.queries as f64)
+            .sum();
+        card(
+            &mut out,
+            &pct(100.0 * won / n.max(1) as f64),
+            "win rate",
+            "card-win-rate",
+        );
+    }
     out.push_str("</section>");
     outcomes(&mut out, run);
     distributions(&mut out, &tasks);
@@ -201,7 +220,7 @@ fn outcomes(out: &mut String, run: &RunReport) {
     for end in TaskEnd::ALL {
         let _ = write!(out, "<th>{}</th>", end.label());
     }
-    out.push_str("<th>pass rate</th></tr>");
+    out.push_str("<th>pass rate</th><th>win rate</th></tr>");
     for g in &run.groups {
         let _ = write!(
             out,
@@ -226,11 +245,30 @@ fn outcomes(out: &mut String, run: &RunReport) {
                 p.evaluate_times
             )
         });
-        let _ = write!(out, "<td>{}</td></tr>", escape(&rate));
+        let win = g.win_rate.as_ref().map_or("–".to_string(), |w| {
+            format!(
+                "{} (tie {}) vs {}, {} queries, {}×",
+                pct(100.0 * w.win_rate),
+                pct(100.0 * w.tie_rate),
+                w.reference,
+                w.queries,
+                w.evaluate_times
+            )
+        });
+        let _ = write!(
+            out,
+            "<td>{}</td><td>{}</td></tr>",
+            escape(&rate),
+            escape(&win)
+        );
     }
     out.push_str("</table>");
-    if run.groups.iter().any(|g| g.pass_rate.is_some()) {
-        out.push_str("<p class=\"note\">Pass rate as StableToolBench scores it (solved 1, unsure 0.5, unsolved 0; mean ± std over the evaluation runs), from each group's <code>pass_rate.json</code>. Its meaning depends on the judge model that wrote the verdicts.</p>");
+    if run
+        .groups
+        .iter()
+        .any(|g| g.pass_rate.is_some() || g.win_rate.is_some())
+    {
+        out.push_str("<p class=\"note\">Pass rate as StableToolBench scores it (solved 1, unsure 0.5, unsolved 0; mean ± std over the evaluation runs), from each group's <code>pass_rate.json</code>; win rate as ToolEval's preference evaluation counts it (queries where the judge preferred this run's answer in more rounds than the reference's), from <code>win_rate.summary.json</code>. Both depend on the judge model that wrote the verdicts.</p>");
     }
     out.push_str("</section>");
 }
@@ -705,6 +743,7 @@ mod tests {
                 method: "DFS_woFilter_w2".into(),
                 tasks: vec![task("a", TaskEnd::Solved, 3), task("b", TaskEnd::Failed, 1)],
                 pass_rate: None,
+                win_rate: None,
             }],
         });
         let html = render(&report, &Options::default());
@@ -735,6 +774,7 @@ mod tests {
             method: "m".into(),
             tasks: vec![task("a", TaskEnd::Solved, 3), task("b", TaskEnd::GaveUp, 2)],
             pass_rate: None,
+            win_rate: None,
         };
         let tasks: Vec<(&Group, &Task)> = g.tasks.iter().map(|t| (&g, t)).collect();
         let options = Options {

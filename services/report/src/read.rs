@@ -37,6 +37,18 @@ pub struct Group {
     pub tasks: Vec<Task>,
     /// StableToolBench's pass rate, where `umi eval pass-rate` left its result file.
     pub pass_rate: Option<PassRate>,
+    /// ToolEval's win rate, where `umi eval win-rate` left its summary.
+    pub win_rate: Option<WinRateSummary>,
+}
+
+/// `win_rate.summary.json`, as `umi eval win-rate` writes it.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct WinRateSummary {
+    pub reference: String,
+    pub win_rate: f64,
+    pub tie_rate: f64,
+    pub queries: usize,
+    pub evaluate_times: usize,
 }
 
 /// How a task ended, as the report counts it.
@@ -212,11 +224,21 @@ fn read_group(dir: &Path, name: &str) -> Result<Option<Group>, ReportError> {
         .or_else(|| answers.values().next().map(|(m, _)| m.clone()))
         .unwrap_or_default();
     let pass_rate = read_verdicts(&dir.join("pass_rate.json"), &mut tasks)?;
+    let summary = dir.join("win_rate.summary.json");
+    let win_rate = if summary.is_file() {
+        Some(
+            serde_json::from_value(read_json(&summary)?)
+                .map_err(|e| unreadable(&summary, format!("not a win-rate summary: {e}")))?,
+        )
+    } else {
+        None
+    };
     Ok(Some(Group {
         name: name.to_string(),
         method,
         tasks,
         pass_rate,
+        win_rate,
     }))
 }
 

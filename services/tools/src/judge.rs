@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use umi_core::agent::BoxFuture;
-use umi_core::pass_rate::{AnswerStatus, Converted, Judge, JudgeCall, JudgeError};
+use umi_core::pass_rate::{function_schema, AnswerStatus, Converted, Judge, JudgeCall, JudgeError};
 
 use crate::http::{post_json, HttpError};
 
@@ -169,21 +169,6 @@ pub struct OpenAiJudge {
     pub retry: RetryPolicy,
 }
 
-fn function(name: &str) -> Value {
-    json!({
-        "name": name,
-        "description": "Parse the json answer with layerd nodes and return the answer_status about the answer",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "answer_status": {"type": "string", "enum": ["Unsure", "Unsolved", "Solved"]},
-                "reason": {"type": "string", "description": "explain your answer."},
-            },
-            "required": ["answer_status", "reason"],
-        },
-    })
-}
-
 /// Whether the SDK retries a request that failed so (`_should_retry`, and its retries of
 /// `APITimeoutError` and `APIConnectionError`).
 fn sdk_retries(failure: &Failure) -> bool {
@@ -207,7 +192,7 @@ impl OpenAiJudge {
             "model": self.model,
             "max_tokens": 1000,
             "temperature": 0.2,
-            "tools": [{"type": "function", "function": function(call.function)}],
+            "tools": [{"type": "function", "function": function_schema(call.function, call.reason)}],
             "tool_choice": {"type": "function", "function": {"name": call.function}},
             "messages": [{"role": "user", "content": call.prompt}],
         })
@@ -285,28 +270,8 @@ impl OpenAiJudge {
 }
 
 impl Judge for OpenAiJudge {
-    /// The verdict, as `check_is_solved` reads it: `AnswerStatus(ret['answer_status'])`
-    /// and `ret['reason']` (asked for), an error (for `judge_with_backoff`) when either
-    /// is missing or no status.
-    fn answer_status<'a>(
-        &'a self,
-        call: JudgeCall,
-    ) -> BoxFuture<'a, Result<AnswerStatus, JudgeError>> {
-        Box::pin(async move {
-            let arguments = self.function_call(&call).await?;
-            let no_verdict = |missing| JudgeError::NoVerdict {
-                missing,
-                arguments: arguments.to_string(),
-            };
-            let status = arguments["answer_status"]
-                .as_str()
-                .and_then(AnswerStatus::parse)
-                .ok_or_else(|| no_verdict("valid answer_status"))?;
-            if arguments.get("reason").is_none() {
-                return Err(no_verdict("reason"));
-            }
-            Ok(status)
-        })
+    fn call<'a>(&'a self, call: JudgeCall) -> BoxFuture<'a, Result<Value, JudgeError>> {
+        Box::pin(async move { self.function_call(&call).await })
     }
 }
 
@@ -403,10 +368,7 @@ mod tests {
     }
 
     fn call() -> JudgeCall {
-        JudgeCall {
-            function: "check_answer_status",
-            prompt: "Query:\nq\nAnswer:\na".into(),
-        }
+        JudgeCall::new("check_answer_status", "Query:\nq\nAnswer:\na".into(), true)
     }
 
     /// The constants are StableToolBench's, as its objects hold them (tenacity's
@@ -473,10 +435,11 @@ mod tests {
     async fn the_request_is_the_evaluators() {
         let reference = &expected()["judged"]["7"]["requests"][0];
         let (base, seen) = scripted_judge(vec![Some((200, "Solved"))]).await;
-        let call = JudgeCall {
-            function: "check_answer_status",
-            prompt: reference["messages"][0]["content"].as_str().unwrap().into(),
-        };
+        let call = JudgeCall::new(
+            "check_answer_status",
+            reference["messages"][0]["content"].as_str().unwrap().into(),
+            true,
+        );
         let judge = judge(base, RetryPolicy::default());
         assert_eq!(judge.answer_status(call).await, Ok(AnswerStatus::Solved));
         let mut want = reference.clone();
@@ -565,10 +528,7 @@ mod tests {
     }
 
     impl Judge for Flaky {
-        fn answer_status<'a>(
-            &'a self,
-            _call: JudgeCall,
-        ) -> BoxFuture<'a, Result<AnswerStatus, JudgeError>> {
+        fn call<'a>(&'a self, _call: JudgeCall) -> BoxFuture<'a, Result<Value, JudgeError>> {
             let mut calls = self.calls.lock().unwrap();
             calls.push(Instant::now());
             let n = calls.len();
@@ -580,7 +540,7 @@ mod tests {
                         detail: format!("failure {n}"),
                     })
                 } else {
-                    Ok(AnswerStatus::Solved)
+                    Ok(json!({"answer_status": "Solved", "reason": "scripted"}))
                 }
             })
         }

@@ -5,6 +5,7 @@ pub mod http;
 pub mod judge;
 pub mod local;
 pub mod miss_simulator;
+pub mod preferences;
 pub mod rapidapi;
 pub mod real_api;
 pub mod router;

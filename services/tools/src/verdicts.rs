@@ -9,10 +9,12 @@
 //! answer that changed is judged again.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use futures::StreamExt;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use umi_core::pass_rate::{AnswerStatus, Converted, Judge, JudgeError};
 use umi_core::pyjson;
@@ -76,23 +78,33 @@ pub fn answer_sha256(converted: &Converted) -> String {
 }
 
 #[derive(Serialize, Deserialize)]
-struct Line {
+#[serde(bound(deserialize = "K: DeserializeOwned, V: DeserializeOwned"))]
+struct Line<K, V> {
     #[serde(flatten)]
-    key: VerdictKey,
-    verdict: AnswerStatus,
+    key: K,
+    verdict: V,
 }
 
-/// The verdicts of a file, and the file to append new ones to.
-pub struct VerdictStore {
+/// Judgments of a file, keyed by what decides each, and the file to append new ones to:
+/// the pass rate's verdicts (`VerdictStore`) and the win rate's preferences
+/// (`preferences::PreferenceStore`).
+pub struct Judgments<K, V> {
     path: PathBuf,
-    known: HashMap<VerdictKey, AnswerStatus>,
+    known: HashMap<K, V>,
     file: std::fs::File,
 }
 
-impl VerdictStore {
-    /// Opens (or creates) `path` and reads its verdicts (a later line of one key wins). A
-    /// last line cut short (a crash mid-write) is dropped from the file; any other line
-    /// that is no verdict is an error (`umi_durable::JsonLines`'s rule).
+/// The pass rate's verdicts.
+pub type VerdictStore = Judgments<VerdictKey, AnswerStatus>;
+
+impl<K, V> Judgments<K, V>
+where
+    K: Serialize + DeserializeOwned + Eq + Hash + Clone,
+    V: Serialize + DeserializeOwned + Copy,
+{
+    /// Opens (or creates) `path` and reads its judgments (a later line of one key wins).
+    /// A last line cut short (a crash mid-write) is dropped from the file; any other line
+    /// that is no judgment is an error (`umi_durable::JsonLines`'s rule).
     pub fn open(path: &Path) -> Result<Self, VerdictError> {
         let file = std::fs::OpenOptions::new()
             .append(true)
@@ -104,14 +116,14 @@ impl VerdictStore {
             })?;
         let mut lines = umi_durable::JsonLines::open(path).map_err(unreadable)?;
         let mut known = HashMap::new();
-        while let Some(parsed) = lines.next_record::<Line>().map_err(unreadable)? {
+        while let Some(parsed) = lines.next_record::<Line<K, V>>().map_err(unreadable)? {
             known.insert(parsed.key, parsed.verdict);
         }
         if let Some(torn) = lines.torn() {
             tracing::warn!(path = %path.display(), line = torn.line, "dropping a verdict cut short");
         }
         lines.ready_to_append(&file).map_err(unreadable)?;
-        Ok(VerdictStore {
+        Ok(Judgments {
             path: path.to_path_buf(),
             known,
             file,
@@ -130,12 +142,12 @@ impl VerdictStore {
         self.known.is_empty()
     }
 
-    pub fn get(&self, key: &VerdictKey) -> Option<AnswerStatus> {
+    pub fn get(&self, key: &K) -> Option<V> {
         self.known.get(key).copied()
     }
 
-    /// Appends one verdict and syncs it to disk before returning.
-    pub fn record(&mut self, key: VerdictKey, verdict: AnswerStatus) -> Result<(), VerdictError> {
+    /// Appends one judgment and syncs it to disk before returning.
+    pub fn record(&mut self, key: K, verdict: V) -> Result<(), VerdictError> {
         let io = |source| VerdictError::Io {
             path: self.path.clone(),
             source,
@@ -278,18 +290,16 @@ mod tests {
     struct Counting(AtomicUsize);
 
     impl Judge for Counting {
-        fn answer_status<'a>(
-            &'a self,
-            call: JudgeCall,
-        ) -> BoxFuture<'a, Result<AnswerStatus, JudgeError>> {
+        fn call<'a>(&'a self, call: JudgeCall) -> BoxFuture<'a, Result<Value, JudgeError>> {
             self.0.fetch_add(1, Ordering::SeqCst);
             let status = if call.function == "check_answer_status" && call.prompt.contains("Zürich")
             {
-                AnswerStatus::Unsure
+                "Unsure"
             } else {
-                AnswerStatus::Solved
+                "Solved"
             };
-            Box::pin(async move { Ok(status) })
+            let arguments = serde_json::json!({"answer_status": status, "reason": "scripted"});
+            Box::pin(async move { Ok(arguments) })
         }
     }
 

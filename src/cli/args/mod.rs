@@ -2,6 +2,7 @@
 
 pub mod engine;
 pub mod etcd;
+pub mod judge;
 pub mod metrics;
 pub mod model;
 pub mod remote;
