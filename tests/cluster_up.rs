@@ -85,12 +85,12 @@ fn a_sigkilled_cluster_takes_its_children_with_it() {
         "{}",
         String::from_utf8_lossy(&served.stderr)
     );
-    // The answer, summary.json and manifest.json.
+    // The answer, summary.json, manifest.json and trace.jsonl.
     assert_eq!(
         std::fs::read_dir(dir.path().join("served"))
             .unwrap()
             .count(),
-        3
+        4
     );
     // ...and a client with another token (the test suite's own) is refused.
     let without: Vec<&str> = args

@@ -43,16 +43,58 @@ fn check_answer_file(path: &Path) {
 
 const BUDGET: [&str; 4] = ["--max-new-tokens", "24", "--max-steps", "2"];
 
+/// `--log-calls` logged each role call the trace holds, task by task in order, with its
+/// rendered prompt and the engine's counts.
+fn check_call_log(log: &Path, trace: &Path) {
+    let lines = |path: &Path| -> Vec<Value> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let logged = lines(log);
+    let mut expected = 0;
+    for task in lines(trace) {
+        let id = task["id"].as_str().unwrap();
+        let of_task: Vec<&Value> = logged.iter().filter(|c| c["task_id"] == id).collect();
+        let traced = task["calls"]["role_calls"].as_array().unwrap();
+        assert_eq!(of_task.len(), traced.len(), "task {id}");
+        for (call, traced) in of_task.iter().zip(traced) {
+            assert_eq!(call["role"], traced["role"], "task {id}");
+            assert_eq!(call["prompt_tokens"], traced["prompt_tokens"], "task {id}");
+            assert_eq!(
+                call["generated_tokens"], traced["generated_tokens"],
+                "task {id}"
+            );
+            // α-UMi's role templates, rendered.
+            let prompt = call["prompt"].as_str().unwrap();
+            let start = match traced["role"].as_str().unwrap() {
+                "summarizer" => "Make a conclusion based on the conversation history:\n",
+                _ => "You have assess to the following apis:\n",
+            };
+            assert!(prompt.starts_with(start), "{call}");
+        }
+        expected += traced.len();
+    }
+    assert!(expected > 0);
+    assert_eq!(logged.len(), expected);
+}
+
 #[test]
 fn embedded_default_answers_every_shipped_query() {
     let out = tempfile::tempdir().unwrap();
+    let calls = tempfile::NamedTempFile::new().unwrap();
     let status = umi()
         .args(["run", "--out"])
         .arg(out.path())
         .args(BUDGET)
+        .arg("--log-calls")
+        .arg(calls.path())
         .status()
         .unwrap();
     assert!(status.success());
+    check_call_log(calls.path(), &out.path().join("trace.jsonl"));
     let files = answer_files(out.path());
     let names: Vec<String> = files
         .iter()

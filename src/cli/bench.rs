@@ -18,6 +18,9 @@ pub enum BenchCommand {
     /// Tasks per second of a whole local cluster on the simulated engine, for several
     /// planner replica counts (the load benchmark).
     Cluster(super::bench_cluster::ClusterBenchArgs),
+    /// This machine's compute and memory peaks, and a model's prefill and decode as
+    /// fractions of them.
+    Roofline(super::bench_roofline::RooflineArgs),
 }
 
 #[derive(Args, Debug)]
@@ -63,6 +66,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Engine(a) => engine(a).await,
         BenchCommand::Role(a) => super::bench_role::run(a).await,
         BenchCommand::Cluster(a) => super::bench_cluster::run(a).await,
+        BenchCommand::Roofline(a) => super::bench_roofline::run(a).await,
     }
 }
 
@@ -81,11 +85,7 @@ async fn engine(a: EngineBenchArgs) -> anyhow::Result<()> {
             ..a.model.engine_config()?
         },
     );
-    let mut prompt = Vec::new();
-    while prompt.len() < a.prompt_tokens {
-        prompt.extend(engine.tokenizer().encode(FILLER)?);
-    }
-    prompt.truncate(a.prompt_tokens);
+    let prompt = filler_prompt(&engine, a.prompt_tokens)?;
     if a.print_prompt_ids {
         println!("{}", serde_json::to_string(&prompt)?);
         return Ok(());
@@ -107,12 +107,81 @@ async fn engine(a: EngineBenchArgs) -> anyhow::Result<()> {
         constraint,
         ..GenerateRequest::new(Prompt::Tokens(prompt))
     };
+    let Timings {
+        prefill,
+        decode,
+        total,
+        grammar_us,
+    } = timed(&engine, &request, a.streams, a.repeats).await?;
+    let info = engine.info();
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "engine": "umi", "model": info.name, "dtype": info.dtype, "device": info.device,
+                "prompt_tokens": a.prompt_tokens, "gen_tokens": a.gen_tokens,
+                "streams": a.streams, "max_batch": info.max_batch,
+                "prefill_tok_s": prefill, "decode_tok_s": decode, "total_tok_s": total,
+                "constrained": request.constraint.is_some(),
+                "grammar_us_per_token": grammar_us,
+            })
+        );
+    } else {
+        println!(
+            "umi  {:<28} {:<9} prompt {:>5}  gen {:>4}  prefill {:>8.1} tok/s  decode {:>7.1} tok/s{}",
+            info.name,
+            info.dtype,
+            a.prompt_tokens,
+            a.gen_tokens,
+            prefill,
+            decode,
+            match request.constraint {
+                Some(_) => format!("  (constrained: grammar {grammar_us:.0} µs/token)"),
+                None => String::new(),
+            }
+        );
+        if a.streams > 1 {
+            println!(
+                "     {} streams, max batch {}: {total:.1} generated tok/s in all (per stream: the medians above)",
+                a.streams, info.max_batch
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A prompt of `tokens` tokens of prose.
+pub(crate) fn filler_prompt(engine: &Engine, tokens: usize) -> anyhow::Result<Vec<u32>> {
+    let mut prompt = Vec::new();
+    while prompt.len() < tokens {
+        prompt.extend(engine.tokenizer().encode(FILLER)?);
+    }
+    prompt.truncate(tokens);
+    Ok(prompt)
+}
+
+/// Medians over timed runs: per stream, prefill and decode tokens per second; over all
+/// streams, generated tokens per second of wall time; the grammar's µs per token.
+pub(crate) struct Timings {
+    pub prefill: f64,
+    pub decode: f64,
+    pub total: f64,
+    pub grammar_us: f64,
+}
+
+/// `request` sent `streams` times at once, once to warm up, then `repeats` timed runs.
+pub(crate) async fn timed(
+    engine: &Engine,
+    request: &GenerateRequest,
+    streams: usize,
+    repeats: usize,
+) -> anyhow::Result<Timings> {
     let run =
-        || futures::future::try_join_all((0..a.streams).map(|_| engine.generate(request.clone())));
+        || futures::future::try_join_all((0..streams).map(|_| engine.generate(request.clone())));
     run().await?;
     let (mut prefill, mut decode, mut total) = (Vec::new(), Vec::new(), Vec::new());
     let mut grammar_us = Vec::new();
-    for _ in 0..a.repeats.max(1) {
+    for _ in 0..repeats.max(1) {
         let start = Instant::now();
         let outs: Vec<GenerateOutput> = run().await?;
         let wall = start.elapsed().as_secs_f64();
@@ -126,50 +195,12 @@ async fn engine(a: EngineBenchArgs) -> anyhow::Result<()> {
         }));
         decode.push(each(GenerateOutput::decode_tokens_per_second));
     }
-    // Per stream (medians) and, over all streams, generated tokens per second of wall time.
-    let (prefill, decode, total) = (
-        median(&mut prefill),
-        median(&mut decode),
-        median(&mut total),
-    );
-    let info = engine.info();
-    if a.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "engine": "umi", "model": info.name, "dtype": info.dtype, "device": info.device,
-                "prompt_tokens": a.prompt_tokens, "gen_tokens": a.gen_tokens,
-                "streams": a.streams, "max_batch": info.max_batch,
-                "prefill_tok_s": prefill, "decode_tok_s": decode, "total_tok_s": total,
-                "constrained": request.constraint.is_some(),
-                "grammar_us_per_token": median(&mut grammar_us),
-            })
-        );
-    } else {
-        println!(
-            "umi  {:<28} {:<9} prompt {:>5}  gen {:>4}  prefill {:>8.1} tok/s  decode {:>7.1} tok/s{}",
-            info.name,
-            info.dtype,
-            a.prompt_tokens,
-            a.gen_tokens,
-            prefill,
-            decode,
-            match request.constraint {
-                Some(_) => format!(
-                    "  (constrained: grammar {:.0} µs/token)",
-                    median(&mut grammar_us)
-                ),
-                None => String::new(),
-            }
-        );
-        if a.streams > 1 {
-            println!(
-                "     {} streams, max batch {}: {total:.1} generated tok/s in all (per stream: the medians above)",
-                a.streams, info.max_batch
-            );
-        }
-    }
-    Ok(())
+    Ok(Timings {
+        prefill: median(&mut prefill),
+        decode: median(&mut decode),
+        total: median(&mut total),
+        grammar_us: median(&mut grammar_us),
+    })
 }
 
 fn median(xs: &mut [f64]) -> f64 {

@@ -16,6 +16,7 @@ pub mod support;
 pub mod bench;
 pub mod bench_cluster;
 pub mod bench_role;
+pub mod bench_roofline;
 pub mod cluster;
 pub mod config;
 pub mod coordinator;

@@ -26,6 +26,7 @@ use super::args::model::runs_demo_model;
 use super::args::remote::RemoteArgs;
 use super::args::roles::{Answerers, ConstrainRole, RoleArgs};
 use super::args::tools::ToolArgs;
+use super::support::call_log::CallLog;
 use super::support::output::{json_files_in, write_json_atomically};
 use super::support::progress::Progress;
 use super::support::run_manifest;
@@ -96,6 +97,11 @@ pub struct RunArgs {
     /// do not depend on it: every call is seeded by its task and its place in the task.
     #[arg(long)]
     pub concurrency: Option<usize>,
+    /// Appends each role call made here to FILE, one JSON line per call: its rendered
+    /// prompt (before the engine's truncation) and its prompt, cached and generated token
+    /// counts. For making the same calls elsewhere (`scripts/bench_seed.sh realtime`).
+    #[arg(long, value_name = "FILE")]
+    pub log_calls: Option<PathBuf>,
     #[command(flatten)]
     pub role_args: RoleArgs,
     #[command(flatten)]
@@ -409,6 +415,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
         }
         trace.append(&TraceLine {
             id: id.to_string(),
+            method: method.clone(),
             outcome: solved.outcome,
             failure: solved.failure.clone(),
             steps: solved.steps,
@@ -448,6 +455,9 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
             }
             if a.role_args.constrain.is_some() {
                 bail!("--constrain caller applies to roles called from here; with --coordinator its roles are the coordinator's: drop --constrain");
+            }
+            if a.log_calls.is_some() {
+                bail!("--log-calls logs role calls made here; with --coordinator they are the coordinator's: drop --log-calls");
             }
             super::submit::solve_all(c, &todo, &mut finish).await?;
         }
@@ -498,6 +508,10 @@ async fn solve_here(
     let models: Arc<dyn RoleModels> = match a.role_args.constrain {
         Some(ConstrainRole::Caller) => Arc::new(ConstrainCaller(roles.models.clone())),
         None => roles.models.clone(),
+    };
+    let models: Arc<dyn RoleModels> = match &a.log_calls {
+        Some(path) => Arc::new(CallLog::open(models, path)?),
+        None => models,
     };
     for (role, model, base) in &roles.openai {
         eprintln!("{} role: {model} at {base}", role.as_str());

@@ -11,6 +11,7 @@ use anyhow::bail;
 use clap::Args;
 use serde_json::{json, Map, Value};
 use umi_core::preference::win_rate;
+use umi_core::pyjson;
 use umi_tools::preferences::{compare_all, Pair, PreferenceStore};
 
 use super::args::judge::JudgeArgs;
@@ -59,20 +60,34 @@ pub struct WinRateArgs {
     pub votes: Option<PathBuf>,
 }
 
-fn folder_name(dir: &Path) -> String {
-    dir.canonicalize()
-        .ok()
-        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| dir.display().to_string())
+/// The folder's name and its parent's (`runs/G1_instruction` → `G1_instruction`, `runs`).
+fn folder_names(dir: &Path) -> (String, String) {
+    let full = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let name = |p: Option<&Path>| {
+        p.and_then(Path::file_name)
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    (name(Some(&full)), name(full.parent()))
 }
 
-/// Python's `str()` of a float (`repr`): `1.0`, `0.5`, `0.6666666666666666`.
-fn python_float(x: f64) -> String {
-    if x.fract() == 0.0 && x.abs() < 1e16 {
-        format!("{x:.1}")
+/// The two sides' names in the result file: as given, else their folders' names, or,
+/// where those are the same (one group's folder in two runs, as
+/// scripts/stabletoolbench.sh compares them), their parent folders' names.
+fn side_names(a: &WinRateArgs) -> (String, String) {
+    let (candidate, candidate_parent) = folder_names(&a.answers);
+    let (reference, reference_parent) = folder_names(&a.reference);
+    let (candidate, reference) = if candidate == reference && candidate_parent != reference_parent {
+        (candidate_parent, reference_parent)
+    } else if candidate == reference {
+        ("candidate".to_string(), "reference".to_string())
     } else {
-        format!("{x}")
-    }
+        (candidate, reference)
+    };
+    (
+        a.candidate_name.clone().unwrap_or(candidate),
+        a.reference_name.clone().unwrap_or(reference),
+    )
 }
 
 pub async fn run(a: WinRateArgs) -> anyhow::Result<()> {
@@ -88,17 +103,7 @@ pub async fn run(a: WinRateArgs) -> anyhow::Result<()> {
     let reference_method = a.reference_method.as_deref().unwrap_or(&a.method);
     let candidates = read_answers(&a.answers, &a.method, ids.as_ref(), &out)?;
     let references = read_answers(&a.reference, reference_method, ids.as_ref(), &out)?;
-    let (mut candidate_name, mut reference_name) = (
-        a.candidate_name
-            .clone()
-            .unwrap_or_else(|| folder_name(&a.answers)),
-        a.reference_name
-            .clone()
-            .unwrap_or_else(|| folder_name(&a.reference)),
-    );
-    if candidate_name == reference_name {
-        (candidate_name, reference_name) = ("candidate".into(), "reference".into());
-    }
+    let (candidate_name, reference_name) = side_names(&a);
     let query_ids: BTreeSet<&str> = match &ids {
         Some(ids) => ids.keys().map(String::as_str).collect(),
         None => candidates
@@ -168,9 +173,9 @@ pub async fn run(a: WinRateArgs) -> anyhow::Result<()> {
     )?;
     println!(
         "Test set: {}. Reference model: {reference_name}, Candidate model: {candidate_name}. Win rate: {}, Tie rate: {}",
-        folder_name(&a.answers),
-        python_float(rate.win),
-        python_float(rate.tie)
+        folder_names(&a.answers).0,
+        pyjson::dumps(&json!(rate.win)),
+        pyjson::dumps(&json!(rate.tie))
     );
     eprintln!(
         "{}: {} judgments asked of the judge, {} reused from {}, {} rounds without it (one side unanswered) -> {}",
@@ -186,13 +191,20 @@ pub async fn run(a: WinRateArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::python_float;
+    use serde_json::json;
+    use umi_core::pyjson;
 
+    /// The rates print as Python prints floats (`str(win)`), through umi's one
+    /// Python-number rule.
     #[test]
     fn rates_print_as_python_prints_floats() {
-        assert_eq!(python_float(1.0), "1.0");
-        assert_eq!(python_float(0.0), "0.0");
-        assert_eq!(python_float(0.5), "0.5");
-        assert_eq!(python_float(2.0 / 3.0), "0.6666666666666666");
+        for (x, text) in [
+            (1.0, "1.0"),
+            (0.0, "0.0"),
+            (0.5, "0.5"),
+            (2.0 / 3.0, "0.6666666666666666"),
+        ] {
+            assert_eq!(pyjson::dumps(&json!(x)), text);
+        }
     }
 }

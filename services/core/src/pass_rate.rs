@@ -108,12 +108,17 @@ pub fn function_schema(name: &str, reason: bool) -> Value {
             json!({"index": {"type": "number", "description": "The `index` value in the selected better answer."}}),
             "index",
         ),
-        // check_answer_status, parse_answer_status
-        _ => (
+        other => {
+            debug_assert!(
+                matches!(other, "check_answer_status" | "parse_answer_status"),
+                "{other} is none of the evaluator's functions"
+            );
+            (
             "Parse the json answer with layerd nodes and return the answer_status about the answer",
             status("answer_status", ["Unsure", "Unsolved", "Solved"]),
             "answer_status",
-        ),
+            )
+        }
     };
     let mut required = vec![required];
     if reason {

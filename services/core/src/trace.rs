@@ -20,6 +20,8 @@ pub const TRACE_FILE: &str = "trace.jsonl";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TraceLine {
     pub id: String,
+    /// The search's method (`DFS_woFilter_w2`, `CoT@1`): the answer file's suffix.
+    pub method: String,
     pub outcome: Outcome,
     /// Why it failed (a role or tool unreachable, cancelled); the outcome is then the
     /// search's state when it stopped.

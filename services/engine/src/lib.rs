@@ -22,6 +22,7 @@ pub mod model;
 mod pointwise;
 pub mod prefix_cache;
 mod queue;
+pub mod roofline;
 mod safetensors;
 mod scheduler;
 pub mod sentencepiece;

@@ -31,6 +31,16 @@ impl Linear {
         Linear { weight }
     }
 
+    /// The weight matrix's parameters and its bytes as stored.
+    pub fn size(&self) -> (usize, usize) {
+        match &self.weight {
+            QMatMul::QTensor(q) => (q.shape().elem_count(), q.storage_size_in_bytes()),
+            QMatMul::Tensor(w) | QMatMul::TensorF16(w) => {
+                (w.elem_count(), w.elem_count() * w.dtype().size_in_bytes())
+            }
+        }
+    }
+
     /// `x` is (batch, seq, in); returns (batch, seq, out). With `seq == 1` each row is
     /// one sequence's next token (decode), else the rows are one prompt (prefill).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {

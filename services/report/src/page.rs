@@ -59,11 +59,10 @@ fn end_color(end: TaskEnd) -> &'static str {
     }
 }
 
-const ROLE_COLORS: [(&str, &str); 4] = [
+const ROLE_COLORS: [(&str, &str); 3] = [
     ("planner", "#4e79a7"),
     ("caller", "#f28e2b"),
     ("summarizer", "#59a14f"),
-    ("backbone", "#b07aa1"),
 ];
 
 fn role_color(role: &str) -> &'static str {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use umi_core::answer::recorded_outcome;
 use umi_core::dfs::Outcome;
-use umi_core::pass_rate::{score, AnswerStatus, PassRate};
+use umi_core::pass_rate::{answer_files, score, AnswerStatus, PassRate};
 use umi_core::scores::{step_outcomes, StepOutcome};
 use umi_core::static_eval::{read_predictions, scored};
 use umi_core::trace::{TaskTrace, TraceLine, TRACE_FILE};
@@ -174,19 +174,16 @@ fn read_json(path: &Path) -> Result<Value, ReportError> {
     serde_json::from_slice(&bytes).map_err(|e| unreadable(path, format!("not JSON: {e}")))
 }
 
-/// The method an answer file's name ends with (`DFS_woFilter_w2`, `CoT@1`), and its id.
-fn answer_file_name(name: &str) -> Option<(&str, &str)> {
+/// The method an answer file's name ends with (`DFS_woFilter_w2`, `CoT@1`), if any.
+fn method_of(name: &str) -> Option<&str> {
     let stem = name.strip_suffix(".json")?;
-    for marker in ["_DFS_woFilter_w", "_CoT@"] {
-        if let Some(at) = stem.rfind(marker) {
-            let method = &stem[at + 1..];
-            let number = method.rsplit(['w', '@']).next().unwrap_or_default();
-            if !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()) && at > 0 {
-                return Some((&stem[..at], method));
-            }
-        }
-    }
-    None
+    ["_DFS_woFilter_w", "_CoT@"].iter().find_map(|marker| {
+        let at = stem.rfind(marker)?;
+        let method = &stem[at + 1..];
+        let number = method.rsplit(['w', '@']).next().unwrap_or_default();
+        (at > 0 && !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()))
+            .then_some(method)
+    })
 }
 
 /// One run directory, or None when `dir` holds no run.
@@ -195,19 +192,40 @@ fn read_group(dir: &Path, name: &str) -> Result<Option<Group>, ReportError> {
         .ok()
         .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
         .and_then(|m| m.get("method").and_then(Value::as_str).map(str::to_string));
-    let mut answers: BTreeMap<String, (String, PathBuf)> = BTreeMap::new();
-    for path in sorted_entries(dir)? {
-        let file_name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if let Some((id, method)) = answer_file_name(&file_name) {
-            if manifest_method.as_deref().is_none_or(|m| m == method) {
-                answers.insert(id.to_string(), (method.to_string(), path));
-            }
+    let names: Vec<String> = sorted_entries(dir)?
+        .iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    // The run's method, else the one most answer files here have.
+    let method = manifest_method.or_else(|| {
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for m in names.iter().filter_map(|n| method_of(n)) {
+            *counts.entry(m).or_default() += 1;
+        }
+        counts
+            .into_iter()
+            .max_by_key(|&(_, n)| n)
+            .map(|(m, _)| m.to_string())
+    });
+    // The answer files as StableToolBench's converter picks them; a task's id is the
+    // file name less the method (ids may hold '_', which the converter's ids cut at).
+    let mut answers: BTreeMap<String, PathBuf> = BTreeMap::new();
+    if let Some(method) = &method {
+        let suffix = format!("_{method}.json");
+        for file in answer_files(&names, method).0 {
+            let id = file
+                .file_name
+                .strip_suffix(&suffix)
+                .unwrap_or(&file.query_id)
+                .to_string();
+            answers.insert(id, dir.join(&file.file_name));
         }
     }
-    let trace = read_trace(&dir.join(TRACE_FILE))?;
+    let mut trace = read_trace(&dir.join(TRACE_FILE))?;
+    // Another method's tasks (a --width 1 run into the same folder) are not this run's.
+    if let Some(method) = &method {
+        trace.retain(|_, line| &line.method == method);
+    }
     if answers.is_empty() && trace.is_empty() {
         return Ok(None);
     }
@@ -215,14 +233,12 @@ fn read_group(dir: &Path, name: &str) -> Result<Option<Group>, ReportError> {
     let ids: std::collections::BTreeSet<&String> = answers.keys().chain(trace.keys()).collect();
     for id in ids {
         let answer = match answers.get(id) {
-            Some((_, path)) => Some(read_json(path)?),
+            Some(path) => Some(read_json(path)?),
             None => None,
         };
         tasks.push(task(id, answer, trace.get(id)));
     }
-    let method = manifest_method
-        .or_else(|| answers.values().next().map(|(m, _)| m.clone()))
-        .unwrap_or_default();
+    let method = method.unwrap_or_default();
     let pass_rate = read_verdicts(&dir.join("pass_rate.json"), &mut tasks)?;
     let summary = dir.join("win_rate.summary.json");
     let win_rate = if summary.is_file() {
@@ -329,7 +345,11 @@ fn read_verdicts(path: &Path, tasks: &mut [Task]) -> Result<Option<PassRate>, Re
         }
         runs.sort_by_key(|(run, _)| *run);
         let verdicts: Vec<AnswerStatus> = runs.into_iter().map(|(_, s)| s).collect();
-        if let Some(task) = tasks.iter_mut().find(|t| &t.id == id) {
+        // The result file's ids are the converter's: the file name up to its first '_'.
+        if let Some(task) = tasks
+            .iter_mut()
+            .find(|t| &t.id == id || t.id.split('_').next() == Some(id.as_str()))
+        {
             task.verdicts = verdicts.clone();
         }
         all.push(verdicts);
@@ -343,16 +363,24 @@ fn read_static(dir: &Path, title: String) -> Result<StaticReport, ReportError> {
     if !metrics.is_object() {
         return Err(unreadable(&dir.join("metrics.json"), "not an object"));
     }
-    let data = std::fs::read(dir.join("manifest.json"))
+    let manifest = std::fs::read(dir.join("manifest.json"))
         .ok()
-        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-        .and_then(|m| {
-            m.pointer("/data/path")
-                .or_else(|| m.pointer("/data/built_in"))
-                .or_else(|| m.get("data"))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        });
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+    let data = manifest.as_ref().and_then(|m| {
+        m.pointer("/data/path")
+            .or_else(|| m.get("data"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    });
+    // The single-LLM baseline's outputs are read by its own evaluator's parser.
+    let parse = match manifest
+        .as_ref()
+        .and_then(|m| m.get("agent"))
+        .and_then(Value::as_str)
+    {
+        Some("backbone") => umi_core::parse::parse_backbone_output,
+        _ => umi_core::parse::parse_output,
+    };
     let predictions_path = dir.join("predictions.json");
     let steps = if predictions_path.is_file() {
         let entries = read_json(&predictions_path)?;
@@ -361,7 +389,7 @@ fn read_static(dir: &Path, title: String) -> Result<StaticReport, ReportError> {
             .ok_or_else(|| unreadable(&predictions_path, "not a list"))?;
         let predictions =
             read_predictions(entries).map_err(|e| unreadable(&predictions_path, e))?;
-        step_outcomes(&scored(&predictions), umi_core::parse::parse_output)
+        step_outcomes(&scored(&predictions), parse)
     } else {
         Vec::new()
     };
@@ -378,12 +406,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn answer_file_names_give_id_and_method() {
+    fn answer_file_names_give_their_method() {
         assert_eq!(
-            answer_file_name("12_DFS_woFilter_w2.json"),
-            Some(("12", "DFS_woFilter_w2"))
+            method_of("12_DFS_woFilter_w2.json"),
+            Some("DFS_woFilter_w2")
         );
-        assert_eq!(answer_file_name("a_b_CoT@1.json"), Some(("a_b", "CoT@1")));
+        assert_eq!(method_of("a_b_CoT@1.json"), Some("CoT@1"));
         for other in [
             "manifest.json",
             "summary.json",
@@ -391,7 +419,33 @@ mod tests {
             "_DFS_woFilter_w2.json",
             "x_DFS_woFilter_wz.json",
         ] {
-            assert_eq!(answer_file_name(other), None, "{other}");
+            assert_eq!(method_of(other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn a_folder_of_toolbench_named_answers_reads_with_the_converters_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let answer = serde_json::json!({"answer_generation": {"valid_data": true, "finish_type": "give_answer",
+            "query": "q", "query_count": 2, "total_tokens": 10, "final_answer": "x"}});
+        for name in [
+            "10_ChatGPT_DFS_woFilter_w2.json",
+            "11_ChatGPT_DFS_woFilter_w2.json",
+        ] {
+            std::fs::write(dir.path().join(name), answer.to_string()).unwrap();
+        }
+        std::fs::write(
+            dir.path().join("pass_rate.json"),
+            r#"{"10": {"is_solved": {"0": "AnswerStatus.Solved"}}}"#,
+        )
+        .unwrap();
+        let Report::Run(run) = read(dir.path()).unwrap() else {
+            panic!("not a run")
+        };
+        let tasks = &run.groups[0].tasks;
+        assert_eq!(tasks.len(), 2);
+        assert_eq!(tasks[0].id, "10_ChatGPT");
+        assert_eq!(tasks[0].verdicts, [AnswerStatus::Solved]);
+        assert_eq!(run.groups[0].method, "DFS_woFilter_w2");
     }
 }

@@ -12,7 +12,8 @@ use crate::svg::escape;
 const DX: f64 = 56.0;
 const DY: f64 = 16.0;
 const PAD: f64 = 14.0;
-/// Nodes drawn at most; a larger tree is cut at this many (breadth first) and says so.
+/// Nodes drawn at most; a larger tree is cut at this many (in depth-first order, so
+/// later branches go first) and says so.
 const MAX_NODES: usize = 2_000;
 
 struct Placed<'a> {

@@ -6,17 +6,25 @@
 //! A query answered by one side only counts for it without a judgment, in every round, as
 //! `eval_preference.py` counts it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use umi_core::pass_rate::{Converted, Judge};
-use umi_core::preference::{prefer, Preferred};
+use serde_json::Value;
+use umi_core::pass_rate::{Converted, Judge, JudgeError};
+use umi_core::preference::{prefer, process_tools, Preferred};
+use umi_core::pyjson;
 
-use crate::verdicts::{answer_sha256, Judgments, VerdictError};
+use crate::verdicts::{answer_sha256, sha256, Judgments, VerdictError};
 
-/// What one round's judgment of one query is about.
+/// What one round's judgment of one query is about: everything the judge reads (the
+/// query, the tools, both answers), who judges, and the round.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PreferenceKey {
     pub query_id: String,
+    pub query: String,
+    /// SHA-256 of the reference's tools as the judge's task shows them.
+    pub tools_sha256: String,
     pub reference_sha256: String,
     pub candidate_sha256: String,
     pub judge_model: String,
@@ -78,13 +86,21 @@ pub async fn compare_all(
                 continue;
             }
         };
+        let base = PreferenceKey {
+            query_id: pair.query_id.to_string(),
+            query: reference.query.clone(),
+            tools_sha256: sha256(&pyjson::dumps(&Value::Array(process_tools(
+                &reference.available_tools,
+            )))),
+            reference_sha256: answer_sha256(reference),
+            candidate_sha256: answer_sha256(candidate),
+            judge_model: judge_model.to_string(),
+            round: 0,
+        };
         for round in 0..rounds {
             let key = PreferenceKey {
-                query_id: pair.query_id.to_string(),
-                reference_sha256: answer_sha256(reference),
-                candidate_sha256: answer_sha256(candidate),
-                judge_model: judge_model.to_string(),
                 round,
+                ..base.clone()
             };
             match store.get(&key) {
                 Some(p) => {
@@ -96,20 +112,43 @@ pub async fn compare_all(
         }
     }
     let asked = todo.len();
+    let stop = AtomicBool::new(false);
+    let stop = &stop;
     let mut results = futures::stream::iter(todo.into_iter().map(
         |(q, round, key, reference, candidate)| async move {
-            let preferred = prefer(judge, pairs[q].query_id, round, reference, candidate).await;
+            let preferred = if stop.load(Ordering::Relaxed) {
+                Err(JudgeError::Reply {
+                    url: String::new(),
+                    detail: "not asked: an earlier judgment failed".into(),
+                })
+            } else {
+                prefer(judge, pairs[q].query_id, round, reference, candidate).await
+            };
             (q, key, preferred)
         },
     ))
     .buffer_unordered(concurrency.max(1));
+    // After a failure no new judgment starts, but those under way are still recorded
+    // (they are paid for), then the first failure is returned.
+    let mut failed = None;
     while let Some((q, key, preferred)) = results.next().await {
-        let preferred = preferred.map_err(|error| VerdictError::Judge {
-            query_id: pairs[q].query_id.to_string(),
-            error,
-        })?;
-        store.record(key, preferred)?;
-        count(&mut votes[q], preferred);
+        match preferred {
+            Ok(preferred) => {
+                store.record(key, preferred)?;
+                count(&mut votes[q], preferred);
+            }
+            Err(error) if failed.is_none() => {
+                failed = Some(VerdictError::Judge {
+                    query_id: pairs[q].query_id.to_string(),
+                    error,
+                });
+                stop.store(true, Ordering::Relaxed);
+            }
+            Err(_) => {}
+        }
+    }
+    if let Some(e) = failed {
+        return Err(e);
     }
     Ok(Compared {
         votes,

@@ -70,10 +70,12 @@ impl VerdictKey {
 
 /// SHA-256 (hex) of `json.dumps(answer)` of a converted answer.
 pub fn answer_sha256(converted: &Converted) -> String {
-    let digest = ring::digest::digest(
-        &ring::digest::SHA256,
-        pyjson::dumps(&converted.answer).as_bytes(),
-    );
+    sha256(&pyjson::dumps(&converted.answer))
+}
+
+/// SHA-256 (hex) of `text`.
+pub fn sha256(text: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -1,5 +1,6 @@
 //! Helpers of the subcommands.
 
+pub mod call_log;
 pub mod children;
 pub mod local_cluster;
 pub mod output;

@@ -23,7 +23,7 @@ impl TraceFile {
             .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
         let mut lines = umi_durable::JsonLines::open(&path)?;
-        while lines.next_record::<serde_json::Value>()?.is_some() {}
+        while lines.next_record::<TraceLine>()?.is_some() {}
         lines.ready_to_append(&file)?;
         Ok(TraceFile { path, file })
     }

@@ -108,6 +108,36 @@ impl Llama {
         self.weight_dtype
     }
 
+    /// What a token costs this model, from its matrices as stored (`roofline`).
+    pub fn costs(&self) -> crate::roofline::Costs {
+        let (mut layer_params, mut layer_bytes) = (0, 0);
+        for layer in &self.layers {
+            for linear in [
+                &layer.attn.qkv,
+                &layer.attn.o,
+                &layer.mlp.gate_up,
+                &layer.mlp.down,
+            ] {
+                let (params, bytes) = linear.size();
+                layer_params += params;
+                layer_bytes += bytes;
+            }
+        }
+        let (lm_head_params, lm_head_bytes) = self.lm_head.size();
+        let c = &self.config;
+        let head_dim = c.hidden_size / c.num_attention_heads.max(1);
+        crate::roofline::Costs {
+            layer_params,
+            layer_bytes,
+            lm_head_params,
+            lm_head_bytes,
+            layers: self.layers.len(),
+            hidden: c.hidden_size,
+            kv_width: c.num_key_value_heads * head_dim,
+            kv_element_bytes: self.dtype.size_in_bytes(),
+        }
+    }
+
     pub fn new_cache(&self) -> KvCache {
         KvCache {
             layers: (0..self.layers.len()).map(|_| None).collect(),
