@@ -15,10 +15,10 @@ use umi_core::agent::EngineKind;
 use crate::error::{EngineError, Result};
 use crate::generate::{FinishReason, GenerateOutput, GenerateRequest, Sequence, Step};
 use crate::load::LoadedModel;
-use crate::model::KvCache;
+use crate::model::{Chunk, KvCache};
 use crate::prefix_cache::PrefixCache;
 use crate::queue::{self, Job, Submit};
-use crate::scheduler::{self, StepBackend};
+use crate::scheduler::{self, StepBackend, Stepped};
 use crate::structured::Grammars;
 use crate::tokenizer::Tokenizer;
 
@@ -176,11 +176,7 @@ impl<'t> StepBackend for ModelStep<'t> {
         rayon::scope(|_| step(self));
     }
 
-    fn prefill(
-        &mut self,
-        request: &GenerateRequest,
-        abandoned: impl Fn() -> bool,
-    ) -> Result<(Sequence<'t>, Tensor)> {
+    fn start(&mut self, request: &GenerateRequest) -> Result<Sequence<'t>> {
         let loaded = self.loaded;
         // A grammar is compiled before the prefill, so a bad one is refused at once.
         let grammar = match &request.constraint {
@@ -200,39 +196,74 @@ impl<'t> StepBackend for ModelStep<'t> {
                 }
             }
         };
-        let (mut seq, logits) = Sequence::start(
+        let mut seq = Sequence::begin(
             &loaded.model,
             &loaded.tokenizer,
             request,
             &mut self.prefix_cache,
-            abandoned,
         )?;
         if let Some(grammar) = grammar {
             seq.constrain(grammar);
         }
-        Ok((seq, logits))
+        Ok(seq)
     }
 
     fn prompt_tokens(seq: &Sequence<'t>) -> usize {
         seq.prompt_tokens()
     }
 
-    fn decode(
+    /// A decode step, a prompt chunk, or both in one pass (`Llama::forward_mixed`).
+    fn step(
         &mut self,
-        seqs: &mut [&mut Sequence<'t>],
+        prefill: Option<&mut Sequence<'t>>,
+        decode: &mut [&mut Sequence<'t>],
         tokens: &[u32],
-    ) -> Result<Vec<Result<Tensor>>> {
-        let logits = {
-            let _span = tracing::debug_span!("decode_step", batch = seqs.len()).entered();
-            let adapters: Vec<Option<usize>> = seqs.iter().map(|s| s.adapter()).collect();
-            let mut caches: Vec<&mut KvCache> = seqs.iter_mut().map(|s| s.cache_mut()).collect();
-            // Sampling reads every row on the host: one copy for the batch, not one per row.
-            self.loaded
-                .model
-                .forward_batch(tokens, &mut caches, &adapters)
-                .and_then(|l| Ok(l.to_device(&Device::Cpu)?))?
+    ) -> Result<Stepped<Tensor>> {
+        let model = &self.loaded.model;
+        let rows = decode.len();
+        let _span =
+            tracing::debug_span!("step", batch = rows, prefill = prefill.is_some()).entered();
+        let adapters: Vec<Option<usize>> = decode.iter().map(|s| s.adapter()).collect();
+        let mut caches: Vec<&mut KvCache> = decode.iter_mut().map(|s| s.cache_mut()).collect();
+        let (first, decoded) = match prefill {
+            None => (
+                None,
+                Some(model.forward_batch(tokens, &mut caches, &adapters)?),
+            ),
+            Some(seq) => {
+                let chunk = seq.next_chunk();
+                let (logits, decoded) = if caches.is_empty() {
+                    let Chunk {
+                        tokens,
+                        cache,
+                        adapter,
+                    } = chunk;
+                    (model.forward(tokens, cache, adapter)?, None)
+                } else {
+                    let (logits, decoded) =
+                        model.forward_mixed(chunk, tokens, &mut caches, &adapters)?;
+                    (logits, Some(decoded))
+                };
+                let done = seq.unprefilled() == 0;
+                if done {
+                    seq.prompt_done();
+                }
+                (done.then_some(logits), decoded)
+            }
         };
-        Ok((0..seqs.len()).map(|i| Ok(logits.get(i)?)).collect())
+        let decode = match decoded {
+            None => Vec::new(),
+            Some(logits) => {
+                // Sampling reads every row on the host: one copy for the batch, not one
+                // per row.
+                let logits = logits.to_device(&Device::Cpu)?;
+                (0..rows).map(|i| Ok(logits.get(i)?)).collect()
+            }
+        };
+        Ok(Stepped {
+            prefill: first,
+            decode,
+        })
     }
 
     fn advance(

@@ -9,7 +9,7 @@ use candle_transformers::generation::{LogitsProcessor, Sampling};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EngineError, Result};
-use crate::model::{KvCache, Llama};
+use crate::model::{Chunk, KvCache, Llama};
 use crate::prefix_cache::PrefixCache;
 use crate::structured::{Constrained, Constraint};
 use crate::tokenizer::Tokenizer;
@@ -240,7 +240,7 @@ impl GenerateOutput {
 /// Prompt tokens run per forward pass. A whole 3-4k-token α-UMi prompt in one pass
 /// makes attention scores of tens of megabytes per layer; in chunks they stay in cache and
 /// each chunk attends only to the keys before it.
-const PREFILL_CHUNK: usize = 512;
+pub(crate) const PREFILL_CHUNK: usize = 512;
 
 /// What a sequence needs after a token is sampled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -254,7 +254,8 @@ pub enum Step {
 /// One request in flight: its key/value state, sampler and text between decode steps,
 /// so that a scheduler can advance many of them with one forward pass per step.
 ///
-/// `start` validates and prefills; then `advance` samples from each step's logits until
+/// `start` validates and prefills (or `begin`, then the prompt chunk by chunk); then
+/// `advance` samples from each step's logits until
 /// it returns `Step::Done`; `finish` hands back the output.
 pub struct Sequence<'t> {
     prompt: Vec<u32>,
@@ -272,6 +273,8 @@ pub struct Sequence<'t> {
     cached_tokens: usize,
     context: usize,
     prefill_time: Duration,
+    /// When `begin` took it.
+    began: Instant,
     decode_start: Instant,
 }
 
@@ -285,6 +288,36 @@ impl<'t> Sequence<'t> {
         prefix_cache: &mut PrefixCache,
         abandoned: impl Fn() -> bool,
     ) -> Result<(Self, Tensor)> {
+        let mut sequence = Self::begin(model, tokenizer, request, prefix_cache)?;
+        loop {
+            // A caller that went away stops the prefill at the next chunk, not after the
+            // whole prompt.
+            if abandoned() {
+                return Err(EngineError::Abandoned);
+            }
+            let Chunk {
+                tokens,
+                cache,
+                adapter,
+            } = sequence.next_chunk();
+            let logits = model.forward(tokens, cache, adapter)?;
+            if sequence.unprefilled() == 0 {
+                sequence.prompt_done();
+                return Ok((sequence, logits));
+            }
+        }
+    }
+
+    /// Checks `request` and starts from the longest cached prefix of its prompt, running
+    /// nothing yet: the rest of the prompt runs chunk by chunk (`next_chunk`, until
+    /// `unprefilled` is 0, then `prompt_done`), by `start` or in a scheduler's mixed
+    /// steps beside other sequences' decoding.
+    pub fn begin(
+        model: &Llama,
+        tokenizer: &'t Tokenizer,
+        request: &GenerateRequest,
+        prefix_cache: &mut PrefixCache,
+    ) -> Result<Self> {
         // The engines check at submission; callers driving a sequence directly get the
         // same check here.
         request.validate()?;
@@ -330,22 +363,13 @@ impl<'t> Sequence<'t> {
                 )
             })?),
         };
-        let mut cache = prefix_cache
+        let cache = prefix_cache
             .lookup_with(adapter, &prompt)
             .unwrap_or_else(|| model.new_cache());
         let cached_tokens = cache.len();
-        let start = Instant::now();
-        let mut logits = None;
-        for chunk in prompt[cached_tokens..].chunks(PREFILL_CHUNK) {
-            // A caller that went away stops the prefill at the next chunk, not after the
-            // whole prompt.
-            if abandoned() {
-                return Err(EngineError::Abandoned);
-            }
-            logits = Some(model.forward(chunk, &mut cache, adapter)?);
+        if cached_tokens >= prompt.len() {
+            return Err(EngineError::invalid("prompt", "nothing to run"));
         }
-        let logits = logits.ok_or_else(|| EngineError::invalid("prompt", "nothing to run"))?;
-        let prefill_time = start.elapsed();
         let sequence = Sequence {
             prompt,
             adapter,
@@ -362,10 +386,36 @@ impl<'t> Sequence<'t> {
             generated: Vec::new(),
             cached_tokens,
             context,
-            prefill_time,
+            prefill_time: Duration::ZERO,
+            began: Instant::now(),
             decode_start: Instant::now(),
         };
-        Ok((sequence, logits))
+        Ok(sequence)
+    }
+
+    /// Prompt tokens not run yet.
+    pub fn unprefilled(&self) -> usize {
+        self.prompt.len().saturating_sub(self.cache.len())
+    }
+
+    /// The next chunk of the prompt to run. Chunks are cut every `PREFILL_CHUNK` tokens
+    /// from the cached prefix, whatever runs beside them, so a prompt is computed the
+    /// same way in any batch.
+    pub fn next_chunk(&mut self) -> Chunk<'_> {
+        let from = self.cache.len().min(self.prompt.len());
+        let to = (from + PREFILL_CHUNK).min(self.prompt.len());
+        Chunk {
+            tokens: &self.prompt[from..to],
+            cache: &mut self.cache,
+            adapter: self.adapter,
+        }
+    }
+
+    /// Marks the prompt as run (its last chunk's logits give the first token): the
+    /// prefill's time ends and the decode's begins.
+    pub fn prompt_done(&mut self) {
+        self.prefill_time = self.began.elapsed();
+        self.decode_start = Instant::now();
     }
 
     /// Samples the next token from `logits` (shape (vocab,)) and applies the stop
@@ -440,10 +490,15 @@ impl<'t> Sequence<'t> {
         mut on_text: impl FnMut(u32, &str) -> bool,
     ) -> GenerateOutput {
         let decode_time = self.decode_start.elapsed();
-        // The cache holds the prompt and every generated token but the last.
-        let fed = self.cache.len() - self.prompt.len();
-        let mut tokens = self.prompt.clone();
-        tokens.extend_from_slice(&self.generated[..fed.min(self.generated.len())]);
+        // The cache holds the prompt and every generated token but the last (or, for a
+        // sequence ended during its prefill, the prompt's first chunks).
+        let tokens: Vec<u32> = self
+            .prompt
+            .iter()
+            .chain(&self.generated)
+            .take(self.cache.len())
+            .copied()
+            .collect();
         prefix_cache.insert_with(self.adapter, tokens, self.cache);
         let tail = self.stream.finish();
         if !tail.is_empty() && finish_reason != FinishReason::Cancelled {

@@ -34,6 +34,13 @@ pub(crate) fn decode_step(batch: usize) {
     histogram!(BATCH_SIZE).record(batch as f64);
 }
 
+/// Steps whose decode rows rode along a prompt chunk (mixed steps).
+pub const MIXED_STEPS: &str = "umi_engine_mixed_steps_total";
+
+pub(crate) fn mixed_step() {
+    counter!(MIXED_STEPS).increment(1);
+}
+
 /// From a request's arrival to its admission into the running batch.
 pub const QUEUE_WAIT: &str = "umi_engine_queue_wait_seconds";
 /// 1, labelled with what serves requests: `engine="model"` (a real forward pass) or

@@ -1,13 +1,16 @@
-//! The inference thread's loop, the one both engines run: continuous batching, as vLLM
-//! and TGI do. Before each decode step it admits waiting requests (prefilling each) up to
-//! `max_batch`, then advances every running sequence by one token in a single step, and
-//! retires the ones that finished, so a request never waits for another to end.
+//! The inference thread's loop, the one both engines run: continuous batching with
+//! mixed steps, as vLLM's chunked prefill and TGI do. Each step admits waiting requests
+//! (up to `max_batch`), then runs the next prompt chunk of the oldest sequence still
+//! prefilling together with one token of every decoding sequence, and retires the ones
+//! that finished: a request never waits for another to end, and decoding sequences
+//! never wait for a whole prompt (only for a chunk).
 //!
 //! Admission, batching, cancellation, per-request tracing, metrics and the delivery of
-//! results live here once; a `StepBackend` supplies what differs: how a sequence is
-//! prefilled and a batch decoded (the model's forward pass, or the simulated engine's
-//! wait), how the next token is taken, and what a finished sequence leaves in its prefix
-//! cache.
+//! results live here once; a `StepBackend` supplies what differs: how a sequence starts
+//! and a step runs (the model's forward pass, or the simulated engine's wait), how the
+//! next token is taken, and what a finished sequence leaves in its prefix cache.
+
+use std::collections::VecDeque;
 
 use crate::error::{EngineError, Result};
 use crate::generate::{FinishReason, GenerateOutput, Step};
@@ -26,8 +29,8 @@ pub(crate) trait StepBackend: Send {
     /// The model name requests' spans carry.
     fn name(&self) -> &str;
 
-    /// Runs one iteration of the loop (its admissions and its decode step). The model
-    /// engine runs it inside rayon's pool; the default runs it on the calling thread.
+    /// Runs one iteration of the loop (its admissions and its step). The model engine
+    /// runs it inside rayon's pool; the default runs it on the calling thread.
     fn run_step(&mut self, step: impl FnOnce(&mut Self) + Send)
     where
         Self: Sized,
@@ -35,25 +38,22 @@ pub(crate) trait StepBackend: Send {
         step(self)
     }
 
-    /// Prefills `request`: the sequence and what its first token is taken from.
-    /// `abandoned` says whether the caller went away (a long prefill may stop early and
-    /// return `EngineError::Abandoned`).
-    fn prefill(
-        &mut self,
-        request: &Self::Request,
-        abandoned: impl Fn() -> bool,
-    ) -> Result<(Self::Seq, Self::Logits)>;
+    /// Admits `request`: checks it and finds its cached prefix, running nothing yet.
+    fn start(&mut self, request: &Self::Request) -> Result<Self::Seq>;
 
     /// The sequence's prompt length in tokens.
     fn prompt_tokens(seq: &Self::Seq) -> usize;
 
-    /// One decode step: `tokens[i]` fed to `seqs[i]`. An error fails the whole batch;
-    /// otherwise one result per sequence, in order.
-    fn decode(
+    /// One step: the next chunk of `prefill`'s prompt, if given, and `tokens[i]` fed to
+    /// `decode[i]`. An error fails the whole step; otherwise the prefill's logits once
+    /// its last chunk ran (`None` while chunks remain) and one result per decode row, in
+    /// order.
+    fn step(
         &mut self,
-        seqs: &mut [&mut Self::Seq],
+        prefill: Option<&mut Self::Seq>,
+        decode: &mut [&mut Self::Seq],
         tokens: &[u32],
-    ) -> Result<Vec<Result<Self::Logits>>>;
+    ) -> Result<Stepped<Self::Logits>>;
 
     /// Takes the next token from `logits` and applies the stop conditions; `emit` gets
     /// each new piece of text and returns `false` once nobody listens.
@@ -77,6 +77,14 @@ pub(crate) trait StepBackend: Send {
     fn cache_bytes(&self) -> usize;
 }
 
+/// What one step gives back (`StepBackend::step`).
+pub(crate) struct Stepped<L> {
+    /// The prefilling sequence's first-token logits, once its prompt is done.
+    pub prefill: Option<L>,
+    /// One per decode row.
+    pub decode: Vec<Result<L>>,
+}
+
 /// The loop; returns once every submitting handle is gone and the last running sequence
 /// has finished.
 pub(crate) fn run<B: StepBackend>(
@@ -84,59 +92,89 @@ pub(crate) fn run<B: StepBackend>(
     max_batch: usize,
     queue: &mut Queue<Job<B::Request>>,
 ) {
+    // Decoding sequences, and admitted ones whose prompts still run (oldest first: the
+    // head runs a chunk each step).
     let mut running: Vec<Running<B>> = Vec::new();
+    let mut prefilling: VecDeque<Running<B>> = VecDeque::new();
     loop {
-        let Some(arrived) = queue.admit(running.len(), max_batch) else {
+        let Some(arrived) = queue.admit(running.len() + prefilling.len(), max_batch) else {
             return;
         };
-        crate::metrics::queue(running.len() + arrived.len(), queue.len());
+        let active = running.len() + prefilling.len() + arrived.len();
+        crate::metrics::queue(active, queue.len());
         backend.run_step(|backend| {
-            // A newcomer's whole prefill runs before the next decode step, holding the
-            // running sequences back by its length (its chunks are not interleaved with
-            // decode steps yet).
             for job in arrived {
-                running.extend(Running::admit(backend, job));
+                prefilling.extend(Running::start(backend, job));
             }
-            decode_step(backend, &mut running);
+            step(backend, &mut prefilling, &mut running);
         });
-        crate::metrics::queue(running.len(), queue.len());
+        crate::metrics::queue(running.len() + prefilling.len(), queue.len());
     }
 }
 
-/// Advances every running sequence by one token, retiring those that finish.
-fn decode_step<B: StepBackend>(backend: &mut B, running: &mut Vec<Running<B>>) {
+/// One step: a chunk of the oldest prefilling sequence beside one token of every
+/// decoding one. Sequences whose callers went away end first; a sequence whose prompt
+/// is done takes its first token and decodes from the next step.
+fn step<B: StepBackend>(
+    backend: &mut B,
+    prefilling: &mut VecDeque<Running<B>>,
+    running: &mut Vec<Running<B>>,
+) {
+    let mut head = None;
+    while let Some(r) = prefilling.pop_front() {
+        if r.job.is_abandoned() {
+            r.cancel_prefill();
+        } else {
+            head = Some(r);
+            break;
+        }
+    }
     let (mut live, gone): (Vec<_>, Vec<_>) = std::mem::take(running)
         .into_iter()
         .partition(|r| !r.job.is_abandoned());
     for r in gone {
         r.finish(FinishReason::Cancelled, backend);
     }
-    if live.is_empty() {
+    if head.is_none() && live.is_empty() {
         return;
     }
     let batch = live.len();
-    crate::metrics::decode_step(batch);
+    if batch > 0 {
+        crate::metrics::decode_step(batch);
+        if head.is_some() {
+            crate::metrics::mixed_step();
+        }
+    }
     let tokens: Vec<u32> = live.iter().map(|r| r.next).collect();
     let stepped = {
         let mut seqs: Vec<&mut B::Seq> = live.iter_mut().map(|r| &mut r.seq).collect();
-        backend.decode(&mut seqs, &tokens)
+        backend.step(head.as_mut().map(|r| &mut r.seq), &mut seqs, &tokens)
     };
-    let rows = match stepped {
-        Ok(rows) => rows,
+    let Stepped { prefill, decode } = match stepped {
+        Ok(stepped) => stepped,
         Err(e) => {
-            tracing::error!(error = ?e, batch, "decode step failed");
+            tracing::error!(error = ?e, batch, prefill = head.is_some(), "step failed");
             let message = e.to_string();
-            for r in live {
+            for r in live.into_iter().chain(head) {
                 r.fail(EngineError::Step(message.clone()));
             }
             return;
         }
     };
-    for (mut r, row) in live.into_iter().zip(rows) {
+    for (mut r, row) in live.into_iter().zip(decode) {
         r.peak_batch = r.peak_batch.max(batch);
         match row {
             Ok(logits) => running.extend(r.advance(&logits, backend)),
             Err(e) => r.fail(e),
+        }
+    }
+    if let Some(r) = head {
+        match prefill {
+            Some(logits) => {
+                crate::metrics::first_token(r.job.arrived.elapsed());
+                running.extend(r.advance(&logits, backend));
+            }
+            None => prefilling.push_front(r),
         }
     }
 }
@@ -153,9 +191,9 @@ struct Running<B: StepBackend> {
 }
 
 impl<B: StepBackend> Running<B> {
-    /// Prefills `job` and takes its first token; `None` if it already ended (an error, a
-    /// stop at the first token, or nobody waiting for it).
-    fn admit(backend: &mut B, job: Job<B::Request>) -> Option<Self> {
+    /// Admits `job` (its checks and cached prefix; nothing runs yet); `None` if it ended
+    /// already (refused, or nobody waiting for it).
+    fn start(backend: &mut B, job: Job<B::Request>) -> Option<Self> {
         let span = tracing::info_span!(
             parent: &job.span,
             "generate",
@@ -170,24 +208,17 @@ impl<B: StepBackend> Running<B> {
             return None;
         }
         crate::metrics::queue_wait(job.arrived.elapsed());
-        let started = span.in_scope(|| backend.prefill(&job.request, || job.is_abandoned()));
+        let started = span.in_scope(|| backend.start(&job.request));
         match started {
-            Ok((seq, logits)) => {
+            Ok(seq) => {
                 span.record("prompt_tokens", B::prompt_tokens(&seq));
-                crate::metrics::first_token(job.arrived.elapsed());
-                let running = Running {
+                Some(Running {
                     seq,
                     job,
                     span,
                     next: 0,
                     peak_batch: 1,
-                };
-                running.advance(&logits, backend)
-            }
-            Err(EngineError::Abandoned) => {
-                span.record("finish_reason", "cancelled");
-                crate::metrics::cancelled_in_prefill();
-                None
+                })
             }
             Err(e) => {
                 crate::metrics::failed();
@@ -197,6 +228,12 @@ impl<B: StepBackend> Running<B> {
                 None
             }
         }
+    }
+
+    /// Ends a sequence whose caller went away before its prompt was done.
+    fn cancel_prefill(self) {
+        self.span.record("finish_reason", "cancelled");
+        crate::metrics::cancelled_in_prefill();
     }
 
     /// Takes the next token from this step's logits; `None` once the sequence finished.

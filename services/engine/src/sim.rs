@@ -23,10 +23,10 @@ use umi_core::agent::EngineKind;
 
 use crate::engine::{EngineConfig, ModelInfo, StreamEvent};
 use crate::error::{EngineError, Result};
-use crate::generate::{FinishReason, GenerateOutput, GenerateRequest, Prompt, Step};
+use crate::generate::{FinishReason, GenerateOutput, GenerateRequest, Prompt, Step, PREFILL_CHUNK};
 use crate::prefix_cache::{CachedState, PrefixCache};
 use crate::queue::{self, Job, Submit};
-use crate::scheduler::{self, StepBackend};
+use crate::scheduler::{self, StepBackend, Stepped};
 
 /// How long the simulated engine takes, per request and per decode step.
 ///
@@ -132,6 +132,13 @@ impl SimProfile {
     /// Prefilling `computed` prompt tokens of one request.
     pub fn prefill_time(&self, computed: usize) -> Duration {
         ms(self.prefill_overhead_ms + self.prefill_ms_per_token * computed as f64)
+    }
+
+    /// One chunk of a prefill (a mixed step's share): its tokens, plus the request's
+    /// overhead with its `first` chunk.
+    pub fn prefill_chunk_time(&self, tokens: usize, first: bool) -> Duration {
+        let overhead = if first { self.prefill_overhead_ms } else { 0.0 };
+        ms(overhead + self.prefill_ms_per_token * tokens as f64)
     }
 
     /// One decode step over sequences holding `context` tokens in all.
@@ -289,12 +296,15 @@ struct SimStep {
     cache: PrefixCache<SimState>,
 }
 
-/// A simulated sequence being decoded.
+/// A simulated sequence, prefilling or being decoded.
 struct SimSeq {
     work: Work,
     cached: usize,
+    /// Prompt tokens run so far (the cached ones included).
+    prefilled: usize,
     /// Output tokens emitted so far.
     emitted: usize,
+    began: Instant,
     prefill_time: Duration,
     decode_start: Instant,
 }
@@ -308,32 +318,61 @@ impl StepBackend for SimStep {
         &self.name
     }
 
-    fn prefill(&mut self, work: &Work, _abandoned: impl Fn() -> bool) -> Result<(SimSeq, ())> {
-        let prompt = work.prompt.len();
+    fn start(&mut self, work: &Work) -> Result<SimSeq> {
         let cached = self.cache.lookup(&work.prompt).map_or(0, |s| s.tokens);
-        let started = Instant::now();
-        thread::sleep(self.profile.prefill_time(prompt - cached));
-        let seq = SimSeq {
+        Ok(SimSeq {
             work: work.clone(),
             cached,
+            prefilled: cached,
             emitted: 0,
-            prefill_time: started.elapsed(),
+            began: Instant::now(),
+            prefill_time: Duration::ZERO,
             decode_start: Instant::now(),
-        };
-        // Prefill's "logits" give the first token.
-        Ok((seq, ()))
+        })
     }
 
     fn prompt_tokens(seq: &SimSeq) -> usize {
         seq.work.prompt.len()
     }
 
-    fn decode(&mut self, seqs: &mut [&mut SimSeq], _tokens: &[u32]) -> Result<Vec<Result<()>>> {
-        let batch = seqs.len();
-        let context: usize = seqs.iter().map(|s| s.work.prompt.len() + s.emitted).sum();
-        let _span = tracing::debug_span!("sim_decode_step", batch).entered();
-        thread::sleep(self.profile.decode_step_time(context));
-        Ok((0..batch).map(|_| Ok(())).collect())
+    /// Waits what the profile gives the step: the prompt chunk's share of its prefill
+    /// (the per-request overhead with the first chunk) plus a decode step over the
+    /// decoding sequences' context, chunked as the model engine chunks.
+    fn step(
+        &mut self,
+        prefill: Option<&mut SimSeq>,
+        decode: &mut [&mut SimSeq],
+        _tokens: &[u32],
+    ) -> Result<Stepped<()>> {
+        let batch = decode.len();
+        let _span = tracing::debug_span!("sim_step", batch, prefill = prefill.is_some()).entered();
+        let mut wait = Duration::ZERO;
+        if batch > 0 {
+            let context: usize = decode.iter().map(|s| s.work.prompt.len() + s.emitted).sum();
+            wait += self.profile.decode_step_time(context);
+        }
+        let chunk = prefill
+            .as_ref()
+            .map(|seq| PREFILL_CHUNK.min(seq.work.prompt.len() - seq.prefilled));
+        if let (Some(seq), Some(chunk)) = (&prefill, chunk) {
+            wait += self
+                .profile
+                .prefill_chunk_time(chunk, seq.prefilled == seq.cached);
+        }
+        thread::sleep(wait);
+        let mut first = None;
+        if let (Some(seq), Some(chunk)) = (prefill, chunk) {
+            seq.prefilled += chunk;
+            if seq.prefilled == seq.work.prompt.len() {
+                seq.prefill_time = seq.began.elapsed();
+                seq.decode_start = Instant::now();
+                first = Some(());
+            }
+        }
+        Ok(Stepped {
+            prefill: first,
+            decode: (0..batch).map(|_| Ok(())).collect(),
+        })
     }
 
     /// Emits the next scripted token, as sampling one would. When the script is spent,
@@ -376,6 +415,7 @@ impl StepBackend for SimStep {
             emitted,
             prefill_time,
             decode_start,
+            ..
         } = seq;
         // The state holds the prompt and every emitted token but the last.
         let fed = emitted.saturating_sub(1);

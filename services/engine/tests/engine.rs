@@ -240,6 +240,65 @@ async fn requests_decoded_in_one_batch_answer_as_they_do_alone() {
     }
 }
 
+/// Mixed steps (chunked prefill): a long prompt arriving while another request decodes
+/// runs chunk by chunk beside that request's decode steps, instead of holding it back for
+/// the whole prompt, and neither request's tokens change.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_prompt_prefills_in_chunks_beside_a_decoding_request() {
+    let decoding = GenerateRequest {
+        ignore_eos: true,
+        ..greedy(&chatml("Count to one thousand."), 120)
+    };
+    // About 1,840 tokens: four chunks of 512.
+    let long = greedy(&chatml(&"count the words in this sentence ".repeat(300)), 8);
+    let engine = Engine::start_with(
+        load(smollm2_gguf(), WeightDType::F32).unwrap(),
+        umi_engine::EngineConfig {
+            prefix_cache_bytes: 0,
+            max_batch: 4,
+            ..Default::default()
+        },
+    );
+    let decoding_alone = engine.generate(decoding.clone()).await.unwrap();
+    let long_alone = engine.generate(long.clone()).await.unwrap();
+    assert!(
+        long_alone.prompt_tokens > 3 * 512,
+        "{}",
+        long_alone.prompt_tokens
+    );
+
+    let mut a = engine.stream(decoding).unwrap();
+    // The first request decodes before the long prompt arrives.
+    assert!(matches!(a.recv().await, Some(Ok(StreamEvent::Text { .. }))));
+    let mut b = engine.stream(long).unwrap();
+    // The first request's tokens from the long prompt's arrival to its first token: a
+    // decode step rides along each chunk (a whole prefill first would leave at most the
+    // one step already under way).
+    let (mut during_prefill, mut b_started) = (0, false);
+    let (mut a_out, mut b_out) = (None, None);
+    while a_out.is_none() || b_out.is_none() {
+        tokio::select! {
+            biased;
+            Some(event) = a.recv(), if a_out.is_none() => match event.unwrap() {
+                StreamEvent::Text { .. } => during_prefill += usize::from(!b_started),
+                StreamEvent::Done(out) => a_out = Some(out),
+            },
+            Some(event) = b.recv(), if b_out.is_none() => match event.unwrap() {
+                StreamEvent::Text { .. } => b_started = true,
+                StreamEvent::Done(out) => b_out = Some(out),
+            },
+        }
+    }
+    assert!(
+        during_prefill >= 3,
+        "{during_prefill} decode steps during a four-chunk prefill"
+    );
+    let (a_out, b_out) = (a_out.unwrap(), b_out.unwrap());
+    assert_eq!(a_out.token_ids, decoding_alone.token_ids);
+    assert_eq!(b_out.token_ids, long_alone.token_ids);
+    assert_eq!(b_out.text, long_alone.text);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dropped_stream_cancels_and_the_engine_keeps_serving() {
     let engine = Engine::start(load(smollm2_gguf(), WeightDType::F32).unwrap());

@@ -73,6 +73,26 @@ enum Rows<'a> {
     Each(Vec<Option<&'a ServedAdapter>>),
 }
 
+/// The next chunk of one sequence's prompt, for a mixed step (`Llama::forward_mixed`).
+pub struct Chunk<'c> {
+    pub tokens: &'c [u32],
+    pub cache: &'c mut KvCache,
+    pub adapter: Option<usize>,
+}
+
+/// Rows of a forward pass that share a shape and a path through the kernels: a prompt
+/// chunk of one sequence (1, chunk, hidden) or a decode batch (batch, 1, hidden).
+struct Part<'m, 'c> {
+    x: Tensor,
+    rows: Rows<'m>,
+    caches: Vec<&'c mut KvCache>,
+    /// Where each sequence's new rows start.
+    offsets: Vec<usize>,
+    mask: Option<Tensor>,
+    /// Positions each sequence gains.
+    new_tokens: usize,
+}
+
 pub struct Llama {
     config: LlamaConfig,
     embed: Tensor,
@@ -221,43 +241,10 @@ impl Llama {
         cache: &mut KvCache,
         adapter: Option<usize>,
     ) -> Result<Tensor> {
-        let rows = Rows::One(self.served(adapter));
-        let seq = tokens.len();
-        let offset = cache.len;
-        if seq == 0 {
-            return Err(EngineError::invalid("input", "no tokens to run"));
-        }
-        self.check_room(offset + seq)?;
-        let ids = Tensor::new(tokens, &self.device)?;
-        let mut x = self.embed.index_select(&ids, 0)?.unsqueeze(0)?;
-        let mask = if seq > 1 {
-            Some(causal_mask(seq, offset, &self.device)?)
-        } else {
-            None
-        };
-        for (i, layer) in self.layers.iter().enumerate() {
-            let residual = x.clone();
-            let normed = self.rms_norm(&x, &layer.attn_norm)?;
-            let qkv = project(&layer.attn.qkv, &normed, &rows, |a| {
-                a.layers[i].qkv.as_ref()
-            })?;
-            let mut ys = self.attend(
-                &[qkv],
-                &[offset],
-                &mut [&mut cache.layers[i]],
-                mask.as_ref(),
-            )?;
-            let o = project(&layer.attn.o, &ys.remove(0), &rows, |a| {
-                a.layers[i].o.as_ref()
-            })?;
-            x = (o + residual)?;
-            x = self.mlp(i, &x, &rows)?;
-        }
-        cache.len += seq;
-        let last = x.narrow(1, seq - 1, 1)?;
-        let normed = self.rms_norm(&last, &self.norm)?;
-        let logits = project(&self.lm_head, &normed, &rows, |a| a.lm_head.as_ref())?;
-        Ok(logits.flatten_all()?.to_dtype(DType::F32)?)
+        let mut parts = [self.chunk_part(tokens, cache, adapter)?];
+        self.run_layers(&mut parts)?;
+        let [part] = parts;
+        self.chunk_logits(part)
     }
 
     /// One decode step for several sequences at once: `tokens[i]` is appended after what
@@ -275,6 +262,76 @@ impl Llama {
         caches: &mut [&mut KvCache],
         adapters: &[Option<usize>],
     ) -> Result<Tensor> {
+        if let ([token], [cache], [adapter]) = (tokens, &mut *caches, adapters) {
+            return Ok(self.forward(&[*token], cache, *adapter)?.unsqueeze(0)?);
+        }
+        let mut parts = [self.decode_part(tokens, caches, adapters)?];
+        self.run_layers(&mut parts)?;
+        let [part] = parts;
+        self.decode_logits(part)
+    }
+
+    /// A mixed step (vLLM's chunked prefill): the next chunk of one sequence's prompt and
+    /// one new token for each of `caches` in one pass through the layers. Each matrix
+    /// serves the chunk's rows and then, while it is still in cache, the decode rows.
+    /// Returns the chunk's last-position logits (vocab,) and the decode rows' (batch,
+    /// vocab).
+    ///
+    /// Every row goes through the kernels it would take alone (the chunk's through the
+    /// prefill products, the decode rows' through the decode products), so each row's
+    /// logits are bit for bit those of `forward` and `forward_batch`: whether a sequence
+    /// decodes beside a prefill never changes its tokens.
+    pub fn forward_mixed(
+        &self,
+        chunk: Chunk<'_>,
+        tokens: &[u32],
+        caches: &mut [&mut KvCache],
+        adapters: &[Option<usize>],
+    ) -> Result<(Tensor, Tensor)> {
+        let prefill = self.chunk_part(chunk.tokens, chunk.cache, chunk.adapter)?;
+        let decode = self.decode_part(tokens, caches, adapters)?;
+        let mut parts = [prefill, decode];
+        self.run_layers(&mut parts)?;
+        let [prefill, decode] = parts;
+        Ok((self.chunk_logits(prefill)?, self.decode_logits(decode)?))
+    }
+
+    /// The rows of a prompt chunk: (1, chunk, hidden), masked causally.
+    fn chunk_part<'m, 'c>(
+        &'m self,
+        tokens: &[u32],
+        cache: &'c mut KvCache,
+        adapter: Option<usize>,
+    ) -> Result<Part<'m, 'c>> {
+        let seq = tokens.len();
+        let offset = cache.len;
+        if seq == 0 {
+            return Err(EngineError::invalid("input", "no tokens to run"));
+        }
+        self.check_room(offset + seq)?;
+        let ids = Tensor::new(tokens, &self.device)?;
+        let mask = if seq > 1 {
+            Some(causal_mask(seq, offset, &self.device)?)
+        } else {
+            None
+        };
+        Ok(Part {
+            x: self.embed.index_select(&ids, 0)?.unsqueeze(0)?,
+            rows: Rows::One(self.served(adapter)),
+            offsets: vec![offset],
+            caches: vec![cache],
+            mask,
+            new_tokens: seq,
+        })
+    }
+
+    /// The rows of a decode batch: (batch, 1, hidden), one per sequence.
+    fn decode_part<'m, 'c>(
+        &'m self,
+        tokens: &[u32],
+        caches: &'c mut [&mut KvCache],
+        adapters: &[Option<usize>],
+    ) -> Result<Part<'m, 'c>> {
         if tokens.is_empty() || tokens.len() != caches.len() || adapters.len() != caches.len() {
             return Err(EngineError::invalid(
                 "batch",
@@ -286,40 +343,88 @@ impl Llama {
                 ),
             ));
         }
-        if let ([token], [cache], [adapter]) = (tokens, &mut *caches, adapters) {
-            return Ok(self.forward(&[*token], cache, *adapter)?.unsqueeze(0)?);
-        }
-        let rows = Rows::Each(adapters.iter().map(|a| self.served(*a)).collect());
         for cache in caches.iter() {
             self.check_room(cache.len + 1)?;
         }
         let ids = Tensor::new(tokens, &self.device)?;
-        // (batch, 1, hidden): each sequence is a batch row of length one.
-        let mut x = self.embed.index_select(&ids, 0)?.unsqueeze(1)?;
+        Ok(Part {
+            x: self.embed.index_select(&ids, 0)?.unsqueeze(1)?,
+            rows: Rows::Each(adapters.iter().map(|a| self.served(*a)).collect()),
+            offsets: caches.iter().map(|c| c.len).collect(),
+            caches: caches.iter_mut().map(|c| &mut **c).collect(),
+            mask: None,
+            new_tokens: 1,
+        })
+    }
+
+    /// Every layer over `parts`, each matrix product for all parts in turn.
+    fn run_layers(&self, parts: &mut [Part<'_, '_>]) -> Result<()> {
+        let ff = self.config.intermediate_size;
         for (i, layer) in self.layers.iter().enumerate() {
-            let residual = x.clone();
-            let normed = self.rms_norm(&x, &layer.attn_norm)?;
-            let qkv = project(&layer.attn.qkv, &normed, &rows, |a| {
-                a.layers[i].qkv.as_ref()
-            })?;
-            let per_sequence = (0..caches.len())
-                .map(|s| qkv.narrow(0, s, 1))
-                .collect::<candle_core::Result<Vec<_>>>()?;
-            let offsets: Vec<usize> = caches.iter().map(|c| c.len).collect();
-            let mut slots: Vec<&mut Option<LayerKv>> =
-                caches.iter_mut().map(|c| &mut c.layers[i]).collect();
-            let ys = self.attend(&per_sequence, &offsets, &mut slots, None)?;
-            let o = project(&layer.attn.o, &Tensor::cat(&ys, 0)?, &rows, |a| {
-                a.layers[i].o.as_ref()
-            })?;
-            x = (o + residual)?;
-            x = self.mlp(i, &x, &rows)?;
+            let mut qkv = Vec::with_capacity(parts.len());
+            for p in parts.iter() {
+                let normed = self.rms_norm(&p.x, &layer.attn_norm)?;
+                qkv.push(project(&layer.attn.qkv, &normed, &p.rows, |a| {
+                    a.layers[i].qkv.as_ref()
+                })?);
+            }
+            let mut attended = Vec::with_capacity(parts.len());
+            for (p, qkv) in parts.iter_mut().zip(qkv) {
+                let per_sequence = if p.caches.len() == 1 {
+                    vec![qkv]
+                } else {
+                    (0..p.caches.len())
+                        .map(|s| qkv.narrow(0, s, 1))
+                        .collect::<candle_core::Result<Vec<_>>>()?
+                };
+                let mut slots: Vec<&mut Option<LayerKv>> =
+                    p.caches.iter_mut().map(|c| &mut c.layers[i]).collect();
+                let mut ys = self.attend(&per_sequence, &p.offsets, &mut slots, p.mask.as_ref())?;
+                attended.push(if ys.len() == 1 {
+                    ys.remove(0)
+                } else {
+                    Tensor::cat(&ys, 0)?
+                });
+            }
+            for (p, y) in parts.iter_mut().zip(&attended) {
+                let o = project(&layer.attn.o, y, &p.rows, |a| a.layers[i].o.as_ref())?;
+                p.x = (o + &p.x)?;
+            }
+            let mut gate_up = Vec::with_capacity(parts.len());
+            for p in parts.iter() {
+                let normed = self.rms_norm(&p.x, &layer.ffn_norm)?;
+                gate_up.push(project(&layer.mlp.gate_up, &normed, &p.rows, |a| {
+                    a.layers[i].gate_up.as_ref()
+                })?);
+            }
+            for (p, gate_up) in parts.iter_mut().zip(&gate_up) {
+                let act = crate::pointwise::silu_mul(gate_up, ff)?;
+                let down = project(&layer.mlp.down, &act, &p.rows, |a| {
+                    a.layers[i].down.as_ref()
+                })?;
+                p.x = (down + &p.x)?;
+            }
         }
-        for cache in caches.iter_mut() {
-            cache.len += 1;
+        for p in parts.iter_mut() {
+            for cache in p.caches.iter_mut() {
+                cache.len += p.new_tokens;
+            }
         }
-        let normed = self.rms_norm(&x, &self.norm)?;
-        let logits = project(&self.lm_head, &normed, &rows, |a| a.lm_head.as_ref())?;
+        Ok(())
+    }
+
+    /// A chunk's logits: its last position's, (vocab,) in f32.
+    fn chunk_logits(&self, part: Part<'_, '_>) -> Result<Tensor> {
+        let last = part.x.narrow(1, part.new_tokens - 1, 1)?;
+        let normed = self.rms_norm(&last, &self.norm)?;
+        let logits = project(&self.lm_head, &normed, &part.rows, |a| a.lm_head.as_ref())?;
+        Ok(logits.flatten_all()?.to_dtype(DType::F32)?)
+    }
+
+    /// A decode batch's logits, (batch, vocab) in f32.
+    fn decode_logits(&self, part: Part<'_, '_>) -> Result<Tensor> {
+        let normed = self.rms_norm(&part.x, &self.norm)?;
+        let logits = project(&self.lm_head, &normed, &part.rows, |a| a.lm_head.as_ref())?;
         Ok(logits.squeeze(1)?.to_dtype(DType::F32)?)
     }
 
@@ -335,20 +440,6 @@ impl Llama {
 
     fn rms_norm(&self, x: &Tensor, weight: &Tensor) -> Result<Tensor> {
         crate::pointwise::rms_norm(x, weight, self.config.rms_norm_eps as f32)
-    }
-
-    /// Layer `i`'s feed-forward block with its residual connection.
-    fn mlp(&self, i: usize, x: &Tensor, rows: &Rows) -> Result<Tensor> {
-        let layer = &self.layers[i];
-        let mlp = &layer.mlp;
-        let normed = self.rms_norm(x, &layer.ffn_norm)?;
-        let gate_up = project(&mlp.gate_up, &normed, rows, |a| {
-            a.layers[i].gate_up.as_ref()
-        })?;
-        let ff = self.config.intermediate_size;
-        let act = crate::pointwise::silu_mul(&gate_up, ff)?;
-        let down = project(&mlp.down, &act, rows, |a| a.layers[i].down.as_ref())?;
-        Ok((down + x)?)
     }
 }
 
