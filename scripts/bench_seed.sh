@@ -57,7 +57,9 @@ c = [json.loads(l) for l in open(sys.argv[1])]
 print(len(c), sum(x["prompt_tokens"] for x in c), sum(x["cached_tokens"] for x in c), sum(x["generated_tokens"] for x in c))' \
     "$WORK/realtime-calls.jsonl")
   printf "| umi run (defaults) | auto (f32) | --max-batch | %s | %s | %s | %s | %.1f |\n" "$calls" "$prompt" "$((prompt - cached))" "$generated" "$(echo "$t1 - $t0" | bc)"
-  for dtype in bfloat16 float32; do
+  # SEED_DTYPES: the seed's dtypes to run (bf16 is the faster where the CPU has
+  # AVX512-BF16; without it, float32 alone saves the slow half).
+  for dtype in ${SEED_DTYPES:-bfloat16 float32}; do
     "$VENV/bin/python" scripts/bench_seed.py --calls "$WORK/realtime-calls.jsonl" --model "$WORK/hf" \
       --dtype "$dtype" --threads "$(nproc)" --temperature 0.5 --top-p 0 2>/dev/null
   done
