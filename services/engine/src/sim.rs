@@ -129,11 +129,6 @@ impl SimProfile {
         })
     }
 
-    /// Prefilling `computed` prompt tokens of one request.
-    pub fn prefill_time(&self, computed: usize) -> Duration {
-        ms(self.prefill_overhead_ms + self.prefill_ms_per_token * computed as f64)
-    }
-
     /// One chunk of a prefill (a mixed step's share): its tokens, plus the request's
     /// overhead with its `first` chunk.
     pub fn prefill_chunk_time(&self, tokens: usize, first: bool) -> Duration {
