@@ -96,6 +96,17 @@ fn filled(template: &str, args: &[(&str, &str)]) -> Result<String, JudgeError> {
 }
 
 impl Pair {
+    /// The query and tools are the reference's (`eval_preference.py`).
+    fn new(reference: &Converted) -> Self {
+        Pair {
+            query: reference.query.clone(),
+            task: pyjson::dumps(&json!({
+                "query": reference.query,
+                "available_tools": process_tools(&reference.available_tools),
+            })),
+        }
+    }
+
     /// `check_is_solved(return_reason=False)`: an empty or given-up final answer is
     /// Unsolved without asking; else `check_answer_status`, and for Unsure
     /// `parse_answer_status` over the whole (processed) answer.
@@ -211,20 +222,27 @@ pub async fn prefer(
     reference: &Converted,
     candidate: &Converted,
 ) -> Result<Preferred, JudgeError> {
-    let pair = Pair {
-        query: reference.query.clone(),
-        task: pyjson::dumps(&json!({
-            "query": reference.query,
-            "available_tools": process_tools(&reference.available_tools),
-        })),
-    };
+    let mut draws = Draws::new(query_id, round);
+    // `random.shuffle([0, 1])`: shown[k] is the answer shown as Answer_k.
+    let shown: [usize; 2] = if draws.coin() { [1, 0] } else { [0, 1] };
+    prefer_shown(judge, shown, &mut draws, reference, candidate).await
+}
+
+/// One round with the answers shown in the order `shown` (`shown[k]`: 0 for the
+/// reference's answer, 1 for the candidate's, shown as Answer_k); `draws` toss the coin
+/// between identical answers.
+async fn prefer_shown(
+    judge: &dyn Judge,
+    shown: [usize; 2],
+    draws: &mut Draws,
+    reference: &Converted,
+    candidate: &Converted,
+) -> Result<Preferred, JudgeError> {
+    let pair = Pair::new(reference);
     let answers = [
         process_answer(&reference.answer),
         process_answer(&candidate.answer),
     ];
-    let mut draws = Draws::new(query_id, round);
-    // `random.shuffle([0, 1])`: shown[k] is the answer shown as Answer_k.
-    let shown: [usize; 2] = if draws.coin() { [1, 0] } else { [0, 1] };
     let projected = [&answers[shown[0]], &answers[shown[1]]];
     let mut status = Vec::with_capacity(2);
     for answer in projected {
@@ -237,14 +255,12 @@ pub async fn prefer(
         solved[0]
     } else if solved.len() == 2 {
         // `check_task_solvable(has_been_solved=True)` answers without asking.
-        pair.select_better(judge, &[0, 1], projected, &mut draws)
-            .await?
+        pair.select_better(judge, &[0, 1], projected, draws).await?
     } else if unsure.len() == 1 {
         unsure[0]
     } else {
         pair.check_task_solvable(judge).await?;
-        pair.select_better(judge, &[0, 1], projected, &mut draws)
-            .await?
+        pair.select_better(judge, &[0, 1], projected, draws).await?
     };
     Ok(if shown[picked] == 0 {
         Preferred::Reference
@@ -466,6 +482,87 @@ mod tests {
             .unwrap()
             .iter()
             .all(|c| c.function != "select_better_answer"));
+    }
+
+    /// Every request, in order, and the preferred answer are those StableToolBench's
+    /// `annotate_preference` makes of the same answer files shown in the same order
+    /// (tests/fixtures/preference, scripts/make_preference_fixture.py): one solved, both
+    /// solved, both unsolved, an unsure one, two give-ups, identical answers, a query
+    /// with braces and a judge first naming no answer.
+    #[test]
+    fn each_request_and_preference_is_stabletoolbenchs() {
+        /// Replays the reference's replies in order; records every call.
+        struct Replay(Mutex<(Vec<Value>, Vec<JudgeCall>)>);
+        impl Judge for Replay {
+            fn call<'a>(&'a self, call: JudgeCall) -> BoxFuture<'a, Result<Value, JudgeError>> {
+                let mut state = self.0.lock().unwrap();
+                let reply = state.0.remove(0);
+                state.1.push(call);
+                Box::pin(async move { Ok(reply) })
+            }
+        }
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/preference");
+        let read = |path: std::path::PathBuf| -> Value {
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+        };
+        let expected = read(dir.join("expected.json"));
+        let cases = expected["judged"].as_object().unwrap();
+        assert_eq!(cases.len(), 7);
+        for (id, rounds) in cases {
+            let file = format!("{id}_DFS_woFilter_w2.json");
+            let reference =
+                crate::pass_rate::convert(&read(dir.join("ref").join(&file)), "DFS_woFilter_w2");
+            let candidate =
+                crate::pass_rate::convert(&read(dir.join("cand").join(&file)), "DFS_woFilter_w2");
+            for (side, converted) in [("ref", &reference), ("cand", &candidate)] {
+                let want = &expected["converted"][side][id];
+                assert_eq!(converted.answer, want["answer"], "{side} {id}");
+                assert_eq!(json!(converted.available_tools), want["available_tools"]);
+            }
+            for round in rounds.as_array().unwrap() {
+                let shown = [0, 1].map(|k| round["shown"][k].as_u64().unwrap() as usize);
+                let replies = round["replies"].as_array().unwrap().clone();
+                let judge = Replay(Mutex::new((replies, Vec::new())));
+                let preferred = crate::testing::block_on(prefer_shown(
+                    &judge,
+                    shown,
+                    &mut Draws::new(id, 0),
+                    &reference,
+                    &candidate,
+                ))
+                .unwrap();
+                let (left, calls) = judge.0.into_inner().unwrap();
+                assert!(left.is_empty(), "case {id} {shown:?}: replies left");
+                let sent: Vec<Value> = calls
+                    .iter()
+                    .map(|c| json!([c.function, c.reason, c.prompt]))
+                    .collect();
+                let want: Vec<Value> = round["requests"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| {
+                        let function = &r["tools"][0]["function"];
+                        let reason = function["parameters"]["required"]
+                            .as_array()
+                            .unwrap()
+                            .contains(&json!("reason"));
+                        json!([function["name"], reason, r["messages"][0]["content"]])
+                    })
+                    .collect();
+                assert_eq!(sent, want, "case {id}, shown {shown:?}");
+                // Identical answers are a coin toss (umi's own seeded draw).
+                if id != "6" {
+                    let want = if round["preferred"] == 0 {
+                        Preferred::Reference
+                    } else {
+                        Preferred::Candidate
+                    };
+                    assert_eq!(preferred, want, "case {id}, shown {shown:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -447,6 +447,38 @@ mod tests {
         assert_eq!(seen.lock().unwrap()[0].1, want);
     }
 
+    /// Every request of the preference fixture (tests/fixtures/preference: StableToolBench's
+    /// `annotate_preference` recorded, `check_task_solvable` and `select_better_answer`
+    /// among them) is the body this judge sends for the same call.
+    #[test]
+    fn the_preference_requests_are_the_evaluators() {
+        let path = fixture("../preference/expected.json");
+        let expected: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        let judge = judge("http://127.0.0.1:9/v1".into(), RetryPolicy::default());
+        let mut functions = std::collections::BTreeSet::new();
+        for rounds in expected["judged"].as_object().unwrap().values() {
+            for round in rounds.as_array().unwrap() {
+                for reference in round["requests"].as_array().unwrap() {
+                    let function = match reference["tool_choice"]["function"]["name"].as_str() {
+                        Some("check_answer_status") => "check_answer_status",
+                        Some("parse_answer_status") => "parse_answer_status",
+                        Some("check_task_solvable") => "check_task_solvable",
+                        Some("select_better_answer") => "select_better_answer",
+                        other => panic!("unknown function {other:?}"),
+                    };
+                    let prompt = reference["messages"][0]["content"].as_str().unwrap();
+                    let reason = function == "select_better_answer";
+                    let body = judge.request_body(&JudgeCall::new(function, prompt.into(), reason));
+                    let mut want = reference.clone();
+                    want.as_object_mut().unwrap().remove("timeout");
+                    assert_eq!(body, want, "{function}");
+                    functions.insert(function);
+                }
+            }
+        }
+        assert_eq!(functions.len(), 4, "{functions:?}");
+    }
+
     /// Two server errors, then a verdict: the SDK layer's retries, after waits of 0.5 s
     /// then 1 s, each less up to a quarter (StableToolBench's own constants).
     #[tokio::test]
