@@ -87,14 +87,29 @@ judge=()
 [[ -n ${JUDGE_MODEL:-} ]] && judge+=(--judge-model "$JUDGE_MODEL")
 mkdir -p "$OUT/converted"
 OUT=$(cd "$OUT" && pwd)
+converter=$STB/toolbench/tooleval/convert_to_answer_format.py
+if [[ -f $converter ]]; then
+  # The converter's imports (StableToolBench's requirements, tqdm among them) are checked
+  # on an empty folder now rather than after the first group's hour of answering.
+  probe=$(mktemp -d)
+  if ! (cd "${converter%/*}" && python3 convert_to_answer_format.py --answer_dir "$probe" \
+    --method "$method" --output "$probe/converted.json" >/dev/null 2>"$probe/stderr"); then
+    cat "$probe/stderr" >&2
+    echo "StableToolBench's converter ($converter) does not run with python3 here (above);" \
+      "install its requirements (pip install tqdm ...) first" >&2
+    rm -rf "$probe"
+    exit 1
+  fi
+  rm -rf "$probe"
+fi
 : >"$OUT/pass_rate.txt"
 start=$(date +%s)
 for g in "${GROUPS_[@]}"; do
   echo "== $g" >&2
   "$UMI" run --queries "$STB/solvable_queries/test_instruction/$g.json" --out "$OUT/$g" \
     --answer-format toolbench ${record[@]+"${record[@]}"} ${offline[@]+"${offline[@]}"} "$@" 2>&1 | grep -E "^tool calls|queries \(" >&2
-  if [[ -f $STB/toolbench/tooleval/convert_to_answer_format.py ]]; then
-    (cd "$STB/toolbench/tooleval" && python3 convert_to_answer_format.py --answer_dir "$OUT/$g" \
+  if [[ -f $converter ]]; then
+    (cd "${converter%/*}" && python3 convert_to_answer_format.py --answer_dir "$OUT/$g" \
       --method "$method" --output "$OUT/converted/$g.json" >/dev/null)
   fi
   if [[ ${#judge[@]} -gt 0 ]]; then
