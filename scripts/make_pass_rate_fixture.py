@@ -70,6 +70,21 @@ def give(text):
     return json.dumps({"return_type": "give_answer", "final_answer": text})
 
 
+def recorder(requests, arguments_for):
+    """A stand-in for `OpenaiPoolRequest.request`: records each request (deep copies) in
+    `requests` and answers with one tool call whose arguments are
+    `arguments_for(function, user_message)`."""
+    def request(messages, **kwargs):
+        kwargs = copy.deepcopy(kwargs)
+        kwargs["messages"] = copy.deepcopy(messages)
+        requests.append(kwargs)
+        arguments = arguments_for(kwargs["tool_choice"]["function"]["name"], messages[0]["content"])
+        call = types.SimpleNamespace(function=types.SimpleNamespace(arguments=json.dumps(arguments)))
+        message = types.SimpleNamespace(tool_calls=[call], content=None)
+        return types.SimpleNamespace(choices=[types.SimpleNamespace(message=message)])
+    return request
+
+
 ANSWERS = {
     # One id answered by both methods: only the method asked for may count.
     "7_DFS_woFilter_w2.json": answer_file(
@@ -122,19 +137,8 @@ def main():
     judged = {}
     for qid, example in converted["DFS_woFilter_w2"].items():
         requests = []
-
-        def request(messages, **kwargs):
-            kwargs = copy.deepcopy(kwargs)
-            kwargs["messages"] = copy.deepcopy(messages)
-            requests.append(kwargs)
-            function = kwargs["tool_choice"]["function"]["name"]
-            status = SCRIPT[(qid, function)]
-            arguments = json.dumps({"answer_status": status, "reason": "scripted"})
-            call = types.SimpleNamespace(function=types.SimpleNamespace(arguments=arguments))
-            message = types.SimpleNamespace(tool_calls=[call], content=None)
-            return types.SimpleNamespace(choices=[types.SimpleNamespace(message=message)])
-
-        evaluator.opr.request = request
+        evaluator.opr.request = recorder(
+            requests, lambda function, _, qid=qid: {"answer_status": SCRIPT[(qid, function)], "reason": "scripted"})
         _, final_step = get_steps(example)
         if "'name': 'Finish'" not in final_step:  # eval_pass_rate.py's compute_pass_rate
             verdict = "AnswerStatus.Unsolved"

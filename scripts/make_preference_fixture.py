@@ -30,7 +30,6 @@ import random
 import subprocess
 import sys
 import tempfile
-import types
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 OUT = ROOT / "tests/fixtures/preference"
@@ -38,36 +37,28 @@ OUT = ROOT / "tests/fixtures/preference"
 _spec = importlib.util.spec_from_file_location("pass_rate_fixture", ROOT / "scripts/make_pass_rate_fixture.py")
 _pass_rate = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_pass_rate)
-answer_file, give = _pass_rate.answer_file, _pass_rate.give
+answer_file, give, recorder = _pass_rate.answer_file, _pass_rate.give, _pass_rate.recorder
 
 GIVE_UP = json.dumps({"return_type": "give_up_and_restart"})
+BRACES = "Weather in Z\u00fcrich? Say it as {answer}, keep {{braces}}, {0} and {query}."
 
-# id: (query, reference answer file, candidate answer file, the judge's better-answer
-# indexes in the order it is asked).
+# id: (reference answer file, candidate answer file, the judge's better-answer indexes in
+# the order it is asked).
 CASES = {
-    "1": ("Weather in Oslo?",
-          answer_file("Weather in Oslo?", give("SOLVED: snow, -3 C.")),
+    "1": (answer_file("Weather in Oslo?", give("SOLVED: snow, -3 C.")),
           answer_file("Weather in Oslo?", give("No luck.")), []),
-    "2": ("Weather in Rome?",
-          answer_file("Weather in Rome?", give("SOLVED: warm.")),
+    "2": (answer_file("Weather in Rome?", give("SOLVED: warm.")),
           answer_file("Weather in Rome?", give("SOLVED: 24 C and sunny."), observation="24 C"), [1]),
-    "3": ("Weather in Lima?",
-          answer_file("Weather in Lima?", give("Nothing found.")),
+    "3": (answer_file("Weather in Lima?", give("Nothing found.")),
           answer_file("Weather in Lima?", give("The tool failed."), observation="error"), [0]),
-    "4": ("Weather in Kyiv?",
-          answer_file("Weather in Kyiv?", give("MAYBE cold.")),
+    "4": (answer_file("Weather in Kyiv?", give("MAYBE cold.")),
           answer_file("Weather in Kyiv?", give("No idea.")), []),
-    "5": ("Weather in Bern?",
-          answer_file("Weather in Bern?", GIVE_UP),
+    "5": (answer_file("Weather in Bern?", GIVE_UP),
           answer_file("Weather in Bern?", "", finish=False), [1]),
-    "6": ("Weather in Oslo?",
-          answer_file("Weather in Oslo?", give("Same.")),
+    "6": (answer_file("Weather in Oslo?", give("Same.")),
           answer_file("Weather in Oslo?", give("Same.")), []),
-    "7": ("Weather in Z\u00fcrich? Say it as {answer}, keep {{braces}}, {0} and {query}.",
-          answer_file("Weather in Z\u00fcrich? Say it as {answer}, keep {{braces}}, {0} and {query}.",
-                      give("It's {query}: sunny.")),
-          answer_file("Weather in Z\u00fcrich? Say it as {answer}, keep {{braces}}, {0} and {query}.",
-                      give("Rain, {answer}."), observation="rain"), [2, 1]),
+    "7": (answer_file(BRACES, give("It's {query}: sunny.")),
+          answer_file(BRACES, give("Rain, {answer}."), observation="rain"), [2, 1]),
 }
 
 ORDERS = [[0, 1], [1, 0]]
@@ -91,7 +82,7 @@ def main():
         for old in folder.glob("*.json"):
             old.unlink()
         for qid, case in CASES.items():
-            answer = case[1] if side == "ref" else case[2]
+            answer = case[0] if side == "ref" else case[1]
             (folder / f"{qid}_DFS_woFilter_w2.json").write_text(json.dumps(answer, indent=2) + "\n")
 
     converted = {}
@@ -113,14 +104,9 @@ def main():
         judged[qid] = []
         for order in ORDERS:
             requests, replies = [], []
-            picks = list(case[3])
+            picks = list(case[2])
 
-            def request(messages, **kwargs):
-                kwargs = copy.deepcopy(kwargs)
-                kwargs["messages"] = copy.deepcopy(messages)
-                requests.append(kwargs)
-                function = kwargs["tool_choice"]["function"]["name"]
-                content = messages[0]["content"]
+            def arguments_for(function, content):
                 if function in ("check_answer_status", "parse_answer_status"):
                     # The judged answer is the text after the template's "Answer:" line.
                     arguments = {"answer_status": verdict(content.rsplit("Answer:", 1)[-1])}
@@ -129,11 +115,9 @@ def main():
                 else:
                     arguments = {"index": picks.pop(0), "reason": "scripted"}
                 replies.append(arguments)
-                call = types.SimpleNamespace(function=types.SimpleNamespace(arguments=json.dumps(arguments)))
-                message = types.SimpleNamespace(tool_calls=[call], content=None)
-                return types.SimpleNamespace(choices=[types.SimpleNamespace(message=message)])
+                return arguments
 
-            evaluator.opr.request = request
+            evaluator.opr.request = recorder(requests, arguments_for)
             random.shuffle = lambda xs, order=order: xs.__setitem__(slice(None), list(order))
             random.choice = lambda seq: seq[0]
             ref, cand = copy.deepcopy(converted["ref"][qid]), copy.deepcopy(converted["cand"][qid])
