@@ -70,6 +70,27 @@ def give(text):
     return json.dumps({"return_type": "give_answer", "final_answer": text})
 
 
+def convert(tooleval, answers, method):
+    """What StableToolBench's `convert_to_answer_format.py`, run as a script, makes of the
+    answer files in `answers` for `method`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = pathlib.Path(tmp) / "converted.json"
+        subprocess.run([sys.executable, "convert_to_answer_format.py", "--answer_dir", str(answers),
+                        "--method", method, "--output", str(out)], cwd=tooleval, check=True,
+                       stdout=subprocess.DEVNULL)
+        return json.loads(out.read_text())
+
+
+def default_evaluator(tooleval):
+    """The `tooleval_gpt-3.5-turbo_default` evaluator, loaded as StableToolBench's scripts
+    load it (its folder on `sys.path`)."""
+    if str(tooleval) not in sys.path:
+        sys.path.insert(0, str(tooleval))
+    from evaluators import load_registered_automatic_evaluator
+    return load_registered_automatic_evaluator(
+        evaluator_name="tooleval_gpt-3.5-turbo_default", evaluators_cfg_path=str(tooleval / "evaluators"))
+
+
 def recorder(requests, arguments_for):
     """A stand-in for `OpenaiPoolRequest.request`: records each request (deep copies) in
     `requests` and answers with one tool call whose arguments are
@@ -118,22 +139,11 @@ def main():
     for name, value in ANSWERS.items():
         (answers / name).write_text(json.dumps(value, indent=2) + "\n")
 
-    converted = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for method in ["DFS_woFilter_w2", "CoT@1"]:
-            out = pathlib.Path(tmp) / f"{method}.json"
-            subprocess.run([sys.executable, "convert_to_answer_format.py", "--answer_dir", str(answers),
-                            "--method", method, "--output", str(out)], cwd=tooleval, check=True,
-                           stdout=subprocess.DEVNULL)
-            converted[method] = json.loads(out.read_text())
+    converted = {method: convert(tooleval, answers, method) for method in ["DFS_woFilter_w2", "CoT@1"]}
 
-    sys.path.insert(0, str(tooleval))
-    from evaluators import load_registered_automatic_evaluator
+    evaluator = default_evaluator(tooleval)
     from evaluators.registered_cls.tooleval import OpenAINormalizedEvaluator
     from utils import get_steps
-
-    evaluator = load_registered_automatic_evaluator(
-        evaluator_name="tooleval_gpt-3.5-turbo_default", evaluators_cfg_path=str(tooleval / "evaluators"))
     judged = {}
     for qid, example in converted["DFS_woFilter_w2"].items():
         requests = []

@@ -27,9 +27,7 @@ import importlib.util
 import json
 import pathlib
 import random
-import subprocess
 import sys
-import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 OUT = ROOT / "tests/fixtures/preference"
@@ -37,7 +35,8 @@ OUT = ROOT / "tests/fixtures/preference"
 _spec = importlib.util.spec_from_file_location("pass_rate_fixture", ROOT / "scripts/make_pass_rate_fixture.py")
 _pass_rate = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_pass_rate)
-answer_file, give, recorder = _pass_rate.answer_file, _pass_rate.give, _pass_rate.recorder
+answer_file, give = _pass_rate.answer_file, _pass_rate.give
+convert, default_evaluator, recorder = _pass_rate.convert, _pass_rate.default_evaluator, _pass_rate.recorder
 
 GIVE_UP = json.dumps({"return_type": "give_up_and_restart"})
 BRACES = "Weather in Z\u00fcrich? Say it as {answer}, keep {{braces}}, {0} and {query}."
@@ -85,20 +84,8 @@ def main():
             answer = case[0] if side == "ref" else case[1]
             (folder / f"{qid}_DFS_woFilter_w2.json").write_text(json.dumps(answer, indent=2) + "\n")
 
-    converted = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for side, folder in folders.items():
-            out = pathlib.Path(tmp) / f"{side}.json"
-            subprocess.run([sys.executable, "convert_to_answer_format.py", "--answer_dir", str(folder),
-                            "--method", "DFS_woFilter_w2", "--output", str(out)], cwd=tooleval, check=True,
-                           stdout=subprocess.DEVNULL)
-            converted[side] = json.loads(out.read_text())
-
-    sys.path.insert(0, str(tooleval))
-    from evaluators import load_registered_automatic_evaluator
-
-    evaluator = load_registered_automatic_evaluator(
-        evaluator_name="tooleval_gpt-3.5-turbo_default", evaluators_cfg_path=str(tooleval / "evaluators"))
+    converted = {side: convert(tooleval, folder, "DFS_woFilter_w2") for side, folder in folders.items()}
+    evaluator = default_evaluator(tooleval)
     judged = {}
     for qid, case in CASES.items():
         judged[qid] = []
