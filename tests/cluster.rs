@@ -493,9 +493,23 @@ fn a_role_with_no_live_worker_is_a_recorded_failure_after_the_deadline_and_retri
     let answer = &answers(dir.path())[0];
     assert!(answer.get("failure").is_none(), "{}", answer["failure"]);
 
-    // SIGTERM with a client still watching: the coordinator does not wait for it.
+    // SIGTERM with a client still watching: the coordinator does not wait for it, and
+    // the client gives up after its patience (3 s here, 300 by default).
     let elsewhere = tempfile::tempdir().unwrap();
-    let mut watcher = run_via(&coord, &queries(dir.path(), 3), elsewhere.path());
+    let mut watcher = Proc::spawn(
+        umi()
+            .args([
+                "run",
+                "--coordinator",
+                &coord,
+                "--coordinator-patience",
+                "3",
+            ])
+            .arg("--queries")
+            .arg(queries(dir.path(), 3))
+            .arg("--out")
+            .arg(elsewhere.path()),
+    );
     wait_until("tasks running", Duration::from_secs(10), || {
         block_on(async {
             let mut c = CoordinatorClient::new(channel(&coord));
@@ -515,6 +529,11 @@ fn a_role_with_no_live_worker_is_a_recorded_failure_after_the_deadline_and_retri
         stopping.elapsed()
     );
     assert!(!watcher.child.wait().unwrap().success());
+    assert!(
+        watcher.stderr().contains("unreachable for 3 s"),
+        "{}",
+        watcher.stderr()
+    );
 }
 
 #[test]

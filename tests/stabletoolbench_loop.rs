@@ -147,7 +147,7 @@ fn observations_in_the_answer_files_are_the_references_json_dumps_of_the_cache()
         &stb,
         &cache,
         &out,
-        &["--max-new-tokens", "48", "--max-steps", "6"],
+        &["--max-new-tokens", "32", "--max-steps", "4"],
     )
     .args(["--simulate-with", &simulator, "--save-cache"])
     .output()

@@ -100,6 +100,7 @@ impl UpArgs {
             dtype: Some(m.dtype.to_string()),
             device: Some(m.device.clone()),
             max_batch: m.max_batch,
+            prefill_chunk: Some(m.prefill_chunk),
             prefix_cache_mb: m.prefix_cache_mb,
             max_queue: m.max_queue,
             model: m.model.clone(),

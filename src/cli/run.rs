@@ -77,6 +77,17 @@ pub struct RunArgs {
     /// sampling are the coordinator's.
     #[arg(long)]
     pub coordinator: Option<String>,
+    /// Seconds the coordinator may stay unreachable (not started yet, restarting on its
+    /// journal, a network cut) before the run gives up on it; meanwhile it reconnects and
+    /// resubmits its open tasks.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = umi_rpc::coordinator_client::DEFAULT_PATIENCE.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..),
+        requires = "coordinator"
+    )]
+    pub coordinator_patience: u64,
     /// The bearer token presented to the coordinator (a file holding one token); an
     /// https:// coordinator also needs --tls-ca.
     #[arg(long, env = "UMI_COORDINATOR_TOKEN_FILE")]
@@ -362,6 +373,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
         Some(address) => Some(super::submit::CoordinatorAt {
             address: address.clone(),
             security: a.remote.tls.security(a.auth_token_file.as_deref())?,
+            patience: std::time::Duration::from_secs(a.coordinator_patience),
         }),
         None => None,
     };

@@ -3,7 +3,7 @@
 //! answer writer.
 
 use umi_core::task::Query;
-use umi_rpc::coordinator_client::{ClientError, FinishError, Notice, TaskEnd, PATIENCE};
+use umi_rpc::coordinator_client::{ClientError, FinishError, Notice, TaskEnd};
 
 pub use umi_rpc::coordinator_client::CoordinatorAt;
 
@@ -41,10 +41,14 @@ pub async fn solve_all(
 /// What the client is doing about an unreachable or full coordinator, on stderr.
 fn print(notice: Notice<'_>) {
     match notice {
-        Notice::Waiting { address, error } => eprintln!(
+        Notice::Waiting {
+            address,
+            error,
+            patience,
+        } => eprintln!(
             "waiting for the coordinator at {address} ({}), up to {} s",
             super::report::cause_of(error),
-            PATIENCE.as_secs()
+            patience.as_secs()
         ),
         Notice::Lost { error, open } => eprintln!(
             "lost the coordinator ({}); reconnecting and resubmitting the {open} open tasks",

@@ -13,7 +13,9 @@ use candle_core::{Device, Tensor};
 use umi_core::agent::EngineKind;
 
 use crate::error::{EngineError, Result};
-use crate::generate::{FinishReason, GenerateOutput, GenerateRequest, Sequence, Step};
+use crate::generate::{
+    FinishReason, GenerateOutput, GenerateRequest, Sequence, Step, DEFAULT_PREFILL_CHUNK,
+};
 use crate::load::LoadedModel;
 use crate::model::{Chunk, KvCache};
 use crate::prefix_cache::PrefixCache;
@@ -53,6 +55,11 @@ pub struct EngineConfig {
     pub prefix_cache_bytes: usize,
     /// Sequences decoded together in one forward pass (1 runs requests one at a time).
     pub max_batch: usize,
+    /// Prompt tokens a step runs (the step's token budget for prompt work; each decoding
+    /// sequence adds its one row beside them). Prompts are cut at fixed offsets of this
+    /// size from their cached prefix, so answers do not depend on what runs beside them;
+    /// they may differ in the last bits between two settings.
+    pub prefill_chunk: usize,
     /// Requests that may wait for a batch slot; past it a request is refused at once
     /// (`EngineError::Overloaded`) instead of queueing without bound.
     pub max_queue: usize,
@@ -66,6 +73,7 @@ impl Default for EngineConfig {
         EngineConfig {
             prefix_cache_bytes: DEFAULT_PREFIX_CACHE_MB << 20,
             max_batch: 8,
+            prefill_chunk: DEFAULT_PREFILL_CHUNK,
             max_queue: DEFAULT_MAX_QUEUE,
         }
     }
@@ -105,6 +113,7 @@ impl Engine {
                 loaded: &loaded,
                 prefix_cache: PrefixCache::new(config.prefix_cache_bytes),
                 grammars: None,
+                prefill_chunk: config.prefill_chunk.max(1),
             };
             scheduler::run(&mut step, max_batch, &mut queue);
         });
@@ -158,6 +167,8 @@ struct ModelStep<'t> {
     /// Built at the first request with a grammar (it reads the whole vocabulary); a
     /// vocabulary that cannot be read is remembered, not read again for each request.
     grammars: Option<std::result::Result<Grammars, String>>,
+    /// Prompt tokens per step (`EngineConfig::prefill_chunk`).
+    prefill_chunk: usize,
 }
 
 impl<'t> StepBackend for ModelStep<'t> {
@@ -231,7 +242,7 @@ impl<'t> StepBackend for ModelStep<'t> {
                 Some(model.forward_batch(tokens, &mut caches, &adapters)?),
             ),
             Some(seq) => {
-                let chunk = seq.next_chunk();
+                let chunk = seq.next_chunk(self.prefill_chunk);
                 let (logits, decoded) = if caches.is_empty() {
                     let Chunk {
                         tokens,

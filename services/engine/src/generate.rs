@@ -237,10 +237,12 @@ impl GenerateOutput {
     }
 }
 
-/// Prompt tokens run per forward pass. A whole 3-4k-token α-UMi prompt in one pass
-/// makes attention scores of tens of megabytes per layer; in chunks they stay in cache and
-/// each chunk attends only to the keys before it.
-pub(crate) const PREFILL_CHUNK: usize = 512;
+/// Prompt tokens run per forward pass unless the engine is told otherwise
+/// (`EngineConfig::prefill_chunk`). A whole 3-4k-token α-UMi prompt in one pass makes
+/// attention scores of tens of megabytes per layer; in chunks they stay in cache and each
+/// chunk attends only to the keys before it. 256 was chosen by measurement
+/// (BENCHMARKS.md, "The token budget of a step").
+pub const DEFAULT_PREFILL_CHUNK: usize = 256;
 
 /// What a sequence needs after a token is sampled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -280,7 +282,8 @@ pub struct Sequence<'t> {
 
 impl<'t> Sequence<'t> {
     /// Checks `request`, starts from the longest cached prefix of its prompt and runs the
-    /// rest. Returns the sequence and the logits its first token is sampled from.
+    /// rest in chunks of `DEFAULT_PREFILL_CHUNK`. Returns the sequence and the logits its
+    /// first token is sampled from.
     pub fn start(
         model: &Llama,
         tokenizer: &'t Tokenizer,
@@ -299,7 +302,7 @@ impl<'t> Sequence<'t> {
                 tokens,
                 cache,
                 adapter,
-            } = sequence.next_chunk();
+            } = sequence.next_chunk(DEFAULT_PREFILL_CHUNK);
             let logits = model.forward(tokens, cache, adapter)?;
             if sequence.unprefilled() == 0 {
                 sequence.prompt_done();
@@ -398,12 +401,12 @@ impl<'t> Sequence<'t> {
         self.prompt.len().saturating_sub(self.cache.len())
     }
 
-    /// The next chunk of the prompt to run. Chunks are cut every `PREFILL_CHUNK` tokens
-    /// from the cached prefix, whatever runs beside them, so a prompt is computed the
-    /// same way in any batch.
-    pub fn next_chunk(&mut self) -> Chunk<'_> {
+    /// The next chunk of the prompt to run, at most `size` tokens. Chunks are cut every
+    /// `size` tokens from the cached prefix, whatever runs beside them, so a prompt is
+    /// computed the same way in any batch (for one engine's `size`).
+    pub fn next_chunk(&mut self, size: usize) -> Chunk<'_> {
         let from = self.cache.len().min(self.prompt.len());
-        let to = (from + PREFILL_CHUNK).min(self.prompt.len());
+        let to = (from + size.max(1)).min(self.prompt.len());
         Chunk {
             tokens: &self.prompt[from..to],
             cache: &mut self.cache,

@@ -1,11 +1,12 @@
 //! The simulated engine: a **test double** for load and fault runs, never a model.
 //!
 //! It runs the model engine's scheduling loop (`scheduler`: the same bounded admission
-//! queue, continuous batching up to `max_batch` with newcomers prefilled before the next
-//! decode step, the same prefix cache and its memory accounting, the same metrics) but,
-//! instead of running a forward pass, its step (`SimStep`) waits the time a latency
-//! profile (`SimProfile`) gives for it, and "generates" the text its caller scripted
-//! (`GenerateRequest::script`), token by token. It refuses the requests the model engine
+//! queue, continuous batching up to `max_batch` in mixed steps, each a prompt chunk of
+//! `prefill_chunk` tokens beside one token of every decoding sequence, the same prefix
+//! cache and its memory accounting, the same metrics) but, instead of running a forward
+//! pass, its step (`SimStep`) waits the time a latency profile (`SimProfile`) gives for
+//! it, and "generates" the text its caller scripted (`GenerateRequest::script`), token by
+//! token. It refuses the requests the model engine
 //! refuses (`GenerateRequest::validate`), when they are submitted.
 //! So a cluster of simulated workers behaves like GPU workers in time and batching without
 //! weights, and the text is whatever the caller's policy decided (the worker's simulated
@@ -23,7 +24,7 @@ use umi_core::agent::EngineKind;
 
 use crate::engine::{EngineConfig, ModelInfo, StreamEvent};
 use crate::error::{EngineError, Result};
-use crate::generate::{FinishReason, GenerateOutput, GenerateRequest, Prompt, Step, PREFILL_CHUNK};
+use crate::generate::{FinishReason, GenerateOutput, GenerateRequest, Prompt, Step};
 use crate::prefix_cache::{CachedState, PrefixCache};
 use crate::queue::{self, Job, Submit};
 use crate::scheduler::{self, StepBackend, Stepped};
@@ -211,6 +212,7 @@ impl SimEngine {
             name: info.name.clone(),
             profile: profile.clone(),
             cache: PrefixCache::new(config.prefix_cache_bytes),
+            prefill_chunk: config.prefill_chunk.max(1),
         };
         let max_batch = info.max_batch;
         thread::Builder::new()
@@ -289,6 +291,8 @@ struct SimStep {
     name: String,
     profile: Arc<SimProfile>,
     cache: PrefixCache<SimState>,
+    /// Prompt tokens per step, as the model engine cuts them.
+    prefill_chunk: usize,
 }
 
 /// A simulated sequence, prefilling or being decoded.
@@ -346,9 +350,10 @@ impl StepBackend for SimStep {
             let context: usize = decode.iter().map(|s| s.work.prompt.len() + s.emitted).sum();
             wait += self.profile.decode_step_time(context);
         }
-        let chunk = prefill
-            .as_ref()
-            .map(|seq| PREFILL_CHUNK.min(seq.work.prompt.len() - seq.prefilled));
+        let chunk = prefill.as_ref().map(|seq| {
+            self.prefill_chunk
+                .min(seq.work.prompt.len() - seq.prefilled)
+        });
         if let (Some(seq), Some(chunk)) = (&prefill, chunk) {
             wait += self
                 .profile

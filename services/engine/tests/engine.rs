@@ -242,27 +242,29 @@ async fn requests_decoded_in_one_batch_answer_as_they_do_alone() {
 
 /// Mixed steps (chunked prefill): a long prompt arriving while another request decodes
 /// runs chunk by chunk beside that request's decode steps, instead of holding it back for
-/// the whole prompt, and neither request's tokens change.
+/// the whole prompt, and neither request's tokens change. The chunk is the engine's
+/// setting (`prefill_chunk`, here 128 tokens: fifteen chunks).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_long_prompt_prefills_in_chunks_beside_a_decoding_request() {
     let decoding = GenerateRequest {
         ignore_eos: true,
         ..greedy(&chatml("Count to one thousand."), 120)
     };
-    // About 1,840 tokens: four chunks of 512.
+    // About 1,840 tokens: fifteen chunks of 128.
     let long = greedy(&chatml(&"count the words in this sentence ".repeat(300)), 8);
     let engine = Engine::start_with(
         load(smollm2_gguf(), WeightDType::F32).unwrap(),
         umi_engine::EngineConfig {
             prefix_cache_bytes: 0,
             max_batch: 4,
+            prefill_chunk: 128,
             ..Default::default()
         },
     );
     let decoding_alone = engine.generate(decoding.clone()).await.unwrap();
     let long_alone = engine.generate(long.clone()).await.unwrap();
     assert!(
-        long_alone.prompt_tokens > 3 * 512,
+        long_alone.prompt_tokens > 14 * 128,
         "{}",
         long_alone.prompt_tokens
     );
@@ -273,7 +275,7 @@ async fn a_long_prompt_prefills_in_chunks_beside_a_decoding_request() {
     let mut b = engine.stream(long).unwrap();
     // The first request's tokens from the long prompt's arrival to its first token: a
     // decode step rides along each chunk (a whole prefill first would leave at most the
-    // one step already under way).
+    // one step already under way; the default chunks of 256 would leave eight or nine).
     let (mut during_prefill, mut b_started) = (0, false);
     let (mut a_out, mut b_out) = (None, None);
     while a_out.is_none() || b_out.is_none() {
@@ -290,8 +292,8 @@ async fn a_long_prompt_prefills_in_chunks_beside_a_decoding_request() {
         }
     }
     assert!(
-        during_prefill >= 3,
-        "{during_prefill} decode steps during a four-chunk prefill"
+        during_prefill >= 12,
+        "{during_prefill} decode steps during a fifteen-chunk prefill"
     );
     let (a_out, b_out) = (a_out.unwrap(), b_out.unwrap());
     assert_eq!(a_out.token_ids, decoding_alone.token_ids);
@@ -348,7 +350,7 @@ fn a_cancelled_prefill_stops_at_the_next_chunk() {
     use std::cell::Cell;
     let loaded = load(smollm2_gguf(), WeightDType::Quantized).unwrap();
     let mut cache = umi_engine::prefix_cache::PrefixCache::new(0);
-    // Over three chunks of 512 tokens.
+    // Over seven chunks of 256 tokens (`DEFAULT_PREFILL_CHUNK`).
     let request = greedy(&chatml(&"count the words in this sentence ".repeat(300)), 4);
     let checks = Cell::new(0);
     let started = umi_engine::generate::Sequence::start(

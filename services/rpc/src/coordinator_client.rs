@@ -2,8 +2,8 @@
 //! coordinator (`umi run --coordinator`, the load benchmark): submit them, follow their
 //! events, and fetch each answer as its task ends. A coordinator that goes away (killed
 //! and restarted on its journal, a network cut) is reconnected to, and the open tasks
-//! resubmitted (the ones it knows are not run again) and followed again, for up to
-//! [`PATIENCE`].
+//! resubmitted (the ones it knows are not run again) and followed again, for up to the
+//! client's patience ([`DEFAULT_PATIENCE`] unless told otherwise).
 //!
 //! What the client does meanwhile (waiting, reconnecting, a full coordinator) is told to
 //! the caller as [`Notice`]s, for it to show as it likes.
@@ -26,8 +26,9 @@ use crate::security::{AuthedChannel, ClientSecurity, SecurityError};
 pub const MAX_MESSAGE: usize = 64 << 20;
 
 /// How long the coordinator may stay unreachable (killed and restarted, a network cut)
-/// before the client gives up; meanwhile it reconnects and resubmits its open tasks.
-pub const PATIENCE: Duration = Duration::from_secs(300);
+/// before the client gives up, unless told otherwise (`CoordinatorAt::patience`);
+/// meanwhile it reconnects and resubmits its open tasks.
+pub const DEFAULT_PATIENCE: Duration = Duration::from_secs(300);
 
 /// A submission is cut into batches of about this many bytes of queries and tools: a
 /// whole query file can exceed any message limit.
@@ -53,15 +54,19 @@ pub enum ClientError {
         code: tonic::Code,
         message: String,
     },
-    #[error("the coordinator at {address} was not reachable for {} s", PATIENCE.as_secs())]
+    #[error("the coordinator at {address} was not reachable for {waited_s} s")]
     NeverReachable {
         address: String,
+        waited_s: u64,
         #[source]
         last: Box<ClientError>,
     },
-    #[error("the coordinator at {address} stayed unreachable for {} s with {open} tasks open", PATIENCE.as_secs())]
+    #[error(
+        "the coordinator at {address} stayed unreachable for {waited_s} s with {open} tasks open"
+    )]
     StayedUnreachable {
         address: String,
+        waited_s: u64,
         open: usize,
         #[source]
         last: Box<ClientError>,
@@ -85,10 +90,11 @@ pub enum ClientError {
 /// What the client is doing about a coordinator that does not answer (yet).
 #[derive(Debug)]
 pub enum Notice<'a> {
-    /// Not reachable at the start: waited for, up to [`PATIENCE`] (told once).
+    /// Not reachable at the start: waited for, up to `patience` (told once).
     Waiting {
         address: &'a str,
         error: &'a ClientError,
+        patience: Duration,
     },
     /// Lost while following tasks: reconnecting and resubmitting the `open` ones.
     Lost { error: &'a ClientError, open: usize },
@@ -112,6 +118,9 @@ pub struct TaskEnd {
 pub struct CoordinatorAt {
     pub address: String,
     pub security: ClientSecurity,
+    /// How long the coordinator may stay unreachable before the client gives up
+    /// ([`DEFAULT_PATIENCE`] unless told otherwise).
+    pub patience: Duration,
 }
 
 /// Why following the tasks stopped: the coordinator went away (try again), or an error
@@ -136,7 +145,7 @@ impl CoordinatorAt {
 
     /// The coordinator's search method, which names the answer files. A coordinator not
     /// reachable yet (starting, restarting on its journal) is waited for as during a run,
-    /// up to [`PATIENCE`]; one that answers but is no coordinator is an error at once.
+    /// up to its patience; one that answers but is no coordinator is an error at once.
     pub async fn method(&self, notice: &mut impl FnMut(Notice<'_>)) -> Result<String, ClientError> {
         let address = &self.address;
         let start = Instant::now();
@@ -160,15 +169,20 @@ impl CoordinatorAt {
             match asked {
                 Ok(status) => return Ok(status.into_inner().method),
                 Err(Broken::Fatal(e)) => return Err(e),
-                Err(Broken::Lost(e)) if start.elapsed() > PATIENCE => {
+                Err(Broken::Lost(e)) if start.elapsed() > self.patience => {
                     return Err(ClientError::NeverReachable {
                         address: address.clone(),
+                        waited_s: self.patience.as_secs(),
                         last: Box::new(e),
                     })
                 }
                 Err(Broken::Lost(e)) => {
                     if !said {
-                        notice(Notice::Waiting { address, error: &e });
+                        notice(Notice::Waiting {
+                            address,
+                            error: &e,
+                            patience: self.patience,
+                        });
                         said = true;
                     }
                     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -179,7 +193,7 @@ impl CoordinatorAt {
 
     /// Solves `todo` on the coordinator: `finish` gets each query's id and how its task
     /// ended, as tasks end (in no particular order). Returns once every query has ended,
-    /// or on an error reconnecting would not fix, or after [`PATIENCE`] without progress
+    /// or on an error reconnecting would not fix, or after its patience without progress
     /// while the coordinator is unreachable.
     pub async fn solve_all(
         &self,
@@ -227,9 +241,10 @@ impl CoordinatorAt {
                         outage = None;
                     }
                     let since = *outage.get_or_insert_with(Instant::now);
-                    if since.elapsed() > PATIENCE {
+                    if since.elapsed() > self.patience {
                         return Err(ClientError::StayedUnreachable {
                             address: self.address.clone(),
+                            waited_s: self.patience.as_secs(),
                             open: open.len(),
                             last: Box::new(e),
                         });

@@ -8,6 +8,9 @@ use umi_engine::{Engine, EngineConfig, LoadOptions, LoadedModel, WeightDType};
 
 use super::engine::EngineArgs;
 
+/// The largest `--prefill-chunk`: one chunk's attention scores grow with its square.
+pub const MAX_PREFILL_CHUNK: usize = 8192;
+
 /// Where `scripts/setup.sh` puts the bundled SmolLM2 model.
 pub const BUNDLED_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
@@ -44,6 +47,12 @@ pub struct ModelArgs {
     /// the queue. 1 serves requests one at a time.
     #[arg(long, default_value_t = 8, env = "UMI_MAX_BATCH")]
     pub max_batch: usize,
+    /// Prompt tokens one forward pass runs (each step's token budget for prompts; every
+    /// decoding request adds one token beside them): a long prompt runs in chunks of this
+    /// size while other requests decode. Answers do not depend on what runs beside a
+    /// prompt, but may differ in their last bits between two settings.
+    #[arg(long, value_name = "TOKENS", default_value_t = umi_engine::generate::DEFAULT_PREFILL_CHUNK, env = "UMI_PREFILL_CHUNK")]
+    pub prefill_chunk: usize,
     /// Memory (MiB) for the key/value state of finished requests, reused by later ones
     /// that share their prefix (α-UMi's calls of a task share tool docs and history);
     /// least recently used first out. 0 disables prefix reuse.
@@ -87,8 +96,14 @@ impl ModelArgs {
     pub fn engine_config(&self) -> anyhow::Result<EngineConfig> {
         anyhow::ensure!(self.max_batch >= 1, "--max-batch must be at least 1");
         anyhow::ensure!(self.max_queue >= 1, "--max-queue must be at least 1");
+        anyhow::ensure!(
+            (1..=MAX_PREFILL_CHUNK).contains(&self.prefill_chunk),
+            "--prefill-chunk must be 1 to {MAX_PREFILL_CHUNK} tokens, not {}",
+            self.prefill_chunk
+        );
         Ok(EngineConfig {
             max_batch: self.max_batch,
+            prefill_chunk: self.prefill_chunk,
             prefix_cache_bytes: self.prefix_cache_mb.saturating_mul(1 << 20),
             max_queue: self.max_queue,
         })

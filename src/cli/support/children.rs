@@ -89,6 +89,8 @@ pub struct WorkerSettings {
     pub dtype: Option<String>,
     pub device: Option<String>,
     pub max_batch: usize,
+    /// `--prefill-chunk`; the worker's default when `None`.
+    pub prefill_chunk: Option<usize>,
     pub prefix_cache_mb: usize,
     pub max_queue: usize,
     pub model: Option<PathBuf>,
@@ -124,6 +126,9 @@ impl WorkerCommand<'_> {
             push::<W>(&mut args, "device", device);
         }
         push::<W>(&mut args, "max_batch", s.max_batch.to_string());
+        if let Some(chunk) = s.prefill_chunk {
+            push::<W>(&mut args, "prefill_chunk", chunk.to_string());
+        }
         push::<W>(&mut args, "prefix_cache_mb", s.prefix_cache_mb.to_string());
         push::<W>(&mut args, "max_queue", s.max_queue.to_string());
         if s.sim {
@@ -304,6 +309,7 @@ mod tests {
             dtype: Some("f32".into()),
             device: Some("cuda:1".into()),
             max_batch: 7,
+            prefill_chunk: Some(300),
             prefix_cache_mb: 123,
             max_queue: 45,
             model: Some("m.gguf".into()),
@@ -340,10 +346,11 @@ mod tests {
         assert_eq!(
             (
                 w.model.max_batch,
+                w.model.prefill_chunk,
                 w.model.prefix_cache_mb,
                 w.model.max_queue
             ),
-            (7, 123, 45)
+            (7, 300, 123, 45)
         );
         assert_eq!(w.model.model, Some("m.gguf".into()));
         assert_eq!(w.model.tokenizer, Some("tokenizer.json".into()));

@@ -186,6 +186,7 @@ impl LocalCluster {
             coordinator_at: CoordinatorAt {
                 address: coordinator_url,
                 security,
+                patience: umi_rpc::coordinator_client::DEFAULT_PATIENCE,
             },
             pki,
         })
