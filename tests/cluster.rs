@@ -73,8 +73,15 @@ fn answers(dir: &Path) -> Vec<serde_json::Value> {
 }
 
 fn run_via(coordinator: &str, queries: &Path, out: &Path) -> Proc {
+    run_via_with(coordinator, queries, out, &[])
+}
+
+/// `umi run --coordinator` with `extra` flags.
+fn run_via_with(coordinator: &str, queries: &Path, out: &Path, extra: &[&str]) -> Proc {
     let mut cmd = umi();
-    cmd.args(["run", "--coordinator", coordinator, "--queries"])
+    cmd.args(["run", "--coordinator", coordinator])
+        .args(extra)
+        .arg("--queries")
         .arg(queries)
         .arg("--out")
         .arg(out);
@@ -496,19 +503,11 @@ fn a_role_with_no_live_worker_is_a_recorded_failure_after_the_deadline_and_retri
     // SIGTERM with a client still watching: the coordinator does not wait for it, and
     // the client gives up after its patience (3 s here, 300 by default).
     let elsewhere = tempfile::tempdir().unwrap();
-    let mut watcher = Proc::spawn(
-        umi()
-            .args([
-                "run",
-                "--coordinator",
-                &coord,
-                "--coordinator-patience",
-                "3",
-            ])
-            .arg("--queries")
-            .arg(queries(dir.path(), 3))
-            .arg("--out")
-            .arg(elsewhere.path()),
+    let mut watcher = run_via_with(
+        &coord,
+        &queries(dir.path(), 3),
+        elsewhere.path(),
+        &["--coordinator-patience", "3"],
     );
     wait_until("tasks running", Duration::from_secs(10), || {
         block_on(async {

@@ -576,3 +576,36 @@ fn done_outcome(path: &Path) -> Option<Outcome> {
     }
     umi_core::answer::recorded_outcome(&answer)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Result<crate::Args, clap::Error> {
+        crate::Args::try_parse_from(["umi", "run"].iter().chain(args))
+    }
+
+    #[test]
+    fn the_coordinator_patience_is_a_positive_count_of_seconds_for_a_coordinator_run() {
+        let crate::Command::Run(a) = parse(&["--coordinator", "https://c:1"]).unwrap().command
+        else {
+            panic!("not parsed as `umi run`")
+        };
+        assert_eq!(a.coordinator_patience, 300);
+        for refused in [
+            &[
+                "--coordinator",
+                "https://c:1",
+                "--coordinator-patience",
+                "0",
+            ][..],
+            &["--coordinator-patience", "5"][..],
+        ] {
+            let Err(e) = parse(refused) else {
+                panic!("{refused:?} was taken")
+            };
+            let e = e.to_string();
+            assert!(e.contains("--coordinator"), "{refused:?}: {e}");
+        }
+    }
+}

@@ -6,8 +6,8 @@
 //! cache and its memory accounting, the same metrics) but, instead of running a forward
 //! pass, its step (`SimStep`) waits the time a latency profile (`SimProfile`) gives for
 //! it, and "generates" the text its caller scripted (`GenerateRequest::script`), token by
-//! token. It refuses the requests the model engine
-//! refuses (`GenerateRequest::validate`), when they are submitted.
+//! token. It refuses the requests the model engine refuses (`GenerateRequest::validate`),
+//! when they are submitted.
 //! So a cluster of simulated workers behaves like GPU workers in time and batching without
 //! weights, and the text is whatever the caller's policy decided (the worker's simulated
 //! roles write valid α-UMi outputs). Everything it serves is labelled `engine="sim"`.

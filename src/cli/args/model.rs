@@ -161,3 +161,42 @@ pub fn bundled_model() -> anyhow::Result<PathBuf> {
     }
     .into())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    /// The model flags as a command of their own.
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        model: super::ModelArgs,
+    }
+
+    fn engine_config(args: &[&str]) -> anyhow::Result<umi_engine::EngineConfig> {
+        let argv = std::iter::once("umi").chain(args.iter().copied());
+        Flags::try_parse_from(argv).unwrap().model.engine_config()
+    }
+
+    #[test]
+    fn the_prefill_chunk_is_the_engines_and_out_of_range_ones_are_refused_by_name() {
+        let default = engine_config(&[]).unwrap();
+        assert_eq!(
+            default.prefill_chunk,
+            umi_engine::generate::DEFAULT_PREFILL_CHUNK
+        );
+        assert_eq!(
+            engine_config(&["--prefill-chunk", "100"])
+                .unwrap()
+                .prefill_chunk,
+            100
+        );
+        for bad in ["0", "8193"] {
+            let e = engine_config(&["--prefill-chunk", bad]).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("--prefill-chunk must be 1 to 8192 tokens, not {bad}")
+            );
+        }
+    }
+}
