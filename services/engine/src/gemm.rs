@@ -133,7 +133,7 @@ thread_local! {
 }
 
 /// Rows `rows` of `b`, widened to f32 into `out` (rows.len() x k).
-fn widen_rows(b: Weights<'_>, k: usize, rows: std::ops::Range<usize>, out: &mut [f32]) {
+pub(crate) fn widen_rows(b: Weights<'_>, k: usize, rows: std::ops::Range<usize>, out: &mut [f32]) {
     let span = |row_len: usize| rows.start * row_len..rows.end * row_len;
     match b {
         Weights::F32(w) => out.copy_from_slice(&w[span(k)]),
@@ -337,11 +337,11 @@ unsafe fn tile_bf16<const R: usize, const C: usize>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A seeded stream of values in [-1, 1).
-    fn values(n: usize, seed: u64) -> Vec<f32> {
+    pub(crate) fn values(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
@@ -356,7 +356,7 @@ mod tests {
     }
 
     /// The exact product of `a` and the f32 widening of `b`, in f64.
-    fn reference(a: &[f32], m: usize, k: usize, b: &[f32], n: usize) -> Vec<f64> {
+    pub(crate) fn reference(a: &[f32], m: usize, k: usize, b: &[f32], n: usize) -> Vec<f64> {
         let mut out = vec![0f64; m * n];
         for i in 0..m {
             for j in 0..n {
@@ -368,7 +368,7 @@ mod tests {
         out
     }
 
-    fn close(got: &[f32], want: &[f64], k: usize, tol: f64, what: &str) {
+    pub(crate) fn close(got: &[f32], want: &[f64], k: usize, tol: f64, what: &str) {
         assert_eq!(got.len(), want.len(), "{what}");
         for (g, w) in got.iter().zip(want) {
             let bound = tol * (k as f64).sqrt().max(1.0);
@@ -376,7 +376,7 @@ mod tests {
         }
     }
 
-    fn quantize_q8_0(w: &[f32]) -> (Vec<u8>, Vec<f32>) {
+    pub(crate) fn quantize_q8_0(w: &[f32]) -> (Vec<u8>, Vec<f32>) {
         let (mut bytes, mut deq) = (Vec::new(), Vec::new());
         for block in w.chunks_exact(32) {
             let amax = block.iter().fold(0f32, |m, x| m.max(x.abs()));
@@ -395,7 +395,7 @@ mod tests {
         (bytes, deq)
     }
 
-    fn quantize_q4_1(w: &[f32]) -> (Vec<u8>, Vec<f32>) {
+    pub(crate) fn quantize_q4_1(w: &[f32]) -> (Vec<u8>, Vec<f32>) {
         let (mut bytes, mut deq) = (Vec::new(), vec![0f32; w.len()]);
         for (b, block) in w.chunks_exact(32).enumerate() {
             let lo = block.iter().fold(f32::MAX, |m, &x| m.min(x));
@@ -414,12 +414,14 @@ mod tests {
         (bytes, deq)
     }
 
-    #[test]
-    fn every_weight_format_matches_the_exact_product_at_odd_shapes() {
-        if kernel() == Kernel::None {
-            eprintln!("no AVX-512F on this CPU: nothing to test");
-            return;
-        }
+    /// A product over f32 activations and weights as stored (`gemm::matmul` or
+    /// `gemm_avx2::matmul`).
+    pub(crate) type Matmul = fn(&[f32], usize, usize, Weights<'_>, usize) -> Option<Vec<f32>>;
+
+    /// `matmul` against the exact product for every weight format at shapes with tails
+    /// in every dimension; bf16 weights within `bf16_tol` (a kernel that rounds the
+    /// activations to bf16 too is that far off).
+    pub(crate) fn check_every_weight_format(matmul: Matmul, bf16_tol: f64) {
         // Tails in every dimension: m and n not multiples of the tile, k of the lanes.
         for (m, n, k) in [
             (1, 1, 1),
@@ -427,6 +429,7 @@ mod tests {
             (5, 13, 40),
             (9, 25, 70),
             (13, 37, 576),
+            (7, 300, 64),
         ] {
             let a = values(m * k, 1);
             let w = values(n * k, 2);
@@ -439,11 +442,10 @@ mod tests {
             let got = matmul(&a, m, k, Weights::F16(&w16), n).unwrap();
             close(&got, &reference(&a, m, k, &w16f, n), k, 1e-5, "f16");
 
-            // bf16 products round the activations too: bf16 precision, 2^-8 relative.
             let wb: Vec<bf16> = w.iter().map(|&x| bf16::from_f32(x)).collect();
             let wbf: Vec<f32> = wb.iter().map(|x| x.to_f32()).collect();
             let got = matmul(&a, m, k, Weights::Bf16(&wb), n).unwrap();
-            close(&got, &reference(&a, m, k, &wbf, n), k, 1e-2, "bf16");
+            close(&got, &reference(&a, m, k, &wbf, n), k, bf16_tol, "bf16");
         }
         for (m, n, k) in [(1, 1, 32), (6, 11, 64), (17, 19, 576)] {
             let a = values(m * k, 3);
@@ -455,6 +457,16 @@ mod tests {
             let got = matmul(&a, m, k, Weights::Q4_1(&q4), n).unwrap();
             close(&got, &reference(&a, m, k, &deq4, n), k, 1e-5, "q4_1");
         }
+    }
+
+    #[test]
+    fn every_weight_format_matches_the_exact_product_at_odd_shapes() {
+        if kernel() == Kernel::None {
+            eprintln!("no AVX-512F on this CPU: nothing to test");
+            return;
+        }
+        // bf16 products round the activations too: bf16 precision, 2^-8 relative.
+        check_every_weight_format(matmul, 1e-2);
     }
 
     /// A row's result must not depend on the rows beside it (the tile it fell in).

@@ -11,6 +11,8 @@ pub mod engine;
 pub mod error;
 #[cfg(target_arch = "x86_64")]
 pub mod gemm;
+#[cfg(target_arch = "x86_64")]
+pub mod gemm_avx2;
 pub mod generate;
 pub mod kv_cache;
 pub mod linear;

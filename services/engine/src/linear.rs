@@ -1,5 +1,12 @@
 //! Linear layers, with a matrix-vector fast path for CPU decode.
 //!
+//! On a CPU with AVX2 but no AVX-512, f32 weights are packed at load into the layout of
+//! `gemm_avx2`'s kernel, which then runs every product, decode rows and prefill rows
+//! alike: each output is one FMA chain along k, so a row's bits depend neither on the
+//! rows beside it nor on how a prompt is cut into chunks, and a mixed step's decode rows
+//! ride in the same pass over the weights as its prompt chunk (`forward_rows`). The rest
+//! of this comment is about the weights kept as stored.
+//!
 //! Decoding multiplies one activation row per sequence by every weight matrix. candle's
 //! general matmul packs the weights for each call, and its quantized path first quantizes
 //! the activations to 8 bits (which flips SmolLM2's greedy picks). For decode rows on the
@@ -23,27 +30,110 @@ use crate::error::Result;
 const MIN_ROWS_PER_TASK: usize = 128;
 
 pub struct Linear {
-    weight: QMatMul,
+    weight: Stored,
+}
+
+/// How the weight matrix is kept.
+enum Stored {
+    /// As loaded, for candle's products and the kernels that read formats in place.
+    Candle(QMatMul),
+    /// f32 weights packed for the AVX2 kernel, which runs all of this layer's products.
+    #[cfg(target_arch = "x86_64")]
+    Packed(crate::gemm_avx2::PackedF32),
 }
 
 impl Linear {
     pub fn new(weight: QMatMul) -> Self {
-        Linear { weight }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(packed) = pack(&weight) {
+            return Linear {
+                weight: Stored::Packed(packed),
+            };
+        }
+        Linear {
+            weight: Stored::Candle(weight),
+        }
     }
 
     /// The weight matrix's parameters and its bytes as stored.
     pub fn size(&self) -> (usize, usize) {
         match &self.weight {
-            QMatMul::QTensor(q) => (q.shape().elem_count(), q.storage_size_in_bytes()),
-            QMatMul::Tensor(w) | QMatMul::TensorF16(w) => {
+            Stored::Candle(QMatMul::QTensor(q)) => {
+                (q.shape().elem_count(), q.storage_size_in_bytes())
+            }
+            Stored::Candle(QMatMul::Tensor(w) | QMatMul::TensorF16(w)) => {
                 (w.elem_count(), w.elem_count() * w.dtype().size_in_bytes())
             }
+            #[cfg(target_arch = "x86_64")]
+            Stored::Packed(packed) => {
+                let (n, k) = packed.dims();
+                (n * k, n * k * 4)
+            }
         }
+    }
+
+    /// Each of `xs` (batch, seq, in) times the weights, (batch, seq, out) each. Packed
+    /// weights multiply all their rows in one product (a mixed step's prompt chunk and
+    /// decode rows together), with each row's bits what it gets alone; otherwise each
+    /// input is its own `forward`.
+    pub fn forward_rows(&self, xs: &[&Tensor]) -> Result<Vec<Tensor>> {
+        #[cfg(target_arch = "x86_64")]
+        if let (Stored::Packed(packed), true) = (&self.weight, xs.len() > 1) {
+            let (n, k) = packed.dims();
+            let mut rows = Vec::new();
+            for x in xs {
+                if x.dim(candle_core::D::Minus1)? != k {
+                    return xs.iter().map(|x| self.forward(x)).collect();
+                }
+                rows.extend(x.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?);
+            }
+            let Some(y) = packed.matmul(&rows, rows.len() / k) else {
+                return xs.iter().map(|x| self.forward(x)).collect();
+            };
+            let mut first = 0;
+            return xs
+                .iter()
+                .map(|x| {
+                    let count = x.elem_count() / k;
+                    let mut dims = x.dims().to_vec();
+                    if let Some(last) = dims.last_mut() {
+                        *last = n;
+                    }
+                    let part = y[first * n..(first + count) * n].to_vec();
+                    first += count;
+                    Ok(Tensor::from_vec(part, dims, &Device::Cpu)?.to_dtype(x.dtype())?)
+                })
+                .collect();
+        }
+        xs.iter().map(|x| self.forward(x)).collect()
     }
 
     /// `x` is (batch, seq, in); returns (batch, seq, out). With `seq == 1` each row is
     /// one sequence's next token (decode), else the rows are one prompt (prefill).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let weight = match &self.weight {
+            Stored::Candle(weight) => weight,
+            #[cfg(target_arch = "x86_64")]
+            Stored::Packed(packed) => {
+                let (n, k) = packed.dims();
+                let xs: Vec<f32> = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+                let m = xs.len().checked_div(k).unwrap_or(0);
+                let y = packed.matmul(&xs, m).ok_or_else(|| {
+                    crate::error::EngineError::invalid(
+                        "input",
+                        format!(
+                            "rows of {} values for a matrix of {k} inputs",
+                            x.dims().last().copied().unwrap_or(0)
+                        ),
+                    )
+                })?;
+                let mut dims = x.dims().to_vec();
+                if let Some(last) = dims.last_mut() {
+                    *last = n;
+                }
+                return Ok(Tensor::from_vec(y, dims, &Device::Cpu)?.to_dtype(x.dtype())?);
+            }
+        };
         let decode_rows = x.rank() >= 2 && x.dim(candle_core::D::Minus2)? == 1;
         if x.device().is_cpu() {
             let fast = if decode_rows {
@@ -55,16 +145,16 @@ impl Linear {
                 return Ok(y);
             }
         }
-        if let QMatMul::QTensor(q) = &self.weight {
+        if let QMatMul::QTensor(q) = weight {
             if x.device().is_cpu() && x.dtype() == DType::F32 {
-                // Several rows (prefill) without AVX-512: dequantize this one matrix and use
+                // Several rows (prefill) without AVX2: dequantize this one matrix and use
                 // the f32 gemm, rather than quantizing the activations as candle's
                 // quantized matmul does.
                 let dense = QMatMul::Tensor(q.dequantize(x.device())?);
                 return Ok(dense.forward(x)?);
             }
         }
-        Ok(self.weight.forward(x)?)
+        Ok(weight.forward(x)?)
     }
 
     /// The weight matrix as rows in CPU memory, `f(rows, rows count, columns)`, when it
@@ -73,7 +163,10 @@ impl Linear {
         &self,
         f: impl FnOnce(Weights<'_>, usize, usize) -> R,
     ) -> Result<Option<R>> {
-        match &self.weight {
+        let Stored::Candle(weight) = &self.weight else {
+            return Ok(None);
+        };
+        match weight {
             QMatMul::Tensor(w) => {
                 let (rows, cols) = w.dims2()?;
                 let (storage, layout) = w.storage_and_layout();
@@ -108,13 +201,17 @@ impl Linear {
         }
     }
 
-    /// Prefill rows on a CPU with AVX-512: one blocked product over the weights as
-    /// stored (see `gemm`).
+    /// Prefill rows on an x86-64 CPU: one blocked product over the weights as stored
+    /// (`gemm` with AVX-512, else `gemm_avx2`, which widens a panel at a time).
     #[cfg(target_arch = "x86_64")]
     fn cpu_prefill(&self, x: &Tensor) -> Result<Option<Tensor>> {
-        if crate::gemm::kernel() == crate::gemm::Kernel::None {
+        let matmul = if crate::gemm::kernel() != crate::gemm::Kernel::None {
+            crate::gemm::matmul
+        } else if crate::gemm_avx2::available() {
+            crate::gemm_avx2::matmul
+        } else {
             return Ok(None);
-        }
+        };
         let cols = x.dim(candle_core::D::Minus1)?;
         let xs: Vec<f32> = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
         if cols == 0 || !xs.len().is_multiple_of(cols) {
@@ -123,7 +220,7 @@ impl Linear {
         let m = xs.len() / cols;
         let product = self.with_cpu_weights(|w, rows, w_cols| {
             (w_cols == cols)
-                .then(|| crate::gemm::matmul(&xs, m, cols, w, rows).map(|y| (y, rows)))
+                .then(|| matmul(&xs, m, cols, w, rows).map(|y| (y, rows)))
                 .flatten()
         })?;
         let Some(Some((y, rows))) = product else {
@@ -216,6 +313,26 @@ impl Linear {
             Tensor::from_vec(out, dims, &Device::Cpu)?.to_dtype(x.dtype())?,
         ))
     }
+}
+
+/// `weight` packed for `gemm_avx2`'s kernel, where that kernel runs this CPU's f32
+/// products: AVX2 and FMA without AVX-512 (whose machines keep `gemm.rs` and the decode
+/// kernels below), and f32 weights in CPU memory.
+#[cfg(target_arch = "x86_64")]
+fn pack(weight: &QMatMul) -> Option<crate::gemm_avx2::PackedF32> {
+    let QMatMul::Tensor(w) = weight else {
+        return None;
+    };
+    if crate::gemm::kernel() != crate::gemm::Kernel::None
+        || !crate::gemm_avx2::available()
+        || w.dtype() != DType::F32
+        || !w.device().is_cpu()
+    {
+        return None;
+    }
+    let (rows, cols) = w.dims2().ok()?;
+    let data: Vec<f32> = w.flatten_all().ok()?.to_vec1().ok()?;
+    crate::gemm_avx2::PackedF32::new(&data, rows, cols)
 }
 
 /// A weight matrix as stored: n rows of k, row-major.
@@ -437,6 +554,47 @@ mod tests {
                 assert_eq!(got, want, "{name}, row {r}");
             }
         }
+    }
+
+    /// A mixed step's products: a prompt chunk's rows and decode rows through
+    /// `forward_rows` get bit for bit what each input gets from `forward` alone, whether
+    /// the layer multiplies them together (packed weights) or one by one.
+    #[test]
+    fn a_prompt_chunk_and_decode_rows_together_match_each_alone_bit_for_bit() {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (300, 64), &dev).unwrap();
+        let chunk = Tensor::randn(0f32, 1.0, (1, 13, 64), &dev).unwrap();
+        let decode = Tensor::randn(0f32, 1.0, (3, 1, 64), &dev).unwrap();
+        for (name, weight) in [
+            ("f32", QMatMul::Tensor(w.clone())),
+            ("q4_1", quantized(&w, GgmlDType::Q4_1)),
+        ] {
+            let linear = Linear::new(weight);
+            let together = linear.forward_rows(&[&chunk, &decode]).unwrap();
+            assert_eq!(together[0].dims(), &[1, 13, 300], "{name}");
+            assert_eq!(together[1].dims(), &[3, 1, 300], "{name}");
+            for (got, x) in together.iter().zip([&chunk, &decode]) {
+                assert_eq!(bits(got), bits(&linear.forward(x).unwrap()), "{name}");
+            }
+            for r in 0..3 {
+                let alone = linear.forward(&decode.narrow(0, r, 1).unwrap()).unwrap();
+                let got = together[1].narrow(0, r, 1).unwrap();
+                assert_eq!(bits(&got), bits(&alone), "{name}, decode row {r}");
+            }
+        }
+    }
+
+    /// Where the AVX2 kernel runs f32 products, its weights are packed at load; its size
+    /// is still the matrix's.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn f32_weights_are_packed_where_the_avx2_kernel_runs() {
+        let w = Tensor::randn(0f32, 1.0, (40, 64), &Device::Cpu).unwrap();
+        let linear = Linear::new(QMatMul::Tensor(w));
+        let packs =
+            crate::gemm::kernel() == crate::gemm::Kernel::None && crate::gemm_avx2::available();
+        assert_eq!(matches!(linear.weight, Stored::Packed(_)), packs);
+        assert_eq!(linear.size(), (40 * 64, 40 * 64 * 4));
     }
 
     fn quantized(w: &Tensor, dtype: GgmlDType) -> QMatMul {

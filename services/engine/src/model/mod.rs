@@ -68,6 +68,7 @@ struct LayerLora {
 
 /// Which adapter each row of a forward pass takes: one for a whole sequence (prefill), or
 /// one per row (a decode batch).
+#[derive(Clone)]
 enum Rows<'a> {
     One(Option<&'a ServedAdapter>),
     Each(Vec<Option<&'a ServedAdapter>>),
@@ -357,17 +358,16 @@ impl Llama {
         })
     }
 
-    /// Every layer over `parts`, each matrix product for all parts in turn.
+    /// Every layer over `parts`, each matrix product for all parts at once
+    /// (`project_parts`).
     fn run_layers(&self, parts: &mut [Part<'_, '_>]) -> Result<()> {
         let ff = self.config.intermediate_size;
+        let rows: Vec<Rows> = parts.iter().map(|p| p.rows.clone()).collect();
         for (i, layer) in self.layers.iter().enumerate() {
-            let mut qkv = Vec::with_capacity(parts.len());
-            for p in parts.iter() {
-                let normed = self.rms_norm(&p.x, &layer.attn_norm)?;
-                qkv.push(project(&layer.attn.qkv, &normed, &p.rows, |a| {
-                    a.layers[i].qkv.as_ref()
-                })?);
-            }
+            let normed = self.rms_norm_parts(parts, &layer.attn_norm)?;
+            let qkv = project_parts(&layer.attn.qkv, &normed, &rows, |a| {
+                a.layers[i].qkv.as_ref()
+            })?;
             let mut attended = Vec::with_capacity(parts.len());
             for (p, qkv) in parts.iter_mut().zip(qkv) {
                 let per_sequence = if p.caches.len() == 1 {
@@ -386,22 +386,20 @@ impl Llama {
                     Tensor::cat(&ys, 0)?
                 });
             }
-            for (p, y) in parts.iter_mut().zip(&attended) {
-                let o = project(&layer.attn.o, y, &p.rows, |a| a.layers[i].o.as_ref())?;
+            let o = project_parts(&layer.attn.o, &attended, &rows, |a| a.layers[i].o.as_ref())?;
+            for (p, o) in parts.iter_mut().zip(o) {
                 p.x = (o + &p.x)?;
             }
-            let mut gate_up = Vec::with_capacity(parts.len());
-            for p in parts.iter() {
-                let normed = self.rms_norm(&p.x, &layer.ffn_norm)?;
-                gate_up.push(project(&layer.mlp.gate_up, &normed, &p.rows, |a| {
-                    a.layers[i].gate_up.as_ref()
-                })?);
-            }
-            for (p, gate_up) in parts.iter_mut().zip(&gate_up) {
-                let act = crate::pointwise::silu_mul(gate_up, ff)?;
-                let down = project(&layer.mlp.down, &act, &p.rows, |a| {
-                    a.layers[i].down.as_ref()
-                })?;
+            let normed = self.rms_norm_parts(parts, &layer.ffn_norm)?;
+            let gate_up = project_parts(&layer.mlp.gate_up, &normed, &rows, |a| {
+                a.layers[i].gate_up.as_ref()
+            })?;
+            let act = gate_up
+                .iter()
+                .map(|g| crate::pointwise::silu_mul(g, ff))
+                .collect::<Result<Vec<_>>>()?;
+            let down = project_parts(&layer.mlp.down, &act, &rows, |a| a.layers[i].down.as_ref())?;
+            for (p, down) in parts.iter_mut().zip(down) {
                 p.x = (down + &p.x)?;
             }
         }
@@ -438,6 +436,11 @@ impl Llama {
         Ok(())
     }
 
+    /// Each part's hidden rows normed.
+    fn rms_norm_parts(&self, parts: &[Part<'_, '_>], weight: &Tensor) -> Result<Vec<Tensor>> {
+        parts.iter().map(|p| self.rms_norm(&p.x, weight)).collect()
+    }
+
     fn rms_norm(&self, x: &Tensor, weight: &Tensor) -> Result<Tensor> {
         crate::pointwise::rms_norm(x, weight, self.config.rms_norm_eps as f32)
     }
@@ -452,7 +455,35 @@ fn project(
     rows: &Rows,
     share: impl Fn(&ServedAdapter) -> Option<&LowRank>,
 ) -> Result<Tensor> {
-    let y = linear.forward(x)?;
+    add_adapters(linear.forward(x)?, x, rows, share)
+}
+
+/// `project` for every part of a step, the base products in one `forward_rows` (one pass
+/// over the weights for a prompt chunk and the decode rows beside it, where the layer
+/// supports it).
+fn project_parts(
+    linear: &Linear,
+    xs: &[Tensor],
+    rows: &[Rows],
+    share: impl Fn(&ServedAdapter) -> Option<&LowRank>,
+) -> Result<Vec<Tensor>> {
+    let inputs: Vec<&Tensor> = xs.iter().collect();
+    linear
+        .forward_rows(&inputs)?
+        .into_iter()
+        .zip(xs)
+        .zip(rows)
+        .map(|((y, x), rows)| add_adapters(y, x, rows, &share))
+        .collect()
+}
+
+/// `y = linear(x)` plus each row's adapter product (see `project`).
+fn add_adapters(
+    y: Tensor,
+    x: &Tensor,
+    rows: &Rows,
+    share: impl Fn(&ServedAdapter) -> Option<&LowRank>,
+) -> Result<Tensor> {
     match rows {
         Rows::One(None) => Ok(y),
         Rows::One(Some(adapter)) => match share(adapter) {

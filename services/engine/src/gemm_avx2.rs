@@ -1,0 +1,357 @@
+//! Prefill matrix products on x86-64 CPUs with AVX2 and FMA but no AVX-512 (`gemm.rs`
+//! serves those): `a · bᵀ` for f32 activations `a` (m rows of k) and a weight matrix `b`
+//! as stored (n rows of k, one per output).
+//!
+//! An outer-product kernel over packed weight panels, as BLAS libraries do: sixteen
+//! weight rows at a time are widened to f32 and laid out k-major (`[k][16]`), so one
+//! step along k loads two vectors of weights, broadcasts one activation of each of six
+//! rows, and runs twelve FMAs into accumulators that never leave the registers. There is
+//! no horizontal sum per output (the cost that made a dot-product tile slower than
+//! candle's gemm on AVX2, BENCHMARKS.md), and a quantized matrix is never dequantized
+//! whole: its panel is widened as it is packed.
+//!
+//! Every output element is one FMA chain along k, in order (`acc = fma(a[p], b[p],
+//! acc)` for p = 0, 1, …, k-1): the tile, the rows beside it, m, n and the thread never
+//! change a row's bits, and neither does how a prompt is cut into chunks.
+//!
+//! `unsafe`, and why it is worth it: the intrinsics require it (the kernel enables its
+//! target features and runs only after detection), and loads go through raw pointers
+//! into slices whose lengths are checked at entry. Measured against candle's AVX2 gemm
+//! on SmolLM2's shapes: see BENCHMARKS.md.
+
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use crate::linear::Weights;
+
+/// Weight rows per panel (two 8-lane vectors) and activation rows per tile: 6 x 2
+/// accumulators, two weight vectors and one broadcast fill 15 of the 16 registers.
+const NR: usize = 16;
+const MR: usize = 6;
+
+/// Whether this CPU runs the kernel: AVX2 and FMA, detected once. `UMI_CANDLE_GEMM` set
+/// turns it off (candle's gemm then runs prefill products, for comparison).
+pub fn available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        std::env::var_os("UMI_CANDLE_GEMM").is_none()
+            && is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+    })
+}
+
+/// A weight matrix (n rows of k) packed once, at load, into the kernel's layout:
+/// panels of NR rows, each k-major (`[panel][k][NR]`, the rows past n zero). Decode rows
+/// and prefill rows alike multiply it with [`PackedF32::matmul`], so one kernel serves
+/// both and a row's bits never depend on the rows beside it.
+pub struct PackedF32 {
+    n: usize,
+    k: usize,
+    panels: Vec<f32>,
+}
+
+impl PackedF32 {
+    /// Packs `w` (n x k, row-major); `None` when the CPU lacks AVX2/FMA or the lengths do
+    /// not fit.
+    pub fn new(w: &[f32], n: usize, k: usize) -> Option<PackedF32> {
+        if !available() || n == 0 || k == 0 || w.len() != n * k {
+            return None;
+        }
+        let mut panels = vec![0f32; n.div_ceil(NR) * k * NR];
+        panels
+            .par_chunks_mut(k * NR)
+            .zip(w.par_chunks(k * NR))
+            .for_each(|(panel, rows)| transpose_into(rows, k, panel));
+        Some(PackedF32 { n, k, panels })
+    }
+
+    /// Output rows (n) and input columns (k).
+    pub fn dims(&self) -> (usize, usize) {
+        (self.n, self.k)
+    }
+
+    /// `a` (m x k) times the matrix: m x n, row-major. `None` when `a` is not m x k.
+    pub fn matmul(&self, a: &[f32], m: usize) -> Option<Vec<f32>> {
+        if m == 0 || a.len() != m * self.k {
+            return None;
+        }
+        Some(product(a, m, self.k, self.n, |first, count, f| {
+            f(&self.panels[first * self.k * NR..(first + count) * self.k * NR])
+        }))
+    }
+}
+
+/// `a` (m x k, f32) times `b`ᵀ (`b` is n x k, as stored): returns m x n, row-major, each
+/// task packing its own panels (a quantized matrix is widened a panel at a time, never
+/// whole). `None` when the CPU lacks AVX2/FMA or the shapes do not fit the weights (the
+/// caller falls back).
+pub fn matmul(a: &[f32], m: usize, k: usize, b: Weights<'_>, n: usize) -> Option<Vec<f32>> {
+    if !available() || m == 0 || n == 0 || k == 0 || a.len() != m * k {
+        return None;
+    }
+    if b.len_bytes() != n * b.row_bytes(k)? {
+        return None;
+    }
+    Some(product(a, m, k, n, |first, count, f| {
+        SCRATCH.with(|scratch| {
+            let (widened, packed) = &mut *scratch.borrow_mut();
+            let rows = first * NR..n.min((first + count) * NR);
+            widened.resize(rows.len() * k, 0.0);
+            crate::gemm::widen_rows(b, k, rows, widened);
+            packed.clear();
+            packed.resize(count * k * NR, 0.0);
+            for (panel, rows) in packed.chunks_exact_mut(k * NR).zip(widened.chunks(k * NR)) {
+                transpose_into(rows, k, panel);
+            }
+            f(packed)
+        })
+    }))
+}
+
+/// The product's loops, outermost first: tasks of whole panels (a few per thread);
+/// slices of k (`KC`); the task's panels (a slice of one, 16 KiB, stays in L1); the
+/// packed row blocks of `a` (whose slice, m x KC, stays in L2). `panels(first, count,
+/// f)` calls `f` with panels first..first+count packed (count x k x NR).
+fn product(
+    a: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    panels: impl Fn(usize, usize, &mut dyn FnMut(&[f32])) + Sync,
+) -> Vec<f32> {
+    let rows = pack_rows(a, m, k);
+    let blocks = m.div_ceil(MR);
+    let total = n.div_ceil(NR);
+    let per_task = total
+        .div_ceil(2 * rayon::current_num_threads().max(1))
+        .max(1);
+    let parts: Vec<Vec<f32>> = (0..total.div_ceil(per_task))
+        .into_par_iter()
+        .map(|task| {
+            let first = task * per_task;
+            let count = per_task.min(total - first);
+            // [panel][block][MR][NR]: each tile's running sums.
+            let mut sums = vec![0f32; count * blocks * MR * NR];
+            panels(first, count, &mut |packed| {
+                let mut from = 0;
+                while from < k {
+                    let len = KC.min(k - from);
+                    for p in 0..count {
+                        let b = &packed[(p * k + from) * NR..];
+                        for blk in 0..blocks {
+                            let a = &rows[(blk * k + from) * MR..];
+                            let at = (p * blocks + blk) * MR * NR;
+                            let c = &mut sums[at..at + MR * NR];
+                            // SAFETY: detected by every caller; `a` holds len x MR, `b`
+                            // len x NR, `c` MR x NR (checked again inside).
+                            unsafe {
+                                match m - blk * MR {
+                                    1 => tile::<1>(a, b, len, c),
+                                    2 => tile::<2>(a, b, len, c),
+                                    3 => tile::<3>(a, b, len, c),
+                                    4 => tile::<4>(a, b, len, c),
+                                    5 => tile::<5>(a, b, len, c),
+                                    _ => tile::<MR>(a, b, len, c),
+                                }
+                            }
+                        }
+                    }
+                    from += len;
+                }
+            });
+            sums
+        })
+        .collect();
+    // Back to row-major m x n.
+    let mut out = vec![0f32; m * n];
+    for (task, sums) in parts.iter().enumerate() {
+        for (p, panel) in sums.chunks_exact(blocks * MR * NR).enumerate() {
+            let col = (task * per_task + p) * NR;
+            let width = NR.min(n - col);
+            for (i, row) in out.chunks_exact_mut(n).enumerate() {
+                let at = i * NR;
+                row[col..col + width].copy_from_slice(&panel[at..at + width]);
+            }
+        }
+    }
+    out
+}
+
+/// Elements of k per slice: a slice of a packed panel is KC x NR floats (16 KiB).
+const KC: usize = 256;
+
+thread_local! {
+    /// This thread's widened weight rows and their packed panels, reused across
+    /// products (fresh allocations would be fresh mappings and page faults).
+    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// `a` (m x k) in blocks of MR rows, each laid out k-major (`[block][k][MR]`; the rows
+/// past m are zero), so a tile reads one stream.
+fn pack_rows(a: &[f32], m: usize, k: usize) -> Vec<f32> {
+    let mut packed = vec![0f32; m.div_ceil(MR) * k * MR];
+    for (i, row) in a.chunks_exact(k).enumerate() {
+        let (blk, r) = (i / MR, i % MR);
+        let block = &mut packed[blk * k * MR..(blk + 1) * k * MR];
+        for (p, &x) in row.iter().enumerate() {
+            block[p * MR + r] = x;
+        }
+    }
+    packed
+}
+
+/// Up to NR rows of k (row-major) into one k-major panel (`[k][NR]`, zero-filled past the
+/// last row).
+fn transpose_into(rows: &[f32], k: usize, panel: &mut [f32]) {
+    for (j, row) in rows.chunks_exact(k).enumerate() {
+        for (p, &w) in row.iter().enumerate() {
+            panel[p * NR + j] = w;
+        }
+    }
+}
+
+/// The first R rows of a packed row block times a packed panel over `len` steps of k:
+/// each of the R x NR sums in `c` is one FMA chain along k, continued from its value and
+/// stored back.
+///
+/// # Safety
+/// AVX2 and FMA must be present; `a.len() >= len * MR`, `b.len() >= len * NR`,
+/// `c.len() >= MR * NR` (asserted).
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile<const R: usize>(a: &[f32], b: &[f32], len: usize, c: &mut [f32]) {
+    assert!(R <= MR && a.len() >= len * MR && b.len() >= len * NR && c.len() >= MR * NR);
+    let (a, b, c) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    for (i, sums) in acc.iter_mut().enumerate() {
+        sums[0] = _mm256_loadu_ps(c.add(i * NR));
+        sums[1] = _mm256_loadu_ps(c.add(i * NR + 8));
+    }
+    for p in 0..len {
+        let b0 = _mm256_loadu_ps(b.add(p * NR));
+        let b1 = _mm256_loadu_ps(b.add(p * NR + 8));
+        for (i, sums) in acc.iter_mut().enumerate() {
+            let av = _mm256_broadcast_ss(&*a.add(p * MR + i));
+            sums[0] = _mm256_fmadd_ps(av, b0, sums[0]);
+            sums[1] = _mm256_fmadd_ps(av, b1, sums[1]);
+        }
+    }
+    for (i, sums) in acc.iter().enumerate() {
+        _mm256_storeu_ps(c.add(i * NR), sums[0]);
+        _mm256_storeu_ps(c.add(i * NR + 8), sums[1]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gemm::tests::{check_every_weight_format, values};
+
+    #[test]
+    fn every_weight_format_matches_the_exact_product_at_odd_shapes() {
+        if !available() {
+            eprintln!("no AVX2/FMA on this CPU: nothing to test");
+            return;
+        }
+        check_every_weight_format(matmul, 1e-5);
+    }
+
+    /// Each output is the FMA chain along k in order, whatever the tiling: exactly what
+    /// a scalar `mul_add` loop gives, and a row's bits do not depend on the rows beside
+    /// it or on how many there are.
+    #[test]
+    fn each_output_is_one_fma_chain_along_k_whatever_the_rows_beside_it() {
+        if !available() {
+            return;
+        }
+        let (m, n, k) = (23, 41, 150);
+        let a = values(m * k, 5);
+        let w = values(n * k, 6);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let all = matmul(&a, m, k, Weights::F32(&w), n).unwrap();
+        let packed = PackedF32::new(&w, n, k).unwrap();
+        assert_eq!(
+            bits(&all),
+            bits(&packed.matmul(&a, m).unwrap()),
+            "packed at load"
+        );
+        let chain: Vec<f32> = (0..m * n)
+            .map(|o| {
+                let (i, j) = (o / n, o % n);
+                (0..k).fold(0f32, |acc, p| a[i * k + p].mul_add(w[j * k + p], acc))
+            })
+            .collect();
+        assert_eq!(bits(&all), bits(&chain));
+        for i in 0..m {
+            let row = &a[i * k..(i + 1) * k];
+            let alone = matmul(row, 1, k, Weights::F32(&w), n).unwrap();
+            assert_eq!(bits(&all[i * n..(i + 1) * n]), bits(&alone), "row {i}");
+            let alone = packed.matmul(row, 1).unwrap();
+            assert_eq!(
+                bits(&all[i * n..(i + 1) * n]),
+                bits(&alone),
+                "packed row {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn shapes_that_do_not_fit_the_weights_fall_back() {
+        if !available() {
+            return;
+        }
+        let w = values(6 * 10, 7);
+        assert!(matmul(&values(20, 8), 2, 10, Weights::F32(&w), 5).is_none());
+        assert!(matmul(&values(20, 8), 2, 10, Weights::Q8_0(&[0; 34]), 1).is_none());
+        assert!(PackedF32::new(&w, 5, 10).is_none());
+        let packed = PackedF32::new(&w, 6, 10).unwrap();
+        assert!(packed.matmul(&values(21, 8), 2).is_none());
+        assert!(packed.matmul(&[], 0).is_none());
+    }
+
+    /// `cargo test --release -p umi-engine --lib gemm_avx2::tests::speed -- --ignored
+    /// --nocapture`: SmolLM2's prefill products (256 rows) here and through candle.
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn speed() {
+        use candle_core::{Device, Tensor};
+        let m = 256;
+        for (k, n) in [(576, 576), (576, 192), (576, 1536), (1536, 576)] {
+            let a = values(m * k, 8);
+            let w = values(n * k, 9);
+            let flops = 2.0 * (m * n * k) as f64;
+            let time = |f: &dyn Fn()| {
+                f();
+                let t = std::time::Instant::now();
+                for _ in 0..20 {
+                    f();
+                }
+                t.elapsed().as_secs_f64() / 20.0
+            };
+            let ours = time(&|| {
+                std::hint::black_box(matmul(&a, m, k, Weights::F32(&w), n));
+            });
+            let packed = PackedF32::new(&w, n, k).unwrap();
+            let at_load = time(&|| {
+                std::hint::black_box(packed.matmul(&a, m));
+            });
+            let one = time(&|| {
+                std::hint::black_box(packed.matmul(&a[..k], 1));
+            });
+            let at = Tensor::from_slice(&a, (m, k), &Device::Cpu).unwrap();
+            let wt = Tensor::from_slice(&w, (n, k), &Device::Cpu).unwrap();
+            let candle = time(&|| {
+                std::hint::black_box(at.matmul(&wt.t().unwrap()).unwrap());
+            });
+            eprintln!(
+                "{m}x{k} · {k}x{n}: umi {:.1} GFLOP/s (packed at load {:.1}), candle {:.1} \
+                 GFLOP/s; one row: {:.1} GB/s of weights",
+                flops / ours / 1e9,
+                flops / at_load / 1e9,
+                flops / candle / 1e9,
+                (4 * n * k) as f64 / one / 1e9,
+            );
+        }
+    }
+}
