@@ -99,7 +99,7 @@ fn workers_found_in_etcd_answer_as_the_in_process_run() {
     let remote = tempfile::tempdir().unwrap();
     let q = queries(remote.path(), 1);
     let mut run = run_via(&coord, &q, remote.path());
-    assert!(run.child.wait().unwrap().success(), "{}", run.stderr());
+    assert!(run.wait().success(), "{}", run.stderr());
 
     let local = tempfile::tempdir().unwrap();
     let status = umi()
@@ -157,7 +157,7 @@ fn a_worker_of_three_roles_registers_under_each_and_leaves_all() {
     let remote = tempfile::tempdir().unwrap();
     let q = queries(remote.path(), 1);
     let mut run = run_via(&coord, &q, remote.path());
-    assert!(run.child.wait().unwrap().success(), "{}", run.stderr());
+    assert!(run.wait().success(), "{}", run.stderr());
     let answer = &answers(remote.path())[0];
     assert!(answer.get("failure").is_none(), "{}", answer["failure"]);
 
@@ -188,7 +188,7 @@ fn a_toolllama_coordinator_needs_only_planner_workers() {
     let remote = tempfile::tempdir().unwrap();
     let q = queries(remote.path(), 1);
     let mut run = run_via(&coord, &q, remote.path());
-    assert!(run.child.wait().unwrap().success(), "{}", run.stderr());
+    assert!(run.wait().success(), "{}", run.stderr());
     let answer = &answers(remote.path())[0];
     assert!(answer.get("failure").is_none(), "{}", answer["failure"]);
     assert!(answer["forward_args"].get("prompt_type").is_none());
@@ -209,7 +209,7 @@ fn a_full_coordinator_refuses_submissions_and_the_client_waits() {
     let dir = tempfile::tempdir().unwrap();
     let q = queries(dir.path(), 5);
     let mut run = run_via(&coord, &q, dir.path());
-    assert!(run.child.wait().unwrap().success(), "{}", run.stderr());
+    assert!(run.wait().success(), "{}", run.stderr());
     assert!(
         run.stderr().contains("the coordinator is full"),
         "the coordinator never refused: {}",
@@ -246,7 +246,7 @@ fn a_second_planner_replica_is_used_within_a_second_of_registering() {
 
     let dir = tempfile::tempdir().unwrap();
     let mut run = run_via(&coord, &queries(dir.path(), 4), dir.path());
-    assert!(run.child.wait().unwrap().success(), "{}", run.stderr());
+    assert!(run.wait().success(), "{}", run.stderr());
     assert_eq!(answers(dir.path()).len(), 4);
     let (served_a, _) = load(&planner_a);
     let (served_b, _) = load(&planner_b);
@@ -281,7 +281,7 @@ fn a_replica_killed_mid_run_costs_no_task() {
     a.signal("KILL");
     let _ = a.child.wait();
 
-    let status = run.child.wait().unwrap();
+    let status = run.wait();
     assert!(status.success(), "{}", run.stderr());
     let answers = answers(dir.path());
     assert_eq!(answers.len(), 8, "{}", run.stderr());
@@ -371,7 +371,7 @@ fn the_coordinator_rides_out_an_etcd_outage() {
     // With etcd gone, the last known workers still serve.
     let dir = tempfile::tempdir().unwrap();
     let mut run = run_via(&coord, &queries(dir.path(), 2), dir.path());
-    assert!(run.child.wait().unwrap().success(), "{}", run.stderr());
+    assert!(run.wait().success(), "{}", run.stderr());
     for answer in answers(dir.path()) {
         assert!(answer.get("failure").is_none(), "{}", answer["failure"]);
     }
@@ -446,7 +446,7 @@ fn a_coordinator_killed_mid_run_resumes_from_its_task_journal() {
     assert!(ended >= kept && queued + running + ended == 6);
 
     // The client reconnected, resubmitted its open tasks and got every answer.
-    assert!(run.child.wait().unwrap().success(), "{}", run.stderr());
+    assert!(run.wait().success(), "{}", run.stderr());
     assert!(
         run.stderr().contains("lost the coordinator"),
         "{}",
@@ -458,7 +458,7 @@ fn a_coordinator_killed_mid_run_resumes_from_its_task_journal() {
     let out = dir.path().join("answers-after");
     std::fs::create_dir(&out).unwrap();
     let mut rerun = run_via(&coord, &q, &out);
-    assert!(rerun.child.wait().unwrap().success(), "{}", rerun.stderr());
+    assert!(rerun.wait().success(), "{}", rerun.stderr());
     let answers = answers(&out);
     assert_eq!(answers.len(), 6, "{}", rerun.stderr());
     for answer in &answers {
@@ -476,7 +476,7 @@ fn a_role_with_no_live_worker_is_a_recorded_failure_after_the_deadline_and_retri
     let started = Instant::now();
     let mut run = run_via(&coord, &q, dir.path());
     // The run ends, its exit status saying a query failed.
-    assert!(!run.child.wait().unwrap().success(), "{}", run.stderr());
+    assert!(!run.wait().success(), "{}", run.stderr());
     let took = started.elapsed();
     let failure = answers(dir.path())[0]["failure"]
         .as_str()
@@ -496,7 +496,7 @@ fn a_role_with_no_live_worker_is_a_recorded_failure_after_the_deadline_and_retri
         || !coordinator_sees(&coord, "planner").is_empty(),
     );
     let mut rerun = run_via(&coord, &q, dir.path());
-    assert!(rerun.child.wait().unwrap().success(), "{}", rerun.stderr());
+    assert!(rerun.wait().success(), "{}", rerun.stderr());
     let answer = &answers(dir.path())[0];
     assert!(answer.get("failure").is_none(), "{}", answer["failure"]);
 
@@ -527,7 +527,7 @@ fn a_role_with_no_live_worker_is_a_recorded_failure_after_the_deadline_and_retri
         "{:?}",
         stopping.elapsed()
     );
-    assert!(!watcher.child.wait().unwrap().success());
+    assert!(!watcher.wait().success());
     assert!(
         watcher.stderr().contains("unreachable for 3 s"),
         "{}",
@@ -771,7 +771,7 @@ fn answer_files_are_byte_identical_at_any_concurrency_and_on_a_cluster() {
     );
     let out = dir.path().join("cluster");
     let mut run = run_via(&coord, &q, &out);
-    assert!(run.child.wait().unwrap().success(), "{}", run.stderr());
+    assert!(run.wait().success(), "{}", run.stderr());
     let cluster = files(&out);
     for ((name, local), (_, remote)) in one.iter().zip(&cluster) {
         assert!(
@@ -796,6 +796,6 @@ fn a_client_started_before_the_coordinator_waits_for_it() {
     let mut run = run_via(&format!("https://{listen}"), &q, &out);
     run.wait_for("waiting for the coordinator", Duration::from_secs(20));
     let (_coord, _) = coordinator_at(&etcd.url, &listen, &[]);
-    assert!(run.child.wait().unwrap().success(), "{}", run.stderr());
+    assert!(run.wait().success(), "{}", run.stderr());
     assert_eq!(answers(&out).len(), 2, "{}", run.stderr());
 }

@@ -129,7 +129,7 @@ fn killed_planner_and_coordinator_lose_and_duplicate_no_task() {
     coordinator_flags(&mut cmd);
     let (mut second, _) = start_coordinator(&mut cmd);
 
-    let status = run.child.wait().unwrap();
+    let status = run.wait();
     assert!(status.success(), "{}", run.stderr());
     assert!(
         run.stderr().contains("lost the coordinator"),

@@ -22,6 +22,7 @@ pub fn free_port() -> u16 {
 pub struct Proc {
     pub child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Proc {
@@ -35,12 +36,33 @@ impl Proc {
         let stderr = child.stderr.take().unwrap();
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = lines.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 sink.lock().unwrap().push(line);
             }
         });
-        Proc { child, lines }
+        Proc {
+            child,
+            lines,
+            reader: Some(reader),
+        }
+    }
+
+    /// Waits for the exit, then for the reader to take in the last of stderr (its end,
+    /// or up to 5 s where a grandchild still holds the pipe), so `stderr` after `wait`
+    /// holds everything the process wrote.
+    pub fn wait(&mut self) -> ExitStatus {
+        let status = self.child.wait().unwrap();
+        if let Some(reader) = self.reader.take() {
+            let start = Instant::now();
+            while !reader.is_finished() && start.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if reader.is_finished() {
+                let _ = reader.join();
+            }
+        }
+        status
     }
 
     /// The first stderr line containing `needle`, waiting up to `timeout`.
@@ -95,7 +117,7 @@ impl Proc {
     /// Sends SIGTERM and waits for the exit.
     pub fn terminate(&mut self) -> ExitStatus {
         self.signal("TERM");
-        self.child.wait().unwrap()
+        self.wait()
     }
 }
 

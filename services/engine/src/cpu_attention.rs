@@ -1,4 +1,6 @@
-//! Causal attention on x86-64 CPUs with AVX-512, over the key/value buffers as stored.
+//! Causal attention on x86-64 CPUs with AVX-512 or AVX2, over the key/value buffers as
+//! stored. The kernel is written once over sixteen f32 lanes (`Lanes`): one AVX-512
+//! register or two AVX2 ones.
 //!
 //! candle's path (kept for other CPUs and for GPUs) converts a 16-bit cache to f32 whole
 //! at every call, builds a (rows x keys) score matrix per head group, and runs one
@@ -16,7 +18,7 @@
 //!
 //! A row's arithmetic is fixed whatever the batch, the rows beside it or the thread, so
 //! a sequence gets the same bits alone as in a batch. `unsafe`: the intrinsics (called
-//! only after detection, see `gemm::kernel`), each vector load from a slice range that is
+//! only after detection, see `Width::detect`), each vector load from a slice range that is
 //! bounds-checked (raw-pointer offsets measured no faster, so none are kept).
 
 use std::arch::x86_64::*;
@@ -64,11 +66,51 @@ pub struct Job<'a> {
     pub offset: usize,
 }
 
+/// Which vectors this CPU runs the kernel with.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Width {
+    /// AVX-512F (`gemm::kernel` finds it).
+    Avx512,
+    /// AVX2, FMA and F16C, without AVX-512 (`UMI_CANDLE_GEMM` set turns it off, as it
+    /// does `gemm_avx2`).
+    Avx2,
+}
+
+impl Width {
+    /// This CPU's, or None where the kernel does not run (candle's attention does).
+    pub fn detect() -> Option<Width> {
+        if crate::gemm::kernel() != crate::gemm::Kernel::None {
+            Some(Width::Avx512)
+        } else if crate::gemm_avx2::available() && is_x86_feature_detected!("f16c") {
+            Some(Width::Avx2)
+        } else {
+            None
+        }
+    }
+
+    /// # Safety
+    /// This width's features must be present (`detect` returned it); as `task`.
+    unsafe fn task<E: Elem>(
+        self,
+        shape: Shape,
+        job: &Job<'_>,
+        h: usize,
+        rows: std::ops::Range<usize>,
+        kv: (&[E], &[E]),
+        out: &mut [f32],
+    ) {
+        match self {
+            Width::Avx512 => task_avx512(shape, job, h, rows, kv, out),
+            Width::Avx2 => task_avx2(shape, job, h, rows, kv, out),
+        }
+    }
+}
+
 /// Rows of one task: enough to amortise a task, few enough to spread a prefill chunk.
 const ROWS_PER_TASK: usize = 16;
 
 /// Each job's output, (rows, heads * head_dim) f32, or None where this kernel does not
-/// apply (no AVX-512, a head size not a multiple of 16 or over 128, heads not a multiple of the
+/// apply (no AVX-512 or AVX2, a head size not a multiple of 16 or over 128, heads not a multiple of the
 /// key/value heads or over 8 per key/value head, buffers too short, mixed dtypes).
 pub fn attend(shape: Shape, jobs: &[Job<'_>]) -> Option<Vec<Vec<f32>>> {
     let Shape {
@@ -76,8 +118,10 @@ pub fn attend(shape: Shape, jobs: &[Job<'_>]) -> Option<Vec<Vec<f32>>> {
         kv_heads,
         head_dim: hd,
     } = shape;
-    if crate::gemm::kernel() == crate::gemm::Kernel::None
-        || hd == 0
+    let Some(width) = Width::detect() else {
+        return None;
+    };
+    if hd == 0
         || !hd.is_multiple_of(16)
         || hd > 128
         || kv_heads == 0
@@ -111,12 +155,14 @@ pub fn attend(shape: Shape, jobs: &[Job<'_>]) -> Option<Vec<Vec<f32>>> {
             let job = &jobs[j];
             let rows = r0..job.rows.min(r0 + ROWS_PER_TASK);
             let mut out = vec![0f32; rows.len() * groups * hd];
-            // SAFETY: AVX-512F detected above; every length checked above.
+            // SAFETY: the width's features detected above; every length checked above.
             unsafe {
                 match (job.k, job.v) {
-                    (Kv::F32(k), Kv::F32(v)) => task(shape, job, h, rows, k, v, &mut out),
-                    (Kv::Bf16(k), Kv::Bf16(v)) => task(shape, job, h, rows, k, v, &mut out),
-                    (Kv::F16(k), Kv::F16(v)) => task(shape, job, h, rows, k, v, &mut out),
+                    (Kv::F32(k), Kv::F32(v)) => width.task(shape, job, h, rows, (k, v), &mut out),
+                    (Kv::Bf16(k), Kv::Bf16(v)) => {
+                        width.task(shape, job, h, rows, (k, v), &mut out)
+                    }
+                    (Kv::F16(k), Kv::F16(v)) => width.task(shape, job, h, rows, (k, v), &mut out),
                     _ => unreachable!("dtypes checked above"),
                 }
             }
@@ -137,60 +183,412 @@ pub fn attend(shape: Shape, jobs: &[Job<'_>]) -> Option<Vec<Vec<f32>>> {
     Some(outs)
 }
 
+/// Sixteen f32 lanes and the operations the kernel takes on them: one AVX-512 register,
+/// or two AVX2 registers (`Avx512`, `Avx2`). The kernel is written once over this trait;
+/// each implementation's lane arithmetic is the same IEEE operation lane by lane (its
+/// reductions, in its own fixed order).
+///
+/// # Safety
+/// Every method requires the implementation's CPU features (the callers enable them
+/// after detection); loads and stores take pointers to 16 readable (writable) elements.
+trait Lanes: Copy {
+    unsafe fn zero() -> Self;
+    unsafe fn splat(x: f32) -> Self;
+    unsafe fn load(p: *const f32) -> Self;
+    unsafe fn store(self, p: *mut f32);
+    /// self * b + c, rounded once.
+    unsafe fn fmadd(self, b: Self, c: Self) -> Self;
+    /// c - self * b, rounded once.
+    unsafe fn fnmadd(self, b: Self, c: Self) -> Self;
+    unsafe fn add(self, b: Self) -> Self;
+    unsafe fn sub(self, b: Self) -> Self;
+    unsafe fn mul(self, b: Self) -> Self;
+    /// max(self, b) in the first `count` lanes, self in the others.
+    unsafe fn max_first(self, b: Self, count: usize) -> Self;
+    /// self in the first `count` lanes, 0 in the others.
+    unsafe fn keep_first(self, count: usize) -> Self;
+    unsafe fn reduce_max(self) -> f32;
+    unsafe fn reduce_add(self) -> f32;
+    /// Sixteen vectors in, one vector out whose lane i is the sum of vector i's lanes.
+    unsafe fn hsum16(v: &[Self; 16]) -> Self;
+    /// e^x for x <= 0 (scores minus their maximum), to about 2 ulp.
+    unsafe fn exp(self) -> Self;
+    unsafe fn load_bf16(p: *const bf16) -> Self;
+    unsafe fn load_f16(p: *const f16) -> Self;
+    /// Rounded to bf16 (to nearest, ties to even) and widened back; no NaN in self.
+    unsafe fn round_bf16(self) -> Self;
+    /// Rounded to f16 (to nearest, ties to even) and widened back.
+    unsafe fn round_f16(self) -> Self;
+}
+
+/// The degree-6 Taylor polynomial of e^r for |r| <= ln2/2, with x = n ln2 + r: shared by
+/// both `exp`s (Horner's rule, one FMA a step).
+#[inline(always)]
+unsafe fn exp_reduced<L: Lanes>(x: L, n: L) -> L {
+    let r = n.fnmadd(L::splat(0.693_145_75), x);
+    let r = n.fnmadd(L::splat(1.428_606_8e-6), r);
+    let mut p = L::splat(1.0 / 720.0);
+    for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = p.fmadd(r, L::splat(c));
+    }
+    p
+}
+
+/// AVX-512F: one register.
+#[derive(Clone, Copy)]
+struct Avx512(__m512);
+
+impl Avx512 {
+    #[inline(always)]
+    fn mask(count: usize) -> __mmask16 {
+        if count >= 16 {
+            0xffff
+        } else {
+            ((1u32 << count) - 1) as u16
+        }
+    }
+}
+
+impl Lanes for Avx512 {
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        Avx512(_mm512_setzero_ps())
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self {
+        Avx512(_mm512_set1_ps(x))
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        Avx512(_mm512_loadu_ps(p))
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        _mm512_storeu_ps(p, self.0)
+    }
+    #[inline(always)]
+    unsafe fn fmadd(self, b: Self, c: Self) -> Self {
+        Avx512(_mm512_fmadd_ps(self.0, b.0, c.0))
+    }
+    #[inline(always)]
+    unsafe fn fnmadd(self, b: Self, c: Self) -> Self {
+        Avx512(_mm512_fnmadd_ps(self.0, b.0, c.0))
+    }
+    #[inline(always)]
+    unsafe fn add(self, b: Self) -> Self {
+        Avx512(_mm512_add_ps(self.0, b.0))
+    }
+    #[inline(always)]
+    unsafe fn sub(self, b: Self) -> Self {
+        Avx512(_mm512_sub_ps(self.0, b.0))
+    }
+    #[inline(always)]
+    unsafe fn mul(self, b: Self) -> Self {
+        Avx512(_mm512_mul_ps(self.0, b.0))
+    }
+    #[inline(always)]
+    unsafe fn max_first(self, b: Self, count: usize) -> Self {
+        Avx512(_mm512_mask_max_ps(self.0, Self::mask(count), self.0, b.0))
+    }
+    #[inline(always)]
+    unsafe fn keep_first(self, count: usize) -> Self {
+        Avx512(_mm512_maskz_mov_ps(Self::mask(count), self.0))
+    }
+    #[inline(always)]
+    unsafe fn reduce_max(self) -> f32 {
+        _mm512_reduce_max_ps(self.0)
+    }
+    #[inline(always)]
+    unsafe fn reduce_add(self) -> f32 {
+        _mm512_reduce_add_ps(self.0)
+    }
+    #[inline(always)]
+    unsafe fn hsum16(v: &[Self; 16]) -> Self {
+        // Pairs: per 128-bit lane, (a0+a2, b0+b2, a1+a3, b1+b3).
+        let mut s = [_mm512_setzero_ps(); 8];
+        for (j, out) in s.iter_mut().enumerate() {
+            let (a, b) = (v[2 * j].0, v[2 * j + 1].0);
+            *out = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+        }
+        // Quads: per 128-bit lane, the lane's total of each of four vectors.
+        let mut x = [_mm512_setzero_ps(); 4];
+        for (j, out) in x.iter_mut().enumerate() {
+            let (p, q) = (s[2 * j], s[2 * j + 1]);
+            *out = _mm512_add_ps(
+                _mm512_shuffle_ps::<0b01_00_01_00>(p, q),
+                _mm512_shuffle_ps::<0b11_10_11_10>(p, q),
+            );
+        }
+        // Across the four 128-bit lanes.
+        let z0 = _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0b01_00_01_00>(x[0], x[1]),
+            _mm512_shuffle_f32x4::<0b11_10_11_10>(x[0], x[1]),
+        );
+        let z1 = _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0b01_00_01_00>(x[2], x[3]),
+            _mm512_shuffle_f32x4::<0b11_10_11_10>(x[2], x[3]),
+        );
+        Avx512(_mm512_add_ps(
+            _mm512_shuffle_f32x4::<0b10_00_10_00>(z0, z1),
+            _mm512_shuffle_f32x4::<0b11_01_11_01>(z0, z1),
+        ))
+    }
+    /// 2^n by `vscalefps`, which underflows to 0 cleanly below e^-87.
+    #[inline(always)]
+    unsafe fn exp(self) -> Self {
+        let x = _mm512_max_ps(self.0, _mm512_set1_ps(-104.0));
+        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
+        );
+        let p = exp_reduced(Avx512(x), Avx512(n));
+        Avx512(_mm512_scalef_ps(p.0, n))
+    }
+    #[inline(always)]
+    unsafe fn load_bf16(p: *const bf16) -> Self {
+        // bf16 is the top half of an f32: zero-extend and shift into place.
+        let raw = _mm256_loadu_si256(p.cast());
+        Avx512(_mm512_castsi512_ps(_mm512_slli_epi32::<16>(
+            _mm512_cvtepu16_epi32(raw),
+        )))
+    }
+    #[inline(always)]
+    unsafe fn load_f16(p: *const f16) -> Self {
+        Avx512(_mm512_cvtph_ps(_mm256_loadu_si256(p.cast())))
+    }
+    #[inline(always)]
+    unsafe fn round_bf16(self) -> Self {
+        // Add half a unit of the kept bits (less one, plus the kept bits' lowest: ties go
+        // to even), then drop the low 16 bits.
+        let bits = _mm512_castps_si512(self.0);
+        let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(1));
+        let rounded = _mm512_add_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(0x7fff)), lsb);
+        Avx512(_mm512_castsi512_ps(_mm512_and_si512(
+            rounded,
+            _mm512_set1_epi32(-65536),
+        )))
+    }
+    #[inline(always)]
+    unsafe fn round_f16(self) -> Self {
+        Avx512(_mm512_cvtph_ps(_mm512_cvtps_ph::<
+            { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
+        >(self.0)))
+    }
+}
+
+/// AVX2 with FMA and F16C: two registers, lanes 0-7 and 8-15.
+#[derive(Clone, Copy)]
+struct Avx2(__m256, __m256);
+
+impl Avx2 {
+    /// All-ones in the first `count` lanes of each half's (lo, hi) masks.
+    #[inline(always)]
+    unsafe fn mask(count: usize) -> (__m256, __m256) {
+        let n = _mm256_set1_epi32(count.min(16) as i32);
+        let lo = _mm256_cmpgt_epi32(n, _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        let hi = _mm256_cmpgt_epi32(n, _mm256_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15));
+        (_mm256_castsi256_ps(lo), _mm256_castsi256_ps(hi))
+    }
+
+    /// The eight sums of eight vectors' lanes, in one vector (lane i: vector i's).
+    #[inline(always)]
+    unsafe fn hsum8(w: &[__m256; 8]) -> __m256 {
+        let h01 = _mm256_hadd_ps(w[0], w[1]);
+        let h23 = _mm256_hadd_ps(w[2], w[3]);
+        let h45 = _mm256_hadd_ps(w[4], w[5]);
+        let h67 = _mm256_hadd_ps(w[6], w[7]);
+        // Per 128-bit half: the half's totals of vectors 0-3 (and 4-7).
+        let q0 = _mm256_hadd_ps(h01, h23);
+        let q1 = _mm256_hadd_ps(h45, h67);
+        _mm256_add_ps(
+            _mm256_permute2f128_ps::<0x20>(q0, q1),
+            _mm256_permute2f128_ps::<0x31>(q0, q1),
+        )
+    }
+}
+
+impl Lanes for Avx2 {
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        Avx2(_mm256_setzero_ps(), _mm256_setzero_ps())
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self {
+        Avx2(_mm256_set1_ps(x), _mm256_set1_ps(x))
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        Avx2(_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)))
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        _mm256_storeu_ps(p, self.0);
+        _mm256_storeu_ps(p.add(8), self.1);
+    }
+    #[inline(always)]
+    unsafe fn fmadd(self, b: Self, c: Self) -> Self {
+        Avx2(
+            _mm256_fmadd_ps(self.0, b.0, c.0),
+            _mm256_fmadd_ps(self.1, b.1, c.1),
+        )
+    }
+    #[inline(always)]
+    unsafe fn fnmadd(self, b: Self, c: Self) -> Self {
+        Avx2(
+            _mm256_fnmadd_ps(self.0, b.0, c.0),
+            _mm256_fnmadd_ps(self.1, b.1, c.1),
+        )
+    }
+    #[inline(always)]
+    unsafe fn add(self, b: Self) -> Self {
+        Avx2(_mm256_add_ps(self.0, b.0), _mm256_add_ps(self.1, b.1))
+    }
+    #[inline(always)]
+    unsafe fn sub(self, b: Self) -> Self {
+        Avx2(_mm256_sub_ps(self.0, b.0), _mm256_sub_ps(self.1, b.1))
+    }
+    #[inline(always)]
+    unsafe fn mul(self, b: Self) -> Self {
+        Avx2(_mm256_mul_ps(self.0, b.0), _mm256_mul_ps(self.1, b.1))
+    }
+    #[inline(always)]
+    unsafe fn max_first(self, b: Self, count: usize) -> Self {
+        let (lo, hi) = Self::mask(count);
+        Avx2(
+            _mm256_blendv_ps(self.0, _mm256_max_ps(self.0, b.0), lo),
+            _mm256_blendv_ps(self.1, _mm256_max_ps(self.1, b.1), hi),
+        )
+    }
+    #[inline(always)]
+    unsafe fn keep_first(self, count: usize) -> Self {
+        let (lo, hi) = Self::mask(count);
+        Avx2(_mm256_and_ps(self.0, lo), _mm256_and_ps(self.1, hi))
+    }
+    #[inline(always)]
+    unsafe fn reduce_max(self) -> f32 {
+        let m = _mm256_max_ps(self.0, self.1);
+        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)))
+    }
+    #[inline(always)]
+    unsafe fn reduce_add(self) -> f32 {
+        let s = _mm256_add_ps(self.0, self.1);
+        let s = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps::<1>(s));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+    }
+    #[inline(always)]
+    unsafe fn hsum16(v: &[Self; 16]) -> Self {
+        let halves = |first: usize| -> [__m256; 8] {
+            std::array::from_fn(|i| _mm256_add_ps(v[first + i].0, v[first + i].1))
+        };
+        Avx2(Self::hsum8(&halves(0)), Self::hsum8(&halves(8)))
+    }
+    /// 2^n built in the exponent bits; x is held at -87 or above, so n >= -126 and 2^n
+    /// stays a normal number (below e^-87 the result is ~1e-38 where AVX-512's is 0:
+    /// nothing a probability sum or a weighted value can tell apart).
+    #[inline(always)]
+    unsafe fn exp(self) -> Self {
+        let half = |x: __m256| -> (__m256, __m256) {
+            let x = _mm256_max_ps(x, _mm256_set1_ps(-87.0));
+            let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
+            );
+            (x, n)
+        };
+        let ((x0, n0), (x1, n1)) = (half(self.0), half(self.1));
+        let p = exp_reduced(Avx2(x0, x1), Avx2(n0, n1));
+        let pow2 = |n: __m256| {
+            let e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
+            _mm256_castsi256_ps(_mm256_slli_epi32::<23>(e))
+        };
+        Avx2(_mm256_mul_ps(p.0, pow2(n0)), _mm256_mul_ps(p.1, pow2(n1)))
+    }
+    #[inline(always)]
+    unsafe fn load_bf16(p: *const bf16) -> Self {
+        let widen = |raw: __m128i| {
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(raw)))
+        };
+        Avx2(
+            widen(_mm_loadu_si128(p.cast())),
+            widen(_mm_loadu_si128(p.add(8).cast())),
+        )
+    }
+    #[inline(always)]
+    unsafe fn load_f16(p: *const f16) -> Self {
+        Avx2(
+            _mm256_cvtph_ps(_mm_loadu_si128(p.cast())),
+            _mm256_cvtph_ps(_mm_loadu_si128(p.add(8).cast())),
+        )
+    }
+    #[inline(always)]
+    unsafe fn round_bf16(self) -> Self {
+        // As Avx512's: half a unit of the kept bits, ties to even, low bits dropped.
+        let round = |x: __m256| {
+            let bits = _mm256_castps_si256(x);
+            let lsb = _mm256_and_si256(_mm256_srli_epi32::<16>(bits), _mm256_set1_epi32(1));
+            let rounded =
+                _mm256_add_epi32(_mm256_add_epi32(bits, _mm256_set1_epi32(0x7fff)), lsb);
+            _mm256_castsi256_ps(_mm256_and_si256(rounded, _mm256_set1_epi32(-65536)))
+        };
+        Avx2(round(self.0), round(self.1))
+    }
+    #[inline(always)]
+    unsafe fn round_f16(self) -> Self {
+        let round = |x: __m256| {
+            _mm256_cvtph_ps(_mm256_cvtps_ph::<
+                { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
+            >(x))
+        };
+        Avx2(round(self.0), round(self.1))
+    }
+}
+
 /// An element type of the buffers, widened to f32 sixteen at a time.
 trait Elem: Copy {
     /// # Safety
-    /// AVX-512F present; `p` points at 16 readable elements.
-    unsafe fn load16(p: *const Self) -> __m512;
+    /// L's CPU features present; `p` points at 16 readable elements.
+    unsafe fn load16<L: Lanes>(p: *const Self) -> L;
 
     /// `x` rounded to this type's precision (to nearest, ties to even) and widened back.
     /// # Safety
-    /// AVX-512F present; `x` holds no NaN.
-    unsafe fn round16(x: __m512) -> __m512;
+    /// L's CPU features present; `x` holds no NaN.
+    unsafe fn round16<L: Lanes>(x: L) -> L;
 }
 
 impl Elem for f32 {
     #[inline(always)]
-    unsafe fn load16(p: *const f32) -> __m512 {
-        _mm512_loadu_ps(p)
+    unsafe fn load16<L: Lanes>(p: *const f32) -> L {
+        L::load(p)
     }
 
     #[inline(always)]
-    unsafe fn round16(x: __m512) -> __m512 {
+    unsafe fn round16<L: Lanes>(x: L) -> L {
         x
     }
 }
 
 impl Elem for bf16 {
     #[inline(always)]
-    unsafe fn load16(p: *const bf16) -> __m512 {
-        // bf16 is the top half of an f32: zero-extend and shift into place.
-        let raw = _mm256_loadu_si256(p.cast());
-        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(raw)))
+    unsafe fn load16<L: Lanes>(p: *const bf16) -> L {
+        L::load_bf16(p)
     }
 
     #[inline(always)]
-    unsafe fn round16(x: __m512) -> __m512 {
-        // Add half a unit of the kept bits (less one, plus the kept bits' lowest: ties go
-        // to even), then drop the low 16 bits.
-        let bits = _mm512_castps_si512(x);
-        let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(1));
-        let rounded = _mm512_add_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(0x7fff)), lsb);
-        _mm512_castsi512_ps(_mm512_and_si512(rounded, _mm512_set1_epi32(-65536)))
+    unsafe fn round16<L: Lanes>(x: L) -> L {
+        x.round_bf16()
     }
 }
 
 impl Elem for f16 {
     #[inline(always)]
-    unsafe fn load16(p: *const f16) -> __m512 {
-        _mm512_cvtph_ps(_mm256_loadu_si256(p.cast()))
+    unsafe fn load16<L: Lanes>(p: *const f16) -> L {
+        L::load_f16(p)
     }
 
     #[inline(always)]
-    unsafe fn round16(x: __m512) -> __m512 {
-        _mm512_cvtph_ps(_mm512_cvtps_ph::<
-            { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
-        >(x))
+    unsafe fn round16<L: Lanes>(x: L) -> L {
+        x.round_f16()
     }
 }
 
@@ -199,19 +597,51 @@ thread_local! {
     static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Rows `rows` of `job` for key/value head `h` and its query heads; `out` is
-/// (rows, groups, head_dim).
+/// `task` with AVX-512F.
 ///
 /// # Safety
-/// AVX-512F must be present. Every access is a checked slice index.
+/// AVX-512F must be present; as `task`.
 #[target_feature(enable = "avx512f")]
-unsafe fn task<E: Elem>(
+unsafe fn task_avx512<E: Elem>(
     shape: Shape,
     job: &Job<'_>,
     h: usize,
     rows: std::ops::Range<usize>,
-    k: &[E],
-    v: &[E],
+    (k, v): (&[E], &[E]),
+    out: &mut [f32],
+) {
+    task::<Avx512, E>(shape, job, h, rows, (k, v), out)
+}
+
+/// `task` with AVX2, FMA and F16C.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be present; as `task`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn task_avx2<E: Elem>(
+    shape: Shape,
+    job: &Job<'_>,
+    h: usize,
+    rows: std::ops::Range<usize>,
+    (k, v): (&[E], &[E]),
+    out: &mut [f32],
+) {
+    task::<Avx2, E>(shape, job, h, rows, (k, v), out)
+}
+
+/// Rows `rows` of `job` for key/value head `h` and its query heads; `out` is
+/// (rows, groups, head_dim).
+///
+/// # Safety
+/// L's CPU features must be present (the callers enable them). Every access is a
+/// checked slice index.
+#[inline(always)]
+unsafe fn task<L: Lanes, E: Elem>(
+    shape: Shape,
+    job: &Job<'_>,
+    h: usize,
+    rows: std::ops::Range<usize>,
+    (k, v): (&[E], &[E]),
     out: &mut [f32],
 ) {
     let hd = shape.head_dim;
@@ -227,7 +657,7 @@ unsafe fn task<E: Elem>(
             // The query heads sharing key/value head h are adjacent, as are their outputs.
             let q = &job.q[(row * shape.heads + h * groups) * hd..][..groups * hd];
             let y = &mut out[n * groups * hd..][..groups * hd];
-            group_row(q, groups, (k, v), keys, hd, scale, &mut scores, stride, y);
+            group_row::<L, E>(q, groups, (k, v), keys, hd, scale, &mut scores, stride, y);
         }
     });
 }
@@ -246,11 +676,11 @@ const BLOCK: usize = 16;
 /// a head alone.
 ///
 /// # Safety
-/// AVX-512F must be present (the caller enables it). Every access is a checked slice
-/// index, each vector load or store over a range of exactly 16 elements.
+/// L's CPU features must be present (the caller enables them). Every access is a checked
+/// slice index, each vector load or store over a range of exactly 16 elements.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn group_row<E: Elem>(
+unsafe fn group_row<L: Lanes, E: Elem>(
     q: &[f32],
     groups: usize,
     (k, v): (&[E], &[E]),
@@ -261,30 +691,23 @@ unsafe fn group_row<E: Elem>(
     stride: usize,
     y: &mut [f32],
 ) {
-    let valid_mask = |count: usize| -> __mmask16 {
-        if count == 16 {
-            0xffff
-        } else {
-            ((1u32 << count) - 1) as u16
-        }
-    };
     // Scores, sixteen keys at a time: sixteen partial dot products, then one transposing
     // reduction gives the sixteen scores in one vector.
-    let scale_v = _mm512_set1_ps(scale);
+    let scale_v = L::splat(scale);
     let mut t0 = 0;
     while t0 < keys {
         let count = (keys - t0).min(BLOCK);
         for g in 0..groups {
             let qg = &q[g * hd..][..hd];
-            let mut acc = [_mm512_setzero_ps(); 16];
+            let mut acc = [L::zero(); 16];
             for (key, a) in acc.iter_mut().enumerate().take(count) {
                 let kr = &k[(t0 + key) * hd..][..hd];
                 for (qc, kc) in qg.chunks_exact(16).zip(kr.chunks_exact(16)) {
-                    *a = _mm512_fmadd_ps(_mm512_loadu_ps(qc.as_ptr()), E::load16(kc.as_ptr()), *a);
+                    *a = L::load(qc.as_ptr()).fmadd(E::load16(kc.as_ptr()), *a);
                 }
             }
-            let s = _mm512_mul_ps(hsum16(&acc), scale_v);
-            _mm512_storeu_ps(scores[g * stride + t0..][..16].as_mut_ptr(), s);
+            let s = L::hsum16(&acc).mul(scale_v);
+            s.store(scores[g * stride + t0..][..16].as_mut_ptr());
         }
         t0 += BLOCK;
     }
@@ -295,35 +718,30 @@ unsafe fn group_row<E: Elem>(
     let mut inverse = [0f32; MAX_GROUPS];
     for (g, inv) in inverse.iter_mut().enumerate().take(groups) {
         let row = &mut scores[g * stride..][..stride];
-        let mut max_v = _mm512_set1_ps(f32::NEG_INFINITY);
+        let mut max_v = L::splat(f32::NEG_INFINITY);
         let mut t0 = 0;
         while t0 < keys {
-            let s = _mm512_loadu_ps(row[t0..][..16].as_ptr());
-            let valid = valid_mask((keys - t0).min(16));
-            max_v = _mm512_mask_max_ps(max_v, valid, max_v, s);
+            let s = L::load(row[t0..][..16].as_ptr());
+            max_v = max_v.max_first(s, keys - t0);
             t0 += 16;
         }
-        let max = _mm512_set1_ps(_mm512_reduce_max_ps(max_v));
-        let mut sum_v = _mm512_setzero_ps();
+        let max = L::splat(max_v.reduce_max());
+        let mut sum_v = L::zero();
         let mut t0 = 0;
         while t0 < keys {
-            let valid = valid_mask((keys - t0).min(16));
-            let p = exp(_mm512_sub_ps(
-                _mm512_loadu_ps(row[t0..][..16].as_ptr()),
-                max,
-            ));
-            let p = _mm512_maskz_mov_ps(valid, p);
-            sum_v = _mm512_add_ps(sum_v, p);
-            _mm512_storeu_ps(row[t0..][..16].as_mut_ptr(), E::round16(p));
+            let p = L::load(row[t0..][..16].as_ptr()).sub(max).exp();
+            let p = p.keep_first(keys - t0);
+            sum_v = sum_v.add(p);
+            E::round16(p).store(row[t0..][..16].as_mut_ptr());
             t0 += 16;
         }
-        *inv = 1.0 / _mm512_reduce_add_ps(sum_v);
+        *inv = 1.0 / sum_v.reduce_add();
     }
     // Values weighted by the probabilities, a block of keys at a time for every head;
     // two interleaved accumulators per chunk hide the FMA latency (their order is fixed:
     // even keys into one, odd into the other), kept in memory between blocks.
-    let mut even = [[_mm512_setzero_ps(); 8]; MAX_GROUPS];
-    let mut odd = [[_mm512_setzero_ps(); 8]; MAX_GROUPS];
+    let mut even = [[L::zero(); 8]; MAX_GROUPS];
+    let mut odd = [[L::zero(); 8]; MAX_GROUPS];
     let mut b0 = 0;
     while b0 < keys {
         let end = (b0 + BLOCK).min(keys);
@@ -332,21 +750,21 @@ unsafe fn group_row<E: Elem>(
             let (mut e, mut o) = (even[g], odd[g]);
             let mut t = b0;
             while t + 1 < end {
-                let (pe, po) = (_mm512_set1_ps(p[t]), _mm512_set1_ps(p[t + 1]));
+                let (pe, po) = (L::splat(p[t]), L::splat(p[t + 1]));
                 let (ve, vo) = (&v[t * hd..][..hd], &v[(t + 1) * hd..][..hd]);
                 let lanes = ve.chunks_exact(16).zip(vo.chunks_exact(16));
                 for ((ec, oc), (vec, voc)) in e.iter_mut().zip(o.iter_mut()).zip(lanes) {
-                    *ec = _mm512_fmadd_ps(pe, E::load16(vec.as_ptr()), *ec);
-                    *oc = _mm512_fmadd_ps(po, E::load16(voc.as_ptr()), *oc);
+                    *ec = pe.fmadd(E::load16(vec.as_ptr()), *ec);
+                    *oc = po.fmadd(E::load16(voc.as_ptr()), *oc);
                 }
                 t += 2;
             }
             if t < end {
                 // Only at the last key (blocks are even-sized and start even).
-                let pe = _mm512_set1_ps(p[t]);
+                let pe = L::splat(p[t]);
                 let ve = &v[t * hd..][..hd];
                 for (x, vc) in e.iter_mut().zip(ve.chunks_exact(16)) {
-                    *x = _mm512_fmadd_ps(pe, E::load16(vc.as_ptr()), *x);
+                    *x = pe.fmadd(E::load16(vc.as_ptr()), *x);
                 }
             }
             (even[g], odd[g]) = (e, o);
@@ -354,74 +772,16 @@ unsafe fn group_row<E: Elem>(
         b0 = end;
     }
     for g in 0..groups {
-        let inv = _mm512_set1_ps(inverse[g]);
+        let inv = L::splat(inverse[g]);
         let yg = &mut y[g * hd..][..hd];
         for ((yc, ec), oc) in yg.chunks_exact_mut(16).zip(&even[g]).zip(&odd[g]) {
-            let sum = _mm512_add_ps(*ec, *oc);
-            _mm512_storeu_ps(yc.as_mut_ptr(), _mm512_mul_ps(sum, inv));
+            ec.add(*oc).mul(inv).store(yc.as_mut_ptr());
         }
     }
 }
 
 /// The most query heads per key/value head this kernel takes (attend checks it).
 const MAX_GROUPS: usize = 8;
-
-/// Sixteen vectors in, one vector out whose lane i is the sum of vector i's lanes.
-///
-/// # Safety
-/// AVX-512F must be present.
-#[inline(always)]
-unsafe fn hsum16(v: &[__m512; 16]) -> __m512 {
-    // Pairs: per 128-bit lane, (a0+a2, b0+b2, a1+a3, b1+b3).
-    let mut s = [_mm512_setzero_ps(); 8];
-    for (j, out) in s.iter_mut().enumerate() {
-        let (a, b) = (v[2 * j], v[2 * j + 1]);
-        *out = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
-    }
-    // Quads: per 128-bit lane, the lane's total of each of four vectors.
-    let mut x = [_mm512_setzero_ps(); 4];
-    for (j, out) in x.iter_mut().enumerate() {
-        let (p, q) = (s[2 * j], s[2 * j + 1]);
-        *out = _mm512_add_ps(
-            _mm512_shuffle_ps::<0b01_00_01_00>(p, q),
-            _mm512_shuffle_ps::<0b11_10_11_10>(p, q),
-        );
-    }
-    // Across the four 128-bit lanes.
-    let z0 = _mm512_add_ps(
-        _mm512_shuffle_f32x4::<0b01_00_01_00>(x[0], x[1]),
-        _mm512_shuffle_f32x4::<0b11_10_11_10>(x[0], x[1]),
-    );
-    let z1 = _mm512_add_ps(
-        _mm512_shuffle_f32x4::<0b01_00_01_00>(x[2], x[3]),
-        _mm512_shuffle_f32x4::<0b11_10_11_10>(x[2], x[3]),
-    );
-    _mm512_add_ps(
-        _mm512_shuffle_f32x4::<0b10_00_10_00>(z0, z1),
-        _mm512_shuffle_f32x4::<0b11_01_11_01>(z0, z1),
-    )
-}
-
-/// e^x for x <= 0 (scores minus their maximum), to about 2 ulp: x = n ln2 + r with
-/// |r| <= ln2/2, e^r by its degree-6 Taylor polynomial, times 2^n (`vscalefps`, which
-/// underflows to 0 cleanly below e^-87).
-///
-/// # Safety
-/// AVX-512F must be present.
-#[inline(always)]
-unsafe fn exp(x: __m512) -> __m512 {
-    let x = _mm512_max_ps(x, _mm512_set1_ps(-104.0));
-    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-        _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
-    );
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_145_75), x);
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428_606_8e-6), r);
-    let mut p = _mm512_set1_ps(1.0 / 720.0);
-    for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
-    }
-    _mm512_scalef_ps(p, n)
-}
 
 #[cfg(test)]
 mod tests {
@@ -488,8 +848,8 @@ mod tests {
 
     #[test]
     fn matches_softmax_attention_rounded_as_pytorch_for_every_buffer_dtype() {
-        if crate::gemm::kernel() == crate::gemm::Kernel::None {
-            eprintln!("no AVX-512F on this CPU: nothing to test");
+        if Width::detect().is_none() {
+            eprintln!("no AVX-512F or AVX2 on this CPU: nothing to test");
             return;
         }
         // Per buffer dtype, the summed distance from the reference with PyTorch's rounding
@@ -591,7 +951,7 @@ mod tests {
     /// A sequence's rows get the same bits alone and in a batch of sequences.
     #[test]
     fn a_sequence_gets_the_same_bits_alone_and_in_a_batch() {
-        if crate::gemm::kernel() == crate::gemm::Kernel::None {
+        if Width::detect().is_none() {
             return;
         }
         let shape = Shape {
@@ -640,7 +1000,7 @@ mod tests {
 
     #[test]
     fn shapes_it_does_not_handle_fall_back() {
-        if crate::gemm::kernel() == crate::gemm::Kernel::None {
+        if Width::detect().is_none() {
             return;
         }
         let (q, k) = (values(10, 1), values(100, 2));

@@ -1,5 +1,5 @@
-//! The AVX-512 attention path: every sequence of a layer in one parallel pass of
-//! `cpu_attention` over the key/value buffers as stored.
+//! The x86-64 attention path (AVX-512 or AVX2): every sequence of a layer in one parallel
+//! pass of `cpu_attention` over the key/value buffers as stored.
 
 #[cfg(target_arch = "x86_64")]
 use candle_core::DType;
@@ -10,8 +10,8 @@ use crate::error::Result;
 use crate::kv_cache::LayerKv;
 
 impl Llama {
-    /// The AVX-512 path over the buffers as stored; None where it does not apply (not a
-    /// CPU, no AVX-512, a shape or dtype it does not take).
+    /// The x86-64 path over the buffers as stored; None where it does not apply (not a
+    /// CPU, neither AVX-512 nor AVX2, a shape or dtype it does not take).
     #[cfg(target_arch = "x86_64")]
     pub(super) fn attend_cpu(
         &self,
@@ -21,7 +21,7 @@ impl Llama {
     ) -> Result<Option<Vec<Tensor>>> {
         use crate::cpu_attention::{self, Job, Kv, Shape};
         use candle_core::{CpuStorage, Storage};
-        if !self.device.is_cpu() || crate::gemm::kernel() == crate::gemm::Kernel::None {
+        if !self.device.is_cpu() || cpu_attention::Width::detect().is_none() {
             return Ok(None);
         }
         let c = &self.config;
