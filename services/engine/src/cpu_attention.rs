@@ -118,9 +118,7 @@ pub fn attend(shape: Shape, jobs: &[Job<'_>]) -> Option<Vec<Vec<f32>>> {
         kv_heads,
         head_dim: hd,
     } = shape;
-    let Some(width) = Width::detect() else {
-        return None;
-    };
+    let width = Width::detect()?;
     if hd == 0
         || !hd.is_multiple_of(16)
         || hd > 128
@@ -159,9 +157,7 @@ pub fn attend(shape: Shape, jobs: &[Job<'_>]) -> Option<Vec<Vec<f32>>> {
             unsafe {
                 match (job.k, job.v) {
                     (Kv::F32(k), Kv::F32(v)) => width.task(shape, job, h, rows, (k, v), &mut out),
-                    (Kv::Bf16(k), Kv::Bf16(v)) => {
-                        width.task(shape, job, h, rows, (k, v), &mut out)
-                    }
+                    (Kv::Bf16(k), Kv::Bf16(v)) => width.task(shape, job, h, rows, (k, v), &mut out),
                     (Kv::F16(k), Kv::F16(v)) => width.task(shape, job, h, rows, (k, v), &mut out),
                     _ => unreachable!("dtypes checked above"),
                 }
@@ -506,9 +502,8 @@ impl Lanes for Avx2 {
     }
     #[inline(always)]
     unsafe fn load_bf16(p: *const bf16) -> Self {
-        let widen = |raw: __m128i| {
-            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(raw)))
-        };
+        let widen =
+            |raw: __m128i| _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(raw)));
         Avx2(
             widen(_mm_loadu_si128(p.cast())),
             widen(_mm_loadu_si128(p.add(8).cast())),
@@ -527,19 +522,14 @@ impl Lanes for Avx2 {
         let round = |x: __m256| {
             let bits = _mm256_castps_si256(x);
             let lsb = _mm256_and_si256(_mm256_srli_epi32::<16>(bits), _mm256_set1_epi32(1));
-            let rounded =
-                _mm256_add_epi32(_mm256_add_epi32(bits, _mm256_set1_epi32(0x7fff)), lsb);
+            let rounded = _mm256_add_epi32(_mm256_add_epi32(bits, _mm256_set1_epi32(0x7fff)), lsb);
             _mm256_castsi256_ps(_mm256_and_si256(rounded, _mm256_set1_epi32(-65536)))
         };
         Avx2(round(self.0), round(self.1))
     }
     #[inline(always)]
     unsafe fn round_f16(self) -> Self {
-        let round = |x: __m256| {
-            _mm256_cvtph_ps(_mm256_cvtps_ph::<
-                { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
-            >(x))
-        };
+        let round = |x: __m256| _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x));
         Avx2(round(self.0), round(self.1))
     }
 }
@@ -597,37 +587,29 @@ thread_local! {
     static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// `task` with AVX-512F.
-///
-/// # Safety
-/// AVX-512F must be present; as `task`.
-#[target_feature(enable = "avx512f")]
-unsafe fn task_avx512<E: Elem>(
-    shape: Shape,
-    job: &Job<'_>,
-    h: usize,
-    rows: std::ops::Range<usize>,
-    (k, v): (&[E], &[E]),
-    out: &mut [f32],
-) {
-    task::<Avx512, E>(shape, job, h, rows, (k, v), out)
+/// `task` compiled for one width: `$name` enables `$features` and runs `$lanes`.
+macro_rules! task_with {
+    ($name:ident, $features:literal, $lanes:ty) => {
+        /// `task` with its width's features.
+        ///
+        /// # Safety
+        /// The features must be present; as `task`.
+        #[target_feature(enable = $features)]
+        unsafe fn $name<E: Elem>(
+            shape: Shape,
+            job: &Job<'_>,
+            h: usize,
+            rows: std::ops::Range<usize>,
+            kv: (&[E], &[E]),
+            out: &mut [f32],
+        ) {
+            task::<$lanes, E>(shape, job, h, rows, kv, out)
+        }
+    };
 }
 
-/// `task` with AVX2, FMA and F16C.
-///
-/// # Safety
-/// AVX2, FMA and F16C must be present; as `task`.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn task_avx2<E: Elem>(
-    shape: Shape,
-    job: &Job<'_>,
-    h: usize,
-    rows: std::ops::Range<usize>,
-    (k, v): (&[E], &[E]),
-    out: &mut [f32],
-) {
-    task::<Avx2, E>(shape, job, h, rows, (k, v), out)
-}
+task_with!(task_avx512, "avx512f", Avx512);
+task_with!(task_avx2, "avx2,fma,f16c", Avx2);
 
 /// Rows `rows` of `job` for key/value head `h` and its query heads; `out` is
 /// (rows, groups, head_dim).

@@ -1,5 +1,5 @@
 //! Attention at one layer: the queries, keys and values of each sequence, and which
-//! of the three paths computes it (the AVX-512 one in `attention_cpu`, the padded batch in
+//! of the three paths computes it (the x86-64 one in `attention_cpu`, the padded batch in
 //! `attention_padded`, or candle's operations per sequence, here).
 
 use candle_core::{DType, Device, Tensor};
@@ -16,7 +16,7 @@ impl Llama {
     /// several rows). Returns each sequence's heads' outputs, (1, seq, hidden), before
     /// the output projection.
     ///
-    /// On a CPU with AVX-512 all sequences go through one parallel pass of
+    /// On an x86-64 CPU with AVX-512 or AVX2 all sequences go through one parallel pass of
     /// `cpu_attention`; on an accelerator a decode batch is one padded computation
     /// (`padded_attention`); elsewhere each sequence goes through candle's operations in
     /// turn.

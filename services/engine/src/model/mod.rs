@@ -9,7 +9,7 @@
 //! This file holds the model and its forward pass; the rest, one idea a file:
 //! `build` (loading and packing the weights), `rope` (the rotary tables), `attention`
 //! (which attention path a layer takes, and candle's per-sequence one), `attention_cpu`
-//! (the AVX-512 path) and `attention_padded` (a decode batch as one computation on an
+//! (the x86-64 path, AVX-512 or AVX2) and `attention_padded` (a decode batch as one computation on an
 //! accelerator).
 
 mod attention;
