@@ -99,7 +99,7 @@ fn long_version() -> String {
         umi_engine::gemm::Kernel::Avx512Bf16 => "avx512 with bf16",
         umi_engine::gemm::Kernel::Avx512 => "avx512",
         umi_engine::gemm::Kernel::None if umi_engine::gemm_avx2::available() => "avx2",
-        umi_engine::gemm::Kernel::None => "no avx2",
+        umi_engine::gemm::Kernel::None => "candle's cpu kernels",
     };
     #[cfg(not(target_arch = "x86_64"))]
     let cpu = "portable CPU kernels";

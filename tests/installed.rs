@@ -314,7 +314,7 @@ fn version_completions_and_man_pages() {
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_umi"));
     let version = clean(&bin, &root("")).arg("--version").output().unwrap();
     let text = String::from_utf8_lossy(&version.stdout);
-    let cpu_kernels = ["avx512", "avx2", "portable"];
+    let cpu_kernels = ["avx512", "avx2", "candle's", "portable"];
     assert!(
         text.contains("commit ")
             && cpu_kernels.iter().any(|k| text.contains(k))

@@ -329,7 +329,7 @@ impl Lanes for Avx512 {
             _mm512_shuffle_f32x4::<0b11_01_11_01>(z0, z1),
         ))
     }
-    /// 2^n by `vscalefps`, which underflows to 0 cleanly below e^-87.
+    /// 2^n by `vscalefps`: subnormal results below e^-87, and 0 below the clamp (e^-104).
     #[inline(always)]
     unsafe fn exp(self) -> Self {
         let x = _mm512_max_ps(self.0, _mm512_set1_ps(-104.0));
@@ -481,8 +481,8 @@ impl Lanes for Avx2 {
         Avx2(Self::hsum8(&halves(0)), Self::hsum8(&halves(8)))
     }
     /// 2^n built in the exponent bits; x is held at -87 or above, so n >= -126 and 2^n
-    /// stays a normal number (below e^-87 the result is ~1e-38 where AVX-512's is 0:
-    /// nothing a probability sum or a weighted value can tell apart).
+    /// stays a normal number (below e^-87 the result is ~1.6e-38 where AVX-512's is
+    /// subnormal or 0: nothing a probability sum or a weighted value can tell apart).
     #[inline(always)]
     unsafe fn exp(self) -> Self {
         let half = |x: __m256| -> (__m256, __m256) {

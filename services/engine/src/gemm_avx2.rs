@@ -1,5 +1,6 @@
-//! Prefill matrix products on x86-64 CPUs with AVX2 and FMA but no AVX-512 (`gemm.rs`
-//! serves those): `a · bᵀ` for f32 activations `a` (m rows of k) and a weight matrix `b`
+//! Matrix products on x86-64 CPUs with AVX2 and FMA but no AVX-512 (`gemm.rs` serves
+//! those): every product of f32 weights packed at load (`PackedF32`, decode and prompt
+//! rows alike) and the prompt rows of other formats (`matmul`): `a · bᵀ` for f32 activations `a` (m rows of k) and a weight matrix `b`
 //! as stored (n rows of k, one per output).
 //!
 //! An outer-product kernel over packed weight panels, as BLAS libraries do: sixteen
@@ -8,7 +9,7 @@
 //! rows, and runs twelve FMAs into accumulators that never leave the registers. There is
 //! no horizontal sum per output (the cost that made a dot-product tile slower than
 //! candle's gemm on AVX2, BENCHMARKS.md), and a quantized matrix is never dequantized
-//! whole: its panel is widened as it is packed.
+//! whole: each task widens its own columns as it packs them.
 //!
 //! Every output element is one FMA chain along k, in order (`acc = fma(a[p], b[p],
 //! acc)` for p = 0, 1, …, k-1): the tile, the rows beside it, m, n and the thread never
@@ -84,8 +85,8 @@ impl PackedF32 {
 }
 
 /// `a` (m x k, f32) times `b`ᵀ (`b` is n x k, as stored): returns m x n, row-major, each
-/// task packing its own panels (a quantized matrix is widened a panel at a time, never
-/// whole). `None` when the CPU lacks AVX2/FMA or the shapes do not fit the weights (the
+/// task packing its own panels (a quantized matrix is widened one task's columns at a
+/// time, never whole). `None` when the CPU lacks AVX2/FMA or the shapes do not fit the weights (the
 /// caller falls back).
 pub fn matmul(a: &[f32], m: usize, k: usize, b: Weights<'_>, n: usize) -> Option<Vec<f32>> {
     if !available() || m == 0 || n == 0 || k == 0 || a.len() != m * k {

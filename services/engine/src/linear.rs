@@ -116,17 +116,18 @@ impl Linear {
             #[cfg(target_arch = "x86_64")]
             Stored::Packed(packed) => {
                 let (n, k) = packed.dims();
+                let cols = x.dims().last().copied().unwrap_or(0);
+                let refused = |what: String| crate::error::EngineError::invalid("input", what);
+                if cols != k || x.elem_count() == 0 {
+                    return Err(refused(format!(
+                        "{} rows of {cols} values for a matrix of {k} inputs",
+                        x.elem_count().checked_div(cols).unwrap_or(0)
+                    )));
+                }
                 let xs: Vec<f32> = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
-                let m = xs.len().checked_div(k).unwrap_or(0);
-                let y = packed.matmul(&xs, m).ok_or_else(|| {
-                    crate::error::EngineError::invalid(
-                        "input",
-                        format!(
-                            "rows of {} values for a matrix of {k} inputs",
-                            x.dims().last().copied().unwrap_or(0)
-                        ),
-                    )
-                })?;
+                let y = packed
+                    .matmul(&xs, xs.len() / k)
+                    .ok_or_else(|| refused(format!("{} values for rows of {k}", xs.len())))?;
                 let mut dims = x.dims().to_vec();
                 if let Some(last) = dims.last_mut() {
                     *last = n;
@@ -147,9 +148,9 @@ impl Linear {
         }
         if let QMatMul::QTensor(q) = weight {
             if x.device().is_cpu() && x.dtype() == DType::F32 {
-                // Several rows (prefill) without AVX2: dequantize this one matrix and use
-                // the f32 gemm, rather than quantizing the activations as candle's
-                // quantized matmul does.
+                // Rows no CPU kernel above took (no AVX2, or a format or shape they do
+                // not read): dequantize this one matrix and use the f32 gemm, rather than
+                // quantizing the activations as candle's quantized matmul does.
                 let dense = QMatMul::Tensor(q.dequantize(x.device())?);
                 return Ok(dense.forward(x)?);
             }
@@ -163,8 +164,10 @@ impl Linear {
         &self,
         f: impl FnOnce(Weights<'_>, usize, usize) -> R,
     ) -> Result<Option<R>> {
-        let Stored::Candle(weight) = &self.weight else {
-            return Ok(None);
+        let weight = match &self.weight {
+            Stored::Candle(weight) => weight,
+            #[cfg(target_arch = "x86_64")]
+            Stored::Packed(_) => return Ok(None),
         };
         match weight {
             QMatMul::Tensor(w) => {
@@ -595,6 +598,15 @@ mod tests {
             crate::gemm::kernel() == crate::gemm::Kernel::None && crate::gemm_avx2::available();
         assert_eq!(matches!(linear.weight, Stored::Packed(_)), packs);
         assert_eq!(linear.size(), (40 * 64, 40 * 64 * 4));
+        if packs {
+            // Rows of the wrong width are refused by name, not multiplied.
+            let x = Tensor::randn(0f32, 1.0, (1, 4, 32), &Device::Cpu).unwrap();
+            let err = linear.forward(&x).unwrap_err().to_string();
+            assert!(
+                err.contains("4 rows of 32 values for a matrix of 64 inputs"),
+                "{err}"
+            );
+        }
     }
 
     fn quantized(w: &Tensor, dtype: GgmlDType) -> QMatMul {
