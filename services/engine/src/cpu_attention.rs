@@ -77,15 +77,19 @@ pub enum Width {
 }
 
 impl Width {
-    /// This CPU's, or None where the kernel does not run (candle's attention does).
+    /// This CPU's, detected once, or None where the kernel does not run (candle's
+    /// attention does).
     pub fn detect() -> Option<Width> {
-        if crate::gemm::kernel() != crate::gemm::Kernel::None {
-            Some(Width::Avx512)
-        } else if crate::gemm_avx2::available() && is_x86_feature_detected!("f16c") {
-            Some(Width::Avx2)
-        } else {
-            None
-        }
+        static WIDTH: std::sync::OnceLock<Option<Width>> = std::sync::OnceLock::new();
+        *WIDTH.get_or_init(|| {
+            if crate::gemm::kernel() != crate::gemm::Kernel::None {
+                Some(Width::Avx512)
+            } else if crate::gemm_avx2::available() && is_x86_feature_detected!("f16c") {
+                Some(Width::Avx2)
+            } else {
+                None
+            }
+        })
     }
 
     /// # Safety
@@ -385,6 +389,20 @@ impl Avx2 {
         (_mm256_castsi256_ps(lo), _mm256_castsi256_ps(hi))
     }
 
+    /// The sixteen lanes folded into one by `wide` (the two halves), then `narrow`
+    /// (halving four lanes twice, then the last pair): lane 0 of the last step.
+    #[inline(always)]
+    unsafe fn reduce(
+        self,
+        wide: impl Fn(__m256, __m256) -> __m256,
+        narrow: impl Fn(__m128, __m128) -> __m128,
+    ) -> f32 {
+        let v = wide(self.0, self.1);
+        let v = narrow(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let v = narrow(v, _mm_movehl_ps(v, v));
+        _mm_cvtss_f32(narrow(v, _mm_movehdup_ps(v)))
+    }
+
     /// The eight sums of eight vectors' lanes, in one vector (lane i: vector i's).
     #[inline(always)]
     unsafe fn hsum8(w: &[__m256; 8]) -> __m256 {
@@ -461,17 +479,11 @@ impl Lanes for Avx2 {
     }
     #[inline(always)]
     unsafe fn reduce_max(self) -> f32 {
-        let m = _mm256_max_ps(self.0, self.1);
-        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
-        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-        _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)))
+        self.reduce(|a, b| _mm256_max_ps(a, b), |a, b| _mm_max_ps(a, b))
     }
     #[inline(always)]
     unsafe fn reduce_add(self) -> f32 {
-        let s = _mm256_add_ps(self.0, self.1);
-        let s = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps::<1>(s));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+        self.reduce(|a, b| _mm256_add_ps(a, b), |a, b| _mm_add_ps(a, b))
     }
     #[inline(always)]
     unsafe fn hsum16(v: &[Self; 16]) -> Self {

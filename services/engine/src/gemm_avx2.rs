@@ -1,7 +1,8 @@
 //! Matrix products on x86-64 CPUs with AVX2 and FMA but no AVX-512 (`gemm.rs` serves
-//! those): every product of f32 weights packed at load (`PackedF32`, decode and prompt
-//! rows alike) and the prompt rows of other formats (`matmul`): `a · bᵀ` for f32 activations `a` (m rows of k) and a weight matrix `b`
-//! as stored (n rows of k, one per output).
+//! those): `a · bᵀ` for f32 activations `a` (m rows of k) and a weight matrix `b` (n
+//! rows of k, one per output). Every product of f32 weights packed at load
+//! (`PackedF32`, decode and prompt rows alike), and the prompt rows of weights in other
+//! formats, as stored (`matmul`).
 //!
 //! An outer-product kernel over packed weight panels, as BLAS libraries do: sixteen
 //! weight rows at a time are widened to f32 and laid out k-major (`[k][16]`), so one
@@ -33,7 +34,7 @@ const NR: usize = 16;
 const MR: usize = 6;
 
 /// Whether this CPU runs the kernel: AVX2 and FMA, detected once. `UMI_CANDLE_GEMM` set
-/// turns it off (candle's gemm then runs prefill products, for comparison).
+/// turns it off (candle's gemm, and candle's attention, then run, for comparison).
 pub fn available() -> bool {
     static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *AVAILABLE.get_or_init(|| {
@@ -86,8 +87,8 @@ impl PackedF32 {
 
 /// `a` (m x k, f32) times `b`ᵀ (`b` is n x k, as stored): returns m x n, row-major, each
 /// task packing its own panels (a quantized matrix is widened one task's columns at a
-/// time, never whole). `None` when the CPU lacks AVX2/FMA or the shapes do not fit the weights (the
-/// caller falls back).
+/// time, never whole). `None` when the CPU lacks AVX2/FMA or the shapes do not fit the
+/// weights (the caller falls back).
 pub fn matmul(a: &[f32], m: usize, k: usize, b: Weights<'_>, n: usize) -> Option<Vec<f32>> {
     if !available() || m == 0 || n == 0 || k == 0 || a.len() != m * k {
         return None;

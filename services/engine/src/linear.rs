@@ -44,15 +44,31 @@ enum Stored {
 
 impl Linear {
     pub fn new(weight: QMatMul) -> Self {
+        let linear = Linear {
+            weight: Stored::Candle(weight),
+        };
         #[cfg(target_arch = "x86_64")]
-        if let Some(packed) = pack(&weight) {
+        if let Some(packed) = linear.packed() {
             return Linear {
                 weight: Stored::Packed(packed),
             };
         }
-        Linear {
-            weight: Stored::Candle(weight),
+        linear
+    }
+
+    /// The weights packed for `gemm_avx2`'s kernel, where that kernel runs this CPU's
+    /// f32 products: AVX2 and FMA without AVX-512 (whose machines keep `gemm.rs` and the
+    /// decode kernels below), and f32 weights in CPU memory.
+    #[cfg(target_arch = "x86_64")]
+    fn packed(&self) -> Option<crate::gemm_avx2::PackedF32> {
+        if crate::gemm::kernel() != crate::gemm::Kernel::None || !crate::gemm_avx2::available() {
+            return None;
         }
+        let packed = self.with_cpu_weights(|w, rows, cols| match w {
+            Weights::F32(data) => crate::gemm_avx2::PackedF32::new(data, rows, cols),
+            _ => None,
+        });
+        packed.ok().flatten().flatten()
     }
 
     /// The weight matrix's parameters and its bytes as stored.
@@ -77,35 +93,11 @@ impl Linear {
     /// decode rows together), with each row's bits what it gets alone; otherwise each
     /// input is its own `forward`.
     pub fn forward_rows(&self, xs: &[&Tensor]) -> Result<Vec<Tensor>> {
-        #[cfg(target_arch = "x86_64")]
-        if let (Stored::Packed(packed), true) = (&self.weight, xs.len() > 1) {
-            let (n, k) = packed.dims();
-            let mut rows = Vec::new();
-            for x in xs {
-                if x.dim(candle_core::D::Minus1)? != k {
-                    return xs.iter().map(|x| self.forward(x)).collect();
-                }
-                rows.extend(x.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?);
-            }
-            let Some(y) = packed.matmul(&rows, rows.len() / k) else {
-                return xs.iter().map(|x| self.forward(x)).collect();
-            };
-            let mut first = 0;
-            return xs
-                .iter()
-                .map(|x| {
-                    let count = x.elem_count() / k;
-                    let mut dims = x.dims().to_vec();
-                    if let Some(last) = dims.last_mut() {
-                        *last = n;
-                    }
-                    let part = y[first * n..(first + count) * n].to_vec();
-                    first += count;
-                    Ok(Tensor::from_vec(part, dims, &Device::Cpu)?.to_dtype(x.dtype())?)
-                })
-                .collect();
+        match &self.weight {
+            #[cfg(target_arch = "x86_64")]
+            Stored::Packed(packed) => packed_product(packed, xs),
+            Stored::Candle(_) => xs.iter().map(|x| self.forward(x)).collect(),
         }
-        xs.iter().map(|x| self.forward(x)).collect()
     }
 
     /// `x` is (batch, seq, in); returns (batch, seq, out). With `seq == 1` each row is
@@ -115,24 +107,8 @@ impl Linear {
             Stored::Candle(weight) => weight,
             #[cfg(target_arch = "x86_64")]
             Stored::Packed(packed) => {
-                let (n, k) = packed.dims();
-                let cols = x.dims().last().copied().unwrap_or(0);
-                let refused = |what: String| crate::error::EngineError::invalid("input", what);
-                if cols != k || x.elem_count() == 0 {
-                    return Err(refused(format!(
-                        "{} rows of {cols} values for a matrix of {k} inputs",
-                        x.elem_count().checked_div(cols).unwrap_or(0)
-                    )));
-                }
-                let xs: Vec<f32> = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
-                let y = packed
-                    .matmul(&xs, xs.len() / k)
-                    .ok_or_else(|| refused(format!("{} values for rows of {k}", xs.len())))?;
-                let mut dims = x.dims().to_vec();
-                if let Some(last) = dims.last_mut() {
-                    *last = n;
-                }
-                return Ok(Tensor::from_vec(y, dims, &Device::Cpu)?.to_dtype(x.dtype())?);
+                let mut ys = packed_product(packed, &[x])?;
+                return Ok(ys.remove(0));
             }
         };
         let decode_rows = x.rank() >= 2 && x.dim(candle_core::D::Minus2)? == 1;
@@ -205,7 +181,7 @@ impl Linear {
     }
 
     /// Prefill rows on an x86-64 CPU: one blocked product over the weights as stored
-    /// (`gemm` with AVX-512, else `gemm_avx2`, which widens a panel at a time).
+    /// (`gemm` with AVX-512, else `gemm_avx2`, which widens a task's columns at a time).
     #[cfg(target_arch = "x86_64")]
     fn cpu_prefill(&self, x: &Tensor) -> Result<Option<Tensor>> {
         let matmul = if crate::gemm::kernel() != crate::gemm::Kernel::None {
@@ -229,13 +205,7 @@ impl Linear {
         let Some(Some((y, rows))) = product else {
             return Ok(None);
         };
-        let mut dims = x.dims().to_vec();
-        if let Some(last) = dims.last_mut() {
-            *last = rows;
-        }
-        Ok(Some(
-            Tensor::from_vec(y, dims, &Device::Cpu)?.to_dtype(x.dtype())?,
-        ))
+        Ok(Some(shaped_like(x, rows, y)?))
     }
 
     #[cfg(not(target_arch = "x86_64"))]
@@ -308,34 +278,55 @@ impl Linear {
                 .flat_map(|j| by_row.iter().skip(j).step_by(n).copied())
                 .collect()
         };
-        let mut dims = x.dims().to_vec();
-        if let Some(last) = dims.last_mut() {
-            *last = rows;
-        }
-        Ok(Some(
-            Tensor::from_vec(out, dims, &Device::Cpu)?.to_dtype(x.dtype())?,
-        ))
+        Ok(Some(shaped_like(x, rows, out)?))
     }
 }
 
-/// `weight` packed for `gemm_avx2`'s kernel, where that kernel runs this CPU's f32
-/// products: AVX2 and FMA without AVX-512 (whose machines keep `gemm.rs` and the decode
-/// kernels below), and f32 weights in CPU memory.
-#[cfg(target_arch = "x86_64")]
-fn pack(weight: &QMatMul) -> Option<crate::gemm_avx2::PackedF32> {
-    let QMatMul::Tensor(w) = weight else {
-        return None;
-    };
-    if crate::gemm::kernel() != crate::gemm::Kernel::None
-        || !crate::gemm_avx2::available()
-        || w.dtype() != DType::F32
-        || !w.device().is_cpu()
-    {
-        return None;
+/// `values` (f32, on the CPU) as a tensor shaped as `x` but with `last` outputs per row,
+/// in `x`'s dtype.
+fn shaped_like(x: &Tensor, last: usize, values: Vec<f32>) -> Result<Tensor> {
+    let mut dims = x.dims().to_vec();
+    if let Some(d) = dims.last_mut() {
+        *d = last;
     }
-    let (rows, cols) = w.dims2().ok()?;
-    let data: Vec<f32> = w.flatten_all().ok()?.to_vec1().ok()?;
-    crate::gemm_avx2::PackedF32::new(&data, rows, cols)
+    Ok(Tensor::from_vec(values, dims, &Device::Cpu)?.to_dtype(x.dtype())?)
+}
+
+/// Every row of `xs` times packed weights in one product, split back per input. Rows
+/// of another width than the matrix's, or none, are refused by name.
+#[cfg(target_arch = "x86_64")]
+fn packed_product(packed: &crate::gemm_avx2::PackedF32, xs: &[&Tensor]) -> Result<Vec<Tensor>> {
+    if xs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (n, k) = packed.dims();
+    let refused = |what: String| crate::error::EngineError::invalid("input", what);
+    let mut rows = Vec::new();
+    for x in xs {
+        let cols = x.dims().last().copied().unwrap_or(0);
+        if cols != k || x.elem_count() == 0 {
+            return Err(refused(format!(
+                "{} rows of {cols} values for a matrix of {k} inputs",
+                x.elem_count().checked_div(cols).unwrap_or(0)
+            )));
+        }
+        rows.extend(x.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?);
+    }
+    let y = packed
+        .matmul(&rows, rows.len() / k)
+        .ok_or_else(|| refused(format!("{} values for rows of {k}", rows.len())))?;
+    if let [x] = xs {
+        return Ok(vec![shaped_like(x, n, y)?]);
+    }
+    let mut first = 0;
+    xs.iter()
+        .map(|x| {
+            let count = x.elem_count() / k;
+            let part = y[first * n..(first + count) * n].to_vec();
+            first += count;
+            shaped_like(x, n, part)
+        })
+        .collect()
 }
 
 /// A weight matrix as stored: n rows of k, row-major.
