@@ -8,18 +8,24 @@
 //! evaluation's time and left a core idle (BENCHMARKS.md, "α-UMi task throughput
 //! against the seed's pipeline"). Here every sequence of a decode batch (and every row
 //! of a prefill chunk) goes through one parallel pass over (sequence, key/value head,
-//! block of rows) tasks. Per query row and head: scores 16 keys at a time (one transposing reduction for the 16 dot products),
-//! one row of scores at most (never a full score matrix), a vectorised `exp`, then the
-//! values weighted and summed; keys and values are widened from bf16/f16 as they load.
+//! block of rows) tasks. Per query row and head: scores 16 keys at a time (one
+//! transposing reduction for the 16 dot products), one row of scores at most (never a
+//! full score matrix), a vectorised `exp`, then the values weighted and summed; keys and
+//! values are widened from bf16/f16 as they load. Four rows of a prompt are attended
+//! together, so each block of keys and values is loaded once for the twelve (row, head)
+//! pairs of a key/value head rather than once per row.
 //! With 16-bit buffers the values are weighted by the probabilities rounded to that type,
 //! as PyTorch's fused CPU attention (transformers' default) does: the reference stack's
 //! arithmetic, where near-tie greedy picks are decided (BENCHMARKS.md, "7B beside
 //! transformers").
 //!
 //! A row's arithmetic is fixed whatever the batch, the rows beside it or the thread, so
-//! a sequence gets the same bits alone as in a batch. `unsafe`: the intrinsics (called
-//! only after detection, see `Width::detect`), each vector load from a slice range that is
-//! bounds-checked (raw-pointer offsets measured no faster, so none are kept).
+//! a sequence gets the same bits alone as in a batch, and a prompt row the same bits
+//! alone as in its chunk. `unsafe`: the intrinsics (called only after detection, see
+//! `Width::detect`); vector loads in the two inner passes (`score_pass`, `weigh_pass`)
+//! go through raw pointers after one bounds check per pass (per-load slice checks made
+//! the passes 1.1-1.8x slower, `tests::speed`), every other one through a checked slice
+//! range.
 
 use std::arch::x86_64::*;
 use std::cell::RefCell;
@@ -595,13 +601,16 @@ impl Elem for f16 {
 }
 
 thread_local! {
-    /// One row of scores per query head of a group, reused across tasks.
-    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// A task's scores (a row per query row and head) and running sums of weighted
+    /// values, reused across tasks.
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// `task` compiled for one width: `$name` enables `$features` and runs `$lanes`.
+/// `task` compiled for one width: `$name` enables `$features` and runs `$lanes`, scoring
+/// `$keys` keys per pass and weighting `$chunks` sixteen-value chunks of the head per pass
+/// (as many as keep a pass's sums in the width's registers: 16 of AVX2, 32 of AVX-512).
 macro_rules! task_with {
-    ($name:ident, $features:literal, $lanes:ty) => {
+    ($name:ident, $features:literal, $lanes:ty, $keys:literal, $chunks:literal) => {
         /// `task` with its width's features.
         ///
         /// # Safety
@@ -615,13 +624,13 @@ macro_rules! task_with {
             kv: (&[E], &[E]),
             out: &mut [f32],
         ) {
-            task::<$lanes, E>(shape, job, h, rows, kv, out)
+            task::<$lanes, E, $keys, $chunks>(shape, job, h, rows, kv, out)
         }
     };
 }
 
-task_with!(task_avx512, "avx512f", Avx512);
-task_with!(task_avx2, "avx2,fma,f16c", Avx2);
+task_with!(task_avx512, "avx512f", Avx512, 16, 8);
+task_with!(task_avx2, "avx2,fma,f16c", Avx2, 4, 2);
 
 /// Rows `rows` of `job` for key/value head `h` and its query heads; `out` is
 /// (rows, groups, head_dim).
@@ -630,7 +639,7 @@ task_with!(task_avx2, "avx2,fma,f16c", Avx2);
 /// L's CPU features must be present (the callers enable them). Every access is a
 /// checked slice index.
 #[inline(always)]
-unsafe fn task<L: Lanes, E: Elem>(
+unsafe fn task<L: Lanes, E: Elem, const P: usize, const Q: usize>(
     shape: Shape,
     job: &Job<'_>,
     h: usize,
@@ -640,78 +649,127 @@ unsafe fn task<L: Lanes, E: Elem>(
 ) {
     let hd = shape.head_dim;
     let groups = shape.heads / shape.kv_heads;
-    let scale = 1.0 / (hd as f32).sqrt();
-    let (k, v) = (&k[h * job.capacity * hd..], &v[h * job.capacity * hd..]);
-    SCORES.with(|scores| {
-        let mut scores = scores.borrow_mut();
+    let kv = (&k[h * job.capacity * hd..], &v[h * job.capacity * hd..]);
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
         let stride = (job.offset + rows.end).div_ceil(16) * 16;
-        scores.resize(groups * stride, 0.0);
-        for (n, row) in rows.enumerate() {
-            let keys = job.offset + row + 1;
-            // The query heads sharing key/value head h are adjacent, as are their outputs.
-            let q = &job.q[(row * shape.heads + h * groups) * hd..][..groups * hd];
-            let y = &mut out[n * groups * hd..][..groups * hd];
-            group_row::<L, E>(q, groups, (k, v), keys, hd, scale, &mut scores, stride, y);
+        let heads = ROWS_TOGETHER * groups;
+        scratch.resize(heads * (stride + 2 * hd), 0.0);
+        let (scores, sums) = scratch.split_at_mut(heads * stride);
+        let mut first = rows.start;
+        while first < rows.end {
+            let last = (first + ROWS_TOGETHER).min(rows.end);
+            let block = Rows {
+                // The query heads sharing key/value head h are adjacent, as are their
+                // outputs.
+                q: &job.q[first * shape.heads * hd..last * shape.heads * hd],
+                heads: shape.heads,
+                first_head: h * groups,
+                groups,
+                hd,
+                n: last - first,
+                first_keys: job.offset + first + 1,
+            };
+            let y = &mut out[(first - rows.start) * groups * hd..][..block.n * groups * hd];
+            row_block::<L, E, P, Q>(&block, kv, (scores, stride), sums, y);
+            first = last;
         }
     });
 }
 
 /// Keys (and values) per block: each block is read from memory once and then from L1
-/// for every query head of the group.
+/// for every query head of the group in every row of a `row_block`.
 const BLOCK: usize = 16;
 
-/// One query row of the `groups` query heads that share a key/value head, over `keys`
-/// keys (`k` and `v` hold that key/value head's rows, `hd` values each): head g's query
-/// at `q[g * hd..]`, its output (hd values) written at `y[g * hd..]`, its scores in
-/// `scores[g * stride..]` (`stride`: `keys` rounded up to 16). Keys and values are walked
-/// a block at a time, every head of the group taking the block in turn, so each is loaded
-/// from memory once per group rather than once per head (α-UMi's models share a
-/// key/value head among 3 query heads). Each head's arithmetic, and its order, is that of
-/// a head alone.
+/// Values per block when they are weighted: more than `BLOCK`, to spread each pass's
+/// loading and storing of its sums over more keys (16 KiB of f32 values at 64 per head).
+const VALUES_BLOCK: usize = 64;
+
+/// Query rows attended together (`row_block`).
+const ROWS_TOGETHER: usize = 4;
+
+/// Up to `ROWS_TOGETHER` consecutive query rows of one key/value head's query heads.
+struct Rows<'a> {
+    /// The rows' queries, (n, heads, hd).
+    q: &'a [f32],
+    heads: usize,
+    /// The group's first query head.
+    first_head: usize,
+    groups: usize,
+    hd: usize,
+    n: usize,
+    /// The first row's keys; row r attends to `first_keys + r`.
+    first_keys: usize,
+}
+
+impl Rows<'_> {
+    fn keys(&self, r: usize) -> usize {
+        self.first_keys + r
+    }
+
+    fn query(&self, r: usize, g: usize) -> &[f32] {
+        &self.q[(r * self.heads + self.first_head + g) * self.hd..][..self.hd]
+    }
+}
+
+/// The rows of `rows` for the `groups` query heads that share a key/value head (`k` and
+/// `v` hold that head's keys and values, `hd` each): head g of row r gets its output at
+/// `y[(r * groups + g) * hd..]`, its scores at `scores[(r * groups + g) * stride..]`
+/// (`stride`: the last row's keys rounded up to 16), its running sums of weighted values
+/// at `sums[(r * groups + g) * 2 * hd..]` (even keys', then odd keys'). Keys and values
+/// are walked a block at a time, every head of every row taking the block in turn, so
+/// each is loaded from memory once per block of rows rather than once per head and row
+/// (α-UMi's models share a key/value head among 3 query heads). Each head's arithmetic
+/// in each row, and its order, is that of that head and row alone. `P` keys are scored
+/// per pass and `Q` chunks of sixteen values weighted per pass, so that a pass's sums
+/// stay in registers; neither changes any lane's order.
 ///
 /// # Safety
 /// L's CPU features must be present (the caller enables them). Every access is a checked
 /// slice index, each vector load or store over a range of exactly 16 elements.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn group_row<L: Lanes, E: Elem>(
-    q: &[f32],
-    groups: usize,
+unsafe fn row_block<L: Lanes, E: Elem, const P: usize, const Q: usize>(
+    rows: &Rows<'_>,
     (k, v): (&[E], &[E]),
-    keys: usize,
-    hd: usize,
-    scale: f32,
-    scores: &mut [f32],
-    stride: usize,
+    (scores, stride): (&mut [f32], usize),
+    sums: &mut [f32],
     y: &mut [f32],
 ) {
+    let (groups, hd, n) = (rows.groups, rows.hd, rows.n);
+    let most = rows.keys(n - 1);
     // Scores, sixteen keys at a time: sixteen partial dot products, then one transposing
     // reduction gives the sixteen scores in one vector.
-    let scale_v = L::splat(scale);
+    let scale = L::splat(1.0 / (hd as f32).sqrt());
     let mut t0 = 0;
-    while t0 < keys {
-        let count = (keys - t0).min(BLOCK);
-        for g in 0..groups {
-            let qg = &q[g * hd..][..hd];
-            let mut acc = [L::zero(); 16];
-            for (key, a) in acc.iter_mut().enumerate().take(count) {
-                let kr = &k[(t0 + key) * hd..][..hd];
-                for (qc, kc) in qg.chunks_exact(16).zip(kr.chunks_exact(16)) {
-                    *a = L::load(qc.as_ptr()).fmadd(E::load16(kc.as_ptr()), *a);
+    while t0 < most {
+        for r in (0..n).filter(|&r| t0 < rows.keys(r)) {
+            let count = (rows.keys(r) - t0).min(BLOCK);
+            for g in 0..groups {
+                let qg = rows.query(r, g);
+                let mut acc = [L::zero(); 16];
+                let mut j = 0;
+                while j + P <= count {
+                    score_pass::<L, E, P>(qg, k, t0 + j, hd, &mut acc[j..]);
+                    j += P;
                 }
+                while j < count {
+                    score_pass::<L, E, 1>(qg, k, t0 + j, hd, &mut acc[j..]);
+                    j += 1;
+                }
+                let s = L::hsum16(&acc).mul(scale);
+                s.store(scores[(r * groups + g) * stride + t0..][..16].as_mut_ptr());
             }
-            let s = L::hsum16(&acc).mul(scale_v);
-            s.store(scores[g * stride + t0..][..16].as_mut_ptr());
         }
         t0 += BLOCK;
     }
-    // Per head: probabilities (unnormalised) and the reciprocal of their sum. As
+    // Per head and row: probabilities (unnormalised) and the reciprocal of their sum. As
     // PyTorch's fused CPU attention (transformers' default, `sdpa`) does for 16-bit
     // inputs, the sum is of the f32 probabilities and the values are weighted by the
     // probabilities rounded to the buffers' type; for f32 buffers nothing is rounded.
-    let mut inverse = [0f32; MAX_GROUPS];
-    for (g, inv) in inverse.iter_mut().enumerate().take(groups) {
-        let row = &mut scores[g * stride..][..stride];
+    let mut inverse = [0f32; ROWS_TOGETHER * MAX_GROUPS];
+    for (head, inv) in inverse.iter_mut().enumerate().take(n * groups) {
+        let keys = rows.keys(head / groups);
+        let row = &mut scores[head * stride..][..stride];
         let mut max_v = L::splat(f32::NEG_INFINITY);
         let mut t0 = 0;
         while t0 < keys {
@@ -731,46 +789,120 @@ unsafe fn group_row<L: Lanes, E: Elem>(
         }
         *inv = 1.0 / sum_v.reduce_add();
     }
-    // Values weighted by the probabilities, a block of keys at a time for every head;
-    // two interleaved accumulators per chunk hide the FMA latency (their order is fixed:
-    // even keys into one, odd into the other), kept in memory between blocks.
-    let mut even = [[L::zero(); 8]; MAX_GROUPS];
-    let mut odd = [[L::zero(); 8]; MAX_GROUPS];
+    // Values weighted by the probabilities, a block of keys at a time for every head of
+    // every row; two interleaved accumulators per chunk hide the FMA latency (their order
+    // is fixed: even keys into one, odd into the other), kept in `sums` between passes.
+    let chunks = hd / 16;
+    let sums = &mut sums[..n * groups * 2 * hd];
+    sums.fill(0.0);
     let mut b0 = 0;
-    while b0 < keys {
-        let end = (b0 + BLOCK).min(keys);
-        for g in 0..groups {
-            let p = &scores[g * stride..][..stride];
-            let (mut e, mut o) = (even[g], odd[g]);
-            let mut t = b0;
-            while t + 1 < end {
-                let (pe, po) = (L::splat(p[t]), L::splat(p[t + 1]));
-                let (ve, vo) = (&v[t * hd..][..hd], &v[(t + 1) * hd..][..hd]);
-                let lanes = ve.chunks_exact(16).zip(vo.chunks_exact(16));
-                for ((ec, oc), (vec, voc)) in e.iter_mut().zip(o.iter_mut()).zip(lanes) {
-                    *ec = pe.fmadd(E::load16(vec.as_ptr()), *ec);
-                    *oc = po.fmadd(E::load16(voc.as_ptr()), *oc);
+    while b0 < most {
+        for r in (0..n).filter(|&r| b0 < rows.keys(r)) {
+            let keys = b0..(b0 + VALUES_BLOCK).min(rows.keys(r));
+            for g in 0..groups {
+                let head = r * groups + g;
+                let p = &scores[head * stride..][..stride];
+                let (even, odd) = sums[head * 2 * hd..][..2 * hd].split_at_mut(hd);
+                let mut c = 0;
+                while c + Q <= chunks {
+                    weigh_pass::<L, E, Q>(p, v, keys.clone(), hd, c, (even, odd));
+                    c += Q;
                 }
-                t += 2;
-            }
-            if t < end {
-                // Only at the last key (blocks are even-sized and start even).
-                let pe = L::splat(p[t]);
-                let ve = &v[t * hd..][..hd];
-                for (x, vc) in e.iter_mut().zip(ve.chunks_exact(16)) {
-                    *x = pe.fmadd(E::load16(vc.as_ptr()), *x);
+                while c < chunks {
+                    weigh_pass::<L, E, 1>(p, v, keys.clone(), hd, c, (even, odd));
+                    c += 1;
                 }
             }
-            (even[g], odd[g]) = (e, o);
         }
-        b0 = end;
+        b0 += VALUES_BLOCK;
     }
-    for g in 0..groups {
-        let inv = L::splat(inverse[g]);
-        let yg = &mut y[g * hd..][..hd];
-        for ((yc, ec), oc) in yg.chunks_exact_mut(16).zip(&even[g]).zip(&odd[g]) {
-            ec.add(*oc).mul(inv).store(yc.as_mut_ptr());
+    for (head, inv) in inverse.iter().enumerate().take(n * groups) {
+        let inv = L::splat(*inv);
+        let (even, odd) = sums[head * 2 * hd..][..2 * hd].split_at(hd);
+        let yh = &mut y[head * hd..][..hd];
+        for ((yc, ec), oc) in yh
+            .chunks_exact_mut(16)
+            .zip(even.chunks_exact(16))
+            .zip(odd.chunks_exact(16))
+        {
+            let (e, o) = (L::load(ec.as_ptr()), L::load(oc.as_ptr()));
+            e.add(o).mul(inv).store(yc.as_mut_ptr());
         }
+    }
+}
+
+/// Sixteen partial dot products of one query head (`qg`) with each of keys t..t+N, into
+/// `acc[..N]`: lane l of key j's sum is the FMA chain of the head's lanes l, l+16, …,
+/// in order. The query chunk is loaded once per pass and the N sums stay in registers.
+///
+/// # Safety
+/// As `row_block`; `acc` holds at least N vectors.
+#[inline(always)]
+unsafe fn score_pass<L: Lanes, E: Elem, const N: usize>(
+    qg: &[f32],
+    k: &[E],
+    t: usize,
+    hd: usize,
+    acc: &mut [L],
+) {
+    // One bounds check for the pass; the loads below stay inside it.
+    assert!(qg.len() >= hd && k.len() >= (t + N) * hd && hd.is_multiple_of(16));
+    let k = k.as_ptr().add(t * hd);
+    let mut sums = [L::zero(); N];
+    for c in (0..hd).step_by(16) {
+        let qc = L::load(qg.as_ptr().add(c));
+        for (j, sum) in sums.iter_mut().enumerate() {
+            *sum = qc.fmadd(E::load16(k.add(j * hd + c)), *sum);
+        }
+    }
+    acc[..N].copy_from_slice(&sums);
+}
+
+/// Chunks c..c+N (sixteen values each) of the values of keys `keys`, weighted by their
+/// probabilities `p` and added to the running sums `even` (even keys) and `odd` (odd
+/// keys), key by key in order; the 2N sums stay in registers for the pass.
+///
+/// # Safety
+/// As `row_block`; `even` and `odd` hold the head's `hd` sums; blocks start at an even
+/// key.
+#[inline(always)]
+unsafe fn weigh_pass<L: Lanes, E: Elem, const N: usize>(
+    p: &[f32],
+    v: &[E],
+    keys: std::ops::Range<usize>,
+    hd: usize,
+    c: usize,
+    (even, odd): (&mut [f32], &mut [f32]),
+) {
+    let (even, odd) = (&mut even[c * 16..][..N * 16], &mut odd[c * 16..][..N * 16]);
+    let mut e: [L; N] = std::array::from_fn(|i| L::load(even[i * 16..][..16].as_ptr()));
+    let mut o: [L; N] = std::array::from_fn(|i| L::load(odd[i * 16..][..16].as_ptr()));
+    // One bounds check for the pass; the loads below stay inside it.
+    assert!(keys.end <= p.len() && v.len() >= keys.end * hd && (c + N) * 16 <= hd);
+    let v = v.as_ptr().add(c * 16);
+    let chunk = |t: usize, i: usize| v.add(t * hd + i * 16);
+    let mut t = keys.start;
+    while t + 1 < keys.end {
+        let (pe, po) = (
+            L::splat(*p.get_unchecked(t)),
+            L::splat(*p.get_unchecked(t + 1)),
+        );
+        for i in 0..N {
+            e[i] = pe.fmadd(E::load16(chunk(t, i)), e[i]);
+            o[i] = po.fmadd(E::load16(chunk(t + 1, i)), o[i]);
+        }
+        t += 2;
+    }
+    if t < keys.end {
+        // Only at the last key (blocks are even-sized and start even).
+        let pe = L::splat(p[t]);
+        for (i, x) in e.iter_mut().enumerate() {
+            *x = pe.fmadd(E::load16(chunk(t, i)), *x);
+        }
+    }
+    for i in 0..N {
+        e[i].store(even[i * 16..][..16].as_mut_ptr());
+        o[i].store(odd[i * 16..][..16].as_mut_ptr());
     }
 }
 
@@ -992,6 +1124,45 @@ mod tests {
         }
     }
 
+    /// A prompt's rows, attended together (in blocks of rows, in tasks of rows), get the
+    /// bits each gets alone as a one-row job at its position: how a prompt is cut into
+    /// chunks never changes a row.
+    #[test]
+    fn a_prompt_row_gets_the_same_bits_as_that_row_alone() {
+        if Width::detect().is_none() {
+            return;
+        }
+        let shape = Shape {
+            heads: 9,
+            kv_heads: 3,
+            head_dim: 64,
+        };
+        let (cap, offset, rows) = (120, 9, 37);
+        let q = values(rows * 9 * 64, 40);
+        let (k, v) = (values(3 * cap * 64, 41), values(3 * cap * 64, 42));
+        let (k16, v16): (Vec<bf16>, Vec<bf16>) = k
+            .iter()
+            .zip(&v)
+            .map(|(&a, &b)| (bf16::from_f32(a), bf16::from_f32(b)))
+            .unzip();
+        let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        for (kb, vb) in [(Kv::F32(&k), Kv::F32(&v)), (Kv::Bf16(&k16), Kv::Bf16(&v16))] {
+            let job = |q, rows, offset| Job {
+                q,
+                rows,
+                k: kb,
+                v: vb,
+                capacity: cap,
+                offset,
+            };
+            let all = attend(shape, &[job(&q, rows, offset)]).unwrap().remove(0);
+            for (i, row) in q.chunks_exact(9 * 64).enumerate() {
+                let alone = attend(shape, &[job(row, 1, offset + i)]).unwrap().remove(0);
+                assert_eq!(bits(&all[i * 9 * 64..][..9 * 64]), bits(&alone), "row {i}");
+            }
+        }
+    }
+
     #[test]
     fn shapes_it_does_not_handle_fall_back() {
         if Width::detect().is_none() {
@@ -1033,5 +1204,54 @@ mod tests {
             attend(shape, &[job]).is_none(),
             "buffers shorter than their capacity"
         );
+    }
+
+    /// `cargo test --release -p umi-engine --lib cpu_attention::tests::speed -- --ignored
+    /// --nocapture`: SmolLM2's attention (9 heads, 3 key/value heads of 64) over a
+    /// 512-row prompt, and one decode row at 2,048 keys.
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn speed() {
+        if Width::detect().is_none() {
+            return;
+        }
+        let shape = Shape {
+            heads: 9,
+            kv_heads: 3,
+            head_dim: 64,
+        };
+        let cap = 2048;
+        let (k, v) = (values(3 * cap * 64, 1), values(3 * cap * 64, 2));
+        let k16: Vec<bf16> = k.iter().map(|&x| bf16::from_f32(x)).collect();
+        let v16: Vec<bf16> = v.iter().map(|&x| bf16::from_f32(x)).collect();
+        for (rows, offset, label) in [(512, 0, "prefill 512"), (1, 2047, "decode at 2,048")] {
+            let q = values(rows * 9 * 64, 3);
+            let flops = 4.0 * 9.0 * 64.0 * (0..rows).map(|i| (offset + i + 1) as f64).sum::<f64>();
+            for (kv, dtype) in [
+                ((Kv::F32(&k), Kv::F32(&v)), "f32"),
+                ((Kv::Bf16(&k16), Kv::Bf16(&v16)), "bf16"),
+            ] {
+                let job = || Job {
+                    q: &q,
+                    rows,
+                    k: kv.0,
+                    v: kv.1,
+                    capacity: cap,
+                    offset,
+                };
+                let runs = if rows == 1 { 2000 } else { 20 };
+                std::hint::black_box(attend(shape, &[job()]));
+                let t = std::time::Instant::now();
+                for _ in 0..runs {
+                    std::hint::black_box(attend(shape, &[job()]));
+                }
+                let secs = t.elapsed().as_secs_f64() / runs as f64;
+                eprintln!(
+                    "{label} {dtype}: {:.1} us, {:.1} GFLOP/s",
+                    secs * 1e6,
+                    flops / secs / 1e9
+                );
+            }
+        }
     }
 }

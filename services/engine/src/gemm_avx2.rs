@@ -115,7 +115,9 @@ pub fn matmul(a: &[f32], m: usize, k: usize, b: Weights<'_>, n: usize) -> Option
 /// The product's loops, outermost first: tasks of whole panels (a few per thread);
 /// slices of k (`KC`); the task's panels (a slice of one, 16 KiB, stays in L1); the
 /// packed row blocks of `a` (whose slice, m x KC, stays in L2). `panels(first, count,
-/// f)` calls `f` with panels first..first+count packed (count x k x NR).
+/// f)` calls `f` with panels first..first+count packed (count x k x NR). Each task keeps
+/// its running sums in its own columns of the output, which it alone writes (no zeroing
+/// beforehand, no copy afterwards).
 fn product(
     a: &[f32],
     m: usize,
@@ -129,33 +131,50 @@ fn product(
     let per_task = total
         .div_ceil(2 * rayon::current_num_threads().max(1))
         .max(1);
-    let parts: Vec<Vec<f32>> = (0..total.div_ceil(per_task))
+    let mut out = Vec::<f32>::with_capacity(m * n);
+    let at = Columns(out.as_mut_ptr());
+    (0..total.div_ceil(per_task))
         .into_par_iter()
-        .map(|task| {
+        .for_each(|task| {
             let first = task * per_task;
             let count = per_task.min(total - first);
-            // [panel][block][MR][NR]: each tile's running sums.
-            let mut sums = vec![0f32; count * blocks * MR * NR];
+            // A panel narrower than NR (n not a multiple of it) keeps its sums here and
+            // copies its columns out at the end.
+            let last_is_narrow = !n.is_multiple_of(NR) && first + count == total;
+            let mut narrow = vec![0f32; if last_is_narrow { blocks * MR * NR } else { 0 }];
             panels(first, count, &mut |packed| {
                 let mut from = 0;
                 while from < k {
                     let len = KC.min(k - from);
                     for p in 0..count {
                         let b = &packed[(p * k + from) * NR..];
+                        let col = (first + p) * NR;
                         for blk in 0..blocks {
                             let a = &rows[(blk * k + from) * MR..];
-                            let at = (p * blocks + blk) * MR * NR;
-                            let c = &mut sums[at..at + MR * NR];
+                            let r = (m - blk * MR).min(MR);
                             // SAFETY: detected by every caller; `a` holds len x MR, `b`
-                            // len x NR, `c` MR x NR (checked again inside).
+                            // len x NR (checked again inside). The tile's rows and columns
+                            // are this task's alone: in `out` (capacity m x n), rows
+                            // blk*MR.. (r of them) and columns col..col+NR when the panel
+                            // is whole, else `narrow`'s block.
                             unsafe {
-                                match m - blk * MR {
-                                    1 => tile::<1>(a, b, len, c),
-                                    2 => tile::<2>(a, b, len, c),
-                                    3 => tile::<3>(a, b, len, c),
-                                    4 => tile::<4>(a, b, len, c),
-                                    5 => tile::<5>(a, b, len, c),
-                                    _ => tile::<MR>(a, b, len, c),
+                                let (c, ldc) = if col + NR <= n {
+                                    (at.get().add(blk * MR * n + col), n)
+                                } else {
+                                    (narrow.as_mut_ptr().add(blk * MR * NR), NR)
+                                };
+                                let sums = Sums {
+                                    c,
+                                    ldc,
+                                    carried: from > 0,
+                                };
+                                match r {
+                                    1 => tile::<1>(a, b, len, sums),
+                                    2 => tile::<2>(a, b, len, sums),
+                                    3 => tile::<3>(a, b, len, sums),
+                                    4 => tile::<4>(a, b, len, sums),
+                                    5 => tile::<5>(a, b, len, sums),
+                                    _ => tile::<MR>(a, b, len, sums),
                                 }
                             }
                         }
@@ -163,22 +182,48 @@ fn product(
                     from += len;
                 }
             });
-            sums
-        })
-        .collect();
-    // Back to row-major m x n.
-    let mut out = vec![0f32; m * n];
-    for (task, sums) in parts.iter().enumerate() {
-        for (p, panel) in sums.chunks_exact(blocks * MR * NR).enumerate() {
-            let col = (task * per_task + p) * NR;
-            let width = NR.min(n - col);
-            for (i, row) in out.chunks_exact_mut(n).enumerate() {
-                let at = i * NR;
-                row[col..col + width].copy_from_slice(&panel[at..at + width]);
+            if !narrow.is_empty() {
+                let col = (total - 1) * NR;
+                for i in 0..m {
+                    let src = &narrow[i * NR..][..n - col];
+                    // SAFETY: row i's columns col..n are this task's alone, inside m x n.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            src.as_ptr(),
+                            at.get().add(i * n + col),
+                            n - col,
+                        )
+                    };
+                }
             }
-        }
-    }
+        });
+    // SAFETY: the tasks wrote every one of the m x n elements (each column's panel
+    // belongs to exactly one task, which writes all m rows of it).
+    unsafe { out.set_len(m * n) };
     out
+}
+
+/// The output's base pointer, shared by the tasks, each of which writes only its own
+/// columns.
+#[derive(Clone, Copy)]
+struct Columns(*mut f32);
+// SAFETY: tasks write disjoint columns (see `product`), and the vector outlives them.
+unsafe impl Send for Columns {}
+unsafe impl Sync for Columns {}
+
+impl Columns {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Where a tile keeps its running sums: row i of the tile at `c + i * ldc` (sixteen
+/// floats), and whether they hold earlier slices' sums to continue (else they start at 0
+/// and what is there is not read).
+struct Sums {
+    c: *mut f32,
+    ldc: usize,
+    carried: bool,
 }
 
 /// Elements of k per slice: a slice of a packed panel is KC x NR floats (16 KiB).
@@ -215,20 +260,22 @@ fn transpose_into(rows: &[f32], k: usize, panel: &mut [f32]) {
 }
 
 /// The first R rows of a packed row block times a packed panel over `len` steps of k:
-/// each of the R x NR sums in `c` is one FMA chain along k, continued from its value and
-/// stored back.
+/// each of the R x NR sums at `sums` is one FMA chain along k, continued from its value
+/// (or from 0) and stored back.
 ///
 /// # Safety
-/// AVX2 and FMA must be present; `a.len() >= len * MR`, `b.len() >= len * NR`,
-/// `c.len() >= MR * NR` (asserted).
+/// AVX2 and FMA must be present; `a.len() >= len * MR`, `b.len() >= len * NR` (asserted);
+/// `sums` points at R rows of NR writable floats, `ldc` apart, readable if carried.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile<const R: usize>(a: &[f32], b: &[f32], len: usize, c: &mut [f32]) {
-    assert!(R <= MR && a.len() >= len * MR && b.len() >= len * NR && c.len() >= MR * NR);
-    let (a, b, c) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
+unsafe fn tile<const R: usize>(a: &[f32], b: &[f32], len: usize, sums: Sums) {
+    assert!(R <= MR && a.len() >= len * MR && b.len() >= len * NR);
+    let (a, b, Sums { c, ldc, carried }) = (a.as_ptr(), b.as_ptr(), sums);
     let mut acc = [[_mm256_setzero_ps(); 2]; R];
-    for (i, sums) in acc.iter_mut().enumerate() {
-        sums[0] = _mm256_loadu_ps(c.add(i * NR));
-        sums[1] = _mm256_loadu_ps(c.add(i * NR + 8));
+    if carried {
+        for (i, sums) in acc.iter_mut().enumerate() {
+            sums[0] = _mm256_loadu_ps(c.add(i * ldc));
+            sums[1] = _mm256_loadu_ps(c.add(i * ldc + 8));
+        }
     }
     for p in 0..len {
         let b0 = _mm256_loadu_ps(b.add(p * NR));
@@ -240,8 +287,8 @@ unsafe fn tile<const R: usize>(a: &[f32], b: &[f32], len: usize, c: &mut [f32]) 
         }
     }
     for (i, sums) in acc.iter().enumerate() {
-        _mm256_storeu_ps(c.add(i * NR), sums[0]);
-        _mm256_storeu_ps(c.add(i * NR + 8), sums[1]);
+        _mm256_storeu_ps(c.add(i * ldc), sums[0]);
+        _mm256_storeu_ps(c.add(i * ldc + 8), sums[1]);
     }
 }
 
@@ -267,7 +314,7 @@ mod tests {
         if !available() {
             return;
         }
-        let (m, n, k) = (23, 41, 150);
+        let (m, n, k) = (23, 41, 600);
         let a = values(m * k, 5);
         let w = values(n * k, 6);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();

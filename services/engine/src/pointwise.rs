@@ -5,7 +5,10 @@
 //! kernels round elsewhere: its RMS norm rounds the row's scale itself to 16 bits (up to
 //! 2^-9 relative error on every element of the row), its SiLU rounds the exponential, the
 //! sum and the quotient each. On CPU tensors of bf16 or f16 this module computes both as
-//! transformers does; f32 activations and other devices keep candle's kernels.
+//! transformers does; other devices keep candle's kernels, and f32 activations its RMS
+//! norm. SiLU-and-product runs here for f32 too, with candle's arithmetic (the same
+//! bits) in one pass over the fused gate/up rows, where candle walks the two strided
+//! halves in three passes and two allocations.
 
 use candle_core::{DType, Storage, Tensor};
 use half::{bf16, f16};
@@ -37,6 +40,7 @@ pub(crate) fn silu_mul(gate_up: &Tensor, ff: usize) -> Result<Tensor> {
     let done = match gate_up.dtype() {
         DType::BF16 => silu_mul_rows::<bf16>(gate_up, ff)?,
         DType::F16 => silu_mul_rows::<f16>(gate_up, ff)?,
+        DType::F32 => silu_mul_rows::<f32>(gate_up, ff)?,
         _ => None,
     };
     match done {
@@ -49,7 +53,7 @@ pub(crate) fn silu_mul(gate_up: &Tensor, ff: usize) -> Result<Tensor> {
     }
 }
 
-/// A 16-bit float the CPU paths read and write.
+/// A float the CPU paths read and write: 16-bit ones round at `from_f32`, f32 as is.
 trait Half: candle_core::WithDType + Copy + Send + Sync {
     fn to_f32(self) -> f32;
     fn from_f32(v: f32) -> Self;
@@ -70,6 +74,15 @@ impl Half for f16 {
     }
     fn from_f32(v: f32) -> Self {
         f16::from_f32(v)
+    }
+}
+
+impl Half for f32 {
+    fn to_f32(self) -> f32 {
+        self
+    }
+    fn from_f32(v: f32) -> Self {
+        v
     }
 }
 
@@ -282,13 +295,17 @@ mod tests {
         }
     }
 
-    /// f32 activations keep candle's kernels.
+    /// f32 activations get candle's bits: its RMS norm itself, and SiLU-and-product (one
+    /// pass here) with its arithmetic, on few rows and on enough to run in parallel.
     #[test]
-    fn f32_keeps_candles_kernels() {
+    fn f32_gets_candles_bits() {
         let device = Device::Cpu;
-        let x = Tensor::randn(0f32, 1.0, (4, 32), &device).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (40, 32), &device).unwrap();
         let w = Tensor::randn(0f32, 1.0, 32, &device).unwrap();
-        let bits = |t: Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let bits = |t: Tensor| {
+            let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            v.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        };
         assert_eq!(
             bits(rms_norm(&x, &w, 1e-6).unwrap()),
             bits(candle_nn::ops::rms_norm(&x, &w, 1e-6).unwrap())
@@ -296,6 +313,8 @@ mod tests {
         let candle = (candle_nn::ops::silu(&x.narrow(1, 0, 16).unwrap()).unwrap()
             * x.narrow(1, 16, 16).unwrap())
         .unwrap();
-        assert_eq!(bits(silu_mul(&x, 16).unwrap()), bits(candle));
+        assert_eq!(bits(silu_mul(&x, 16).unwrap()), bits(candle.clone()));
+        let few = silu_mul(&x.narrow(0, 0, 3).unwrap(), 16).unwrap();
+        assert_eq!(bits(few), bits(candle.narrow(0, 0, 3).unwrap()));
     }
 }
