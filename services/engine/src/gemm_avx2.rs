@@ -114,7 +114,9 @@ pub fn matmul(a: &[f32], m: usize, k: usize, b: Weights<'_>, n: usize) -> Option
 
 /// The product's loops, outermost first: tasks of whole panels (a few per thread);
 /// slices of k (`KC`); the task's panels (a slice of one, 16 KiB, stays in L1); the
-/// packed row blocks of `a` (whose slice, m x KC, stays in L2). `panels(first, count,
+/// packed row blocks of `a` (whose slice, m x KC, stays in L2). With one block of rows
+/// (decode) nothing is reused across panels, and k is one slice: each panel, and the
+/// task's panels one after another, are then read in one stream. `panels(first, count,
 /// f)` calls `f` with panels first..first+count packed (count x k x NR). Each task keeps
 /// its running sums in its own columns of the output, which it alone writes (no zeroing
 /// beforehand, no copy afterwards).
@@ -127,6 +129,7 @@ fn product(
 ) -> Vec<f32> {
     let rows = pack_rows(a, m, k);
     let blocks = m.div_ceil(MR);
+    let slice = if blocks == 1 { k } else { KC };
     let total = n.div_ceil(NR);
     let per_task = total
         .div_ceil(2 * rayon::current_num_threads().max(1))
@@ -145,7 +148,7 @@ fn product(
             panels(first, count, &mut |packed| {
                 let mut from = 0;
                 while from < k {
-                    let len = KC.min(k - from);
+                    let len = slice.min(k - from);
                     for p in 0..count {
                         let b = &packed[(p * k + from) * NR..];
                         let col = (first + p) * NR;
