@@ -1,7 +1,7 @@
 //! Matrix products on x86-64 CPUs with AVX2 and FMA but no AVX-512 (`gemm.rs` serves
 //! those): `a · bᵀ` for f32 activations `a` (m rows of k) and a weight matrix `b` (n
-//! rows of k, one per output). Every product of f32 weights packed at load
-//! (`PackedF32`, decode and prompt rows alike), and the prompt rows of weights in other
+//! rows of k, one per output). Every product of f32 or bf16 weights packed at load
+//! (`Packed`, decode and prompt rows alike), and the prompt rows of weights in other
 //! formats, as stored (`matmul`).
 //!
 //! An outer-product kernel over packed weight panels, as BLAS libraries do: sixteen
@@ -24,6 +24,8 @@
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
+use half::bf16;
+
 use rayon::prelude::*;
 
 use crate::linear::Weights;
@@ -45,28 +47,39 @@ pub fn available() -> bool {
 }
 
 /// A weight matrix (n rows of k) packed once, at load, into the kernel's layout:
-/// panels of NR rows, each k-major (`[panel][k][NR]`, the rows past n zero). Decode rows
-/// and prefill rows alike multiply it with [`PackedF32::matmul`], so one kernel serves
-/// both and a row's bits never depend on the rows beside it.
-pub struct PackedF32 {
+/// panels of NR rows, each k-major (`[panel][k][NR]`, the rows past n zero), in f32 or
+/// as bf16 (half the bytes for a decode step to read; the tile widens them as it loads,
+/// exactly). Decode rows and prefill rows alike multiply it with [`Packed::matmul`], so
+/// one kernel serves both and a row's bits never depend on the rows beside it.
+pub struct Packed {
     n: usize,
     k: usize,
-    panels: Vec<f32>,
+    panels: Panels,
 }
 
-impl PackedF32 {
-    /// Packs `w` (n x k, row-major); `None` when the CPU lacks AVX2/FMA or the lengths do
-    /// not fit.
-    pub fn new(w: &[f32], n: usize, k: usize) -> Option<PackedF32> {
-        if !available() || n == 0 || k == 0 || w.len() != n * k {
-            return None;
-        }
-        let mut panels = vec![0f32; n.div_ceil(NR) * k * NR];
-        panels
-            .par_chunks_mut(k * NR)
-            .zip(w.par_chunks(k * NR))
-            .for_each(|(panel, rows)| transpose_into(rows, k, panel));
-        Some(PackedF32 { n, k, panels })
+enum Panels {
+    F32(Vec<f32>),
+    Bf16(Vec<bf16>),
+}
+
+impl Packed {
+    /// Packs f32 `w` (n x k, row-major); `None` when the CPU lacks AVX2/FMA or the
+    /// lengths do not fit.
+    pub fn f32(w: &[f32], n: usize, k: usize) -> Option<Packed> {
+        Some(Packed {
+            n,
+            k,
+            panels: Panels::F32(pack(w, n, k)?),
+        })
+    }
+
+    /// Packs bf16 `w` (n x k, row-major), as `f32` does.
+    pub fn bf16(w: &[bf16], n: usize, k: usize) -> Option<Packed> {
+        Some(Packed {
+            n,
+            k,
+            panels: Panels::Bf16(pack(w, n, k)?),
+        })
     }
 
     /// Output rows (n) and input columns (k).
@@ -74,14 +87,69 @@ impl PackedF32 {
         (self.n, self.k)
     }
 
+    /// Bytes of the weights as packed (the rows past n not counted).
+    pub fn bytes(&self) -> usize {
+        let size = match self.panels {
+            Panels::F32(_) => 4,
+            Panels::Bf16(_) => 2,
+        };
+        self.n * self.k * size
+    }
+
     /// `a` (m x k) times the matrix: m x n, row-major. `None` when `a` is not m x k.
     pub fn matmul(&self, a: &[f32], m: usize) -> Option<Vec<f32>> {
         if m == 0 || a.len() != m * self.k {
             return None;
         }
-        Some(product(a, m, self.k, self.n, |first, count, f| {
-            f(&self.panels[first * self.k * NR..(first + count) * self.k * NR])
-        }))
+        let k = self.k;
+        Some(match &self.panels {
+            Panels::F32(panels) => product(a, m, k, self.n, |first, count, f| {
+                f(&panels[first * k * NR..(first + count) * k * NR])
+            }),
+            Panels::Bf16(panels) => product(a, m, k, self.n, |first, count, f| {
+                f(&panels[first * k * NR..(first + count) * k * NR])
+            }),
+        })
+    }
+}
+
+/// `w` (n x k, row-major) as k-major panels of NR rows.
+fn pack<T: Panel>(w: &[T], n: usize, k: usize) -> Option<Vec<T>> {
+    if !available() || n == 0 || k == 0 || w.len() != n * k {
+        return None;
+    }
+    let mut panels = vec![T::default(); n.div_ceil(NR) * k * NR];
+    panels
+        .par_chunks_mut(k * NR)
+        .zip(w.par_chunks(k * NR))
+        .for_each(|(panel, rows)| transpose_into(rows, k, panel));
+    Some(panels)
+}
+
+/// A packed panel's element: sixteen of them load as two f32 vectors.
+trait Panel: Copy + Default + Send + Sync {
+    /// # Safety
+    /// AVX2 present; `p` points at 16 readable elements.
+    unsafe fn load16(p: *const Self) -> (__m256, __m256);
+}
+
+impl Panel for f32 {
+    #[inline(always)]
+    unsafe fn load16(p: *const f32) -> (__m256, __m256) {
+        (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)))
+    }
+}
+
+impl Panel for bf16 {
+    /// bf16 is the top half of an f32: zero-extended and shifted into place (exact).
+    #[inline(always)]
+    unsafe fn load16(p: *const bf16) -> (__m256, __m256) {
+        let widen =
+            |raw: __m128i| _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(raw)));
+        (
+            widen(_mm_loadu_si128(p.cast())),
+            widen(_mm_loadu_si128(p.add(8).cast())),
+        )
     }
 }
 
@@ -120,12 +188,12 @@ pub fn matmul(a: &[f32], m: usize, k: usize, b: Weights<'_>, n: usize) -> Option
 /// f)` calls `f` with panels first..first+count packed (count x k x NR). Each task keeps
 /// its running sums in its own columns of the output, which it alone writes (no zeroing
 /// beforehand, no copy afterwards).
-fn product(
+fn product<T: Panel>(
     a: &[f32],
     m: usize,
     k: usize,
     n: usize,
-    panels: impl Fn(usize, usize, &mut dyn FnMut(&[f32])) + Sync,
+    panels: impl Fn(usize, usize, &mut dyn FnMut(&[T])) + Sync,
 ) -> Vec<f32> {
     let rows = pack_rows(a, m, k);
     let blocks = m.div_ceil(MR);
@@ -172,12 +240,12 @@ fn product(
                                     carried: from > 0,
                                 };
                                 match r {
-                                    1 => tile::<1>(a, b, len, sums),
-                                    2 => tile::<2>(a, b, len, sums),
-                                    3 => tile::<3>(a, b, len, sums),
-                                    4 => tile::<4>(a, b, len, sums),
-                                    5 => tile::<5>(a, b, len, sums),
-                                    _ => tile::<MR>(a, b, len, sums),
+                                    1 => tile::<1, T>(a, b, len, sums),
+                                    2 => tile::<2, T>(a, b, len, sums),
+                                    3 => tile::<3, T>(a, b, len, sums),
+                                    4 => tile::<4, T>(a, b, len, sums),
+                                    5 => tile::<5, T>(a, b, len, sums),
+                                    _ => tile::<MR, T>(a, b, len, sums),
                                 }
                             }
                         }
@@ -254,7 +322,7 @@ fn pack_rows(a: &[f32], m: usize, k: usize) -> Vec<f32> {
 
 /// Up to NR rows of k (row-major) into one k-major panel (`[k][NR]`, zero-filled past the
 /// last row).
-fn transpose_into(rows: &[f32], k: usize, panel: &mut [f32]) {
+fn transpose_into<T: Copy>(rows: &[T], k: usize, panel: &mut [T]) {
     for (j, row) in rows.chunks_exact(k).enumerate() {
         for (p, &w) in row.iter().enumerate() {
             panel[p * NR + j] = w;
@@ -270,7 +338,7 @@ fn transpose_into(rows: &[f32], k: usize, panel: &mut [f32]) {
 /// AVX2 and FMA must be present; `a.len() >= len * MR`, `b.len() >= len * NR` (asserted);
 /// `sums` points at R rows of NR writable floats, `ldc` apart, readable if carried.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile<const R: usize>(a: &[f32], b: &[f32], len: usize, sums: Sums) {
+unsafe fn tile<const R: usize, T: Panel>(a: &[f32], b: &[T], len: usize, sums: Sums) {
     assert!(R <= MR && a.len() >= len * MR && b.len() >= len * NR);
     let (a, b, Sums { c, ldc, carried }) = (a.as_ptr(), b.as_ptr(), sums);
     let mut acc = [[_mm256_setzero_ps(); 2]; R];
@@ -281,8 +349,7 @@ unsafe fn tile<const R: usize>(a: &[f32], b: &[f32], len: usize, sums: Sums) {
         }
     }
     for p in 0..len {
-        let b0 = _mm256_loadu_ps(b.add(p * NR));
-        let b1 = _mm256_loadu_ps(b.add(p * NR + 8));
+        let (b0, b1) = T::load16(b.add(p * NR));
         for (i, sums) in acc.iter_mut().enumerate() {
             let av = _mm256_broadcast_ss(&*a.add(p * MR + i));
             sums[0] = _mm256_fmadd_ps(av, b0, sums[0]);
@@ -322,7 +389,7 @@ mod tests {
         let w = values(n * k, 6);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         let all = matmul(&a, m, k, Weights::F32(&w), n).unwrap();
-        let packed = PackedF32::new(&w, n, k).unwrap();
+        let packed = Packed::f32(&w, n, k).unwrap();
         assert_eq!(
             bits(&all),
             bits(&packed.matmul(&a, m).unwrap()),
@@ -348,6 +415,30 @@ mod tests {
         }
     }
 
+    /// bf16 panels, widened as the tile loads them, give the bits of the f32 panels of
+    /// the same (widened) weights, and of a prompt's product widening them as it packs.
+    #[test]
+    fn bf16_panels_give_the_bits_of_their_weights_widened() {
+        if !available() {
+            return;
+        }
+        let (m, n, k) = (13, 37, 600);
+        let a = values(m * k, 10);
+        let w: Vec<bf16> = values(n * k, 11).into_iter().map(bf16::from_f32).collect();
+        let wide: Vec<f32> = w.iter().map(|x| x.to_f32()).collect();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let want = Packed::f32(&wide, n, k).unwrap().matmul(&a, m).unwrap();
+        let packed = Packed::bf16(&w, n, k).unwrap();
+        assert_eq!(packed.bytes(), n * k * 2);
+        assert_eq!(bits(&packed.matmul(&a, m).unwrap()), bits(&want));
+        assert_eq!(
+            bits(&matmul(&a, m, k, Weights::Bf16(&w), n).unwrap()),
+            bits(&want)
+        );
+        let alone = packed.matmul(&a[..k], 1).unwrap();
+        assert_eq!(bits(&alone), bits(&want[..n]), "one row");
+    }
+
     #[test]
     fn shapes_that_do_not_fit_the_weights_fall_back() {
         if !available() {
@@ -356,8 +447,8 @@ mod tests {
         let w = values(6 * 10, 7);
         assert!(matmul(&values(20, 8), 2, 10, Weights::F32(&w), 5).is_none());
         assert!(matmul(&values(20, 8), 2, 10, Weights::Q8_0(&[0; 34]), 1).is_none());
-        assert!(PackedF32::new(&w, 5, 10).is_none());
-        let packed = PackedF32::new(&w, 6, 10).unwrap();
+        assert!(Packed::f32(&w, 5, 10).is_none());
+        let packed = Packed::f32(&w, 6, 10).unwrap();
         assert!(packed.matmul(&values(21, 8), 2).is_none());
         assert!(packed.matmul(&[], 0).is_none());
     }
@@ -384,7 +475,7 @@ mod tests {
             let ours = time(&|| {
                 std::hint::black_box(matmul(&a, m, k, Weights::F32(&w), n));
             });
-            let packed = PackedF32::new(&w, n, k).unwrap();
+            let packed = Packed::f32(&w, n, k).unwrap();
             let at_load = time(&|| {
                 std::hint::black_box(packed.matmul(&a, m));
             });

@@ -1,8 +1,8 @@
 //! Linear layers, with a matrix-vector fast path for CPU decode.
 //!
-//! On a CPU with AVX2 but no AVX-512, f32 weights are packed at load into the layout of
-//! `gemm_avx2`'s kernel, which then runs every product, decode rows and prefill rows
-//! alike: each output is one FMA chain along k, so a row's bits depend neither on the
+//! On a CPU with AVX2 but no AVX-512, f32 and bf16 weights are packed at load into the
+//! layout of `gemm_avx2`'s kernel, which then runs every product, decode rows and
+//! prefill rows alike: each output is one FMA chain along k, so a row's bits depend neither on the
 //! rows beside it nor on how a prompt is cut into chunks, and a mixed step's decode rows
 //! ride in the same pass over the weights as its prompt chunk (`forward_rows`). The rest
 //! of this comment is about the weights kept as stored.
@@ -37,9 +37,10 @@ pub struct Linear {
 enum Stored {
     /// As loaded, for candle's products and the kernels that read formats in place.
     Candle(QMatMul),
-    /// f32 weights packed for the AVX2 kernel, which runs all of this layer's products.
+    /// f32 or bf16 weights packed for the AVX2 kernel, which runs all of this layer's
+    /// products.
     #[cfg(target_arch = "x86_64")]
-    Packed(crate::gemm_avx2::PackedF32),
+    Packed(crate::gemm_avx2::Packed),
 }
 
 impl Linear {
@@ -57,15 +58,16 @@ impl Linear {
     }
 
     /// The weights packed for `gemm_avx2`'s kernel, where that kernel runs this CPU's
-    /// f32 products: AVX2 and FMA without AVX-512 (whose machines keep `gemm.rs` and the
-    /// decode kernels below), and f32 weights in CPU memory.
+    /// products: AVX2 and FMA without AVX-512 (whose machines keep `gemm.rs` and the
+    /// decode kernels below), and f32 or bf16 weights in CPU memory.
     #[cfg(target_arch = "x86_64")]
-    fn packed(&self) -> Option<crate::gemm_avx2::PackedF32> {
+    fn packed(&self) -> Option<crate::gemm_avx2::Packed> {
         if crate::gemm::kernel() != crate::gemm::Kernel::None || !crate::gemm_avx2::available() {
             return None;
         }
         let packed = self.with_cpu_weights(|w, rows, cols| match w {
-            Weights::F32(data) => crate::gemm_avx2::PackedF32::new(data, rows, cols),
+            Weights::F32(data) => crate::gemm_avx2::Packed::f32(data, rows, cols),
+            Weights::Bf16(data) => crate::gemm_avx2::Packed::bf16(data, rows, cols),
             _ => None,
         });
         packed.ok().flatten().flatten()
@@ -83,7 +85,7 @@ impl Linear {
             #[cfg(target_arch = "x86_64")]
             Stored::Packed(packed) => {
                 let (n, k) = packed.dims();
-                (n * k, n * k * 4)
+                (n * k, packed.bytes())
             }
         }
     }
@@ -295,7 +297,7 @@ fn shaped_like(x: &Tensor, last: usize, values: Vec<f32>) -> Result<Tensor> {
 /// Every row of `xs` times packed weights in one product, split back per input. Rows
 /// of another width than the matrix's, or none, are refused by name.
 #[cfg(target_arch = "x86_64")]
-fn packed_product(packed: &crate::gemm_avx2::PackedF32, xs: &[&Tensor]) -> Result<Vec<Tensor>> {
+fn packed_product(packed: &crate::gemm_avx2::Packed, xs: &[&Tensor]) -> Result<Vec<Tensor>> {
     if xs.is_empty() {
         return Ok(Vec::new());
     }
@@ -559,11 +561,14 @@ mod tests {
         let w = Tensor::randn(0f32, 1.0, (300, 64), &dev).unwrap();
         let chunk = Tensor::randn(0f32, 1.0, (1, 13, 64), &dev).unwrap();
         let decode = Tensor::randn(0f32, 1.0, (3, 1, 64), &dev).unwrap();
-        for (name, weight) in [
-            ("f32", QMatMul::Tensor(w.clone())),
-            ("q4_1", quantized(&w, GgmlDType::Q4_1)),
+        let bf16 = QMatMul::Tensor(w.to_dtype(DType::BF16).unwrap());
+        for (name, weight, act) in [
+            ("f32", QMatMul::Tensor(w.clone()), DType::F32),
+            ("q4_1", quantized(&w, GgmlDType::Q4_1), DType::F32),
+            ("bf16", bf16, DType::BF16),
         ] {
             let linear = Linear::new(weight);
+            let (chunk, decode) = (chunk.to_dtype(act).unwrap(), decode.to_dtype(act).unwrap());
             let together = linear.forward_rows(&[&chunk, &decode]).unwrap();
             assert_eq!(together[0].dims(), &[1, 13, 300], "{name}");
             assert_eq!(together[1].dims(), &[3, 1, 300], "{name}");
@@ -578,15 +583,18 @@ mod tests {
         }
     }
 
-    /// Where the AVX2 kernel runs f32 products, its weights are packed at load; its size
-    /// is still the matrix's.
+    /// Where the AVX2 kernel runs the products, f32 and bf16 weights are packed at load;
+    /// their size is still the matrix's.
     #[cfg(target_arch = "x86_64")]
     #[test]
-    fn f32_weights_are_packed_where_the_avx2_kernel_runs() {
+    fn f32_and_bf16_weights_are_packed_where_the_avx2_kernel_runs() {
         let w = Tensor::randn(0f32, 1.0, (40, 64), &Device::Cpu).unwrap();
-        let linear = Linear::new(QMatMul::Tensor(w));
         let packs =
             crate::gemm::kernel() == crate::gemm::Kernel::None && crate::gemm_avx2::available();
+        let half = Linear::new(QMatMul::Tensor(w.to_dtype(DType::BF16).unwrap()));
+        assert_eq!(matches!(half.weight, Stored::Packed(_)), packs);
+        assert_eq!(half.size(), (40 * 64, 40 * 64 * 2));
+        let linear = Linear::new(QMatMul::Tensor(w));
         assert_eq!(matches!(linear.weight, Stored::Packed(_)), packs);
         assert_eq!(linear.size(), (40 * 64, 40 * 64 * 4));
         if packs {
@@ -604,8 +612,15 @@ mod tests {
         QMatMul::QTensor(std::sync::Arc::new(QTensor::quantize(w, dtype).unwrap()))
     }
 
+    /// The values' bits, widened to f32 (exactly) from a 16-bit dtype.
     fn bits(t: &Tensor) -> Vec<u32> {
-        let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+        let v: Vec<f32> = t
+            .to_dtype(DType::F32)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         v.iter().map(|f| f.to_bits()).collect()
     }
 }
