@@ -913,6 +913,13 @@ const MAX_GROUPS: usize = 8;
 mod tests {
     use super::*;
 
+    /// SmolLM2's attention: 9 query heads over 3 key/value heads of 64.
+    const SMOLLM2: Shape = Shape {
+        heads: 9,
+        kv_heads: 3,
+        head_dim: 64,
+    };
+
     fn values(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         (0..n)
@@ -1080,11 +1087,7 @@ mod tests {
         if Width::detect().is_none() {
             return;
         }
-        let shape = Shape {
-            heads: 9,
-            kv_heads: 3,
-            head_dim: 64,
-        };
+        let shape = SMOLLM2;
         let cap = 300;
         let bufs: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = (0..4)
             .map(|s| {
@@ -1132,11 +1135,7 @@ mod tests {
         if Width::detect().is_none() {
             return;
         }
-        let shape = Shape {
-            heads: 9,
-            kv_heads: 3,
-            head_dim: 64,
-        };
+        let shape = SMOLLM2;
         let (cap, offset, rows) = (120, 9, 37);
         let q = values(rows * 9 * 64, 40);
         let (k, v) = (values(3 * cap * 64, 41), values(3 * cap * 64, 42));
@@ -1215,11 +1214,7 @@ mod tests {
         if Width::detect().is_none() {
             return;
         }
-        let shape = Shape {
-            heads: 9,
-            kv_heads: 3,
-            head_dim: 64,
-        };
+        let shape = SMOLLM2;
         let cap = 2048;
         let (k, v) = (values(3 * cap * 64, 1), values(3 * cap * 64, 2));
         let k16: Vec<bf16> = k.iter().map(|&x| bf16::from_f32(x)).collect();
