@@ -520,12 +520,8 @@ impl Lanes for Avx2 {
     }
     #[inline(always)]
     unsafe fn load_bf16(p: *const bf16) -> Self {
-        let widen =
-            |raw: __m128i| _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(raw)));
-        Avx2(
-            widen(_mm_loadu_si128(p.cast())),
-            widen(_mm_loadu_si128(p.add(8).cast())),
-        )
+        let (lo, hi) = crate::gemm_avx2::load_bf16x16(p);
+        Avx2(lo, hi)
     }
     #[inline(always)]
     unsafe fn load_f16(p: *const f16) -> Self {
@@ -637,7 +633,8 @@ task_with!(task_avx2, "avx2,fma,f16c", Avx2, 4, 2);
 ///
 /// # Safety
 /// L's CPU features must be present (the callers enable them). Every access is a
-/// checked slice index.
+/// checked slice index, or a load inside a range checked once per pass (`score_pass`,
+/// `weigh_pass`).
 #[inline(always)]
 unsafe fn task<L: Lanes, E: Elem, const P: usize, const Q: usize>(
     shape: Shape,
@@ -726,7 +723,8 @@ impl Rows<'_> {
 ///
 /// # Safety
 /// L's CPU features must be present (the caller enables them). Every access is a checked
-/// slice index, each vector load or store over a range of exactly 16 elements.
+/// slice index, each vector load or store over a range of exactly 16 elements, except
+/// the passes' loads, inside a range each pass checks once.
 #[inline(always)]
 unsafe fn row_block<L: Lanes, E: Elem, const P: usize, const Q: usize>(
     rows: &Rows<'_>,

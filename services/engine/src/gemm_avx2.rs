@@ -101,14 +101,17 @@ impl Packed {
         if m == 0 || a.len() != m * self.k {
             return None;
         }
-        let k = self.k;
         Some(match &self.panels {
-            Panels::F32(panels) => product(a, m, k, self.n, |first, count, f| {
-                f(&panels[first * k * NR..(first + count) * k * NR])
-            }),
-            Panels::Bf16(panels) => product(a, m, k, self.n, |first, count, f| {
-                f(&panels[first * k * NR..(first + count) * k * NR])
-            }),
+            Panels::F32(panels) => self.product(panels, a, m),
+            Panels::Bf16(panels) => self.product(panels, a, m),
+        })
+    }
+
+    /// `a` (m x k) times these panels (this matrix's, in their element type).
+    fn product<T: Panel>(&self, panels: &[T], a: &[f32], m: usize) -> Vec<f32> {
+        let k = self.k;
+        product(a, m, k, self.n, |first, count, f| {
+            f(&panels[first * k * NR..(first + count) * k * NR])
         })
     }
 }
@@ -141,16 +144,26 @@ impl Panel for f32 {
 }
 
 impl Panel for bf16 {
-    /// bf16 is the top half of an f32: zero-extended and shifted into place (exact).
     #[inline(always)]
     unsafe fn load16(p: *const bf16) -> (__m256, __m256) {
-        let widen =
-            |raw: __m128i| _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(raw)));
-        (
-            widen(_mm_loadu_si128(p.cast())),
-            widen(_mm_loadu_si128(p.add(8).cast())),
-        )
+        load_bf16x16(p)
     }
+}
+
+/// Sixteen bf16 values widened to f32, lanes 0-7 and 8-15: bf16 is the top half of an
+/// f32, so each is zero-extended and shifted into place (exact). Also `cpu_attention`'s
+/// AVX2 load of 16-bit keys and values.
+///
+/// # Safety
+/// AVX2 present; `p` points at 16 readable elements.
+#[inline(always)]
+pub(crate) unsafe fn load_bf16x16(p: *const bf16) -> (__m256, __m256) {
+    let widen =
+        |raw: __m128i| _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(raw)));
+    (
+        widen(_mm_loadu_si128(p.cast())),
+        widen(_mm_loadu_si128(p.add(8).cast())),
+    )
 }
 
 /// `a` (m x k, f32) times `b`ᵀ (`b` is n x k, as stored): returns m x n, row-major, each

@@ -2,10 +2,10 @@
 //!
 //! On a CPU with AVX2 but no AVX-512, f32 and bf16 weights are packed at load into the
 //! layout of `gemm_avx2`'s kernel, which then runs every product, decode rows and
-//! prefill rows alike: each output is one FMA chain along k, so a row's bits depend neither on the
-//! rows beside it nor on how a prompt is cut into chunks, and a mixed step's decode rows
-//! ride in the same pass over the weights as its prompt chunk (`forward_rows`). The rest
-//! of this comment is about the weights kept as stored.
+//! prefill rows alike: each output is one FMA chain along k, so a row's bits depend
+//! neither on the rows beside it nor on how a prompt is cut into chunks, and a mixed
+//! step's decode rows ride in the same pass over the weights as its prompt chunk
+//! (`forward_rows`). The rest of this comment is about the weights kept as stored.
 //!
 //! Decoding multiplies one activation row per sequence by every weight matrix. candle's
 //! general matmul packs the weights for each call, and its quantized path first quantizes

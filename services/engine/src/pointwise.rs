@@ -54,12 +54,12 @@ pub(crate) fn silu_mul(gate_up: &Tensor, ff: usize) -> Result<Tensor> {
 }
 
 /// A float the CPU paths read and write: 16-bit ones round at `from_f32`, f32 as is.
-trait Half: candle_core::WithDType + Copy + Send + Sync {
+trait Float: candle_core::WithDType + Copy + Send + Sync {
     fn to_f32(self) -> f32;
     fn from_f32(v: f32) -> Self;
 }
 
-impl Half for bf16 {
+impl Float for bf16 {
     fn to_f32(self) -> f32 {
         bf16::to_f32(self)
     }
@@ -68,7 +68,7 @@ impl Half for bf16 {
     }
 }
 
-impl Half for f16 {
+impl Float for f16 {
     fn to_f32(self) -> f32 {
         f16::to_f32(self)
     }
@@ -77,7 +77,7 @@ impl Half for f16 {
     }
 }
 
-impl Half for f32 {
+impl Float for f32 {
     fn to_f32(self) -> f32 {
         self
     }
@@ -87,7 +87,7 @@ impl Half for f32 {
 }
 
 /// `f(slice)` over `t`'s elements if it is contiguous CPU memory of type `T`.
-fn with_cpu_slice<T: Half, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) -> Result<Option<R>> {
+fn with_cpu_slice<T: Float, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) -> Result<Option<R>> {
     let (storage, layout) = t.storage_and_layout();
     let Storage::Cpu(cpu) = &*storage else {
         return Ok(None);
@@ -99,7 +99,7 @@ fn with_cpu_slice<T: Half, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) -> Result<O
 }
 
 /// `f` over each pair of `src` and `dst` rows, in parallel when there are many.
-fn rows<T: Half>(
+fn rows<T: Float>(
     src: &[T],
     src_len: usize,
     dst: &mut [T],
@@ -117,7 +117,7 @@ fn rows<T: Half>(
     }
 }
 
-fn rms_norm_rows<T: Half>(x: &Tensor, weight: &Tensor, eps: f32) -> Result<Option<Tensor>> {
+fn rms_norm_rows<T: Float>(x: &Tensor, weight: &Tensor, eps: f32) -> Result<Option<Tensor>> {
     let hidden = x.dim(candle_core::D::Minus1)?;
     if weight.dims1()? != hidden || weight.dtype() != x.dtype() || hidden == 0 {
         return Ok(None);
@@ -143,7 +143,7 @@ fn rms_norm_rows<T: Half>(x: &Tensor, weight: &Tensor, eps: f32) -> Result<Optio
     }
 }
 
-fn silu_mul_rows<T: Half>(gate_up: &Tensor, ff: usize) -> Result<Option<Tensor>> {
+fn silu_mul_rows<T: Float>(gate_up: &Tensor, ff: usize) -> Result<Option<Tensor>> {
     let width = gate_up.dim(candle_core::D::Minus1)?;
     if ff == 0 || width != 2 * ff {
         return Ok(None);
