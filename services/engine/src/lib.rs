@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod model;
 mod pointwise;
 pub mod prefix_cache;
+pub mod quant_dot;
 mod queue;
 pub mod roofline;
 mod safetensors;

@@ -11,12 +11,13 @@
 //! general matmul packs the weights for each call, and its quantized path first quantizes
 //! the activations to 8 bits (which flips SmolLM2's greedy picks). For decode rows on the
 //! CPU this module instead streams each weight row once, in its stored format (f32, Q8_0
-//! or Q4_1 blocks), against f32 activations, split across cores; a batch of sequences
-//! shares that one pass over the weights, which is what decode time is made of where it
-//! is memory-bound (f32 and 16-bit weights; see BENCHMARKS.md). For prefill rows a
-//! quantized matrix is dequantized and multiplied in f32. Activations are never quantized
-//! on the CPU, so quantized weights answer as their dequantized f32 twins do, and a
-//! sequence decoded in a batch gets bit for bit the logits it gets alone.
+//! or Q4_1 blocks; the quantized formats' kernels are `quant_dot`'s), against f32
+//! activations, split across cores; a batch of sequences shares that one pass over the
+//! weights, which is what decode time is made of where it is memory-bound (f32 and
+//! 16-bit weights; see BENCHMARKS.md). For prefill rows a quantized matrix is dequantized
+//! and multiplied in f32. Activations are never quantized on the CPU, so quantized
+//! weights answer as their dequantized f32 twins do, and a sequence decoded in a batch
+//! gets bit for bit the logits it gets alone.
 
 use candle_core::quantized::{GgmlDType, QMatMul};
 use candle_core::{DType, Device, Module, Storage, Tensor};
@@ -24,6 +25,7 @@ use half::{bf16, f16};
 use rayon::prelude::*;
 
 use crate::error::Result;
+use crate::quant_dot;
 
 /// Fewest output rows worth a parallel task: below this, waking a worker costs more than
 /// the rows take.
@@ -223,47 +225,36 @@ impl Linear {
             return Ok(None);
         }
         let inputs: Vec<&[f32]> = xs.chunks_exact(cols).collect();
+        let n = inputs.len();
         // Weight row by weight row, each input in turn: the row is read from memory once
-        // and stays in cache for the others. (Widening a quantized block once for several
-        // inputs measured slower here than the fused single-input kernels.)
+        // and stays in cache for the others (the quantized kernels widen each block once
+        // for several inputs).
         let each = |out: &mut [f32], dot: &dyn Fn(&[f32]) -> f32| {
             for (o, x) in out.iter_mut().zip(&inputs) {
                 *o = dot(x);
             }
         };
         let by_row = self.with_cpu_weights(|w, rows, w_cols| {
-            if w_cols != cols {
-                return None;
-            }
+            let row_bytes = w.row_bytes(cols).filter(|_| w_cols == cols)?;
             let row = |r: usize| r * cols..(r + 1) * cols;
             Some(match w {
-                Weights::F32(data) => gemv(rows, inputs.len(), |r, out| {
-                    each(out, &|x| dot_f32(x, &data[row(r)]))
-                }),
-                Weights::F16(data) => gemv(rows, inputs.len(), |r, out| {
+                Weights::F32(data) => {
+                    gemv(rows, n, |r, out| each(out, &|x| dot_f32(x, &data[row(r)])))
+                }
+                Weights::F16(data) => gemv(rows, n, |r, out| {
                     each(out, &|x| dot_half(x, &data[row(r)], f16::to_f32))
                 }),
-                Weights::Bf16(data) => gemv(rows, inputs.len(), |r, out| {
+                Weights::Bf16(data) => gemv(rows, n, |r, out| {
                     each(out, &|x| dot_half(x, &data[row(r)], bf16::to_f32))
                 }),
-                Weights::Q8_0(data) | Weights::Q4_1(data) => {
-                    let row_bytes = data.len() / rows;
-                    let row = |r: usize| &data[r * row_bytes..(r + 1) * row_bytes];
-                    if matches!(w, Weights::Q8_0(_)) {
-                        gemv(rows, inputs.len(), |r, out| {
-                            each(out, &|x| dot_q8_0(x, row(r)))
-                        })
-                    } else {
-                        let sums: Vec<Vec<f32>> = inputs
-                            .iter()
-                            .map(|x| x.chunks_exact(32).map(|b| b.iter().sum()).collect())
-                            .collect();
-                        gemv(rows, inputs.len(), |r, out| {
-                            for ((o, x), sums) in out.iter_mut().zip(&inputs).zip(&sums) {
-                                *o = dot_q4_1(x, sums, row(r));
-                            }
-                        })
-                    }
+                Weights::Q8_0(data) => gemv(rows, n, |r, out| {
+                    quant_dot::q8_0(&inputs, &data[r * row_bytes..][..row_bytes], out)
+                }),
+                Weights::Q4_1(data) => {
+                    let sums = quant_dot::block_sums(&inputs);
+                    gemv(rows, n, |r, out| {
+                        quant_dot::q4_1(&inputs, &sums, &data[r * row_bytes..][..row_bytes], out)
+                    })
                 }
             })
         })?;
@@ -271,7 +262,6 @@ impl Linear {
             return Ok(None);
         };
         // `by_row` holds weight row r's results for every input at r * n..(r + 1) * n.
-        let n = inputs.len();
         let rows = by_row.len() / n;
         let out: Vec<f32> = if n == 1 {
             by_row
@@ -412,42 +402,6 @@ fn dot_half<T: Copy>(a: &[f32], b: &[T], widen: fn(T) -> f32) -> f32 {
         .map(|(x, &y)| x * widen(y))
         .sum();
     acc.iter().sum::<f32>() + tail
-}
-
-/// GGML Q8_0 block: f16 scale, 32 signed bytes. w = d * q.
-///
-/// Partial sums stay in sixteen lanes across all blocks and are reduced once per row: a
-/// reduction per block would serialise the loop on floating-point add latency.
-fn dot_q8_0(x: &[f32], row: &[u8]) -> f32 {
-    let mut acc = [0f32; 16];
-    for (xb, block) in x.chunks_exact(32).zip(row.chunks_exact(34)) {
-        let d = f16::from_le_bytes([block[0], block[1]]).to_f32();
-        let (lo, hi) = block[2..34].split_at(16);
-        for i in 0..16 {
-            let dot = xb[i] * f32::from(lo[i] as i8) + xb[16 + i] * f32::from(hi[i] as i8);
-            acc[i] += d * dot;
-        }
-    }
-    acc.iter().sum()
-}
-
-/// GGML Q4_1 block: f16 scale d, f16 minimum m, 16 bytes of nibbles (low nibbles are
-/// weights 0..16, high nibbles 16..32). w = d * q + m, so x·w = d (x·q) + m Σx, and Σx
-/// per block (`x_sums`) is the same for every row.
-fn dot_q4_1(x: &[f32], x_sums: &[f32], row: &[u8]) -> f32 {
-    let mut acc = [0f32; 16];
-    let mut offset = 0f32;
-    for ((xb, block), x_sum) in x.chunks_exact(32).zip(row.chunks_exact(20)).zip(x_sums) {
-        let d = f16::from_le_bytes([block[0], block[1]]).to_f32();
-        let m = f16::from_le_bytes([block[2], block[3]]).to_f32();
-        let qs = &block[4..20];
-        for i in 0..16 {
-            let dot = xb[i] * f32::from(qs[i] & 0x0f) + xb[16 + i] * f32::from(qs[i] >> 4);
-            acc[i] += d * dot;
-        }
-        offset += m * x_sum;
-    }
-    acc.iter().sum::<f32>() + offset
 }
 
 #[cfg(test)]
