@@ -26,7 +26,7 @@
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
-use half::{bf16, f16, slice::HalfFloatSliceExt};
+use half::{bf16, slice::HalfFloatSliceExt};
 
 pub use crate::linear::Weights;
 use rayon::prelude::*;
@@ -139,31 +139,8 @@ pub(crate) fn widen_rows(b: Weights<'_>, k: usize, rows: std::ops::Range<usize>,
         Weights::F32(w) => out.copy_from_slice(&w[span(k)]),
         Weights::F16(w) => w[span(k)].convert_to_f32_slice(out),
         Weights::Bf16(w) => w[span(k)].convert_to_f32_slice(out),
-        Weights::Q8_0(w) => {
-            for (block, dst) in w[span(k / 32 * 34)]
-                .chunks_exact(34)
-                .zip(out.chunks_exact_mut(32))
-            {
-                let d = f16::from_le_bytes([block[0], block[1]]).to_f32();
-                for (o, &q) in dst.iter_mut().zip(&block[2..34]) {
-                    *o = d * f32::from(q as i8);
-                }
-            }
-        }
-        Weights::Q4_1(w) => {
-            for (block, dst) in w[span(k / 32 * 20)]
-                .chunks_exact(20)
-                .zip(out.chunks_exact_mut(32))
-            {
-                let d = f16::from_le_bytes([block[0], block[1]]).to_f32();
-                let m = f16::from_le_bytes([block[2], block[3]]).to_f32();
-                let (lo, hi) = dst.split_at_mut(16);
-                for ((l, h), &q) in lo.iter_mut().zip(hi).zip(&block[4..20]) {
-                    *l = d * f32::from(q & 0x0f) + m;
-                    *h = d * f32::from(q >> 4) + m;
-                }
-            }
-        }
+        Weights::Q8_0(w) => crate::quant_dot::dequantize_q8_0(&w[span(k / 32 * 34)], out),
+        Weights::Q4_1(w) => crate::quant_dot::dequantize_q4_1(&w[span(k / 32 * 20)], out),
     }
 }
 
@@ -339,6 +316,7 @@ unsafe fn tile_bf16<const R: usize, const C: usize>(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use half::f16;
 
     /// A seeded stream of values in [-1, 1).
     pub(crate) fn values(n: usize, seed: u64) -> Vec<f32> {

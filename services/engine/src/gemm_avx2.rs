@@ -186,7 +186,7 @@ pub fn matmul(a: &[f32], m: usize, k: usize, b: Weights<'_>, n: usize) -> Option
             packed.clear();
             packed.resize(count * k * NR, 0.0);
             for (panel, rows) in packed.chunks_exact_mut(k * NR).zip(widened.chunks(k * NR)) {
-                transpose_into(rows, k, panel);
+                transpose_f32_into(rows, k, panel);
             }
             f(packed)
         })
@@ -343,6 +343,71 @@ fn transpose_into<T: Copy>(rows: &[T], k: usize, panel: &mut [T]) {
     }
 }
 
+/// As `transpose_into`, for f32 rows (a prompt's widened quantized weights, at every
+/// product): eight rows by eight columns at a time through registers, the rest one by
+/// one. Values move unchanged.
+fn transpose_f32_into(rows: &[f32], k: usize, panel: &mut [f32]) {
+    let n = rows.len() / k.max(1);
+    assert!(n <= NR && panel.len() >= k * NR);
+    let (whole_rows, whole_cols) = (n / 8 * 8, k / 8 * 8);
+    // SAFETY: AVX2 was detected (every caller checks `available`); the blocks read and
+    // written lie inside `rows` (n x k) and `panel` (k x NR), asserted above.
+    unsafe { transpose_8x8_blocks(rows, k, whole_rows, whole_cols, panel) };
+    for (j, row) in rows.chunks_exact(k).enumerate() {
+        let done = if j < whole_rows { whole_cols } else { 0 };
+        for (p, &w) in row.iter().enumerate().skip(done) {
+            panel[p * NR + j] = w;
+        }
+    }
+}
+
+/// Rows 0..`row_end` x columns 0..`col_end` of `rows` (x k) into `panel`, both ends
+/// multiples of 8.
+///
+/// # Safety
+/// AVX2 present; `rows` holds `row_end` rows of k, `panel` k x NR values, `row_end` <= NR,
+/// `col_end` <= k.
+#[target_feature(enable = "avx2")]
+unsafe fn transpose_8x8_blocks(
+    rows: &[f32],
+    k: usize,
+    row_end: usize,
+    col_end: usize,
+    panel: &mut [f32],
+) {
+    let (src, dst) = (rows.as_ptr(), panel.as_mut_ptr());
+    for j in (0..row_end).step_by(8) {
+        for p in (0..col_end).step_by(8) {
+            let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(src.add((j + i) * k + p)));
+            // Pairs of rows interleaved, then fours: s[c] holds column c of rows 0..4 in
+            // its low half and column c + 4 in its high half, s[4 + c] the same of rows
+            // 4..8.
+            let t: [__m256; 8] = std::array::from_fn(|i| {
+                let (a, b) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
+                if i % 2 == 0 {
+                    _mm256_unpacklo_ps(a, b)
+                } else {
+                    _mm256_unpackhi_ps(a, b)
+                }
+            });
+            let s: [__m256; 8] = std::array::from_fn(|i| {
+                let (a, b) = (t[i / 4 * 4 + i % 4 / 2], t[i / 4 * 4 + i % 4 / 2 + 2]);
+                if i % 2 == 0 {
+                    _mm256_shuffle_ps::<0x44>(a, b)
+                } else {
+                    _mm256_shuffle_ps::<0xee>(a, b)
+                }
+            });
+            for c in 0..4 {
+                let low = _mm256_permute2f128_ps::<0x20>(s[c], s[4 + c]);
+                let high = _mm256_permute2f128_ps::<0x31>(s[c], s[4 + c]);
+                _mm256_storeu_ps(dst.add((p + c) * NR + j), low);
+                _mm256_storeu_ps(dst.add((p + c + 4) * NR + j), high);
+            }
+        }
+    }
+}
+
 /// The first R rows of a packed row block times a packed panel over `len` steps of k:
 /// each of the R x NR sums at `sums` is one FMA chain along k, continued from its value
 /// (or from 0) and stored back.
@@ -387,6 +452,25 @@ mod tests {
             return;
         }
         check_every_weight_format(matmul, 1e-5);
+    }
+
+    /// The register transpose moves every value where the one-by-one transpose does, at
+    /// any count of rows up to a panel's and any k (whole 8 x 8 blocks and the rest).
+    #[test]
+    fn the_f32_transpose_matches_the_one_by_one_transpose() {
+        if !available() {
+            return;
+        }
+        for rows in 1..=NR {
+            for k in [1, 7, 8, 9, 24, 37, 64] {
+                let w = values(rows * k, (rows * 100 + k) as u64);
+                let (mut want, mut got) = (vec![0f32; k * NR], vec![0f32; k * NR]);
+                transpose_into(&w, k, &mut want);
+                transpose_f32_into(&w, k, &mut got);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{rows} rows of {k}");
+            }
+        }
     }
 
     /// Each output is the FMA chain along k in order, whatever the tiling: exactly what

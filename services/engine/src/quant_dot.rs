@@ -49,6 +49,43 @@ pub fn q8_0(inputs: &[&[f32]], row: &[u8], out: &mut [f32]) {
     }
 }
 
+/// Q4_1 blocks as f32 weights, 32 per block into `out` (up to the shorter of the two):
+/// `d * q + m`, a multiply then an add, for every weight.
+pub fn dequantize_q4_1(blocks: &[u8], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2::available() {
+        return avx2::dequantize_q4_1(blocks, out);
+    }
+    dequantize_q4_1_portable(blocks, out)
+}
+
+fn dequantize_q4_1_portable(blocks: &[u8], out: &mut [f32]) {
+    for (block, dst) in blocks
+        .chunks_exact(Q4_1_BLOCK)
+        .zip(out.chunks_exact_mut(32))
+    {
+        let (d, m) = (f16_at(block, 0), f16_at(block, 2));
+        let (lo, hi) = dst.split_at_mut(16);
+        for ((l, h), &q) in lo.iter_mut().zip(hi).zip(&block[4..20]) {
+            *l = d * f32::from(q & 0x0f) + m;
+            *h = d * f32::from(q >> 4) + m;
+        }
+    }
+}
+
+/// Q8_0 blocks as f32 weights, `d * q`, 32 per block into `out`.
+pub fn dequantize_q8_0(blocks: &[u8], out: &mut [f32]) {
+    for (block, dst) in blocks
+        .chunks_exact(Q8_0_BLOCK)
+        .zip(out.chunks_exact_mut(32))
+    {
+        let d = f16_at(block, 0);
+        for (o, &q) in dst.iter_mut().zip(&block[2..34]) {
+            *o = d * f32::from(q as i8);
+        }
+    }
+}
+
 /// Each input's sums of its blocks of 32 values (Q4_1's minimum multiplies them).
 pub fn block_sums(inputs: &[&[f32]]) -> Vec<Vec<f32>> {
     inputs
@@ -175,6 +212,53 @@ mod avx2 {
         });
     }
 
+    pub fn dequantize_q4_1(blocks: &[u8], out: &mut [f32]) {
+        let count = (blocks.len() / Q4_1_BLOCK).min(out.len() / 32);
+        // SAFETY: AVX2 and F16C were detected (the caller checked `available`); `count`
+        // blocks are read and `count` x 32 values written, inside both slices.
+        unsafe { dequantize_q4_1_blocks(blocks, count, out) }
+    }
+
+    /// # Safety
+    /// AVX2 and F16C present; `blocks` holds `count` Q4_1 blocks, `out` `count` x 32
+    /// places.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dequantize_q4_1_blocks(blocks: &[u8], count: usize, out: &mut [f32]) {
+        for b in 0..count {
+            let p = blocks.as_ptr().add(b * Q4_1_BLOCK);
+            let (d, m, q) = q4_1_block(p);
+            let o = out.as_mut_ptr().add(b * 32);
+            for (i, q) in q.into_iter().enumerate() {
+                _mm256_storeu_ps(o.add(8 * i), _mm256_add_ps(_mm256_mul_ps(d, q), m));
+            }
+        }
+    }
+
+    /// The Q4_1 block at `p`: its scale and its minimum, each in every lane, and its
+    /// weights 0..8, 8..16, 16..24, 24..32 as f32 (the nibbles, before scaling).
+    ///
+    /// # Safety
+    /// AVX2 and F16C present; `p` points at a whole block.
+    #[inline(always)]
+    unsafe fn q4_1_block(p: *const u8) -> (__m256, __m256, [__m256; 4]) {
+        // Scale and minimum in one load: [d, m, 0, 0].
+        let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(p.cast::<i32>().read_unaligned()));
+        let d = _mm256_broadcastss_ps(dm);
+        let m = _mm256_broadcastss_ps(_mm_movehdup_ps(dm));
+        // Bytes 0..8 and 8..16, one to a lane: the low nibbles are weights 0..16, the
+        // high ones 16..32.
+        let nibble = _mm256_set1_epi32(0x0f);
+        let q0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(p.add(4).cast()));
+        let q1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(p.add(12).cast()));
+        let q = [
+            _mm256_and_si256(q0, nibble),
+            _mm256_and_si256(q1, nibble),
+            _mm256_srli_epi32::<4>(q0),
+            _mm256_srli_epi32::<4>(q1),
+        ];
+        (d, m, q.map(|q| _mm256_cvtepi32_ps(q)))
+    }
+
     /// # Safety
     /// AVX2 and F16C present; `row` holds `blocks` Q4_1 blocks, each of the N inputs
     /// `blocks` x 32 values and its sums `blocks`; `out` has N places.
@@ -188,24 +272,12 @@ mod avx2 {
     ) {
         let mut acc = [[_mm256_setzero_ps(); 2]; N];
         let mut offset = [0f32; N];
-        let nibble = _mm256_set1_epi32(0x0f);
         for b in 0..blocks {
-            let p = row.as_ptr().add(b * Q4_1_BLOCK);
-            // Scale and minimum in one load: [d, m, 0, 0].
-            let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(p.cast::<i32>().read_unaligned()));
-            let d = _mm256_broadcastss_ps(dm);
-            let m = _mm_cvtss_f32(_mm_movehdup_ps(dm));
-            // Bytes 0..8 and 8..16, one to a lane: the low nibbles are weights 0..16,
-            // the high ones 16..32.
-            let q0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(p.add(4).cast()));
-            let q1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(p.add(12).cast()));
-            let lo0 = _mm256_cvtepi32_ps(_mm256_and_si256(q0, nibble));
-            let lo1 = _mm256_cvtepi32_ps(_mm256_and_si256(q1, nibble));
-            let hi0 = _mm256_cvtepi32_ps(_mm256_srli_epi32::<4>(q0));
-            let hi1 = _mm256_cvtepi32_ps(_mm256_srli_epi32::<4>(q1));
+            let (d, m, q) = q4_1_block(row.as_ptr().add(b * Q4_1_BLOCK));
+            let m = _mm256_cvtss_f32(m);
             for j in 0..N {
                 let x = inputs.get_unchecked(j).as_ptr().add(b * 32);
-                block(&mut acc[j], x, d, [lo0, lo1, hi0, hi1]);
+                block(&mut acc[j], x, d, q);
                 offset[j] += m * *sums.get_unchecked(j).get_unchecked(b);
             }
         }
@@ -350,6 +422,22 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// The AVX2 dequantization writes the portable loop's bits, up to the shorter of the
+    /// blocks and the output, and leaves the rest of the output as it was.
+    #[test]
+    fn dequantized_blocks_are_the_portable_loops_bits() {
+        let blocks = row(40, Q4_1_BLOCK, 2, 11);
+        for (count, places) in [(40, 40), (40, 13), (7, 40)] {
+            let mut want = vec![-7f32; places * 32];
+            let mut got = want.clone();
+            dequantize_q4_1_portable(&blocks[..count * Q4_1_BLOCK], &mut want);
+            dequantize_q4_1(&blocks[..count * Q4_1_BLOCK], &mut got);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{count} blocks into {places}");
+            assert!(want[..count.min(places) * 32].iter().all(|&w| w != -7.0));
         }
     }
 
