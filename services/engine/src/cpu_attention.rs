@@ -651,8 +651,14 @@ unsafe fn task<L: Lanes, E: Elem, const P: usize, const Q: usize>(
         let mut scratch = scratch.borrow_mut();
         let stride = (job.offset + rows.end).div_ceil(16) * 16;
         let heads = ROWS_TOGETHER * groups;
-        scratch.resize(heads * (stride + 2 * hd), 0.0);
-        let (scores, sums) = scratch.split_at_mut(heads * stride);
+        // Grown, never shrunk: tasks of shorter and longer sequences alternate, and
+        // `row_block` writes what it reads (scores before they are read, the sums set to
+        // zero), so stale values left from an earlier task are never used.
+        let need = heads * (stride + 2 * hd);
+        if scratch.len() < need {
+            scratch.resize(need, 0.0);
+        }
+        let (scores, sums) = scratch[..need].split_at_mut(heads * stride);
         let mut first = rows.start;
         while first < rows.end {
             let last = (first + ROWS_TOGETHER).min(rows.end);

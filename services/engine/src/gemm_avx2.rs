@@ -181,11 +181,15 @@ pub fn matmul(a: &[f32], m: usize, k: usize, b: Weights<'_>, n: usize) -> Option
         SCRATCH.with(|scratch| {
             let (widened, packed) = &mut *scratch.borrow_mut();
             let rows = first * NR..n.min((first + count) * NR);
-            widened.resize(rows.len() * k, 0.0);
+            // Both grown, never shrunk, and written whole before they are read (a panel
+            // short of NR rows is zeroed first), so nothing is cleared for each product.
+            let widened = grown(widened, rows.len() * k);
             crate::gemm::widen_rows(b, k, rows, widened);
-            packed.clear();
-            packed.resize(count * k * NR, 0.0);
+            let packed = grown(packed, count * k * NR);
             for (panel, rows) in packed.chunks_exact_mut(k * NR).zip(widened.chunks(k * NR)) {
+                if rows.len() < k * NR {
+                    panel.fill(0.0);
+                }
                 transpose_f32_into(rows, k, panel);
             }
             f(packed)
@@ -317,6 +321,15 @@ thread_local! {
     /// This thread's widened weight rows and their packed panels, reused across
     /// products (fresh allocations would be fresh mappings and page faults).
     static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// The first `len` values of `buffer`, which grows to hold them if it must (the new
+/// values zero) and never shrinks.
+fn grown(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buffer.len() < len {
+        buffer.resize(len, 0.0);
+    }
+    &mut buffer[..len]
 }
 
 /// `a` (m x k) in blocks of MR rows, each laid out k-major (`[block][k][MR]`; the rows

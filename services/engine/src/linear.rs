@@ -263,12 +263,16 @@ impl Linear {
         };
         // `by_row` holds weight row r's results for every input at r * n..(r + 1) * n.
         let rows = by_row.len() / n;
-        let out: Vec<f32> = if n == 1 {
+        let out = if n == 1 {
             by_row
         } else {
-            (0..n)
-                .flat_map(|j| by_row.iter().skip(j).step_by(n).copied())
-                .collect()
+            let mut out = vec![0f32; n * rows];
+            for (r, results) in by_row.chunks_exact(n).enumerate() {
+                for (j, &y) in results.iter().enumerate() {
+                    out[j * rows + r] = y;
+                }
+            }
+            out
         };
         Ok(Some(shaped_like(x, rows, out)?))
     }
