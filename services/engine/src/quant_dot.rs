@@ -10,12 +10,13 @@
 //!
 //! `unsafe`, and why it is worth it: as compiled, the portable Q4_1 loop read each
 //! block's f16 scale into the register that held the running offset, a false dependency
-//! that chained every block to the one before (about 17 cycles a block on Zen 3); the
-//! intrinsics read scale and minimum in one load, widen the nibbles four bytes to a
-//! lane, and widen each block once for up to four inputs. Measured with
-//! `quant_dot::tests::speed` (BENCHMARKS.md, session 25). The kernels enable their
-//! target features and run only after detection; loads go through raw pointers into
-//! slices whose lengths are checked at entry.
+//! that chained every block to the one before, and widened each block again for every
+//! input of a batch; the intrinsics read scale and minimum in one load, widen the
+//! nibbles a byte to a lane straight from memory, and widen each block once for up to
+//! four inputs. One thread, SmolLM2's rows (`tests::speed`): 1.03-1.36x the portable
+//! loop for one input, 1.6-1.9x for four (BENCHMARKS.md, session 25). The kernels
+//! enable their target features and run only after detection; loads go through raw
+//! pointers into slices whose lengths are checked at entry.
 
 /// Bytes of one Q4_1 block (f16 scale, f16 minimum, 16 bytes of nibbles) and of one Q8_0
 /// block (f16 scale, 32 signed bytes), each of 32 weights.
