@@ -1,5 +1,6 @@
 //! Decode rows times GGML Q4_1 and Q8_0 weight rows as stored: one weight row against
-//! each of a step's inputs (f32 activations, never quantized), the results in `out`.
+//! each of a step's inputs (f32 activations, never quantized), the results in `out`;
+//! and the blocks dequantized to f32, for a prompt's product (`gemm_avx2::matmul`).
 //!
 //! The arithmetic is defined once, by the portable `dot_q4_1` / `dot_q8_0`: sixteen
 //! running sums, each block adding `d * (x[i] * q[i] + x[16 + i] * q[16 + i])` to lane i
