@@ -29,6 +29,7 @@ use std::cell::RefCell;
 use half::{bf16, slice::HalfFloatSliceExt};
 
 pub use crate::linear::Weights;
+use crate::quant_dot;
 use rayon::prelude::*;
 
 /// Which kernel this CPU runs, detected once.
@@ -139,8 +140,12 @@ pub(crate) fn widen_rows(b: Weights<'_>, k: usize, rows: std::ops::Range<usize>,
         Weights::F32(w) => out.copy_from_slice(&w[span(k)]),
         Weights::F16(w) => w[span(k)].convert_to_f32_slice(out),
         Weights::Bf16(w) => w[span(k)].convert_to_f32_slice(out),
-        Weights::Q8_0(w) => crate::quant_dot::dequantize_q8_0(&w[span(k / 32 * 34)], out),
-        Weights::Q4_1(w) => crate::quant_dot::dequantize_q4_1(&w[span(k / 32 * 20)], out),
+        Weights::Q8_0(w) => {
+            quant_dot::dequantize_q8_0(&w[span(k / 32 * quant_dot::Q8_0_BLOCK)], out)
+        }
+        Weights::Q4_1(w) => {
+            quant_dot::dequantize_q4_1(&w[span(k / 32 * quant_dot::Q4_1_BLOCK)], out)
+        }
     }
 }
 

@@ -343,8 +343,12 @@ impl Weights<'_> {
         match self {
             Weights::F32(_) => Some(4 * k),
             Weights::F16(_) | Weights::Bf16(_) => Some(2 * k),
-            Weights::Q8_0(_) => k.is_multiple_of(32).then_some(k / 32 * 34),
-            Weights::Q4_1(_) => k.is_multiple_of(32).then_some(k / 32 * 20),
+            Weights::Q8_0(_) => k
+                .is_multiple_of(32)
+                .then_some(k / 32 * quant_dot::Q8_0_BLOCK),
+            Weights::Q4_1(_) => k
+                .is_multiple_of(32)
+                .then_some(k / 32 * quant_dot::Q4_1_BLOCK),
         }
     }
 
